@@ -1,0 +1,693 @@
+package catalog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/peerd/peerd/catalog/pbcatalog"
+)
+
+// Errors a write can fail with before it reaches the store.
+var (
+	// ErrNoLeader means no raft leader is known (yet): the cluster is
+	// electing one, or has lost quorum. Retry, or restore quorum.
+	ErrNoLeader = errors.New("no cluster leader")
+	// ErrNoServers means a client node knows no live server to send writes to.
+	ErrNoServers = errors.New("no known peerd servers")
+	// ErrShutdown means the cluster member is shutting down.
+	ErrShutdown = errors.New("cluster member is shutting down")
+)
+
+// MemberStatus is a gossip member's state, numbered as Consul's API does.
+type MemberStatus int
+
+const (
+	StatusNone MemberStatus = iota
+	StatusAlive
+	StatusLeaving
+	StatusLeft
+	StatusFailed
+)
+
+func (s MemberStatus) String() string {
+	switch s {
+	case StatusAlive:
+		return "alive"
+	case StatusLeaving:
+		return "leaving"
+	case StatusLeft:
+		return "left"
+	case StatusFailed:
+		return "failed"
+	}
+	return "none"
+}
+
+// Member is a node of the gossip pool as this node sees it.
+type Member struct {
+	Name   string
+	Addr   string
+	Port   int
+	Status MemberStatus
+	Meta   NodeMeta
+}
+
+// NodeMeta is what every node advertises about itself in the gossip pool.
+type NodeMeta struct {
+	ID         string `json:"id"`
+	Role       string `json:"role"` // "server" or "client"
+	Datacenter string `json:"dc"`
+	Build      string `json:"build,omitempty"`
+	// RaftAddr is a server's raft address.
+	RaftAddr string `json:"raft,omitempty"`
+	GRPCAddr string `json:"grpc,omitempty"`
+	HTTPAddr string `json:"http,omitempty"`
+}
+
+// Cluster is this node's membership in the cluster and, on servers, its share
+// of the replicated state. Writes go through Apply from any node; reads go to
+// Store on servers.
+type Cluster struct {
+	cfg    Config
+	log    *slog.Logger
+	timing Timing
+	meta   NodeMeta
+
+	ml     *memberlist.Memberlist
+	events chan memberlist.NodeEvent
+	// nodes and state record every member seen and how it last changed, so
+	// failed and left members can still be listed.
+	mu    sync.Mutex
+	nodes map[string]*memberlist.Node
+	state map[string]MemberStatus
+
+	// Server-only.
+	store     *Store
+	raft      *raft.Raft
+	transport *raft.NetworkTransport
+	closers   []func() error
+
+	conns   *connPool
+	metrics *clusterMetrics
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// New starts this node's membership (and raft, on servers). It returns once
+// the listeners are up; joining and bootstrapping continue in the background
+// until ctx ends or Shutdown is called.
+func New(ctx context.Context, cfg Config) (*Cluster, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("catalog config: %w", err)
+	}
+	l := cfg.Logger
+	if l == nil {
+		l = slog.Default()
+	}
+	c := &Cluster{
+		cfg:    cfg,
+		log:    l.With("node", cfg.NodeName),
+		timing: cfg.timing(),
+		events: make(chan memberlist.NodeEvent, 1024),
+		state:  map[string]MemberStatus{},
+		nodes:  map[string]*memberlist.Node{},
+		conns:  newConnPool(),
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.meta = NodeMeta{
+		ID: cfg.NodeID, Role: "client", Datacenter: cfg.datacenter(), Build: cfg.Build,
+		GRPCAddr: cfg.GRPCAddr, HTTPAddr: cfg.HTTPAddr,
+	}
+	if cfg.Server {
+		c.meta.Role = "server"
+		if err := c.startRaft(); err != nil {
+			c.closeAll()
+			return nil, err
+		}
+	}
+	if err := c.startGossip(); err != nil {
+		c.closeAll()
+		return nil, err
+	}
+	c.metrics = newClusterMetrics(c)
+	c.wg.Add(1)
+	go func() { defer c.wg.Done(); c.joinLoop() }()
+	if cfg.Server {
+		c.wg.Add(2)
+		go func() { defer c.wg.Done(); c.bootstrapLoop() }()
+		go func() { defer c.wg.Done(); c.leaderLoop() }()
+	}
+	go func() {
+		select {
+		case <-ctx.Done():
+			c.Shutdown(false)
+		case <-c.ctx.Done():
+		}
+	}()
+	return c, nil
+}
+
+func (c *Cluster) startRaft() error {
+	t := c.timing
+	bind := net.JoinHostPort(c.cfg.bindAddr(), strconv.Itoa(c.cfg.ServerPort))
+	adv, err := net.ResolveTCPAddr("tcp", net.JoinHostPort(c.cfg.advertiseAddr(), strconv.Itoa(c.cfg.ServerPort)))
+	if err != nil {
+		return fmt.Errorf("resolve raft advertise address: %w", err)
+	}
+	ln, err := net.Listen("tcp", bind)
+	if err != nil {
+		return fmt.Errorf("listen for raft on %s: %w", bind, err)
+	}
+	adv.Port = ln.Addr().(*net.TCPAddr).Port
+	stream := &tcpStreamLayer{ln: ln, advertise: adv}
+	c.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: hclogFor(c.log, "raft-net"),
+	})
+	c.closers = append(c.closers, c.transport.Close)
+	c.meta.RaftAddr = adv.String()
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(c.cfg.NodeName)
+	rc.Logger = hclogFor(c.log, "raft")
+	rc.HeartbeatTimeout, rc.ElectionTimeout = t.RaftHeartbeatTimeout, t.RaftElectionTimeout
+	rc.LeaderLeaseTimeout, rc.CommitTimeout = t.RaftLeaderLease, t.RaftCommitTimeout
+
+	var (
+		logs   raft.LogStore
+		stable raft.StableStore
+		snaps  raft.SnapshotStore
+	)
+	if c.cfg.InMemory {
+		mem := raft.NewInmemStore()
+		logs, stable, snaps = mem, mem, raft.NewInmemSnapshotStore()
+	} else {
+		dir := filepath.Join(c.cfg.DataDir, "raft")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create raft directory: %w", err)
+		}
+		bolt, err := raftboltdb.NewBoltStore(filepath.Join(dir, "raft.db"))
+		if err != nil {
+			return fmt.Errorf("open raft store: %w", err)
+		}
+		c.closers = append(c.closers, bolt.Close)
+		cache, err := raft.NewLogCache(512, bolt)
+		if err != nil {
+			return fmt.Errorf("create raft log cache: %w", err)
+		}
+		fss, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hclogFor(c.log, "raft-snapshot"))
+		if err != nil {
+			return fmt.Errorf("open raft snapshots: %w", err)
+		}
+		logs, stable, snaps = cache, bolt, fss
+	}
+	store, err := NewStore()
+	if err != nil {
+		return err
+	}
+	c.store = store
+	r, err := raft.NewRaft(rc, &fsm{store: store}, logs, stable, snaps, c.transport)
+	if err != nil {
+		return fmt.Errorf("start raft: %w", err)
+	}
+	c.raft = r
+	return nil
+}
+
+func (c *Cluster) startGossip() error {
+	t := c.timing
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = c.cfg.NodeName
+	mc.BindAddr = c.cfg.bindAddr()
+	mc.BindPort = c.cfg.SerfPort
+	mc.AdvertiseAddr = c.cfg.advertiseAddr()
+	mc.ProbeInterval, mc.ProbeTimeout = t.GossipProbeInterval, t.GossipProbeTimeout
+	mc.SuspicionMult, mc.GossipInterval = t.GossipSuspicionMult, t.GossipInterval
+	mc.Logger = stdlogFor(c.log)
+	mc.SecretKey = c.cfg.EncryptKey
+	mc.Delegate = &gossipDelegate{c: c}
+	mc.Events = &gossipEvents{c: c}
+	if mc.BindPort == 0 {
+		// memberlist needs the same free port for TCP and UDP; it picks one
+		// itself when BindPort is 0 and reports it via AdvertisePort.
+		mc.AdvertisePort = 0
+	}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return fmt.Errorf("start gossip on %s:%d: %w", mc.BindAddr, mc.BindPort, err)
+	}
+	c.ml = ml
+	return nil
+}
+
+// gossipDelegate advertises this node's metadata.
+type gossipDelegate struct{ c *Cluster }
+
+func (d *gossipDelegate) NodeMeta(limit int) []byte {
+	b, _ := json.Marshal(d.c.meta)
+	if len(b) > limit {
+		return nil
+	}
+	return b
+}
+func (d *gossipDelegate) NotifyMsg([]byte)                           {}
+func (d *gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *gossipDelegate) LocalState(join bool) []byte                { return nil }
+func (d *gossipDelegate) MergeRemoteState(buf []byte, join bool)     {}
+
+// gossipEvents records how members came and went, and wakes the leader.
+type gossipEvents struct{ c *Cluster }
+
+func (e *gossipEvents) NotifyJoin(n *memberlist.Node) { e.record(n, StatusAlive) }
+func (e *gossipEvents) NotifyUpdate(n *memberlist.Node) {
+	e.record(n, StatusAlive)
+}
+func (e *gossipEvents) NotifyLeave(n *memberlist.Node) {
+	// memberlist reports both a graceful leave and a failure as a leave;
+	// the node's state tells them apart.
+	st := StatusFailed
+	if n.State == memberlist.StateLeft {
+		st = StatusLeft
+	}
+	e.record(n, st)
+}
+
+func (e *gossipEvents) record(n *memberlist.Node, st MemberStatus) {
+	cp := *n
+	cp.Meta = slices.Clone(n.Meta)
+	e.c.mu.Lock()
+	e.c.state[n.Name] = st
+	e.c.nodes[n.Name] = &cp
+	e.c.mu.Unlock()
+	select {
+	case e.c.events <- memberlist.NodeEvent{Node: n}:
+	default: // the periodic reconcile catches up
+	}
+}
+
+// Members returns every node of the gossip pool this node knows, including
+// failed and left ones (until memberlist forgets them), sorted by name.
+func (c *Cluster) Members() []Member {
+	live := map[string]bool{}
+	var out []Member
+	for _, n := range c.ml.Members() {
+		live[n.Name] = true
+		out = append(out, c.member(n, StatusAlive))
+	}
+	c.mu.Lock()
+	for name, n := range c.nodes {
+		if !live[name] {
+			st := c.state[name]
+			if st == StatusAlive || st == StatusNone {
+				st = StatusFailed
+			}
+			out = append(out, c.member(n, st))
+		}
+	}
+	c.mu.Unlock()
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func (c *Cluster) member(n *memberlist.Node, st MemberStatus) Member {
+	var meta NodeMeta
+	_ = json.Unmarshal(n.Meta, &meta)
+	if n.Name == c.cfg.NodeName {
+		meta = c.meta
+	}
+	return Member{Name: n.Name, Addr: n.Addr.String(), Port: int(n.Port), Status: st, Meta: meta}
+}
+
+// LocalMember returns this node.
+func (c *Cluster) LocalMember() Member {
+	return c.member(c.ml.LocalNode(), StatusAlive)
+}
+
+// GossipAddr returns the gossip address other nodes join.
+func (c *Cluster) GossipAddr() string {
+	n := c.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+// Join joins the gossip pool through any of addrs and returns how many nodes
+// answered.
+func (c *Cluster) Join(addrs ...string) (int, error) {
+	n, err := c.ml.Join(addrs)
+	if err != nil {
+		return n, fmt.Errorf("join %v: %w", addrs, err)
+	}
+	return n, nil
+}
+
+func (c *Cluster) joinLoop() {
+	if len(c.cfg.RetryJoin) == 0 {
+		return
+	}
+	for {
+		n, err := c.Join(c.cfg.RetryJoin...)
+		if err == nil && n > 0 {
+			c.log.Info("joined cluster", "contacted", n)
+			return
+		}
+		c.log.Warn("join failed; retrying", "addrs", c.cfg.RetryJoin, "err", err, "in", c.cfg.RetryJoinInterval)
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-time.After(c.cfg.RetryJoinInterval):
+		}
+	}
+}
+
+// IsServer reports whether this node holds the replicated state.
+func (c *Cluster) IsServer() bool { return c.raft != nil }
+
+// Store returns the replicated state store (nil on client nodes).
+func (c *Cluster) Store() *Store { return c.store }
+
+// Config returns the configuration the cluster member was started with.
+func (c *Cluster) Config() Config { return c.cfg }
+
+// IsLeader reports whether this node is the raft leader.
+func (c *Cluster) IsLeader() bool {
+	return c.raft != nil && c.raft.State() == raft.Leader
+}
+
+// Leader returns the leader's raft address, or "" if none is known. On a
+// client it asks the servers' metadata: the address every server agrees on.
+func (c *Cluster) Leader() string {
+	if c.raft != nil {
+		addr, _ := c.raft.LeaderWithID()
+		return string(addr)
+	}
+	m, ok := c.leaderMember(context.Background())
+	if !ok {
+		return ""
+	}
+	return m.Meta.RaftAddr
+}
+
+// LeaderMember returns the member that is raft leader, if known.
+func (c *Cluster) LeaderMember() (Member, bool) {
+	return c.leaderMember(context.Background())
+}
+
+func (c *Cluster) leaderMember(ctx context.Context) (Member, bool) {
+	if c.raft != nil {
+		_, id := c.raft.LeaderWithID()
+		if id == "" {
+			return Member{}, false
+		}
+		for _, m := range c.Members() {
+			if m.Name == string(id) && m.Status == StatusAlive {
+				return m, true
+			}
+		}
+		return Member{}, false
+	}
+	// A client asks a server over gRPC would be a round trip per request;
+	// instead it relays to any live server, which knows its leader.
+	return Member{}, false
+}
+
+// Peers returns the raft addresses of the voters (servers only).
+func (c *Cluster) Peers() ([]string, error) {
+	if c.raft == nil {
+		return nil, errors.New("peers are known to servers only")
+	}
+	f := c.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, fmt.Errorf("read raft configuration: %w", err)
+	}
+	var out []string
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			out = append(out, string(s.Address))
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// Servers returns the live server members of this datacenter.
+func (c *Cluster) Servers() []Member {
+	var out []Member
+	for _, m := range c.Members() {
+		if m.Status == StatusAlive && m.Meta.Role == "server" && m.Meta.Datacenter == c.meta.Datacenter {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// Apply commits a write to the replicated state from any node: applied
+// directly on the leader, forwarded to the leader from a follower, and sent to
+// a server from a client. It retries while a leader is being elected, up to
+// the configured ApplyTimeout.
+func (c *Cluster) Apply(ctx context.Context, cmd *Command) (*ApplyResult, error) {
+	data, err := cmd.Encode()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timing.ApplyTimeout)
+	defer cancel()
+	start := time.Now()
+	res, err := c.applyRetry(ctx, data, false)
+	c.metrics.observeApply(string(cmd.Type), start, err)
+	return res, err
+}
+
+func (c *Cluster) applyRetry(ctx context.Context, data []byte, forwarded bool) (*ApplyResult, error) {
+	backoff := 20 * time.Millisecond
+	for {
+		res, err := c.applyOnce(ctx, data, forwarded)
+		if err == nil || !retryable(err) {
+			return res, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (waited %s): %w", ErrNoLeader, c.timing.ApplyTimeout, err)
+		case <-c.ctx.Done():
+			return nil, ErrShutdown
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 500*time.Millisecond)
+	}
+}
+
+func retryable(err error) bool {
+	return errors.Is(err, ErrNoLeader) || errors.Is(err, ErrNoServers) ||
+		errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+		errors.Is(err, raft.ErrLeadershipTransferInProgress) || errors.Is(err, errForward)
+}
+
+var errForward = errors.New("forward write")
+
+func (c *Cluster) applyOnce(ctx context.Context, data []byte, forwarded bool) (*ApplyResult, error) {
+	if c.raft != nil && c.raft.State() == raft.Leader {
+		return c.applyLocal(ctx, data)
+	}
+	var target Member
+	if c.raft != nil {
+		m, ok := c.leaderMember(ctx)
+		if !ok {
+			return nil, ErrNoLeader
+		}
+		if forwarded {
+			// We were sent this as the leader and are not: let the sender retry.
+			return nil, raft.ErrNotLeader
+		}
+		target = m
+	} else {
+		servers := c.Servers()
+		if len(servers) == 0 {
+			return nil, ErrNoServers
+		}
+		target = servers[randIndex(len(servers))]
+	}
+	return c.forward(ctx, target, data, c.raft != nil)
+}
+
+func (c *Cluster) applyLocal(ctx context.Context, data []byte) (*ApplyResult, error) {
+	timeout := c.timing.ApplyTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	f := c.raft.Apply(data, timeout)
+	if err := f.Error(); err != nil {
+		return nil, fmt.Errorf("raft apply: %w", err)
+	}
+	res, ok := f.Response().(*ApplyResult)
+	if !ok {
+		return nil, fmt.Errorf("raft apply: unexpected response %T", f.Response())
+	}
+	if res.Err != "" {
+		return res, &ApplyError{Msg: res.Err}
+	}
+	return res, nil
+}
+
+// ApplyError is a write the state store refused: the request was wrong, not
+// the cluster (e.g. a check for a service that does not exist).
+type ApplyError struct{ Msg string }
+
+func (e *ApplyError) Error() string { return e.Msg }
+
+func (c *Cluster) forward(ctx context.Context, to Member, data []byte, forwarded bool) (*ApplyResult, error) {
+	if to.Meta.GRPCAddr == "" {
+		return nil, fmt.Errorf("%w: server %s advertises no gRPC address", errForward, to.Name)
+	}
+	conn, err := c.conns.get(to.Meta.GRPCAddr)
+	if err != nil {
+		return nil, fmt.Errorf("%w to %s: %w", errForward, to.Name, err)
+	}
+	resp, err := pbcatalog.NewCatalogServiceClient(conn).Apply(ctx, &pbcatalog.ApplyRequest{Command: data, Forwarded: forwarded})
+	if err != nil {
+		return nil, fmt.Errorf("%w to %s: %w", errForward, to.Name, err)
+	}
+	res := &ApplyResult{Index: resp.GetIndex(), OK: resp.GetOk(), Err: resp.GetError()}
+	if res.Err != "" {
+		return res, &ApplyError{Msg: res.Err}
+	}
+	return res, nil
+}
+
+// RegisterGRPC adds the cluster-internal catalog service to s (servers only).
+func (c *Cluster) RegisterGRPC(s *grpc.Server) {
+	if c.raft != nil {
+		pbcatalog.RegisterCatalogServiceServer(s, &catalogServer{c: c})
+	}
+}
+
+type catalogServer struct {
+	pbcatalog.UnimplementedCatalogServiceServer
+	c *Cluster
+}
+
+var _ pbcatalog.CatalogServiceServer = (*catalogServer)(nil)
+
+func (s *catalogServer) Apply(ctx context.Context, req *pbcatalog.ApplyRequest) (*pbcatalog.ApplyResponse, error) {
+	res, err := s.c.applyRetry(ctx, req.GetCommand(), req.GetForwarded())
+	var ae *ApplyError
+	if errors.As(err, &ae) {
+		return &pbcatalog.ApplyResponse{Index: res.Index, Ok: res.OK, Error: ae.Msg}, nil
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pbcatalog.ApplyResponse{Index: res.Index, Ok: res.OK}, nil
+}
+
+// WaitForLeader blocks until a leader is known or ctx ends.
+func (c *Cluster) WaitForLeader(ctx context.Context) error {
+	for {
+		if c.raft != nil {
+			if addr, _ := c.raft.LeaderWithID(); addr != "" {
+				return nil
+			}
+		} else if len(c.Servers()) > 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for leader: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Shutdown stops this member. With leave, it first announces a graceful
+// leave (so the leader removes its registrations rather than marking them
+// critical) and, if it is the leader, hands leadership over.
+func (c *Cluster) Shutdown(leave bool) error {
+	var errs []error
+	c.once.Do(func() {
+		if leave {
+			if c.IsLeader() && len(c.Servers()) > 1 {
+				if err := c.raft.LeadershipTransfer().Error(); err != nil {
+					c.log.Warn("leadership transfer before leaving failed", "err", err)
+				}
+			}
+			if err := c.ml.Leave(2 * time.Second); err != nil {
+				errs = append(errs, fmt.Errorf("leave gossip pool: %w", err))
+			}
+		}
+		c.cancel()
+		errs = append(errs, c.closeAll())
+		c.wg.Wait()
+	})
+	return errors.Join(errs...)
+}
+
+func (c *Cluster) closeAll() error {
+	var errs []error
+	if c.cancel != nil {
+		c.cancel()
+	}
+	if c.ml != nil {
+		if err := c.ml.Shutdown(); err != nil {
+			errs = append(errs, fmt.Errorf("stop gossip: %w", err))
+		}
+	}
+	if c.raft != nil {
+		if err := c.raft.Shutdown().Error(); err != nil {
+			errs = append(errs, fmt.Errorf("stop raft: %w", err))
+		}
+	}
+	for i := len(c.closers) - 1; i >= 0; i-- {
+		if err := c.closers[i](); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	c.conns.close()
+	return errors.Join(errs...)
+}
+
+// connPool keeps one gRPC connection per server address.
+type connPool struct {
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func newConnPool() *connPool { return &connPool{conns: map[string]*grpc.ClientConn{}} }
+
+func (p *connPool) get(addr string) (*grpc.ClientConn, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if cc, ok := p.conns[addr]; ok {
+		return cc, nil
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	p.conns[addr] = cc
+	return cc, nil
+}
+
+func (p *connPool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for addr, cc := range p.conns {
+		_ = cc.Close()
+		delete(p.conns, addr)
+	}
+}

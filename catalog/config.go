@@ -1,0 +1,200 @@
+package catalog
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// Config configures a Cluster: this node's part in membership and, on
+// server-mode nodes, in the replicated store.
+type Config struct {
+	// NodeName is this node's unique name in the cluster. Required.
+	NodeName string
+	// NodeID is this node's stable UUID. Required.
+	NodeID string
+	// Datacenter is the cluster's datacenter name; nodes of other datacenters
+	// are not joined. Zero value: "dc1".
+	Datacenter string
+
+	// Server makes this node a raft voter holding the replicated state.
+	Server bool
+	// BootstrapExpect is how many servers to wait for before bootstrapping
+	// raft (servers only; 0 = join an existing cluster, never bootstrap).
+	BootstrapExpect int
+	// InMemory keeps raft's log, stable store and snapshots in memory (dev
+	// mode); nothing is written to disk.
+	InMemory bool
+	// DataDir holds raft's bolt store and snapshots when InMemory is false.
+	DataDir string
+
+	// BindAddr is the IP the gossip and raft listeners bind to.
+	// Zero value: "127.0.0.1".
+	BindAddr string
+	// AdvertiseAddr is the IP other nodes reach this one at. Zero value:
+	// BindAddr (which must then not be 0.0.0.0).
+	AdvertiseAddr string
+	// SerfPort is the gossip (memberlist) port; 0 picks a free port.
+	SerfPort int
+	// ServerPort is the raft port of a server; 0 picks a free port.
+	ServerPort int
+	// GRPCAddr and HTTPAddr are this node's API addresses, advertised to the
+	// other members so writes and consistent reads can be relayed.
+	GRPCAddr string
+	HTTPAddr string
+
+	// RetryJoin lists gossip addresses (host or host:port) to join, retried
+	// every RetryJoinInterval until one answers.
+	RetryJoin         []string
+	RetryJoinInterval time.Duration
+
+	// EncryptKey is the gossip encryption key (16, 24 or 32 bytes); nil
+	// leaves gossip unencrypted.
+	EncryptKey []byte
+
+	// Timing holds the protocol timers; zero value: DefaultTiming().
+	Timing Timing
+
+	// Build is the version string advertised to other members.
+	Build string
+
+	// Logger receives structured logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Timing holds the timers of raft and gossip. The defaults suit a LAN; tests
+// and dev mode use FastTiming().
+type Timing struct {
+	RaftHeartbeatTimeout time.Duration
+	RaftElectionTimeout  time.Duration
+	RaftLeaderLease      time.Duration
+	RaftCommitTimeout    time.Duration
+	// GossipProbeInterval and GossipProbeTimeout drive failure detection;
+	// GossipSuspicionMult scales how long a suspect node has to refute.
+	GossipProbeInterval time.Duration
+	GossipProbeTimeout  time.Duration
+	GossipSuspicionMult int
+	GossipInterval      time.Duration
+	// ReconcileInterval is how often the leader reconciles the catalog with
+	// the gossip pool even without events.
+	ReconcileInterval time.Duration
+	// ApplyTimeout bounds one write, including forwarding and waiting for a
+	// leader.
+	ApplyTimeout time.Duration
+}
+
+// DefaultTiming returns Consul's LAN defaults.
+func DefaultTiming() Timing {
+	return Timing{
+		RaftHeartbeatTimeout: 1000 * time.Millisecond,
+		RaftElectionTimeout:  1000 * time.Millisecond,
+		RaftLeaderLease:      500 * time.Millisecond,
+		RaftCommitTimeout:    50 * time.Millisecond,
+		GossipProbeInterval:  1 * time.Second,
+		GossipProbeTimeout:   500 * time.Millisecond,
+		GossipSuspicionMult:  4,
+		GossipInterval:       200 * time.Millisecond,
+		ReconcileInterval:    60 * time.Second,
+		ApplyTimeout:         10 * time.Second,
+	}
+}
+
+// FastTiming returns timers for one-machine clusters (dev mode and tests):
+// elections and failure detection in well under a second.
+func FastTiming() Timing {
+	return Timing{
+		RaftHeartbeatTimeout: 200 * time.Millisecond,
+		RaftElectionTimeout:  200 * time.Millisecond,
+		RaftLeaderLease:      100 * time.Millisecond,
+		RaftCommitTimeout:    5 * time.Millisecond,
+		GossipProbeInterval:  100 * time.Millisecond,
+		GossipProbeTimeout:   50 * time.Millisecond,
+		GossipSuspicionMult:  2,
+		GossipInterval:       50 * time.Millisecond,
+		ReconcileInterval:    5 * time.Second,
+		ApplyTimeout:         10 * time.Second,
+	}
+}
+
+// DefaultConfig returns a client-mode configuration bound to loopback; set
+// NodeName and NodeID.
+func DefaultConfig() Config {
+	return Config{
+		Datacenter:        "dc1",
+		BindAddr:          "127.0.0.1",
+		RetryJoinInterval: 30 * time.Second,
+		Timing:            DefaultTiming(),
+	}
+}
+
+// DevConfig returns a single in-memory server that bootstraps itself.
+func DevConfig() Config {
+	c := DefaultConfig()
+	c.Server, c.BootstrapExpect, c.InMemory = true, 1, true
+	c.RetryJoinInterval = time.Second
+	c.Timing = FastTiming()
+	return c
+}
+
+// Validate reports the first problem with c.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("node name is required"))
+	}
+	if c.NodeID == "" {
+		errs = append(errs, errors.New("node ID is required"))
+	}
+	if c.BootstrapExpect < 0 {
+		errs = append(errs, fmt.Errorf("bootstrap-expect %d: must not be negative", c.BootstrapExpect))
+	}
+	if c.BootstrapExpect > 0 && !c.Server {
+		errs = append(errs, errors.New("bootstrap-expect needs server mode: add -server"))
+	}
+	if c.Server && !c.InMemory && c.DataDir == "" {
+		errs = append(errs, errors.New("a server needs -data-dir (or -dev for an in-memory server)"))
+	}
+	if ip := net.ParseIP(c.bindAddr()); ip == nil {
+		errs = append(errs, fmt.Errorf("bind address %q: not an IP address", c.BindAddr))
+	}
+	adv := c.advertiseAddr()
+	if ip := net.ParseIP(adv); ip == nil || ip.IsUnspecified() {
+		errs = append(errs, fmt.Errorf("advertise address %q: set -advertise to an address other nodes can reach", adv))
+	}
+	switch len(c.EncryptKey) {
+	case 0, 16, 24, 32:
+	default:
+		errs = append(errs, fmt.Errorf("gossip key is %d bytes: want 16, 24 or 32 (base64 of `peerd keygen`)", len(c.EncryptKey)))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) bindAddr() string {
+	if c.BindAddr == "" {
+		return "127.0.0.1"
+	}
+	return c.BindAddr
+}
+
+func (c *Config) advertiseAddr() string {
+	if c.AdvertiseAddr != "" {
+		return c.AdvertiseAddr
+	}
+	return c.bindAddr()
+}
+
+func (c *Config) datacenter() string {
+	if c.Datacenter == "" {
+		return "dc1"
+	}
+	return c.Datacenter
+}
+
+func (c *Config) timing() Timing {
+	if c.Timing == (Timing{}) {
+		return DefaultTiming()
+	}
+	return c.Timing
+}

@@ -1,0 +1,205 @@
+package catalog
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/hashicorp/go-memdb"
+	"github.com/hashicorp/raft"
+
+	"github.com/peerd/peerd/catalog/configentry"
+)
+
+// fsm applies committed raft log entries to a Store. Apply is deterministic:
+// it reads no clock, no randomness and never depends on map iteration order.
+type fsm struct {
+	store *Store
+}
+
+var _ raft.FSM = (*fsm)(nil)
+
+// Apply implements raft.FSM. It returns an *ApplyResult.
+func (f *fsm) Apply(l *raft.Log) any {
+	res := &ApplyResult{Index: l.Index, OK: true}
+	ok, err := f.apply(l.Index, l.Data)
+	res.OK = ok
+	if err != nil {
+		res.Err = err.Error()
+	}
+	return res
+}
+
+func (f *fsm) apply(idx uint64, data []byte) (bool, error) {
+	cmd, err := DecodeCommand(data)
+	if err != nil {
+		return false, err
+	}
+	s := f.store
+	switch cmd.Type {
+	case CmdRegister:
+		if cmd.Register == nil {
+			return false, errors.New("register command without a request")
+		}
+		return true, s.Register(idx, cmd.Register)
+	case CmdRegisterBatch:
+		return true, s.RegisterBatch(idx, cmd.Registers)
+	case CmdSyncNode:
+		if cmd.SyncNode == nil {
+			return false, errors.New("sync-node command without a request")
+		}
+		return true, s.SyncNode(idx, cmd.SyncNode)
+	case CmdDeregister:
+		if cmd.Deregister == nil {
+			return false, errors.New("deregister command without a request")
+		}
+		return true, s.Deregister(idx, cmd.Deregister)
+	case CmdCheckStatus:
+		r := cmd.CheckStatus
+		if r == nil {
+			return false, errors.New("check-status command without a request")
+		}
+		return true, s.UpdateCheckStatus(idx, r.PeerName, r.Node, r.CheckID, r.Status, r.Output)
+	case CmdConfigSet:
+		r := cmd.ConfigEntry
+		if r == nil {
+			return false, errors.New("config-set command without a request")
+		}
+		entry, err := configentry.DecodeKind(r.Kind, r.Entry)
+		if err != nil {
+			return false, fmt.Errorf("decode config entry %s/%s: %w", r.Kind, r.Name, err)
+		}
+		return s.ConfigSet(idx, entry, r.CAS, r.Index)
+	case CmdConfigDelete:
+		r := cmd.ConfigEntry
+		if r == nil {
+			return false, errors.New("config-delete command without a request")
+		}
+		return s.ConfigDelete(idx, r.Kind, r.Name, r.CAS, r.Index)
+	default:
+		// A newer server wrote a command this one does not know. Failing the
+		// entry (rather than panicking) keeps this server running; the
+		// operator upgrades it.
+		return false, fmt.Errorf("unknown command type %q: upgrade this server", cmd.Type)
+	}
+}
+
+// snapshotRecord is one line of a snapshot: exactly one field is set.
+type snapshotRecord struct {
+	Node    *nodeRow        `json:",omitempty"`
+	Service *serviceRow     `json:",omitempty"`
+	Check   *checkRow       `json:",omitempty"`
+	Config  *configSnapshot `json:",omitempty"`
+	Index   *indexRow       `json:",omitempty"`
+}
+
+type configSnapshot struct {
+	Kind  string
+	Entry json.RawMessage
+}
+
+// Snapshot implements raft.FSM: it takes memdb's O(1) immutable snapshot; the
+// IO happens in Persist.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	db, _ := f.store.current()
+	return &fsmSnapshot{db: db.Snapshot()}, nil
+}
+
+type fsmSnapshot struct {
+	db *memdb.MemDB
+}
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.write(sink); err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) write(w io.Writer) error {
+	bw := bufio.NewWriter(w)
+	enc := json.NewEncoder(bw)
+	tx := s.db.Txn(false)
+	defer tx.Abort()
+	for _, table := range []string{tableIndex, tableNodes, tableServices, tableChecks, tableConfig} {
+		it, err := tx.Get(table, "id")
+		if err != nil {
+			return fmt.Errorf("read table %s: %w", table, err)
+		}
+		for raw := it.Next(); raw != nil; raw = it.Next() {
+			var rec snapshotRecord
+			switch r := raw.(type) {
+			case *indexRow:
+				rec.Index = r
+			case *nodeRow:
+				rec.Node = r
+			case *serviceRow:
+				rec.Service = r
+			case *checkRow:
+				rec.Check = r
+			case *configRow:
+				b, err := json.Marshal(r.Entry)
+				if err != nil {
+					return fmt.Errorf("encode config entry %s/%s: %w", r.Kind, r.Name, err)
+				}
+				rec.Config = &configSnapshot{Kind: r.Kind, Entry: b}
+			}
+			if err := enc.Encode(&rec); err != nil {
+				return err
+			}
+		}
+	}
+	return bw.Flush()
+}
+
+func (s *fsmSnapshot) Release() {}
+
+// Restore implements raft.FSM: it builds a new database from the snapshot and
+// swaps it in, dropping all previous state.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	db, err := memdb.NewMemDB(schema())
+	if err != nil {
+		return fmt.Errorf("restore snapshot: %w", err)
+	}
+	tx := db.Txn(true)
+	defer tx.Abort()
+	dec := json.NewDecoder(bufio.NewReader(rc))
+	for n := 1; ; n++ {
+		var rec snapshotRecord
+		if err := dec.Decode(&rec); err == io.EOF {
+			break
+		} else if err != nil {
+			return fmt.Errorf("restore snapshot record %d: %w", n, err)
+		}
+		var table string
+		var row any
+		switch {
+		case rec.Index != nil:
+			table, row = tableIndex, rec.Index
+		case rec.Node != nil:
+			table, row = tableNodes, rec.Node
+		case rec.Service != nil:
+			table, row = tableServices, rec.Service
+		case rec.Check != nil:
+			table, row = tableChecks, rec.Check
+		case rec.Config != nil:
+			entry, err := configentry.DecodeKind(rec.Config.Kind, rec.Config.Entry)
+			if err != nil {
+				return fmt.Errorf("restore snapshot record %d: %w", n, err)
+			}
+			table, row = tableConfig, &configRow{Kind: entry.GetKind(), Name: entry.GetName(), Entry: entry}
+		default:
+			return fmt.Errorf("restore snapshot record %d: empty record", n)
+		}
+		if err := tx.Insert(table, row); err != nil {
+			return fmt.Errorf("restore snapshot record %d into %s: %w", n, table, err)
+		}
+	}
+	tx.Commit()
+	f.store.replace(db)
+	return nil
+}

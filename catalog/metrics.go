@@ -1,0 +1,105 @@
+package catalog
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// clusterMetrics exposes raft, gossip and catalog sizes. Gauges are read on
+// scrape from raft's and memberlist's own counters, so nothing global is
+// installed.
+type clusterMetrics struct {
+	c     *Cluster
+	apply *prometheus.HistogramVec
+
+	raftState, raftTerm, raftCommit, raftApplied, raftLastLog, raftPeers, raftLastContact *prometheus.Desc
+	members, health, tableRows                                                            *prometheus.Desc
+}
+
+func newClusterMetrics(c *Cluster) *clusterMetrics {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, labels, nil)
+	}
+	return &clusterMetrics{
+		c: c,
+		apply: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "peerd_catalog_apply_duration_seconds",
+			Help:    "Time to commit one replicated write from this node, by command and result.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}, []string{"command", "result"}),
+		raftState:       d("peerd_raft_state", "1 for the raft state this server is in.", "state"),
+		raftTerm:        d("peerd_raft_term", "Current raft term."),
+		raftCommit:      d("peerd_raft_commit_index", "Highest raft index known committed."),
+		raftApplied:     d("peerd_raft_applied_index", "Highest raft index applied to the state store."),
+		raftLastLog:     d("peerd_raft_last_log_index", "Highest raft index in the local log."),
+		raftPeers:       d("peerd_raft_peers", "Voters in the raft configuration."),
+		raftLastContact: d("peerd_raft_last_contact_seconds", "Seconds since this follower last heard from the leader (0 on the leader)."),
+		members:         d("peerd_memberlist_members", "Gossip members by status.", "status"),
+		health:          d("peerd_memberlist_health_score", "memberlist's local health awareness score (0 = healthy)."),
+		tableRows:       d("peerd_catalog_rows", "Rows in the state store by table.", "table"),
+	}
+}
+
+func (m *clusterMetrics) observeApply(cmd string, start time.Time, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.apply.WithLabelValues(cmd, result).Observe(time.Since(start).Seconds())
+}
+
+// Collector returns the cluster's Prometheus collector.
+func (c *Cluster) Collector() prometheus.Collector { return c.metrics }
+
+func (m *clusterMetrics) Describe(ch chan<- *prometheus.Desc) {
+	m.apply.Describe(ch)
+	for _, d := range []*prometheus.Desc{m.raftState, m.raftTerm, m.raftCommit, m.raftApplied, m.raftLastLog,
+		m.raftPeers, m.raftLastContact, m.members, m.health, m.tableRows} {
+		ch <- d
+	}
+}
+
+func (m *clusterMetrics) Collect(ch chan<- prometheus.Metric) {
+	m.apply.Collect(ch)
+	c := m.c
+	counts := map[MemberStatus]int{}
+	for _, mem := range c.Members() {
+		counts[mem.Status]++
+	}
+	for _, st := range []MemberStatus{StatusAlive, StatusLeaving, StatusLeft, StatusFailed} {
+		ch <- prometheus.MustNewConstMetric(m.members, prometheus.GaugeValue, float64(counts[st]), st.String())
+	}
+	ch <- prometheus.MustNewConstMetric(m.health, prometheus.GaugeValue, float64(c.ml.GetHealthScore()))
+	if c.raft == nil {
+		return
+	}
+	state := c.raft.State()
+	for _, s := range []raft.RaftState{raft.Follower, raft.Candidate, raft.Leader, raft.Shutdown} {
+		v := 0.0
+		if s == state {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(m.raftState, prometheus.GaugeValue, v, s.String())
+	}
+	stats := c.raft.Stats()
+	num := func(k string) float64 {
+		v, _ := strconv.ParseFloat(stats[k], 64)
+		return v
+	}
+	ch <- prometheus.MustNewConstMetric(m.raftTerm, prometheus.GaugeValue, num("term"))
+	ch <- prometheus.MustNewConstMetric(m.raftCommit, prometheus.GaugeValue, num("commit_index"))
+	ch <- prometheus.MustNewConstMetric(m.raftApplied, prometheus.GaugeValue, num("applied_index"))
+	ch <- prometheus.MustNewConstMetric(m.raftLastLog, prometheus.GaugeValue, num("last_log_index"))
+	ch <- prometheus.MustNewConstMetric(m.raftPeers, prometheus.GaugeValue, num("num_peers")+1)
+	contact := 0.0
+	if state != raft.Leader {
+		contact = time.Since(c.raft.LastContact()).Seconds()
+	}
+	ch <- prometheus.MustNewConstMetric(m.raftLastContact, prometheus.GaugeValue, contact)
+	for table, n := range c.store.counts() {
+		ch <- prometheus.MustNewConstMetric(m.tableRows, prometheus.GaugeValue, float64(n), table)
+	}
+}
