@@ -1,0 +1,178 @@
+// Command peerd is the peerd node daemon: `peerd agent` runs a node,
+// `peerd keygen` makes a gossip encryption key, `peerd version` prints the
+// version. Flags become an agent.Config; internal/agent does the rest.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/peerd/peerd/internal/agent"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `Usage: peerd <command> [flags]
+
+Commands:
+  agent     run a peerd node (peerd agent -dev for a single-node cluster in memory)
+  keygen    print a new gossip encryption key for -encrypt
+  version   print the version
+
+Run 'peerd agent -h' for the agent's flags.
+`
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "peerd:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("missing command")
+	}
+	switch args[0] {
+	case "agent":
+		cfg, err := parseAgentFlags(args[1:], stderr)
+		if err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return agent.Run(ctx, cfg, stdout)
+	case "keygen":
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return fmt.Errorf("generate key: %w", err)
+		}
+		fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(key))
+		return nil
+	case "version", "-version", "--version":
+		fmt.Fprintf(stdout, "peerd %s\n", version)
+		return nil
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+// listFlag is a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// parseAgentFlags turns the agent's flags into a Config. Config files load
+// first; flags given on the command line override them; -dev picks free
+// loopback ports for every listener not given explicitly.
+func parseAgentFlags(args []string, stderr io.Writer) (agent.Config, error) {
+	fs := flag.NewFlagSet("peerd agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	def := agent.DefaultConfig()
+	var (
+		f         = def
+		retryJoin listFlag
+		configs   listFlag
+		nodeMeta  listFlag
+		serfPort  = fs.Int("serf-lan-port", def.SerfLANPort, "gossip (memberlist) port, TCP and UDP")
+	)
+	fs.BoolVar(&f.Dev, "dev", false, "run a complete single-node cluster in memory; free loopback ports unless given")
+	fs.BoolVar(&f.Server, "server", false, "run as a server: hold the replicated state (raft voter)")
+	fs.IntVar(&f.BootstrapExpect, "bootstrap-expect", 0, "servers to wait for before electing the first leader (1, 3 or 5)")
+	fs.Var(&retryJoin, "retry-join", "gossip address of a node to join, retried until it answers (repeatable)")
+	fs.DurationVar(&f.RetryInterval, "retry-interval", def.RetryInterval, "time between -retry-join attempts")
+	fs.StringVar(&f.DataDir, "data-dir", "", "directory for raft data, the node ID and registered services")
+	fs.StringVar(&f.Datacenter, "datacenter", def.Datacenter, "datacenter (cluster) name")
+	fs.StringVar(&f.NodeName, "node", "", "node name (default: host name)")
+	fs.StringVar(&f.NodeID, "node-id", "", "node UUID (default: generated and kept in -data-dir)")
+	fs.Var(&nodeMeta, "node-meta", "node metadata key:value (repeatable)")
+	fs.StringVar(&f.BindAddr, "bind-addr", "", "IP for gossip and raft (default: the host's private IPv4; 127.0.0.1 with -dev)")
+	fs.StringVar(&f.AdvertiseAddr, "advertise", "", "IP other nodes reach this one at (default: -bind-addr)")
+	fs.StringVar(&f.HTTPAddr, "http-addr", def.HTTPAddr, "HTTP API address host:port (port 0 = free port)")
+	fs.StringVar(&f.GRPCAddr, "grpc-addr", def.GRPCAddr, "gRPC address host:port (port 0 = free port)")
+	fs.IntVar(&f.ServerPort, "server-port", def.ServerPort, "raft port of a server")
+	fs.Var(&configs, "config-dir", "directory of *.hcl/*.json config files, incl. service definitions (repeatable)")
+	fs.Var(&configs, "config-file", "one config file (repeatable)")
+	fs.StringVar(&f.Encrypt, "encrypt", "", "base64 gossip encryption key (peerd keygen)")
+	fs.BoolVar(&f.LeaveOnTerminate, "leave-on-terminate", true, "leave the pool on SIGINT/SIGTERM")
+	fs.StringVar(&f.LogLevel, "log-level", def.LogLevel, "debug, info, warn or error")
+	fs.BoolVar(&f.LogJSON, "log-json", false, "log JSON lines instead of text")
+	if err := fs.Parse(args); err != nil {
+		return agent.Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return agent.Config{}, fmt.Errorf("unexpected argument %q: flags start with '-'", fs.Arg(0))
+	}
+	f.SerfLANPort = *serfPort
+
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+
+	cfg := agent.DefaultConfig()
+	if f.Dev {
+		cfg.ApplyDev()
+	}
+	if err := cfg.LoadFiles(configs...); err != nil {
+		return agent.Config{}, err
+	}
+	// Flags given on the command line win over files and dev defaults.
+	override := map[string]func(){
+		"server":             func() { cfg.Server = f.Server },
+		"bootstrap-expect":   func() { cfg.BootstrapExpect = f.BootstrapExpect },
+		"retry-interval":     func() { cfg.RetryInterval = f.RetryInterval },
+		"data-dir":           func() { cfg.DataDir = f.DataDir },
+		"datacenter":         func() { cfg.Datacenter = f.Datacenter },
+		"node":               func() { cfg.NodeName = f.NodeName },
+		"node-id":            func() { cfg.NodeID = f.NodeID },
+		"bind-addr":          func() { cfg.BindAddr = f.BindAddr },
+		"advertise":          func() { cfg.AdvertiseAddr = f.AdvertiseAddr },
+		"http-addr":          func() { cfg.HTTPAddr = f.HTTPAddr },
+		"grpc-addr":          func() { cfg.GRPCAddr = f.GRPCAddr },
+		"server-port":        func() { cfg.ServerPort = f.ServerPort },
+		"serf-lan-port":      func() { cfg.SerfLANPort = f.SerfLANPort },
+		"encrypt":            func() { cfg.Encrypt = f.Encrypt },
+		"leave-on-terminate": func() { cfg.LeaveOnTerminate = f.LeaveOnTerminate },
+		"log-level":          func() { cfg.LogLevel = f.LogLevel },
+		"log-json":           func() { cfg.LogJSON = f.LogJSON },
+	}
+	for name, apply := range override {
+		if set[name] {
+			apply()
+		}
+	}
+	if len(retryJoin) > 0 {
+		cfg.RetryJoin = retryJoin
+	}
+	for _, kv := range nodeMeta {
+		k, v, ok := strings.Cut(kv, ":")
+		if !ok || k == "" {
+			return agent.Config{}, fmt.Errorf("-node-meta %q: use key:value", kv)
+		}
+		if cfg.NodeMeta == nil {
+			cfg.NodeMeta = map[string]string{}
+		}
+		cfg.NodeMeta[k] = v
+	}
+	if cfg.Dev && cfg.DataDir != "" {
+		return agent.Config{}, errors.New("-dev keeps everything in memory: drop -data-dir")
+	}
+	cfg.Version = version
+	return cfg, nil
+}

@@ -1,0 +1,352 @@
+// Package agent wires a peerd node together: cluster membership and state
+// (catalog), the agent's local services and checks, the HTTP API, the gRPC
+// server and metrics. Only cmd/peerd imports it (a test checks this); it holds
+// no logic of its own beyond start-up order and shutdown.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/internal/httpapi"
+	"github.com/peerd/peerd/internal/local"
+)
+
+// Agent is a running peerd node.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	cluster *catalog.Cluster
+	local   *local.State
+	http    *http.Server
+	httpLn  net.Listener
+	grpc    *grpc.Server
+	grpcLn  net.Listener
+	health  *health.Server
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// Run starts the agent, prints its listeners to out, and runs until ctx ends;
+// then it shuts down gracefully (leaving the pool if LeaveOnTerminate).
+func Run(ctx context.Context, cfg Config, out io.Writer) error {
+	a, err := Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	a.PrintBanner(out)
+	<-ctx.Done()
+	a.log.Info("shutting down", "leave", cfg.LeaveOnTerminate)
+	return a.Shutdown(cfg.LeaveOnTerminate)
+}
+
+// NewLogger returns the slog logger the agent's flags describe.
+func NewLogger(w io.Writer, level string, asJSON bool) *slog.Logger {
+	var lv slog.Level
+	switch strings.ToLower(level) {
+	case "debug", "trace":
+		lv = slog.LevelDebug
+	case "warn", "warning":
+		lv = slog.LevelWarn
+	case "error":
+		lv = slog.LevelError
+	default:
+		lv = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	if asJSON {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// Start brings the agent up: listeners first (so free ports are known and
+// advertised), then the cluster member, local state, and the servers. It
+// returns once everything is listening; joining and leader election continue
+// in the background.
+func Start(ctx context.Context, cfg Config) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid agent configuration:\n%w", err)
+	}
+	log := NewLogger(os.Stderr, cfg.LogLevel, cfg.LogJSON)
+	a := &Agent{cfg: cfg, log: log}
+	if err := a.start(ctx); err != nil {
+		a.closeListeners()
+		if a.cluster != nil {
+			_ = a.cluster.Shutdown(false)
+		}
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *Agent) start(ctx context.Context) error {
+	cfg := &a.cfg
+	var err error
+	if cfg.BindAddr == "" {
+		if cfg.BindAddr, err = defaultBindAddr(); err != nil {
+			return err
+		}
+	}
+	if cfg.NodeName == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("node name: %w (set -node)", err)
+		}
+		cfg.NodeName = strings.ToLower(h)
+	}
+	if cfg.NodeID == "" {
+		if cfg.NodeID, err = nodeID(cfg.DataDir, cfg.Dev); err != nil {
+			return err
+		}
+	}
+	key, err := cfg.gossipKey()
+	if err != nil {
+		return err
+	}
+	if a.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return fmt.Errorf("listen for HTTP on %s: %w", cfg.HTTPAddr, err)
+	}
+	if a.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
+		return fmt.Errorf("listen for gRPC on %s: %w", cfg.GRPCAddr, err)
+	}
+
+	cc := catalog.DefaultConfig()
+	if cfg.Dev {
+		cc = catalog.DevConfig()
+	}
+	cc.NodeName, cc.NodeID, cc.Datacenter = cfg.NodeName, cfg.NodeID, cfg.Datacenter
+	cc.Server, cc.BootstrapExpect, cc.InMemory = cfg.Server, cfg.BootstrapExpect, cfg.Dev
+	cc.DataDir = cfg.DataDir
+	cc.BindAddr, cc.AdvertiseAddr = cfg.BindAddr, cfg.AdvertiseAddr
+	cc.SerfPort, cc.ServerPort = cfg.SerfLANPort, cfg.ServerPort
+	cc.GRPCAddr, cc.HTTPAddr = advertised(a.grpcLn, cc), advertised(a.httpLn, cc)
+	cc.RetryJoin, cc.RetryJoinInterval = cfg.RetryJoin, cfg.RetryInterval
+	cc.EncryptKey, cc.Build, cc.Logger = key, cfg.Version, a.log
+	if cfg.Timing != (catalog.Timing{}) {
+		cc.Timing = cfg.Timing
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	if a.cluster, err = catalog.New(runCtx, cc); err != nil {
+		return err
+	}
+
+	stateDir := ""
+	if !cfg.Dev {
+		stateDir = filepath.Join(cfg.DataDir, "local")
+	}
+	node := catalog.Node{
+		ID: cfg.NodeID, Node: cfg.NodeName, Address: a.cluster.LocalMember().Addr, Datacenter: cfg.Datacenter,
+		Meta: cfg.NodeMeta,
+	}
+	node.TaggedAddresses = map[string]string{"lan": node.Address, "lan_ipv4": node.Address, "wan": node.Address, "wan_ipv4": node.Address}
+	if a.local, err = local.New(local.Config{Node: node, SyncInterval: cfg.SyncInterval, StateDir: stateDir, Logger: a.log}, a.cluster); err != nil {
+		return err
+	}
+	for _, def := range cfg.Services {
+		if err := a.local.AddService(ctx, def, true); err != nil {
+			return fmt.Errorf("service %q from config: %w", def.Name, err)
+		}
+	}
+	for _, cd := range cfg.Checks {
+		if err := a.local.AddCheck(ctx, cd, true); err != nil {
+			return fmt.Errorf("check %q from config: %w", cd.CheckID, err)
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		a.cluster.Collector())
+	api, err := httpapi.New(httpapi.Config{Cluster: a.cluster, Local: a.local, Registry: reg, Version: cfg.Version, Logger: a.log})
+	if err != nil {
+		return err
+	}
+	a.http = &http.Server{
+		Handler:           api.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    1 << 20,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+	a.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(8 << 20))
+	a.health = health.NewServer()
+	healthpb.RegisterHealthServer(a.grpc, a.health)
+	reflection.Register(a.grpc)
+	a.cluster.RegisterGRPC(a.grpc)
+
+	a.wg.Add(4)
+	go func() {
+		defer a.wg.Done()
+		if err := a.http.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("HTTP server stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer a.wg.Done()
+		if err := a.grpc.Serve(a.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			a.log.Error("gRPC server stopped", "err", err)
+		}
+	}()
+	go func() { defer a.wg.Done(); a.local.Run(runCtx) }()
+	go func() { defer a.wg.Done(); a.watchServers(runCtx) }()
+	return nil
+}
+
+// watchServers kicks an anti-entropy sync whenever the set of live servers
+// changes, so registrations are restored quickly after servers come back.
+func (a *Agent) watchServers(ctx context.Context) {
+	prev := ""
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+		var names []string
+		for _, m := range a.cluster.Servers() {
+			names = append(names, m.Name)
+		}
+		cur := strings.Join(names, ",")
+		if a.cluster.IsServer() {
+			cur += "|" + a.cluster.Leader()
+		}
+		if cur != prev {
+			prev = cur
+			a.local.Kick()
+			a.health.SetServingStatus("", healthStatus(len(names) > 0))
+		}
+	}
+}
+
+func healthStatus(ok bool) healthpb.HealthCheckResponse_ServingStatus {
+	if ok {
+		return healthpb.HealthCheckResponse_SERVING
+	}
+	return healthpb.HealthCheckResponse_NOT_SERVING
+}
+
+// advertised is the address other nodes use for a listener: its port with
+// the advertise address when it listens on all interfaces.
+func advertised(ln net.Listener, cc catalog.Config) string {
+	addr := ln.Addr().(*net.TCPAddr)
+	host := addr.IP.String()
+	if addr.IP.IsUnspecified() {
+		host = cc.AdvertiseAddr
+		if host == "" {
+			host = cc.BindAddr
+		}
+	}
+	return net.JoinHostPort(host, strconv.Itoa(addr.Port))
+}
+
+// nodeID returns the node's UUID, kept in DataDir so it survives restarts.
+func nodeID(dataDir string, dev bool) (string, error) {
+	if dev || dataDir == "" {
+		return uuid.NewString(), nil
+	}
+	path := filepath.Join(dataDir, "node-id")
+	if b, err := os.ReadFile(path); err == nil {
+		id := strings.TrimSpace(string(b))
+		if _, err := uuid.Parse(id); err != nil {
+			return "", fmt.Errorf("node ID in %s is not a UUID: %w (delete the file to get a new one)", path, err)
+		}
+		return id, nil
+	}
+	id := uuid.NewString()
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return "", fmt.Errorf("create data dir: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write node ID: %w", err)
+	}
+	return id, nil
+}
+
+// HTTPAddr returns the address the HTTP API listens on.
+func (a *Agent) HTTPAddr() string { return a.httpLn.Addr().String() }
+
+// GRPCAddr returns the address the gRPC server listens on.
+func (a *Agent) GRPCAddr() string { return a.grpcLn.Addr().String() }
+
+// Cluster returns the node's cluster member (for tests and the banner).
+func (a *Agent) Cluster() *catalog.Cluster { return a.cluster }
+
+// PrintBanner writes the agent's identity and listeners, one per line, in a
+// stable format scripts can parse ("    http: 127.0.0.1:8500").
+func (a *Agent) PrintBanner(w io.Writer) {
+	mode := "client"
+	if a.cfg.Server {
+		mode = fmt.Sprintf("server (bootstrap-expect %d)", a.cfg.BootstrapExpect)
+	}
+	if a.cfg.Dev {
+		mode = "dev (in-memory server)"
+	}
+	lm := a.cluster.LocalMember()
+	fmt.Fprintf(w, "==> peerd agent running\n")
+	fmt.Fprintf(w, "      node: %s (%s)\n", a.cfg.NodeName, a.cfg.NodeID)
+	fmt.Fprintf(w, "        dc: %s\n", a.cfg.Datacenter)
+	fmt.Fprintf(w, "      mode: %s\n", mode)
+	fmt.Fprintf(w, "      http: %s\n", a.HTTPAddr())
+	fmt.Fprintf(w, "      grpc: %s\n", a.GRPCAddr())
+	fmt.Fprintf(w, "    gossip: %s\n", net.JoinHostPort(lm.Addr, strconv.Itoa(lm.Port)))
+	if lm.Meta.RaftAddr != "" {
+		fmt.Fprintf(w, "      raft: %s\n", lm.Meta.RaftAddr)
+	}
+	fmt.Fprintf(w, "   encrypt: %t\n", a.cfg.Encrypt != "")
+}
+
+// Shutdown stops the agent: HTTP first (in-flight requests drain for up to 5
+// s), then the cluster member (leaving the pool if leave), then gRPC.
+func (a *Agent) Shutdown(leave bool) error {
+	var errs []error
+	a.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := a.http.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop HTTP server: %w", err))
+		}
+		if err := a.cluster.Shutdown(leave); err != nil {
+			errs = append(errs, err)
+		}
+		a.cancel()
+		stopped := make(chan struct{})
+		go func() { a.grpc.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			a.grpc.Stop()
+		}
+		a.wg.Wait()
+	})
+	return errors.Join(errs...)
+}
+
+func (a *Agent) closeListeners() {
+	for _, ln := range []net.Listener{a.httpLn, a.grpcLn} {
+		if ln != nil {
+			_ = ln.Close()
+		}
+	}
+}

@@ -1,0 +1,363 @@
+package agent
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/internal/decode"
+)
+
+// Config is everything `peerd agent` is configured with, from flags and
+// config files.
+type Config struct {
+	// Dev runs a single in-memory server; every listener not set explicitly
+	// binds a free loopback port.
+	Dev bool
+	// Server makes this node a raft voter; BootstrapExpect is how many
+	// servers to wait for before electing the first leader.
+	Server          bool
+	BootstrapExpect int
+	// RetryJoin lists gossip addresses to join, retried every RetryInterval.
+	RetryJoin     []string
+	RetryInterval time.Duration
+	// DataDir holds raft data, the node ID and API-registered services.
+	// Required except in dev mode.
+	DataDir    string
+	Datacenter string
+	// NodeName defaults to the host name; NodeID to a UUID kept in DataDir.
+	NodeName string
+	NodeID   string
+	NodeMeta map[string]string
+	// BindAddr is the IP gossip and raft listen on; AdvertiseAddr what other
+	// nodes dial (default: BindAddr). Default bind: the host's single private
+	// IPv4 address, or 127.0.0.1 in dev mode.
+	BindAddr      string
+	AdvertiseAddr string
+	// HTTPAddr and GRPCAddr are host:port; port 0 picks a free port.
+	// Defaults: 127.0.0.1:8500 and 127.0.0.1:8502 (dev: 127.0.0.1:0).
+	HTTPAddr string
+	GRPCAddr string
+	// SerfLANPort and ServerPort default to 8301 and 8300 (dev: free ports).
+	SerfLANPort int
+	ServerPort  int
+	// Encrypt is the base64 gossip key (`peerd keygen`).
+	Encrypt string
+	// LeaveOnTerminate leaves the gossip pool on SIGINT/SIGTERM, so the
+	// leader removes this node's registrations instead of marking them
+	// critical. Default true.
+	LeaveOnTerminate bool
+	// LogLevel is debug, info, warn or error; LogJSON switches to JSON lines.
+	LogLevel string
+	LogJSON  bool
+	// Services and Checks are defined in config files.
+	Services []*catalog.ServiceDefinition
+	Checks   []*catalog.CheckType
+	// SyncInterval is the anti-entropy period (default 1m).
+	SyncInterval time.Duration
+	// Version is reported by the API and advertised to other members.
+	Version string
+	// Timing overrides the protocol timers (tests); zero value: defaults
+	// (dev: fast).
+	Timing catalog.Timing
+}
+
+// DefaultConfig returns the configuration of a production client agent; the
+// flags and files change it.
+func DefaultConfig() Config {
+	return Config{
+		Datacenter:       "dc1",
+		HTTPAddr:         "127.0.0.1:8500",
+		GRPCAddr:         "127.0.0.1:8502",
+		SerfLANPort:      8301,
+		ServerPort:       8300,
+		RetryInterval:    30 * time.Second,
+		LeaveOnTerminate: true,
+		LogLevel:         "info",
+		SyncInterval:     time.Minute,
+	}
+}
+
+// DevConfig returns DefaultConfig turned into dev mode: one in-memory server
+// on loopback with free ports.
+func DevConfig() Config {
+	c := DefaultConfig()
+	c.ApplyDev()
+	return c
+}
+
+// ApplyDev switches c to dev mode, keeping anything already set explicitly
+// by the caller afterwards.
+func (c *Config) ApplyDev() {
+	c.Dev, c.Server, c.BootstrapExpect = true, true, 1
+	c.BindAddr = "127.0.0.1"
+	c.HTTPAddr, c.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+	c.SerfLANPort, c.ServerPort = 0, 0
+	c.RetryInterval = time.Second
+	c.SyncInterval = 30 * time.Second
+}
+
+// Validate reports every problem with c, each naming the flag to fix.
+func (c *Config) Validate() error {
+	var errs []error
+	if !c.Dev && c.DataDir == "" {
+		errs = append(errs, errors.New("-data-dir is required (or use -dev for an in-memory agent)"))
+	}
+	if c.BootstrapExpect > 0 && !c.Server {
+		errs = append(errs, errors.New("-bootstrap-expect needs -server"))
+	}
+	if c.Dev && c.BootstrapExpect > 1 {
+		errs = append(errs, errors.New("-dev runs one server: drop -bootstrap-expect"))
+	}
+	for _, a := range []struct{ flag, v string }{{"-http-addr", c.HTTPAddr}, {"-grpc-addr", c.GRPCAddr}} {
+		if _, _, err := net.SplitHostPort(a.v); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: want host:port, e.g. 127.0.0.1:8500", a.flag, a.v))
+		}
+	}
+	if c.Encrypt != "" {
+		if _, err := c.gossipKey(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "warning", "error", "trace":
+	default:
+		errs = append(errs, fmt.Errorf("-log-level %q: want debug, info, warn or error", c.LogLevel))
+	}
+	if c.NodeName != "" && !validNodeName(c.NodeName) {
+		errs = append(errs, fmt.Errorf("-node %q: use letters, digits, '-' and '.' (a DNS label), at most 63 characters each part", c.NodeName))
+	}
+	return errors.Join(errs...)
+}
+
+func validNodeName(n string) bool {
+	if len(n) > 253 {
+		return false
+	}
+	for _, part := range strings.Split(n, ".") {
+		if part == "" || len(part) > 63 {
+			return false
+		}
+		for _, r := range part {
+			if !(r == '-' || r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (c *Config) gossipKey() ([]byte, error) {
+	if c.Encrypt == "" {
+		return nil, nil
+	}
+	k, err := base64.StdEncoding.DecodeString(c.Encrypt)
+	if err != nil {
+		return nil, fmt.Errorf("-encrypt: not base64: %w (generate one with `peerd keygen`)", err)
+	}
+	switch len(k) {
+	case 16, 24, 32:
+		return k, nil
+	}
+	return nil, fmt.Errorf("-encrypt: key is %d bytes, want 16, 24 or 32 (generate one with `peerd keygen`)", len(k))
+}
+
+// fileConfig is the schema of an agent config file (HCL or JSON; keys match
+// case-insensitively, with or without underscores, as Consul's do).
+type fileConfig struct {
+	Datacenter       *string
+	NodeName         *string
+	NodeID           *string
+	NodeMeta         map[string]string
+	Server           *bool
+	BootstrapExpect  *int
+	RetryJoin        []string
+	RetryInterval    *decode.Duration
+	DataDir          *string
+	BindAddr         *string
+	AdvertiseAddr    *string
+	Encrypt          *string
+	LeaveOnTerminate *bool
+	LogLevel         *string
+	LogJSON          *bool
+	Ports            *struct {
+		HTTP    *int
+		GRPC    *int
+		SerfLAN *int
+		Server  *int
+	}
+	Addresses *struct {
+		HTTP *string
+		GRPC *string
+	}
+	Service  []*catalog.ServiceDefinition
+	Services []*catalog.ServiceDefinition
+	Check    []*catalog.CheckType
+	Checks   []*catalog.CheckType
+}
+
+// LoadFiles reads config files and directories (every *.hcl and *.json in a
+// directory, in name order) into c. Later files override earlier ones;
+// services and checks accumulate.
+func (c *Config) LoadFiles(paths ...string) error {
+	var files []string
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			return fmt.Errorf("config %s: %w", p, err)
+		}
+		if !st.IsDir() {
+			files = append(files, p)
+			continue
+		}
+		entries, err := os.ReadDir(p)
+		if err != nil {
+			return fmt.Errorf("read config dir %s: %w", p, err)
+		}
+		for _, e := range entries {
+			ext := filepath.Ext(e.Name())
+			if !e.IsDir() && (ext == ".hcl" || ext == ".json") {
+				files = append(files, filepath.Join(p, e.Name()))
+			}
+		}
+	}
+	slices.Sort(files)
+	for _, f := range files {
+		if err := c.loadFile(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Config) loadFile(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config %s: %w", path, err)
+	}
+	g, err := decode.Generic(b, path)
+	if err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	// A single `"service": {...}` object in JSON means a list of one.
+	for k, v := range g {
+		if m, ok := v.(map[string]any); ok {
+			switch strings.ToLower(strings.ReplaceAll(k, "_", "")) {
+			case "service", "services", "check", "checks":
+				g[k] = []any{m}
+			}
+		}
+	}
+	var fc fileConfig
+	if err := decode.Into(g, &fc); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	set := func(dst *string, v *string) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	set(&c.Datacenter, fc.Datacenter)
+	set(&c.NodeName, fc.NodeName)
+	set(&c.NodeID, fc.NodeID)
+	set(&c.DataDir, fc.DataDir)
+	set(&c.BindAddr, fc.BindAddr)
+	set(&c.AdvertiseAddr, fc.AdvertiseAddr)
+	set(&c.Encrypt, fc.Encrypt)
+	set(&c.LogLevel, fc.LogLevel)
+	if fc.NodeMeta != nil {
+		c.NodeMeta = fc.NodeMeta
+	}
+	if fc.Server != nil {
+		c.Server = *fc.Server
+	}
+	if fc.BootstrapExpect != nil {
+		c.BootstrapExpect = *fc.BootstrapExpect
+	}
+	if fc.RetryJoin != nil {
+		c.RetryJoin = fc.RetryJoin
+	}
+	if fc.RetryInterval != nil {
+		c.RetryInterval = fc.RetryInterval.D()
+	}
+	if fc.LeaveOnTerminate != nil {
+		c.LeaveOnTerminate = *fc.LeaveOnTerminate
+	}
+	if fc.LogJSON != nil {
+		c.LogJSON = *fc.LogJSON
+	}
+	if p := fc.Ports; p != nil {
+		if p.HTTP != nil {
+			c.HTTPAddr = replacePort(c.HTTPAddr, *p.HTTP)
+		}
+		if p.GRPC != nil {
+			c.GRPCAddr = replacePort(c.GRPCAddr, *p.GRPC)
+		}
+		if p.SerfLAN != nil {
+			c.SerfLANPort = *p.SerfLAN
+		}
+		if p.Server != nil {
+			c.ServerPort = *p.Server
+		}
+	}
+	if a := fc.Addresses; a != nil {
+		if a.HTTP != nil {
+			c.HTTPAddr = replaceHost(c.HTTPAddr, *a.HTTP)
+		}
+		if a.GRPC != nil {
+			c.GRPCAddr = replaceHost(c.GRPCAddr, *a.GRPC)
+		}
+	}
+	c.Services = append(c.Services, fc.Service...)
+	c.Services = append(c.Services, fc.Services...)
+	c.Checks = append(c.Checks, fc.Check...)
+	c.Checks = append(c.Checks, fc.Checks...)
+	return nil
+}
+
+func replacePort(addr string, port int) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, fmt.Sprint(port))
+}
+
+func replaceHost(addr, host string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		port = "0"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// defaultBindAddr picks the host's one private IPv4 address, as Consul does,
+// and asks for -bind-addr when there is none or several.
+func defaultBindAddr() (string, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return "", fmt.Errorf("list interface addresses: %w", err)
+	}
+	var found []string
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok || ipn.IP.To4() == nil || !ipn.IP.IsPrivate() {
+			continue
+		}
+		found = append(found, ipn.IP.String())
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		return "", errors.New("no private IPv4 address found: set -bind-addr")
+	}
+	return "", fmt.Errorf("several private IPv4 addresses found (%s): choose one with -bind-addr", strings.Join(found, ", "))
+}

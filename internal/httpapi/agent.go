@@ -1,0 +1,222 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"hash/fnv"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+
+	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/internal/decode"
+	"github.com/peerd/peerd/internal/local"
+)
+
+// agentMember is Consul's AgentMember.
+type agentMember struct {
+	Name        string
+	Addr        string
+	Port        int
+	Tags        map[string]string
+	Status      int
+	ProtocolMin int
+	ProtocolMax int
+	ProtocolCur int
+	DelegateMin int
+	DelegateMax int
+	DelegateCur int
+}
+
+func toAgentMember(m catalog.Member) agentMember {
+	// Consul tags servers role=consul and clients role=node; clients such as
+	// the official API's IsConsulServer rely on it.
+	role := "node"
+	if m.Meta.Role == "server" {
+		role = "consul"
+	}
+	tags := map[string]string{"role": role, "dc": m.Meta.Datacenter, "id": m.Meta.ID, "build": m.Meta.Build}
+	if m.Meta.RaftAddr != "" {
+		if _, port, err := net.SplitHostPort(m.Meta.RaftAddr); err == nil {
+			tags["port"] = port
+		}
+	}
+	if m.Meta.GRPCAddr != "" {
+		if _, port, err := net.SplitHostPort(m.Meta.GRPCAddr); err == nil {
+			tags["grpc_port"] = port
+		}
+	}
+	return agentMember{
+		Name: m.Name, Addr: m.Addr, Port: m.Port, Tags: tags, Status: int(m.Status),
+		ProtocolMin: 1, ProtocolMax: 5, ProtocolCur: 2, DelegateMin: 2, DelegateMax: 5, DelegateCur: 4,
+	}
+}
+
+func (s *Server) agentMembers(w http.ResponseWriter, r *http.Request) (any, error) {
+	out := []agentMember{}
+	for _, m := range s.cluster.Members() {
+		out = append(out, toAgentMember(m))
+	}
+	return out, nil
+}
+
+func (s *Server) agentSelf(w http.ResponseWriter, r *http.Request) (any, error) {
+	cfg := s.cluster.Config()
+	node := s.local.Node()
+	return map[string]any{
+		"Config": map[string]any{
+			"Datacenter": cfg.Datacenter, "NodeName": cfg.NodeName, "NodeID": cfg.NodeID,
+			"Server": cfg.Server, "Version": s.version, "Revision": "", "PrimaryDatacenter": cfg.Datacenter,
+		},
+		"Member": toAgentMember(s.cluster.LocalMember()),
+		"Meta":   node.Meta,
+		"DebugConfig": map[string]any{
+			"HTTPAddr": cfg.HTTPAddr, "GRPCAddr": cfg.GRPCAddr, "GossipAddr": s.cluster.GossipAddr(),
+		},
+	}, nil
+}
+
+func (s *Server) agentJoin(w http.ResponseWriter, r *http.Request) (any, error) {
+	addr := r.PathValue("address")
+	if _, err := s.cluster.Join(addr); err != nil {
+		return nil, errBadRequest("%v", err)
+	}
+	return nil, nil
+}
+
+func (s *Server) agentLeave(w http.ResponseWriter, r *http.Request) (any, error) {
+	go func() { _ = s.cluster.Shutdown(true) }()
+	return nil, nil
+}
+
+// agentService is Consul's AgentService: the catalog service plus the
+// datacenter and a content hash for blocking on /v1/agent/service/:id.
+type agentService struct {
+	*catalog.Service
+	Datacenter  string
+	ContentHash string `json:",omitempty"`
+}
+
+func (s *Server) toAgentService(svc *catalog.Service) agentService {
+	cp := *svc
+	if cp.Tags == nil {
+		cp.Tags = []string{}
+	}
+	return agentService{Service: &cp, Datacenter: s.cluster.Config().Datacenter}
+}
+
+func (s *Server) agentServices(w http.ResponseWriter, r *http.Request) (any, error) {
+	out := map[string]agentService{}
+	for id, svc := range s.local.Services() {
+		out[id] = s.toAgentService(svc)
+	}
+	return out, nil
+}
+
+func (s *Server) agentService(w http.ResponseWriter, r *http.Request) (any, error) {
+	id := r.PathValue("id")
+	svc, _, ok := s.local.Service(id)
+	if !ok {
+		return nil, errNotFound("unknown service ID %q", id)
+	}
+	out := s.toAgentService(svc)
+	b, _ := json.Marshal(out)
+	out.ContentHash = contentHash(b)
+	w.Header().Set("X-Consul-ContentHash", out.ContentHash)
+	return out, nil
+}
+
+func (s *Server) agentServiceRegister(w http.ResponseWriter, r *http.Request) (any, error) {
+	var def catalog.ServiceDefinition
+	if err := decodeBody(r, &def); err != nil {
+		return nil, err
+	}
+	if err := s.local.AddService(r.Context(), &def, false); err != nil {
+		return nil, errBadRequest("invalid service registration: %v", err)
+	}
+	return nil, nil
+}
+
+func (s *Server) agentServiceDeregister(w http.ResponseWriter, r *http.Request) (any, error) {
+	return nil, s.local.RemoveService(r.Context(), r.PathValue("id"))
+}
+
+func (s *Server) agentChecks(w http.ResponseWriter, r *http.Request) (any, error) {
+	return s.local.Checks(), nil
+}
+
+func (s *Server) agentCheckRegister(w http.ResponseWriter, r *http.Request) (any, error) {
+	b, err := readBody(r)
+	if err != nil {
+		return nil, err
+	}
+	// Consul's body names the check "ID" where service checks say "CheckID":
+	// accept either.
+	g, err := decode.Generic(b, "request body")
+	if err != nil {
+		return nil, errBadRequest("invalid request body: %v", err)
+	}
+	var id string
+	for k, v := range g {
+		if k == "ID" || k == "id" || k == "Id" {
+			id, _ = v.(string)
+			delete(g, k)
+		}
+	}
+	var def catalog.CheckType
+	if err := decode.Into(g, &def); err != nil {
+		return nil, errBadRequest("invalid check registration: %v", err)
+	}
+	if def.CheckID == "" {
+		def.CheckID = id
+	}
+	if err := s.local.AddCheck(r.Context(), &def, false); err != nil {
+		if errors.Is(err, local.ErrUnknownService) {
+			return nil, err
+		}
+		return nil, errBadRequest("invalid check registration: %v", err)
+	}
+	return nil, nil
+}
+
+func (s *Server) agentCheckDeregister(w http.ResponseWriter, r *http.Request) (any, error) {
+	return nil, s.local.RemoveCheck(r.Context(), r.PathValue("id"))
+}
+
+func (s *Server) agentCheckTTL(status string) endpoint {
+	return func(w http.ResponseWriter, r *http.Request) (any, error) {
+		return nil, s.local.UpdateTTL(r.PathValue("id"), status, r.URL.Query().Get("note"))
+	}
+}
+
+func (s *Server) agentCheckUpdate(w http.ResponseWriter, r *http.Request) (any, error) {
+	var body struct {
+		Status string
+		Output string
+	}
+	if err := decodeBody(r, &body); err != nil {
+		return nil, err
+	}
+	if !catalog.ValidHealthStatus(body.Status) || body.Status == catalog.HealthMaint {
+		return nil, errBadRequest("Status %q: must be passing, warning or critical", body.Status)
+	}
+	return nil, s.local.UpdateTTL(r.PathValue("id"), body.Status, body.Output)
+}
+
+func readBody(r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, err // MaxBytesError maps to 413
+	}
+	if len(b) == 0 {
+		return nil, errBadRequest("request body is empty: send a JSON object")
+	}
+	return b, nil
+}
+
+func contentHash(b []byte) string {
+	h := fnv.New64a()
+	_, _ = h.Write(b)
+	return strconv.FormatUint(h.Sum64(), 16)
+}

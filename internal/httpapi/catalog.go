@@ -1,0 +1,423 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/go-memdb"
+
+	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/internal/local"
+)
+
+// catalogService is Consul's CatalogService: one instance flattened with its node.
+type catalogService struct {
+	ID                       string
+	Node                     string
+	Address                  string
+	Datacenter               string
+	TaggedAddresses          map[string]string
+	NodeMeta                 map[string]string
+	ServiceKind              string
+	ServiceID                string
+	ServiceName              string
+	ServiceAddress           string
+	ServiceTaggedAddresses   map[string]catalog.ServiceAddress `json:",omitempty"`
+	ServiceTags              []string
+	ServiceMeta              map[string]string
+	ServicePort              int
+	ServiceSocketPath        string `json:",omitempty"`
+	ServiceWeights           catalog.Weights
+	ServiceEnableTagOverride bool
+	ServiceProxy             *catalog.ProxyConfig `json:",omitempty"`
+	ServiceConnect           *catalog.Connect     `json:",omitempty"`
+	PeerName                 string               `json:",omitempty"`
+	Namespace                string               `json:",omitempty"`
+	Partition                string               `json:",omitempty"`
+	CreateIndex              uint64
+	ModifyIndex              uint64
+}
+
+// serviceEntry is Consul's ServiceEntry (health endpoints).
+type serviceEntry struct {
+	Node    *catalog.Node
+	Service agentService
+	Checks  []*catalog.HealthCheck
+}
+
+func (s *Server) catalogDatacenters(w http.ResponseWriter, r *http.Request) (any, error) {
+	return []string{s.cluster.Config().Datacenter}, nil
+}
+
+func (s *Server) catalogNodes(w http.ResponseWriter, r *http.Request) (any, error) {
+	meta, err := nodeMetaFilter(r)
+	if err != nil {
+		return nil, err
+	}
+	return s.read(w, r, func(ws memdb.WatchSet, st *catalog.Store) (uint64, any, error) {
+		idx, nodes, err := st.Nodes(ws, peerParam(r))
+		out := []*catalog.Node{}
+		for _, n := range nodes {
+			if metaMatches(n.Meta, meta) {
+				out = append(out, n)
+			}
+		}
+		return idx, out, err
+	})
+}
+
+func (s *Server) catalogNode(w http.ResponseWriter, r *http.Request) (any, error) {
+	name := r.PathValue("node")
+	return s.read(w, r, func(ws memdb.WatchSet, st *catalog.Store) (uint64, any, error) {
+		idx, node, err := st.Node(ws, peerParam(r), name)
+		if err != nil || node == nil {
+			return idx, (*catalog.Node)(nil), err // Consul answers null
+		}
+		sidx, svcs, err := st.NodeServices(ws, peerParam(r), name)
+		if err != nil {
+			return 0, nil, err
+		}
+		m := map[string]agentService{}
+		for _, svc := range svcs {
+			m[svc.ID] = s.toAgentService(svc)
+		}
+		return max(idx, sidx), map[string]any{"Node": node, "Services": m}, nil
+	})
+}
+
+func (s *Server) catalogServices(w http.ResponseWriter, r *http.Request) (any, error) {
+	return s.read(w, r, func(ws memdb.WatchSet, st *catalog.Store) (uint64, any, error) {
+		return st.Services(ws, peerParam(r))
+	})
+}
+
+func (s *Server) catalogService(w http.ResponseWriter, r *http.Request) (any, error) {
+	name := r.PathValue("service")
+	tags := r.URL.Query()["tag"]
+	meta, err := nodeMetaFilter(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := rejectFilter(r); err != nil {
+		return nil, err
+	}
+	return s.read(w, r, func(ws memdb.WatchSet, st *catalog.Store) (uint64, any, error) {
+		idx, sns, err := st.ServiceNodes(ws, peerParam(r), name)
+		if err != nil {
+			return 0, nil, err
+		}
+		out := []catalogService{}
+		for _, sn := range sns {
+			if !hasTags(sn.Service.Tags, tags) || !metaMatches(sn.Node.Meta, meta) {
+				continue
+			}
+			out = append(out, toCatalogService(sn.Node, sn.Service))
+		}
+		return idx, out, nil
+	})
+}
+
+func toCatalogService(n *catalog.Node, svc *catalog.Service) catalogService {
+	tags := svc.Tags
+	if tags == nil {
+		tags = []string{}
+	}
+	return catalogService{
+		ID: n.ID, Node: n.Node, Address: n.Address, Datacenter: n.Datacenter, TaggedAddresses: n.TaggedAddresses,
+		NodeMeta: n.Meta, ServiceKind: svc.Kind, ServiceID: svc.ID, ServiceName: svc.Service,
+		ServiceAddress: svc.Address, ServiceTaggedAddresses: svc.TaggedAddresses, ServiceTags: tags,
+		ServiceMeta: svc.Meta, ServicePort: svc.Port, ServiceSocketPath: svc.SocketPath, ServiceWeights: svc.Weights,
+		ServiceEnableTagOverride: svc.EnableTagOverride, ServiceProxy: svc.Proxy, ServiceConnect: svc.Connect,
+		PeerName: svc.PeerName, Namespace: svc.Namespace, Partition: svc.Partition,
+		CreateIndex: svc.CreateIndex, ModifyIndex: svc.ModifyIndex,
+	}
+}
+
+func (s *Server) healthService(w http.ResponseWriter, r *http.Request) (any, error) {
+	name := r.PathValue("service")
+	q := r.URL.Query()
+	_, passing := q["passing"]
+	if v := q.Get("passing"); v == "false" || v == "0" {
+		passing = false
+	}
+	tags := q["tag"]
+	meta, err := nodeMetaFilter(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := rejectFilter(r); err != nil {
+		return nil, err
+	}
+	return s.read(w, r, func(ws memdb.WatchSet, st *catalog.Store) (uint64, any, error) {
+		idx, csns, err := st.CheckServiceNodes(ws, peerParam(r), name)
+		if err != nil {
+			return 0, nil, err
+		}
+		out := []serviceEntry{}
+		for _, csn := range csns {
+			if !hasTags(csn.Service.Tags, tags) || !metaMatches(csn.Node.Meta, meta) {
+				continue
+			}
+			if passing && catalog.AggregatedStatus(csn.Checks) != catalog.HealthPassing {
+				continue
+			}
+			checks := csn.Checks
+			if checks == nil {
+				checks = []*catalog.HealthCheck{}
+			}
+			out = append(out, serviceEntry{Node: csn.Node, Service: s.toAgentService(csn.Service), Checks: checks})
+		}
+		return idx, out, nil
+	})
+}
+
+func (s *Server) healthChecks(w http.ResponseWriter, r *http.Request) (any, error) {
+	name := r.PathValue("service")
+	return s.read(w, r, func(ws memdb.WatchSet, st *catalog.Store) (uint64, any, error) {
+		idx, csns, err := st.CheckServiceNodes(ws, peerParam(r), name)
+		out := []*catalog.HealthCheck{}
+		for _, csn := range csns {
+			for _, c := range csn.Checks {
+				if c.ServiceID == csn.Service.ID {
+					out = append(out, c)
+				}
+			}
+		}
+		return idx, out, err
+	})
+}
+
+func (s *Server) healthNode(w http.ResponseWriter, r *http.Request) (any, error) {
+	name := r.PathValue("node")
+	return s.read(w, r, func(ws memdb.WatchSet, st *catalog.Store) (uint64, any, error) {
+		idx, checks, err := st.NodeChecks(ws, peerParam(r), name)
+		if checks == nil {
+			checks = []*catalog.HealthCheck{}
+		}
+		return idx, checks, err
+	})
+}
+
+func (s *Server) healthState(w http.ResponseWriter, r *http.Request) (any, error) {
+	state := r.PathValue("state")
+	if state != catalog.HealthAny && !catalog.ValidHealthStatus(state) {
+		return nil, errBadRequest("state %q: must be any, passing, warning or critical", state)
+	}
+	return s.read(w, r, func(ws memdb.WatchSet, st *catalog.Store) (uint64, any, error) {
+		idx, nodes, err := st.Nodes(ws, peerParam(r))
+		if err != nil {
+			return 0, nil, err
+		}
+		out := []*catalog.HealthCheck{}
+		for _, n := range nodes {
+			cidx, checks, err := st.NodeChecks(ws, peerParam(r), n.Node)
+			if err != nil {
+				return 0, nil, err
+			}
+			idx = max(idx, cidx)
+			for _, c := range checks {
+				if state == catalog.HealthAny || c.Status == state {
+					out = append(out, c)
+				}
+			}
+		}
+		return idx, out, nil
+	})
+}
+
+// catalogRegistration is Consul's CatalogRegistration, as the official client
+// sends it: registers a node and optionally a service and checks directly in
+// the catalog (for external services no agent runs for).
+type catalogRegistration struct {
+	ID              string
+	Node            string
+	Address         string
+	Datacenter      string
+	TaggedAddresses map[string]string
+	NodeMeta        map[string]string
+	Service         *registrationService
+	Check           *registrationCheck
+	Checks          []*registrationCheck
+	SkipNodeUpdate  bool
+	Partition       string
+	Namespace       string
+	Locality        map[string]any
+}
+
+// registrationService is Consul's AgentService as a request body; read-only
+// fields the client echoes back (indexes, hash) are accepted and ignored.
+type registrationService struct {
+	Kind              string
+	ID                string
+	Service           string
+	Tags              []string
+	Meta              map[string]string
+	Port              int
+	Address           string
+	SocketPath        string
+	TaggedAddresses   map[string]catalog.ServiceAddress
+	Weights           *catalog.Weights
+	EnableTagOverride bool
+	Proxy             *catalog.ProxyConfig
+	Connect           *catalog.Connect
+	PeerName          string
+	Namespace         string
+	Partition         string
+	Datacenter        string
+	Locality          map[string]any
+	ContentHash       string
+	CreateIndex       uint64
+	ModifyIndex       uint64
+}
+
+// registrationCheck is Consul's AgentCheck as a request body. Definition is
+// what the client last read; only its known fields are kept.
+type registrationCheck struct {
+	Node        string
+	CheckID     string
+	Name        string
+	Status      string
+	Notes       string
+	Output      string
+	ServiceID   string
+	ServiceName string
+	ServiceTags []string
+	Type        string
+	ExposedPort int
+	Definition  map[string]any
+	Namespace   string
+	Partition   string
+	PeerName    string
+	CreateIndex uint64
+	ModifyIndex uint64
+}
+
+func (s *Server) catalogRegister(w http.ResponseWriter, r *http.Request) (any, error) {
+	var req catalogRegistration
+	if err := decodeBody(r, &req); err != nil {
+		return nil, err
+	}
+	if req.Node == "" {
+		return nil, errBadRequest("Node: missing node name")
+	}
+	if req.Address == "" && !req.SkipNodeUpdate {
+		return nil, errBadRequest("Address: missing node address")
+	}
+	reg := &catalog.RegisterRequest{
+		Node: &catalog.Node{ID: req.ID, Node: req.Node, Address: req.Address, Datacenter: s.cluster.Config().Datacenter,
+			TaggedAddresses: req.TaggedAddresses, Meta: req.NodeMeta},
+		SkipNodeUpdate: req.SkipNodeUpdate,
+	}
+	if req.Service != nil {
+		def := &catalog.ServiceDefinition{
+			Kind: req.Service.Kind, ID: req.Service.ID, Name: req.Service.Service, Tags: req.Service.Tags,
+			Address: req.Service.Address, TaggedAddresses: req.Service.TaggedAddresses, Meta: req.Service.Meta,
+			Port: req.Service.Port, SocketPath: req.Service.SocketPath, EnableTagOverride: req.Service.EnableTagOverride,
+			Weights: req.Service.Weights, Proxy: req.Service.Proxy, Connect: req.Service.Connect,
+		}
+		svc, _, err := local.ServiceFromDefinition(def)
+		if err != nil {
+			return nil, errBadRequest("Service.%v", err)
+		}
+		reg.Service = svc
+	}
+	checks := req.Checks
+	if req.Check != nil {
+		checks = append([]*registrationCheck{req.Check}, checks...)
+	}
+	for i, c := range checks {
+		if c.CheckID == "" {
+			return nil, errBadRequest("Checks[%d].CheckID: missing check ID", i)
+		}
+		if c.Status != "" && !catalog.ValidHealthStatus(c.Status) {
+			return nil, errBadRequest("Checks[%d].Status %q: must be passing, warning or critical", i, c.Status)
+		}
+		hc := &catalog.HealthCheck{Node: req.Node, CheckID: c.CheckID, Name: c.Name, Status: c.Status, Notes: c.Notes,
+			Output: c.Output, ServiceID: c.ServiceID, Type: c.Type}
+		if hc.ServiceID == "" && reg.Service != nil && c.ServiceName == reg.Service.Service {
+			hc.ServiceID = reg.Service.ID
+		}
+		if len(c.Definition) > 0 {
+			// Lenient on purpose: the client echoes fields peerd does not run
+			// (gRPC, UDP, ...); the known ones are kept.
+			b, _ := json.Marshal(c.Definition)
+			_ = json.Unmarshal(b, &hc.Definition)
+		}
+		reg.Checks = append(reg.Checks, hc)
+	}
+	if _, err := s.cluster.Apply(r.Context(), &catalog.Command{Type: catalog.CmdRegister, Register: reg}); err != nil {
+		return nil, err
+	}
+	return true, nil
+}
+
+// catalogDeregistration is Consul's CatalogDeregistration.
+type catalogDeregistration struct {
+	Node       string
+	Address    string
+	Datacenter string
+	ServiceID  string
+	CheckID    string
+	Namespace  string
+	Partition  string
+}
+
+func (s *Server) catalogDeregister(w http.ResponseWriter, r *http.Request) (any, error) {
+	var req catalogDeregistration
+	if err := decodeBody(r, &req); err != nil {
+		return nil, err
+	}
+	if req.Node == "" {
+		return nil, errBadRequest("Node: missing node name")
+	}
+	_, err := s.cluster.Apply(r.Context(), &catalog.Command{Type: catalog.CmdDeregister, Deregister: &catalog.DeregisterRequest{
+		Node: req.Node, ServiceID: req.ServiceID, CheckID: req.CheckID,
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return true, nil
+}
+
+// ---- query helpers ----
+
+func peerParam(r *http.Request) string { return r.URL.Query().Get("peer") }
+
+func hasTags(have, want []string) bool {
+	for _, t := range want {
+		if !slices.ContainsFunc(have, func(h string) bool { return strings.EqualFold(h, t) }) {
+			return false
+		}
+	}
+	return true
+}
+
+func nodeMetaFilter(r *http.Request) (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range r.URL.Query()["node-meta"] {
+		k, v, ok := strings.Cut(kv, ":")
+		if !ok || k == "" {
+			return nil, errBadRequest("node-meta %q: use key:value", kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func metaMatches(have, want map[string]string) bool {
+	for k, v := range want {
+		if have[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func rejectFilter(r *http.Request) error {
+	if r.URL.Query().Get("filter") != "" {
+		return errBadRequest("filter expressions are not supported yet: use ?tag=, ?node-meta= or ?passing instead")
+	}
+	return nil
+}

@@ -1,0 +1,12 @@
+// Package httpapi serves peerd's HTTP API: the parts of Consul's API peerd
+// has (agent, catalog, health, config entries, status), with Consul's paths,
+// bodies, status codes and blocking queries, so the official Consul client
+// works against it. It composes the catalog and the agent's local state; it
+// must not import internal/agent or internal/cli.
+//
+// Reads of replicated state are served by the leader, or by any server with
+// ?stale; a follower or a client node relays them. Writes go through
+// catalog.Cluster.Apply from any node. Errors are plain text, as Consul's:
+// 400 for a bad request (the message names the field and the fix), 404 for
+// something missing, 413 for an oversized body, 503 while there is no leader.
+package httpapi

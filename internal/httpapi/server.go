@@ -1,0 +1,231 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/internal/local"
+)
+
+// MaxBodyBytes bounds a request body; larger bodies get 413.
+const MaxBodyBytes = 1 << 20
+
+// Config configures the HTTP API.
+type Config struct {
+	// Cluster is this node's cluster membership; required.
+	Cluster *catalog.Cluster
+	// Local is this agent's local services and checks; required.
+	Local *local.State
+	// Registry is where /metrics gathers from and where the API registers
+	// its own metrics; nil means a new registry.
+	Registry *prometheus.Registry
+	// Version is reported by /v1/agent/self.
+	Version string
+	// Logger receives structured logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Server is the HTTP API. Its Handler is safe for concurrent use.
+type Server struct {
+	cluster  *catalog.Cluster
+	local    *local.State
+	registry *prometheus.Registry
+	version  string
+	log      *slog.Logger
+	duration *prometheus.HistogramVec
+	mux      *http.ServeMux
+}
+
+// New returns the HTTP API server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Cluster == nil || cfg.Local == nil {
+		return nil, errors.New("http api: cluster and local state are required")
+	}
+	s := &Server{
+		cluster: cfg.Cluster, local: cfg.Local, registry: cfg.Registry, version: cfg.Version, log: cfg.Logger,
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.registry == nil {
+		s.registry = prometheus.NewRegistry()
+	}
+	s.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "peerd_http_request_duration_seconds",
+		Help:    "HTTP API request durations by route, method and status code.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+	}, []string{"route", "method", "code"})
+	if err := s.registry.Register(s.duration); err != nil {
+		return nil, fmt.Errorf("register http metrics: %w", err)
+	}
+	s.mux = http.NewServeMux()
+	s.routes()
+	return s, nil
+}
+
+// Handler returns the API's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// endpoint is a handler that returns a value to encode as JSON, or an error.
+type endpoint func(w http.ResponseWriter, r *http.Request) (any, error)
+
+func (s *Server) handle(pattern string, ep endpoint) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		r.Body = http.MaxBytesReader(rec, r.Body, MaxBodyBytes)
+		out, err := ep(rec, r)
+		if err != nil {
+			s.writeError(rec, r, err)
+		} else if out != nil {
+			rec.Header().Set("Content-Type", "application/json")
+			enc := json.NewEncoder(rec)
+			if _, ok := r.URL.Query()["pretty"]; ok {
+				enc.SetIndent("", "    ")
+			}
+			if err := enc.Encode(out); err != nil {
+				s.log.Warn("write response", "route", pattern, "err", err)
+			}
+		}
+		s.duration.WithLabelValues(pattern, r.Method, strconv.Itoa(rec.code)).Observe(time.Since(start).Seconds())
+	})
+}
+
+func (s *Server) handleRaw(pattern string, h http.Handler) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		h.ServeHTTP(rec, r)
+		s.duration.WithLabelValues(pattern, r.Method, strconv.Itoa(rec.code)).Observe(time.Since(start).Seconds())
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code        int
+	wroteHeader bool
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if !r.wroteHeader {
+		r.code, r.wroteHeader = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *Server) routes() {
+	// Agent: this node's own view.
+	s.handle("GET /v1/agent/self", s.agentSelf)
+	s.handle("GET /v1/agent/members", s.agentMembers)
+	s.handle("PUT /v1/agent/join/{address}", s.agentJoin)
+	s.handle("PUT /v1/agent/leave", s.agentLeave)
+	s.handle("GET /v1/agent/services", s.agentServices)
+	s.handle("GET /v1/agent/service/{id}", s.agentService)
+	s.handle("PUT /v1/agent/service/register", s.agentServiceRegister)
+	s.handle("PUT /v1/agent/service/deregister/{id}", s.agentServiceDeregister)
+	s.handle("GET /v1/agent/checks", s.agentChecks)
+	s.handle("PUT /v1/agent/check/register", s.agentCheckRegister)
+	s.handle("PUT /v1/agent/check/deregister/{id}", s.agentCheckDeregister)
+	s.handle("PUT /v1/agent/check/pass/{id}", s.agentCheckTTL(catalog.HealthPassing))
+	s.handle("PUT /v1/agent/check/warn/{id}", s.agentCheckTTL(catalog.HealthWarning))
+	s.handle("PUT /v1/agent/check/fail/{id}", s.agentCheckTTL(catalog.HealthCritical))
+	s.handle("PUT /v1/agent/check/update/{id}", s.agentCheckUpdate)
+
+	// Catalog and health: the replicated state.
+	s.handle("GET /v1/catalog/datacenters", s.catalogDatacenters)
+	s.handle("GET /v1/catalog/nodes", s.catalogNodes)
+	s.handle("GET /v1/catalog/node/{node}", s.catalogNode)
+	s.handle("GET /v1/catalog/services", s.catalogServices)
+	s.handle("GET /v1/catalog/service/{service}", s.catalogService)
+	s.handle("PUT /v1/catalog/register", s.catalogRegister)
+	s.handle("PUT /v1/catalog/deregister", s.catalogDeregister)
+	s.handle("GET /v1/health/service/{service}", s.healthService)
+	s.handle("GET /v1/health/checks/{service}", s.healthChecks)
+	s.handle("GET /v1/health/node/{node}", s.healthNode)
+	s.handle("GET /v1/health/state/{state}", s.healthState)
+
+	// Config entries.
+	s.handle("PUT /v1/config", s.configApply)
+	s.handle("GET /v1/config/{kind}", s.configList)
+	s.handle("GET /v1/config/{kind}/{name}", s.configGet)
+	s.handle("DELETE /v1/config/{kind}/{name}", s.configDelete)
+
+	// Status.
+	s.handle("GET /v1/status/leader", s.statusLeader)
+	s.handle("GET /v1/status/peers", s.statusPeers)
+
+	metrics := promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})
+	s.handleRaw("GET /metrics", metrics)
+	s.handleRaw("GET /v1/agent/metrics", metrics)
+
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, errNotFound("no such endpoint %s %s: see the API section of the README", r.Method, r.URL.Path))
+	})
+}
+
+// ---- errors ----
+
+type httpError struct {
+	code int
+	msg  string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func errBadRequest(format string, a ...any) error {
+	return &httpError{code: http.StatusBadRequest, msg: fmt.Sprintf(format, a...)}
+}
+
+func errNotFound(format string, a ...any) error {
+	return &httpError{code: http.StatusNotFound, msg: fmt.Sprintf(format, a...)}
+}
+
+// writeError maps an error onto the status Consul would answer with and writes
+// the message as plain text (Consul's clients show the body verbatim).
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	code := http.StatusInternalServerError
+	msg := err.Error()
+	var he *httpError
+	var mbe *http.MaxBytesError
+	var ae *catalog.ApplyError
+	switch {
+	case errors.As(err, &he):
+		code = he.code
+	case errors.As(err, &mbe):
+		code = http.StatusRequestEntityTooLarge
+		msg = fmt.Sprintf("request body is larger than %d bytes: split it or trim it", mbe.Limit)
+	case errors.Is(err, catalog.ErrNoLeader):
+		code, msg = http.StatusServiceUnavailable, "No cluster leader: "+msg
+	case errors.Is(err, catalog.ErrNoServers):
+		code = http.StatusServiceUnavailable
+	case errors.Is(err, local.ErrUnknownService), errors.Is(err, local.ErrUnknownCheck):
+		code = http.StatusNotFound
+	case errors.As(err, &ae):
+		code = http.StatusBadRequest
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		code = http.StatusServiceUnavailable
+	}
+	if code >= 500 {
+		s.log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "code", code, "err", err)
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, msg+"\n")
+}
