@@ -79,6 +79,9 @@ type NodeMeta struct {
 	RaftAddr string `json:"raft,omitempty"`
 	GRPCAddr string `json:"grpc,omitempty"`
 	HTTPAddr string `json:"http,omitempty"`
+	// Leaving is gossiped just before a graceful leave, so the other nodes
+	// can tell a leave from a failure.
+	Leaving bool `json:"leaving,omitempty"`
 }
 
 // Cluster is this node's membership in the cluster and, on servers, its share
@@ -263,7 +266,9 @@ func (c *Cluster) startGossip() error {
 type gossipDelegate struct{ c *Cluster }
 
 func (d *gossipDelegate) NodeMeta(limit int) []byte {
+	d.c.mu.Lock()
 	b, _ := json.Marshal(d.c.meta)
+	d.c.mu.Unlock()
 	if len(b) > limit {
 		return nil
 	}
@@ -282,10 +287,12 @@ func (e *gossipEvents) NotifyUpdate(n *memberlist.Node) {
 	e.record(n, StatusAlive)
 }
 func (e *gossipEvents) NotifyLeave(n *memberlist.Node) {
-	// memberlist reports both a graceful leave and a failure as a leave;
-	// the node's state tells them apart.
+	// memberlist reports both a graceful leave and a failure here, and does
+	// not say which: a leaving node first gossips metadata with Leaving set.
+	var meta NodeMeta
+	_ = json.Unmarshal(n.Meta, &meta)
 	st := StatusFailed
-	if n.State == memberlist.StateLeft {
+	if meta.Leaving {
 		st = StatusLeft
 	}
 	e.record(n, st)
@@ -313,6 +320,11 @@ func (c *Cluster) Members() []Member {
 		live[n.Name] = true
 		out = append(out, c.member(n, StatusAlive))
 	}
+	type gone struct {
+		n  *memberlist.Node
+		st MemberStatus
+	}
+	var departed []gone
 	c.mu.Lock()
 	for name, n := range c.nodes {
 		if !live[name] {
@@ -320,10 +332,13 @@ func (c *Cluster) Members() []Member {
 			if st == StatusAlive || st == StatusNone {
 				st = StatusFailed
 			}
-			out = append(out, c.member(n, st))
+			departed = append(departed, gone{n, st})
 		}
 	}
 	c.mu.Unlock()
+	for _, g := range departed {
+		out = append(out, c.member(g.n, g.st))
+	}
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
@@ -332,9 +347,15 @@ func (c *Cluster) member(n *memberlist.Node, st MemberStatus) Member {
 	var meta NodeMeta
 	_ = json.Unmarshal(n.Meta, &meta)
 	if n.Name == c.cfg.NodeName {
-		meta = c.meta
+		meta = c.localMeta()
 	}
 	return Member{Name: n.Name, Addr: n.Addr.String(), Port: int(n.Port), Status: st, Meta: meta}
+}
+
+func (c *Cluster) localMeta() NodeMeta {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.meta
 }
 
 // LocalMember returns this node.
@@ -625,6 +646,12 @@ func (c *Cluster) Shutdown(leave bool) error {
 				if err := c.raft.LeadershipTransfer().Error(); err != nil {
 					c.log.Warn("leadership transfer before leaving failed", "err", err)
 				}
+			}
+			c.mu.Lock()
+			c.meta.Leaving = true
+			c.mu.Unlock()
+			if err := c.ml.UpdateNode(time.Second); err != nil {
+				c.log.Warn("announce leave intent", "err", err)
 			}
 			if err := c.ml.Leave(2 * time.Second); err != nil {
 				errs = append(errs, fmt.Errorf("leave gossip pool: %w", err))
