@@ -112,6 +112,7 @@ Environment:
 		newCatalogCommand(a),
 		newServicesCommand(a),
 		newConfigCommand(a),
+		newSnapshotCommand(a),
 		newVersionCommand(),
 	)
 	return root

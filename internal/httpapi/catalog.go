@@ -311,6 +311,12 @@ func (s *Server) catalogRegister(w http.ResponseWriter, r *http.Request) (any, e
 		SkipNodeUpdate: req.SkipNodeUpdate,
 	}
 	if req.Service != nil {
+		// The official client sends Consul's AgentService, whose Weights is
+		// not a pointer: an unset one arrives as {0, 0}. Treat it as unset
+		// (the 1/1 default) instead of refusing Passing 0.
+		if w := req.Service.Weights; w != nil && *w == (catalog.Weights{}) {
+			req.Service.Weights = nil
+		}
 		def := &catalog.ServiceDefinition{
 			Kind: req.Service.Kind, ID: req.Service.ID, Name: req.Service.Service, Tags: req.Service.Tags,
 			Address: req.Service.Address, TaggedAddresses: req.Service.TaggedAddresses, Meta: req.Service.Meta,

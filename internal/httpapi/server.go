@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -81,10 +82,15 @@ func (s *Server) Handler() http.Handler { return s.mux }
 type endpoint func(w http.ResponseWriter, r *http.Request) (any, error)
 
 func (s *Server) handle(pattern string, ep endpoint) {
+	s.handleLimit(pattern, MaxBodyBytes, ep)
+}
+
+// handleLimit is handle with a route-specific body limit.
+func (s *Server) handleLimit(pattern string, maxBody int64, ep endpoint) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
-		r.Body = http.MaxBytesReader(rec, r.Body, MaxBodyBytes)
+		r.Body = http.MaxBytesReader(rec, r.Body, maxBody)
 		out, err := ep(rec, r)
 		if err != nil {
 			s.writeError(rec, r, err)
@@ -170,14 +176,41 @@ func (s *Server) routes() {
 	// Status.
 	s.handle("GET /v1/status/leader", s.statusLeader)
 	s.handle("GET /v1/status/peers", s.statusPeers)
+	s.handle("GET /v1/snapshot", s.snapshotSave)
+	s.handleLimit("PUT /v1/snapshot", maxSnapshotUpload, s.snapshotRestore)
 
 	metrics := promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})
 	s.handleRaw("GET /metrics", metrics)
 	s.handleRaw("GET /v1/agent/metrics", metrics)
 
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		// The catch-all pattern shadows ServeMux's own 405, so tell a wrong
+		// method from a wrong path here, as Consul does.
+		if allowed := s.allowedMethods(r); len(allowed) > 0 {
+			w.Header().Set("Allow", strings.Join(allowed, ", "))
+			s.writeError(w, r, &httpError{code: http.StatusMethodNotAllowed,
+				msg: fmt.Sprintf("method %s not allowed on %s: use %s", r.Method, r.URL.Path, strings.Join(allowed, " or "))})
+			return
+		}
 		s.writeError(w, r, errNotFound("no such endpoint %s %s: see the API section of the README", r.Method, r.URL.Path))
 	})
+}
+
+// allowedMethods returns the methods some route other than the catch-all
+// serves r's path with.
+func (s *Server) allowedMethods(r *http.Request) []string {
+	var out []string
+	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodPost, http.MethodDelete} {
+		if m == r.Method {
+			continue
+		}
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := s.mux.Handler(probe); pattern != "" && pattern != "/" {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // ---- errors ----
