@@ -101,7 +101,7 @@ func newSnapshotInspectCommand() *cobra.Command {
 			}
 			var h struct {
 				Format, Datacenter, Created string
-				Index                      uint64
+				Index                       uint64
 			}
 			if err := json.Unmarshal(line, &h); err != nil {
 				return fmt.Errorf("inspect snapshot %s: bad header: %w", args[0], err)
