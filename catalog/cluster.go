@@ -100,6 +100,8 @@ type Cluster struct {
 	mu    sync.Mutex
 	nodes map[string]*memberlist.Node
 	state map[string]MemberStatus
+	// gossipPort is the port memberlist bound (chosen by it when 0).
+	gossipPort int
 
 	// Server-only.
 	store     *Store
@@ -259,6 +261,8 @@ func (c *Cluster) startGossip() error {
 		return fmt.Errorf("start gossip on %s:%d: %w", mc.BindAddr, mc.BindPort, err)
 	}
 	c.ml = ml
+	// Read once, before any other goroutine can touch the node.
+	c.gossipPort = int(ml.LocalNode().Port)
 	return nil
 }
 
@@ -312,32 +316,23 @@ func (e *gossipEvents) record(n *memberlist.Node, st MemberStatus) {
 }
 
 // Members returns every node of the gossip pool this node knows, including
-// failed and left ones (until memberlist forgets them), sorted by name.
+// failed and left ones, sorted by name. It reads the copies recorded from
+// memberlist's events: the nodes memberlist's own Members() returns point
+// into state it keeps changing.
 func (c *Cluster) Members() []Member {
-	live := map[string]bool{}
-	var out []Member
-	for _, n := range c.ml.Members() {
-		live[n.Name] = true
-		out = append(out, c.member(n, StatusAlive))
-	}
-	type gone struct {
-		n  *memberlist.Node
+	type seen struct {
+		n  memberlist.Node
 		st MemberStatus
 	}
-	var departed []gone
 	c.mu.Lock()
+	all := make([]seen, 0, len(c.nodes))
 	for name, n := range c.nodes {
-		if !live[name] {
-			st := c.state[name]
-			if st == StatusAlive || st == StatusNone {
-				st = StatusFailed
-			}
-			departed = append(departed, gone{n, st})
-		}
+		all = append(all, seen{*n, c.state[name]})
 	}
 	c.mu.Unlock()
-	for _, g := range departed {
-		out = append(out, c.member(g.n, g.st))
+	out := make([]Member, 0, len(all))
+	for _, m := range all {
+		out = append(out, c.member(&m.n, m.st))
 	}
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
@@ -360,13 +355,12 @@ func (c *Cluster) localMeta() NodeMeta {
 
 // LocalMember returns this node.
 func (c *Cluster) LocalMember() Member {
-	return c.member(c.ml.LocalNode(), StatusAlive)
+	return Member{Name: c.cfg.NodeName, Addr: c.cfg.advertiseAddr(), Port: c.gossipPort, Status: StatusAlive, Meta: c.localMeta()}
 }
 
 // GossipAddr returns the gossip address other nodes join.
 func (c *Cluster) GossipAddr() string {
-	n := c.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+	return net.JoinHostPort(c.cfg.advertiseAddr(), strconv.Itoa(c.gossipPort))
 }
 
 // Join joins the gossip pool through any of addrs and returns how many nodes

@@ -3,6 +3,7 @@ package catalog
 import (
 	"context"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -38,6 +39,14 @@ func (c *Cluster) bootstrapLoop() {
 		var conf raft.Configuration
 		for _, m := range servers {
 			if m.Meta.RaftAddr == "" {
+				continue
+			}
+			// A dead server can still be gossiped as alive for a while;
+			// bootstrapping with it would leave a configuration that can
+			// never reach quorum. Consul confirms each peer by RPC; we dial
+			// its raft port.
+			if m.Name != c.cfg.NodeName && !reachable(m.Meta.RaftAddr) {
+				c.log.Info("bootstrap: server not reachable yet; waiting", "member", m.Name, "addr", m.Meta.RaftAddr)
 				continue
 			}
 			conf.Servers = append(conf.Servers, raft.Server{
@@ -258,6 +267,14 @@ func (c *Cluster) ensureVoter(m Member) error {
 			break
 		}
 	}
+	// Gossip can still call a dead server alive; adding it as a voter could
+	// cost the cluster its quorum (Consul's autopilot waits for servers to
+	// stabilise for the same reason). Only a server that answers on its raft
+	// port is added; the next reconcile retries the others.
+	if !reachable(m.Meta.RaftAddr) {
+		c.log.Info("server not reachable on its raft port; not adding it yet", "member", m.Name, "addr", m.Meta.RaftAddr)
+		return nil
+	}
 	c.log.Info("adding server to raft", "member", m.Name, "addr", m.Meta.RaftAddr)
 	if err := c.raft.AddVoter(raft.ServerID(m.Name), raft.ServerAddress(m.Meta.RaftAddr), 0, c.timing.ApplyTimeout).Error(); err != nil {
 		return fmt.Errorf("add voter %s: %w", m.Name, err)
@@ -279,4 +296,13 @@ func (c *Cluster) removeServer(m Member) error {
 		}
 	}
 	return nil
+}
+
+func reachable(addr string) bool {
+	conn, err := net.DialTimeout("tcp", addr, 500*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	_ = conn.Close()
+	return true
 }
