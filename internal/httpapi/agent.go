@@ -128,11 +128,15 @@ func (s *Server) agentService(w http.ResponseWriter, r *http.Request) (any, erro
 }
 
 func (s *Server) agentServiceRegister(w http.ResponseWriter, r *http.Request) (any, error) {
-	var def catalog.ServiceDefinition
-	if err := decodeBody(r, &def); err != nil {
+	b, err := readBody(r)
+	if err != nil {
 		return nil, err
 	}
-	if err := s.local.AddService(r.Context(), &def, false); err != nil {
+	def, err := local.DecodeServiceDefinition(b)
+	if err != nil {
+		return nil, errBadRequest("invalid service registration: %v", err)
+	}
+	if err := s.local.AddService(r.Context(), def, false); err != nil {
 		return nil, errBadRequest("invalid service registration: %v", err)
 	}
 	return nil, nil

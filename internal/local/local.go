@@ -24,6 +24,7 @@ import (
 
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/internal/checks"
+	"github.com/peerd/peerd/internal/decode"
 )
 
 // Applier commits replicated writes; *catalog.Cluster is one.
@@ -643,4 +644,24 @@ func writeFileAtomic(path string, b []byte) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// DecodeServiceDefinition strictly decodes a service registration body
+// (Consul's AgentServiceRegistration JSON) and checks it the way AddService
+// will, so a bad registration is refused before anything changes.
+func DecodeServiceDefinition(data []byte) (*catalog.ServiceDefinition, error) {
+	var def catalog.ServiceDefinition
+	if err := decode.JSON(data, &def); err != nil {
+		return nil, err
+	}
+	_, checkDefs, err := ServiceFromDefinition(&def)
+	if err != nil {
+		return nil, err
+	}
+	for _, cd := range checkDefs {
+		if err := checks.Validate(cd); err != nil {
+			return nil, fmt.Errorf("check %q: %w", cd.CheckID, err)
+		}
+	}
+	return &def, nil
 }
