@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/internal/decode"
 )
 
 // Errors returned by Runner methods.
@@ -94,20 +95,25 @@ func Validate(def *catalog.CheckType) error {
 		return errors.New("check must define only one of TTL, HTTP or TCP")
 	}
 	if def.HTTP != "" && !strings.HasPrefix(def.HTTP, "http://") && !strings.HasPrefix(def.HTTP, "https://") {
-		return fmt.Errorf("HTTP %q: must be an http:// or https:// URL", def.HTTP)
+		return fieldErr("HTTP", "%q must be an http:// or https:// URL", def.HTTP)
 	}
 	if def.TCP != "" {
 		if _, _, err := net.SplitHostPort(def.TCP); err != nil {
-			return fmt.Errorf("TCP %q: must be host:port", def.TCP)
+			return fieldErr("TCP", "%q must be host:port", def.TCP)
 		}
 	}
 	if (def.HTTP != "" || def.TCP != "") && def.Interval == 0 {
-		return errors.New("Interval is required for HTTP and TCP checks (e.g. \"10s\")")
+		return fieldErr("Interval", "required for HTTP and TCP checks (e.g. \"10s\")")
 	}
 	if def.Status != "" && !catalog.ValidHealthStatus(def.Status) {
-		return fmt.Errorf("Status %q: must be passing, warning or critical", def.Status)
+		return fieldErr("Status", "%q must be passing, warning or critical", def.Status)
 	}
 	return nil
+}
+
+// fieldErr is a validation error naming the field at fault.
+func fieldErr(field, format string, a ...any) error {
+	return &decode.Error{Path: field, Msg: fmt.Sprintf(format, a...)}
 }
 
 // Add starts (or restarts with a new definition) the check id.

@@ -96,6 +96,7 @@ the agent always receives JSON.`,
 			}
 			if !written {
 				// Consul's message, capitalised as consul config write prints it.
+				//lint:ignore ST1005 Consul prints it capitalised; scripts match on it
 				return fmt.Errorf("Config entry not updated: %s/%s", kind, name)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Config entry written: %s/%s\n", kind, name)
@@ -246,6 +247,7 @@ func newConfigDeleteCommand(a *app) *cobra.Command {
 					return fmt.Errorf("delete config entry %s/%s: %w", kind, name, err)
 				}
 				if !deleted {
+					//lint:ignore ST1005 Consul prints it capitalised; scripts match on it
 					return fmt.Errorf("Config entry not deleted: %s/%s", kind, name)
 				}
 			}

@@ -51,7 +51,8 @@ type testDoc struct {
 	Subsets     map[string]testGateway
 	Tags        []string `json:"tag_list,omitempty"`
 	Ignored     string   `json:"-"`
-	hidden      string
+	//lint:ignore U1000 present to show unexported fields are never decoded into
+	hidden string
 	testIndex
 }
 

@@ -134,6 +134,7 @@ func (s *State) AddService(ctx context.Context, def *catalog.ServiceDefinition, 
 	old := s.services[svc.ID]
 	entry := &Service{Service: svc, FromConfig: fromConfig}
 	var newChecks []*Check
+	var hcs []*catalog.HealthCheck
 	for _, cd := range checkDefs {
 		hc := s.healthCheck(cd, svc)
 		if prev, ok := s.checks[cd.CheckID]; ok && prev.Check.Status != "" && cd.Status == "" {
@@ -141,6 +142,10 @@ func (s *State) AddService(ctx context.Context, def *catalog.ServiceDefinition, 
 		}
 		newChecks = append(newChecks, &Check{Check: hc, Definition: *cd, FromConfig: fromConfig})
 		entry.Checks = append(entry.Checks, cd.CheckID)
+		// A copy for the write-through: once the lock is released the
+		// runner's results may replace c.Check at any time.
+		sent := *hc
+		hcs = append(hcs, &sent)
 	}
 	var drop []string
 	if old != nil {
@@ -165,10 +170,6 @@ func (s *State) AddService(ctx context.Context, def *catalog.ServiceDefinition, 
 		}
 	}
 	s.persist()
-	hcs := make([]*catalog.HealthCheck, 0, len(newChecks))
-	for _, c := range newChecks {
-		hcs = append(hcs, c.Check)
-	}
 	// Dropped checks disappear with a full sync; a changed service with the
 	// same checks is one register.
 	if len(drop) > 0 {
@@ -464,34 +465,34 @@ func ServiceFromDefinition(def *catalog.ServiceDefinition) (*catalog.Service, []
 		return nil, nil, errors.New("service definition is empty")
 	}
 	if def.Name == "" {
-		return nil, nil, errors.New("Name: missing service name (e.g. \"Name\": \"web\")")
+		return nil, nil, fieldErr("Name", "missing service name (e.g. \"Name\": \"web\")")
 	}
 	if err := ValidateServiceName(def.Name); err != nil {
-		return nil, nil, fmt.Errorf("Name: %w", err)
+		return nil, nil, fieldErr("Name", "%v", err)
 	}
 	if def.Port < 0 || def.Port > 65535 {
-		return nil, nil, fmt.Errorf("Port %d: must be between 0 and 65535", def.Port)
+		return nil, nil, fieldErr("Port", "%d is not between 0 and 65535", def.Port)
 	}
 	id := def.ID
 	if id == "" {
 		id = def.Name
 	}
 	if strings.ContainsAny(id, "/?#") {
-		return nil, nil, fmt.Errorf("ID %q: must not contain '/', '?' or '#'", id)
+		return nil, nil, fieldErr("ID", "%q must not contain '/', '?' or '#'", id)
 	}
 	w := catalog.Weights{Passing: 1, Warning: 1}
 	if def.Weights != nil {
 		w = *def.Weights
 		if w.Passing < 1 {
-			return nil, nil, fmt.Errorf("Weights.Passing %d: must be at least 1", w.Passing)
+			return nil, nil, fieldErr("Weights.Passing", "%d must be at least 1", w.Passing)
 		}
 	}
 	if len(def.Meta) > 64 {
-		return nil, nil, fmt.Errorf("Meta: %d keys, at most 64 allowed", len(def.Meta))
+		return nil, nil, fieldErr("Meta", "%d keys, at most 64 allowed", len(def.Meta))
 	}
 	for k, v := range def.Meta {
 		if k == "" || len(k) > 128 || len(v) > 512 {
-			return nil, nil, fmt.Errorf("Meta[%q]: keys must be 1-128 characters and values at most 512", k)
+			return nil, nil, fieldErr(fmt.Sprintf("Meta[%q]", k), "keys must be 1-128 characters and values at most 512")
 		}
 	}
 	svc := &catalog.Service{
@@ -527,6 +528,11 @@ func ServiceFromDefinition(def *catalog.ServiceDefinition) (*catalog.Service, []
 		out = append(out, &cp)
 	}
 	return svc, out, nil
+}
+
+// fieldErr is a validation error naming the field at fault.
+func fieldErr(field, format string, a ...any) error {
+	return &decode.Error{Path: field, Msg: fmt.Sprintf(format, a...)}
 }
 
 // ValidateServiceName applies Consul's rule for names that must work in DNS:

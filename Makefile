@@ -1,0 +1,64 @@
+# peerd build, test and lint entry points. CI runs .ci/run, which calls
+# these targets; run the same targets locally.
+
+GO      ?= go
+BIN     := bin
+BENCH   ?= .
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+
+# Where `go install` puts tools: GOBIN if set, else GOPATH/bin. Evaluated only
+# by the targets that use it.
+GOTOOLBIN = $(or $(shell $(GO) env GOBIN),$(shell $(GO) env GOPATH)/bin)
+
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+
+.DEFAULT_GOAL := build
+.PHONY: build test test-short demo bench generate generate-check lint tools clean
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/ ./cmd/peerd ./cmd/peerctl
+
+# Privileged tests skip themselves (with the reason) when not run as root.
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+test-short:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 20m -short ./...
+
+demo: build
+	bash scripts/demo.sh
+
+bench:
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -timeout 20m ./bench/...
+
+# Needs protoc plus the plugins from `make tools` (and, once bpf/ has
+# go:generate lines, clang for bpf2go).
+generate:
+	PATH="$(GOTOOLBIN):$$PATH" $(GO) generate ./...
+
+generate-check: generate
+	@if ! git diff --exit-code -- '*.pb.go'; then \
+		echo >&2 "generated protobuf code is out of date: run 'make generate' and commit the result"; \
+		exit 1; \
+	fi
+
+lint:
+	@unformatted=$$(gofmt -l . | grep -vE '(\.pb\.go|_bpfel\.go)$$' || true); \
+	if [ -n "$$unformatted" ]; then \
+		echo >&2 "these files need gofmt -w:"; \
+		echo >&2 "$$unformatted"; \
+		exit 1; \
+	fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+tools:
+	$(GO) install $(PROTOC_GEN_GO)
+	$(GO) install $(PROTOC_GEN_GO_GRPC)
+
+clean:
+	rm -rf $(BIN) .demo

@@ -1,0 +1,430 @@
+package depcheck
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// rules is peerd's import policy (DESIGN.md "Layout", STYLE.md "Layout and
+// wiring"). Patterns naming our packages are relative to the module root
+// ("catalog/..."); patterns whose first element has a dot are full import
+// paths of other modules ("github.com/cilium/ebpf/..."). "x/..." matches x
+// and everything below it, "..." matches every package of ours. Packages that
+// do not exist yet match nothing.
+var rules = []rule{
+	{
+		why:       "only cmd/... may import internal/agent",
+		pkgs:      []string{"..."},
+		except:    []string{"cmd/...", "internal/agent/..."},
+		forbidden: []string{"internal/agent/..."},
+	},
+	{
+		why:      "catalog imports nothing of ours except catalog/... and internal/decode",
+		pkgs:     []string{"catalog/..."},
+		onlyOurs: []string{"catalog/...", "internal/decode"},
+	},
+	{
+		why:      "internal/decode imports nothing of ours",
+		pkgs:     []string{"internal/decode/..."},
+		onlyOurs: []string{"internal/decode/..."},
+	},
+	{
+		why:      "internal/checks and internal/local import nothing of ours except catalog/..., internal/decode and internal/checks",
+		pkgs:     []string{"internal/checks/...", "internal/local/..."},
+		onlyOurs: []string{"catalog/...", "internal/decode", "internal/checks/...", "internal/local/..."},
+	},
+	{
+		why:       "dataplane and l7proxy never import each other; they meet in the wiring",
+		pkgs:      []string{"dataplane/..."},
+		forbidden: []string{"l7proxy/..."},
+	},
+	{
+		why:       "dataplane and l7proxy never import each other; they meet in the wiring",
+		pkgs:      []string{"l7proxy/..."},
+		forbidden: []string{"dataplane/..."},
+	},
+	{
+		why:       "only dataplane/... and bpf/... may import cilium/ebpf",
+		pkgs:      []string{"..."},
+		except:    []string{"dataplane/...", "bpf/..."},
+		forbidden: []string{"github.com/cilium/ebpf/..."},
+	},
+	{
+		why:       "peering, l7proxy and dataplane sit below the HTTP API, the wiring and the CLI",
+		pkgs:      []string{"peering/...", "l7proxy/...", "dataplane/..."},
+		forbidden: []string{"internal/httpapi/...", "internal/agent/...", "internal/cli/..."},
+	},
+	{
+		why:       "internal/httpapi sits below the wiring and beside the CLI",
+		pkgs:      []string{"internal/httpapi/..."},
+		forbidden: []string{"internal/agent/...", "internal/cli/..."},
+	},
+	{
+		why:      "internal/cli talks HTTP: it imports nothing of ours except internal/decode",
+		pkgs:     []string{"internal/cli/..."},
+		onlyOurs: []string{"internal/cli/...", "internal/decode"},
+	},
+	{
+		why:       "the Consul API client is for tests only",
+		pkgs:      []string{"..."},
+		except:    []string{"internal/testutil/..."},
+		forbidden: []string{"github.com/hashicorp/consul/api/..."},
+	},
+	{
+		why:       "only dataplane/..., bpf/..., internal/netutil/... and internal/testutil/... may import golang.org/x/sys/unix",
+		pkgs:      []string{"..."},
+		except:    []string{"dataplane/...", "bpf/...", "internal/netutil/...", "internal/testutil/..."},
+		forbidden: []string{"golang.org/x/sys/unix"},
+	},
+}
+
+// rule is one line of the import policy. It covers the packages of ours that
+// match pkgs and none of except. A covered package may import nothing that
+// matches forbidden and, when onlyOurs is non-nil, nothing of ours that
+// matches none of onlyOurs.
+type rule struct {
+	why       string // the reason, printed with every violation
+	pkgs      []string
+	except    []string
+	forbidden []string
+	onlyOurs  []string
+}
+
+func (r rule) covers(pkg string) bool {
+	return matchAny(r.pkgs, pkg, true) && !matchAny(r.except, pkg, true)
+}
+
+func (r rule) forbids(imp string, ours bool) bool {
+	if matchAny(r.forbidden, imp, ours) {
+		return true
+	}
+	return ours && r.onlyOurs != nil && !matchAny(r.onlyOurs, imp, true)
+}
+
+// matchAny reports whether name matches one of patterns. ours says whether
+// name is one of our packages (module-relative) or another module's (full
+// path); a pattern only matches names of its own kind.
+func matchAny(patterns []string, name string, ours bool) bool {
+	for _, p := range patterns {
+		if ourPattern(p) == ours && match(p, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// ourPattern reports whether pattern names our packages: it is "..." or its
+// first path element has no dot.
+func ourPattern(pattern string) bool {
+	if pattern == "..." {
+		return true
+	}
+	first, _, _ := strings.Cut(pattern, "/")
+	return !strings.Contains(first, ".")
+}
+
+func match(pattern, name string) bool {
+	if pattern == "..." {
+		return true
+	}
+	if prefix, ok := strings.CutSuffix(pattern, "/..."); ok {
+		return name == prefix || strings.HasPrefix(name, prefix+"/")
+	}
+	return name == pattern
+}
+
+// goPackage is the part of `go list -json` the checker reads.
+type goPackage struct {
+	ImportPath string
+	Imports    []string // of the non-test files
+	Module     *struct{ Path string }
+	Error      *struct{ Err string }
+}
+
+// violation is one import that breaks one rule. Pkg and Import are
+// module-relative for our packages.
+type violation struct {
+	Pkg, Import, Why string
+}
+
+func (v violation) String() string {
+	return fmt.Sprintf("%s imports %s: %s", v.Pkg, v.Import, v.Why)
+}
+
+// relative returns path relative to module and true for our packages, and
+// path unchanged and false for any other.
+func relative(module, path string) (string, bool) {
+	if rel, ok := strings.CutPrefix(path, module+"/"); ok {
+		return rel, true
+	}
+	if path == module {
+		return ".", true
+	}
+	return path, false
+}
+
+// check returns every import of our packages in pkgs that a rule forbids,
+// in the order of pkgs, their imports and rules.
+func check(module string, pkgs []goPackage, rules []rule) []violation {
+	var out []violation
+	for _, p := range pkgs {
+		rel, ours := relative(module, p.ImportPath)
+		if !ours {
+			continue
+		}
+		for _, imp := range p.Imports {
+			name, impOurs := relative(module, imp)
+			for _, r := range rules {
+				if r.covers(rel) && r.forbids(name, impOurs) {
+					out = append(out, violation{Pkg: rel, Import: name, Why: r.why})
+				}
+			}
+		}
+	}
+	return out
+}
+
+// moduleRoot walks up from the working directory to the directory holding
+// go.mod.
+func moduleRoot(t *testing.T) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// listPackages runs `go list -e -json ./...` in root for linux, the one
+// platform peerd builds for. -e keeps packages that do not build yet: their
+// imports are listed all the same.
+func listPackages(t *testing.T, root string) []goPackage {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-e", "-json=ImportPath,Imports,Module,Error", "./...")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "GOOS=linux")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("go list: %v\n%s", err, stderr.Bytes())
+	}
+	var pkgs []goPackage
+	dec := json.NewDecoder(&stdout)
+	for {
+		var p goPackage
+		err := dec.Decode(&p)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("decode go list output: %v", err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	return pkgs
+}
+
+func TestImports(t *testing.T) {
+	pkgs := listPackages(t, moduleRoot(t))
+	if len(pkgs) == 0 || pkgs[0].Module == nil || pkgs[0].Module.Path == "" {
+		t.Fatal("go list found no packages of a module")
+	}
+	module := pkgs[0].Module.Path
+	for _, p := range pkgs {
+		if p.Error != nil {
+			// Not this test's business: the build and the package's own
+			// tests report it. The imports it has are still checked.
+			t.Logf("note: %s: %s", p.ImportPath, p.Error.Err)
+		}
+	}
+	for _, v := range check(module, pkgs, rules) {
+		t.Error(v)
+	}
+}
+
+func TestRulesWellFormed(t *testing.T) {
+	for i, r := range rules {
+		if r.why == "" || len(r.pkgs) == 0 || (len(r.forbidden) == 0 && r.onlyOurs == nil) {
+			t.Errorf("rules[%d]: want a reason, packages and forbidden or onlyOurs: %+v", i, r)
+		}
+		for _, p := range append(append([]string{}, r.pkgs...), r.except...) {
+			if !ourPattern(p) {
+				t.Errorf("rules[%d]: importer pattern %q is not one of ours", i, p)
+			}
+		}
+		for _, p := range append(append(append([]string{}, r.pkgs...), r.except...), append(r.forbidden, r.onlyOurs...)...) {
+			if p == "" || strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") ||
+				(strings.Contains(p, "...") && p != "..." && !strings.HasSuffix(p, "/...")) {
+				t.Errorf("rules[%d]: malformed pattern %q", i, p)
+			}
+		}
+	}
+}
+
+func TestMatch(t *testing.T) {
+	tests := []struct {
+		pattern, name string
+		want          bool
+	}{
+		{"...", "catalog", true},
+		{"catalog/...", "catalog", true},
+		{"catalog/...", "catalog/pbcatalog", true},
+		{"catalog/...", "catalogue", false},
+		{"internal/decode", "internal/decode", true},
+		{"internal/decode", "internal/decode/x", false},
+		{"github.com/cilium/ebpf/...", "github.com/cilium/ebpf", true},
+		{"github.com/cilium/ebpf/...", "github.com/cilium/ebpf/link", true},
+		{"github.com/cilium/ebpf/...", "github.com/cilium/ebpfx", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.pattern+" "+tt.name, func(t *testing.T) {
+			if got := match(tt.pattern, tt.name); got != tt.want {
+				t.Errorf("match(%q, %q) = %v, want %v", tt.pattern, tt.name, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestCheck feeds the checker fake packages: a tree that keeps every rule,
+// and one violation of each rule.
+func TestCheck(t *testing.T) {
+	const mod = "example.com/peerd"
+	pkg := func(path string, imports ...string) goPackage {
+		full := func(p string) string {
+			if ourPattern(p) {
+				return mod + "/" + p
+			}
+			return p
+		}
+		p := goPackage{ImportPath: full(path)}
+		for _, imp := range imports {
+			p.Imports = append(p.Imports, full(imp))
+		}
+		return p
+	}
+	clean := []goPackage{
+		// Standard library imports are never ours (pkg would make them so).
+		{ImportPath: mod + "/catalog/configentry", Imports: []string{"context", "net/http", mod + "/internal/decode"}},
+		{ImportPath: mod + "/internal/cli", Imports: []string{"context", "net/http"}},
+		pkg("cmd/peerd", "internal/agent"),
+		pkg("cmd/peerctl", "internal/cli"),
+		pkg("internal/agent", "catalog", "internal/httpapi", "dataplane", "l7proxy", "peering", "internal/local"),
+		pkg("internal/agent/wire", "internal/agent"),
+		pkg("catalog", "catalog/pbcatalog", "internal/decode", "github.com/hashicorp/raft", "google.golang.org/grpc"),
+		pkg("catalog/pbcatalog", "google.golang.org/protobuf/proto"),
+		pkg("internal/checks", "catalog", "internal/decode"),
+		pkg("internal/local", "catalog", "internal/checks", "internal/decode"),
+		pkg("internal/cli", "internal/decode", "github.com/spf13/cobra"),
+		pkg("internal/httpapi", "catalog", "internal/local", "peering"),
+		pkg("dataplane", "bpf", "catalog", "github.com/cilium/ebpf/link", "golang.org/x/sys/unix"),
+		pkg("bpf", "github.com/cilium/ebpf"),
+		pkg("l7proxy", "catalog", "internal/identity"),
+		pkg("peering", "catalog", "internal/identity"),
+		pkg("internal/netutil/origdst", "golang.org/x/sys/unix"),
+		pkg("internal/testutil", "golang.org/x/sys/unix", "github.com/hashicorp/consul/api"),
+		// Not ours: never checked.
+		pkg("github.com/other/thing", "github.com/cilium/ebpf", "golang.org/x/sys/unix"),
+	}
+	tests := []struct {
+		name string
+		pkgs []goPackage
+		want []string // "pkg imports import"
+	}{
+		{name: "clean", pkgs: clean},
+		{
+			name: "agent imported outside cmd",
+			pkgs: []goPackage{pkg("internal/identity", "internal/agent/wire")},
+			want: []string{"internal/identity imports internal/agent/wire"},
+		},
+		{
+			name: "catalog imports peering",
+			pkgs: []goPackage{pkg("catalog/configentry", "internal/decode", "peering")},
+			want: []string{"catalog/configentry imports peering"},
+		},
+		{
+			name: "decode imports catalog",
+			pkgs: []goPackage{pkg("internal/decode", "catalog")},
+			want: []string{"internal/decode imports catalog"},
+		},
+		{
+			name: "local imports httpapi",
+			pkgs: []goPackage{pkg("internal/local", "catalog", "internal/httpapi")},
+			want: []string{"internal/local imports internal/httpapi"},
+		},
+		{
+			name: "checks imports identity",
+			pkgs: []goPackage{pkg("internal/checks", "internal/identity")},
+			want: []string{"internal/checks imports internal/identity"},
+		},
+		{
+			name: "dataplane and l7proxy import each other",
+			pkgs: []goPackage{pkg("dataplane", "l7proxy/outbound"), pkg("l7proxy/inbound", "dataplane")},
+			want: []string{"dataplane imports l7proxy/outbound", "l7proxy/inbound imports dataplane"},
+		},
+		{
+			name: "ebpf outside dataplane and bpf",
+			pkgs: []goPackage{pkg("l7proxy", "github.com/cilium/ebpf"), pkg("internal/httpapi", "github.com/cilium/ebpf/link")},
+			want: []string{"l7proxy imports github.com/cilium/ebpf", "internal/httpapi imports github.com/cilium/ebpf/link"},
+		},
+		{
+			name: "peering imports the cli and the agent",
+			pkgs: []goPackage{pkg("peering", "internal/cli", "internal/agent")},
+			// internal/agent breaks two rules and is reported for both.
+			want: []string{"peering imports internal/cli", "peering imports internal/agent", "peering imports internal/agent"},
+		},
+		{
+			name: "httpapi imports the cli",
+			pkgs: []goPackage{pkg("internal/httpapi", "internal/cli")},
+			want: []string{"internal/httpapi imports internal/cli"},
+		},
+		{
+			name: "cli imports catalog",
+			pkgs: []goPackage{pkg("internal/cli", "internal/decode", "catalog")},
+			want: []string{"internal/cli imports catalog"},
+		},
+		{
+			name: "consul api in production code",
+			pkgs: []goPackage{pkg("internal/httpapi", "github.com/hashicorp/consul/api")},
+			want: []string{"internal/httpapi imports github.com/hashicorp/consul/api"},
+		},
+		{
+			name: "x/sys/unix outside the allowed packages",
+			pkgs: []goPackage{pkg("catalog", "golang.org/x/sys/unix"), pkg("l7proxy", "golang.org/x/sys/unix")},
+			want: []string{
+				"catalog imports golang.org/x/sys/unix", // onlyOurs does not cover other modules
+				"l7proxy imports golang.org/x/sys/unix",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, v := range check(mod, tt.pkgs, rules) {
+				got = append(got, v.Pkg+" imports "+v.Import)
+				if v.Why == "" {
+					t.Errorf("violation %q has no reason", v)
+				}
+			}
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("got violations\n\t%s\nwant\n\t%s", strings.Join(got, "\n\t"), strings.Join(tt.want, "\n\t"))
+			}
+		})
+	}
+}
