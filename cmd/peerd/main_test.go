@@ -1,0 +1,104 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParseAgentFlags(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "agent.hcl")
+	if err := os.WriteFile(file, []byte(`
+datacenter = "east"
+node_name  = "from-file"
+log_level  = "debug"
+ports {
+  http = 9500
+}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		args  []string
+		check func(t *testing.T, got string)
+	}{
+		{"dev picks free loopback ports", []string{"-dev"}, func(t *testing.T, got string) {
+			want := "http=127.0.0.1:0 grpc=127.0.0.1:0 serf=0 server=0 bind=127.0.0.1 server-mode=true expect=1"
+			if !strings.Contains(got, want) {
+				t.Errorf("got %s, want %s", got, want)
+			}
+		}},
+		{"-http-addr wins in dev mode", []string{"-dev", "-http-addr", "127.0.0.1:8600"}, func(t *testing.T, got string) {
+			if !strings.Contains(got, "http=127.0.0.1:8600 grpc=127.0.0.1:0") {
+				t.Errorf("got %s, want the given http and a free grpc port", got)
+			}
+		}},
+		{"file values apply", []string{"-data-dir", dir, "-config-file", file}, func(t *testing.T, got string) {
+			if !strings.Contains(got, "dc=east node=from-file") || !strings.Contains(got, "http=127.0.0.1:9500") || !strings.Contains(got, "log=debug") {
+				t.Errorf("got %s, want the file's dc, node, port and log level", got)
+			}
+		}},
+		{"flags win over files", []string{"-data-dir", dir, "-config-file", file, "-datacenter", "west", "-log-level", "warn"}, func(t *testing.T, got string) {
+			if !strings.Contains(got, "dc=west node=from-file") || !strings.Contains(got, "log=warn") {
+				t.Errorf("got %s, want the flags' dc and log level over the file's", got)
+			}
+		}},
+		{"repeatable retry-join and node-meta", []string{"-data-dir", dir, "-retry-join", "a", "-retry-join", "b", "-node-meta", "rack:r1"}, func(t *testing.T, got string) {
+			if !strings.Contains(got, "join=[a b] meta=map[rack:r1]") {
+				t.Errorf("got %s, want both joins and the meta", got)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			cfg, err := parseAgentFlags(tt.args, &stderr)
+			if err != nil {
+				t.Fatalf("parse %v: %v", tt.args, err)
+			}
+			got := fmt.Sprintf("dc=%s node=%s http=%s grpc=%s serf=%d server=%d bind=%s server-mode=%t expect=%d log=%s join=%v meta=%v",
+				cfg.Datacenter, cfg.NodeName, cfg.HTTPAddr, cfg.GRPCAddr, cfg.SerfLANPort, cfg.ServerPort, cfg.BindAddr,
+				cfg.Server, cfg.BootstrapExpect, cfg.LogLevel, cfg.RetryJoin, cfg.NodeMeta)
+			tt.check(t, got)
+		})
+	}
+}
+
+func TestParseAgentFlagsRejectsBadInput(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown flag", []string{"-bogus"}, "bogus"},
+		{"stray argument", []string{"-dev", "extra"}, `unexpected argument "extra"`},
+		{"dev with data dir", []string{"-dev", "-data-dir", "/tmp/x"}, "drop -data-dir"},
+		{"bad node meta", []string{"-dev", "-node-meta", "nocolon"}, "key:value"},
+		{"missing config file", []string{"-config-file", "/nonexistent/peerd.hcl"}, "/nonexistent/peerd.hcl"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			_, err := parseAgentFlags(tt.args, &stderr)
+			if err == nil || !strings.Contains(err.Error()+stderr.String(), tt.want) {
+				t.Fatalf("got %v, want an error mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestKeygenMakesAValidKey(t *testing.T) {
+	var out, errb bytes.Buffer
+	if err := run([]string{"keygen"}, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(strings.TrimSpace(out.String())); got != 44 {
+		t.Fatalf("got a key of %d characters, want 44 (base64 of 32 bytes)", got)
+	}
+}
+
