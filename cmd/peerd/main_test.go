@@ -101,4 +101,3 @@ func TestKeygenMakesAValidKey(t *testing.T) {
 		t.Fatalf("got a key of %d characters, want 44 (base64 of 32 bytes)", got)
 	}
 }
-

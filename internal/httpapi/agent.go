@@ -107,6 +107,9 @@ func (s *Server) toAgentService(svc *catalog.Service) agentService {
 }
 
 func (s *Server) agentServices(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := rejectFilter(r); err != nil {
+		return nil, err
+	}
 	out := map[string]agentService{}
 	for id, svc := range s.local.Services() {
 		out[id] = s.toAgentService(svc)
@@ -147,6 +150,9 @@ func (s *Server) agentServiceDeregister(w http.ResponseWriter, r *http.Request) 
 }
 
 func (s *Server) agentChecks(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := rejectFilter(r); err != nil {
+		return nil, err
+	}
 	return s.local.Checks(), nil
 }
 

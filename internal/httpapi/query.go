@@ -73,6 +73,11 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, fn queryFn) (any, 
 	if err != nil {
 		return nil, err
 	}
+	// Consul filters every catalog and health read with ?filter; answering
+	// unfiltered data instead would be silently wrong.
+	if err := rejectFilter(r); err != nil {
+		return nil, err
+	}
 	store := s.cluster.Store()
 	relayed := r.Header.Get(relayedHeader) != ""
 	if store == nil || (!s.cluster.IsLeader() && !opts.stale && !relayed) {
