@@ -1,0 +1,17 @@
+// Package bench holds peerd's benchmarks of whole nodes and clusters: each
+// starts real agents in one process on 127.0.0.1 and reports, next to its
+// figures, the same figures for a baseline measured in the same run (a single
+// in-memory dev server, or the bare memdb store), as a ratio, so a change
+// shows up as a ratio that moved rather than as an absolute number that
+// depends on the machine.
+//
+// Run them with `make bench` (`go test -run '^$' -bench . -benchtime 1x
+// ./bench/...`); each benchmark does its whole workload once per iteration
+// and stays under two minutes on two cores. Each reports its figures with
+// b.ReportMetric and logs them against the targets of the issue that asked
+// for it.
+//
+// The package has no code outside its tests. Its tests may import
+// internal/agent (the import policy in internal/depcheck checks the imports
+// of non-test files only); nothing may import this package.
+package bench
