@@ -1264,11 +1264,9 @@ func capiTestBadInput(t *testing.T, a *Agent) {
 
 // TestRegistrationSurvivesFirstSync registers a service as soon as a new
 // agent has a leader and checks the catalog keeps it. Against Consul the
-// instance stays registered; see the skip for why peerd loses it.
+// instance stays registered. (It used to be lost: a first full sync built
+// before the registration committed after it. Writes are ordered now.)
 func TestRegistrationSurvivesFirstSync(t *testing.T) {
-	t.Skip("known bug in internal/local: State.Run's first SyncNow snapshots the (empty) local state before a " +
-		"leader exists and Cluster.Apply retries it with backoff; it commits after the first write-through and " +
-		"SyncNode deletes the service. Unskip once a sync can no longer commit a snapshot older than a write-through")
 	cfg := DevConfig()
 	cfg.NodeName = "first-sync-node"
 	cfg.LogLevel = "error"

@@ -81,8 +81,8 @@ type State struct {
 	mu       sync.Mutex
 	services map[string]*Service
 	checks   map[string]*Check
-	// synced is false while the catalog may differ from the local state.
-	synced bool
+	// writeMu orders this agent's catalog writes (see write).
+	writeMu sync.Mutex
 	// offline suppresses write-through while restoring persisted state.
 	offline bool
 
@@ -134,7 +134,6 @@ func (s *State) AddService(ctx context.Context, def *catalog.ServiceDefinition, 
 	old := s.services[svc.ID]
 	entry := &Service{Service: svc, FromConfig: fromConfig}
 	var newChecks []*Check
-	var hcs []*catalog.HealthCheck
 	for _, cd := range checkDefs {
 		hc := s.healthCheck(cd, svc)
 		if prev, ok := s.checks[cd.CheckID]; ok && prev.Check.Status != "" && cd.Status == "" {
@@ -142,10 +141,6 @@ func (s *State) AddService(ctx context.Context, def *catalog.ServiceDefinition, 
 		}
 		newChecks = append(newChecks, &Check{Check: hc, Definition: *cd, FromConfig: fromConfig})
 		entry.Checks = append(entry.Checks, cd.CheckID)
-		// A copy for the write-through: once the lock is released the
-		// runner's results may replace c.Check at any time.
-		sent := *hc
-		hcs = append(hcs, &sent)
 	}
 	var drop []string
 	if old != nil {
@@ -164,21 +159,62 @@ func (s *State) AddService(ctx context.Context, def *catalog.ServiceDefinition, 
 	for _, id := range drop {
 		s.runner.Remove(id)
 	}
+	s.persist()
+	// Dropped checks disappear with a full sync; a changed service with the
+	// same checks is one register. Either way the catalog knows the service
+	// before its checks report, so no result is refused for an unknown
+	// service.
+	if len(drop) > 0 {
+		if err := s.SyncNow(ctx); err != nil {
+			s.log.Warn("catalog write failed; anti-entropy will retry", "err", err)
+		}
+	} else {
+		s.write(ctx, s.registerService(svc.ID))
+	}
 	for _, c := range newChecks {
 		if err := s.runner.Add(c.Check.CheckID, c.Definition); err != nil {
 			return err
 		}
 	}
-	s.persist()
-	// Dropped checks disappear with a full sync; a changed service with the
-	// same checks is one register.
-	if len(drop) > 0 {
-		return s.SyncNow(ctx)
-	}
-	s.writeThrough(ctx, &catalog.Command{Type: catalog.CmdRegister, Register: &catalog.RegisterRequest{
-		Node: s.node(), Service: svc, Checks: hcs,
-	}})
 	return nil
+}
+
+// registerService builds the registration of one local service with its
+// checks as they are now.
+func (s *State) registerService(id string) func() *catalog.Command {
+	return func() *catalog.Command {
+		svc, ok := s.services[id]
+		if !ok {
+			return nil
+		}
+		cp := *svc.Service
+		req := &catalog.RegisterRequest{Node: s.node(), Service: &cp}
+		for _, cid := range svc.Checks {
+			if c, ok := s.checks[cid]; ok {
+				hc := *c.Check
+				req.Checks = append(req.Checks, &hc)
+			}
+		}
+		return &catalog.Command{Type: catalog.CmdRegister, Register: req}
+	}
+}
+
+// registerCheck builds the registration of one local check as it is now.
+func (s *State) registerCheck(id string) func() *catalog.Command {
+	return func() *catalog.Command {
+		c, ok := s.checks[id]
+		if !ok {
+			return nil
+		}
+		hc := *c.Check
+		return &catalog.Command{Type: catalog.CmdRegister, Register: &catalog.RegisterRequest{
+			Node: s.node(), Checks: []*catalog.HealthCheck{&hc},
+		}}
+	}
+}
+
+func fixed(cmd *catalog.Command) func() *catalog.Command {
+	return func() *catalog.Command { return cmd }
 }
 
 // RemoveService deregisters a service and its checks.
@@ -199,9 +235,9 @@ func (s *State) RemoveService(ctx context.Context, id string) error {
 		s.runner.Remove(cid)
 	}
 	s.persist()
-	s.writeThrough(ctx, &catalog.Command{Type: catalog.CmdDeregister, Deregister: &catalog.DeregisterRequest{
+	s.write(ctx, fixed(&catalog.Command{Type: catalog.CmdDeregister, Deregister: &catalog.DeregisterRequest{
 		Node: s.cfg.Node.Node, ServiceID: id,
-	}})
+	}}))
 	return nil
 }
 
@@ -236,14 +272,9 @@ func (s *State) AddCheck(ctx context.Context, def *catalog.CheckType, fromConfig
 	hc := s.healthCheck(def, svc)
 	s.checks[def.CheckID] = &Check{Check: hc, Definition: *def, FromConfig: fromConfig}
 	s.mu.Unlock()
-	if err := s.runner.Add(def.CheckID, *def); err != nil {
-		return err
-	}
 	s.persist()
-	s.writeThrough(ctx, &catalog.Command{Type: catalog.CmdRegister, Register: &catalog.RegisterRequest{
-		Node: s.node(), Checks: []*catalog.HealthCheck{hc},
-	}})
-	return nil
+	s.write(ctx, s.registerCheck(def.CheckID))
+	return s.runner.Add(def.CheckID, *def)
 }
 
 // RemoveCheck deregisters a check.
@@ -262,9 +293,9 @@ func (s *State) RemoveCheck(ctx context.Context, id string) error {
 	}
 	s.runner.Remove(id)
 	s.persist()
-	s.writeThrough(ctx, &catalog.Command{Type: catalog.CmdDeregister, Deregister: &catalog.DeregisterRequest{
+	s.write(ctx, fixed(&catalog.Command{Type: catalog.CmdDeregister, Deregister: &catalog.DeregisterRequest{
 		Node: s.cfg.Node.Node, CheckID: id,
-	}})
+	}}))
 	return nil
 }
 
@@ -340,9 +371,7 @@ func (s *State) checkResult(id, status, output string) {
 	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s.writeThrough(ctx, &catalog.Command{Type: catalog.CmdRegister, Register: &catalog.RegisterRequest{
-		Node: s.node(), Checks: []*catalog.HealthCheck{&cp},
-	}})
+	s.write(ctx, s.registerCheck(id))
 }
 
 func (s *State) healthCheck(def *catalog.CheckType, svc *catalog.Service) *catalog.HealthCheck {
@@ -372,24 +401,28 @@ func (s *State) node() *catalog.Node {
 	return &n
 }
 
-// writeThrough commits one change; on failure it marks the state out of sync
-// so the anti-entropy loop retries with a full sync.
-func (s *State) writeThrough(ctx context.Context, cmd *catalog.Command) {
+// write commits one catalog write, built (under s.mu) from the local state
+// at the moment it is sent. writeMu orders every write this agent makes: a
+// full sync built from older state can never land after a newer change, and
+// a registration never carries check results older than ones already
+// written. A failed write asks for a full sync.
+func (s *State) write(ctx context.Context, build func() *catalog.Command) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	s.mu.Lock()
+	cmd := build()
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
 	if s.offline {
-		s.markDirty()
+		s.Kick()
 		return
 	}
 	if _, err := s.apply.Apply(ctx, cmd); err != nil {
 		s.log.Warn("catalog write failed; anti-entropy will retry", "command", cmd.Type, "err", err)
-		s.markDirty()
+		s.Kick()
 	}
-}
-
-func (s *State) markDirty() {
-	s.mu.Lock()
-	s.synced = false
-	s.mu.Unlock()
-	s.Kick()
 }
 
 // Kick asks for a full sync soon (e.g. because the servers changed).
@@ -402,6 +435,8 @@ func (s *State) Kick() {
 
 // SyncNow writes the node's full local state to the catalog in one write.
 func (s *State) SyncNow(ctx context.Context) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	s.mu.Lock()
 	req := &catalog.SyncNodeRequest{Node: s.node()}
 	ids := slices.Sorted(maps.Keys(s.services))
@@ -416,14 +451,8 @@ func (s *State) SyncNow(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	if _, err := s.apply.Apply(ctx, &catalog.Command{Type: catalog.CmdSyncNode, SyncNode: req}); err != nil {
-		s.mu.Lock()
-		s.synced = false
-		s.mu.Unlock()
 		return fmt.Errorf("sync node %q: %w", s.cfg.Node.Node, err)
 	}
-	s.mu.Lock()
-	s.synced = true
-	s.mu.Unlock()
 	return nil
 }
 
@@ -472,6 +501,15 @@ func ServiceFromDefinition(def *catalog.ServiceDefinition) (*catalog.Service, []
 	}
 	if def.Port < 0 || def.Port > 65535 {
 		return nil, nil, fieldErr("Port", "%d is not between 0 and 65535", def.Port)
+	}
+	if def.Kind == "connect-proxy" {
+		// Consul's rules for a proxy registration.
+		if def.Proxy == nil || def.Proxy.DestinationServiceName == "" {
+			return nil, nil, fieldErr("Proxy.DestinationServiceName", "required for a connect-proxy: name the service it fronts")
+		}
+		if def.Port == 0 && def.SocketPath == "" {
+			return nil, nil, fieldErr("Port", "a connect-proxy needs a Port (or SocketPath)")
+		}
 	}
 	id := def.ID
 	if id == "" {
