@@ -174,6 +174,9 @@ func ensureNode(tx *memdb.Txn, idx uint64, peer string, n *Node) error {
 	if err := tx.Insert(tableNodes, &nodeRow{PeerName: peer, Node: &cp}); err != nil {
 		return fmt.Errorf("insert node %q: %w", n.Node, err)
 	}
+	if err := bumpNodeServices(tx, idx, peer, n.Node); err != nil {
+		return err
+	}
 	return bumpIndex(tx, idx, tableNodes)
 }
 
@@ -210,6 +213,9 @@ func ensureService(tx *memdb.Txn, idx uint64, peer, node string, svc *Service) e
 		if serviceEqual(old, &cp) {
 			return nil
 		}
+		if err := bumpService(tx, idx, peer, old.Service); err != nil { // renamed instances leave the old name
+			return err
+		}
 	} else {
 		cp.CreateIndex = idx
 	}
@@ -240,6 +246,9 @@ func ensureService(tx *memdb.Txn, idx uint64, peer, node string, svc *Service) e
 		if err := bumpIndex(tx, idx, tableChecks); err != nil {
 			return err
 		}
+	}
+	if err := bumpService(tx, idx, peer, cp.Service); err != nil {
+		return err
 	}
 	return bumpIndex(tx, idx, tableServices)
 }
@@ -286,6 +295,9 @@ func ensureCheck(tx *memdb.Txn, idx uint64, peer, node string, c *HealthCheck) e
 	if err := tx.Insert(tableChecks, &checkRow{PeerName: peer, Node: node, Check: &cp}); err != nil {
 		return fmt.Errorf("insert check %q: %w", cp.CheckID, err)
 	}
+	if err := bumpCheckServices(tx, idx, peer, node, &cp); err != nil {
+		return err
+	}
 	return bumpIndex(tx, idx, tableChecks)
 }
 
@@ -322,7 +334,7 @@ func (s *Store) Deregister(idx uint64, req *DeregisterRequest) error {
 	case req.ServiceID != "":
 		err = deleteService(tx, idx, peer, node, req.ServiceID)
 	case req.CheckID != "":
-		err = deleteRows(tx, idx, tableChecks, "id", peer, node, req.CheckID)
+		err = deleteCheck(tx, idx, peer, node, req.CheckID)
 	default:
 		err = deleteNode(tx, idx, peer, node)
 	}
@@ -344,7 +356,30 @@ func deleteRows(tx *memdb.Txn, idx uint64, table, index string, args ...any) err
 	return nil
 }
 
+func deleteCheck(tx *memdb.Txn, idx uint64, peer, node, id string) error {
+	raw, err := tx.First(tableChecks, "id", peer, node, id)
+	if err != nil {
+		return fmt.Errorf("look up check %q: %w", id, err)
+	}
+	if raw == nil {
+		return nil
+	}
+	if err := bumpCheckServices(tx, idx, peer, node, raw.(*checkRow).Check); err != nil {
+		return err
+	}
+	return deleteRows(tx, idx, tableChecks, "id", peer, node, id)
+}
+
 func deleteService(tx *memdb.Txn, idx uint64, peer, node, id string) error {
+	raw, err := tx.First(tableServices, "id", peer, node, id)
+	if err != nil {
+		return fmt.Errorf("look up service %q: %w", id, err)
+	}
+	if raw != nil {
+		if err := bumpService(tx, idx, peer, raw.(*serviceRow).Service.Service); err != nil {
+			return err
+		}
+	}
 	if err := deleteRows(tx, idx, tableChecks, "node_service", peer, node, id); err != nil {
 		return err
 	}
@@ -352,6 +387,9 @@ func deleteService(tx *memdb.Txn, idx uint64, peer, node, id string) error {
 }
 
 func deleteNode(tx *memdb.Txn, idx uint64, peer, node string) error {
+	if err := bumpNodeServices(tx, idx, peer, node); err != nil {
+		return err
+	}
 	if err := deleteRows(tx, idx, tableChecks, "id_prefix", peer, node); err != nil {
 		return err
 	}
@@ -544,7 +582,7 @@ func (s *Store) NodeChecks(ws memdb.WatchSet, peer, node string) (uint64, []*Hea
 func (s *Store) ServiceNodes(ws memdb.WatchSet, peer, service string) (uint64, []ServiceNode, error) {
 	tx := s.read(ws)
 	defer tx.Abort()
-	idx := tablesIndex(tx, ws, tableNodes, tableServices)
+	idx := serviceIndex(tx, ws, peer, service)
 	rows, err := serviceRows(tx, ws, peer, service)
 	if err != nil {
 		return 0, nil, err
@@ -561,7 +599,7 @@ func (s *Store) ServiceNodes(ws memdb.WatchSet, peer, service string) (uint64, [
 func (s *Store) CheckServiceNodes(ws memdb.WatchSet, peer, service string) (uint64, []CheckServiceNode, error) {
 	tx := s.read(ws)
 	defer tx.Abort()
-	idx := tablesIndex(tx, ws, tableNodes, tableServices, tableChecks)
+	idx := serviceIndex(tx, ws, peer, service)
 	rows, err := serviceRows(tx, ws, peer, service)
 	if err != nil {
 		return 0, nil, err
@@ -728,7 +766,7 @@ func (s *Store) SyncNode(idx uint64, req *SyncNodeRequest) error {
 		}
 	}
 	for _, id := range dropCheck {
-		if err := deleteRows(tx, idx, tableChecks, "id", "", node, id); err != nil {
+		if err := deleteCheck(tx, idx, "", node, id); err != nil {
 			return err
 		}
 	}
@@ -769,4 +807,59 @@ func jsonEqual(a, b any) bool {
 	x, err1 := json.Marshal(a)
 	y, err2 := json.Marshal(b)
 	return err1 == nil && err2 == nil && bytes.Equal(x, y)
+}
+
+// Per-service indexes. Besides one index per table, the index table keeps one
+// per service name, bumped by every write that changes what a health or
+// catalog query for that service returns (its instances, their checks, their
+// nodes' checks and the nodes themselves). Blocking queries on one service
+// therefore wake only when that service changes, as in Consul.
+
+func serviceIndexKey(peer, service string) string {
+	return "service\x00" + peer + "\x00" + service
+}
+
+func bumpService(tx *memdb.Txn, idx uint64, peer, service string) error {
+	return bumpIndex(tx, idx, serviceIndexKey(peer, service))
+}
+
+// bumpNodeServices bumps every service with an instance on the node.
+func bumpNodeServices(tx *memdb.Txn, idx uint64, peer, node string) error {
+	it, err := tx.Get(tableServices, "id_prefix", peer, node)
+	if err != nil {
+		return fmt.Errorf("list services of node %q: %w", node, err)
+	}
+	var names []string
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		names = append(names, raw.(*serviceRow).Service.Service)
+	}
+	for _, name := range names {
+		if err := bumpService(tx, idx, peer, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// bumpCheckServices bumps what a check affects: its service, or every
+// service on the node for a node-level check.
+func bumpCheckServices(tx *memdb.Txn, idx uint64, peer, node string, c *HealthCheck) error {
+	if c.ServiceID == "" {
+		return bumpNodeServices(tx, idx, peer, node)
+	}
+	return bumpService(tx, idx, peer, c.ServiceName)
+}
+
+// serviceIndex returns the service's index and watches it. A service never
+// written has none yet: the services table's index stands in, and the watch
+// fires when the service first appears.
+func serviceIndex(tx *memdb.Txn, ws memdb.WatchSet, peer, service string) uint64 {
+	ch, raw, err := tx.FirstWatch(tableIndex, "id", serviceIndexKey(peer, service))
+	if err == nil && ws != nil {
+		ws.Add(ch)
+	}
+	if err == nil && raw != nil {
+		return raw.(*indexRow).Index
+	}
+	return tablesIndex(tx, nil, tableServices)
 }

@@ -273,3 +273,64 @@ func TestFSMRejectsUnknownCommandWithoutPanicking(t *testing.T) {
 		t.Fatal("garbage applied without error")
 	}
 }
+
+func TestServiceIndexWakesOnlyForThatService(t *testing.T) {
+	s := newTestStore(t)
+	if err := s.Register(1, reg("n1", "web")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Register(2, reg("n2", "api")); err != nil {
+		t.Fatal(err)
+	}
+	watch := func() (memdb.WatchSet, uint64) {
+		ws := memdb.NewWatchSet()
+		idx, _, err := s.CheckServiceNodes(ws, "", "web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ws, idx
+	}
+	ws, idx := watch()
+	if idx != 1 {
+		t.Fatalf("got web's index %d, want 1 (the write to api must not count)", idx)
+	}
+	api := reg("n2", "api")
+	api.Service.Port = 9999
+	if err := s.Register(3, api); err != nil {
+		t.Fatal(err)
+	}
+	if !ws.Watch(time.After(50 * time.Millisecond)) {
+		t.Fatal("a write to api woke a query on web")
+	}
+	tests := []struct {
+		name  string
+		write func(idx uint64) error
+	}{
+		{"a node-level check on web's node", func(idx uint64) error {
+			return s.Register(idx, reg("n1", "", &HealthCheck{CheckID: SerfCheckID, Status: HealthCritical}))
+		}},
+		{"web's node changes address", func(idx uint64) error {
+			r := reg("n1", "")
+			r.Node.Address = "10.0.0.9"
+			return s.Register(idx, r)
+		}},
+		{"a new web instance", func(idx uint64) error { return s.Register(idx, reg("n3", "web")) }},
+		{"web's node goes away", func(idx uint64) error { return s.Deregister(idx, &DeregisterRequest{Node: "n1"}) }},
+	}
+	next := uint64(10)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ws, before := watch()
+			if err := tt.write(next); err != nil {
+				t.Fatal(err)
+			}
+			if ws.Watch(time.After(time.Second)) {
+				t.Fatal("query on web not woken")
+			}
+			if _, after := watch(); after != next || after <= before {
+				t.Fatalf("got index %d after the write, want %d", after, next)
+			}
+			next++
+		})
+	}
+}
