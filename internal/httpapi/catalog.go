@@ -95,12 +95,8 @@ func (s *Server) catalogServices(w http.ResponseWriter, r *http.Request) (any, e
 
 func (s *Server) catalogService(w http.ResponseWriter, r *http.Request) (any, error) {
 	name := r.PathValue("service")
-	tags := r.URL.Query()["tag"]
-	meta, err := nodeMetaFilter(r)
+	match, err := parseInstanceFilter(r)
 	if err != nil {
-		return nil, err
-	}
-	if err := rejectFilter(r); err != nil {
 		return nil, err
 	}
 	return s.read(w, r, func(ws memdb.WatchSet, st *catalog.Store) (uint64, any, error) {
@@ -110,7 +106,7 @@ func (s *Server) catalogService(w http.ResponseWriter, r *http.Request) (any, er
 		}
 		out := []catalogService{}
 		for _, sn := range sns {
-			if !hasTags(sn.Service.Tags, tags) || !metaMatches(sn.Node.Meta, meta) {
+			if !match.matches(sn.Node, sn.Service) {
 				continue
 			}
 			out = append(out, toCatalogService(sn.Node, sn.Service))
@@ -142,12 +138,8 @@ func (s *Server) healthService(w http.ResponseWriter, r *http.Request) (any, err
 	if v := q.Get("passing"); v == "false" || v == "0" {
 		passing = false
 	}
-	tags := q["tag"]
-	meta, err := nodeMetaFilter(r)
+	match, err := parseInstanceFilter(r)
 	if err != nil {
-		return nil, err
-	}
-	if err := rejectFilter(r); err != nil {
 		return nil, err
 	}
 	return s.read(w, r, func(ws memdb.WatchSet, st *catalog.Store) (uint64, any, error) {
@@ -157,7 +149,7 @@ func (s *Server) healthService(w http.ResponseWriter, r *http.Request) (any, err
 		}
 		out := []serviceEntry{}
 		for _, csn := range csns {
-			if !hasTags(csn.Service.Tags, tags) || !metaMatches(csn.Node.Meta, meta) {
+			if !match.matches(csn.Node, csn.Service) {
 				continue
 			}
 			if passing && catalog.AggregatedStatus(csn.Checks) != catalog.HealthPassing {
@@ -390,6 +382,22 @@ func (s *Server) catalogDeregister(w http.ResponseWriter, r *http.Request) (any,
 // ---- query helpers ----
 
 func peerParam(r *http.Request) string { return r.URL.Query().Get("peer") }
+
+// instanceFilter is the ?tag= (all must match) and ?node-meta=k:v filter of
+// service reads.
+type instanceFilter struct {
+	tags     []string
+	nodeMeta map[string]string
+}
+
+func parseInstanceFilter(r *http.Request) (instanceFilter, error) {
+	meta, err := nodeMetaFilter(r)
+	return instanceFilter{tags: r.URL.Query()["tag"], nodeMeta: meta}, err
+}
+
+func (f instanceFilter) matches(n *catalog.Node, svc *catalog.Service) bool {
+	return hasTags(svc.Tags, f.tags) && metaMatches(n.Meta, f.nodeMeta)
+}
 
 func hasTags(have, want []string) bool {
 	for _, t := range want {
