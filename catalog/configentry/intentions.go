@@ -351,27 +351,8 @@ func (perm *IntentionPermission) validate(path string) error {
 		return errf(hpath, "is required; describe the requests this permission matches")
 	}
 	h := perm.HTTP
-	pathParts := 0
-	if h.PathExact != "" {
-		pathParts++
-		if !strings.HasPrefix(h.PathExact, "/") {
-			return errf(field(hpath, "PathExact"), "doesn't start with '/': %q", short(h.PathExact))
-		}
-	}
-	if h.PathPrefix != "" {
-		pathParts++
-		if !strings.HasPrefix(h.PathPrefix, "/") {
-			return errf(field(hpath, "PathPrefix"), "doesn't start with '/': %q", short(h.PathPrefix))
-		}
-	}
-	if h.PathRegex != "" {
-		pathParts++
-		if err := validateRegex(field(hpath, "PathRegex"), h.PathRegex); err != nil {
-			return err
-		}
-	}
-	if pathParts > 1 {
-		return errf(hpath, "should only contain at most one of PathExact, PathPrefix, or PathRegex")
+	if err := validatePathMatch(hpath, h.PathExact, h.PathPrefix, h.PathRegex, ""); err != nil {
+		return err
 	}
 	for k, hdr := range h.Header {
 		if err := validateHeaderMatch(index(field(hpath, "Header"), k), hdr.Name, hdr.Regex, []bool{
@@ -383,7 +364,7 @@ func (perm *IntentionPermission) validate(path string) error {
 	if err := validateMethods(field(hpath, "Methods"), h.Methods); err != nil {
 		return err
 	}
-	if pathParts == 0 && len(h.Header) == 0 && len(h.Methods) == 0 {
+	if h.PathExact == "" && h.PathPrefix == "" && h.PathRegex == "" && len(h.Header) == 0 && len(h.Methods) == 0 {
 		return errf(hpath, "should not be empty; match on a path, a header or a method")
 	}
 	return perm.JWT.validate(field(path, "JWT"))

@@ -225,7 +225,8 @@ func (e *ServiceResolverConfigEntry) validateRedirect() error {
 	return validateTarget(path, r.Service, r.ServiceSubset, r.Namespace, r.Partition, r.Datacenter, r.Peer, r.SamenessGroup)
 }
 
-// validateTarget checks the names in a redirect or failover target.
+// validateTarget checks the names in a route, split, redirect or failover
+// target; empty arguments are not checked.
 func validateTarget(path, service, subset, ns, partition, dc, peer, sameness string) error {
 	if service != "" {
 		if err := validateServiceName(field(path, "Service"), service, false); err != nil {

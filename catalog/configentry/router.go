@@ -136,29 +136,9 @@ func (r ServiceRoute) validate(path string) error {
 	if r.Match != nil && r.Match.HTTP != nil {
 		h := r.Match.HTTP
 		hpath := field(field(path, "Match"), "HTTP")
-		pathParts := 0
-		if h.PathExact != "" {
-			eligibleForPrefixRewrite = true
-			pathParts++
-			if !strings.HasPrefix(h.PathExact, "/") {
-				return errf(field(hpath, "PathExact"), "doesn't start with '/': %q", short(h.PathExact))
-			}
-		}
-		if h.PathPrefix != "" {
-			eligibleForPrefixRewrite = true
-			pathParts++
-			if !strings.HasPrefix(h.PathPrefix, "/") {
-				return errf(field(hpath, "PathPrefix"), "doesn't start with '/': %q", short(h.PathPrefix))
-			}
-		}
-		if h.PathRegex != "" {
-			pathParts++
-			if err := validateRegex(field(hpath, "PathRegex"), h.PathRegex); err != nil {
-				return err
-			}
-		}
-		if pathParts > 1 {
-			return errf(hpath, "should only contain at most one of PathExact, PathPrefix, or PathRegex; split this route into one route per path")
+		eligibleForPrefixRewrite = h.PathExact != "" || h.PathPrefix != ""
+		if err := validatePathMatch(hpath, h.PathExact, h.PathPrefix, h.PathRegex, "; split this route into one route per path"); err != nil {
+			return err
 		}
 		for j, hdr := range h.Header {
 			if err := validateHeaderMatch(index(field(hpath, "Header"), j), hdr.Name, hdr.Regex, []bool{
@@ -187,20 +167,7 @@ func (r ServiceRoute) validate(path string) error {
 	if d.PrefixRewrite != "" && !eligibleForPrefixRewrite {
 		return errf(field(dpath, "PrefixRewrite"), "cannot make use of PrefixRewrite without configuring either PathExact or PathPrefix")
 	}
-	if d.Service != "" {
-		if err := validateServiceName(field(dpath, "Service"), d.Service, false); err != nil {
-			return err
-		}
-	}
-	if d.ServiceSubset != "" {
-		if err := validateSubsetName(field(dpath, "ServiceSubset"), d.ServiceSubset); err != nil {
-			return err
-		}
-	}
-	if err := validateTenancy(field(dpath, "Namespace"), d.Namespace, false); err != nil {
-		return err
-	}
-	if err := validateTenancy(field(dpath, "Partition"), d.Partition, false); err != nil {
+	if err := validateTarget(dpath, d.Service, d.ServiceSubset, d.Namespace, d.Partition, "", "", ""); err != nil {
 		return err
 	}
 	if d.RequestTimeout < 0 {

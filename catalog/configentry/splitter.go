@@ -89,20 +89,7 @@ func (e *ServiceSplitterConfigEntry) Validate() error {
 		if math.IsNaN(float64(s.Weight)) || s.Weight < 0 || s.Weight > 100 {
 			return errf(field(path, "Weight"), "weight must be between 0 and 100, got %v", s.Weight)
 		}
-		if s.Service != "" {
-			if err := validateServiceName(field(path, "Service"), s.Service, false); err != nil {
-				return err
-			}
-		}
-		if s.ServiceSubset != "" {
-			if err := validateSubsetName(field(path, "ServiceSubset"), s.ServiceSubset); err != nil {
-				return err
-			}
-		}
-		if err := validateTenancy(field(path, "Namespace"), s.Namespace, false); err != nil {
-			return err
-		}
-		if err := validateTenancy(field(path, "Partition"), s.Partition, false); err != nil {
+		if err := validateTarget(path, s.Service, s.ServiceSubset, s.Namespace, s.Partition, "", "", ""); err != nil {
 			return err
 		}
 		if err := s.RequestHeaders.validate(field(path, "RequestHeaders")); err != nil {

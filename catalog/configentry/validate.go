@@ -233,3 +233,29 @@ func validatePort(path string, port int) error {
 	}
 	return nil
 }
+
+// validatePathMatch checks an HTTP path match (routers and L7 intentions):
+// PathExact and PathPrefix start with '/', PathRegex compiles, and at most
+// one of the three is set. hint is appended to the at-most-one message.
+func validatePathMatch(path, exact, prefix, regex, hint string) error {
+	set := 0
+	for _, p := range []struct{ name, v string }{{"PathExact", exact}, {"PathPrefix", prefix}} {
+		if p.v == "" {
+			continue
+		}
+		set++
+		if !strings.HasPrefix(p.v, "/") {
+			return errf(field(path, p.name), "doesn't start with '/': %q", short(p.v))
+		}
+	}
+	if regex != "" {
+		set++
+		if err := validateRegex(field(path, "PathRegex"), regex); err != nil {
+			return err
+		}
+	}
+	if set > 1 {
+		return errf(path, "should only contain at most one of PathExact, PathPrefix, or PathRegex%s", hint)
+	}
+	return nil
+}
