@@ -10,13 +10,20 @@ type CommandType string
 
 // The replicated writes. Each is one raft log entry.
 const (
-	CmdRegister      CommandType = "register"
-	CmdDeregister    CommandType = "deregister"
-	CmdCheckStatus   CommandType = "check-status"
-	CmdConfigSet     CommandType = "config-set"
-	CmdConfigDelete  CommandType = "config-delete"
-	CmdRegisterBatch CommandType = "register-batch"
-	CmdSyncNode      CommandType = "sync-node"
+	CmdRegister        CommandType = "register"
+	CmdDeregister      CommandType = "deregister"
+	CmdCheckStatus     CommandType = "check-status"
+	CmdConfigSet       CommandType = "config-set"
+	CmdConfigDelete    CommandType = "config-delete"
+	CmdRegisterBatch   CommandType = "register-batch"
+	CmdSyncNode        CommandType = "sync-node"
+	CmdDeregisterBatch CommandType = "deregister-batch"
+	CmdPeeringWrite    CommandType = "peering-write"
+	CmdPeeringSecrets  CommandType = "peering-secrets"
+	CmdPeeringDelete   CommandType = "peering-delete"
+	CmdTrustBundle     CommandType = "trust-bundle-write"
+	CmdMetaSet         CommandType = "meta-set"
+	CmdCARoots         CommandType = "ca-roots-set"
 )
 
 // RegisterRequest upserts a node and optionally one service and its checks.
@@ -68,13 +75,20 @@ type ConfigEntryRequest struct {
 
 // Command is one replicated write: a type and the matching request.
 type Command struct {
-	Type        CommandType
-	Register    *RegisterRequest    `json:",omitempty"`
-	Registers   []*RegisterRequest  `json:",omitempty"`
-	Deregister  *DeregisterRequest  `json:",omitempty"`
-	SyncNode    *SyncNodeRequest    `json:",omitempty"`
-	CheckStatus *CheckStatusRequest `json:",omitempty"`
-	ConfigEntry *ConfigEntryRequest `json:",omitempty"`
+	Type           CommandType
+	Register       *RegisterRequest       `json:",omitempty"`
+	Registers      []*RegisterRequest     `json:",omitempty"`
+	Deregister     *DeregisterRequest     `json:",omitempty"`
+	SyncNode       *SyncNodeRequest       `json:",omitempty"`
+	Deregisters    []*DeregisterRequest   `json:",omitempty"`
+	Peering        *PeeringWriteRequest   `json:",omitempty"`
+	PeeringSecrets *PeeringSecretsRequest `json:",omitempty"`
+	PeeringDelete  *PeeringDeleteRequest  `json:",omitempty"`
+	TrustBundle    *PeeringTrustBundle    `json:",omitempty"`
+	MetaSet        *MetaSetRequest        `json:",omitempty"`
+	CARoots        *CARootsRequest        `json:",omitempty"`
+	CheckStatus    *CheckStatusRequest    `json:",omitempty"`
+	ConfigEntry    *ConfigEntryRequest    `json:",omitempty"`
 }
 
 // Encode returns the command as it is stored in the raft log.

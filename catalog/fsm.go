@@ -51,6 +51,38 @@ func (f *fsm) apply(idx uint64, data []byte) (bool, error) {
 			return false, errors.New("sync-node command without a request")
 		}
 		return true, s.SyncNode(idx, cmd.SyncNode)
+	case CmdDeregisterBatch:
+		return true, s.DeregisterBatch(idx, cmd.Deregisters)
+	case CmdPeeringWrite:
+		if cmd.Peering == nil {
+			return false, errors.New("peering-write command without a request")
+		}
+		return true, s.PeeringWrite(idx, cmd.Peering)
+	case CmdPeeringSecrets:
+		if cmd.PeeringSecrets == nil {
+			return false, errors.New("peering-secrets command without a request")
+		}
+		return true, s.PeeringSecretsUpdate(idx, cmd.PeeringSecrets)
+	case CmdPeeringDelete:
+		if cmd.PeeringDelete == nil {
+			return false, errors.New("peering-delete command without a request")
+		}
+		return true, s.PeeringDelete(idx, cmd.PeeringDelete.Name)
+	case CmdTrustBundle:
+		if cmd.TrustBundle == nil {
+			return false, errors.New("trust-bundle command without a bundle")
+		}
+		return true, s.TrustBundleWrite(idx, cmd.TrustBundle)
+	case CmdMetaSet:
+		if cmd.MetaSet == nil {
+			return false, errors.New("meta-set command without a request")
+		}
+		return true, s.MetaSet(idx, cmd.MetaSet)
+	case CmdCARoots:
+		if cmd.CARoots == nil {
+			return false, errors.New("ca-roots command without roots")
+		}
+		return true, s.CARootsSet(idx, cmd.CARoots)
 	case CmdDeregister:
 		if cmd.Deregister == nil {
 			return false, errors.New("deregister command without a request")
@@ -88,11 +120,16 @@ func (f *fsm) apply(idx uint64, data []byte) (bool, error) {
 
 // snapshotRecord is one line of a snapshot: exactly one field is set.
 type snapshotRecord struct {
-	Node    *nodeRow        `json:",omitempty"`
-	Service *serviceRow     `json:",omitempty"`
-	Check   *checkRow       `json:",omitempty"`
-	Config  *configSnapshot `json:",omitempty"`
-	Index   *indexRow       `json:",omitempty"`
+	Node        *nodeRow            `json:",omitempty"`
+	Service     *serviceRow         `json:",omitempty"`
+	Check       *checkRow           `json:",omitempty"`
+	Config      *configSnapshot     `json:",omitempty"`
+	Index       *indexRow           `json:",omitempty"`
+	Peering     *Peering            `json:",omitempty"`
+	Secrets     *PeeringSecrets     `json:",omitempty"`
+	TrustBundle *PeeringTrustBundle `json:",omitempty"`
+	CARoot      *CARoot             `json:",omitempty"`
+	Meta        *metaRow            `json:",omitempty"`
 }
 
 type configSnapshot struct {
@@ -124,7 +161,8 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	enc := json.NewEncoder(bw)
 	tx := s.db.Txn(false)
 	defer tx.Abort()
-	for _, table := range []string{tableIndex, tableNodes, tableServices, tableChecks, tableConfig} {
+	for _, table := range []string{tableIndex, tableNodes, tableServices, tableChecks, tableConfig,
+		tablePeerings, tableSecrets, tableTrustBundles, tableCARoots, tableMeta} {
 		it, err := tx.Get(table, "id")
 		if err != nil {
 			return fmt.Errorf("read table %s: %w", table, err)
@@ -140,6 +178,16 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 				rec.Service = r
 			case *checkRow:
 				rec.Check = r
+			case *Peering:
+				rec.Peering = r
+			case *PeeringSecrets:
+				rec.Secrets = r
+			case *PeeringTrustBundle:
+				rec.TrustBundle = r
+			case *CARoot:
+				rec.CARoot = r
+			case *metaRow:
+				rec.Meta = r
 			case *configRow:
 				b, err := json.Marshal(r.Entry)
 				if err != nil {
@@ -186,6 +234,16 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 			table, row = tableServices, rec.Service
 		case rec.Check != nil:
 			table, row = tableChecks, rec.Check
+		case rec.Peering != nil:
+			table, row = tablePeerings, rec.Peering
+		case rec.Secrets != nil:
+			table, row = tableSecrets, rec.Secrets
+		case rec.TrustBundle != nil:
+			table, row = tableTrustBundles, rec.TrustBundle
+		case rec.CARoot != nil:
+			table, row = tableCARoots, rec.CARoot
+		case rec.Meta != nil:
+			table, row = tableMeta, rec.Meta
 		case rec.Config != nil:
 			entry, err := configentry.DecodeKind(rec.Config.Kind, rec.Config.Entry)
 			if err != nil {

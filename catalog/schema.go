@@ -101,7 +101,7 @@ func schema() *memdb.DBSchema {
 		ix.Name, ix.Unique = name, unique
 		return ix
 	}
-	return &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
+	tables := map[string]*memdb.TableSchema{
 		tableNodes: {
 			Name: tableNodes,
 			Indexes: map[string]*memdb.IndexSchema{
@@ -154,5 +154,9 @@ func schema() *memdb.DBSchema {
 				})),
 			},
 		},
-	}}
+	}
+	for name, t := range peeringTables() {
+		tables[name] = t
+	}
+	return &memdb.DBSchema{Tables: tables}
 }

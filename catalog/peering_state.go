@@ -1,0 +1,562 @@
+package catalog
+
+import (
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+// Peering states, as Consul names them. ACTIVE and FAILING are derived live
+// from the stream; the stored state of an established peering is ACTIVE.
+const (
+	PeeringPending      = "PENDING"
+	PeeringEstablishing = "ESTABLISHING"
+	PeeringActive       = "ACTIVE"
+	PeeringFailing      = "FAILING"
+	PeeringDeleting     = "DELETING"
+	PeeringTerminated   = "TERMINATED"
+)
+
+// Errors of the peering state. They are deterministic: the FSM returns them.
+var (
+	ErrPeeringNotFound = errors.New("peering not found")
+	// ErrInvalidSecret means a presented secret matched nothing: the token
+	// was used already, superseded by a newer one, or never valid.
+	ErrInvalidSecret = errors.New("invalid peering secret: generate a new peering token")
+	ErrPeeringRole   = errors.New("a peering with this name already exists in the other role")
+)
+
+// PeeringRemote is where the other side of a peering lives.
+type PeeringRemote struct {
+	Partition  string `json:",omitempty"`
+	Datacenter string `json:",omitempty"`
+}
+
+// Peering is one side's record of a peering relationship.
+type Peering struct {
+	// ID is this side's UUID for the peering; PeerID the other side's.
+	ID        string
+	Name      string
+	Partition string            `json:",omitempty"`
+	Meta      map[string]string `json:",omitempty"`
+	// State is the stored lifecycle state (see the Peering* constants).
+	State                 string
+	PeerID                string   `json:",omitempty"`
+	PeerCAPems            []string `json:",omitempty"`
+	PeerServerName        string   `json:",omitempty"`
+	PeerServerAddresses   []string `json:",omitempty"`
+	ManualServerAddresses []string `json:",omitempty"`
+	PeerTrustDomain       string   `json:",omitempty"`
+	Remote                PeeringRemote
+	// ShouldDial is true on the dialer (the side that established with a
+	// token), false on the acceptor (the side that generated it).
+	ShouldDial bool
+	// DeletedAt is set (unix nanoseconds) once deletion has begun.
+	DeletedAt int64 `json:",omitempty"`
+	RaftIndex
+}
+
+// PeeringSecrets are the acceptor's secrets for one peering. An
+// establishment secret is valid once; exchanging it yields a pending stream
+// secret, which becomes the active one when a stream first opens with it.
+type PeeringSecrets struct {
+	PeeringID           string
+	EstablishmentSecret string `json:",omitempty"`
+	PendingStreamSecret string `json:",omitempty"`
+	ActiveStreamSecret  string `json:",omitempty"`
+	// EstablishmentExpiresAt (unix nanoseconds) bounds the establishment
+	// secret when the token was generated with an expiry; 0 = none.
+	EstablishmentExpiresAt int64 `json:",omitempty"`
+	// DialerStreamSecret is the dialer's copy of its stream secret.
+	DialerStreamSecret string `json:",omitempty"`
+}
+
+// PeeringTrustBundle is a peer's CA roots, as replicated to us.
+type PeeringTrustBundle struct {
+	PeerName          string
+	TrustDomain       string
+	RootPEMs          []string
+	ExportedPartition string `json:",omitempty"`
+	RaftIndex
+}
+
+// CARoot is one root of this cluster's built-in CA. The private key is kept
+// in raft, as Consul's built-in provider keeps it.
+type CARoot struct {
+	ID             string
+	CertPEM        string
+	KeyPEM         string
+	TrustDomain    string
+	CrossSignedPEM string `json:",omitempty"`
+	Active         bool
+	RaftIndex
+}
+
+// PeeringWriteRequest upserts a peering, optionally with its secrets in the
+// same transaction.
+type PeeringWriteRequest struct {
+	Peering *Peering
+	Secrets *PeeringSecrets `json:",omitempty"`
+}
+
+// SecretsOp is an operation on a peering's secrets.
+type SecretsOp string
+
+// Secret operations.
+const (
+	// SecretsExchange consumes the establishment secret (Presented) and
+	// stores New as the pending stream secret.
+	SecretsExchange SecretsOp = "exchange"
+	// SecretsPromote is a stream opening with Presented: the active secret
+	// passes; the pending one is promoted to active. Anything else fails.
+	SecretsPromote SecretsOp = "promote"
+)
+
+// PeeringSecretsRequest changes a peering's secrets.
+type PeeringSecretsRequest struct {
+	Op        SecretsOp
+	PeeringID string
+	Presented string
+	New       string `json:",omitempty"`
+	// Now (unix nanoseconds) is when the leader received the request; it is
+	// in the log so expiry is decided the same way on every server.
+	Now int64 `json:",omitempty"`
+}
+
+// PeeringDeleteRequest removes a peering with its secrets and trust bundle.
+type PeeringDeleteRequest struct {
+	Name string
+}
+
+// MetaSetRequest sets a cluster-wide value, only if it is unset when
+// OnlyIfAbsent (used for the cluster ID, chosen once).
+type MetaSetRequest struct {
+	Key          string
+	Value        string
+	OnlyIfAbsent bool `json:",omitempty"`
+}
+
+// CARootsRequest replaces the CA roots (one of them active).
+type CARootsRequest struct {
+	Roots []*CARoot
+}
+
+// ---- schema ----
+
+const (
+	tablePeerings     = "peerings"
+	tableSecrets      = "peering-secrets"
+	tableTrustBundles = "peering-trust-bundles"
+	tableCARoots      = "ca-roots"
+	tableMeta         = "meta"
+)
+
+type metaRow struct {
+	Key   string
+	Value string
+}
+
+func peeringTables() map[string]*memdb.TableSchema {
+	named := func(name string, ix *memdb.IndexSchema) *memdb.IndexSchema {
+		ix.Name, ix.Unique = name, true
+		return ix
+	}
+	return map[string]*memdb.TableSchema{
+		tablePeerings: {Name: tablePeerings, Indexes: map[string]*memdb.IndexSchema{
+			"id":   named("id", index(func(o any) []string { return []string{o.(*Peering).Name} })),
+			"uuid": named("uuid", index(func(o any) []string { return []string{o.(*Peering).ID} })),
+		}},
+		tableSecrets: {Name: tableSecrets, Indexes: map[string]*memdb.IndexSchema{
+			"id": named("id", index(func(o any) []string { return []string{o.(*PeeringSecrets).PeeringID} })),
+		}},
+		tableTrustBundles: {Name: tableTrustBundles, Indexes: map[string]*memdb.IndexSchema{
+			"id": named("id", index(func(o any) []string { return []string{o.(*PeeringTrustBundle).PeerName} })),
+		}},
+		tableCARoots: {Name: tableCARoots, Indexes: map[string]*memdb.IndexSchema{
+			"id": named("id", index(func(o any) []string { return []string{o.(*CARoot).ID} })),
+		}},
+		tableMeta: {Name: tableMeta, Indexes: map[string]*memdb.IndexSchema{
+			"id": named("id", index(func(o any) []string { return []string{o.(*metaRow).Key} })),
+		}},
+	}
+}
+
+// ---- writes ----
+
+// PeeringWrite upserts a peering (keeping its create index) and, when given,
+// its secrets. A name held by a peering with another ID in the other role
+// is refused (one role per name).
+func (s *Store) PeeringWrite(idx uint64, req *PeeringWriteRequest) error {
+	p := req.Peering
+	if p == nil || p.Name == "" || p.ID == "" {
+		return errors.New("peering write: name and ID are required")
+	}
+	tx := s.write()
+	defer tx.Abort()
+	raw, err := tx.First(tablePeerings, "id", p.Name)
+	if err != nil {
+		return fmt.Errorf("look up peering %q: %w", p.Name, err)
+	}
+	cp := *p
+	if raw != nil {
+		old := raw.(*Peering)
+		if old.ID != p.ID && old.ShouldDial != p.ShouldDial && old.State != PeeringTerminated {
+			return fmt.Errorf("peering %q: %w", p.Name, ErrPeeringRole)
+		}
+		if old.ID != p.ID {
+			// A new relationship under an old name: the old one's secrets go.
+			if err := deleteRows(tx, idx, tableSecrets, "id", old.ID); err != nil {
+				return err
+			}
+			cp.CreateIndex = idx
+		} else {
+			cp.CreateIndex = old.CreateIndex
+		}
+	} else {
+		cp.CreateIndex = idx
+	}
+	cp.ModifyIndex = idx
+	if err := tx.Insert(tablePeerings, &cp); err != nil {
+		return fmt.Errorf("insert peering %q: %w", p.Name, err)
+	}
+	if err := bumpIndex(tx, idx, tablePeerings); err != nil {
+		return err
+	}
+	if req.Secrets != nil {
+		sec := *req.Secrets
+		sec.PeeringID = cp.ID
+		if err := tx.Insert(tableSecrets, &sec); err != nil {
+			return fmt.Errorf("insert secrets of peering %q: %w", p.Name, err)
+		}
+		if err := bumpIndex(tx, idx, tableSecrets); err != nil {
+			return err
+		}
+	}
+	tx.Commit()
+	return nil
+}
+
+// PeeringSecretsUpdate applies a secrets operation. Secrets are compared in
+// constant time; a mismatch is ErrInvalidSecret and changes nothing.
+func (s *Store) PeeringSecretsUpdate(idx uint64, req *PeeringSecretsRequest) error {
+	tx := s.write()
+	defer tx.Abort()
+	raw, err := tx.First(tableSecrets, "id", req.PeeringID)
+	if err != nil {
+		return fmt.Errorf("look up peering secrets: %w", err)
+	}
+	if raw == nil || req.Presented == "" {
+		return ErrInvalidSecret
+	}
+	sec := *raw.(*PeeringSecrets)
+	switch req.Op {
+	case SecretsExchange:
+		if !secretEqual(sec.EstablishmentSecret, req.Presented) {
+			return ErrInvalidSecret
+		}
+		if sec.EstablishmentExpiresAt != 0 && req.Now > sec.EstablishmentExpiresAt {
+			return fmt.Errorf("peering token expired: %w", ErrInvalidSecret)
+		}
+		if req.New == "" {
+			return errors.New("exchange: new stream secret missing")
+		}
+		sec.EstablishmentSecret, sec.EstablishmentExpiresAt, sec.PendingStreamSecret = "", 0, req.New
+	case SecretsPromote:
+		switch {
+		case secretEqual(sec.ActiveStreamSecret, req.Presented):
+			return nil // nothing to change
+		case secretEqual(sec.PendingStreamSecret, req.Presented):
+			sec.ActiveStreamSecret, sec.PendingStreamSecret = sec.PendingStreamSecret, ""
+		default:
+			return ErrInvalidSecret
+		}
+	default:
+		return fmt.Errorf("unknown secrets operation %q", req.Op)
+	}
+	if err := tx.Insert(tableSecrets, &sec); err != nil {
+		return fmt.Errorf("update peering secrets: %w", err)
+	}
+	if err := bumpIndex(tx, idx, tableSecrets); err != nil {
+		return err
+	}
+	tx.Commit()
+	return nil
+}
+
+// secretEqual compares in constant time; an empty stored secret matches
+// nothing.
+func secretEqual(stored, presented string) bool {
+	return stored != "" && subtle.ConstantTimeCompare([]byte(stored), []byte(presented)) == 1
+}
+
+// PeeringDelete removes a peering row, its secrets and its trust bundle.
+// Imported data is purged before this (in batches), by the caller.
+func (s *Store) PeeringDelete(idx uint64, name string) error {
+	tx := s.write()
+	defer tx.Abort()
+	raw, err := tx.First(tablePeerings, "id", name)
+	if err != nil {
+		return fmt.Errorf("look up peering %q: %w", name, err)
+	}
+	if raw == nil {
+		return nil
+	}
+	if err := deleteRows(tx, idx, tableSecrets, "id", raw.(*Peering).ID); err != nil {
+		return err
+	}
+	if err := deleteRows(tx, idx, tableTrustBundles, "id", name); err != nil {
+		return err
+	}
+	if err := deleteRows(tx, idx, tablePeerings, "id", name); err != nil {
+		return err
+	}
+	tx.Commit()
+	return nil
+}
+
+// TrustBundleWrite stores a peer's trust bundle.
+func (s *Store) TrustBundleWrite(idx uint64, b *PeeringTrustBundle) error {
+	tx := s.write()
+	defer tx.Abort()
+	cp := *b
+	if raw, _ := tx.First(tableTrustBundles, "id", b.PeerName); raw != nil {
+		cp.CreateIndex = raw.(*PeeringTrustBundle).CreateIndex
+	} else {
+		cp.CreateIndex = idx
+	}
+	cp.ModifyIndex = idx
+	if err := tx.Insert(tableTrustBundles, &cp); err != nil {
+		return fmt.Errorf("insert trust bundle of %q: %w", b.PeerName, err)
+	}
+	if err := bumpIndex(tx, idx, tableTrustBundles); err != nil {
+		return err
+	}
+	tx.Commit()
+	return nil
+}
+
+// MetaSet sets a cluster-wide value; with OnlyIfAbsent an existing value is
+// kept (and the write is not an error).
+func (s *Store) MetaSet(idx uint64, req *MetaSetRequest) error {
+	tx := s.write()
+	defer tx.Abort()
+	if req.OnlyIfAbsent {
+		if raw, _ := tx.First(tableMeta, "id", req.Key); raw != nil {
+			return nil
+		}
+	}
+	if err := tx.Insert(tableMeta, &metaRow{Key: req.Key, Value: req.Value}); err != nil {
+		return fmt.Errorf("set %s: %w", req.Key, err)
+	}
+	if err := bumpIndex(tx, idx, tableMeta); err != nil {
+		return err
+	}
+	tx.Commit()
+	return nil
+}
+
+// CARootsSet replaces every CA root with req.Roots.
+func (s *Store) CARootsSet(idx uint64, req *CARootsRequest) error {
+	active := 0
+	for _, r := range req.Roots {
+		if r.Active {
+			active++
+		}
+	}
+	if active != 1 {
+		return fmt.Errorf("set CA roots: %d active roots, want exactly one", active)
+	}
+	tx := s.write()
+	defer tx.Abort()
+	if _, err := tx.DeleteAll(tableCARoots, "id_prefix"); err != nil {
+		return fmt.Errorf("clear CA roots: %w", err)
+	}
+	for _, r := range req.Roots {
+		cp := *r
+		if cp.CreateIndex == 0 {
+			cp.CreateIndex = idx
+		}
+		cp.ModifyIndex = idx
+		if err := tx.Insert(tableCARoots, &cp); err != nil {
+			return fmt.Errorf("insert CA root %s: %w", r.ID, err)
+		}
+	}
+	if err := bumpIndex(tx, idx, tableCARoots); err != nil {
+		return err
+	}
+	tx.Commit()
+	return nil
+}
+
+// DeregisterBatch applies several deregistrations in one transaction.
+func (s *Store) DeregisterBatch(idx uint64, reqs []*DeregisterRequest) error {
+	tx := s.write()
+	defer tx.Abort()
+	for _, req := range reqs {
+		var err error
+		switch {
+		case req.ServiceID != "":
+			err = deleteService(tx, idx, req.PeerName, req.Node, req.ServiceID)
+		case req.CheckID != "":
+			err = deleteCheck(tx, idx, req.PeerName, req.Node, req.CheckID)
+		default:
+			err = deleteNode(tx, idx, req.PeerName, req.Node)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	tx.Commit()
+	return nil
+}
+
+// ---- reads ----
+
+// Peering returns one peering by name, or nil.
+func (s *Store) Peering(ws memdb.WatchSet, name string) (uint64, *Peering, error) {
+	tx := s.read(ws)
+	defer tx.Abort()
+	idx := tablesIndex(tx, ws, tablePeerings)
+	ch, raw, err := tx.FirstWatch(tablePeerings, "id", name)
+	if err != nil {
+		return 0, nil, fmt.Errorf("look up peering %q: %w", name, err)
+	}
+	if ws != nil {
+		ws.Add(ch)
+	}
+	if raw == nil {
+		return idx, nil, nil
+	}
+	return idx, raw.(*Peering), nil
+}
+
+// PeeringByID returns one peering by its UUID, or nil.
+func (s *Store) PeeringByID(ws memdb.WatchSet, id string) (uint64, *Peering, error) {
+	tx := s.read(ws)
+	defer tx.Abort()
+	idx := tablesIndex(tx, ws, tablePeerings)
+	ch, raw, err := tx.FirstWatch(tablePeerings, "uuid", id)
+	if err != nil {
+		return 0, nil, fmt.Errorf("look up peering %s: %w", id, err)
+	}
+	if ws != nil {
+		ws.Add(ch)
+	}
+	if raw == nil {
+		return idx, nil, nil
+	}
+	return idx, raw.(*Peering), nil
+}
+
+// Peerings returns every peering, sorted by name.
+func (s *Store) Peerings(ws memdb.WatchSet) (uint64, []*Peering, error) {
+	tx := s.read(ws)
+	defer tx.Abort()
+	idx := tablesIndex(tx, ws, tablePeerings)
+	it, err := tx.Get(tablePeerings, "id")
+	if err != nil {
+		return 0, nil, fmt.Errorf("list peerings: %w", err)
+	}
+	if ws != nil {
+		ws.Add(it.WatchCh())
+	}
+	var out []*Peering
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*Peering))
+	}
+	return idx, out, nil
+}
+
+// PeeringSecrets returns a peering's secrets, or nil.
+func (s *Store) PeeringSecrets(peeringID string) (*PeeringSecrets, error) {
+	tx := s.read(nil)
+	defer tx.Abort()
+	raw, err := tx.First(tableSecrets, "id", peeringID)
+	if err != nil || raw == nil {
+		return nil, err
+	}
+	cp := *raw.(*PeeringSecrets)
+	return &cp, nil
+}
+
+// TrustBundle returns a peer's trust bundle, or nil.
+func (s *Store) TrustBundle(ws memdb.WatchSet, peer string) (uint64, *PeeringTrustBundle, error) {
+	tx := s.read(ws)
+	defer tx.Abort()
+	idx := tablesIndex(tx, ws, tableTrustBundles)
+	ch, raw, err := tx.FirstWatch(tableTrustBundles, "id", peer)
+	if err != nil {
+		return 0, nil, fmt.Errorf("look up trust bundle of %q: %w", peer, err)
+	}
+	if ws != nil {
+		ws.Add(ch)
+	}
+	if raw == nil {
+		return idx, nil, nil
+	}
+	return idx, raw.(*PeeringTrustBundle), nil
+}
+
+// Meta returns a cluster-wide value ("" when unset).
+func (s *Store) Meta(key string) string {
+	tx := s.read(nil)
+	defer tx.Abort()
+	raw, err := tx.First(tableMeta, "id", key)
+	if err != nil || raw == nil {
+		return ""
+	}
+	return raw.(*metaRow).Value
+}
+
+// CARoots returns the CA roots, the active one first.
+func (s *Store) CARoots(ws memdb.WatchSet) (uint64, []*CARoot, error) {
+	tx := s.read(ws)
+	defer tx.Abort()
+	idx := tablesIndex(tx, ws, tableCARoots)
+	it, err := tx.Get(tableCARoots, "id")
+	if err != nil {
+		return 0, nil, fmt.Errorf("list CA roots: %w", err)
+	}
+	if ws != nil {
+		ws.Add(it.WatchCh())
+	}
+	var out []*CARoot
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*CARoot))
+	}
+	slices.SortStableFunc(out, func(a, b *CARoot) int {
+		switch {
+		case a.Active && !b.Active:
+			return -1
+		case b.Active && !a.Active:
+			return 1
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return idx, out, nil
+}
+
+// ImportedNodes returns the names of the nodes imported from a peer, for
+// purging them in batches.
+func (s *Store) ImportedNodes(peer string, limit int) ([]string, error) {
+	if peer == "" {
+		return nil, errors.New("imported nodes: peer name required")
+	}
+	tx := s.read(nil)
+	defer tx.Abort()
+	it, err := tx.Get(tableNodes, "id_prefix", peer)
+	if err != nil {
+		return nil, fmt.Errorf("list nodes of peer %q: %w", peer, err)
+	}
+	var out []string
+	for raw := it.Next(); raw != nil && (limit <= 0 || len(out) < limit); raw = it.Next() {
+		if r := raw.(*nodeRow); r.PeerName == peer {
+			out = append(out, r.Node.Node)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,167 @@
+package catalog
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+)
+
+func acceptor(name, id string) *Peering {
+	return &Peering{ID: id, Name: name, State: PeeringPending}
+}
+
+func TestPeeringSecretsLifecycle(t *testing.T) {
+	s := newTestStore(t)
+	if err := s.PeeringWrite(1, &PeeringWriteRequest{Peering: acceptor("b", "p1"),
+		Secrets: &PeeringSecrets{EstablishmentSecret: "est-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name    string
+		req     PeeringSecretsRequest
+		wantErr error
+	}{
+		{"wrong establishment secret", PeeringSecretsRequest{Op: SecretsExchange, PeeringID: "p1", Presented: "nope", New: "s1"}, ErrInvalidSecret},
+		{"exchange", PeeringSecretsRequest{Op: SecretsExchange, PeeringID: "p1", Presented: "est-1", New: "s1"}, nil},
+		{"replayed establishment secret", PeeringSecretsRequest{Op: SecretsExchange, PeeringID: "p1", Presented: "est-1", New: "s2"}, ErrInvalidSecret},
+		{"stream with a wrong secret", PeeringSecretsRequest{Op: SecretsPromote, PeeringID: "p1", Presented: "s2"}, ErrInvalidSecret},
+		{"first stream promotes pending", PeeringSecretsRequest{Op: SecretsPromote, PeeringID: "p1", Presented: "s1"}, nil},
+		{"reconnect with the active secret", PeeringSecretsRequest{Op: SecretsPromote, PeeringID: "p1", Presented: "s1"}, nil},
+		{"unknown peering", PeeringSecretsRequest{Op: SecretsPromote, PeeringID: "p9", Presented: "s1"}, ErrInvalidSecret},
+		{"empty secret", PeeringSecretsRequest{Op: SecretsPromote, PeeringID: "p1", Presented: ""}, ErrInvalidSecret},
+	}
+	for i, tt := range steps {
+		t.Run(tt.name, func(t *testing.T) {
+			err := s.PeeringSecretsUpdate(uint64(10+i), &tt.req)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("got %v, want %v", err, tt.wantErr)
+			}
+		})
+	}
+	sec, _ := s.PeeringSecrets("p1")
+	if sec.ActiveStreamSecret != "s1" || sec.PendingStreamSecret != "" || sec.EstablishmentSecret != "" {
+		t.Fatalf("got secrets %+v, want only active s1", sec)
+	}
+	// A new token for the same name keeps the live stream's secret.
+	if err := s.PeeringWrite(30, &PeeringWriteRequest{Peering: acceptor("b", "p1"),
+		Secrets: &PeeringSecrets{EstablishmentSecret: "est-2", ActiveStreamSecret: sec.ActiveStreamSecret}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PeeringSecretsUpdate(31, &PeeringSecretsRequest{Op: SecretsPromote, PeeringID: "p1", Presented: "s1"}); err != nil {
+		t.Fatalf("live stream refused after regenerating a token: %v", err)
+	}
+}
+
+func TestPeeringTokenExpiry(t *testing.T) {
+	s := newTestStore(t)
+	if err := s.PeeringWrite(1, &PeeringWriteRequest{Peering: acceptor("b", "p1"),
+		Secrets: &PeeringSecrets{EstablishmentSecret: "e", EstablishmentExpiresAt: 100}}); err != nil {
+		t.Fatal(err)
+	}
+	err := s.PeeringSecretsUpdate(2, &PeeringSecretsRequest{Op: SecretsExchange, PeeringID: "p1", Presented: "e", New: "s", Now: 101})
+	if !errors.Is(err, ErrInvalidSecret) {
+		t.Fatalf("got %v, want an expired token refused", err)
+	}
+}
+
+func TestPeeringOneRolePerName(t *testing.T) {
+	s := newTestStore(t)
+	if err := s.PeeringWrite(1, &PeeringWriteRequest{Peering: acceptor("b", "p1")}); err != nil {
+		t.Fatal(err)
+	}
+	dialer := &Peering{ID: "p2", Name: "b", State: PeeringEstablishing, ShouldDial: true}
+	if err := s.PeeringWrite(2, &PeeringWriteRequest{Peering: dialer}); !errors.Is(err, ErrPeeringRole) {
+		t.Fatalf("got %v, want ErrPeeringRole", err)
+	}
+	// Once terminated, the name can be reused in either role.
+	term := acceptor("b", "p1")
+	term.State = PeeringTerminated
+	if err := s.PeeringWrite(3, &PeeringWriteRequest{Peering: term}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PeeringWrite(4, &PeeringWriteRequest{Peering: dialer}); err != nil {
+		t.Fatalf("re-establishing a terminated name: %v", err)
+	}
+	_, p, _ := s.Peering(nil, "b")
+	if p.ID != "p2" || p.CreateIndex != 4 {
+		t.Fatalf("got %+v, want the new relationship created at 4", p)
+	}
+}
+
+func TestPeeringDeleteAndImportedPurge(t *testing.T) {
+	s := newTestStore(t)
+	if err := s.PeeringWrite(1, &PeeringWriteRequest{Peering: acceptor("b", "p1"), Secrets: &PeeringSecrets{EstablishmentSecret: "e"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.TrustBundleWrite(2, &PeeringTrustBundle{PeerName: "b", TrustDomain: "x.peerd", RootPEMs: []string{"pem"}}); err != nil {
+		t.Fatal(err)
+	}
+	var regs []*RegisterRequest
+	for _, n := range []string{"n1", "n2", "n3"} {
+		r := reg(n, "web")
+		r.PeerName = "b"
+		regs = append(regs, r)
+	}
+	if err := s.RegisterBatch(3, regs); err != nil {
+		t.Fatal(err)
+	}
+	nodes, _ := s.ImportedNodes("b", 2)
+	if len(nodes) != 2 {
+		t.Fatalf("got %d nodes in the first batch, want 2", len(nodes))
+	}
+	var dereg []*DeregisterRequest
+	for _, n := range nodes {
+		dereg = append(dereg, &DeregisterRequest{Node: n, PeerName: "b"})
+	}
+	if err := s.DeregisterBatch(4, dereg); err != nil {
+		t.Fatal(err)
+	}
+	if rest, _ := s.ImportedNodes("b", 0); len(rest) != 1 {
+		t.Fatalf("got %v left, want one node", rest)
+	}
+	if err := s.PeeringDelete(5, "b"); err != nil {
+		t.Fatal(err)
+	}
+	_, p, _ := s.Peering(nil, "b")
+	_, tb, _ := s.TrustBundle(nil, "b")
+	sec, _ := s.PeeringSecrets("p1")
+	if p != nil || tb != nil || sec != nil {
+		t.Fatalf("got peering %v, bundle %v, secrets %v after delete, want none", p, tb, sec)
+	}
+}
+
+func TestPeeringStateSurvivesSnapshot(t *testing.T) {
+	src := &fsm{store: newTestStore(t)}
+	st := src.store
+	_ = st.PeeringWrite(1, &PeeringWriteRequest{Peering: acceptor("b", "p1"), Secrets: &PeeringSecrets{EstablishmentSecret: "e"}})
+	_ = st.TrustBundleWrite(2, &PeeringTrustBundle{PeerName: "b", TrustDomain: "x.peerd"})
+	_ = st.MetaSet(3, &MetaSetRequest{Key: "cluster-id", Value: "abc"})
+	_ = st.MetaSet(4, &MetaSetRequest{Key: "cluster-id", Value: "other", OnlyIfAbsent: true})
+	_ = st.CARootsSet(5, &CARootsRequest{Roots: []*CARoot{{ID: "r1", Active: true}, {ID: "r0"}}})
+	snap, _ := src.Snapshot()
+	var buf bytes.Buffer
+	if err := snap.(*fsmSnapshot).write(&buf); err != nil {
+		t.Fatal(err)
+	}
+	dst := &fsm{store: newTestStore(t)}
+	if err := dst.Restore(io.NopCloser(&buf)); err != nil {
+		t.Fatal(err)
+	}
+	d := dst.store
+	if _, p, _ := d.Peering(nil, "b"); p == nil || p.ID != "p1" {
+		t.Fatalf("got peering %+v after restore", p)
+	}
+	if sec, _ := d.PeeringSecrets("p1"); sec == nil || sec.EstablishmentSecret != "e" {
+		t.Fatalf("got secrets %+v after restore", sec)
+	}
+	if got := d.Meta("cluster-id"); got != "abc" {
+		t.Fatalf("got cluster-id %q, want abc (set once)", got)
+	}
+	if _, roots, _ := d.CARoots(nil); len(roots) != 2 || !roots[0].Active {
+		t.Fatalf("got roots %+v, want two with the active one first", roots)
+	}
+	if err := d.CARootsSet(6, &CARootsRequest{Roots: []*CARoot{{ID: "a"}, {ID: "b"}}}); err == nil {
+		t.Fatal("roots without an active one accepted")
+	}
+}
