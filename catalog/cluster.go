@@ -78,7 +78,9 @@ type NodeMeta struct {
 	// RaftAddr is a server's raft address.
 	RaftAddr string `json:"raft,omitempty"`
 	GRPCAddr string `json:"grpc,omitempty"`
-	HTTPAddr string `json:"http,omitempty"`
+	// GRPCTLSAddr is where a server serves the peering stream (TLS).
+	GRPCTLSAddr string `json:"grpc_tls,omitempty"`
+	HTTPAddr    string `json:"http,omitempty"`
 	// Leaving is gossiped just before a graceful leave, so the other nodes
 	// can tell a leave from a failure.
 	Leaving bool `json:"leaving,omitempty"`
@@ -102,6 +104,11 @@ type Cluster struct {
 	state map[string]MemberStatus
 	// gossipPort is the port memberlist bound (chosen by it when 0).
 	gossipPort int
+
+	// routines run during each leadership; leadership is the current one.
+	routinesMu sync.Mutex
+	routines   []namedRoutine
+	leadership *leadership
 
 	// Server-only.
 	store     *Store
@@ -141,7 +148,7 @@ func New(ctx context.Context, cfg Config) (*Cluster, error) {
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.meta = NodeMeta{
 		ID: cfg.NodeID, Role: "client", Datacenter: cfg.datacenter(), Build: cfg.Build,
-		GRPCAddr: cfg.GRPCAddr, HTTPAddr: cfg.HTTPAddr,
+		GRPCAddr: cfg.GRPCAddr, GRPCTLSAddr: cfg.GRPCTLSAddr, HTTPAddr: cfg.HTTPAddr,
 	}
 	if cfg.Server {
 		c.meta.Role = "server"

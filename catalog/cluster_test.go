@@ -106,3 +106,27 @@ func TestServerKeepsStateAcrossRestart(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestLeaderRoutinesRunWhileLeading(t *testing.T) {
+	c := startServer(t, "s1", "")
+	started := make(chan struct{}, 1)
+	stopped := make(chan struct{})
+	c.AddLeaderRoutine("test", func(ctx context.Context) {
+		started <- struct{}{}
+		<-ctx.Done()
+		close(stopped)
+	})
+	select {
+	case <-started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a routine added while leading did not start")
+	}
+	if err := c.Shutdown(false); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the routine was not stopped with the leadership")
+	}
+}

@@ -44,6 +44,9 @@ type Config struct {
 	// other members so writes and consistent reads can be relayed.
 	GRPCAddr string
 	HTTPAddr string
+	// GRPCTLSAddr is a server's TLS gRPC address (the peering stream),
+	// advertised so tokens can list the servers peers dial.
+	GRPCTLSAddr string
 
 	// RetryJoin lists gossip addresses (host or host:port) to join, retried
 	// every RetryJoinInterval until one answers.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -94,20 +95,77 @@ func (c *Cluster) leaderLoop() {
 			done = make(chan struct{})
 			go func() {
 				defer close(done)
-				c.leading(ctx)
+				c.lead(ctx)
 			}()
 		}
 	}
 }
 
-// leading reconciles the catalog with the gossip pool: on every membership
-// event and every ReconcileInterval, until ctx ends.
-func (c *Cluster) leading(ctx context.Context) {
+// LeaderRoutine is work only the leader does (the peering controller's
+// streams, CA bootstrap). It runs from when this server becomes leader (after
+// every earlier entry is applied) until ctx ends with the leadership. It must
+// return promptly once ctx is done.
+type LeaderRoutine func(ctx context.Context)
+
+// AddLeaderRoutine registers fn to run during every leadership of this
+// server, starting now if it already leads. Servers only; on a client it does
+// nothing.
+func (c *Cluster) AddLeaderRoutine(name string, fn LeaderRoutine) {
+	if c.raft == nil {
+		return
+	}
+	c.routinesMu.Lock()
+	defer c.routinesMu.Unlock()
+	c.routines = append(c.routines, namedRoutine{name, fn})
+	if c.leadership != nil {
+		c.startRoutine(c.leadership, namedRoutine{name, fn})
+	}
+}
+
+type namedRoutine struct {
+	name string
+	fn   LeaderRoutine
+}
+
+// lead runs the leader's work for one leadership: the membership
+// reconciler and every registered routine, until ctx ends.
+func (c *Cluster) lead(ctx context.Context) {
 	// Make sure every entry committed by a previous leader is applied here
 	// before reading the store.
 	if err := c.raft.Barrier(c.timing.ApplyTimeout).Error(); err != nil {
 		c.log.Warn("leader barrier failed", "err", err)
 	}
+	c.routinesMu.Lock()
+	c.leadership = &leadership{ctx: ctx}
+	for _, r := range c.routines {
+		c.startRoutine(c.leadership, r)
+	}
+	l := c.leadership
+	c.routinesMu.Unlock()
+	c.leading(ctx)
+	c.routinesMu.Lock()
+	c.leadership = nil
+	c.routinesMu.Unlock()
+	l.wg.Wait()
+}
+
+type leadership struct {
+	ctx context.Context
+	wg  sync.WaitGroup
+}
+
+func (c *Cluster) startRoutine(l *leadership, r namedRoutine) {
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		c.log.Debug("leader routine started", "routine", r.name)
+		r.fn(l.ctx)
+	}()
+}
+
+// leading reconciles the catalog with the gossip pool: on every membership
+// event and every ReconcileInterval, until ctx ends.
+func (c *Cluster) leading(ctx context.Context) {
 	tick := time.NewTicker(c.timing.ReconcileInterval)
 	defer tick.Stop()
 	reapUnknown := false
