@@ -1,0 +1,106 @@
+package peering
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/peerd/peerd/catalog"
+)
+
+// Config configures the peering controller.
+type Config struct {
+	// Cluster is this node's cluster member; required. The controller runs
+	// on servers; on a client it only forwards management calls.
+	Cluster *catalog.Cluster
+	// HeartbeatInterval is how often an open stream sends a heartbeat.
+	// Zero value: 15 s (Consul's).
+	HeartbeatInterval time.Duration
+	// HeartbeatTimeout is how long a stream may go without hearing from the
+	// peer before the peering counts as FAILING and the stream is reset.
+	// Zero value: 2 minutes (Consul's).
+	HeartbeatTimeout time.Duration
+	// ReconnectMin and ReconnectMax bound the dialer's exponential backoff
+	// (with full jitter) between stream attempts. Zero values: 250 ms, 1 m.
+	ReconnectMin time.Duration
+	ReconnectMax time.Duration
+	// MaxMessageBytes is the largest message the stream sends; larger
+	// resources are split into chunks. Zero value: 4 MiB (half of the 8 MiB
+	// gRPC limit, leaving room for framing).
+	MaxMessageBytes int
+	// PurgeBatch is how many imported nodes one raft write removes when a
+	// peering is deleted. Zero value: 128.
+	PurgeBatch int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Registry receives the peering metrics; nil registers nothing.
+	Registry prometheus.Registerer
+	// Logger receives structured logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns Consul's timings; set Cluster.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatInterval: 15 * time.Second,
+		HeartbeatTimeout:  2 * time.Minute,
+		ReconnectMin:      250 * time.Millisecond,
+		ReconnectMax:      time.Minute,
+		MaxMessageBytes:   4 << 20,
+		PurgeBatch:        128,
+	}
+}
+
+// withDefaults fills zero values from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = d.HeartbeatInterval
+	}
+	if c.HeartbeatTimeout == 0 {
+		c.HeartbeatTimeout = d.HeartbeatTimeout
+	}
+	if c.ReconnectMin == 0 {
+		c.ReconnectMin = d.ReconnectMin
+	}
+	if c.ReconnectMax == 0 {
+		c.ReconnectMax = d.ReconnectMax
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = d.MaxMessageBytes
+	}
+	if c.PurgeBatch == 0 {
+		c.PurgeBatch = d.PurgeBatch
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate reports every problem with c.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Cluster == nil {
+		errs = append(errs, errors.New("peering: a cluster member is required"))
+	}
+	if c.HeartbeatInterval < 0 || c.HeartbeatTimeout < 0 {
+		errs = append(errs, errors.New("peering: heartbeat interval and timeout must not be negative"))
+	}
+	if c.HeartbeatTimeout != 0 && c.HeartbeatInterval != 0 && c.HeartbeatTimeout <= c.HeartbeatInterval {
+		errs = append(errs, fmt.Errorf("peering: heartbeat timeout %s must be longer than the interval %s", c.HeartbeatTimeout, c.HeartbeatInterval))
+	}
+	if c.MaxMessageBytes < 0 || (c.MaxMessageBytes > 0 && c.MaxMessageBytes < 1024) {
+		errs = append(errs, fmt.Errorf("peering: max message size %d bytes is too small (at least 1024)", c.MaxMessageBytes))
+	}
+	if c.ReconnectMax != 0 && c.ReconnectMin > c.ReconnectMax {
+		errs = append(errs, fmt.Errorf("peering: reconnect minimum %s exceeds maximum %s", c.ReconnectMin, c.ReconnectMax))
+	}
+	return errors.Join(errs...)
+}
