@@ -245,7 +245,7 @@ func startCluster(b *testing.B, timing catalog.Timing) []*agent.Agent {
 		cfg.Server, cfg.BootstrapExpect = true, 3
 		cfg.DataDir = b.TempDir()
 		cfg.BindAddr = "127.0.0.1"
-		cfg.HTTPAddr, cfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+		cfg.HTTPAddr, cfg.GRPCAddr, cfg.GRPCTLSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 		cfg.SerfLANPort, cfg.ServerPort = 0, 0
 		if i > 0 {
 			cfg.RetryJoin = []string{servers[0].Cluster().GossipAddr()}

@@ -719,3 +719,27 @@ func (p *connPool) close() {
 		delete(p.conns, addr)
 	}
 }
+
+// LeaderConn returns a gRPC connection to the raft leader's internal gRPC
+// address, for calls only the leader answers. From a client node it is a
+// connection to any live server, which relays to its leader.
+func (c *Cluster) LeaderConn() (*grpc.ClientConn, error) {
+	var target Member
+	if c.raft != nil {
+		m, ok := c.leaderMember(context.Background())
+		if !ok {
+			return nil, ErrNoLeader
+		}
+		target = m
+	} else {
+		servers := c.Servers()
+		if len(servers) == 0 {
+			return nil, ErrNoServers
+		}
+		target = servers[randIndex(len(servers))]
+	}
+	if target.Meta.GRPCAddr == "" {
+		return nil, fmt.Errorf("server %s advertises no gRPC address: %w", target.Name, ErrNoServers)
+	}
+	return c.conns.get(target.Meta.GRPCAddr)
+}

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# make demo: start a single-node dev agent on a free loopback port and walk
-# through the foundation with peerctl and curl: members, service registration
-# with a TTL check, catalog and health queries, and an exported-services
-# config entry. Everything lives in .demo/ under the repository and is removed
-# on exit, whatever the exit; the agent is stopped with SIGTERM.
+# make demo: two independent clusters on this machine, each a dev agent on
+# free loopback ports, peered with a one-time token. Cluster B registers
+# "billing" and exports it to cluster A; A sees it, with its health, through
+# ?peer=. Then B's health change reaches A, A deletes the peering, B sees it
+# TERMINATED and A's imports are purged. Everything lives in .demo/ under the
+# repository and is removed on exit, whatever the exit; the agents are
+# stopped with SIGTERM.
 #
 # Needs bin/peerd and bin/peerctl (make build) and curl; python3, if present,
 # pretty-prints JSON.
@@ -12,8 +14,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 DEMO=.demo
-START_TIMEOUT=20 # seconds for the agent to print its address and elect a leader
-STOP_TIMEOUT=15  # seconds for the agent to exit after SIGTERM
+START_TIMEOUT=20 # seconds for an agent to print its address and elect a leader
+STOP_TIMEOUT=15  # seconds for an agent to exit after SIGTERM
+WAIT_TIMEOUT=20  # seconds for each replication step
 
 for bin in bin/peerd bin/peerctl; do
 	if [ ! -x "$bin" ]; then
@@ -40,7 +43,7 @@ pretty() {
 	fi
 }
 
-agent_pid=""
+declare -A agent_pid=()
 
 # alive reports whether process $1 exists and is not a zombie (our own child
 # stays a zombie until we wait for it, so kill -0 alone would say yes).
@@ -50,11 +53,12 @@ alive() {
 	[ -n "$state" ] && [ "$state" != Z ]
 }
 
-# stop_agent sends SIGTERM and waits up to STOP_TIMEOUT seconds, then
+# stop_agent NAME sends SIGTERM and waits up to STOP_TIMEOUT seconds, then
 # SIGKILL. It returns the agent's exit status.
 stop_agent() {
-	local pid=$agent_pid status=0 deadline
-	agent_pid=""
+	local name=$1 pid status=0 deadline
+	pid=${agent_pid[$name]:-}
+	unset "agent_pid[$name]"
 	[ -n "$pid" ] || return 0
 	kill -TERM "$pid" 2>/dev/null || true
 	deadline=$((SECONDS + STOP_TIMEOUT))
@@ -62,16 +66,16 @@ stop_agent() {
 		sleep 0.1
 	done
 	if alive "$pid"; then
-		echo "demo: peerd did not exit within ${STOP_TIMEOUT}s of SIGTERM; killing it" >&2
+		echo "demo: agent $name did not exit within ${STOP_TIMEOUT}s of SIGTERM; killing it" >&2
 		kill -KILL "$pid" 2>/dev/null || true
 	fi
 	wait "$pid" 2>/dev/null || status=$?
 	return "$status"
 }
 
-show_log() {
+show_logs() {
 	local f
-	for f in "$DEMO/peerd.out" "$DEMO/peerd.log"; do
+	for f in "$DEMO"/*.out "$DEMO"/*.log; do
 		if [ -s "$f" ]; then
 			echo "--- $f (last 30 lines) ---" >&2
 			tail -n 30 "$f" >&2
@@ -80,14 +84,16 @@ show_log() {
 }
 
 cleanup() {
-	local status=$?
+	local status=$? name
 	set +e # clean up whatever fails below, even writing to a closed pipe
 	trap - EXIT INT TERM
 	trap '' PIPE
-	stop_agent || true
+	for name in "${!agent_pid[@]}"; do
+		stop_agent "$name" || true
+	done
 	if [ "$status" -ne 0 ]; then
 		echo "demo: failed (exit status $status)" >&2
-		show_log
+		show_logs
 	fi
 	rm -rf "$DEMO"
 	exit "$status"
@@ -97,123 +103,144 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 141' PIPE
 
+# start_agent NAME DC starts a dev agent and sets ADDR_<NAME> to its HTTP
+# address once it has a leader.
+start_agent() {
+	local name=$1 dc=$2 addr="" leader="" deadline tick=0 pid status
+	: >"$DEMO/$name.out"
+	printf '$ bin/peerd agent -dev -node %s -datacenter %s -log-level warn\n' "$name" "$dc"
+	bin/peerd agent -dev -node "$name" -datacenter "$dc" -log-level warn \
+		>"$DEMO/$name.out" 2>"$DEMO/$name.log" </dev/null &
+	pid=$!
+	agent_pid[$name]=$pid
+	printf 'waiting for %s' "$name"
+	deadline=$((SECONDS + START_TIMEOUT))
+	while :; do
+		if ! alive "$pid"; then
+			echo
+			status=0
+			wait "$pid" || status=$?
+			unset "agent_pid[$name]"
+			echo "demo: peerd ($name) exited during startup with status $status" >&2
+			exit 1
+		fi
+		if [ -z "$addr" ]; then
+			addr=$(sed -n -E '/^[[:space:]]*http:[[:space:]]/{s/^[[:space:]]*http:[[:space:]]+([^[:space:]]+).*/\1/p;q;}' \
+				"$DEMO/$name.out")
+			addr=${addr#http://}
+		fi
+		if [ -n "$addr" ]; then
+			leader=$(curl -fsS --max-time 2 "http://$addr/v1/status/leader" 2>/dev/null || true)
+			if [ -n "$leader" ] && [ "$leader" != '""' ]; then
+				break
+			fi
+		fi
+		if ((SECONDS >= deadline)); then
+			echo
+			echo "demo: $name has no leader (address '${addr}') within ${START_TIMEOUT}s" >&2
+			exit 1
+		fi
+		if ((tick++ % 4 == 0)); then
+			printf '.'
+		fi
+		sleep 0.25
+	done
+	echo " ready at $addr"
+	printf -v "ADDR_$name" '%s' "$addr"
+}
+
+# until_ok DESCRIPTION CMD... retries CMD until it succeeds or WAIT_TIMEOUT.
+until_ok() {
+	local what=$1 deadline=$((SECONDS + WAIT_TIMEOUT))
+	shift
+	printf 'waiting until %s' "$what"
+	until "$@" >/dev/null 2>&1; do
+		if ((SECONDS >= deadline)); then
+			echo
+			echo "demo: $what did not happen within ${WAIT_TIMEOUT}s" >&2
+			exit 1
+		fi
+		printf '.'
+		sleep 0.25
+	done
+	echo " yes"
+}
+
 rm -rf "$DEMO"
 mkdir -p "$DEMO"
-: >"$DEMO/peerd.out"
 
-say "start a dev agent: bin/peerd agent -dev -http-addr 127.0.0.1:0 -log-level warn"
-bin/peerd agent -dev -http-addr 127.0.0.1:0 -log-level warn \
-	>"$DEMO/peerd.out" 2>"$DEMO/peerd.log" </dev/null &
-agent_pid=$!
+say "start two independent clusters (one dev agent each)"
+start_agent a dc1
+start_agent b dc2
+ADDR_a=${ADDR_a:?} ADDR_b=${ADDR_b:?}
+A=(bin/peerctl -http-addr "$ADDR_a")
+B=(bin/peerctl -http-addr "$ADDR_b")
 
-# Wait for the "http: 127.0.0.1:PORT" line, then for a leader.
-PEERD_HTTP_ADDR=""
-leader=""
-printf 'waiting for the agent'
-deadline=$((SECONDS + START_TIMEOUT))
-tick=0
-while :; do
-	if ! alive "$agent_pid"; then
-		echo
-		status=0
-		wait "$agent_pid" || status=$?
-		agent_pid=""
-		echo "demo: peerd exited during startup with status $status" >&2
-		exit 1
-	fi
-	if [ -z "$PEERD_HTTP_ADDR" ]; then
-		PEERD_HTTP_ADDR=$(sed -n -E '/^[[:space:]]*http:[[:space:]]/{s/^[[:space:]]*http:[[:space:]]+([^[:space:]]+).*/\1/p;q;}' \
-			"$DEMO/peerd.out")
-		PEERD_HTTP_ADDR=${PEERD_HTTP_ADDR#http://}
-	fi
-	if [ -n "$PEERD_HTTP_ADDR" ]; then
-		leader=$(curl -fsS --max-time 2 "http://$PEERD_HTTP_ADDR/v1/status/leader" 2>/dev/null || true)
-		if [ -n "$leader" ] && [ "$leader" != '""' ]; then
-			break
-		fi
-	fi
-	if ((SECONDS >= deadline)); then
-		echo
-		if [ -z "$PEERD_HTTP_ADDR" ]; then
-			echo "demo: peerd printed no 'http: ADDR' line within ${START_TIMEOUT}s" >&2
-		else
-			echo "demo: no leader at http://$PEERD_HTTP_ADDR within ${START_TIMEOUT}s" >&2
-		fi
-		exit 1
-	fi
-	if ((tick++ % 4 == 0)); then
-		printf '.'
-	fi
-	sleep 0.25
-done
-echo " ready"
-export PEERD_HTTP_ADDR
-URL="http://$PEERD_HTTP_ADDR"
-echo "PEERD_HTTP_ADDR=$PEERD_HTTP_ADDR (peerctl reads it), leader $leader"
+say "cluster B registers billing (from $DEMO/billing.hcl) and passes its TTL check"
+printf '%s\n' 'service {' '  name = "billing"' '  port = 9090' '  tags = ["v1"]' '  check {' '    ttl = "5m"' '  }' '}' \
+	>"$DEMO/billing.hcl"
+cat "$DEMO/billing.hcl"
+show "${B[@]}" services register "$DEMO/billing.hcl"
+show curl -fsS -o /dev/null -X PUT "http://$ADDR_b/v1/agent/check/pass/service:billing?note=ok"
 
-say "the cluster's members"
-show bin/peerctl members
+say "B generates a one-time peering token for cluster-a"
+printf '$ %s peering generate-token -name cluster-a\n' "${B[*]}"
+TOKEN=$("${B[@]}" peering generate-token -name cluster-a)
+echo "${TOKEN:0:60}... (${#TOKEN} characters: CA roots, server addresses, server name, peer ID, secret)"
 
-say "register a service from $DEMO/web.hcl"
-cat >"$DEMO/web.hcl" <<'EOF'
-service {
-  name = "web"
-  port = 8080
-  tags = ["v1"]
-  meta = {
-    version = "1"
-  }
-  check {
-    ttl = "30s"
-  }
-}
-EOF
-cat "$DEMO/web.hcl"
-show bin/peerctl services register "$DEMO/web.hcl"
-
-say "mark its TTL check passing"
-show curl -fsS -o /dev/null -X PUT "$URL/v1/agent/check/pass/service:web"
-echo "check service:web is passing"
-
-say "the catalog's services and nodes"
-show bin/peerctl catalog services
-show bin/peerctl catalog nodes
-
-say "healthy instances of web"
-printf '$ curl -s %s | python3 -m json.tool\n' "$URL/v1/health/service/web?passing"
-curl -fsS "$URL/v1/health/service/web?passing" | pretty
-
-say "export web to the peer cluster-b with an exported-services config entry"
-cat >"$DEMO/exported-services.hcl" <<'EOF'
-Kind = "exported-services"
-Name = "default"
-Services = [
-  {
-    Name = "web"
-    Consumers = [
-      {
-        Peer = "cluster-b"
-      }
-    ]
-  }
-]
-EOF
-cat "$DEMO/exported-services.hcl"
-show bin/peerctl config write "$DEMO/exported-services.hcl"
-
-say "read it back"
-show bin/peerctl config read -kind exported-services -name default
-
-say "list exported-services entries as JSON"
-show bin/peerctl config list -kind exported-services -format json
-
-say "stop the agent (SIGTERM)"
-status=0
-stop_agent || status=$?
-if [ "$status" -ne 0 ]; then
-	echo "demo: peerd exited with status $status after SIGTERM" >&2
+say "A establishes the peering with the token"
+printf '$ %s peering establish -name cluster-b -peering-token "$TOKEN"\n' "${A[*]}"
+"${A[@]}" peering establish -name cluster-b -peering-token "$TOKEN"
+printf '$ %s peering establish -name cluster-b2 -peering-token <the same token>   # reuse is refused\n' "${A[*]}"
+if "${A[@]}" peering establish -name cluster-b2 -peering-token "$TOKEN" 2>"$DEMO/reuse.err"; then
+	echo "demo: a reused token was accepted" >&2
 	exit 1
 fi
-echo "peerd stopped cleanly"
+cat "$DEMO/reuse.err"
+
+say "B exports billing to cluster-a"
+show "${B[@]}" services export -name billing -consumer-peers cluster-a
+show "${B[@]}" config read -kind exported-services -name default
+
+imported_passing() {
+	curl -fsS "http://$ADDR_a/v1/health/service/billing?peer=cluster-b&passing" | grep -q '"billing"'
+}
+until_ok "A imports billing, passing" imported_passing
+
+say "both sides of the peering"
+show "${A[@]}" peering list
+show "${B[@]}" peering list
+show "${A[@]}" services imported-services
+show "${A[@]}" peering read -name cluster-b
+
+say "A's view of billing in cluster-b"
+printf '$ curl -s %s | python3 -m json.tool\n' "http://$ADDR_a/v1/health/service/billing?peer=cluster-b"
+curl -fsS "http://$ADDR_a/v1/health/service/billing?peer=cluster-b" | pretty
+
+say "billing fails its check in B; A sees it critical"
+show curl -fsS -o /dev/null -X PUT "http://$ADDR_b/v1/agent/check/fail/service:billing?note=down"
+imported_critical() {
+	curl -fsS "http://$ADDR_a/v1/health/service/billing?peer=cluster-b" | grep -q '"critical"'
+}
+until_ok "A sees billing critical" imported_critical
+
+say "A deletes the peering: B sees it TERMINATED and A's imports are purged"
+show "${A[@]}" peering delete -name cluster-b
+b_terminated() { "${B[@]}" peering read -name cluster-a -format json | grep -q '"TERMINATED"'; }
+until_ok "B's peering is TERMINATED" b_terminated
+a_purged() { [ "$(curl -fsS "http://$ADDR_a/v1/catalog/service/billing?peer=cluster-b")" = "[]" ]; }
+until_ok "A's imports of cluster-b are gone" a_purged
+show "${B[@]}" peering list
+
+say "stop both agents (SIGTERM)"
+for name in a b; do
+	status=0
+	stop_agent "$name" || status=$?
+	if [ "$status" -ne 0 ]; then
+		echo "demo: agent $name exited with status $status after SIGTERM" >&2
+		exit 1
+	fi
+done
+echo "both agents stopped cleanly"
 
 say "done"

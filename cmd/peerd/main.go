@@ -106,7 +106,8 @@ func parseAgentFlags(args []string, stderr io.Writer) (agent.Config, error) {
 	fs.StringVar(&f.BindAddr, "bind-addr", "", "IP for gossip and raft (default: the host's private IPv4; 127.0.0.1 with -dev)")
 	fs.StringVar(&f.AdvertiseAddr, "advertise", "", "IP other nodes reach this one at (default: -bind-addr)")
 	fs.StringVar(&f.HTTPAddr, "http-addr", def.HTTPAddr, "HTTP API address host:port (port 0 = free port)")
-	fs.StringVar(&f.GRPCAddr, "grpc-addr", def.GRPCAddr, "gRPC address host:port (port 0 = free port)")
+	fs.StringVar(&f.GRPCAddr, "grpc-addr", def.GRPCAddr, "internal gRPC address host:port (port 0 = free port)")
+	fs.StringVar(&f.GRPCTLSAddr, "grpc-tls-addr", def.GRPCTLSAddr, "TLS gRPC address peers dial for the peering stream (servers; port 0 = free port)")
 	fs.IntVar(&f.ServerPort, "server-port", def.ServerPort, "raft port of a server")
 	fs.Var(&configs, "config-dir", "directory of *.hcl/*.json config files, incl. service definitions (repeatable)")
 	fs.Var(&configs, "config-file", "one config file (repeatable)")
@@ -145,6 +146,7 @@ func parseAgentFlags(args []string, stderr io.Writer) (agent.Config, error) {
 		"advertise":          func() { cfg.AdvertiseAddr = f.AdvertiseAddr },
 		"http-addr":          func() { cfg.HTTPAddr = f.HTTPAddr },
 		"grpc-addr":          func() { cfg.GRPCAddr = f.GRPCAddr },
+		"grpc-tls-addr":      func() { cfg.GRPCTLSAddr = f.GRPCTLSAddr },
 		"server-port":        func() { cfg.ServerPort = f.ServerPort },
 		"serf-lan-port":      func() { cfg.SerfLANPort = f.SerfLANPort },
 		"encrypt":            func() { cfg.Encrypt = f.Encrypt },

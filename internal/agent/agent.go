@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -30,6 +31,7 @@ import (
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/internal/httpapi"
 	"github.com/peerd/peerd/internal/local"
+	"github.com/peerd/peerd/peering"
 )
 
 // Agent is a running peerd node.
@@ -43,6 +45,10 @@ type Agent struct {
 	grpc    *grpc.Server
 	grpcLn  net.Listener
 	health  *health.Server
+	// grpcTLS serves the peering stream to other clusters (servers only).
+	grpcTLS   *grpc.Server
+	grpcTLSLn net.Listener
+	peering   *peering.Server
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -132,6 +138,11 @@ func (a *Agent) start(ctx context.Context) error {
 	if a.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
 		return fmt.Errorf("listen for gRPC on %s: %w", cfg.GRPCAddr, err)
 	}
+	if cfg.Server {
+		if a.grpcTLSLn, err = net.Listen("tcp", cfg.GRPCTLSAddr); err != nil {
+			return fmt.Errorf("listen for TLS gRPC (peering) on %s: %w", cfg.GRPCTLSAddr, err)
+		}
+	}
 
 	cc := catalog.DefaultConfig()
 	if cfg.Dev {
@@ -143,6 +154,9 @@ func (a *Agent) start(ctx context.Context) error {
 	cc.BindAddr, cc.AdvertiseAddr = cfg.BindAddr, cfg.AdvertiseAddr
 	cc.SerfPort, cc.ServerPort = cfg.SerfLANPort, cfg.ServerPort
 	cc.GRPCAddr, cc.HTTPAddr = advertised(a.grpcLn, cc), advertised(a.httpLn, cc)
+	if a.grpcTLSLn != nil {
+		cc.GRPCTLSAddr = advertised(a.grpcTLSLn, cc)
+	}
 	cc.RetryJoin, cc.RetryJoinInterval = cfg.RetryJoin, cfg.RetryInterval
 	cc.EncryptKey, cc.Build, cc.Logger = key, cfg.Version, a.log
 	if cfg.Timing != (catalog.Timing{}) {
@@ -180,7 +194,15 @@ func (a *Agent) start(ctx context.Context) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		a.cluster.Collector())
-	api, err := httpapi.New(httpapi.Config{Cluster: a.cluster, Local: a.local, Registry: reg, Version: cfg.Version, Logger: a.log})
+	pc := peering.DefaultConfig()
+	pc.Cluster, pc.Registry, pc.Logger = a.cluster, reg, a.log
+	if cfg.Peering != nil {
+		cfg.Peering(&pc)
+	}
+	if a.peering, err = peering.New(pc); err != nil {
+		return err
+	}
+	api, err := httpapi.New(httpapi.Config{Cluster: a.cluster, Local: a.local, Peering: a.peering, Registry: reg, Version: cfg.Version, Logger: a.log})
 	if err != nil {
 		return err
 	}
@@ -195,6 +217,22 @@ func (a *Agent) start(ctx context.Context) error {
 	healthpb.RegisterHealthServer(a.grpc, a.health)
 	reflection.Register(a.grpc)
 	a.cluster.RegisterGRPC(a.grpc)
+	a.peering.RegisterManagement(a.grpc)
+	if a.grpcTLSLn != nil {
+		a.grpcTLS = grpc.NewServer(grpc.Creds(credentials.NewTLS(a.peering.ServerTLSConfig())),
+			grpc.MaxRecvMsgSize(8<<20), grpc.MaxSendMsgSize(8<<20))
+		a.peering.RegisterStream(a.grpcTLS)
+		healthpb.RegisterHealthServer(a.grpcTLS, a.health)
+		reflection.Register(a.grpcTLS)
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			if err := a.grpcTLS.Serve(a.grpcTLSLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				a.log.Error("TLS gRPC server stopped", "err", err)
+			}
+		}()
+	}
+	a.peering.Start()
 
 	a.wg.Add(4)
 	go func() {
@@ -310,6 +348,9 @@ func (a *Agent) PrintBanner(w io.Writer) {
 	fmt.Fprintf(w, "      mode: %s\n", mode)
 	fmt.Fprintf(w, "      http: %s\n", a.HTTPAddr())
 	fmt.Fprintf(w, "      grpc: %s\n", a.GRPCAddr())
+	if a.grpcTLSLn != nil {
+		fmt.Fprintf(w, "  grpc-tls: %s\n", a.grpcTLSLn.Addr())
+	}
 	fmt.Fprintf(w, "    gossip: %s\n", net.JoinHostPort(lm.Addr, strconv.Itoa(lm.Port)))
 	if lm.Meta.RaftAddr != "" {
 		fmt.Fprintf(w, "      raft: %s\n", lm.Meta.RaftAddr)
@@ -331,12 +372,17 @@ func (a *Agent) Shutdown(leave bool) error {
 			errs = append(errs, err)
 		}
 		a.cancel()
-		stopped := make(chan struct{})
-		go func() { a.grpc.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-ctx.Done():
-			a.grpc.Stop()
+		for _, g := range []*grpc.Server{a.grpcTLS, a.grpc} {
+			if g == nil {
+				continue
+			}
+			stopped := make(chan struct{})
+			go func() { g.GracefulStop(); close(stopped) }()
+			select {
+			case <-stopped:
+			case <-ctx.Done():
+				g.Stop()
+			}
 		}
 		a.wg.Wait()
 	})
@@ -344,7 +390,7 @@ func (a *Agent) Shutdown(leave bool) error {
 }
 
 func (a *Agent) closeListeners() {
-	for _, ln := range []net.Listener{a.httpLn, a.grpcLn} {
+	for _, ln := range []net.Listener{a.httpLn, a.grpcLn, a.grpcTLSLn} {
 		if ln != nil {
 			_ = ln.Close()
 		}

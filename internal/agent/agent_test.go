@@ -45,7 +45,7 @@ func TestWriteWithoutLeaderIs503(t *testing.T) {
 	start := func(name string, join ...string) *Agent {
 		cfg := DefaultConfig()
 		cfg.NodeName, cfg.Server, cfg.BootstrapExpect, cfg.DataDir = name, true, 2, t.TempDir()
-		cfg.BindAddr, cfg.HTTPAddr, cfg.GRPCAddr = "127.0.0.1", "127.0.0.1:0", "127.0.0.1:0"
+		cfg.BindAddr, cfg.HTTPAddr, cfg.GRPCAddr, cfg.GRPCTLSAddr = "127.0.0.1", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 		cfg.SerfLANPort, cfg.ServerPort, cfg.LogLevel, cfg.Timing = 0, 0, "error", timing
 		cfg.RetryJoin, cfg.RetryInterval = join, 100*time.Millisecond
 		a, err := Start(context.Background(), cfg)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/internal/decode"
+	"github.com/peerd/peerd/peering"
 )
 
 // Config is everything `peerd agent` is configured with, from flags and
@@ -45,6 +46,9 @@ type Config struct {
 	// Defaults: 127.0.0.1:8500 and 127.0.0.1:8502 (dev: 127.0.0.1:0).
 	HTTPAddr string
 	GRPCAddr string
+	// GRPCTLSAddr is the TLS gRPC listener peers dial for the peering
+	// stream (servers only). Default 127.0.0.1:8503 (dev: 127.0.0.1:0).
+	GRPCTLSAddr string
 	// SerfLANPort and ServerPort default to 8301 and 8300 (dev: free ports).
 	SerfLANPort int
 	ServerPort  int
@@ -67,6 +71,9 @@ type Config struct {
 	// Timing overrides the protocol timers (tests); zero value: defaults
 	// (dev: fast).
 	Timing catalog.Timing
+	// Peering, when set, adjusts the peering controller's configuration
+	// (tests shorten heartbeats).
+	Peering func(*peering.Config)
 }
 
 // DefaultConfig returns the configuration of a production client agent; the
@@ -76,6 +83,7 @@ func DefaultConfig() Config {
 		Datacenter:       "dc1",
 		HTTPAddr:         "127.0.0.1:8500",
 		GRPCAddr:         "127.0.0.1:8502",
+		GRPCTLSAddr:      "127.0.0.1:8503",
 		SerfLANPort:      8301,
 		ServerPort:       8300,
 		RetryInterval:    30 * time.Second,
@@ -98,7 +106,7 @@ func DevConfig() Config {
 func (c *Config) ApplyDev() {
 	c.Dev, c.Server, c.BootstrapExpect = true, true, 1
 	c.BindAddr = "127.0.0.1"
-	c.HTTPAddr, c.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+	c.HTTPAddr, c.GRPCAddr, c.GRPCTLSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	c.SerfLANPort, c.ServerPort = 0, 0
 	c.RetryInterval = time.Second
 	c.SyncInterval = 30 * time.Second
@@ -116,7 +124,7 @@ func (c *Config) Validate() error {
 	if c.Dev && c.BootstrapExpect > 1 {
 		errs = append(errs, errors.New("-dev runs one server: drop -bootstrap-expect"))
 	}
-	for _, a := range []struct{ flag, v string }{{"-http-addr", c.HTTPAddr}, {"-grpc-addr", c.GRPCAddr}} {
+	for _, a := range []struct{ flag, v string }{{"-http-addr", c.HTTPAddr}, {"-grpc-addr", c.GRPCAddr}, {"-grpc-tls-addr", c.GRPCTLSAddr}} {
 		if _, _, err := net.SplitHostPort(a.v); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: want host:port, e.g. 127.0.0.1:8500", a.flag, a.v))
 		}
@@ -190,12 +198,14 @@ type fileConfig struct {
 	Ports            *struct {
 		HTTP    *int
 		GRPC    *int
+		GRPCTLS *int
 		SerfLAN *int
 		Server  *int
 	}
 	Addresses *struct {
-		HTTP *string
-		GRPC *string
+		HTTP    *string
+		GRPC    *string
+		GRPCTLS *string
 	}
 	Service  []*catalog.ServiceDefinition
 	Services []*catalog.ServiceDefinition
@@ -300,6 +310,9 @@ func (c *Config) loadFile(path string) error {
 		if p.GRPC != nil {
 			c.GRPCAddr = replacePort(c.GRPCAddr, *p.GRPC)
 		}
+		if p.GRPCTLS != nil {
+			c.GRPCTLSAddr = replacePort(c.GRPCTLSAddr, *p.GRPCTLS)
+		}
 		if p.SerfLAN != nil {
 			c.SerfLANPort = *p.SerfLAN
 		}
@@ -313,6 +326,9 @@ func (c *Config) loadFile(path string) error {
 		}
 		if a.GRPC != nil {
 			c.GRPCAddr = replaceHost(c.GRPCAddr, *a.GRPC)
+		}
+		if a.GRPCTLS != nil {
+			c.GRPCTLSAddr = replaceHost(c.GRPCTLSAddr, *a.GRPCTLS)
 		}
 	}
 	c.Services = append(c.Services, fc.Service...)

@@ -112,6 +112,7 @@ Environment:
 		newCatalogCommand(a),
 		newServicesCommand(a),
 		newConfigCommand(a),
+		newPeeringCommand(a),
 		newSnapshotCommand(a),
 		newVersionCommand(),
 	)

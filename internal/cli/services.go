@@ -7,12 +7,15 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// newServicesCommand returns "peerctl services". Subcommands that manage
-// exports (export, exported-services, imported-services) belong here too.
+// newServicesCommand returns "peerctl services": registration with the
+// agent, and exports to cluster peers (services_export.go).
 func newServicesCommand(a *app) *cobra.Command {
-	return newGroupCommand("services", "Register and deregister services with the agent",
+	return newGroupCommand("services", "Register services with the agent and export them to peers",
 		newServicesRegisterCommand(a),
 		newServicesDeregisterCommand(a),
+		newServicesExportCommand(a),
+		newServicesExportedServicesCommand(a),
+		newServicesImportedServicesCommand(a),
 	)
 }
 

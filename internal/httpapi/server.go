@@ -33,6 +33,11 @@ type Config struct {
 	Registry *prometheus.Registry
 	// Version is reported by /v1/agent/self.
 	Version string
+	// Peering is the peering controller behind /v1/peering/* and
+	// /v1/peerings; nil means those endpoints answer 501.
+	// /v1/exported-services and /v1/imported-services read the catalog and
+	// work without it.
+	Peering Peering
 	// Logger receives structured logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -43,6 +48,7 @@ type Server struct {
 	local    *local.State
 	registry *prometheus.Registry
 	version  string
+	peering  Peering
 	log      *slog.Logger
 	duration *prometheus.HistogramVec
 	mux      *http.ServeMux
@@ -55,6 +61,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cluster: cfg.Cluster, local: cfg.Local, registry: cfg.Registry, version: cfg.Version, log: cfg.Logger,
+		peering: cfg.Peering,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -172,6 +179,15 @@ func (s *Server) routes() {
 	s.handle("GET /v1/config/{kind}", s.configList)
 	s.handle("GET /v1/config/{kind}/{name}", s.configGet)
 	s.handle("DELETE /v1/config/{kind}/{name}", s.configDelete)
+
+	// Cluster peering.
+	s.handle("POST /v1/peering/token", s.peeringToken)
+	s.handle("POST /v1/peering/establish", s.peeringEstablish)
+	s.handle("GET /v1/peering/{name}", s.peeringRead)
+	s.handle("DELETE /v1/peering/{name}", s.peeringDelete)
+	s.handle("GET /v1/peerings", s.peeringList)
+	s.handle("GET /v1/exported-services", s.exportedServices)
+	s.handle("GET /v1/imported-services", s.importedServices)
 
 	// Status.
 	s.handle("GET /v1/status/leader", s.statusLeader)

@@ -1,0 +1,132 @@
+package peering
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the peering metrics of one Server. The counters and the
+// histogram are updated by the streams; the gauges are read from the store
+// and the tracker when scraped (gaugeCollector), on the leader only, as
+// Consul reports them.
+type metrics struct {
+	reconnects    *prometheus.CounterVec
+	nacks         *prometheus.CounterVec
+	bytes         *prometheus.CounterVec
+	unknownNonces *prometheus.CounterVec
+	lag           *prometheus.HistogramVec
+	gauges        *gaugeCollector
+}
+
+func newMetrics(s *Server) *metrics {
+	return &metrics{
+		reconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "peerd_peering_stream_reconnects_total",
+			Help: "Replication streams opened for a peering after its first one.",
+		}, []string{"peer"}),
+		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "peerd_peering_nacks_total",
+			Help: "Responses refused (NACKed): sent = by this cluster, received = by the peer.",
+		}, []string{"peer", "direction"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "peerd_peering_message_bytes_total",
+			Help: "Bytes of replication messages (protobuf size) sent to and received from the peer.",
+		}, []string{"peer", "direction"}),
+		unknownNonces: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "peerd_peering_unknown_nonces_total",
+			Help: "ACKs and NACKs from the peer quoting a nonce this stream did not send or already settled; they are ignored.",
+		}, []string{"peer"}),
+		lag: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "peerd_peering_replication_lag_seconds",
+			Help:    "Delay from a response's arrival from the peer (its first chunk) to its commit in the local catalog.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"peer"}),
+		gauges: newGaugeCollector(s),
+	}
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.reconnects, m.nacks, m.bytes, m.unknownNonces, m.lag, m.gauges}
+}
+
+// register registers every metric on reg, or none.
+func (m *metrics) register(reg prometheus.Registerer) error {
+	var done []prometheus.Collector
+	for _, c := range m.collectors() {
+		if err := reg.Register(c); err != nil {
+			for _, d := range done {
+				reg.Unregister(d)
+			}
+			return err
+		}
+		done = append(done, c)
+	}
+	return nil
+}
+
+// forget drops a deleted peering's series.
+func (m *metrics) forget(peer string) {
+	m.reconnects.DeleteLabelValues(peer)
+	m.unknownNonces.DeleteLabelValues(peer)
+	m.lag.DeleteLabelValues(peer)
+	for _, dir := range []string{"sent", "received"} {
+		m.nacks.DeleteLabelValues(peer, dir)
+		m.bytes.DeleteLabelValues(peer, dir)
+	}
+}
+
+// gaugeCollector reports, per peering, whether its stream is healthy and
+// how many services it exports to and imports from the peer.
+type gaugeCollector struct {
+	s                           *Server
+	healthy, exported, imported *prometheus.Desc
+}
+
+func newGaugeCollector(s *Server) *gaugeCollector {
+	return &gaugeCollector{
+		s:        s,
+		healthy:  prometheus.NewDesc("peerd_peering_healthy", "1 if the peering's stream is up and heard from within the heartbeat timeout, else 0.", []string{"peer"}, nil),
+		exported: prometheus.NewDesc("peerd_peering_exported_services", "Services exported to the peer.", []string{"peer"}, nil),
+		imported: prometheus.NewDesc("peerd_peering_imported_services", "Services imported from the peer.", []string{"peer"}, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (g *gaugeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- g.healthy
+	ch <- g.exported
+	ch <- g.imported
+}
+
+// Collect implements prometheus.Collector. Only the leader reports.
+func (g *gaugeCollector) Collect(ch chan<- prometheus.Metric) {
+	s := g.s
+	st := s.cfg.Cluster.Store()
+	if st == nil || !s.cfg.Cluster.IsLeader() {
+		return
+	}
+	_, peerings, err := st.Peerings(nil)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(g.healthy, err)
+		return
+	}
+	_, exports, err := exportedServices(nil, st)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(g.exported, err)
+		exports = nil
+	}
+	now := s.cfg.Now()
+	for _, p := range peerings {
+		healthy := 0.0
+		if s.tracker.get(p.ID).Healthy(now, s.cfg.HeartbeatTimeout) {
+			healthy = 1
+		}
+		ch <- prometheus.MustNewConstMetric(g.healthy, prometheus.GaugeValue, healthy, p.Name)
+		ch <- prometheus.MustNewConstMetric(g.exported, prometheus.GaugeValue, float64(len(exportedTo(exports, p.Name))), p.Name)
+		_, imported, err := st.Services(nil, p.Name)
+		if err != nil {
+			ch <- prometheus.NewInvalidMetric(g.imported, err)
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(g.imported, prometheus.GaugeValue, float64(len(imported)), p.Name)
+	}
+}

@@ -1,0 +1,96 @@
+package peering
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/peerd/peerd/catalog"
+)
+
+// Server is the peering controller of one node. On servers it owns the
+// cluster CA's bootstrap, the acceptor's gRPC services and, on the leader,
+// the dialer's streams; on clients it forwards management calls.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	tracker *tracker
+	cert    serverCert
+
+	// streams holds the open replication stream of each peering (at most
+	// one per peering ID), on the leader.
+	streams *streamRegistry
+	metrics *metrics
+
+	// leaderMu guards leaderCtx: the context of the current leadership, nil
+	// while this server does not lead (or before its leader routines ran).
+	// The acceptor's streams end with it.
+	leaderMu  sync.Mutex
+	leaderCtx context.Context
+}
+
+// New returns the controller; Start registers its leader routines.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	s := &Server{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "peering"),
+		tracker: newTracker(cfg.Now),
+		streams: newStreamRegistry(),
+	}
+	s.metrics = newMetrics(s)
+	if cfg.Registry != nil {
+		if err := s.metrics.register(cfg.Registry); err != nil {
+			return nil, fmt.Errorf("peering: register metrics: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// Start registers the leader's peering work with the cluster: it runs on
+// whichever server leads, and stops when leadership moves.
+func (s *Server) Start() {
+	s.cfg.Cluster.AddLeaderRoutine("peering-leadership", s.holdLeadership)
+	s.cfg.Cluster.AddLeaderRoutine("peering-ca", s.caLoop)
+	s.cfg.Cluster.AddLeaderRoutine("peering-dialer", s.dialerLoop)
+	s.cfg.Cluster.AddLeaderRoutine("peering-deletion", s.deletionLoop)
+}
+
+// holdLeadership publishes the leadership's context for the acceptor's
+// stream handlers, which are not leader routines but must end with it.
+func (s *Server) holdLeadership(ctx context.Context) {
+	s.leaderMu.Lock()
+	s.leaderCtx = ctx
+	s.leaderMu.Unlock()
+	<-ctx.Done()
+	s.leaderMu.Lock()
+	if s.leaderCtx == ctx {
+		s.leaderCtx = nil
+	}
+	s.leaderMu.Unlock()
+}
+
+// leadership returns the current leadership's context, or nil.
+func (s *Server) leadership() context.Context {
+	s.leaderMu.Lock()
+	defer s.leaderMu.Unlock()
+	if s.leaderCtx == nil || s.leaderCtx.Err() != nil {
+		return nil
+	}
+	return s.leaderCtx
+}
+
+func (s *Server) datacenter() string { return s.cfg.Cluster.Config().Datacenter }
+
+// requireServer fails on client nodes, which hold no peering state.
+func (s *Server) requireServer() (*catalog.Store, error) {
+	st := s.cfg.Cluster.Store()
+	if st == nil {
+		return nil, fmt.Errorf("peering: this call needs a server: %w", catalog.ErrNoServers)
+	}
+	return st, nil
+}

@@ -1,0 +1,631 @@
+package peering
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/configentry"
+	"github.com/peerd/peerd/internal/identity"
+	"github.com/peerd/peerd/peering/pbpeerstream"
+)
+
+// ---- helpers ----
+
+func apply(t testing.TB, c *testCluster, cmd *catalog.Command) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.cluster.Apply(ctx, cmd); err != nil {
+		t.Fatalf("%s: apply %s: %v", c.name, cmd.Type, err)
+	}
+}
+
+// waitFor polls cond until it holds or d passes.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// streamClient is a PeerStreamService client that trusts c's CA.
+func streamClient(t testing.TB, c *testCluster) pbpeerstream.PeerStreamServiceClient {
+	t.Helper()
+	cfg, err := dialTLSConfig(caPEMs(t, c), serverName(t, c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(c.tlsAddr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return pbpeerstream.NewPeerStreamServiceClient(conn)
+}
+
+func caPEMs(t testing.TB, c *testCluster) []string {
+	t.Helper()
+	_, pems, err := c.peering.activeRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pems
+}
+
+func serverName(t testing.TB, c *testCluster) string {
+	t.Helper()
+	td, err := c.peering.trustDomain()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return identity.ServerName(c.cluster.Config().Datacenter, td)
+}
+
+// acceptorPeering writes a PENDING peering named name on c with a fresh
+// establishment secret, as GenerateToken does; it returns the peering ID
+// and the secret.
+func acceptorPeering(t testing.TB, c *testCluster, name string) (id, secret string) {
+	t.Helper()
+	id, secret = uuid.NewString(), uuid.NewString()
+	apply(t, c, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &catalog.PeeringWriteRequest{
+		Peering: &catalog.Peering{ID: id, Name: name, State: catalog.PeeringPending},
+		Secrets: &catalog.PeeringSecrets{EstablishmentSecret: secret},
+	}})
+	return id, secret
+}
+
+// peered is an established peering between an acceptor and a dialer.
+type peered struct {
+	acc, dial         *testCluster
+	accName, dialName string // the acceptor's name for the dialer, and back
+	accID, dialID     string
+}
+
+// establish peers acc and dial as Establish would, but directly: the
+// acceptor's row, ExchangeSecret over TLS, the dialer's row.
+func establish(t testing.TB, acc, dial *testCluster) *peered {
+	t.Helper()
+	p := &peered{acc: acc, dial: dial, accName: dial.name, dialName: acc.name}
+	var secret string
+	p.accID, secret = acceptorPeering(t, acc, p.accName)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := streamClient(t, acc).ExchangeSecret(ctx, &pbpeerstream.ExchangeSecretRequest{PeerId: p.accID, EstablishmentSecret: secret})
+	if err != nil {
+		t.Fatalf("exchange secret: %v", err)
+	}
+	p.dialID = uuid.NewString()
+	apply(t, dial, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &catalog.PeeringWriteRequest{
+		Peering: &catalog.Peering{
+			ID: p.dialID, Name: p.dialName, State: catalog.PeeringEstablishing, ShouldDial: true, PeerID: p.accID,
+			PeerServerAddresses: []string{acc.tlsAddr}, PeerCAPems: caPEMs(t, acc), PeerServerName: serverName(t, acc),
+			Remote: catalog.PeeringRemote{Datacenter: acc.cluster.Config().Datacenter},
+		},
+		Secrets: &catalog.PeeringSecrets{DialerStreamSecret: resp.GetStreamSecret()},
+	}})
+	return p
+}
+
+// state is the peering's state as users see it (stored + live stream).
+func state(c *testCluster, name string) string {
+	_, p, err := c.cluster.Store().Peering(nil, name)
+	if err != nil || p == nil {
+		return "<none>"
+	}
+	return c.peering.tracker.get(p.ID).State(p.State, time.Now(), c.peering.cfg.HeartbeatTimeout)
+}
+
+func waitActive(t testing.TB, p *peered) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "both sides ACTIVE", func() bool {
+		return state(p.acc, p.accName) == catalog.PeeringActive && state(p.dial, p.dialName) == catalog.PeeringActive
+	})
+}
+
+// register registers a service instance with one service check.
+func register(t testing.TB, c *testCluster, node, addr, svc, id string, port int, health string) {
+	t.Helper()
+	apply(t, c, &catalog.Command{Type: catalog.CmdRegister, Register: &catalog.RegisterRequest{
+		Node:    &catalog.Node{ID: uuid.NewString(), Node: node, Address: addr, Meta: map[string]string{GatewayPortMeta: "8443"}},
+		Service: &catalog.Service{ID: id, Service: svc, Port: port, Tags: []string{"v1"}, Meta: map[string]string{"team": "x"}, Weights: catalog.Weights{Passing: 1, Warning: 1}},
+		Checks:  []*catalog.HealthCheck{{CheckID: id + "-check", Name: "check", Status: health, Output: "output of " + health, ServiceID: id}},
+	}})
+}
+
+func setHealth(t testing.TB, c *testCluster, node, id, health string) {
+	t.Helper()
+	apply(t, c, &catalog.Command{Type: catalog.CmdCheckStatus, CheckStatus: &catalog.CheckStatusRequest{
+		Node: node, CheckID: id + "-check", Status: health, Output: "output of " + health,
+	}})
+}
+
+func deregister(t testing.TB, c *testCluster, node, id string) {
+	t.Helper()
+	apply(t, c, &catalog.Command{Type: catalog.CmdDeregister, Deregister: &catalog.DeregisterRequest{Node: node, ServiceID: id}})
+}
+
+// export writes the exported-services entry: service name -> peers.
+func export(t testing.TB, c *testCluster, services map[string][]string) {
+	t.Helper()
+	e := configentry.ExportedServicesConfigEntry{Kind: configentry.ExportedServices, Name: configentry.DefaultPartition}
+	for _, name := range slices.Sorted(func(yield func(string) bool) {
+		for n := range services {
+			if !yield(n) {
+				return
+			}
+		}
+	}) {
+		es := configentry.ExportedService{Name: name}
+		for _, p := range services[name] {
+			es.Consumers = append(es.Consumers, configentry.ServiceConsumer{Peer: p})
+		}
+		e.Services = append(e.Services, es)
+	}
+	raw, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply(t, c, &catalog.Command{Type: catalog.CmdConfigSet, ConfigEntry: &catalog.ConfigEntryRequest{
+		Kind: configentry.ExportedServices, Name: configentry.DefaultPartition, Entry: raw,
+	}})
+}
+
+// imported returns the instances of svc imported from peer, by instance ID.
+func imported(t testing.TB, c *testCluster, peer, svc string) map[string]catalog.CheckServiceNode {
+	t.Helper()
+	_, csns, err := c.cluster.Store().CheckServiceNodes(nil, peer, svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]catalog.CheckServiceNode{}
+	for _, csn := range csns {
+		out[csn.Node.Node+"/"+csn.Service.ID] = csn
+	}
+	return out
+}
+
+func importedHealth(t testing.TB, c *testCluster, peer, svc, instance string) string {
+	csn, ok := imported(t, c, peer, svc)[instance]
+	if !ok {
+		return "<absent>"
+	}
+	return catalog.AggregatedStatus(csn.Checks)
+}
+
+func twoClusters(t *testing.T, modA, modB func(*Config)) (*testCluster, *testCluster) {
+	t.Helper()
+	return newTestCluster(t, "a", "dc1", modA), newTestCluster(t, "b", "dc2", modB)
+}
+
+func statusCode(err error) codes.Code { return status.Code(err) }
+
+// ---- tests ----
+
+func TestExchangeSecret(t *testing.T) {
+	a := newTestCluster(t, "a", "dc1", nil)
+	id, secret := acceptorPeering(t, a, "b")
+	client := streamClient(t, a)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	tests := []struct {
+		name     string
+		peerID   string
+		secret   string
+		wantCode codes.Code
+		wantMsg  string
+	}{
+		{"wrong secret", id, uuid.NewString(), codes.PermissionDenied, "generate a new peering token"},
+		{"unknown peer ID", uuid.NewString(), secret, codes.NotFound, "no peering"},
+		{"missing secret", id, "", codes.InvalidArgument, "required"},
+		{"valid", id, secret, codes.OK, ""},
+		{"replayed", id, secret, codes.PermissionDenied, "generate a new peering token"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := client.ExchangeSecret(ctx, &pbpeerstream.ExchangeSecretRequest{PeerId: tt.peerID, EstablishmentSecret: tt.secret})
+			if got := statusCode(err); got != tt.wantCode {
+				t.Fatalf("got %v (%v), want %v", got, err, tt.wantCode)
+			}
+			if err != nil && !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Fatalf("got %q, want it to mention %q", err, tt.wantMsg)
+			}
+			if err == nil && resp.GetStreamSecret() == "" {
+				t.Fatal("got an empty stream secret")
+			}
+		})
+	}
+	sec, err := a.cluster.Store().PeeringSecrets(id)
+	if err != nil || sec.PendingStreamSecret == "" || sec.EstablishmentSecret != "" {
+		t.Fatalf("secrets after exchange: got %+v, %v; want a pending stream secret and no establishment secret", sec, err)
+	}
+}
+
+func TestStreamRejectsBadOpen(t *testing.T) {
+	a := newTestCluster(t, "a", "dc1", nil)
+	id, secret := acceptorPeering(t, a, "b")
+	client := streamClient(t, a)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := client.ExchangeSecret(ctx, &pbpeerstream.ExchangeSecretRequest{PeerId: id, EstablishmentSecret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func(peerID, secret string) *pbpeerstream.ReplicationMessage {
+		return &pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Open{Open: &pbpeerstream.Open{PeerId: peerID, StreamSecretId: secret}}}
+	}
+	tests := []struct {
+		name  string
+		first *pbpeerstream.ReplicationMessage
+		want  codes.Code
+	}{
+		{"heartbeat first", &pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Heartbeat{Heartbeat: &pbpeerstream.Heartbeat{}}}, codes.InvalidArgument},
+		{"open without secret", open(id, ""), codes.InvalidArgument},
+		{"wrong secret", open(id, uuid.NewString()), codes.PermissionDenied},
+		{"establishment secret instead of stream secret", open(id, secret), codes.PermissionDenied},
+		{"unknown peering", open(uuid.NewString(), resp.GetStreamSecret()), codes.NotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stream, err := client.StreamResources(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := stream.Send(tt.first); err != nil {
+				t.Fatal(err)
+			}
+			_, err = stream.Recv()
+			if got := statusCode(err); got != tt.want {
+				t.Fatalf("got %v (%v), want %v", got, err, tt.want)
+			}
+		})
+	}
+	if _, p, _ := a.cluster.Store().PeeringByID(nil, id); p.State != catalog.PeeringPending {
+		t.Fatalf("state after refused opens: got %s, want PENDING", p.State)
+	}
+}
+
+func TestReplicationBothWays(t *testing.T) {
+	a, b := twoClusters(t, nil, nil)
+	register(t, a, "a-node1", "10.1.0.1", "web", "web-1", 8080, catalog.HealthPassing)
+	register(t, a, "a-node2", "10.1.0.2", "web", "web-2", 8080, catalog.HealthPassing)
+	register(t, b, "b-node1", "10.2.0.1", "api", "api-1", 9090, catalog.HealthPassing)
+	export(t, a, map[string][]string{"web": {"b"}})
+	export(t, b, map[string][]string{"api": {"a"}})
+	p := establish(t, a, b)
+	waitActive(t, p)
+
+	waitFor(t, 10*time.Second, "web imported at b", func() bool { return len(imported(t, b, "a", "web")) == 2 })
+	waitFor(t, 10*time.Second, "api imported at a", func() bool { return len(imported(t, a, "b", "api")) == 1 })
+
+	// The imported instance carries what the exporter computed.
+	csn := imported(t, b, "a", "web")["a-node1/web-1"]
+	tdA, _ := a.peering.trustDomain()
+	if got, want := csn.Service.Meta[MetaPeerSNI], identity.PeeredSNI("web", "default", "default", "b", tdA); got != want {
+		t.Errorf("SNI: got %q, want %q", got, want)
+	}
+	if got := csn.Service.Meta[MetaPeerSPIFFEIDs]; !strings.Contains(got, "spiffe://"+tdA.Name()+"/ns/default/dc/dc1/svc/web") {
+		t.Errorf("SPIFFE IDs: got %q, want the service's ID", got)
+	}
+	if got := csn.Service.Meta[MetaPeerProtocol]; got != "tcp" {
+		t.Errorf("protocol: got %q, want tcp", got)
+	}
+	if got := csn.Service.TaggedAddresses[TaggedAddressGateway]; got.Address != "10.1.0.1" || got.Port != 8443 {
+		t.Errorf("gateway: got %+v, want 10.1.0.1:8443", got)
+	}
+	if csn.Service.Port != 8080 || csn.Service.Meta["team"] != "x" || !slices.Equal(csn.Service.Tags, []string{"v1"}) || csn.Node.Address != "10.1.0.1" {
+		t.Errorf("instance: got %+v on %+v", csn.Service, csn.Node)
+	}
+	if len(csn.Checks) != 1 || csn.Checks[0].Status != catalog.HealthPassing {
+		t.Errorf("checks: got %d, want one passing flattened check", len(csn.Checks))
+	}
+	// Trust bundles and server addresses.
+	if _, tb, _ := b.cluster.Store().TrustBundle(nil, "a"); tb == nil || tb.TrustDomain != tdA.Name() {
+		t.Errorf("trust bundle of a at b: got %+v", tb)
+	}
+	waitFor(t, 5*time.Second, "trust bundle of b at a", func() bool {
+		_, tb, _ := a.cluster.Store().TrustBundle(nil, "b")
+		return tb != nil
+	})
+	if _, row, _ := b.cluster.Store().Peering(nil, "a"); !slices.Equal(row.PeerServerAddresses, []string{a.tlsAddr}) {
+		t.Errorf("dialer's server addresses: got %v, want [%s]", row.PeerServerAddresses, a.tlsAddr)
+	}
+	if got := a.peering.tracker.get(p.accID).ExportedServices; !slices.Equal(got, []string{"web"}) {
+		t.Errorf("a exports: got %v, want [web]", got)
+	}
+	if got := b.peering.tracker.get(p.dialID).ImportedServices; !slices.Equal(got, []string{"web"}) {
+		t.Errorf("b imports: got %v, want [web]", got)
+	}
+
+	// A health change at the exporter shows at the importer quickly.
+	start := time.Now()
+	setHealth(t, a, "a-node2", "web-2", catalog.HealthCritical)
+	waitFor(t, 5*time.Second, "critical at b", func() bool { return importedHealth(t, b, "a", "web", "a-node2/web-2") == catalog.HealthCritical })
+	t.Logf("health change visible at the importer after %s", time.Since(start))
+	if got := importedHealth(t, b, "a", "web", "a-node1/web-1"); got != catalog.HealthPassing {
+		t.Errorf("untouched instance: got %s, want passing", got)
+	}
+
+	// A removed instance goes, and its node with it.
+	deregister(t, a, "a-node2", "web-2")
+	waitFor(t, 5*time.Second, "web-2 removed at b", func() bool { return len(imported(t, b, "a", "web")) == 1 })
+	if _, n, _ := b.cluster.Store().Node(nil, "a", "a-node2"); n != nil {
+		t.Errorf("node a-node2 still imported after its last service went")
+	}
+
+	// A service dropped from the export list is removed.
+	export(t, a, map[string][]string{})
+	waitFor(t, 5*time.Second, "web removed at b", func() bool { return len(imported(t, b, "a", "web")) == 0 })
+	if n, _ := b.cluster.Store().ImportedNodes("a", 0); len(n) != 0 {
+		t.Errorf("imported nodes left: %v", n)
+	}
+	if got := len(imported(t, a, "b", "api")); got != 1 {
+		t.Errorf("api at a: got %d instances, want 1", got)
+	}
+}
+
+func TestProtocolFromServiceDefaults(t *testing.T) {
+	a, b := twoClusters(t, nil, nil)
+	register(t, a, "n1", "10.1.0.1", "web", "web-1", 80, catalog.HealthPassing)
+	apply(t, a, &catalog.Command{Type: catalog.CmdConfigSet, ConfigEntry: &catalog.ConfigEntryRequest{
+		Kind: configentry.ServiceDefaults, Name: "web", Entry: json.RawMessage(`{"Kind":"service-defaults","Name":"web","Protocol":"http"}`),
+	}})
+	export(t, a, map[string][]string{"web": {"b"}})
+	establish(t, a, b)
+	waitFor(t, 10*time.Second, "web imported with protocol http", func() bool {
+		csn, ok := imported(t, b, "a", "web")["n1/web-1"]
+		return ok && csn.Service.Meta[MetaPeerProtocol] == "http"
+	})
+}
+
+// sentBytes is the exporter's peerd_peering_message_bytes_total{direction=sent}.
+func sentBytes(t testing.TB, c *testCluster, peer string) float64 {
+	t.Helper()
+	return counterValue(t, c.peering.metrics.bytes.WithLabelValues(peer, "sent"))
+}
+
+func TestDeltaSendsFewerBytes(t *testing.T) {
+	// Slow heartbeats, so the byte count measures the change alone.
+	slow := func(c *Config) { c.HeartbeatInterval, c.HeartbeatTimeout = time.Hour, 2*time.Hour }
+	a, b := twoClusters(t, slow, slow)
+	const n = 50
+	for i := range n {
+		register(t, a, fmt.Sprintf("node-%02d", i), fmt.Sprintf("10.1.0.%d", i+1), "web", fmt.Sprintf("web-%02d", i), 8080, catalog.HealthPassing)
+	}
+	export(t, a, map[string][]string{"web": {"b"}})
+	establish(t, a, b)
+	waitFor(t, 10*time.Second, "web imported", func() bool { return len(imported(t, b, "a", "web")) == n })
+	time.Sleep(200 * time.Millisecond) // let the sync's ACKs settle
+
+	before := sentBytes(t, a, "b")
+	setHealth(t, a, "node-07", "web-07", catalog.HealthWarning)
+	waitFor(t, 5*time.Second, "warning at b", func() bool { return importedHealth(t, b, "a", "web", "node-07/web-07") == catalog.HealthWarning })
+	time.Sleep(100 * time.Millisecond)
+	delta := sentBytes(t, a, "b") - before
+
+	e := &exporter{sess: &session{srv: a.peering, name: "b"}}
+	snap, err := e.buildService(nil, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := float64(len(mustMarshal(t, &pbpeerstream.ExportedService{Name: "web", Instances: snap.instances, Full: true})))
+	t.Logf("single-instance change: delta %v bytes on the wire, full snapshot %v bytes (%.1fx)", delta, full, full/delta)
+	if delta <= 0 || delta*10 > full {
+		t.Fatalf("delta sent %v bytes, want at least 10x fewer than the full resource's %v", delta, full)
+	}
+}
+
+func TestChunkedResource(t *testing.T) {
+	small := func(c *Config) { c.MaxMessageBytes = 1024 }
+	a, b := twoClusters(t, small, small)
+	const n = 40
+	for i := range n {
+		register(t, a, fmt.Sprintf("node-%02d", i), fmt.Sprintf("10.1.0.%d", i+1), "web", fmt.Sprintf("web-%02d", i), 8080, catalog.HealthPassing)
+	}
+	export(t, a, map[string][]string{"web": {"b"}})
+	establish(t, a, b)
+	waitFor(t, 10*time.Second, "all instances imported from chunks", func() bool { return len(imported(t, b, "a", "web")) == n })
+	setHealth(t, a, "node-39", "web-39", catalog.HealthCritical)
+	waitFor(t, 5*time.Second, "critical at b", func() bool { return importedHealth(t, b, "a", "web", "node-39/web-39") == catalog.HealthCritical })
+	if got := counterValue(t, b.peering.metrics.nacks.WithLabelValues("a", "sent")); got != 0 {
+		t.Fatalf("importer NACKed %v responses, want 0", got)
+	}
+}
+
+func TestReconnectResyncsWithoutStaleImports(t *testing.T) {
+	a, b := twoClusters(t, nil, nil)
+	register(t, a, "n1", "10.1.0.1", "web", "web-1", 80, catalog.HealthPassing)
+	register(t, a, "n2", "10.1.0.2", "db", "db-1", 5432, catalog.HealthPassing)
+	export(t, a, map[string][]string{"web": {"b"}, "db": {"b"}})
+	p := establish(t, a, b)
+	waitActive(t, p)
+	waitFor(t, 10*time.Second, "imports", func() bool {
+		return len(imported(t, b, "a", "web")) == 1 && len(imported(t, b, "a", "db")) == 1
+	})
+
+	// Cut the connection: point the dialer at a dead address.
+	setAddrs := func(addrs []string) {
+		_, row, _ := b.cluster.Store().Peering(nil, "a")
+		cp := *row
+		cp.ManualServerAddresses, cp.PeerServerAddresses = addrs, addrs
+		apply(t, b, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &catalog.PeeringWriteRequest{Peering: &cp}})
+	}
+	setAddrs([]string{"127.0.0.1:1"})
+	waitFor(t, 10*time.Second, "FAILING on both sides", func() bool {
+		return state(b, "a") == catalog.PeeringFailing && state(a, "b") == catalog.PeeringFailing
+	})
+
+	// Meanwhile the exporter drops db and changes web.
+	deregister(t, a, "n2", "db-1")
+	setHealth(t, a, "n1", "web-1", catalog.HealthWarning)
+
+	setAddrs([]string{a.tlsAddr})
+	waitActive(t, p)
+	waitFor(t, 10*time.Second, "resync", func() bool {
+		return len(imported(t, b, "a", "db")) == 0 && importedHealth(t, b, "a", "web", "n1/web-1") == catalog.HealthWarning
+	})
+	if n, _ := b.cluster.Store().ImportedNodes("a", 0); !slices.Equal(n, []string{"n1"}) {
+		t.Fatalf("imported nodes after resync: got %v, want [n1]", n)
+	}
+	if got := b.peering.tracker.get(p.dialID).Reconnects; got < 1 {
+		t.Fatalf("reconnects: got %d, want at least 1", got)
+	}
+	if got := counterValue(t, b.peering.metrics.reconnects.WithLabelValues("a")); got < 1 {
+		t.Fatalf("reconnect metric: got %v, want at least 1", got)
+	}
+}
+
+func TestDeleteTerminatesThePeer(t *testing.T) {
+	tests := []struct {
+		name        string
+		deleteOnAcc bool
+	}{
+		{"acceptor deletes", true},
+		{"dialer deletes", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := twoClusters(t, nil, nil)
+			register(t, a, "n1", "10.1.0.1", "web", "web-1", 80, catalog.HealthPassing)
+			register(t, b, "m1", "10.2.0.1", "api", "api-1", 80, catalog.HealthPassing)
+			export(t, a, map[string][]string{"web": {"b"}})
+			export(t, b, map[string][]string{"api": {"a"}})
+			p := establish(t, a, b)
+			waitFor(t, 10*time.Second, "imports both ways", func() bool {
+				return len(imported(t, b, "a", "web")) == 1 && len(imported(t, a, "b", "api")) == 1
+			})
+			del, delName, other, otherName := p.acc, p.accName, p.dial, p.dialName
+			if !tt.deleteOnAcc {
+				del, delName, other, otherName = p.dial, p.dialName, p.acc, p.accName
+			}
+			_, row, _ := del.cluster.Store().Peering(nil, delName)
+			cp := *row
+			cp.State, cp.DeletedAt = catalog.PeeringDeleting, time.Now().UnixNano()
+			apply(t, del, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &catalog.PeeringWriteRequest{Peering: &cp}})
+
+			waitFor(t, 10*time.Second, "the deleted row to go", func() bool {
+				_, row, _ := del.cluster.Store().Peering(nil, delName)
+				return row == nil
+			})
+			if n, _ := del.cluster.Store().ImportedNodes(delName, 0); len(n) != 0 {
+				t.Fatalf("imports left at the deleting side: %v", n)
+			}
+			waitFor(t, 10*time.Second, "the peer TERMINATED and purged", func() bool {
+				n, _ := other.cluster.Store().ImportedNodes(otherName, 0)
+				return state(other, otherName) == catalog.PeeringTerminated && len(n) == 0
+			})
+			// The terminated side stops dialing and keeps its row.
+			time.Sleep(300 * time.Millisecond)
+			if other.peering.streams.get(row.ID) != nil || state(other, otherName) != catalog.PeeringTerminated {
+				t.Fatalf("terminated side: stream open or state %s", state(other, otherName))
+			}
+		})
+	}
+}
+
+func TestHeartbeatTimeout(t *testing.T) {
+	// The dialer (b) never sends heartbeats; the acceptor (a) expects one
+	// every 600 ms.
+	a, b := twoClusters(t,
+		func(c *Config) { c.HeartbeatInterval, c.HeartbeatTimeout = 100*time.Millisecond, 600*time.Millisecond },
+		func(c *Config) {
+			c.HeartbeatInterval, c.HeartbeatTimeout = time.Hour, 2*time.Hour
+			c.ReconnectMin, c.ReconnectMax = 2*time.Second, 2*time.Second
+		})
+	p := establish(t, a, b)
+	waitActive(t, p)
+	waitFor(t, 10*time.Second, "the acceptor to time the stream out", func() bool {
+		return strings.Contains(a.peering.tracker.get(p.accID).LastError, "heartbeat timeout")
+	})
+	waitFor(t, 3*time.Second, "FAILING at the acceptor", func() bool { return state(a, p.accName) == catalog.PeeringFailing })
+}
+
+func TestFollowerAnswersWithLeaderAddress(t *testing.T) {
+	a := newTestCluster(t, "a", "dc1", nil)
+	f := newFollower(t, a)
+	id, secret := acceptorPeering(t, a, "b")
+	client := streamClient(t, a)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := client.ExchangeSecret(ctx, &pbpeerstream.ExchangeSecretRequest{PeerId: id, EstablishmentSecret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := &streamServer{s: f}
+	err = fs.StreamResources(&fakeServerStream{ctx: ctx, in: []*pbpeerstream.ReplicationMessage{{Payload: &pbpeerstream.ReplicationMessage_Open{Open: &pbpeerstream.Open{
+		PeerId: id, StreamSecretId: resp.GetStreamSecret(),
+	}}}}})
+	if got := statusCode(err); got != codes.FailedPrecondition {
+		t.Fatalf("got %v (%v), want FailedPrecondition", got, err)
+	}
+	if got := leaderAddress(err); got != a.tlsAddr {
+		t.Fatalf("leader address: got %q, want %q", got, a.tlsAddr)
+	}
+}
+
+// newFollower starts a second server in leader's cluster and waits until
+// it follows leader and knows its address.
+func newFollower(t *testing.T, leader *testCluster) *Server {
+	t.Helper()
+	cc := catalog.DevConfig()
+	cc.NodeName, cc.NodeID, cc.Datacenter = "follower", uuid.NewString(), leader.cluster.Config().Datacenter
+	cc.BootstrapExpect = 0
+	cc.GRPCTLSAddr = "127.0.0.1:1"
+	cc.RetryJoin = []string{leader.cluster.GossipAddr()}
+	c, err := catalog.New(context.Background(), cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Shutdown(false) })
+	pc := DefaultConfig()
+	pc.Cluster = c
+	s, err := New(pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	waitFor(t, 15*time.Second, "the follower to know the leader", func() bool {
+		m, ok := c.LeaderMember()
+		return ok && m.Meta.GRPCTLSAddr == leader.tlsAddr && !c.IsLeader()
+	})
+	return s
+}
+
+// fakeServerStream feeds StreamResources a fixed script.
+type fakeServerStream struct {
+	grpc.ServerStream
+	ctx  context.Context
+	in   []*pbpeerstream.ReplicationMessage
+	sent []*pbpeerstream.ReplicationMessage
+}
+
+func (f *fakeServerStream) Context() context.Context { return f.ctx }
+func (f *fakeServerStream) Send(m *pbpeerstream.ReplicationMessage) error {
+	f.sent = append(f.sent, m)
+	return nil
+}
+func (f *fakeServerStream) Recv() (*pbpeerstream.ReplicationMessage, error) {
+	if len(f.in) == 0 {
+		<-f.ctx.Done()
+		return nil, f.ctx.Err()
+	}
+	m := f.in[0]
+	f.in = f.in[1:]
+	return m, nil
+}
