@@ -112,6 +112,8 @@ func parseAgentFlags(args []string, stderr io.Writer) (agent.Config, error) {
 	fs.Var(&configs, "config-dir", "directory of *.hcl/*.json config files, incl. service definitions (repeatable)")
 	fs.Var(&configs, "config-file", "one config file (repeatable)")
 	fs.StringVar(&f.Encrypt, "encrypt", "", "base64 gossip encryption key (peerd keygen)")
+	fs.DurationVar(&f.PeeringHeartbeatInterval, "peering-heartbeat-interval", 0, "heartbeat period of peering streams (default 15s)")
+	fs.DurationVar(&f.PeeringHeartbeatTimeout, "peering-heartbeat-timeout", 0, "a peering with no heartbeat for this long is FAILING and redialed (default 2m)")
 	fs.BoolVar(&f.LeaveOnTerminate, "leave-on-terminate", true, "leave the pool on SIGINT/SIGTERM")
 	fs.StringVar(&f.LogLevel, "log-level", def.LogLevel, "debug, info, warn or error")
 	fs.BoolVar(&f.LogJSON, "log-json", false, "log JSON lines instead of text")
@@ -135,24 +137,26 @@ func parseAgentFlags(args []string, stderr io.Writer) (agent.Config, error) {
 	}
 	// Flags given on the command line win over files and dev defaults.
 	override := map[string]func(){
-		"server":             func() { cfg.Server = f.Server },
-		"bootstrap-expect":   func() { cfg.BootstrapExpect = f.BootstrapExpect },
-		"retry-interval":     func() { cfg.RetryInterval = f.RetryInterval },
-		"data-dir":           func() { cfg.DataDir = f.DataDir },
-		"datacenter":         func() { cfg.Datacenter = f.Datacenter },
-		"node":               func() { cfg.NodeName = f.NodeName },
-		"node-id":            func() { cfg.NodeID = f.NodeID },
-		"bind-addr":          func() { cfg.BindAddr = f.BindAddr },
-		"advertise":          func() { cfg.AdvertiseAddr = f.AdvertiseAddr },
-		"http-addr":          func() { cfg.HTTPAddr = f.HTTPAddr },
-		"grpc-addr":          func() { cfg.GRPCAddr = f.GRPCAddr },
-		"grpc-tls-addr":      func() { cfg.GRPCTLSAddr = f.GRPCTLSAddr },
-		"server-port":        func() { cfg.ServerPort = f.ServerPort },
-		"serf-lan-port":      func() { cfg.SerfLANPort = f.SerfLANPort },
-		"encrypt":            func() { cfg.Encrypt = f.Encrypt },
-		"leave-on-terminate": func() { cfg.LeaveOnTerminate = f.LeaveOnTerminate },
-		"log-level":          func() { cfg.LogLevel = f.LogLevel },
-		"log-json":           func() { cfg.LogJSON = f.LogJSON },
+		"server":                     func() { cfg.Server = f.Server },
+		"bootstrap-expect":           func() { cfg.BootstrapExpect = f.BootstrapExpect },
+		"retry-interval":             func() { cfg.RetryInterval = f.RetryInterval },
+		"data-dir":                   func() { cfg.DataDir = f.DataDir },
+		"datacenter":                 func() { cfg.Datacenter = f.Datacenter },
+		"node":                       func() { cfg.NodeName = f.NodeName },
+		"node-id":                    func() { cfg.NodeID = f.NodeID },
+		"bind-addr":                  func() { cfg.BindAddr = f.BindAddr },
+		"advertise":                  func() { cfg.AdvertiseAddr = f.AdvertiseAddr },
+		"http-addr":                  func() { cfg.HTTPAddr = f.HTTPAddr },
+		"grpc-addr":                  func() { cfg.GRPCAddr = f.GRPCAddr },
+		"grpc-tls-addr":              func() { cfg.GRPCTLSAddr = f.GRPCTLSAddr },
+		"server-port":                func() { cfg.ServerPort = f.ServerPort },
+		"serf-lan-port":              func() { cfg.SerfLANPort = f.SerfLANPort },
+		"encrypt":                    func() { cfg.Encrypt = f.Encrypt },
+		"peering-heartbeat-interval": func() { cfg.PeeringHeartbeatInterval = f.PeeringHeartbeatInterval },
+		"peering-heartbeat-timeout":  func() { cfg.PeeringHeartbeatTimeout = f.PeeringHeartbeatTimeout },
+		"leave-on-terminate":         func() { cfg.LeaveOnTerminate = f.LeaveOnTerminate },
+		"log-level":                  func() { cfg.LogLevel = f.LogLevel },
+		"log-json":                   func() { cfg.LogJSON = f.LogJSON },
 	}
 	for name, apply := range override {
 		if set[name] {

@@ -101,3 +101,19 @@ func TestKeygenMakesAValidKey(t *testing.T) {
 		t.Fatalf("got a key of %d characters, want 44 (base64 of 32 bytes)", got)
 	}
 }
+
+func TestPeeringHeartbeatFlagsAndFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "peering.hcl")
+	if err := os.WriteFile(file, []byte("peering {\n  heartbeat_interval = \"5s\"\n  heartbeat_timeout = \"30s\"\n}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cfg, err := parseAgentFlags([]string{"-dev", "-config-file", file, "-peering-heartbeat-timeout", "45s"}, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PeeringHeartbeatInterval.String() != "5s" || cfg.PeeringHeartbeatTimeout.String() != "45s" {
+		t.Fatalf("got interval %s timeout %s, want 5s from the file and 45s from the flag",
+			cfg.PeeringHeartbeatInterval, cfg.PeeringHeartbeatTimeout)
+	}
+}

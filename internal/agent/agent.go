@@ -196,6 +196,12 @@ func (a *Agent) start(ctx context.Context) error {
 		a.cluster.Collector())
 	pc := peering.DefaultConfig()
 	pc.Cluster, pc.Registry, pc.Logger = a.cluster, reg, a.log
+	if cfg.PeeringHeartbeatInterval > 0 {
+		pc.HeartbeatInterval = cfg.PeeringHeartbeatInterval
+	}
+	if cfg.PeeringHeartbeatTimeout > 0 {
+		pc.HeartbeatTimeout = cfg.PeeringHeartbeatTimeout
+	}
 	if cfg.Peering != nil {
 		cfg.Peering(&pc)
 	}

@@ -71,6 +71,11 @@ type Config struct {
 	// Timing overrides the protocol timers (tests); zero value: defaults
 	// (dev: fast).
 	Timing catalog.Timing
+	// PeeringHeartbeatInterval and PeeringHeartbeatTimeout tune the peering
+	// stream: a heartbeat every interval; FAILING (and a reconnect) after the
+	// timeout without one. Defaults: 15 s and 2 m, Consul's.
+	PeeringHeartbeatInterval time.Duration
+	PeeringHeartbeatTimeout  time.Duration
 	// Peering, when set, adjusts the peering controller's configuration
 	// (tests shorten heartbeats).
 	Peering func(*peering.Config)
@@ -207,6 +212,10 @@ type fileConfig struct {
 		GRPC    *string
 		GRPCTLS *string
 	}
+	Peering *struct {
+		HeartbeatInterval *decode.Duration
+		HeartbeatTimeout  *decode.Duration
+	}
 	Service  []*catalog.ServiceDefinition
 	Services []*catalog.ServiceDefinition
 	Check    []*catalog.CheckType
@@ -329,6 +338,14 @@ func (c *Config) loadFile(path string) error {
 		}
 		if a.GRPCTLS != nil {
 			c.GRPCTLSAddr = replaceHost(c.GRPCTLSAddr, *a.GRPCTLS)
+		}
+	}
+	if p := fc.Peering; p != nil {
+		if p.HeartbeatInterval != nil {
+			c.PeeringHeartbeatInterval = p.HeartbeatInterval.D()
+		}
+		if p.HeartbeatTimeout != nil {
+			c.PeeringHeartbeatTimeout = p.HeartbeatTimeout.D()
 		}
 	}
 	c.Services = append(c.Services, fc.Service...)
