@@ -32,25 +32,15 @@ or with -peer the services imported from that peer.`,
   peerctl catalog services -peer cluster-02`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkFormat(cmd, &format); err != nil {
-				return err
-			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
 			q := url.Values{}
 			if peer != "" {
 				q.Set("peer", peer)
 			}
-			resp, err := c.Get(cmd.Context(), "/v1/catalog/services", q)
-			if err != nil {
-				return fmt.Errorf("list catalog services: %w", err)
+			resp, err := a.list(cmd, format, "list catalog services", "/v1/catalog/services", q)
+			if err != nil || resp == nil {
+				return err
 			}
 			out := cmd.OutOrStdout()
-			if format == formatJSON {
-				return printJSON(out, resp.Body)
-			}
 			var services map[string][]string
 			if err := resp.Decode(&services); err != nil {
 				return fmt.Errorf("list catalog services: %w", err)
@@ -103,21 +93,11 @@ func newCatalogNodesCommand(a *app) *cobra.Command {
   peerctl catalog nodes -detailed`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkFormat(cmd, &format); err != nil {
+			resp, err := a.list(cmd, format, "list catalog nodes", "/v1/catalog/nodes", nil)
+			if err != nil || resp == nil {
 				return err
-			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			resp, err := c.Get(cmd.Context(), "/v1/catalog/nodes", nil)
-			if err != nil {
-				return fmt.Errorf("list catalog nodes: %w", err)
 			}
 			out := cmd.OutOrStdout()
-			if format == formatJSON {
-				return printJSON(out, resp.Body)
-			}
 			var nodes []catalogNode
 			if err := resp.Decode(&nodes); err != nil {
 				return fmt.Errorf("list catalog nodes: %w", err)

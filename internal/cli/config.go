@@ -179,24 +179,14 @@ func newConfigListCommand(a *app) *cobra.Command {
   peerctl config list -kind service-defaults -format json`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkFormat(cmd, &format); err != nil {
-				return err
-			}
 			if err := requireFlags(cmd, "kind"); err != nil {
 				return err
 			}
-			c, err := a.client()
-			if err != nil {
+			resp, err := a.list(cmd, format, fmt.Sprintf("list config entries of kind %s", kind), configEntryPath(kind), nil)
+			if err != nil || resp == nil {
 				return err
 			}
-			resp, err := c.Get(cmd.Context(), configEntryPath(kind), nil)
-			if err != nil {
-				return fmt.Errorf("list config entries of kind %s: %w", kind, err)
-			}
 			out := cmd.OutOrStdout()
-			if format == formatJSON {
-				return printJSON(out, resp.Body)
-			}
 			var entries []map[string]any
 			if err := resp.Decode(&entries); err != nil {
 				return fmt.Errorf("list config entries of kind %s: %w", kind, err)

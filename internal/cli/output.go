@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 	"text/tabwriter"
 
@@ -101,4 +102,26 @@ func printJSON(w io.Writer, v any) error {
 	out.WriteByte('\n')
 	_, err := w.Write(out.Bytes())
 	return err
+}
+
+// list fetches a listing for a command with a -format flag. With -format
+// json it prints the agent's answer as it came and returns a nil response;
+// otherwise it returns the response for the command to render as a table.
+// what names the step in errors ("list peerings").
+func (a *app) list(cmd *cobra.Command, format, what, path string, query url.Values) (*Response, error) {
+	if err := checkFormat(cmd, &format); err != nil {
+		return nil, err
+	}
+	c, err := a.client()
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Get(cmd.Context(), path, query)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if format == formatJSON {
+		return nil, printJSON(cmd.OutOrStdout(), resp.Body)
+	}
+	return resp, nil
 }

@@ -208,21 +208,11 @@ func newPeeringListCommand(a *app) *cobra.Command {
   peerctl peering list -format json`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkFormat(cmd, &format); err != nil {
+			resp, err := a.list(cmd, format, "list peerings", "/v1/peerings", nil)
+			if err != nil || resp == nil {
 				return err
-			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			resp, err := c.Get(cmd.Context(), "/v1/peerings", nil)
-			if err != nil {
-				return fmt.Errorf("list peerings: %w", err)
 			}
 			out := cmd.OutOrStdout()
-			if format == formatJSON {
-				return printJSON(out, resp.Body)
-			}
 			var list []peeringObject
 			if err := resp.Decode(&list); err != nil {
 				return fmt.Errorf("list peerings: %w", err)

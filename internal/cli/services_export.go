@@ -150,21 +150,11 @@ func newServicesExportedServicesCommand(a *app) *cobra.Command {
   peerctl services exported-services -format json`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkFormat(cmd, &format); err != nil {
+			resp, err := a.list(cmd, format, "list exported services", "/v1/exported-services", nil)
+			if err != nil || resp == nil {
 				return err
-			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			resp, err := c.Get(cmd.Context(), "/v1/exported-services", nil)
-			if err != nil {
-				return fmt.Errorf("list exported services: %w", err)
 			}
 			out := cmd.OutOrStdout()
-			if format == formatJSON {
-				return printJSON(out, resp.Body)
-			}
 			var list []struct {
 				Service   string
 				Consumers struct{ Peers []string }
@@ -197,21 +187,11 @@ func newServicesImportedServicesCommand(a *app) *cobra.Command {
   peerctl services imported-services -format json`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkFormat(cmd, &format); err != nil {
+			resp, err := a.list(cmd, format, "list imported services", "/v1/imported-services", nil)
+			if err != nil || resp == nil {
 				return err
-			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			resp, err := c.Get(cmd.Context(), "/v1/imported-services", nil)
-			if err != nil {
-				return fmt.Errorf("list imported services: %w", err)
 			}
 			out := cmd.OutOrStdout()
-			if format == formatJSON {
-				return printJSON(out, resp.Body)
-			}
 			var list []struct{ Service, SourcePeer string }
 			if err := resp.Decode(&list); err != nil {
 				return fmt.Errorf("list imported services: %w", err)
