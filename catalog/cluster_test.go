@@ -130,3 +130,26 @@ func TestLeaderRoutinesRunWhileLeading(t *testing.T) {
 		t.Fatal("the routine was not stopped with the leadership")
 	}
 }
+
+// External nodes (registered through /v1/catalog/register, not gossip
+// members) survive the leader's periodic reap; members that vanished do not.
+func TestReapKeepsExternalNodes(t *testing.T) {
+	c := startServer(t, "s1", "")
+	registerService(t, c, "external") // node "ext", no serfHealth
+	ghost := reg("ghost", "")
+	ghost.Checks = []*HealthCheck{{CheckID: SerfCheckID, Status: HealthPassing}}
+	if _, err := c.Apply(context.Background(), &Command{Type: CmdRegister, Register: ghost}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.reconcile(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	_, nodes, _ := c.Store().Nodes(nil, "")
+	var names []string
+	for _, n := range nodes {
+		names = append(names, n.Node)
+	}
+	if fmt.Sprint(names) != "[ext s1]" {
+		t.Fatalf("got nodes %v after a reap, want [ext s1] (the vanished member ghost reaped)", names)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -237,11 +238,23 @@ func (c *Cluster) reconcile(ctx context.Context, reapUnknown bool) error {
 		return err
 	}
 	for _, n := range nodes {
-		if !known[n.Node] {
-			c.log.Info("removing node unknown to the gossip pool", "member", n.Node)
-			if _, err := c.Apply(ctx, &Command{Type: CmdDeregister, Deregister: &DeregisterRequest{Node: n.Node}}); err != nil {
-				return err
-			}
+		if known[n.Node] {
+			continue
+		}
+		// Only nodes the gossip pool once vouched for (they carry the
+		// leader's serfHealth check) are reaped; nodes registered directly
+		// through /v1/catalog/register (external services) are not members
+		// and stay, as in Consul.
+		_, checks, err := c.store.NodeChecks(nil, "", n.Node)
+		if err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(checks, func(hc *HealthCheck) bool { return hc.CheckID == SerfCheckID }) {
+			continue
+		}
+		c.log.Info("removing node unknown to the gossip pool", "member", n.Node)
+		if _, err := c.Apply(ctx, &Command{Type: CmdDeregister, Deregister: &DeregisterRequest{Node: n.Node}}); err != nil {
+			return err
 		}
 	}
 	return nil
