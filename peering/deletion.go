@@ -58,7 +58,7 @@ func (s *Server) finishDeletion(ctx context.Context, p *catalog.Peering) error {
 	if err := s.purgeImports(ctx, p); err != nil {
 		return err
 	}
-	_, err := s.cfg.Cluster.Apply(ctx, &catalog.Command{Type: catalog.CmdPeeringDelete, PeeringDelete: &catalog.PeeringDeleteRequest{Name: p.Name}})
+	_, err := s.apply(ctx, &catalog.Command{Type: catalog.CmdPeeringDelete, PeeringDelete: &catalog.PeeringDeleteRequest{Name: p.Name}})
 	if err != nil {
 		return fmt.Errorf("delete peering %q: %w", p.Name, err)
 	}
@@ -89,7 +89,7 @@ func (s *Server) purgeImports(ctx context.Context, p *catalog.Peering) error {
 		for _, n := range nodes {
 			reqs = append(reqs, &catalog.DeregisterRequest{Node: n, PeerName: p.Name})
 		}
-		if _, err := s.cfg.Cluster.Apply(ctx, &catalog.Command{Type: catalog.CmdDeregisterBatch, Deregisters: reqs}); err != nil {
+		if _, err := s.apply(ctx, &catalog.Command{Type: catalog.CmdDeregisterBatch, Deregisters: reqs}); err != nil {
 			return fmt.Errorf("purge imports of %q (%d nodes removed so far): %w", p.Name, total, err)
 		}
 		total += len(nodes)

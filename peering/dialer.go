@@ -12,9 +12,7 @@ import (
 
 	"github.com/hashicorp/go-memdb"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/status"
 
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/peering/pbpeerstream"
@@ -276,12 +274,7 @@ func (s *Server) dialOnce(ctx context.Context, p *catalog.Peering, addr string) 
 			return true, fmt.Errorf("activate peering %q: %w", p.Name, err)
 		}
 	}
-	sess := s.newSession(sctx, cancel, stream, p, true)
-	err = sess.run(first)
-	if st, ok := status.FromError(errors.Unwrap(err)); ok && st.Code() == codes.Canceled && ctx.Err() != nil {
-		err = ctx.Err()
-	}
-	return true, err
+	return true, s.newSession(sctx, cancel, stream, p, true).run(first)
 }
 
 // markTerminated records that the peer deleted the peering.

@@ -298,3 +298,21 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+func TestFullSyncDeletesUnknownInitialVersions(t *testing.T) {
+	a := newTestCluster(t, "a", "dc1", nil)
+	register(t, a, "n1", "10.1.0.1", "web", "web-1", 80, catalog.HealthPassing)
+	export(t, a, map[string][]string{"web": {"b"}})
+	rp, _ := openRaw(t, a)
+	rp.send(&pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Request{Request: &pbpeerstream.Request{
+		ResourceUrl: pbpeerstream.TypeURLExportedService, InitialVersions: map[string]uint64{"web": 7, "gone": 3},
+	}}})
+	web := rp.next("web", isServiceResponse("web")).GetResponse()
+	gone := rp.next("gone", isServiceResponse("gone")).GetResponse()
+	if web.GetOperation() != pbpeerstream.Operation_OPERATION_UPSERT || !web.GetFullSync() || web.GetSyncEnd() {
+		t.Errorf("web: got %v full_sync=%v sync_end=%v, want an UPSERT inside the sync", web.GetOperation(), web.GetFullSync(), web.GetSyncEnd())
+	}
+	if gone.GetOperation() != pbpeerstream.Operation_OPERATION_DELETE || !gone.GetFullSync() || !gone.GetSyncEnd() {
+		t.Errorf("gone: got %v full_sync=%v sync_end=%v, want the DELETE ending the sync", gone.GetOperation(), gone.GetFullSync(), gone.GetSyncEnd())
+	}
+}

@@ -1147,14 +1147,13 @@ func (im *importer) apply(ctx context.Context, r *pbpeerstream.Response, payload
 }
 
 func (im *importer) commit(ctx context.Context, plan *importPlan) error {
-	c := im.sess.srv.cfg.Cluster
 	if len(plan.registers) > 0 {
-		if _, err := c.Apply(ctx, &catalog.Command{Type: catalog.CmdRegisterBatch, Registers: plan.registers}); err != nil {
+		if _, err := im.sess.srv.apply(ctx, &catalog.Command{Type: catalog.CmdRegisterBatch, Registers: plan.registers}); err != nil {
 			return fmt.Errorf("import %d instances: %w", len(plan.registers), err)
 		}
 	}
 	if len(plan.deregisters) > 0 {
-		if _, err := c.Apply(ctx, &catalog.Command{Type: catalog.CmdDeregisterBatch, Deregisters: plan.deregisters}); err != nil {
+		if _, err := im.sess.srv.apply(ctx, &catalog.Command{Type: catalog.CmdDeregisterBatch, Deregisters: plan.deregisters}); err != nil {
 			return fmt.Errorf("remove %d imports: %w", len(plan.deregisters), err)
 		}
 	}
@@ -1171,7 +1170,7 @@ func (im *importer) applyBundle(ctx context.Context, b *pbpeerstream.TrustBundle
 		return codes.Internal, err
 	}
 	if old == nil || old.TrustDomain != b.GetTrustDomain() || !slices.Equal(old.RootPEMs, b.GetRootPems()) || old.ExportedPartition != b.GetExportedPartition() {
-		_, err := s.cfg.Cluster.Apply(ctx, &catalog.Command{Type: catalog.CmdTrustBundle, TrustBundle: &catalog.PeeringTrustBundle{
+		_, err := s.apply(ctx, &catalog.Command{Type: catalog.CmdTrustBundle, TrustBundle: &catalog.PeeringTrustBundle{
 			PeerName: ss.name, TrustDomain: b.GetTrustDomain(), RootPEMs: slices.Clone(b.GetRootPems()), ExportedPartition: b.GetExportedPartition(),
 		}})
 		if err != nil {

@@ -97,7 +97,7 @@ func (ss *streamServer) ExchangeSecret(ctx context.Context, req *pbpeerstream.Ex
 		return nil, status.Errorf(codes.PermissionDenied, "exchange secret: peering %q is %s: generate a new peering token", p.Name, strings.ToLower(p.State))
 	}
 	secret := uuid.NewString()
-	_, err = s.cfg.Cluster.Apply(ctx, &catalog.Command{Type: catalog.CmdPeeringSecrets, PeeringSecrets: &catalog.PeeringSecretsRequest{
+	_, err = s.apply(ctx, &catalog.Command{Type: catalog.CmdPeeringSecrets, PeeringSecrets: &catalog.PeeringSecretsRequest{
 		Op: catalog.SecretsExchange, PeeringID: p.ID, Presented: req.GetEstablishmentSecret(), New: secret, Now: s.cfg.Now().UnixNano(),
 	}})
 	if err != nil {
@@ -206,7 +206,7 @@ func (s *Server) checkStreamSecret(ctx context.Context, peeringID, presented str
 	if sec != nil && secretMatches(sec.ActiveStreamSecret, presented) {
 		return nil
 	}
-	_, err = s.cfg.Cluster.Apply(ctx, &catalog.Command{Type: catalog.CmdPeeringSecrets, PeeringSecrets: &catalog.PeeringSecretsRequest{
+	_, err = s.apply(ctx, &catalog.Command{Type: catalog.CmdPeeringSecrets, PeeringSecrets: &catalog.PeeringSecretsRequest{
 		Op: catalog.SecretsPromote, PeeringID: peeringID, Presented: presented, Now: s.cfg.Now().UnixNano(),
 	}})
 	if err != nil {
@@ -262,11 +262,35 @@ func (s *Server) updatePeering(ctx context.Context, id string, f func(p *catalog
 	if !f(&cp) {
 		return nil
 	}
-	_, err = s.cfg.Cluster.Apply(ctx, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &catalog.PeeringWriteRequest{Peering: &cp}})
+	_, err = s.apply(ctx, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &catalog.PeeringWriteRequest{Peering: &cp}})
 	if err != nil {
 		return fmt.Errorf("write peering %q: %w", p.Name, err)
 	}
 	return nil
+}
+
+// apply commits a write through the cluster, giving up when ctx ends.
+//
+// Cluster.Apply can wait forever for a raft future that was committed
+// while raft shut down (hashicorp/raft answers such a future never); the
+// leader routines and streams must still return once their context ends,
+// so the wait happens in a goroutine that is abandoned then.
+func (s *Server) apply(ctx context.Context, cmd *catalog.Command) (*catalog.ApplyResult, error) {
+	type result struct {
+		res *catalog.ApplyResult
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		res, err := s.cfg.Cluster.Apply(ctx, cmd)
+		ch <- result{res, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.res, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%s: %w", cmd.Type, context.Cause(ctx))
+	}
 }
 
 // msgStream is either end of StreamResources.
@@ -447,7 +471,8 @@ func (ss *session) run(first *pbpeerstream.ReplicationMessage) error {
 
 	<-ss.ctx.Done()
 	err := context.Cause(ss.ctx)
-	if ss.terminating.Load() {
+	if ss.terminating.Load() && !errors.Is(err, errDeletedLocally) {
+		ss.log().Debug("stream ended while terminating", "err", err)
 		err = errDeletedLocally
 	}
 	wg.Wait()
@@ -594,8 +619,16 @@ func (ss *session) writeLoop() {
 		}
 		s.metrics.bytes.WithLabelValues(ss.name, "sent").Add(float64(size))
 		s.tracker.sent(ss.id)
+		if e.last {
+			if cs, ok := ss.stream.(grpc.ClientStream); ok {
+				_ = cs.CloseSend()
+			}
+		}
 		if e.done != nil {
 			close(e.done)
+		}
+		if e.last {
+			return
 		}
 	}
 }
@@ -657,7 +690,7 @@ func (ss *session) watchPeering() {
 func (ss *session) terminate() {
 	ss.terminating.Store(true)
 	done := make(chan struct{})
-	ss.out.pushDone(&pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Terminated{Terminated: &pbpeerstream.Terminated{}}}, done)
+	ss.out.pushLast(&pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Terminated{Terminated: &pbpeerstream.Terminated{}}}, done)
 	t := time.NewTimer(5 * time.Second)
 	defer t.Stop()
 	select {
@@ -666,15 +699,13 @@ func (ss *session) terminate() {
 	case <-ss.ctx.Done():
 		return
 	}
-	if cs, ok := ss.stream.(grpc.ClientStream); ok {
-		// The dialer half-closes and waits for the acceptor to end the
-		// stream, so Terminated is not lost to a reset.
-		_ = cs.CloseSend()
+	if ss.dialer {
+		// The writer half-closed the stream after Terminated; wait for the
+		// acceptor to end it, so Terminated is not lost to a reset.
 		select {
 		case <-t.C:
 		case <-ss.ctx.Done():
 			return
-		case <-time.After(2 * time.Second):
 		}
 	}
 	ss.fail(errDeletedLocally)
@@ -699,6 +730,9 @@ type outEntry struct {
 	msg  *pbpeerstream.ReplicationMessage
 	size int
 	done chan struct{}
+	// last ends the writing: nothing is sent after it, and a client
+	// stream is half-closed.
+	last bool
 }
 
 func newOutbox() *outbox {
@@ -725,9 +759,11 @@ func (o *outbox) push(m *pbpeerstream.ReplicationMessage, prio bool) {
 	signal(o.wake)
 }
 
-func (o *outbox) pushDone(m *pbpeerstream.ReplicationMessage, done chan struct{}) {
+// pushLast queues the final message, before everything still queued;
+// done is closed once it is sent.
+func (o *outbox) pushLast(m *pbpeerstream.ReplicationMessage, done chan struct{}) {
 	o.mu.Lock()
-	o.prio = append(o.prio, outEntry{msg: m, done: done})
+	o.prio = append([]outEntry{{msg: m, done: done, last: true}}, o.prio...)
 	o.mu.Unlock()
 	signal(o.wake)
 }

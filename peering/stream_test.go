@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -129,6 +130,20 @@ func state(c *testCluster, name string) string {
 		return "<none>"
 	}
 	return c.peering.tracker.get(p.ID).State(p.State, time.Now(), c.peering.cfg.HeartbeatTimeout)
+}
+
+// waitSettled waits until the stream's own writes to both peering rows
+// (activation, the peer's trust domain, server addresses) have landed: a
+// test that rewrites a row before then races them (PeeringWrite has no
+// check-and-set).
+func waitSettled(t testing.TB, p *peered) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "both peering rows to settle", func() bool {
+		_, d, _ := p.dial.cluster.Store().Peering(nil, p.dialName)
+		_, a, _ := p.acc.cluster.Store().Peering(nil, p.accName)
+		return d != nil && a != nil && d.State == catalog.PeeringActive && a.State == catalog.PeeringActive &&
+			d.PeerTrustDomain != "" && a.PeerTrustDomain != "" && slices.Contains(d.PeerServerAddresses, p.acc.tlsAddr)
+	})
 }
 
 func waitActive(t testing.TB, p *peered) {
@@ -336,16 +351,18 @@ func TestReplicationBothWays(t *testing.T) {
 		t.Errorf("checks: got %d, want one passing flattened check", len(csn.Checks))
 	}
 	// Trust bundles and server addresses.
-	if _, tb, _ := b.cluster.Store().TrustBundle(nil, "a"); tb == nil || tb.TrustDomain != tdA.Name() {
-		t.Errorf("trust bundle of a at b: got %+v", tb)
-	}
+	waitFor(t, 5*time.Second, "trust bundle of a at b", func() bool {
+		_, tb, _ := b.cluster.Store().TrustBundle(nil, "a")
+		return tb != nil && tb.TrustDomain == tdA.Name()
+	})
 	waitFor(t, 5*time.Second, "trust bundle of b at a", func() bool {
 		_, tb, _ := a.cluster.Store().TrustBundle(nil, "b")
 		return tb != nil
 	})
-	if _, row, _ := b.cluster.Store().Peering(nil, "a"); !slices.Equal(row.PeerServerAddresses, []string{a.tlsAddr}) {
-		t.Errorf("dialer's server addresses: got %v, want [%s]", row.PeerServerAddresses, a.tlsAddr)
-	}
+	waitFor(t, 5*time.Second, "the dialer's server addresses", func() bool {
+		_, row, _ := b.cluster.Store().Peering(nil, "a")
+		return slices.Equal(row.PeerServerAddresses, []string{a.tlsAddr})
+	})
 	if got := a.peering.tracker.get(p.accID).ExportedServices; !slices.Equal(got, []string{"web"}) {
 		t.Errorf("a exports: got %v, want [web]", got)
 	}
@@ -459,6 +476,9 @@ func TestReconnectResyncsWithoutStaleImports(t *testing.T) {
 		return len(imported(t, b, "a", "web")) == 1 && len(imported(t, b, "a", "db")) == 1
 	})
 
+	// Let the replicated writes to the dialer's row (server addresses, the
+	// peer's trust domain) land first, or they would race the test's.
+	waitSettled(t, p)
 	// Cut the connection: point the dialer at a dead address.
 	setAddrs := func(addrs []string) {
 		_, row, _ := b.cluster.Store().Peering(nil, "a")
@@ -501,15 +521,19 @@ func TestDeleteTerminatesThePeer(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			a, b := twoClusters(t, nil, nil)
-			register(t, a, "n1", "10.1.0.1", "web", "web-1", 80, catalog.HealthPassing)
-			register(t, b, "m1", "10.2.0.1", "api", "api-1", 80, catalog.HealthPassing)
+			oneByOne := func(c *Config) { c.PurgeBatch = 1 }
+			a, b := twoClusters(t, oneByOne, oneByOne)
+			for i := range 3 {
+				register(t, a, fmt.Sprintf("n%d", i), "10.1.0.1", "web", "web-1", 80, catalog.HealthPassing)
+				register(t, b, fmt.Sprintf("m%d", i), "10.2.0.1", "api", "api-1", 80, catalog.HealthPassing)
+			}
 			export(t, a, map[string][]string{"web": {"b"}})
 			export(t, b, map[string][]string{"api": {"a"}})
 			p := establish(t, a, b)
 			waitFor(t, 10*time.Second, "imports both ways", func() bool {
-				return len(imported(t, b, "a", "web")) == 1 && len(imported(t, a, "b", "api")) == 1
+				return len(imported(t, b, "a", "web")) == 3 && len(imported(t, a, "b", "api")) == 3
 			})
+			waitSettled(t, p)
 			del, delName, other, otherName := p.acc, p.accName, p.dial, p.dialName
 			if !tt.deleteOnAcc {
 				del, delName, other, otherName = p.dial, p.dialName, p.acc, p.accName
@@ -558,7 +582,7 @@ func TestHeartbeatTimeout(t *testing.T) {
 
 func TestFollowerAnswersWithLeaderAddress(t *testing.T) {
 	a := newTestCluster(t, "a", "dc1", nil)
-	f := newFollower(t, a)
+	f, _ := newFollower(t, a)
 	id, secret := acceptorPeering(t, a, "b")
 	client := streamClient(t, a)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -579,32 +603,68 @@ func TestFollowerAnswersWithLeaderAddress(t *testing.T) {
 	}
 }
 
-// newFollower starts a second server in leader's cluster and waits until
-// it follows leader and knows its address.
-func newFollower(t *testing.T, leader *testCluster) *Server {
+// newFollower starts a second server in leader's cluster, serving the
+// stream on its own TLS listener, and waits until it follows leader and
+// knows its address. It returns the follower's controller and TLS address.
+func newFollower(t *testing.T, leader *testCluster) (*Server, string) {
 	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	cc := catalog.DevConfig()
 	cc.NodeName, cc.NodeID, cc.Datacenter = "follower", uuid.NewString(), leader.cluster.Config().Datacenter
 	cc.BootstrapExpect = 0
-	cc.GRPCTLSAddr = "127.0.0.1:1"
+	cc.GRPCTLSAddr = ln.Addr().String()
 	cc.RetryJoin = []string{leader.cluster.GossipAddr()}
 	c, err := catalog.New(context.Background(), cc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.Shutdown(false) })
 	pc := DefaultConfig()
 	pc.Cluster = c
 	s, err := New(pc)
 	if err != nil {
 		t.Fatal(err)
 	}
+	g := grpc.NewServer(s.StreamServerOptions()...)
+	s.RegisterStream(g)
+	go func() { _ = g.Serve(ln) }()
 	s.Start()
-	waitFor(t, 15*time.Second, "the follower to know the leader", func() bool {
-		m, ok := c.LeaderMember()
-		return ok && m.Meta.GRPCTLSAddr == leader.tlsAddr && !c.IsLeader()
+	t.Cleanup(func() {
+		g.Stop()
+		_ = c.Shutdown(false)
 	})
-	return s
+	waitFor(t, 15*time.Second, "the follower to know the leader and hold the CA", func() bool {
+		m, ok := c.LeaderMember()
+		_, _, caErr := s.activeRoot()
+		return ok && m.Meta.GRPCTLSAddr == leader.tlsAddr && !c.IsLeader() && caErr == nil
+	})
+	return s, ln.Addr().String()
+}
+
+func TestDialerFollowsRedirectToLeader(t *testing.T) {
+	a, b := twoClusters(t, nil, nil)
+	_, followerAddr := newFollower(t, a)
+	register(t, a, "n1", "10.1.0.1", "web", "web-1", 80, catalog.HealthPassing)
+	export(t, a, map[string][]string{"web": {"b"}})
+	p := establish(t, a, b)
+	waitSettled(t, p)
+	// Re-point the dialer at the follower only.
+	_, row, _ := b.cluster.Store().Peering(nil, "a")
+	cp := *row
+	cp.ManualServerAddresses = []string{followerAddr}
+	apply(t, b, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &catalog.PeeringWriteRequest{Peering: &cp}})
+	waitFor(t, 10*time.Second, "the follower to redirect the dialer", func() bool {
+		return strings.Contains(b.peering.tracker.get(p.dialID).LastError, "not a leader")
+	})
+	redirected := time.Now()
+	waitFor(t, 10*time.Second, "a stream through the redirect", func() bool {
+		st := b.peering.tracker.get(p.dialID)
+		return st.Connected && st.LastHeartbeat.After(redirected)
+	})
+	waitActive(t, p)
+	waitFor(t, 10*time.Second, "web imported through the leader", func() bool { return len(imported(t, b, "a", "web")) == 1 })
 }
 
 // fakeServerStream feeds StreamResources a fixed script.
