@@ -554,8 +554,19 @@ func (c *Cluster) applyLocal(ctx context.Context, data []byte) (*ApplyResult, er
 		timeout = time.Until(dl)
 	}
 	f := c.raft.Apply(data, timeout)
-	if err := f.Error(); err != nil {
-		return nil, fmt.Errorf("raft apply: %w", err)
+	// f.Error() can block past a raft shutdown that races the commit;
+	// wait for it only as long as the caller and the cluster live.
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return nil, fmt.Errorf("raft apply: %w", err)
+		}
+	case <-ctx.Done():
+		return nil, fmt.Errorf("raft apply: %w", ctx.Err())
+	case <-c.ctx.Done():
+		return nil, ErrShutdown
 	}
 	res, ok := f.Response().(*ApplyResult)
 	if !ok {

@@ -28,6 +28,9 @@ var (
 	// was used already, superseded by a newer one, or never valid.
 	ErrInvalidSecret = errors.New("invalid peering secret: generate a new peering token")
 	ErrPeeringRole   = errors.New("a peering with this name already exists in the other role")
+	// ErrPeeringDeleting refuses a write that would move a peering being
+	// deleted back to another state.
+	ErrPeeringDeleting = errors.New("peering is being deleted")
 )
 
 // PeeringRemote is where the other side of a peering lives.
@@ -206,6 +209,10 @@ func (s *Store) PeeringWrite(idx uint64, req *PeeringWriteRequest) error {
 		old := raw.(*Peering)
 		if old.ID != p.ID && old.ShouldDial != p.ShouldDial && old.State != PeeringTerminated {
 			return fmt.Errorf("peering %q: %w", p.Name, ErrPeeringRole)
+		}
+		if old.ID == p.ID && old.State == PeeringDeleting && p.State != PeeringDeleting {
+			// A replication write racing a delete must not undo it.
+			return fmt.Errorf("peering %q: %w", p.Name, ErrPeeringDeleting)
 		}
 		if old.ID != p.ID {
 			// A new relationship under an old name: the old one's secrets go.

@@ -165,3 +165,24 @@ func TestPeeringStateSurvivesSnapshot(t *testing.T) {
 		t.Fatal("roots without an active one accepted")
 	}
 }
+
+func TestPeeringDeletingCannotBeUndone(t *testing.T) {
+	s := newTestStore(t)
+	p := acceptor("b", "p1")
+	if err := s.PeeringWrite(1, &PeeringWriteRequest{Peering: p}); err != nil {
+		t.Fatal(err)
+	}
+	del := *p
+	del.State = PeeringDeleting
+	if err := s.PeeringWrite(2, &PeeringWriteRequest{Peering: &del}); err != nil {
+		t.Fatal(err)
+	}
+	active := *p
+	active.State = PeeringActive
+	if err := s.PeeringWrite(3, &PeeringWriteRequest{Peering: &active}); !errors.Is(err, ErrPeeringDeleting) {
+		t.Fatalf("got %v, want ErrPeeringDeleting", err)
+	}
+	if _, got, _ := s.Peering(nil, "b"); got.State != PeeringDeleting {
+		t.Fatalf("got state %s, want DELETING kept", got.State)
+	}
+}

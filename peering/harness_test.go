@@ -9,7 +9,6 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/peerd/peerd/catalog"
 )
@@ -59,7 +58,7 @@ func newTestCluster(t *testing.T, name, dc string, mod func(*Config)) *testClust
 	internal := grpc.NewServer()
 	c.RegisterGRPC(internal)
 	p.RegisterManagement(internal)
-	secure := grpc.NewServer(grpc.Creds(credentials.NewTLS(p.ServerTLSConfig())))
+	secure := grpc.NewServer(p.StreamServerOptions()...)
 	p.RegisterStream(secure)
 	go func() { _ = internal.Serve(internalLn) }()
 	go func() { _ = secure.Serve(tlsLn) }()

@@ -261,7 +261,9 @@ func (s *Server) generateToken(ctx context.Context, req GenerateTokenRequest) (s
 	p.Meta = maps.Clone(req.Meta)
 	p.ShouldDial = false
 	sec := &catalog.PeeringSecrets{PeeringID: id, EstablishmentSecret: tok.EstablishmentSecret, EstablishmentExpiresAt: expiresAt}
-	if old != nil {
+	// A live stream keeps its secret; a terminated relationship's secrets
+	// die with it.
+	if old != nil && existing.State != catalog.PeeringTerminated {
 		sec.PendingStreamSecret, sec.ActiveStreamSecret = old.PendingStreamSecret, old.ActiveStreamSecret
 	}
 	if _, err := s.cfg.Cluster.Apply(ctx, &catalog.Command{Type: catalog.CmdPeeringWrite,

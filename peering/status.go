@@ -24,8 +24,8 @@ type Status struct {
 	// ImportedServices and ExportedServices are sorted service names.
 	ImportedServices []string
 	ExportedServices []string
-	// ReplicationLag is the delay of the last applied update, measured from
-	// when the exporter committed it to when the importer applied it.
+	// ReplicationLag is the delay of the last applied update, from the
+	// response's arrival (its first chunk) to its local raft commit.
 	ReplicationLag time.Duration
 	// Reconnects counts streams opened after the first.
 	Reconnects int

@@ -23,7 +23,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -225,8 +224,7 @@ func (a *Agent) start(ctx context.Context) error {
 	a.cluster.RegisterGRPC(a.grpc)
 	a.peering.RegisterManagement(a.grpc)
 	if a.grpcTLSLn != nil {
-		a.grpcTLS = grpc.NewServer(grpc.Creds(credentials.NewTLS(a.peering.ServerTLSConfig())),
-			grpc.MaxRecvMsgSize(8<<20), grpc.MaxSendMsgSize(8<<20))
+		a.grpcTLS = grpc.NewServer(a.peering.StreamServerOptions()...)
 		a.peering.RegisterStream(a.grpcTLS)
 		healthpb.RegisterHealthServer(a.grpcTLS, a.health)
 		reflection.Register(a.grpcTLS)

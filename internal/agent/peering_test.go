@@ -11,7 +11,6 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/peering"
@@ -170,7 +169,7 @@ func (c *peeringCluster) cutTLS(t *testing.T) (restore func()) {
 			if err != nil {
 				t.Fatalf("re-listen on %s: %v", addrs[i], err)
 			}
-			g := grpc.NewServer(grpc.Creds(credentials.NewTLS(s.peering.ServerTLSConfig())))
+			g := grpc.NewServer(s.peering.StreamServerOptions()...)
 			s.peering.RegisterStream(g)
 			s.grpcTLS, s.grpcTLSLn = g, ln
 			go func() { _ = g.Serve(ln) }()
