@@ -93,11 +93,17 @@ type exporter struct {
 	ctl     []ctlEvent
 	ctlWake chan struct{}
 
-	// Written by the watchers, read by run.
+	// Written by the watchers, read by run. names and nameSet are replaced,
+	// never modified, so run may keep them; listGen counts the replacements.
+	// changed holds the services whose snapshot was replaced since run last
+	// took it.
 	mu        sync.Mutex
 	listReady bool
 	names     []string
+	nameSet   map[string]struct{}
+	listGen   uint64
 	slots     map[string]*snapSlot
+	changed   map[string]struct{}
 	watchErr  error
 
 	// Owned by run.
@@ -108,6 +114,7 @@ type exporter struct {
 	sentSnap map[string]*serviceSnap // the snapshot each service was last sent from
 	singles  map[string][32]byte
 	resend   map[string]bool
+	seenGen  uint64 // the listGen run last synced
 }
 
 // snapSlot is one exported service's latest snapshot; owner is the
@@ -137,7 +144,7 @@ type sentRef struct {
 func newExporter(sess *session) *exporter {
 	return &exporter{
 		sess: sess, dirty: make(chan struct{}, 1), ctlWake: make(chan struct{}, 1),
-		slots: map[string]*snapSlot{}, subs: map[string]*subState{}, pending: map[string]sentRef{},
+		slots: map[string]*snapSlot{}, changed: map[string]struct{}{}, subs: map[string]*subState{}, pending: map[string]sentRef{},
 		versions: map[string]uint64{}, services: map[string]map[string][32]byte{}, sentSnap: map[string]*serviceSnap{},
 		singles: map[string][32]byte{}, resend: map[string]bool{},
 	}
@@ -218,12 +225,14 @@ func (e *exporter) drainControl() {
 // sync sends whatever the subscribed types need. ws collects what the
 // trust bundle was read from.
 func (e *exporter) sync(ctx context.Context, ws memdb.WatchSet) error {
+	// The changed set is taken before the snapshots are read: a snapshot
+	// replaced in between is marked again and looked at next pass.
 	e.mu.Lock()
-	ready, names, werr := e.listReady, e.names, e.watchErr
-	snaps := make(map[string]*serviceSnap, len(e.slots))
-	for n, sl := range e.slots {
-		snaps[n] = sl.snap
-	}
+	ready, names, nameSet, werr := e.listReady, e.names, e.nameSet, e.watchErr
+	listChanged := e.listGen != e.seenGen
+	e.seenGen = e.listGen
+	changed := e.changed
+	e.changed = map[string]struct{}{}
 	e.mu.Unlock()
 	if werr != nil {
 		return werr
@@ -236,12 +245,12 @@ func (e *exporter) sync(ctx context.Context, ws memdb.WatchSet) error {
 		var err error
 		switch url {
 		case pbpeerstream.TypeURLExportedServiceList:
-			if ready {
+			if ready && (listChanged || sub.full || e.resend[resKey(url, pbpeerstream.ResourceIDExportedServiceList)]) {
 				err = e.sendSingle(ctx, url, pbpeerstream.ResourceIDExportedServiceList, &pbpeerstream.ExportedServiceList{Services: names}, sub)
 			}
 		case pbpeerstream.TypeURLExportedService:
 			if ready {
-				err = e.syncServices(ctx, names, snaps, sub)
+				err = e.syncServices(ctx, names, nameSet, changed, listChanged, sub)
 			}
 		case pbpeerstream.TypeURLTrustBundle:
 			var b *pbpeerstream.TrustBundle
@@ -288,12 +297,28 @@ func (e *exporter) sendSingle(ctx context.Context, url, id string, m proto.Messa
 	return nil
 }
 
+// snapshots reads the latest snapshots of the named services.
+func (e *exporter) snapshots(names []string) map[string]*serviceSnap {
+	snaps := make(map[string]*serviceSnap, len(names))
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, n := range names {
+		if sl := e.slots[n]; sl != nil {
+			snaps[n] = sl.snap
+		}
+	}
+	return snaps
+}
+
 // syncServices sends every exported service in full during a full sync,
 // and afterwards DELETEs for dropped services, full resources for new or
-// refused ones and deltas for changed ones.
-func (e *exporter) syncServices(ctx context.Context, names []string, snaps map[string]*serviceSnap, sub *subState) error {
+// refused ones and deltas for changed ones. Outside a full sync it looks
+// only at the services whose snapshot changed (changed) and the refused
+// ones, or at every service when the export list changed.
+func (e *exporter) syncServices(ctx context.Context, names []string, nameSet, changed map[string]struct{}, listChanged bool, sub *subState) error {
 	url := pbpeerstream.TypeURLExportedService
 	if sub.full {
+		snaps := e.snapshots(names)
 		for _, n := range names {
 			if snaps[n] == nil {
 				return nil // not read yet: a watcher will wake us
@@ -315,7 +340,7 @@ func (e *exporter) syncServices(ctx context.Context, names []string, snaps map[s
 			items = append(items, item{n, pbpeerstream.Operation_OPERATION_UPSERT, b})
 		}
 		for _, id := range slices.Sorted(maps.Keys(sub.initial)) {
-			if !slices.Contains(names, id) {
+			if _, ok := nameSet[id]; !ok {
 				items = append(items, item{id: id, op: pbpeerstream.Operation_OPERATION_DELETE})
 			}
 		}
@@ -336,17 +361,39 @@ func (e *exporter) syncServices(ctx context.Context, names []string, snaps map[s
 		sub.full = false
 		return nil
 	}
-	for _, n := range slices.Sorted(maps.Keys(e.services)) {
-		if !slices.Contains(names, n) {
-			if err := e.emit(ctx, url, n, pbpeerstream.Operation_OPERATION_DELETE, nil, false, false); err != nil {
-				return err
+	var todo []string
+	if listChanged {
+		for _, n := range slices.Sorted(maps.Keys(e.services)) {
+			if _, ok := nameSet[n]; !ok {
+				if err := e.emit(ctx, url, n, pbpeerstream.Operation_OPERATION_DELETE, nil, false, false); err != nil {
+					return err
+				}
+				delete(e.services, n)
+				delete(e.sentSnap, n)
+				delete(e.resend, resKey(url, n))
 			}
-			delete(e.services, n)
-			delete(e.sentSnap, n)
-			delete(e.resend, resKey(url, n))
 		}
+		todo = names
+	} else {
+		set := maps.Clone(changed)
+		prefix := url + "\x00"
+		for key := range e.resend {
+			if n, ok := strings.CutPrefix(key, prefix); ok {
+				set[n] = struct{}{}
+			}
+		}
+		for n := range set {
+			if _, ok := nameSet[n]; ok {
+				todo = append(todo, n)
+			}
+		}
+		slices.Sort(todo)
 	}
-	for _, n := range names {
+	if len(todo) == 0 {
+		return nil
+	}
+	snaps := e.snapshots(todo)
+	for _, n := range todo {
 		snap := snaps[n]
 		if snap == nil {
 			continue
@@ -360,17 +407,29 @@ func (e *exporter) syncServices(ctx context.Context, names []string, snaps map[s
 		if !ok || e.resend[key] {
 			msg.Instances, msg.Full = snap.instances, true
 		} else {
+			prev := e.sentSnap[n]
 			for _, in := range snap.instances {
-				if h, ok := sent[in.InstanceID()]; !ok || h != snap.hashes[in.InstanceID()] {
-					msg.Instances = append(msg.Instances, in)
+				id := in.InstanceID()
+				h, ok := sent[id]
+				if ok && h == snap.hashes[id] {
+					continue
 				}
+				if ok {
+					if old := prev.find(id); old != nil && healthOnly(old, in) {
+						msg.HealthUpdates = append(msg.HealthUpdates, &pbpeerstream.InstanceHealth{
+							InstanceId: id, HealthStatus: in.GetHealthStatus(), HealthOutput: in.GetHealthOutput(),
+						})
+						continue
+					}
+				}
+				msg.Instances = append(msg.Instances, in)
 			}
 			for _, id := range slices.Sorted(maps.Keys(sent)) {
 				if _, ok := snap.hashes[id]; !ok {
 					msg.RemovedInstanceIds = append(msg.RemovedInstanceIds, id)
 				}
 			}
-			if len(msg.Instances) == 0 && len(msg.RemovedInstanceIds) == 0 {
+			if len(msg.Instances) == 0 && len(msg.RemovedInstanceIds) == 0 && len(msg.HealthUpdates) == 0 {
 				e.sentSnap[n] = snap
 				continue
 			}
@@ -386,6 +445,27 @@ func (e *exporter) syncServices(ctx context.Context, names []string, snaps map[s
 		delete(e.resend, key)
 	}
 	return nil
+}
+
+// find returns the snapshot's instance with the given ID, or nil.
+func (s *serviceSnap) find(id string) *pbpeerstream.ServiceInstance {
+	if s == nil {
+		return nil
+	}
+	i, ok := slices.BinarySearchFunc(s.instances, id, func(in *pbpeerstream.ServiceInstance, id string) int {
+		return strings.Compare(in.InstanceID(), id)
+	})
+	if !ok {
+		return nil
+	}
+	return s.instances[i]
+}
+
+// healthOnly reports whether cur differs from old in its health alone.
+func healthOnly(old, cur *pbpeerstream.ServiceInstance) bool {
+	c := proto.Clone(cur).(*pbpeerstream.ServiceInstance)
+	c.HealthStatus, c.HealthOutput = old.GetHealthStatus(), old.GetHealthOutput()
+	return proto.Equal(c, old)
 }
 
 // emitMarker sends the sync_end marker of an empty full sync.
@@ -502,10 +582,17 @@ func (e *exporter) watchList(ctx context.Context) {
 			return
 		}
 		names := exportedTo(list, ss.name)
+		nameSet := make(map[string]struct{}, len(names))
+		for _, n := range names {
+			nameSet[n] = struct{}{}
+		}
 		e.mu.Lock()
-		e.names, e.listReady = names, true
+		if !e.listReady || !slices.Equal(names, e.names) {
+			e.listGen++
+		}
+		e.names, e.nameSet, e.listReady = names, nameSet, true
 		for n := range e.slots {
-			if !slices.Contains(names, n) {
+			if _, ok := nameSet[n]; !ok {
 				delete(e.slots, n)
 			}
 		}
@@ -523,7 +610,7 @@ func (e *exporter) watchList(ctx context.Context) {
 		}
 		e.mu.Unlock()
 		for n, w := range watchers {
-			if !slices.Contains(names, n) {
+			if _, ok := nameSet[n]; !ok {
 				w.cancel()
 				<-w.done
 				delete(watchers, n)
@@ -566,6 +653,7 @@ func (e *exporter) watchService(ctx context.Context, name string, owner uint64) 
 		e.mu.Lock()
 		if sl := e.slots[name]; sl != nil && sl.owner == owner {
 			sl.snap = snap
+			e.changed[name] = struct{}{}
 		}
 		e.mu.Unlock()
 		signal(e.dirty)
@@ -917,8 +1005,28 @@ func checkExportedService(id string, m *pbpeerstream.ExportedService) error {
 			return fmt.Errorf("exported service %s: removed instance ID %s is not node/service-id", shortID(id), shortID(rid))
 		}
 	}
+	if m.GetFull() && len(m.GetHealthUpdates()) > 0 {
+		return fmt.Errorf("exported service %s: a full resource has health_updates", shortID(id))
+	}
+	for _, hu := range m.GetHealthUpdates() {
+		iid := hu.GetInstanceId()
+		node, sid, ok := strings.Cut(iid, "/")
+		switch {
+		case !ok || node == "" || sid == "" || strings.ContainsRune(iid, 0):
+			return fmt.Errorf("exported service %s: health update for instance ID %s, not node/service-id", shortID(id), shortID(iid))
+		case hu.GetHealthStatus() < pbpeerstream.HealthStatus_HEALTH_STATUS_PASSING || hu.GetHealthStatus() > pbpeerstream.HealthStatus_HEALTH_STATUS_MAINTENANCE:
+			return fmt.Errorf("exported service %s: health update for instance %s has health status %d", shortID(id), shortID(iid), hu.GetHealthStatus())
+		case seen[iid]:
+			return fmt.Errorf("exported service %s: instance %s listed twice", shortID(id), shortID(iid))
+		}
+		seen[iid] = true
+	}
 	return nil
 }
+
+// errUnknownInstance refuses a health update for an instance that is not
+// imported; the NACK makes the exporter resend the service in full.
+var errUnknownInstance = errors.New("health update for an instance that is not imported")
 
 // importPlan is the catalog writes for one response.
 type importPlan struct {
@@ -979,6 +1087,17 @@ func planService(st *catalog.Store, peer, name string, d *decodedResource) (*imp
 		}
 		plan.registers = append(plan.registers, req)
 	}
+	for _, hu := range d.svc.GetHealthUpdates() {
+		old, ok := have[hu.GetInstanceId()]
+		if !ok || remove[hu.GetInstanceId()] {
+			return nil, fmt.Errorf("exported service %s: instance %s: %w", shortID(name), shortID(hu.GetInstanceId()), errUnknownInstance)
+		}
+		req := healthRequest(peer, old, hu)
+		if sameImport(old, req) {
+			continue
+		}
+		plan.registers = append(plan.registers, req)
+	}
 	return plan, addRemovals(st, peer, plan, remove)
 }
 
@@ -988,9 +1107,13 @@ func planKeepOnly(st *catalog.Store, peer string, keep []string) (*importPlan, e
 	if err != nil {
 		return nil, fmt.Errorf("list services imported from %q: %w", peer, err)
 	}
+	keepSet := make(map[string]struct{}, len(keep))
+	for _, n := range keep {
+		keepSet[n] = struct{}{}
+	}
 	remove := map[string]bool{}
 	for _, name := range slices.Sorted(maps.Keys(svcs)) {
-		if slices.Contains(keep, name) {
+		if _, ok := keepSet[name]; ok {
 			continue
 		}
 		_, sns, err := st.ServiceNodes(nil, peer, name)
@@ -1079,11 +1202,36 @@ func importRequest(peer string, in *pbpeerstream.ServiceInstance) *catalog.Regis
 		PeerName: peer,
 		Node:     &catalog.Node{ID: in.GetNodeId(), Node: in.GetNodeName(), Address: in.GetNodeAddress(), PeerName: peer},
 		Service:  svc,
-		Checks: []*catalog.HealthCheck{{
-			Node: in.GetNodeName(), CheckID: in.GetServiceId() + importedCheckSuffix, Name: "Health of the peer's instance",
-			Status: healthStatuses[in.GetHealthStatus()], Output: in.GetHealthOutput(),
-			ServiceID: in.GetServiceId(), ServiceName: in.GetService(), Type: "peering", PeerName: peer,
-		}},
+		Checks:   []*catalog.HealthCheck{importedCheck(peer, in.GetNodeName(), svc, in.GetHealthStatus(), in.GetHealthOutput())},
+	}
+}
+
+// importedCheck is the one flattened check of an imported instance.
+func importedCheck(peer, node string, svc *catalog.Service, status pbpeerstream.HealthStatus, output string) *catalog.HealthCheck {
+	return &catalog.HealthCheck{
+		Node: node, CheckID: svc.ID + importedCheckSuffix, Name: "Health of the peer's instance",
+		Status: healthStatuses[status], Output: output,
+		ServiceID: svc.ID, ServiceName: svc.Service, Type: "peering", PeerName: peer,
+	}
+}
+
+// healthRequest re-registers an imported instance as it is (old) with the
+// health of a health update.
+func healthRequest(peer string, old catalog.CheckServiceNode, hu *pbpeerstream.InstanceHealth) *catalog.RegisterRequest {
+	n, s := old.Node, old.Service
+	svc := &catalog.Service{
+		ID: s.ID, Service: s.Service, Tags: slices.Clone(s.Tags),
+		Address: s.Address, Port: s.Port, Meta: maps.Clone(s.Meta),
+		Weights: s.Weights, PeerName: peer, TaggedAddresses: maps.Clone(s.TaggedAddresses),
+	}
+	if svc.Tags == nil {
+		svc.Tags = []string{}
+	}
+	return &catalog.RegisterRequest{
+		PeerName: peer,
+		Node:     &catalog.Node{ID: n.ID, Node: n.Node, Address: n.Address, PeerName: peer},
+		Service:  svc,
+		Checks:   []*catalog.HealthCheck{importedCheck(peer, n.Node, svc, hu.GetHealthStatus(), hu.GetHealthOutput())},
 	}
 }
 
@@ -1134,6 +1282,9 @@ func (im *importer) apply(ctx context.Context, r *pbpeerstream.Response, payload
 		return codes.OK, nil
 	}
 	plan, err := planImport(st, ss.name, r, d)
+	if errors.Is(err, errUnknownInstance) {
+		return codes.FailedPrecondition, err
+	}
 	if err != nil {
 		return codes.Internal, err
 	}

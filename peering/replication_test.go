@@ -1,11 +1,14 @@
 package peering
 
 import (
+	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/peerd/peerd/catalog"
@@ -66,6 +69,10 @@ func TestDecodeResourceRefuses(t *testing.T) {
 		{"unspecified health", resp(svcURL, "web", &pbpeerstream.ExportedService{Name: "web", Instances: []*pbpeerstream.ServiceInstance{{NodeName: "n", ServiceId: "s", Service: "web"}}}), false, "health status"},
 		{"removed IDs in a full resource", resp(svcURL, "web", &pbpeerstream.ExportedService{Name: "web", Full: true, RemovedInstanceIds: []string{"n/s"}}), false, "full resource"},
 		{"bad removed ID", resp(svcURL, "web", &pbpeerstream.ExportedService{Name: "web", RemovedInstanceIds: []string{"nope"}}), false, "node/service-id"},
+		{"health updates in a full resource", resp(svcURL, "web", &pbpeerstream.ExportedService{Name: "web", Full: true, HealthUpdates: []*pbpeerstream.InstanceHealth{{InstanceId: "n/s", HealthStatus: 1}}}), false, "full resource"},
+		{"bad health update ID", resp(svcURL, "web", &pbpeerstream.ExportedService{Name: "web", HealthUpdates: []*pbpeerstream.InstanceHealth{{InstanceId: "nope", HealthStatus: 1}}}), false, "node/service-id"},
+		{"unspecified health update", resp(svcURL, "web", &pbpeerstream.ExportedService{Name: "web", HealthUpdates: []*pbpeerstream.InstanceHealth{{InstanceId: "n/s"}}}), false, "health status"},
+		{"health update of a listed instance", resp(svcURL, "web", &pbpeerstream.ExportedService{Name: "web", Instances: []*pbpeerstream.ServiceInstance{inst("n", "s", "web")}, HealthUpdates: []*pbpeerstream.InstanceHealth{{InstanceId: "n/s", HealthStatus: 1}}}), false, "twice"},
 		{"empty list name", resp(pbpeerstream.TypeURLExportedServiceList, pbpeerstream.ResourceIDExportedServiceList, &pbpeerstream.ExportedServiceList{Services: []string{""}}), false, "empty service name"},
 		{"list under another ID", resp(pbpeerstream.TypeURLExportedServiceList, "x", &pbpeerstream.ExportedServiceList{}), false, "want"},
 		{"bundle without roots", resp(pbpeerstream.TypeURLTrustBundle, pbpeerstream.ResourceIDTrustBundle, &pbpeerstream.TrustBundle{TrustDomain: "x.peerd"}), false, "no root"},
@@ -163,6 +170,10 @@ func FuzzApplyReplicationMessage(f *testing.F) {
 		Tags: []string{"a"}, Meta: map[string]string{"k": "v"}, HealthStatus: pbpeerstream.HealthStatus_HEALTH_STATUS_PASSING, Sni: "web.default.default.p.external.x.peerd"}
 	add(res(pbpeerstream.TypeURLExportedService, "web", &pbpeerstream.ExportedService{Name: "web", Full: true, Instances: []*pbpeerstream.ServiceInstance{in}}, nil))
 	add(res(pbpeerstream.TypeURLExportedService, "web", &pbpeerstream.ExportedService{Name: "web", RemovedInstanceIds: []string{"n1/web-1"}}, nil))
+	add(res(pbpeerstream.TypeURLExportedService, "web", &pbpeerstream.ExportedService{Name: "web", HealthUpdates: []*pbpeerstream.InstanceHealth{
+		{InstanceId: "n1/web-1", HealthStatus: pbpeerstream.HealthStatus_HEALTH_STATUS_CRITICAL, HealthOutput: "down"}}}, nil))
+	add(res(pbpeerstream.TypeURLExportedService, "web", &pbpeerstream.ExportedService{Name: "web", HealthUpdates: []*pbpeerstream.InstanceHealth{
+		{InstanceId: "n2/web-2", HealthStatus: pbpeerstream.HealthStatus_HEALTH_STATUS_WARNING}}}, nil))
 	add(res(pbpeerstream.TypeURLExportedService, "web", nil, func(r *pbpeerstream.Response) { r.Operation = pbpeerstream.Operation_OPERATION_DELETE }))
 	add(res(pbpeerstream.TypeURLExportedService, "web", &pbpeerstream.ExportedService{Name: "web"}, func(r *pbpeerstream.Response) { r.ChunkCount = 1 }))
 	add(res(pbpeerstream.TypeURLExportedServiceList, pbpeerstream.ResourceIDExportedServiceList, &pbpeerstream.ExportedServiceList{Services: []string{"web", "api"}}, func(r *pbpeerstream.Response) { r.FullSync, r.SyncEnd = true, true }))
@@ -212,6 +223,12 @@ func FuzzApplyReplicationMessage(f *testing.F) {
 			}
 			st := seed(t)
 			plan, err := planImport(st, "p", r, d)
+			if errors.Is(err, errUnknownInstance) {
+				if len(d.svc.GetHealthUpdates()) == 0 {
+					t.Fatalf("unknown instance refused without health updates: %v", err)
+				}
+				continue // NACKed: the exporter resends the service in full
+			}
 			if err != nil {
 				t.Fatalf("plan a decoded resource: %v", err)
 			}
@@ -238,4 +255,106 @@ func FuzzApplyReplicationMessage(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestPlanHealthUpdate(t *testing.T) {
+	st, err := catalog.NewStore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &pbpeerstream.ServiceInstance{NodeName: "n1", NodeAddress: "10.0.0.1", NodeId: "id-1", ServiceId: "web-1", Service: "web", Port: 80,
+		Meta: map[string]string{"k": "v"}, HealthStatus: pbpeerstream.HealthStatus_HEALTH_STATUS_PASSING, Sni: "web.default.default.p.external.x.peerd",
+		SpiffeIds: []string{"spiffe://x.peerd/ns/default/dc/dc1/svc/web"}, Protocol: "http", GatewayAddress: "10.0.0.1", GatewayPort: 8443}
+	if err := st.Register(1, importRequest("p", in)); err != nil {
+		t.Fatal(err)
+	}
+	r := &pbpeerstream.Response{ResourceUrl: pbpeerstream.TypeURLExportedService, ResourceId: "web", Version: 2, Operation: pbpeerstream.Operation_OPERATION_UPSERT}
+	plan := func(hu ...*pbpeerstream.InstanceHealth) (*importPlan, error) {
+		t.Helper()
+		r.Resource = mustMarshal(t, &pbpeerstream.ExportedService{Name: "web", HealthUpdates: hu})
+		d, err := decodeResource(r, r.GetResource(), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return planImport(st, "p", r, d)
+	}
+
+	// The same health plans nothing.
+	p, err := plan(&pbpeerstream.InstanceHealth{InstanceId: "n1/web-1", HealthStatus: pbpeerstream.HealthStatus_HEALTH_STATUS_PASSING})
+	if err != nil || len(p.registers) != 0 || len(p.deregisters) != 0 {
+		t.Fatalf("unchanged health: got %+v, %v; want an empty plan", p, err)
+	}
+
+	// A new health re-registers the instance as it was, with the new check.
+	p, err = plan(&pbpeerstream.InstanceHealth{InstanceId: "n1/web-1", HealthStatus: pbpeerstream.HealthStatus_HEALTH_STATUS_CRITICAL, HealthOutput: "down"})
+	if err != nil || len(p.registers) != 1 || len(p.deregisters) != 0 {
+		t.Fatalf("changed health: got %+v, %v; want one registration", p, err)
+	}
+	want := importRequest("p", in)
+	want.Checks[0].Status, want.Checks[0].Output = catalog.HealthCritical, "down"
+	got := p.registers[0]
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("health update registration:\n got %+v %+v %+v\nwant %+v %+v %+v", got.Node, got.Service, got.Checks[0], want.Node, want.Service, want.Checks[0])
+	}
+	if err := st.RegisterBatch(2, p.registers); err != nil {
+		t.Fatal(err)
+	}
+	_, csns, err := st.CheckServiceNodes(nil, "p", "web")
+	if err != nil || len(csns) != 1 || !sameImport(csns[0], want) {
+		t.Fatalf("after the health update the store holds %+v (%v), want %+v", csns, err, want)
+	}
+
+	// An unknown instance is refused, to be NACKed.
+	if _, err := plan(&pbpeerstream.InstanceHealth{InstanceId: "n9/web-9", HealthStatus: pbpeerstream.HealthStatus_HEALTH_STATUS_WARNING}); !errors.Is(err, errUnknownInstance) {
+		t.Fatalf("unknown instance: got %v, want errUnknownInstance", err)
+	}
+}
+
+func TestHealthChangeSendsHealthOnly(t *testing.T) {
+	a := newTestCluster(t, "a", "dc1", nil)
+	register(t, a, "n1", "10.1.0.1", "web", "web-1", 80, catalog.HealthPassing)
+	register(t, a, "n2", "10.1.0.2", "web", "web-2", 80, catalog.HealthPassing)
+	export(t, a, map[string][]string{"web": {"b"}})
+	rp, _ := openRaw(t, a)
+	rp.subscribe(pbpeerstream.TypeURLExportedService)
+	first := rp.next("the full sync of web", isServiceResponse("web")).GetResponse()
+	if !first.GetFullSync() {
+		t.Fatal("first response is not the full sync")
+	}
+
+	setHealth(t, a, "n2", "web-2", catalog.HealthCritical)
+	delta := rp.next("the health change of web", isServiceResponse("web")).GetResponse()
+	var es pbpeerstream.ExportedService
+	if err := proto.Unmarshal(delta.GetResource(), &es); err != nil {
+		t.Fatal(err)
+	}
+	hu := es.GetHealthUpdates()
+	if es.GetFull() || len(es.GetInstances()) != 0 || len(es.GetRemovedInstanceIds()) != 0 || len(hu) != 1 ||
+		hu[0].GetInstanceId() != "n2/web-2" || hu[0].GetHealthStatus() != pbpeerstream.HealthStatus_HEALTH_STATUS_CRITICAL {
+		t.Fatalf("health change: got %v, want a single health update of n2/web-2 to critical", &es)
+	}
+
+	// Refused (an importer that lacks the instance): the service comes in full.
+	rp.send(&pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Request{Request: &pbpeerstream.Request{
+		ResourceUrl: delta.GetResourceUrl(), ResponseNonce: delta.GetNonce(), Error: &pbpeerstream.Status{Code: int32(codes.FailedPrecondition), Message: "unknown instance"},
+	}}})
+	again := rp.next("the resend of web", isServiceResponse("web")).GetResponse()
+	es.Reset()
+	if err := proto.Unmarshal(again.GetResource(), &es); err != nil {
+		t.Fatal(err)
+	}
+	if !es.GetFull() || len(es.GetInstances()) != 2 || len(es.GetHealthUpdates()) != 0 {
+		t.Fatalf("resend: got %v, want both instances in full", &es)
+	}
+
+	// A change beyond health sends the whole instance.
+	register(t, a, "n1", "10.1.0.1", "web", "web-1", 81, catalog.HealthWarning)
+	delta = rp.next("the port change of web", isServiceResponse("web")).GetResponse()
+	es.Reset()
+	if err := proto.Unmarshal(delta.GetResource(), &es); err != nil {
+		t.Fatal(err)
+	}
+	if es.GetFull() || len(es.GetInstances()) != 1 || es.GetInstances()[0].GetPort() != 81 || len(es.GetHealthUpdates()) != 0 {
+		t.Fatalf("port change: got %v, want the whole instance n1/web-1", &es)
+	}
 }

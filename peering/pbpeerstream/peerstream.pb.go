@@ -969,7 +969,13 @@ type ExportedService struct {
 	RemovedInstanceIds []string `protobuf:"bytes,3,rep,name=removed_instance_ids,json=removedInstanceIds,proto3" json:"removed_instance_ids,omitempty"`
 	// full says instances is the complete set: drop every instance not in
 	// it. An ExportedService with full set and no instances has none left.
-	Full          bool `protobuf:"varint,4,opt,name=full,proto3" json:"full,omitempty"`
+	Full bool `protobuf:"varint,4,opt,name=full,proto3" json:"full,omitempty"`
+	// health_updates change only the flattened health of instances the
+	// importer already holds (the rest of each instance is unchanged); only
+	// when full is not set. An update for an instance the importer does not
+	// hold is refused (NACK), which makes the exporter resend the service in
+	// full.
+	HealthUpdates []*InstanceHealth `protobuf:"bytes,5,rep,name=health_updates,json=healthUpdates,proto3" json:"health_updates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1032,6 +1038,77 @@ func (x *ExportedService) GetFull() bool {
 	return false
 }
 
+func (x *ExportedService) GetHealthUpdates() []*InstanceHealth {
+	if x != nil {
+		return x.HealthUpdates
+	}
+	return nil
+}
+
+// InstanceHealth is the health of one instance, sent alone when nothing
+// else about the instance changed.
+type InstanceHealth struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// instance_id is the instance's node_name + "/" + service_id.
+	InstanceId   string       `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	HealthStatus HealthStatus `protobuf:"varint,2,opt,name=health_status,json=healthStatus,proto3,enum=peerd.peerstream.v1.HealthStatus" json:"health_status,omitempty"`
+	// health_output is the output of the check that set health_status.
+	HealthOutput  string `protobuf:"bytes,3,opt,name=health_output,json=healthOutput,proto3" json:"health_output,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstanceHealth) Reset() {
+	*x = InstanceHealth{}
+	mi := &file_peerstream_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceHealth) ProtoMessage() {}
+
+func (x *InstanceHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_peerstream_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceHealth.ProtoReflect.Descriptor instead.
+func (*InstanceHealth) Descriptor() ([]byte, []int) {
+	return file_peerstream_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *InstanceHealth) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *InstanceHealth) GetHealthStatus() HealthStatus {
+	if x != nil {
+		return x.HealthStatus
+	}
+	return HealthStatus_HEALTH_STATUS_UNSPECIFIED
+}
+
+func (x *InstanceHealth) GetHealthOutput() string {
+	if x != nil {
+		return x.HealthOutput
+	}
+	return ""
+}
+
 // ServiceInstance is one exported instance, with its node.
 type ServiceInstance struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -1068,7 +1145,7 @@ type ServiceInstance struct {
 
 func (x *ServiceInstance) Reset() {
 	*x = ServiceInstance{}
-	mi := &file_peerstream_proto_msgTypes[13]
+	mi := &file_peerstream_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1080,7 +1157,7 @@ func (x *ServiceInstance) String() string {
 func (*ServiceInstance) ProtoMessage() {}
 
 func (x *ServiceInstance) ProtoReflect() protoreflect.Message {
-	mi := &file_peerstream_proto_msgTypes[13]
+	mi := &file_peerstream_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1093,7 +1170,7 @@ func (x *ServiceInstance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceInstance.ProtoReflect.Descriptor instead.
 func (*ServiceInstance) Descriptor() ([]byte, []int) {
-	return file_peerstream_proto_rawDescGZIP(), []int{13}
+	return file_peerstream_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ServiceInstance) GetNodeName() string {
@@ -1234,7 +1311,7 @@ type ServerAddresses struct {
 
 func (x *ServerAddresses) Reset() {
 	*x = ServerAddresses{}
-	mi := &file_peerstream_proto_msgTypes[14]
+	mi := &file_peerstream_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1246,7 +1323,7 @@ func (x *ServerAddresses) String() string {
 func (*ServerAddresses) ProtoMessage() {}
 
 func (x *ServerAddresses) ProtoReflect() protoreflect.Message {
-	mi := &file_peerstream_proto_msgTypes[14]
+	mi := &file_peerstream_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1259,7 +1336,7 @@ func (x *ServerAddresses) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerAddresses.ProtoReflect.Descriptor instead.
 func (*ServerAddresses) Descriptor() ([]byte, []int) {
-	return file_peerstream_proto_rawDescGZIP(), []int{14}
+	return file_peerstream_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ServerAddresses) GetAddresses() []string {
@@ -1284,7 +1361,7 @@ type TrustBundle struct {
 
 func (x *TrustBundle) Reset() {
 	*x = TrustBundle{}
-	mi := &file_peerstream_proto_msgTypes[15]
+	mi := &file_peerstream_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1296,7 +1373,7 @@ func (x *TrustBundle) String() string {
 func (*TrustBundle) ProtoMessage() {}
 
 func (x *TrustBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_peerstream_proto_msgTypes[15]
+	mi := &file_peerstream_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1309,7 +1386,7 @@ func (x *TrustBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustBundle.ProtoReflect.Descriptor instead.
 func (*TrustBundle) Descriptor() ([]byte, []int) {
-	return file_peerstream_proto_rawDescGZIP(), []int{15}
+	return file_peerstream_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TrustBundle) GetTrustDomain() string {
@@ -1393,12 +1470,18 @@ const file_peerstream_proto_rawDesc = "" +
 	"\rLeaderAddress\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\"1\n" +
 	"\x13ExportedServiceList\x12\x1a\n" +
-	"\bservices\x18\x01 \x03(\tR\bservices\"\xaf\x01\n" +
+	"\bservices\x18\x01 \x03(\tR\bservices\"\xfb\x01\n" +
 	"\x0fExportedService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12B\n" +
 	"\tinstances\x18\x02 \x03(\v2$.peerd.peerstream.v1.ServiceInstanceR\tinstances\x120\n" +
 	"\x14removed_instance_ids\x18\x03 \x03(\tR\x12removedInstanceIds\x12\x12\n" +
-	"\x04full\x18\x04 \x01(\bR\x04full\"\xba\x05\n" +
+	"\x04full\x18\x04 \x01(\bR\x04full\x12J\n" +
+	"\x0ehealth_updates\x18\x05 \x03(\v2#.peerd.peerstream.v1.InstanceHealthR\rhealthUpdates\"\x9e\x01\n" +
+	"\x0eInstanceHealth\x12\x1f\n" +
+	"\vinstance_id\x18\x01 \x01(\tR\n" +
+	"instanceId\x12F\n" +
+	"\rhealth_status\x18\x02 \x01(\x0e2!.peerd.peerstream.v1.HealthStatusR\fhealthStatus\x12#\n" +
+	"\rhealth_output\x18\x03 \x01(\tR\fhealthOutput\"\xba\x05\n" +
 	"\x0fServiceInstance\x12\x1b\n" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12!\n" +
 	"\fnode_address\x18\x02 \x01(\tR\vnodeAddress\x12\x17\n" +
@@ -1457,7 +1540,7 @@ func file_peerstream_proto_rawDescGZIP() []byte {
 }
 
 var file_peerstream_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_peerstream_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_peerstream_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_peerstream_proto_goTypes = []any{
 	(Operation)(0),                 // 0: peerd.peerstream.v1.Operation
 	(HealthStatus)(0),              // 1: peerd.peerstream.v1.HealthStatus
@@ -1474,11 +1557,12 @@ var file_peerstream_proto_goTypes = []any{
 	(*LeaderAddress)(nil),          // 12: peerd.peerstream.v1.LeaderAddress
 	(*ExportedServiceList)(nil),    // 13: peerd.peerstream.v1.ExportedServiceList
 	(*ExportedService)(nil),        // 14: peerd.peerstream.v1.ExportedService
-	(*ServiceInstance)(nil),        // 15: peerd.peerstream.v1.ServiceInstance
-	(*ServerAddresses)(nil),        // 16: peerd.peerstream.v1.ServerAddresses
-	(*TrustBundle)(nil),            // 17: peerd.peerstream.v1.TrustBundle
-	nil,                            // 18: peerd.peerstream.v1.Request.InitialVersionsEntry
-	nil,                            // 19: peerd.peerstream.v1.ServiceInstance.MetaEntry
+	(*InstanceHealth)(nil),         // 15: peerd.peerstream.v1.InstanceHealth
+	(*ServiceInstance)(nil),        // 16: peerd.peerstream.v1.ServiceInstance
+	(*ServerAddresses)(nil),        // 17: peerd.peerstream.v1.ServerAddresses
+	(*TrustBundle)(nil),            // 18: peerd.peerstream.v1.TrustBundle
+	nil,                            // 19: peerd.peerstream.v1.Request.InitialVersionsEntry
+	nil,                            // 20: peerd.peerstream.v1.ServiceInstance.MetaEntry
 }
 var file_peerstream_proto_depIdxs = []int32{
 	5,  // 0: peerd.peerstream.v1.ReplicationMessage.open:type_name -> peerd.peerstream.v1.Open
@@ -1488,20 +1572,22 @@ var file_peerstream_proto_depIdxs = []int32{
 	11, // 4: peerd.peerstream.v1.ReplicationMessage.heartbeat:type_name -> peerd.peerstream.v1.Heartbeat
 	6,  // 5: peerd.peerstream.v1.Open.remote:type_name -> peerd.peerstream.v1.Remote
 	8,  // 6: peerd.peerstream.v1.Request.error:type_name -> peerd.peerstream.v1.Status
-	18, // 7: peerd.peerstream.v1.Request.initial_versions:type_name -> peerd.peerstream.v1.Request.InitialVersionsEntry
+	19, // 7: peerd.peerstream.v1.Request.initial_versions:type_name -> peerd.peerstream.v1.Request.InitialVersionsEntry
 	0,  // 8: peerd.peerstream.v1.Response.operation:type_name -> peerd.peerstream.v1.Operation
-	15, // 9: peerd.peerstream.v1.ExportedService.instances:type_name -> peerd.peerstream.v1.ServiceInstance
-	19, // 10: peerd.peerstream.v1.ServiceInstance.meta:type_name -> peerd.peerstream.v1.ServiceInstance.MetaEntry
-	1,  // 11: peerd.peerstream.v1.ServiceInstance.health_status:type_name -> peerd.peerstream.v1.HealthStatus
-	2,  // 12: peerd.peerstream.v1.PeerStreamService.ExchangeSecret:input_type -> peerd.peerstream.v1.ExchangeSecretRequest
-	4,  // 13: peerd.peerstream.v1.PeerStreamService.StreamResources:input_type -> peerd.peerstream.v1.ReplicationMessage
-	3,  // 14: peerd.peerstream.v1.PeerStreamService.ExchangeSecret:output_type -> peerd.peerstream.v1.ExchangeSecretResponse
-	4,  // 15: peerd.peerstream.v1.PeerStreamService.StreamResources:output_type -> peerd.peerstream.v1.ReplicationMessage
-	14, // [14:16] is the sub-list for method output_type
-	12, // [12:14] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	16, // 9: peerd.peerstream.v1.ExportedService.instances:type_name -> peerd.peerstream.v1.ServiceInstance
+	15, // 10: peerd.peerstream.v1.ExportedService.health_updates:type_name -> peerd.peerstream.v1.InstanceHealth
+	1,  // 11: peerd.peerstream.v1.InstanceHealth.health_status:type_name -> peerd.peerstream.v1.HealthStatus
+	20, // 12: peerd.peerstream.v1.ServiceInstance.meta:type_name -> peerd.peerstream.v1.ServiceInstance.MetaEntry
+	1,  // 13: peerd.peerstream.v1.ServiceInstance.health_status:type_name -> peerd.peerstream.v1.HealthStatus
+	2,  // 14: peerd.peerstream.v1.PeerStreamService.ExchangeSecret:input_type -> peerd.peerstream.v1.ExchangeSecretRequest
+	4,  // 15: peerd.peerstream.v1.PeerStreamService.StreamResources:input_type -> peerd.peerstream.v1.ReplicationMessage
+	3,  // 16: peerd.peerstream.v1.PeerStreamService.ExchangeSecret:output_type -> peerd.peerstream.v1.ExchangeSecretResponse
+	4,  // 17: peerd.peerstream.v1.PeerStreamService.StreamResources:output_type -> peerd.peerstream.v1.ReplicationMessage
+	16, // [16:18] is the sub-list for method output_type
+	14, // [14:16] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_peerstream_proto_init() }
@@ -1522,7 +1608,7 @@ func file_peerstream_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_peerstream_proto_rawDesc), len(file_peerstream_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
