@@ -420,7 +420,7 @@ func (c *Cluster) Leader() string {
 		addr, _ := c.raft.LeaderWithID()
 		return string(addr)
 	}
-	m, ok := c.leaderMember(context.Background())
+	m, ok := c.leaderMember()
 	if !ok {
 		return ""
 	}
@@ -429,10 +429,10 @@ func (c *Cluster) Leader() string {
 
 // LeaderMember returns the member that is raft leader, if known.
 func (c *Cluster) LeaderMember() (Member, bool) {
-	return c.leaderMember(context.Background())
+	return c.leaderMember()
 }
 
-func (c *Cluster) leaderMember(ctx context.Context) (Member, bool) {
+func (c *Cluster) leaderMember() (Member, bool) {
 	if c.raft != nil {
 		_, id := c.raft.LeaderWithID()
 		if id == "" {
@@ -445,8 +445,8 @@ func (c *Cluster) leaderMember(ctx context.Context) (Member, bool) {
 		}
 		return Member{}, false
 	}
-	// A client asks a server over gRPC would be a round trip per request;
-	// instead it relays to any live server, which knows its leader.
+	// A client does not track the leader: it relays to any live server,
+	// which does.
 	return Member{}, false
 }
 
@@ -527,25 +527,33 @@ func (c *Cluster) applyOnce(ctx context.Context, data []byte, forwarded bool) (*
 	if c.raft != nil && c.raft.State() == raft.Leader {
 		return c.applyLocal(ctx, data)
 	}
-	var target Member
-	if c.raft != nil {
-		m, ok := c.leaderMember(ctx)
-		if !ok {
-			return nil, ErrNoLeader
-		}
-		if forwarded {
-			// We were sent this as the leader and are not: let the sender retry.
-			return nil, raft.ErrNotLeader
-		}
-		target = m
-	} else {
-		servers := c.Servers()
-		if len(servers) == 0 {
-			return nil, ErrNoServers
-		}
-		target = servers[randIndex(len(servers))]
+	if c.raft != nil && forwarded {
+		// We were sent this as the leader and are not: let the sender retry.
+		return nil, raft.ErrNotLeader
+	}
+	target, err := c.writeTarget()
+	if err != nil {
+		return nil, err
 	}
 	return c.forward(ctx, target, data, c.raft != nil)
+}
+
+// writeTarget is where a write (or a call only the leader answers) goes from
+// this node: the leader from a server, any live server from a client (which
+// relays to its leader).
+func (c *Cluster) writeTarget() (Member, error) {
+	if c.raft != nil {
+		m, ok := c.leaderMember()
+		if !ok {
+			return Member{}, ErrNoLeader
+		}
+		return m, nil
+	}
+	servers := c.Servers()
+	if len(servers) == 0 {
+		return Member{}, ErrNoServers
+	}
+	return servers[randIndex(len(servers))], nil
 }
 
 func (c *Cluster) applyLocal(ctx context.Context, data []byte) (*ApplyResult, error) {
@@ -735,19 +743,9 @@ func (p *connPool) close() {
 // address, for calls only the leader answers. From a client node it is a
 // connection to any live server, which relays to its leader.
 func (c *Cluster) LeaderConn() (*grpc.ClientConn, error) {
-	var target Member
-	if c.raft != nil {
-		m, ok := c.leaderMember(context.Background())
-		if !ok {
-			return nil, ErrNoLeader
-		}
-		target = m
-	} else {
-		servers := c.Servers()
-		if len(servers) == 0 {
-			return nil, ErrNoServers
-		}
-		target = servers[randIndex(len(servers))]
+	target, err := c.writeTarget()
+	if err != nil {
+		return nil, err
 	}
 	if target.Meta.GRPCAddr == "" {
 		return nil, fmt.Errorf("server %s advertises no gRPC address: %w", target.Name, ErrNoServers)
