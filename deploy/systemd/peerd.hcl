@@ -27,16 +27,18 @@ encrypt = "REPLACE-WITH-OUTPUT-OF-peerd-keygen"
 
 ports {
   http     = 8500 # HTTP API (peerctl, Consul API clients)
-  grpc     = 8502 # gRPC: peering streams and the catalog API between nodes
+  grpc     = 8502 # internal gRPC: writes forwarded to the leader, peering management
+  grpc_tls = 8503 # TLS gRPC: the peering stream other clusters dial (servers)
   serf_lan = 8301 # gossip, TCP and UDP
   server   = 8300 # raft, servers only
 }
 
-# The HTTP API and gRPC listen on 127.0.0.1 unless told otherwise. Peer
-# clusters and the other nodes reach a server over gRPC, so give it this
-# node's address:
+# The HTTP API and gRPC listen on 127.0.0.1 unless told otherwise. The other
+# nodes reach a server's internal gRPC, and peer clusters its TLS gRPC, so
+# give them this node's address:
 # addresses {
-#   grpc = "10.0.0.12"
+#   grpc     = "10.0.0.12"
+#   grpc_tls = "10.0.0.12"
 # }
 
 log_level = "info"
