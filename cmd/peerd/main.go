@@ -27,6 +27,7 @@ const usage = `Usage: peerd <command> [flags]
 Commands:
   agent     run a peerd node (peerd agent -dev for a single-node cluster in memory)
   keygen    print a new gossip encryption key for -encrypt
+  validate  check config files or directories without starting an agent
   version   print the version
 
 Run 'peerd agent -h' for the agent's flags.
@@ -61,6 +62,22 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("generate key: %w", err)
 		}
 		fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(key))
+		return nil
+	case "validate":
+		if len(args) < 2 {
+			return errors.New("validate: name at least one config file or directory")
+		}
+		cfg := agent.DefaultConfig()
+		if err := cfg.LoadFiles(args[1:]...); err != nil {
+			return err
+		}
+		if cfg.DataDir == "" {
+			cfg.DataDir = "/unset" // -data-dir may come from the command line
+		}
+		if err := cfg.Validate(); err != nil {
+			return fmt.Errorf("invalid configuration:\n%w", err)
+		}
+		fmt.Fprintln(stdout, "Configuration is valid!")
 		return nil
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "peerd %s\n", version)

@@ -117,3 +117,21 @@ func TestPeeringHeartbeatFlagsAndFile(t *testing.T) {
 			cfg.PeeringHeartbeatInterval, cfg.PeeringHeartbeatTimeout)
 	}
 }
+
+func TestValidate(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.hcl")
+	bad := filepath.Join(dir, "bad.hcl")
+	_ = os.WriteFile(good, []byte("datacenter = \"east\"\nserver = true\nbootstrap_expect = 3\nservice {\n  name = \"web\"\n  port = 80\n}\n"), 0o600)
+	_ = os.WriteFile(bad, []byte("bootstrap_expect = 3\n"), 0o600) // without server = true
+	var out, errb bytes.Buffer
+	if err := run([]string{"validate", good}, &out, &errb); err != nil || !strings.Contains(out.String(), "valid") {
+		t.Fatalf("good config: got %v %q", err, out.String())
+	}
+	if err := run([]string{"validate", bad}, &out, &errb); err == nil || !strings.Contains(err.Error(), "-server") {
+		t.Fatalf("bad config: got %v, want an error naming -server", err)
+	}
+	if err := run([]string{"validate"}, &out, &errb); err == nil {
+		t.Fatal("validate without files succeeded")
+	}
+}
