@@ -50,6 +50,10 @@ type Agent struct {
 	peering   *peering.Server
 
 	cancel context.CancelFunc
+	// stopLocal ends anti-entropy and the server watch (localWG), before a
+	// leave.
+	stopLocal context.CancelFunc
+	localWG   sync.WaitGroup
 	wg     sync.WaitGroup
 	once   sync.Once
 }
@@ -238,7 +242,7 @@ func (a *Agent) start(ctx context.Context) error {
 	}
 	a.peering.Start()
 
-	a.wg.Add(4)
+	a.wg.Add(2)
 	go func() {
 		defer a.wg.Done()
 		if err := a.http.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -251,8 +255,11 @@ func (a *Agent) start(ctx context.Context) error {
 			a.log.Error("gRPC server stopped", "err", err)
 		}
 	}()
-	go func() { defer a.wg.Done(); a.local.Run(runCtx) }()
-	go func() { defer a.wg.Done(); a.watchServers(runCtx) }()
+	localCtx, stopLocal := context.WithCancel(runCtx)
+	a.stopLocal = stopLocal
+	a.localWG.Add(2)
+	go func() { defer a.localWG.Done(); a.local.Run(localCtx) }()
+	go func() { defer a.localWG.Done(); a.watchServers(localCtx) }()
 	return nil
 }
 
@@ -371,6 +378,21 @@ func (a *Agent) Shutdown(leave bool) error {
 		defer cancel()
 		if err := a.http.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stop HTTP server: %w", err))
+		}
+		a.stopLocal()
+		a.localWG.Wait()
+		if leave {
+			// Take this node out of the catalog ourselves rather than rely on
+			// the leader seeing the leave in gossip: under load the leave
+			// intent can arrive after the node is already suspected, and
+			// its services would then linger as critical.
+			dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_, err := a.cluster.Apply(dctx, &catalog.Command{Type: catalog.CmdDeregister,
+				Deregister: &catalog.DeregisterRequest{Node: a.cfg.NodeName}})
+			dcancel()
+			if err != nil {
+				a.log.Warn("deregister this node before leaving; the leader will do it", "err", err)
+			}
 		}
 		if err := a.cluster.Shutdown(leave); err != nil {
 			errs = append(errs, err)
