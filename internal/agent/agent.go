@@ -54,8 +54,8 @@ type Agent struct {
 	// leave.
 	stopLocal context.CancelFunc
 	localWG   sync.WaitGroup
-	wg     sync.WaitGroup
-	once   sync.Once
+	wg        sync.WaitGroup
+	once      sync.Once
 }
 
 // Run starts the agent, prints its listeners to out, and runs until ctx ends;
