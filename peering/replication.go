@@ -768,14 +768,17 @@ func flattenHealth(checks []*catalog.HealthCheck) (pbpeerstream.HealthStatus, st
 
 // ---- importer ----
 
-// importer applies the peer's responses to the local catalog, one raft
-// write per response (two when it both adds and removes instances). It is
-// used by the receive loop only.
+// importer applies the peer's responses to the local catalog: one raft
+// write per response (two when it both adds and removes instances), or per
+// batch of queued service upserts (see importBatch). It is used by the
+// receive loop only.
 type importer struct {
 	sess     *session
 	chunks   map[string]*chunkBuf
 	syncs    map[string]map[string]bool
 	versions map[string]uint64
+	// writes counts the raft writes made (for tests).
+	writes int
 }
 
 type chunkBuf struct {
@@ -1036,10 +1039,11 @@ type importPlan struct {
 
 // planImport computes the writes that apply d for peer, reading the
 // current imports from st (nothing is written).
-func planImport(st *catalog.Store, peer string, r *pbpeerstream.Response, d *decodedResource) (*importPlan, error) {
+// dc is the peer's datacenter, given to the imported nodes.
+func planImport(st *catalog.Store, peer, dc string, r *pbpeerstream.Response, d *decodedResource) (*importPlan, error) {
 	switch {
 	case r.GetResourceUrl() == pbpeerstream.TypeURLExportedService:
-		return planService(st, peer, r.GetResourceId(), d)
+		return planService(st, peer, dc, r.GetResourceId(), d)
 	case d.list != nil || (r.GetResourceUrl() == pbpeerstream.TypeURLExportedServiceList && d.op == pbpeerstream.Operation_OPERATION_DELETE):
 		return planKeepOnly(st, peer, d.list.GetServices())
 	}
@@ -1047,10 +1051,21 @@ func planImport(st *catalog.Store, peer string, r *pbpeerstream.Response, d *dec
 }
 
 // planService plans an ExportedService upsert (full or delta) or DELETE.
-func planService(st *catalog.Store, peer, name string, d *decodedResource) (*importPlan, error) {
+func planService(st *catalog.Store, peer, dc, name string, d *decodedResource) (*importPlan, error) {
+	plan, remove, err := planServiceWrites(st, peer, dc, name, d)
+	if err != nil {
+		return nil, err
+	}
+	return plan, addRemovals(st, peer, plan, remove)
+}
+
+// planServiceWrites plans the registrations of an ExportedService upsert or
+// DELETE and returns the instances (node/service-id) it removes; addRemovals
+// turns those into deregistrations.
+func planServiceWrites(st *catalog.Store, peer, dc, name string, d *decodedResource) (*importPlan, map[string]bool, error) {
 	_, existing, err := st.CheckServiceNodes(nil, peer, name)
 	if err != nil {
-		return nil, fmt.Errorf("read imported %q: %w", name, err)
+		return nil, nil, fmt.Errorf("read imported %q: %w", name, err)
 	}
 	have := map[string]catalog.CheckServiceNode{}
 	for _, csn := range existing {
@@ -1081,7 +1096,7 @@ func planService(st *catalog.Store, peer, name string, d *decodedResource) (*imp
 		}
 	}
 	for _, in := range d.svc.GetInstances() {
-		req := importRequest(peer, in)
+		req := importRequest(peer, dc, in)
 		if old, ok := have[in.InstanceID()]; ok && sameImport(old, req) {
 			continue
 		}
@@ -1090,7 +1105,7 @@ func planService(st *catalog.Store, peer, name string, d *decodedResource) (*imp
 	for _, hu := range d.svc.GetHealthUpdates() {
 		old, ok := have[hu.GetInstanceId()]
 		if !ok || remove[hu.GetInstanceId()] {
-			return nil, fmt.Errorf("exported service %s: instance %s: %w", shortID(name), shortID(hu.GetInstanceId()), errUnknownInstance)
+			return nil, nil, fmt.Errorf("exported service %s: instance %s: %w", shortID(name), shortID(hu.GetInstanceId()), errUnknownInstance)
 		}
 		req := healthRequest(peer, old, hu)
 		if sameImport(old, req) {
@@ -1098,7 +1113,7 @@ func planService(st *catalog.Store, peer, name string, d *decodedResource) (*imp
 		}
 		plan.registers = append(plan.registers, req)
 	}
-	return plan, addRemovals(st, peer, plan, remove)
+	return plan, remove, nil
 }
 
 // planKeepOnly removes every imported service of peer not in keep.
@@ -1177,8 +1192,8 @@ var healthStatuses = map[pbpeerstream.HealthStatus]string{
 
 // importRequest is the registration of one imported instance: its node,
 // the service (carrying the gateway, SNI, SPIFFE IDs and protocol) and one
-// flattened check.
-func importRequest(peer string, in *pbpeerstream.ServiceInstance) *catalog.RegisterRequest {
+// flattened check. dc is the peer's datacenter, the node's.
+func importRequest(peer, dc string, in *pbpeerstream.ServiceInstance) *catalog.RegisterRequest {
 	meta := maps.Clone(in.GetMeta())
 	if meta == nil {
 		meta = map[string]string{}
@@ -1200,7 +1215,7 @@ func importRequest(peer string, in *pbpeerstream.ServiceInstance) *catalog.Regis
 	}
 	return &catalog.RegisterRequest{
 		PeerName: peer,
-		Node:     &catalog.Node{ID: in.GetNodeId(), Node: in.GetNodeName(), Address: in.GetNodeAddress(), PeerName: peer},
+		Node:     &catalog.Node{ID: in.GetNodeId(), Node: in.GetNodeName(), Address: in.GetNodeAddress(), Datacenter: dc, PeerName: peer},
 		Service:  svc,
 		Checks:   []*catalog.HealthCheck{importedCheck(peer, in.GetNodeName(), svc, in.GetHealthStatus(), in.GetHealthOutput())},
 	}
@@ -1229,7 +1244,7 @@ func healthRequest(peer string, old catalog.CheckServiceNode, hu *pbpeerstream.I
 	}
 	return &catalog.RegisterRequest{
 		PeerName: peer,
-		Node:     &catalog.Node{ID: n.ID, Node: n.Node, Address: n.Address, PeerName: peer},
+		Node:     &catalog.Node{ID: n.ID, Node: n.Node, Address: n.Address, Datacenter: n.Datacenter, PeerName: peer},
 		Service:  svc,
 		Checks:   []*catalog.HealthCheck{importedCheck(peer, n.Node, svc, hu.GetHealthStatus(), hu.GetHealthOutput())},
 	}
@@ -1238,7 +1253,7 @@ func healthRequest(peer string, old catalog.CheckServiceNode, hu *pbpeerstream.I
 // sameImport reports whether an imported instance already matches req.
 func sameImport(old catalog.CheckServiceNode, req *catalog.RegisterRequest) bool {
 	n, s := old.Node, old.Service
-	if n.ID != req.Node.ID || n.Address != req.Node.Address {
+	if n.ID != req.Node.ID || n.Address != req.Node.Address || n.Datacenter != req.Node.Datacenter {
 		return false
 	}
 	r := req.Service
@@ -1281,7 +1296,7 @@ func (im *importer) apply(ctx context.Context, r *pbpeerstream.Response, payload
 		}
 		return codes.OK, nil
 	}
-	plan, err := planImport(st, ss.name, r, d)
+	plan, err := planImport(st, ss.name, ss.peerDC, r, d)
 	if errors.Is(err, errUnknownInstance) {
 		return codes.FailedPrecondition, err
 	}
@@ -1299,11 +1314,13 @@ func (im *importer) apply(ctx context.Context, r *pbpeerstream.Response, payload
 
 func (im *importer) commit(ctx context.Context, plan *importPlan) error {
 	if len(plan.registers) > 0 {
+		im.writes++
 		if _, err := im.sess.srv.apply(ctx, &catalog.Command{Type: catalog.CmdRegisterBatch, Registers: plan.registers}); err != nil {
 			return fmt.Errorf("import %d instances: %w", len(plan.registers), err)
 		}
 	}
 	if len(plan.deregisters) > 0 {
+		im.writes++
 		if _, err := im.sess.srv.apply(ctx, &catalog.Command{Type: catalog.CmdDeregisterBatch, Deregisters: plan.deregisters}); err != nil {
 			return fmt.Errorf("remove %d imports: %w", len(plan.deregisters), err)
 		}
@@ -1369,4 +1386,160 @@ func (im *importer) endSync(ctx context.Context, url string) (codes.Code, error)
 		return codes.Internal, fmt.Errorf("drop stale imports: %w", err)
 	}
 	return codes.OK, nil
+}
+
+// Bounds of an import batch, keeping raft entries reasonable. A batch
+// stops taking messages once it holds maxBatchRegisters registrations: the
+// FSM's memdb commit gets slower per write on larger transactions (past
+// its cache of modified nodes it walks the trees to notify watchers), so
+// 10,000 services of 10 instances import faster in batches of ~100
+// messages than of 256.
+const (
+	maxBatchMessages  = 256
+	maxBatchBytes     = 4 << 20
+	maxBatchRegisters = 1024
+)
+
+// batchable reports whether m is a valid, whole ExportedService upsert
+// that may share a commit with the ones queued around it. Everything else
+// (lists, bundles, addresses, DELETEs, chunks, sync markers and sync_end)
+// is handled alone and ends a batch.
+func batchable(m *pbpeerstream.ReplicationMessage) bool {
+	r := m.GetResponse()
+	return r != nil && r.GetResourceUrl() == pbpeerstream.TypeURLExportedService && r.GetResourceId() != "" &&
+		r.GetOperation() == pbpeerstream.Operation_OPERATION_UPSERT && !r.GetSyncEnd() && r.GetChunkCount() == 0 &&
+		m.Validate() == nil
+}
+
+// importBatch is queued service upserts planned against the catalog as it
+// is, to be committed in one write: the registrations of all of them in
+// message order, then the removals. A service appears at most once, and no
+// two messages touch the same instance, so each plans as it would after
+// the earlier ones were applied.
+type importBatch struct {
+	im        *importer
+	st        *catalog.Store
+	items     []*batchItem
+	services  map[string]bool
+	touched   map[string]bool
+	registers []*catalog.RegisterRequest
+	remove    map[string]bool
+	bytes     int
+}
+
+// batchItem is one message of a batch and its outcome.
+type batchItem struct {
+	r       *pbpeerstream.Response
+	start   time.Time
+	stale   bool
+	planned bool
+	code    codes.Code
+	err     error
+}
+
+func (im *importer) newBatch() *importBatch {
+	return &importBatch{
+		im: im, st: im.sess.srv.cfg.Cluster.Store(),
+		services: map[string]bool{}, touched: map[string]bool{}, remove: map[string]bool{},
+	}
+}
+
+// full reports whether the batch takes no more messages.
+func (b *importBatch) full() bool {
+	return len(b.items) >= maxBatchMessages || b.bytes >= maxBatchBytes || len(b.registers) >= maxBatchRegisters
+}
+
+// add decodes and plans a batchable response into the batch. A message that
+// fails to decode or plan joins the batch only to be NACKed. It returns
+// false, adding nothing, when r must wait for the batch to be committed: its
+// service or one of its instances is in the batch already, or it would
+// make the batch too large. An empty batch takes any message.
+func (b *importBatch) add(r *pbpeerstream.Response, arrived time.Time) bool {
+	im := b.im
+	id := r.GetResourceId()
+	if len(b.items) > 0 && (b.services[id] || b.bytes+len(r.GetResource()) > maxBatchBytes) {
+		return false
+	}
+	it := &batchItem{r: r, start: arrived}
+	switch d, err := decodeResource(r, r.GetResource(), im.sess.dialer); {
+	case r.GetVersion() < im.versions[resKey(r.GetResourceUrl(), id)]:
+		it.stale = true // a newer version was applied: ACKed
+	case err != nil:
+		it.code, it.err = codes.InvalidArgument, err
+	default:
+		plan, remove, err := planServiceWrites(b.st, im.sess.name, im.sess.peerDC, id, d)
+		if errors.Is(err, errUnknownInstance) {
+			it.code, it.err = codes.FailedPrecondition, err
+			break
+		}
+		if err != nil {
+			it.code, it.err = codes.Internal, err
+			break
+		}
+		ids := make([]string, 0, len(plan.registers)+len(remove))
+		for _, req := range plan.registers {
+			ids = append(ids, req.Node.Node+"/"+req.Service.ID)
+		}
+		for iid := range remove {
+			ids = append(ids, iid)
+		}
+		if len(b.items) > 0 {
+			for _, iid := range ids {
+				if b.touched[iid] {
+					return false
+				}
+			}
+		}
+		for _, iid := range ids {
+			b.touched[iid] = true
+		}
+		maps.Copy(b.remove, remove)
+		b.registers = append(b.registers, plan.registers...)
+		b.bytes += len(r.GetResource())
+		it.planned = true
+	}
+	b.services[id] = true
+	b.items = append(b.items, it)
+	return true
+}
+
+// commitBatch commits the batch in one write (two when it also removes
+// instances) and does each message's bookkeeping. It returns the items in
+// message order, with the error to NACK each with.
+func (im *importer) commitBatch(ctx context.Context, b *importBatch) []*batchItem {
+	ss := im.sess
+	if len(b.registers) > 0 || len(b.remove) > 0 {
+		plan := &importPlan{registers: b.registers}
+		err := addRemovals(b.st, ss.name, plan, b.remove)
+		if err == nil {
+			err = im.commit(ctx, plan)
+		}
+		if err != nil {
+			for _, it := range b.items {
+				if it.planned {
+					it.code, it.err = codes.Internal, err
+				}
+			}
+		}
+	}
+	url := pbpeerstream.TypeURLExportedService
+	for _, it := range b.items {
+		r := it.r
+		if r.GetFullSync() && im.syncs[url] == nil {
+			im.syncs[url] = map[string]bool{} // a sync we did not ask for
+		}
+		if it.stale {
+			continue
+		}
+		if set := im.syncs[url]; r.GetFullSync() && set != nil {
+			set[r.GetResourceId()] = true // an upsert; a refused one keeps what we had
+		}
+		if it.err == nil {
+			im.versions[resKey(url, r.GetResourceId())] = r.GetVersion()
+			lag := ss.srv.cfg.Now().Sub(it.start)
+			ss.srv.metrics.lag.WithLabelValues(ss.name).Observe(lag.Seconds())
+			ss.srv.tracker.lag(ss.id, lag)
+		}
+	}
+	return b.items
 }

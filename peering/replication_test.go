@@ -188,7 +188,7 @@ func FuzzApplyReplicationMessage(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := st.Register(1, importRequest("p", in)); err != nil {
+		if err := st.Register(1, importRequest("p", "", in)); err != nil {
 			t.Fatal(err)
 		}
 		return st
@@ -222,7 +222,7 @@ func FuzzApplyReplicationMessage(f *testing.F) {
 				continue
 			}
 			st := seed(t)
-			plan, err := planImport(st, "p", r, d)
+			plan, err := planImport(st, "p", "", r, d)
 			if errors.Is(err, errUnknownInstance) {
 				if len(d.svc.GetHealthUpdates()) == 0 {
 					t.Fatalf("unknown instance refused without health updates: %v", err)
@@ -265,7 +265,7 @@ func TestPlanHealthUpdate(t *testing.T) {
 	in := &pbpeerstream.ServiceInstance{NodeName: "n1", NodeAddress: "10.0.0.1", NodeId: "id-1", ServiceId: "web-1", Service: "web", Port: 80,
 		Meta: map[string]string{"k": "v"}, HealthStatus: pbpeerstream.HealthStatus_HEALTH_STATUS_PASSING, Sni: "web.default.default.p.external.x.peerd",
 		SpiffeIds: []string{"spiffe://x.peerd/ns/default/dc/dc1/svc/web"}, Protocol: "http", GatewayAddress: "10.0.0.1", GatewayPort: 8443}
-	if err := st.Register(1, importRequest("p", in)); err != nil {
+	if err := st.Register(1, importRequest("p", "", in)); err != nil {
 		t.Fatal(err)
 	}
 	r := &pbpeerstream.Response{ResourceUrl: pbpeerstream.TypeURLExportedService, ResourceId: "web", Version: 2, Operation: pbpeerstream.Operation_OPERATION_UPSERT}
@@ -276,7 +276,7 @@ func TestPlanHealthUpdate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return planImport(st, "p", r, d)
+		return planImport(st, "p", "", r, d)
 	}
 
 	// The same health plans nothing.
@@ -290,7 +290,7 @@ func TestPlanHealthUpdate(t *testing.T) {
 	if err != nil || len(p.registers) != 1 || len(p.deregisters) != 0 {
 		t.Fatalf("changed health: got %+v, %v; want one registration", p, err)
 	}
-	want := importRequest("p", in)
+	want := importRequest("p", "", in)
 	want.Checks[0].Status, want.Checks[0].Output = catalog.HealthCritical, "down"
 	got := p.registers[0]
 	if !reflect.DeepEqual(got, want) {

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -181,6 +182,9 @@ func (ss *streamServer) StreamResources(stream pbpeerstream.PeerStreamService_St
 	stop := context.AfterFunc(lctx, func() { cancel(errNotLeader) })
 	defer stop()
 	sess := s.newSession(ctx, cancel, stream, p, false)
+	if sess.peerDC == "" {
+		sess.peerDC = open.GetRemote().GetDatacenter() // stored just above
+	}
 	err = sess.run(nil)
 	switch {
 	case err == nil, errors.Is(err, errTerminatedByPeer), errors.Is(err, errDeletedLocally):
@@ -394,6 +398,7 @@ type session struct {
 	srv    *Server
 	id     string // this side's peering ID
 	name   string // this side's name for the peer
+	peerDC string // the peer's datacenter, given to the nodes imported
 	dialer bool
 	stream msgStream
 	ctx    context.Context
@@ -402,6 +407,10 @@ type session struct {
 	exp    *exporter
 	imp    *importer
 	nonce  atomic.Uint64
+	// queued is the size of the messages received but not yet handled;
+	// recvRoom is signalled when it shrinks.
+	queued   atomic.Int64
+	recvRoom chan struct{}
 	// lastRecv is when anything last arrived (unix nanoseconds).
 	lastRecv atomic.Int64
 	// terminating is set once Terminated is queued: however the stream
@@ -414,8 +423,8 @@ type session struct {
 
 func (s *Server) newSession(ctx context.Context, cancel context.CancelCauseFunc, stream msgStream, p *catalog.Peering, dialer bool) *session {
 	sess := &session{
-		srv: s, id: p.ID, name: p.Name, dialer: dialer, stream: stream,
-		ctx: ctx, cancel: cancel, out: newOutbox(), finished: make(chan struct{}),
+		srv: s, id: p.ID, name: p.Name, peerDC: p.Remote.Datacenter, dialer: dialer, stream: stream,
+		ctx: ctx, cancel: cancel, out: newOutbox(), finished: make(chan struct{}), recvRoom: make(chan struct{}, 1),
 	}
 	sess.exp = newExporter(sess)
 	sess.imp = newImporter(sess)
@@ -502,30 +511,176 @@ func (ss *session) run(first *pbpeerstream.ReplicationMessage) error {
 // fail ends the session with err.
 func (ss *session) fail(err error) { ss.cancel(err) }
 
-// recvLoop receives, validates and dispatches every message.
+// recvQueue and recvQueueBytes bound the messages received but not yet
+// handled (the byte bound is passed by one message at most).
+const (
+	recvQueue      = 256
+	recvQueueBytes = 16 << 20
+)
+
+// received is a message, or the error that ended receiving (last).
+type received struct {
+	m    *pbpeerstream.ReplicationMessage
+	size int
+	err  error
+}
+
+// taken releases an item's share of the receive queue.
+func (ss *session) taken(item received) {
+	if item.size > 0 {
+		ss.queued.Add(-int64(item.size))
+		signal(ss.recvRoom)
+	}
+}
+
+// recvLoop receives every message (a reader goroutine) and dispatches them
+// in order. Messages arriving while the importer waits for raft queue up,
+// so the importer can commit several of them in one write.
 func (ss *session) recvLoop(first *pbpeerstream.ReplicationMessage) {
+	in := make(chan received, recvQueue)
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		defer close(in)
+		ss.readLoop(first, in)
+	}()
+	ss.dispatch(in)
+	<-readDone
+}
+
+// readLoop receives messages into in until the stream or session ends. The
+// end of the stream (io.EOF, the peer's half-close) is queued behind the
+// messages, so that what came before it (Terminated, say) is handled
+// first; any other receive error ends the session at once.
+func (ss *session) readLoop(first *pbpeerstream.ReplicationMessage, in chan<- received) {
 	s := ss.srv
 	for {
 		m := first
 		first = nil
+		var item received
 		if m == nil {
 			var err error
 			m, err = ss.stream.Recv()
-			if err != nil {
+			if err != nil && !errors.Is(err, io.EOF) {
 				ss.fail(fmt.Errorf("receive: %w", err))
+				return
+			}
+			if err != nil {
+				item.err = fmt.Errorf("receive: %w", err)
+			}
+		}
+		if ss.ctx.Err() != nil {
+			return
+		}
+		if item.err == nil {
+			item.m, item.size = m, proto.Size(m)
+			ss.lastRecv.Store(s.cfg.Now().UnixNano())
+			s.metrics.bytes.WithLabelValues(ss.name, "received").Add(float64(item.size))
+			for ss.queued.Load() >= recvQueueBytes {
+				select {
+				case <-ss.recvRoom:
+				case <-ss.ctx.Done():
+					return
+				}
+			}
+			ss.queued.Add(int64(item.size))
+		}
+		select {
+		case in <- item:
+		case <-ss.ctx.Done():
+			return
+		}
+		if item.err != nil {
+			return
+		}
+	}
+}
+
+// dispatch validates and handles the received messages in order. A run of
+// queued service upserts is handed to the importer as one batch.
+func (ss *session) dispatch(in <-chan received) {
+	var next *received
+	for {
+		var item received
+		if next != nil {
+			item, next = *next, nil
+		} else {
+			var ok bool
+			select {
+			case item, ok = <-in:
+				if !ok {
+					return
+				}
+				ss.taken(item)
+			case <-ss.ctx.Done():
 				return
 			}
 		}
 		if ss.ctx.Err() != nil {
 			return
 		}
-		ss.lastRecv.Store(s.cfg.Now().UnixNano())
-		s.metrics.bytes.WithLabelValues(ss.name, "received").Add(float64(proto.Size(m)))
-		if err := ss.handle(m); err != nil {
+		err := item.err
+		switch {
+		case err != nil:
+		case batchable(item.m):
+			next, err = ss.handleBatch(item.m, in)
+		default:
+			err = ss.handle(item.m)
+		}
+		if err != nil {
 			ss.fail(err)
 			return
 		}
 	}
+}
+
+// handleBatch imports first and the batchable messages queued behind it in
+// one commit, then ACKs or NACKs each. It returns the queued item that
+// ended the batch, to be handled next.
+func (ss *session) handleBatch(first *pbpeerstream.ReplicationMessage, in <-chan received) (*received, error) {
+	s := ss.srv
+	b := ss.imp.newBatch()
+	m := first
+	var next *received
+	for {
+		s.tracker.received(ss.id)
+		if !b.add(m.GetResponse(), s.cfg.Now()) {
+			next = &received{m: m} // conflicts with the batch: first of the next one
+			break
+		}
+		if b.full() {
+			break
+		}
+		var more received
+		var ok bool
+		select {
+		case more, ok = <-in:
+			ss.taken(more)
+		default:
+		}
+		if !ok {
+			break // nothing queued (or the stream ended)
+		}
+		if more.err != nil || !batchable(more.m) {
+			next = &more
+			break
+		}
+		m = more.m
+	}
+	results := ss.imp.commitBatch(ss.ctx, b)
+	if ss.ctx.Err() != nil {
+		return nil, context.Cause(ss.ctx)
+	}
+	for _, res := range results {
+		if res.err != nil {
+			ss.nack(res.r, res.code, res.err.Error())
+			continue
+		}
+		ss.out.push(&pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Request{Request: &pbpeerstream.Request{
+			ResourceUrl: res.r.GetResourceUrl(), ResponseNonce: res.r.GetNonce(),
+		}}}, true)
+	}
+	return next, nil
 }
 
 // handle dispatches one received message; an error ends the stream.

@@ -689,3 +689,104 @@ func (f *fakeServerStream) Recv() (*pbpeerstream.ReplicationMessage, error) {
 	f.in = f.in[1:]
 	return m, nil
 }
+
+// TestQueuedUpsertsCommitTogether hands the receive loop a queue of service
+// upserts: they are committed in fewer raft writes than messages, a bad one
+// in the middle is NACKed alone, a second message for a service already in
+// the batch plans against the first's effect, and every imported node
+// carries the peer's datacenter.
+func TestQueuedUpsertsCommitTogether(t *testing.T) {
+	a := newTestCluster(t, "a", "dc1", nil)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	p := &catalog.Peering{ID: uuid.NewString(), Name: "p", Remote: catalog.PeeringRemote{Datacenter: "dc9"}}
+	ss := a.peering.newSession(ctx, cancel, nil, p, false)
+	ss.imp.subscribed(pbpeerstream.TypeURLExportedService)
+
+	const n, bad = 10, 5
+	inst := func(svc string, i int) *pbpeerstream.ServiceInstance {
+		return &pbpeerstream.ServiceInstance{NodeName: fmt.Sprintf("n-%s-%d", svc, i), NodeAddress: "10.0.0.1", ServiceId: fmt.Sprintf("%s-%d", svc, i),
+			Service: svc, Port: 80, HealthStatus: pbpeerstream.HealthStatus_HEALTH_STATUS_PASSING}
+	}
+	resp := func(nonce, svc string, version uint64, payload []byte) *pbpeerstream.ReplicationMessage {
+		return &pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Response{Response: &pbpeerstream.Response{
+			Nonce: nonce, ResourceUrl: pbpeerstream.TypeURLExportedService, ResourceId: svc, Version: version,
+			Operation: pbpeerstream.Operation_OPERATION_UPSERT, FullSync: true, Resource: payload,
+		}}}
+	}
+	in := make(chan received, n+1)
+	for i := range n {
+		svc := fmt.Sprintf("svc-%d", i)
+		payload := mustMarshal(t, &pbpeerstream.ExportedService{Name: svc, Full: true, Instances: []*pbpeerstream.ServiceInstance{inst(svc, 0), inst(svc, 1)}})
+		if i == bad {
+			payload = []byte{0xff, 0xff, 0xff}
+		}
+		in <- received{m: resp(fmt.Sprintf("nonce-%d", i), svc, 1, payload)}
+	}
+	// A delta of svc-0, already in the batch: committed after it.
+	in <- received{m: resp("nonce-delta", "svc-0", 2, mustMarshal(t, &pbpeerstream.ExportedService{Name: "svc-0", RemovedInstanceIds: []string{"n-svc-0-0/svc-0-0"}}))}
+	close(in)
+	ss.dispatch(in)
+	if err := context.Cause(ctx); err != nil {
+		t.Fatalf("session failed: %v", err)
+	}
+
+	// Two commits: the ten services (registrations only), then the delta
+	// (one deregistration batch).
+	if ss.imp.writes != 2 {
+		t.Fatalf("%d raft writes for %d messages, want 2", ss.imp.writes, n+1)
+	}
+	var acks, nacks []string
+	for {
+		e, ok := ss.out.pop()
+		if !ok {
+			break
+		}
+		r := e.msg.GetRequest()
+		if r.GetError() != nil {
+			nacks = append(nacks, r.GetResponseNonce())
+		} else {
+			acks = append(acks, r.GetResponseNonce())
+		}
+	}
+	wantAcks := []string{}
+	for i := range n {
+		if i != bad {
+			wantAcks = append(wantAcks, fmt.Sprintf("nonce-%d", i))
+		}
+	}
+	wantAcks = append(wantAcks, "nonce-delta")
+	if !slices.Equal(acks, wantAcks) || !slices.Equal(nacks, []string{fmt.Sprintf("nonce-%d", bad)}) {
+		t.Fatalf("ACKed %v, NACKed %v; want ACKs %v and a NACK of nonce-%d only", acks, nacks, wantAcks, bad)
+	}
+
+	st := a.cluster.Store()
+	for i := range n {
+		svc := fmt.Sprintf("svc-%d", i)
+		_, csns, err := st.CheckServiceNodes(nil, "p", svc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 2
+		switch i {
+		case bad:
+			want = 0
+		case 0:
+			want = 1 // the delta removed one
+		}
+		if len(csns) != want {
+			t.Fatalf("%s: %d instances imported, want %d", svc, len(csns), want)
+		}
+		for _, csn := range csns {
+			if csn.Node.Datacenter != "dc9" {
+				t.Fatalf("%s: imported node %s in datacenter %q, want the peer's dc9", svc, csn.Node.Node, csn.Node.Datacenter)
+			}
+		}
+	}
+	if _, ns, err := st.NodeServices(nil, "p", "n-svc-0-0"); err != nil || len(ns) != 0 {
+		t.Fatalf("node of the removed instance: services %v (%v), want the node gone", ns, err)
+	}
+	if got := ss.imp.syncs[pbpeerstream.TypeURLExportedService]; len(got) != n {
+		t.Fatalf("full sync set holds %d services, want %d (a refused upsert keeps its place)", len(got), n)
+	}
+}
