@@ -420,19 +420,16 @@ func (c *Cluster) Leader() string {
 		addr, _ := c.raft.LeaderWithID()
 		return string(addr)
 	}
-	m, ok := c.leaderMember()
+	m, ok := c.LeaderMember()
 	if !ok {
 		return ""
 	}
 	return m.Meta.RaftAddr
 }
 
-// LeaderMember returns the member that is raft leader, if known.
+// LeaderMember returns the member that is raft leader, if known (servers
+// only: a client does not track the leader).
 func (c *Cluster) LeaderMember() (Member, bool) {
-	return c.leaderMember()
-}
-
-func (c *Cluster) leaderMember() (Member, bool) {
 	if c.raft != nil {
 		_, id := c.raft.LeaderWithID()
 		if id == "" {
@@ -543,7 +540,7 @@ func (c *Cluster) applyOnce(ctx context.Context, data []byte, forwarded bool) (*
 // relays to its leader).
 func (c *Cluster) writeTarget() (Member, error) {
 	if c.raft != nil {
-		m, ok := c.leaderMember()
+		m, ok := c.LeaderMember()
 		if !ok {
 			return Member{}, ErrNoLeader
 		}

@@ -863,3 +863,30 @@ func serviceIndex(tx *memdb.Txn, ws memdb.WatchSet, peer, service string) uint64
 	}
 	return tablesIndex(tx, nil, tableServices)
 }
+
+// TypicalServiceNames returns, sorted, the names of services with at least
+// one typical instance (Kind "": no proxies or gateways), in one pass over
+// the instances.
+func (s *Store) TypicalServiceNames(ws memdb.WatchSet, peer string) (uint64, []string, error) {
+	tx := s.read(ws)
+	defer tx.Abort()
+	idx := tablesIndex(tx, ws, tableServices)
+	it, err := tx.Get(tableServices, "id_prefix", peer)
+	if err != nil {
+		return 0, nil, fmt.Errorf("list services: %w", err)
+	}
+	if ws != nil {
+		ws.Add(it.WatchCh())
+	}
+	seen := map[string]bool{}
+	var out []string
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		r := raw.(*serviceRow)
+		if r.PeerName == peer && r.Service.Kind == "" && !seen[r.Service.Service] {
+			seen[r.Service.Service] = true
+			out = append(out, r.Service.Service)
+		}
+	}
+	slices.Sort(out)
+	return idx, out, nil
+}

@@ -79,30 +79,13 @@ func exportedServices(ws memdb.WatchSet, st *catalog.Store) (uint64, []ExportedS
 // localServiceNames returns the names of typical local services (no proxies
 // or gateways) and of discovery chains.
 func localServiceNames(ws memdb.WatchSet, st *catalog.Store) (uint64, []string, error) {
-	idx, svcs, err := st.Services(ws, "")
+	idx, typical, err := st.TypicalServiceNames(ws, "")
 	if err != nil {
 		return 0, nil, fmt.Errorf("list services: %w", err)
 	}
 	names := map[string]bool{}
-	for name := range svcs {
+	for _, name := range typical {
 		names[name] = true
-	}
-	// Kind is only on instances: drop names whose every instance is a proxy
-	// or gateway.
-	for name := range names {
-		_, sns, err := st.ServiceNodes(nil, "", name)
-		if err != nil {
-			return 0, nil, err
-		}
-		typical := false
-		for _, sn := range sns {
-			if sn.Service.Kind == "" {
-				typical = true
-			}
-		}
-		if !typical {
-			delete(names, name)
-		}
 	}
 	for _, kind := range []string{configentry.ServiceRouter, configentry.ServiceSplitter, configentry.ServiceResolver} {
 		cidx, entries, err := st.ConfigEntries(ws, kind)

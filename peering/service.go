@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/configentry"
 	"github.com/peerd/peerd/internal/identity"
 	"github.com/peerd/peerd/peering/pbpeering"
 	"github.com/peerd/peerd/peering/pbpeerstream"
@@ -57,18 +57,15 @@ var (
 	ErrUnavailable = errors.New("peering service unavailable")
 )
 
-// peerNamePattern is Consul's rule for peer names: a lowercase DNS label.
-var peerNamePattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?$`)
-
 // ValidatePeerName returns an error matching ErrInvalidPeerName unless name
 // is a lowercase DNS label, with Consul's wording.
 func ValidatePeerName(name string) error {
 	if name == "" {
 		return fmt.Errorf("%w: the peer name is required", ErrInvalidPeerName)
 	}
-	if !peerNamePattern.MatchString(name) {
+	if !configentry.ValidPeerName(name) {
 		return &wrapped{
-			msg: fmt.Sprintf("%s is not a valid peer name: a valid peering name must consist of lower case alphanumeric characters or '-', must start and end with an alphanumeric character, and must be at most 63 characters long", short(name)),
+			msg: fmt.Sprintf("%s is not a valid peer name: %s", short(name), configentry.PeerNameRule),
 			err: ErrInvalidPeerName,
 		}
 	}

@@ -39,7 +39,7 @@ var (
 )
 
 const (
-	peerNameRule   = "a valid peering name must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"
+	peerNameRule   = PeerNameRule
 	subsetNameRule = "must be 63 characters or less, begin or end with lower case alphanumeric characters, and contain lower case alphanumeric characters or '-' in between"
 )
 
@@ -97,6 +97,18 @@ func validateMeta(path string, meta map[string]string) error {
 	}
 	return nil
 }
+
+// PeerNameRule is Consul's peer-name rule in words, for error messages.
+const PeerNameRule = "a valid peering name must consist of lower case alphanumeric characters or '-', " +
+	"and must start and end with an alphanumeric character (at most 63 characters)"
+
+// ValidPeerName reports whether name is a valid peer name: a lowercase DNS
+// label, Consul's rule. The peering API and config entries share it.
+func ValidPeerName(name string) bool { return validPeerName.MatchString(name) }
+
+// ValidServiceNameChars reports whether name uses only the characters a
+// service name may have: letters, digits, '-', '_' and '.'.
+func ValidServiceNameChars(name string) bool { return validServiceName.MatchString(name) }
 
 // validateServiceName checks a service name. An empty name is the caller's
 // business. allowWildcard permits exactly "*".

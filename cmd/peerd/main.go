@@ -71,10 +71,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		if err := cfg.LoadFiles(args[1:]...); err != nil {
 			return err
 		}
-		if cfg.DataDir == "" {
-			cfg.DataDir = "/unset" // -data-dir may come from the command line
-		}
-		if err := cfg.Validate(); err != nil {
+		if err := cfg.ValidateFiles(); err != nil {
 			return fmt.Errorf("invalid configuration:\n%w", err)
 		}
 		fmt.Fprintln(stdout, "Configuration is valid!")

@@ -119,8 +119,19 @@ func (c *Config) ApplyDev() {
 
 // Validate reports every problem with c, each naming the flag to fix.
 func (c *Config) Validate() error {
+	return c.validate(true)
+}
+
+// ValidateFiles is Validate for configuration read from files alone (peerd
+// validate): -data-dir may still come from the command line, so its absence
+// is not an error.
+func (c *Config) ValidateFiles() error {
+	return c.validate(false)
+}
+
+func (c *Config) validate(needDataDir bool) error {
 	var errs []error
-	if !c.Dev && c.DataDir == "" {
+	if needDataDir && !c.Dev && c.DataDir == "" {
 		errs = append(errs, errors.New("-data-dir is required (or use -dev for an in-memory agent)"))
 	}
 	if c.BootstrapExpect > 0 && !c.Server {

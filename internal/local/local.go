@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/configentry"
 	"github.com/peerd/peerd/internal/checks"
 	"github.com/peerd/peerd/internal/decode"
 )
@@ -579,11 +580,8 @@ func ValidateServiceName(name string) error {
 	if len(name) > 253 {
 		return fmt.Errorf("service name %q is longer than 253 characters", name)
 	}
-	for _, r := range name {
-		ok := r == '-' || r == '_' || r == '.' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')
-		if !ok {
-			return fmt.Errorf("service name %q: only letters, digits, '-', '_' and '.' are allowed", name)
-		}
+	if !configentry.ValidServiceNameChars(name) {
+		return fmt.Errorf("service name %q: only letters, digits, '-', '_' and '.' are allowed", name)
 	}
 	return nil
 }
