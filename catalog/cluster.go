@@ -119,6 +119,11 @@ type Cluster struct {
 	conns   *connPool
 	metrics *clusterMetrics
 
+	// mirror serves Watch (servers); view is what View returns: the store on
+	// a server, a copy kept in sync from a server on a client (mirror.go).
+	mirror *mirrorSource
+	view   *mirrorView
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -162,6 +167,10 @@ func New(ctx context.Context, cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	c.metrics = newClusterMetrics(c)
+	if err := c.startMirror(); err != nil {
+		c.closeAll()
+		return nil, err
+	}
 	c.wg.Add(1)
 	go func() { defer c.wg.Done(); c.joinLoop() }()
 	if cfg.Server {

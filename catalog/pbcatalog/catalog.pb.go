@@ -5,7 +5,8 @@
 // source: catalog.proto
 
 // Package peerd.catalog.v1 is the cluster-internal API between peerd nodes:
-// writes travel to the raft leader through it.
+// writes travel to the raft leader through it, and client nodes mirror the
+// replicated state through it.
 
 package pbcatalog
 
@@ -141,6 +142,120 @@ func (x *ApplyResponse) GetError() string {
 	return ""
 }
 
+type WatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRequest) Reset() {
+	*x = WatchRequest{}
+	mi := &file_catalog_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRequest) ProtoMessage() {}
+
+func (x *WatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_catalog_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
+func (*WatchRequest) Descriptor() ([]byte, []int) {
+	return file_catalog_proto_rawDescGZIP(), []int{2}
+}
+
+// WatchResponse is one chunk of a state. A state is the gzip-compressed
+// records of a peerd snapshot body (one JSON record a line, the format raft
+// snapshots use), split into chunks so that no message nears gRPC's size
+// limit. The chunks of one state are sent in order, the last one with last
+// set; a receiver applies a state only once it has all of it.
+type WatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// format names the encoding of data ("peerd-mirror/1"); a receiver
+	// refuses formats it does not know.
+	Format string `protobuf:"bytes,1,opt,name=format,proto3" json:"format,omitempty"`
+	// index is the highest raft index of the state's tables.
+	Index uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// data is the next chunk of the state.
+	Data []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// last marks the final chunk of a state.
+	Last          bool `protobuf:"varint,4,opt,name=last,proto3" json:"last,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchResponse) Reset() {
+	*x = WatchResponse{}
+	mi := &file_catalog_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchResponse) ProtoMessage() {}
+
+func (x *WatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_catalog_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
+func (*WatchResponse) Descriptor() ([]byte, []int) {
+	return file_catalog_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *WatchResponse) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *WatchResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *WatchResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *WatchResponse) GetLast() bool {
+	if x != nil {
+		return x.Last
+	}
+	return false
+}
+
 var File_catalog_proto protoreflect.FileDescriptor
 
 const file_catalog_proto_rawDesc = "" +
@@ -152,9 +267,16 @@ const file_catalog_proto_rawDesc = "" +
 	"\rApplyResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x0e\n" +
 	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error2Z\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\x0e\n" +
+	"\fWatchRequest\"e\n" +
+	"\rWatchResponse\x12\x16\n" +
+	"\x06format\x18\x01 \x01(\tR\x06format\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x12\n" +
+	"\x04last\x18\x04 \x01(\bR\x04last2\xa6\x01\n" +
 	"\x0eCatalogService\x12H\n" +
-	"\x05Apply\x12\x1e.peerd.catalog.v1.ApplyRequest\x1a\x1f.peerd.catalog.v1.ApplyResponseB*Z(github.com/peerd/peerd/catalog/pbcatalogb\x06proto3"
+	"\x05Apply\x12\x1e.peerd.catalog.v1.ApplyRequest\x1a\x1f.peerd.catalog.v1.ApplyResponse\x12J\n" +
+	"\x05Watch\x12\x1e.peerd.catalog.v1.WatchRequest\x1a\x1f.peerd.catalog.v1.WatchResponse0\x01B*Z(github.com/peerd/peerd/catalog/pbcatalogb\x06proto3"
 
 var (
 	file_catalog_proto_rawDescOnce sync.Once
@@ -168,16 +290,20 @@ func file_catalog_proto_rawDescGZIP() []byte {
 	return file_catalog_proto_rawDescData
 }
 
-var file_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_catalog_proto_goTypes = []any{
 	(*ApplyRequest)(nil),  // 0: peerd.catalog.v1.ApplyRequest
 	(*ApplyResponse)(nil), // 1: peerd.catalog.v1.ApplyResponse
+	(*WatchRequest)(nil),  // 2: peerd.catalog.v1.WatchRequest
+	(*WatchResponse)(nil), // 3: peerd.catalog.v1.WatchResponse
 }
 var file_catalog_proto_depIdxs = []int32{
 	0, // 0: peerd.catalog.v1.CatalogService.Apply:input_type -> peerd.catalog.v1.ApplyRequest
-	1, // 1: peerd.catalog.v1.CatalogService.Apply:output_type -> peerd.catalog.v1.ApplyResponse
-	1, // [1:2] is the sub-list for method output_type
-	0, // [0:1] is the sub-list for method input_type
+	2, // 1: peerd.catalog.v1.CatalogService.Watch:input_type -> peerd.catalog.v1.WatchRequest
+	1, // 2: peerd.catalog.v1.CatalogService.Apply:output_type -> peerd.catalog.v1.ApplyResponse
+	3, // 3: peerd.catalog.v1.CatalogService.Watch:output_type -> peerd.catalog.v1.WatchResponse
+	2, // [2:4] is the sub-list for method output_type
+	0, // [0:2] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name
@@ -194,7 +320,7 @@ func file_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_catalog_proto_rawDesc), len(file_catalog_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -5,7 +5,8 @@
 // source: catalog.proto
 
 // Package peerd.catalog.v1 is the cluster-internal API between peerd nodes:
-// writes travel to the raft leader through it.
+// writes travel to the raft leader through it, and client nodes mirror the
+// replicated state through it.
 
 package pbcatalog
 
@@ -23,6 +24,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	CatalogService_Apply_FullMethodName = "/peerd.catalog.v1.CatalogService/Apply"
+	CatalogService_Watch_FullMethodName = "/peerd.catalog.v1.CatalogService/Watch"
 )
 
 // CatalogServiceClient is the client API for CatalogService service.
@@ -34,6 +36,13 @@ type CatalogServiceClient interface {
 	// Apply commits one replicated write. A follower forwards it to the leader;
 	// a client node sends it to any server.
 	Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.CallOption) (*ApplyResponse, error)
+	// Watch streams the serving server's state store: all of it at once, then
+	// all of it again each time it changes (at most every 100 ms; a burst of
+	// changes is sent as one state). A follower serves its own store, so the
+	// state can lag the leader's by the raft replication lag. Private keys of
+	// the CA roots and the peering secrets are never sent. A server that knows
+	// no leader refuses with UNAVAILABLE.
+	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
 }
 
 type catalogServiceClient struct {
@@ -54,6 +63,25 @@ func (c *catalogServiceClient) Apply(ctx context.Context, in *ApplyRequest, opts
 	return out, nil
 }
 
+func (c *catalogServiceClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &CatalogService_ServiceDesc.Streams[0], CatalogService_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRequest, WatchResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CatalogService_WatchClient = grpc.ServerStreamingClient[WatchResponse]
+
 // CatalogServiceServer is the server API for CatalogService service.
 // All implementations must embed UnimplementedCatalogServiceServer
 // for forward compatibility.
@@ -63,6 +91,13 @@ type CatalogServiceServer interface {
 	// Apply commits one replicated write. A follower forwards it to the leader;
 	// a client node sends it to any server.
 	Apply(context.Context, *ApplyRequest) (*ApplyResponse, error)
+	// Watch streams the serving server's state store: all of it at once, then
+	// all of it again each time it changes (at most every 100 ms; a burst of
+	// changes is sent as one state). A follower serves its own store, so the
+	// state can lag the leader's by the raft replication lag. Private keys of
+	// the CA roots and the peering secrets are never sent. A server that knows
+	// no leader refuses with UNAVAILABLE.
+	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
 	mustEmbedUnimplementedCatalogServiceServer()
 }
 
@@ -75,6 +110,9 @@ type UnimplementedCatalogServiceServer struct{}
 
 func (UnimplementedCatalogServiceServer) Apply(context.Context, *ApplyRequest) (*ApplyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Apply not implemented")
+}
+func (UnimplementedCatalogServiceServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
+	return status.Error(codes.Unimplemented, "method Watch not implemented")
 }
 func (UnimplementedCatalogServiceServer) mustEmbedUnimplementedCatalogServiceServer() {}
 func (UnimplementedCatalogServiceServer) testEmbeddedByValue()                        {}
@@ -115,6 +153,17 @@ func _CatalogService_Apply_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CatalogService_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(CatalogServiceServer).Watch(m, &grpc.GenericServerStream[WatchRequest, WatchResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CatalogService_WatchServer = grpc.ServerStreamingServer[WatchResponse]
+
 // CatalogService_ServiceDesc is the grpc.ServiceDesc for CatalogService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -127,6 +176,12 @@ var CatalogService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _CatalogService_Apply_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Watch",
+			Handler:       _CatalogService_Watch_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "catalog.proto",
 }
