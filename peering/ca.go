@@ -1,8 +1,11 @@
 package peering
 
 import (
+	"cmp"
 	"context"
+	"crypto"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"sync"
@@ -10,9 +13,11 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
 
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/internal/identity"
+	"github.com/peerd/peerd/peering/pbpeering"
 )
 
 // metaClusterID is the catalog meta key of the cluster's ID, chosen once by
@@ -148,7 +153,15 @@ func (s *Server) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) 
 	if err != nil {
 		return nil, fmt.Errorf("peering server certificate: %w", err)
 	}
-	c.cert = &tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}
+	chain := [][]byte{leaf.Raw}
+	if root.CrossSignedPEM != "" {
+		cross, err := identity.ParseCertPEM(root.CrossSignedPEM)
+		if err != nil {
+			return nil, fmt.Errorf("peering server certificate: cross-signed root: %w", err)
+		}
+		chain = append(chain, cross.Raw)
+	}
+	c.cert = &tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf}
 	c.rootID = root.ID
 	return c.cert, nil
 }
@@ -170,4 +183,128 @@ func dialTLSConfig(caPEMs []string, serverName string) (*tls.Config, error) {
 		return nil, fmt.Errorf("peer CA: %w", err)
 	}
 	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: serverName}, nil
+}
+
+// LeafRequest asks the cluster CA for a leaf certificate (see SignLeaf).
+type LeafRequest struct {
+	// PublicKey is the leaf's key: ECDSA P-256.
+	PublicKey crypto.PublicKey
+	// ID is the SPIFFE ID; it must be in this cluster's trust domain.
+	ID       spiffeid.ID
+	DNSNames []string
+	// TTL is the requested lifetime; 0 = the CA's default.
+	TTL            time.Duration
+	Server, Client bool
+}
+
+// SignedLeaf is a signed leaf: the chain to present (the leaf, then its
+// root's cross-signed certificate when there is one, so that peers that
+// still trust only the previous root verify it) and the signing root.
+type SignedLeaf struct {
+	ChainPEM string
+	RootID   string
+}
+
+// SignLeaf signs a leaf with the active CA root. Servers sign with the key
+// they hold through raft; client nodes forward the request to a server.
+//
+// Like every call on the cluster-internal gRPC port, a forwarded request is
+// not authenticated: any node of the cluster can obtain any identity of the
+// cluster (see the README's limits).
+func (s *Server) SignLeaf(ctx context.Context, req LeafRequest) (SignedLeaf, error) {
+	if s.cfg.Cluster.Store() == nil {
+		der, err := x509.MarshalPKIXPublicKey(req.PublicKey)
+		if err != nil {
+			return SignedLeaf{}, fmt.Errorf("sign leaf %s: encode public key: %w", req.ID, err)
+		}
+		var resp *pbpeering.SignLeafResponse
+		err = s.forward(ctx, func(ctx context.Context, c pbpeering.PeeringServiceClient, opts ...grpc.CallOption) (err error) {
+			resp, err = c.SignLeaf(ctx, &pbpeering.SignLeafRequest{
+				PublicKey: der, SpiffeId: req.ID.String(), DnsNames: req.DNSNames,
+				TtlSeconds: int64(req.TTL / time.Second), Server: req.Server, Client: req.Client,
+			}, opts...)
+			return err
+		})
+		if err != nil {
+			return SignedLeaf{}, fmt.Errorf("sign leaf %s: %w", req.ID, err)
+		}
+		return SignedLeaf{ChainPEM: resp.GetChainPem(), RootID: resp.GetRootId()}, nil
+	}
+	root, _, err := s.activeRoot()
+	if err != nil {
+		return SignedLeaf{}, fmt.Errorf("sign leaf %s: %w", req.ID, err)
+	}
+	leaf, err := identity.CA{Now: s.cfg.Now}.SignLeaf(root, req.PublicKey, identity.LeafRequest{
+		ID: req.ID, DNSNames: req.DNSNames, TTL: req.TTL, Server: req.Server, Client: req.Client,
+	})
+	if err != nil {
+		return SignedLeaf{}, fmt.Errorf("sign leaf %s: %w", req.ID, err)
+	}
+	return SignedLeaf{ChainPEM: leaf + root.CrossSignedPEM, RootID: root.ID}, nil
+}
+
+// RotateCA replaces the active root with a new one of the same trust
+// domain, cross-signed by the current root. The previous root stays in the
+// trust bundle (inactive) so that leaves it signed keep verifying until they
+// are renewed; older inactive roots are dropped. It runs on the leader
+// (other nodes forward the call).
+func (s *Server) RotateCA(ctx context.Context) (string, error) {
+	if !s.cfg.Cluster.IsLeader() {
+		var resp *pbpeering.RotateCAResponse
+		err := s.forward(ctx, func(ctx context.Context, c pbpeering.PeeringServiceClient, opts ...grpc.CallOption) (err error) {
+			resp, err = c.RotateCA(ctx, &pbpeering.RotateCARequest{}, opts...)
+			return err
+		})
+		if err != nil {
+			return "", fmt.Errorf("rotate CA: %w", err)
+		}
+		return resp.GetRootId(), nil
+	}
+	old, _, err := s.activeRoot()
+	if err != nil {
+		return "", fmt.Errorf("rotate CA: %w", err)
+	}
+	td, err := spiffeid.TrustDomainFromString(old.TrustDomain)
+	if err != nil {
+		return "", fmt.Errorf("rotate CA: trust domain of the active root: %w", err)
+	}
+	ca := identity.CA{Now: s.cfg.Now}
+	next, err := ca.NewRoot(td)
+	if err != nil {
+		return "", fmt.Errorf("rotate CA: %w", err)
+	}
+	if next.CrossSignedPEM, err = ca.CrossSign(next, old); err != nil {
+		return "", fmt.Errorf("rotate CA: %w", err)
+	}
+	_, err = s.cfg.Cluster.Apply(ctx, &catalog.Command{Type: catalog.CmdCARoots, CARoots: &catalog.CARootsRequest{
+		Roots: []*catalog.CARoot{
+			{ID: next.ID, CertPEM: next.CertPEM, KeyPEM: next.KeyPEM, TrustDomain: next.TrustDomain, CrossSignedPEM: next.CrossSignedPEM, Active: true},
+			{ID: old.ID, CertPEM: old.CertPEM, KeyPEM: old.KeyPEM, TrustDomain: old.TrustDomain, CrossSignedPEM: old.CrossSignedPEM},
+		},
+	}})
+	if err != nil {
+		return "", fmt.Errorf("rotate CA: store the new root: %w", err)
+	}
+	s.log.Info("rotated the cluster CA", "trust_domain", td.Name(), "root", next.ID, "previous", old.ID)
+	return next.ID, nil
+}
+
+// CARoots returns this cluster's CA roots without their keys, the active
+// one first, for GET /v1/connect/ca/roots and the terminator's trust.
+func (s *Server) CARoots() (trustDomain string, roots []*catalog.CARoot, err error) {
+	st := s.cfg.Cluster.Store()
+	if st == nil {
+		return "", nil, errors.New("CA roots: only servers hold the cluster state")
+	}
+	_, all, err := st.CARoots(nil)
+	if err != nil {
+		return "", nil, err
+	}
+	for _, r := range all {
+		cp := *r
+		cp.KeyPEM = ""
+		roots = append(roots, &cp)
+		trustDomain = cmp.Or(trustDomain, r.TrustDomain)
+	}
+	return trustDomain, roots, nil
 }

@@ -3,6 +3,7 @@ package peering
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"maps"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/hashicorp/go-memdb"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -973,4 +975,33 @@ func infoFromProto(p *pbpeering.Peering) *PeeringInfo {
 		},
 		CreateIndex: p.GetCreateIndex(), ModifyIndex: p.GetModifyIndex(),
 	}
+}
+
+func (m managementServer) SignLeaf(ctx context.Context, req *pbpeering.SignLeafRequest) (*pbpeering.SignLeafResponse, error) {
+	pub, err := x509.ParsePKIXPublicKey(req.GetPublicKey())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "sign leaf: public key: %v", err)
+	}
+	var id spiffeid.ID
+	if req.GetSpiffeId() != "" {
+		if id, err = spiffeid.FromString(req.GetSpiffeId()); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "sign leaf: SPIFFE ID %q: %v", req.GetSpiffeId(), err)
+		}
+	}
+	leaf, err := m.s.SignLeaf(incoming(ctx), LeafRequest{
+		PublicKey: pub, ID: id, DNSNames: req.GetDnsNames(), TTL: time.Duration(req.GetTtlSeconds()) * time.Second,
+		Server: req.GetServer(), Client: req.GetClient(),
+	})
+	if err != nil {
+		return nil, toStatus(ctx, err)
+	}
+	return &pbpeering.SignLeafResponse{ChainPem: leaf.ChainPEM, RootId: leaf.RootID}, nil
+}
+
+func (m managementServer) RotateCA(ctx context.Context, _ *pbpeering.RotateCARequest) (*pbpeering.RotateCAResponse, error) {
+	id, err := m.s.RotateCA(incoming(ctx))
+	if err != nil {
+		return nil, toStatus(ctx, err)
+	}
+	return &pbpeering.RotateCAResponse{RootId: id}, nil
 }

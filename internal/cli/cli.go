@@ -114,6 +114,7 @@ Environment:
 		newConfigCommand(a),
 		newPeeringCommand(a),
 		newSnapshotCommand(a),
+		newCACommand(a),
 		newVersionCommand(),
 	)
 	return root

@@ -24,6 +24,9 @@ type Peering interface {
 	Read(ctx context.Context, name string) (*peering.PeeringInfo, error)
 	List(ctx context.Context) ([]*peering.PeeringInfo, error)
 	Delete(ctx context.Context, name string) error
+	// RotateCA makes a new active CA root, cross-signed by the current one,
+	// and returns its ID.
+	RotateCA(ctx context.Context) (string, error)
 }
 
 var _ Peering = (*peering.Server)(nil)

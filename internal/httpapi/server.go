@@ -190,6 +190,8 @@ func (s *Server) routes() {
 	s.handle("GET /v1/imported-services", s.importedServices)
 
 	// Status.
+	s.handle("GET /v1/connect/ca/roots", s.caRoots)
+	s.handle("POST /v1/connect/ca/rotate", s.caRotate)
 	s.handle("GET /v1/status/leader", s.statusLeader)
 	s.handle("GET /v1/status/peers", s.statusPeers)
 	s.handle("GET /v1/snapshot", s.snapshotSave)

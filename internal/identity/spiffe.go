@@ -210,3 +210,10 @@ func validateLabel(label string) error {
 	}
 	return nil
 }
+
+// InternalSNI is the TLS server name for a service of this cluster reached
+// through another node's gateway: "<service>.<namespace>.<dc>.internal.<td>",
+// Consul's local form.
+func InternalSNI(service, namespace, datacenter string, td spiffeid.TrustDomain) string {
+	return service + "." + namespace + "." + datacenter + ".internal." + td.Name()
+}

@@ -105,6 +105,230 @@ func (PeeringState) EnumDescriptor() ([]byte, []int) {
 	return file_peering_proto_rawDescGZIP(), []int{0}
 }
 
+type SignLeafRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// public_key is the leaf's ECDSA P-256 public key, PKIX DER.
+	PublicKey []byte `protobuf:"bytes,1,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// spiffe_id is the leaf's only URI SAN; it must be in this cluster's
+	// trust domain.
+	SpiffeId string   `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	DnsNames []string `protobuf:"bytes,3,rep,name=dns_names,json=dnsNames,proto3" json:"dns_names,omitempty"`
+	// ttl_seconds is the requested lifetime; 0 = the CA's default.
+	TtlSeconds    int64 `protobuf:"varint,4,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	Server        bool  `protobuf:"varint,5,opt,name=server,proto3" json:"server,omitempty"`
+	Client        bool  `protobuf:"varint,6,opt,name=client,proto3" json:"client,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignLeafRequest) Reset() {
+	*x = SignLeafRequest{}
+	mi := &file_peering_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignLeafRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignLeafRequest) ProtoMessage() {}
+
+func (x *SignLeafRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_peering_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignLeafRequest.ProtoReflect.Descriptor instead.
+func (*SignLeafRequest) Descriptor() ([]byte, []int) {
+	return file_peering_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *SignLeafRequest) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *SignLeafRequest) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *SignLeafRequest) GetDnsNames() []string {
+	if x != nil {
+		return x.DnsNames
+	}
+	return nil
+}
+
+func (x *SignLeafRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+func (x *SignLeafRequest) GetServer() bool {
+	if x != nil {
+		return x.Server
+	}
+	return false
+}
+
+func (x *SignLeafRequest) GetClient() bool {
+	if x != nil {
+		return x.Client
+	}
+	return false
+}
+
+type SignLeafResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// chain_pem is the leaf, then the cross-signed certificate of its root
+	// when the root has one.
+	ChainPem string `protobuf:"bytes,1,opt,name=chain_pem,json=chainPem,proto3" json:"chain_pem,omitempty"`
+	// root_id is the ID of the root that signed it.
+	RootId        string `protobuf:"bytes,2,opt,name=root_id,json=rootId,proto3" json:"root_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignLeafResponse) Reset() {
+	*x = SignLeafResponse{}
+	mi := &file_peering_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignLeafResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignLeafResponse) ProtoMessage() {}
+
+func (x *SignLeafResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_peering_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignLeafResponse.ProtoReflect.Descriptor instead.
+func (*SignLeafResponse) Descriptor() ([]byte, []int) {
+	return file_peering_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SignLeafResponse) GetChainPem() string {
+	if x != nil {
+		return x.ChainPem
+	}
+	return ""
+}
+
+func (x *SignLeafResponse) GetRootId() string {
+	if x != nil {
+		return x.RootId
+	}
+	return ""
+}
+
+type RotateCARequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateCARequest) Reset() {
+	*x = RotateCARequest{}
+	mi := &file_peering_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateCARequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateCARequest) ProtoMessage() {}
+
+func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
+	mi := &file_peering_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
+func (*RotateCARequest) Descriptor() ([]byte, []int) {
+	return file_peering_proto_rawDescGZIP(), []int{2}
+}
+
+type RotateCAResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// root_id is the new active root's ID.
+	RootId        string `protobuf:"bytes,1,opt,name=root_id,json=rootId,proto3" json:"root_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateCAResponse) Reset() {
+	*x = RotateCAResponse{}
+	mi := &file_peering_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateCAResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateCAResponse) ProtoMessage() {}
+
+func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_peering_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
+func (*RotateCAResponse) Descriptor() ([]byte, []int) {
+	return file_peering_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RotateCAResponse) GetRootId() string {
+	if x != nil {
+		return x.RootId
+	}
+	return ""
+}
+
 // Peering is one side's record of a peering, as GET /v1/peering/:name
 // returns it.
 type Peering struct {
@@ -158,7 +382,7 @@ type Peering struct {
 
 func (x *Peering) Reset() {
 	*x = Peering{}
-	mi := &file_peering_proto_msgTypes[0]
+	mi := &file_peering_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -170,7 +394,7 @@ func (x *Peering) String() string {
 func (*Peering) ProtoMessage() {}
 
 func (x *Peering) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[0]
+	mi := &file_peering_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -183,7 +407,7 @@ func (x *Peering) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peering.ProtoReflect.Descriptor instead.
 func (*Peering) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{0}
+	return file_peering_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Peering) GetId() string {
@@ -330,7 +554,7 @@ type Remote struct {
 
 func (x *Remote) Reset() {
 	*x = Remote{}
-	mi := &file_peering_proto_msgTypes[1]
+	mi := &file_peering_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -342,7 +566,7 @@ func (x *Remote) String() string {
 func (*Remote) ProtoMessage() {}
 
 func (x *Remote) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[1]
+	mi := &file_peering_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -355,7 +579,7 @@ func (x *Remote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Remote.ProtoReflect.Descriptor instead.
 func (*Remote) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{1}
+	return file_peering_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Remote) GetPartition() string {
@@ -403,7 +627,7 @@ type StreamStatus struct {
 
 func (x *StreamStatus) Reset() {
 	*x = StreamStatus{}
-	mi := &file_peering_proto_msgTypes[2]
+	mi := &file_peering_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -415,7 +639,7 @@ func (x *StreamStatus) String() string {
 func (*StreamStatus) ProtoMessage() {}
 
 func (x *StreamStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[2]
+	mi := &file_peering_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -428,7 +652,7 @@ func (x *StreamStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamStatus.ProtoReflect.Descriptor instead.
 func (*StreamStatus) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{2}
+	return file_peering_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StreamStatus) GetImportedServices() []string {
@@ -520,7 +744,7 @@ type PeeringTrustBundle struct {
 
 func (x *PeeringTrustBundle) Reset() {
 	*x = PeeringTrustBundle{}
-	mi := &file_peering_proto_msgTypes[3]
+	mi := &file_peering_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +756,7 @@ func (x *PeeringTrustBundle) String() string {
 func (*PeeringTrustBundle) ProtoMessage() {}
 
 func (x *PeeringTrustBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[3]
+	mi := &file_peering_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +769,7 @@ func (x *PeeringTrustBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeeringTrustBundle.ProtoReflect.Descriptor instead.
 func (*PeeringTrustBundle) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{3}
+	return file_peering_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PeeringTrustBundle) GetTrustDomain() string {
@@ -608,7 +832,7 @@ type GenerateTokenRequest struct {
 
 func (x *GenerateTokenRequest) Reset() {
 	*x = GenerateTokenRequest{}
-	mi := &file_peering_proto_msgTypes[4]
+	mi := &file_peering_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -620,7 +844,7 @@ func (x *GenerateTokenRequest) String() string {
 func (*GenerateTokenRequest) ProtoMessage() {}
 
 func (x *GenerateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[4]
+	mi := &file_peering_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -633,7 +857,7 @@ func (x *GenerateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateTokenRequest.ProtoReflect.Descriptor instead.
 func (*GenerateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{4}
+	return file_peering_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GenerateTokenRequest) GetPeerName() string {
@@ -674,7 +898,7 @@ type GenerateTokenResponse struct {
 
 func (x *GenerateTokenResponse) Reset() {
 	*x = GenerateTokenResponse{}
-	mi := &file_peering_proto_msgTypes[5]
+	mi := &file_peering_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -686,7 +910,7 @@ func (x *GenerateTokenResponse) String() string {
 func (*GenerateTokenResponse) ProtoMessage() {}
 
 func (x *GenerateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[5]
+	mi := &file_peering_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -699,7 +923,7 @@ func (x *GenerateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateTokenResponse.ProtoReflect.Descriptor instead.
 func (*GenerateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{5}
+	return file_peering_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GenerateTokenResponse) GetPeeringToken() string {
@@ -721,7 +945,7 @@ type EstablishRequest struct {
 
 func (x *EstablishRequest) Reset() {
 	*x = EstablishRequest{}
-	mi := &file_peering_proto_msgTypes[6]
+	mi := &file_peering_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -733,7 +957,7 @@ func (x *EstablishRequest) String() string {
 func (*EstablishRequest) ProtoMessage() {}
 
 func (x *EstablishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[6]
+	mi := &file_peering_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -746,7 +970,7 @@ func (x *EstablishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EstablishRequest.ProtoReflect.Descriptor instead.
 func (*EstablishRequest) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{6}
+	return file_peering_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *EstablishRequest) GetPeerName() string {
@@ -778,7 +1002,7 @@ type EstablishResponse struct {
 
 func (x *EstablishResponse) Reset() {
 	*x = EstablishResponse{}
-	mi := &file_peering_proto_msgTypes[7]
+	mi := &file_peering_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -790,7 +1014,7 @@ func (x *EstablishResponse) String() string {
 func (*EstablishResponse) ProtoMessage() {}
 
 func (x *EstablishResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[7]
+	mi := &file_peering_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -803,7 +1027,7 @@ func (x *EstablishResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EstablishResponse.ProtoReflect.Descriptor instead.
 func (*EstablishResponse) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{7}
+	return file_peering_proto_rawDescGZIP(), []int{11}
 }
 
 type PeeringReadRequest struct {
@@ -815,7 +1039,7 @@ type PeeringReadRequest struct {
 
 func (x *PeeringReadRequest) Reset() {
 	*x = PeeringReadRequest{}
-	mi := &file_peering_proto_msgTypes[8]
+	mi := &file_peering_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -827,7 +1051,7 @@ func (x *PeeringReadRequest) String() string {
 func (*PeeringReadRequest) ProtoMessage() {}
 
 func (x *PeeringReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[8]
+	mi := &file_peering_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -840,7 +1064,7 @@ func (x *PeeringReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeeringReadRequest.ProtoReflect.Descriptor instead.
 func (*PeeringReadRequest) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{8}
+	return file_peering_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PeeringReadRequest) GetName() string {
@@ -862,7 +1086,7 @@ type PeeringReadResponse struct {
 
 func (x *PeeringReadResponse) Reset() {
 	*x = PeeringReadResponse{}
-	mi := &file_peering_proto_msgTypes[9]
+	mi := &file_peering_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +1098,7 @@ func (x *PeeringReadResponse) String() string {
 func (*PeeringReadResponse) ProtoMessage() {}
 
 func (x *PeeringReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[9]
+	mi := &file_peering_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +1111,7 @@ func (x *PeeringReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeeringReadResponse.ProtoReflect.Descriptor instead.
 func (*PeeringReadResponse) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{9}
+	return file_peering_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PeeringReadResponse) GetPeering() *Peering {
@@ -912,7 +1136,7 @@ type PeeringListRequest struct {
 
 func (x *PeeringListRequest) Reset() {
 	*x = PeeringListRequest{}
-	mi := &file_peering_proto_msgTypes[10]
+	mi := &file_peering_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -924,7 +1148,7 @@ func (x *PeeringListRequest) String() string {
 func (*PeeringListRequest) ProtoMessage() {}
 
 func (x *PeeringListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[10]
+	mi := &file_peering_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -937,7 +1161,7 @@ func (x *PeeringListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeeringListRequest.ProtoReflect.Descriptor instead.
 func (*PeeringListRequest) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{10}
+	return file_peering_proto_rawDescGZIP(), []int{14}
 }
 
 type PeeringListResponse struct {
@@ -951,7 +1175,7 @@ type PeeringListResponse struct {
 
 func (x *PeeringListResponse) Reset() {
 	*x = PeeringListResponse{}
-	mi := &file_peering_proto_msgTypes[11]
+	mi := &file_peering_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1187,7 @@ func (x *PeeringListResponse) String() string {
 func (*PeeringListResponse) ProtoMessage() {}
 
 func (x *PeeringListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[11]
+	mi := &file_peering_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1200,7 @@ func (x *PeeringListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeeringListResponse.ProtoReflect.Descriptor instead.
 func (*PeeringListResponse) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{11}
+	return file_peering_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PeeringListResponse) GetPeerings() []*Peering {
@@ -1002,7 +1226,7 @@ type PeeringDeleteRequest struct {
 
 func (x *PeeringDeleteRequest) Reset() {
 	*x = PeeringDeleteRequest{}
-	mi := &file_peering_proto_msgTypes[12]
+	mi := &file_peering_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1014,7 +1238,7 @@ func (x *PeeringDeleteRequest) String() string {
 func (*PeeringDeleteRequest) ProtoMessage() {}
 
 func (x *PeeringDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[12]
+	mi := &file_peering_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1027,7 +1251,7 @@ func (x *PeeringDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeeringDeleteRequest.ProtoReflect.Descriptor instead.
 func (*PeeringDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{12}
+	return file_peering_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PeeringDeleteRequest) GetName() string {
@@ -1045,7 +1269,7 @@ type PeeringDeleteResponse struct {
 
 func (x *PeeringDeleteResponse) Reset() {
 	*x = PeeringDeleteResponse{}
-	mi := &file_peering_proto_msgTypes[13]
+	mi := &file_peering_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1281,7 @@ func (x *PeeringDeleteResponse) String() string {
 func (*PeeringDeleteResponse) ProtoMessage() {}
 
 func (x *PeeringDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[13]
+	mi := &file_peering_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1294,7 @@ func (x *PeeringDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeeringDeleteResponse.ProtoReflect.Descriptor instead.
 func (*PeeringDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{13}
+	return file_peering_proto_rawDescGZIP(), []int{17}
 }
 
 type TrustBundleReadRequest struct {
@@ -1083,7 +1307,7 @@ type TrustBundleReadRequest struct {
 
 func (x *TrustBundleReadRequest) Reset() {
 	*x = TrustBundleReadRequest{}
-	mi := &file_peering_proto_msgTypes[14]
+	mi := &file_peering_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1095,7 +1319,7 @@ func (x *TrustBundleReadRequest) String() string {
 func (*TrustBundleReadRequest) ProtoMessage() {}
 
 func (x *TrustBundleReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[14]
+	mi := &file_peering_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1108,7 +1332,7 @@ func (x *TrustBundleReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustBundleReadRequest.ProtoReflect.Descriptor instead.
 func (*TrustBundleReadRequest) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{14}
+	return file_peering_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TrustBundleReadRequest) GetName() string {
@@ -1129,7 +1353,7 @@ type TrustBundleReadResponse struct {
 
 func (x *TrustBundleReadResponse) Reset() {
 	*x = TrustBundleReadResponse{}
-	mi := &file_peering_proto_msgTypes[15]
+	mi := &file_peering_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1141,7 +1365,7 @@ func (x *TrustBundleReadResponse) String() string {
 func (*TrustBundleReadResponse) ProtoMessage() {}
 
 func (x *TrustBundleReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[15]
+	mi := &file_peering_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1154,7 +1378,7 @@ func (x *TrustBundleReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustBundleReadResponse.ProtoReflect.Descriptor instead.
 func (*TrustBundleReadResponse) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{15}
+	return file_peering_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TrustBundleReadResponse) GetBundle() *PeeringTrustBundle {
@@ -1175,7 +1399,22 @@ var File_peering_proto protoreflect.FileDescriptor
 
 const file_peering_proto_rawDesc = "" +
 	"\n" +
-	"\rpeering.proto\x12\x10peerd.peering.v1\"\xeb\x06\n" +
+	"\rpeering.proto\x12\x10peerd.peering.v1\"\xbb\x01\n" +
+	"\x0fSignLeafRequest\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x01 \x01(\fR\tpublicKey\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1b\n" +
+	"\tdns_names\x18\x03 \x03(\tR\bdnsNames\x12\x1f\n" +
+	"\vttl_seconds\x18\x04 \x01(\x03R\n" +
+	"ttlSeconds\x12\x16\n" +
+	"\x06server\x18\x05 \x01(\bR\x06server\x12\x16\n" +
+	"\x06client\x18\x06 \x01(\bR\x06client\"H\n" +
+	"\x10SignLeafResponse\x12\x1b\n" +
+	"\tchain_pem\x18\x01 \x01(\tR\bchainPem\x12\x17\n" +
+	"\aroot_id\x18\x02 \x01(\tR\x06rootId\"\x11\n" +
+	"\x0fRotateCARequest\"+\n" +
+	"\x10RotateCAResponse\x12\x17\n" +
+	"\aroot_id\x18\x01 \x01(\tR\x06rootId\"\xeb\x06\n" +
 	"\aPeering\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
@@ -1271,14 +1510,16 @@ const file_peering_proto_rawDesc = "" +
 	"\x14PEERING_STATE_ACTIVE\x10\x03\x12\x19\n" +
 	"\x15PEERING_STATE_FAILING\x10\x04\x12\x1a\n" +
 	"\x16PEERING_STATE_DELETING\x10\x05\x12\x1c\n" +
-	"\x18PEERING_STATE_TERMINATED\x10\x062\xca\x04\n" +
+	"\x18PEERING_STATE_TERMINATED\x10\x062\xf0\x05\n" +
 	"\x0ePeeringService\x12`\n" +
 	"\rGenerateToken\x12&.peerd.peering.v1.GenerateTokenRequest\x1a'.peerd.peering.v1.GenerateTokenResponse\x12T\n" +
 	"\tEstablish\x12\".peerd.peering.v1.EstablishRequest\x1a#.peerd.peering.v1.EstablishResponse\x12Z\n" +
 	"\vPeeringRead\x12$.peerd.peering.v1.PeeringReadRequest\x1a%.peerd.peering.v1.PeeringReadResponse\x12Z\n" +
 	"\vPeeringList\x12$.peerd.peering.v1.PeeringListRequest\x1a%.peerd.peering.v1.PeeringListResponse\x12`\n" +
 	"\rPeeringDelete\x12&.peerd.peering.v1.PeeringDeleteRequest\x1a'.peerd.peering.v1.PeeringDeleteResponse\x12f\n" +
-	"\x0fTrustBundleRead\x12(.peerd.peering.v1.TrustBundleReadRequest\x1a).peerd.peering.v1.TrustBundleReadResponseB*Z(github.com/peerd/peerd/peering/pbpeeringb\x06proto3"
+	"\x0fTrustBundleRead\x12(.peerd.peering.v1.TrustBundleReadRequest\x1a).peerd.peering.v1.TrustBundleReadResponse\x12Q\n" +
+	"\bSignLeaf\x12!.peerd.peering.v1.SignLeafRequest\x1a\".peerd.peering.v1.SignLeafResponse\x12Q\n" +
+	"\bRotateCA\x12!.peerd.peering.v1.RotateCARequest\x1a\".peerd.peering.v1.RotateCAResponseB*Z(github.com/peerd/peerd/peering/pbpeeringb\x06proto3"
 
 var (
 	file_peering_proto_rawDescOnce sync.Once
@@ -1293,53 +1534,61 @@ func file_peering_proto_rawDescGZIP() []byte {
 }
 
 var file_peering_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_peering_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_peering_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_peering_proto_goTypes = []any{
 	(PeeringState)(0),               // 0: peerd.peering.v1.PeeringState
-	(*Peering)(nil),                 // 1: peerd.peering.v1.Peering
-	(*Remote)(nil),                  // 2: peerd.peering.v1.Remote
-	(*StreamStatus)(nil),            // 3: peerd.peering.v1.StreamStatus
-	(*PeeringTrustBundle)(nil),      // 4: peerd.peering.v1.PeeringTrustBundle
-	(*GenerateTokenRequest)(nil),    // 5: peerd.peering.v1.GenerateTokenRequest
-	(*GenerateTokenResponse)(nil),   // 6: peerd.peering.v1.GenerateTokenResponse
-	(*EstablishRequest)(nil),        // 7: peerd.peering.v1.EstablishRequest
-	(*EstablishResponse)(nil),       // 8: peerd.peering.v1.EstablishResponse
-	(*PeeringReadRequest)(nil),      // 9: peerd.peering.v1.PeeringReadRequest
-	(*PeeringReadResponse)(nil),     // 10: peerd.peering.v1.PeeringReadResponse
-	(*PeeringListRequest)(nil),      // 11: peerd.peering.v1.PeeringListRequest
-	(*PeeringListResponse)(nil),     // 12: peerd.peering.v1.PeeringListResponse
-	(*PeeringDeleteRequest)(nil),    // 13: peerd.peering.v1.PeeringDeleteRequest
-	(*PeeringDeleteResponse)(nil),   // 14: peerd.peering.v1.PeeringDeleteResponse
-	(*TrustBundleReadRequest)(nil),  // 15: peerd.peering.v1.TrustBundleReadRequest
-	(*TrustBundleReadResponse)(nil), // 16: peerd.peering.v1.TrustBundleReadResponse
-	nil,                             // 17: peerd.peering.v1.Peering.MetaEntry
-	nil,                             // 18: peerd.peering.v1.GenerateTokenRequest.MetaEntry
-	nil,                             // 19: peerd.peering.v1.EstablishRequest.MetaEntry
+	(*SignLeafRequest)(nil),         // 1: peerd.peering.v1.SignLeafRequest
+	(*SignLeafResponse)(nil),        // 2: peerd.peering.v1.SignLeafResponse
+	(*RotateCARequest)(nil),         // 3: peerd.peering.v1.RotateCARequest
+	(*RotateCAResponse)(nil),        // 4: peerd.peering.v1.RotateCAResponse
+	(*Peering)(nil),                 // 5: peerd.peering.v1.Peering
+	(*Remote)(nil),                  // 6: peerd.peering.v1.Remote
+	(*StreamStatus)(nil),            // 7: peerd.peering.v1.StreamStatus
+	(*PeeringTrustBundle)(nil),      // 8: peerd.peering.v1.PeeringTrustBundle
+	(*GenerateTokenRequest)(nil),    // 9: peerd.peering.v1.GenerateTokenRequest
+	(*GenerateTokenResponse)(nil),   // 10: peerd.peering.v1.GenerateTokenResponse
+	(*EstablishRequest)(nil),        // 11: peerd.peering.v1.EstablishRequest
+	(*EstablishResponse)(nil),       // 12: peerd.peering.v1.EstablishResponse
+	(*PeeringReadRequest)(nil),      // 13: peerd.peering.v1.PeeringReadRequest
+	(*PeeringReadResponse)(nil),     // 14: peerd.peering.v1.PeeringReadResponse
+	(*PeeringListRequest)(nil),      // 15: peerd.peering.v1.PeeringListRequest
+	(*PeeringListResponse)(nil),     // 16: peerd.peering.v1.PeeringListResponse
+	(*PeeringDeleteRequest)(nil),    // 17: peerd.peering.v1.PeeringDeleteRequest
+	(*PeeringDeleteResponse)(nil),   // 18: peerd.peering.v1.PeeringDeleteResponse
+	(*TrustBundleReadRequest)(nil),  // 19: peerd.peering.v1.TrustBundleReadRequest
+	(*TrustBundleReadResponse)(nil), // 20: peerd.peering.v1.TrustBundleReadResponse
+	nil,                             // 21: peerd.peering.v1.Peering.MetaEntry
+	nil,                             // 22: peerd.peering.v1.GenerateTokenRequest.MetaEntry
+	nil,                             // 23: peerd.peering.v1.EstablishRequest.MetaEntry
 }
 var file_peering_proto_depIdxs = []int32{
-	17, // 0: peerd.peering.v1.Peering.meta:type_name -> peerd.peering.v1.Peering.MetaEntry
+	21, // 0: peerd.peering.v1.Peering.meta:type_name -> peerd.peering.v1.Peering.MetaEntry
 	0,  // 1: peerd.peering.v1.Peering.state:type_name -> peerd.peering.v1.PeeringState
-	2,  // 2: peerd.peering.v1.Peering.remote:type_name -> peerd.peering.v1.Remote
-	3,  // 3: peerd.peering.v1.Peering.stream_status:type_name -> peerd.peering.v1.StreamStatus
-	18, // 4: peerd.peering.v1.GenerateTokenRequest.meta:type_name -> peerd.peering.v1.GenerateTokenRequest.MetaEntry
-	19, // 5: peerd.peering.v1.EstablishRequest.meta:type_name -> peerd.peering.v1.EstablishRequest.MetaEntry
-	1,  // 6: peerd.peering.v1.PeeringReadResponse.peering:type_name -> peerd.peering.v1.Peering
-	1,  // 7: peerd.peering.v1.PeeringListResponse.peerings:type_name -> peerd.peering.v1.Peering
-	4,  // 8: peerd.peering.v1.TrustBundleReadResponse.bundle:type_name -> peerd.peering.v1.PeeringTrustBundle
-	5,  // 9: peerd.peering.v1.PeeringService.GenerateToken:input_type -> peerd.peering.v1.GenerateTokenRequest
-	7,  // 10: peerd.peering.v1.PeeringService.Establish:input_type -> peerd.peering.v1.EstablishRequest
-	9,  // 11: peerd.peering.v1.PeeringService.PeeringRead:input_type -> peerd.peering.v1.PeeringReadRequest
-	11, // 12: peerd.peering.v1.PeeringService.PeeringList:input_type -> peerd.peering.v1.PeeringListRequest
-	13, // 13: peerd.peering.v1.PeeringService.PeeringDelete:input_type -> peerd.peering.v1.PeeringDeleteRequest
-	15, // 14: peerd.peering.v1.PeeringService.TrustBundleRead:input_type -> peerd.peering.v1.TrustBundleReadRequest
-	6,  // 15: peerd.peering.v1.PeeringService.GenerateToken:output_type -> peerd.peering.v1.GenerateTokenResponse
-	8,  // 16: peerd.peering.v1.PeeringService.Establish:output_type -> peerd.peering.v1.EstablishResponse
-	10, // 17: peerd.peering.v1.PeeringService.PeeringRead:output_type -> peerd.peering.v1.PeeringReadResponse
-	12, // 18: peerd.peering.v1.PeeringService.PeeringList:output_type -> peerd.peering.v1.PeeringListResponse
-	14, // 19: peerd.peering.v1.PeeringService.PeeringDelete:output_type -> peerd.peering.v1.PeeringDeleteResponse
-	16, // 20: peerd.peering.v1.PeeringService.TrustBundleRead:output_type -> peerd.peering.v1.TrustBundleReadResponse
-	15, // [15:21] is the sub-list for method output_type
-	9,  // [9:15] is the sub-list for method input_type
+	6,  // 2: peerd.peering.v1.Peering.remote:type_name -> peerd.peering.v1.Remote
+	7,  // 3: peerd.peering.v1.Peering.stream_status:type_name -> peerd.peering.v1.StreamStatus
+	22, // 4: peerd.peering.v1.GenerateTokenRequest.meta:type_name -> peerd.peering.v1.GenerateTokenRequest.MetaEntry
+	23, // 5: peerd.peering.v1.EstablishRequest.meta:type_name -> peerd.peering.v1.EstablishRequest.MetaEntry
+	5,  // 6: peerd.peering.v1.PeeringReadResponse.peering:type_name -> peerd.peering.v1.Peering
+	5,  // 7: peerd.peering.v1.PeeringListResponse.peerings:type_name -> peerd.peering.v1.Peering
+	8,  // 8: peerd.peering.v1.TrustBundleReadResponse.bundle:type_name -> peerd.peering.v1.PeeringTrustBundle
+	9,  // 9: peerd.peering.v1.PeeringService.GenerateToken:input_type -> peerd.peering.v1.GenerateTokenRequest
+	11, // 10: peerd.peering.v1.PeeringService.Establish:input_type -> peerd.peering.v1.EstablishRequest
+	13, // 11: peerd.peering.v1.PeeringService.PeeringRead:input_type -> peerd.peering.v1.PeeringReadRequest
+	15, // 12: peerd.peering.v1.PeeringService.PeeringList:input_type -> peerd.peering.v1.PeeringListRequest
+	17, // 13: peerd.peering.v1.PeeringService.PeeringDelete:input_type -> peerd.peering.v1.PeeringDeleteRequest
+	19, // 14: peerd.peering.v1.PeeringService.TrustBundleRead:input_type -> peerd.peering.v1.TrustBundleReadRequest
+	1,  // 15: peerd.peering.v1.PeeringService.SignLeaf:input_type -> peerd.peering.v1.SignLeafRequest
+	3,  // 16: peerd.peering.v1.PeeringService.RotateCA:input_type -> peerd.peering.v1.RotateCARequest
+	10, // 17: peerd.peering.v1.PeeringService.GenerateToken:output_type -> peerd.peering.v1.GenerateTokenResponse
+	12, // 18: peerd.peering.v1.PeeringService.Establish:output_type -> peerd.peering.v1.EstablishResponse
+	14, // 19: peerd.peering.v1.PeeringService.PeeringRead:output_type -> peerd.peering.v1.PeeringReadResponse
+	16, // 20: peerd.peering.v1.PeeringService.PeeringList:output_type -> peerd.peering.v1.PeeringListResponse
+	18, // 21: peerd.peering.v1.PeeringService.PeeringDelete:output_type -> peerd.peering.v1.PeeringDeleteResponse
+	20, // 22: peerd.peering.v1.PeeringService.TrustBundleRead:output_type -> peerd.peering.v1.TrustBundleReadResponse
+	2,  // 23: peerd.peering.v1.PeeringService.SignLeaf:output_type -> peerd.peering.v1.SignLeafResponse
+	4,  // 24: peerd.peering.v1.PeeringService.RotateCA:output_type -> peerd.peering.v1.RotateCAResponse
+	17, // [17:25] is the sub-list for method output_type
+	9,  // [9:17] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name
@@ -1356,7 +1605,7 @@ func file_peering_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_peering_proto_rawDesc), len(file_peering_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

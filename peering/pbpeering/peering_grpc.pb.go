@@ -34,6 +34,8 @@ const (
 	PeeringService_PeeringList_FullMethodName     = "/peerd.peering.v1.PeeringService/PeeringList"
 	PeeringService_PeeringDelete_FullMethodName   = "/peerd.peering.v1.PeeringService/PeeringDelete"
 	PeeringService_TrustBundleRead_FullMethodName = "/peerd.peering.v1.PeeringService/TrustBundleRead"
+	PeeringService_SignLeaf_FullMethodName        = "/peerd.peering.v1.PeeringService/SignLeaf"
+	PeeringService_RotateCA_FullMethodName        = "/peerd.peering.v1.PeeringService/RotateCA"
 )
 
 // PeeringServiceClient is the client API for PeeringService service.
@@ -67,6 +69,13 @@ type PeeringServiceClient interface {
 	PeeringDelete(ctx context.Context, in *PeeringDeleteRequest, opts ...grpc.CallOption) (*PeeringDeleteResponse, error)
 	// TrustBundleRead returns the CA roots a peer has replicated to us.
 	TrustBundleRead(ctx context.Context, in *TrustBundleReadRequest, opts ...grpc.CallOption) (*TrustBundleReadResponse, error)
+	// SignLeaf signs a workload or gateway leaf certificate with the cluster's
+	// active CA root. Client nodes, which do not hold the CA key, call it on a
+	// server for the services registered on them.
+	SignLeaf(ctx context.Context, in *SignLeafRequest, opts ...grpc.CallOption) (*SignLeafResponse, error)
+	// RotateCA makes a new active CA root, cross-signed by the current one so
+	// that leaves signed by either verify against either.
+	RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (*RotateCAResponse, error)
 }
 
 type peeringServiceClient struct {
@@ -137,6 +146,26 @@ func (c *peeringServiceClient) TrustBundleRead(ctx context.Context, in *TrustBun
 	return out, nil
 }
 
+func (c *peeringServiceClient) SignLeaf(ctx context.Context, in *SignLeafRequest, opts ...grpc.CallOption) (*SignLeafResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SignLeafResponse)
+	err := c.cc.Invoke(ctx, PeeringService_SignLeaf_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peeringServiceClient) RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (*RotateCAResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateCAResponse)
+	err := c.cc.Invoke(ctx, PeeringService_RotateCA_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeeringServiceServer is the server API for PeeringService service.
 // All implementations must embed UnimplementedPeeringServiceServer
 // for forward compatibility.
@@ -168,6 +197,13 @@ type PeeringServiceServer interface {
 	PeeringDelete(context.Context, *PeeringDeleteRequest) (*PeeringDeleteResponse, error)
 	// TrustBundleRead returns the CA roots a peer has replicated to us.
 	TrustBundleRead(context.Context, *TrustBundleReadRequest) (*TrustBundleReadResponse, error)
+	// SignLeaf signs a workload or gateway leaf certificate with the cluster's
+	// active CA root. Client nodes, which do not hold the CA key, call it on a
+	// server for the services registered on them.
+	SignLeaf(context.Context, *SignLeafRequest) (*SignLeafResponse, error)
+	// RotateCA makes a new active CA root, cross-signed by the current one so
+	// that leaves signed by either verify against either.
+	RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error)
 	mustEmbedUnimplementedPeeringServiceServer()
 }
 
@@ -195,6 +231,12 @@ func (UnimplementedPeeringServiceServer) PeeringDelete(context.Context, *Peering
 }
 func (UnimplementedPeeringServiceServer) TrustBundleRead(context.Context, *TrustBundleReadRequest) (*TrustBundleReadResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TrustBundleRead not implemented")
+}
+func (UnimplementedPeeringServiceServer) SignLeaf(context.Context, *SignLeafRequest) (*SignLeafResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SignLeaf not implemented")
+}
+func (UnimplementedPeeringServiceServer) RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateCA not implemented")
 }
 func (UnimplementedPeeringServiceServer) mustEmbedUnimplementedPeeringServiceServer() {}
 func (UnimplementedPeeringServiceServer) testEmbeddedByValue()                        {}
@@ -325,6 +367,42 @@ func _PeeringService_TrustBundleRead_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PeeringService_SignLeaf_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignLeafRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeeringServiceServer).SignLeaf(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PeeringService_SignLeaf_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeeringServiceServer).SignLeaf(ctx, req.(*SignLeafRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PeeringService_RotateCA_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateCARequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeeringServiceServer).RotateCA(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PeeringService_RotateCA_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeeringServiceServer).RotateCA(ctx, req.(*RotateCARequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PeeringService_ServiceDesc is the grpc.ServiceDesc for PeeringService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -355,6 +433,14 @@ var PeeringService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TrustBundleRead",
 			Handler:    _PeeringService_TrustBundleRead_Handler,
+		},
+		{
+			MethodName: "SignLeaf",
+			Handler:    _PeeringService_SignLeaf_Handler,
+		},
+		{
+			MethodName: "RotateCA",
+			Handler:    _PeeringService_RotateCA_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

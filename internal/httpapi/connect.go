@@ -1,0 +1,89 @@
+package httpapi
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/peerd/peerd/internal/identity"
+)
+
+// caRootJSON is one root of GET /v1/connect/ca/roots (api.CARoot).
+type caRootJSON struct {
+	ID                string
+	Name              string
+	SerialNumber      uint64
+	SigningKeyID      string
+	NotBefore         time.Time
+	NotAfter          time.Time
+	RootCert          string
+	IntermediateCerts []string `json:",omitempty"`
+	Active            bool
+	PrivateKeyType    string
+	PrivateKeyBits    int
+	CreateIndex       uint64
+	ModifyIndex       uint64
+}
+
+// caRootListJSON is the body of GET /v1/connect/ca/roots (api.CARootList).
+type caRootListJSON struct {
+	ActiveRootID string
+	TrustDomain  string
+	Roots        []caRootJSON
+}
+
+// caRoots is GET /v1/connect/ca/roots: this cluster's CA roots, without
+// keys, the active one first. Client nodes answer from their mirrored view.
+func (s *Server) caRoots(w http.ResponseWriter, r *http.Request) (any, error) {
+	idx, roots, err := s.cluster.View().CARoots(nil)
+	if err != nil {
+		return nil, err
+	}
+	out := caRootListJSON{Roots: []caRootJSON{}}
+	for _, root := range roots {
+		cr := caRootJSON{ID: root.ID, Name: "peerd CA " + shortID(root.ID), RootCert: root.CertPEM, Active: root.Active,
+			SigningKeyID: root.ID, PrivateKeyType: "ec", PrivateKeyBits: 256,
+			CreateIndex: root.CreateIndex, ModifyIndex: root.ModifyIndex}
+		if cert, err := identity.ParseCertPEM(root.CertPEM); err == nil {
+			cr.NotBefore, cr.NotAfter = cert.NotBefore.UTC(), cert.NotAfter.UTC()
+			if cert.SerialNumber.IsUint64() {
+				cr.SerialNumber = cert.SerialNumber.Uint64()
+			}
+		}
+		if root.CrossSignedPEM != "" {
+			cr.IntermediateCerts = []string{root.CrossSignedPEM}
+		}
+		if root.Active {
+			out.ActiveRootID, out.TrustDomain = root.ID, root.TrustDomain
+		}
+		out.Roots = append(out.Roots, cr)
+	}
+	s.setMeta(w, max(idx, 1))
+	return out, nil
+}
+
+func shortID(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
+
+type caRotateResponse struct {
+	ActiveRootID string
+}
+
+// caRotate is POST /v1/connect/ca/rotate (peerd's; Consul rotates through
+// PUT /v1/connect/ca/configuration): a new root, cross-signed by the
+// current one. Leaves are renewed by every node's terminator within
+// seconds; the new roots reach peers with the trust bundle.
+func (s *Server) caRotate(w http.ResponseWriter, r *http.Request) (any, error) {
+	p, err := s.peeringController()
+	if err != nil {
+		return nil, err
+	}
+	id, err := p.RotateCA(r.Context())
+	if err != nil {
+		return nil, peeringError(err)
+	}
+	return caRotateResponse{ActiveRootID: id}, nil
+}
