@@ -246,6 +246,7 @@ func startCluster(b *testing.B, timing catalog.Timing) []*agent.Agent {
 		cfg.DataDir = b.TempDir()
 		cfg.BindAddr = "127.0.0.1"
 		cfg.HTTPAddr, cfg.GRPCAddr, cfg.GRPCTLSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+		cfg.GatewayAddr = "127.0.0.1:0"
 		cfg.SerfLANPort, cfg.ServerPort = 0, 0
 		if i > 0 {
 			cfg.RetryJoin = []string{servers[0].Cluster().GossipAddr()}

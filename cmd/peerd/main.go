@@ -122,6 +122,10 @@ func parseAgentFlags(args []string, stderr io.Writer) (agent.Config, error) {
 	fs.StringVar(&f.HTTPAddr, "http-addr", def.HTTPAddr, "HTTP API address host:port (port 0 = free port)")
 	fs.StringVar(&f.GRPCAddr, "grpc-addr", def.GRPCAddr, "internal gRPC address host:port (port 0 = free port)")
 	fs.StringVar(&f.GRPCTLSAddr, "grpc-tls-addr", def.GRPCTLSAddr, "TLS gRPC address peers dial for the peering stream (servers; port 0 = free port)")
+	fs.StringVar(&f.GatewayAddr, "gateway-addr", def.GatewayAddr, "the node's mTLS gateway for peers and other nodes, host:port (port 0 = free port; \"\" = none)")
+	fs.IntVar(&f.ProxyMark, "proxy-mark", def.ProxyMark, "SO_MARK of the terminator's sockets, so the eBPF layer skips them (0 = none; needs CAP_NET_ADMIN)")
+	fs.DurationVar(&f.LeafTTL, "leaf-ttl", def.LeafTTL, "lifetime of the terminator's leaf certificates (renewed at half life)")
+	fs.StringVar(&f.ProxyTLSMinVersion, "proxy-tls-min-version", def.ProxyTLSMinVersion, "lowest TLS version of the terminator: 1.3 or 1.2")
 	fs.IntVar(&f.ServerPort, "server-port", def.ServerPort, "raft port of a server")
 	fs.Var(&configs, "config-dir", "directory of *.hcl/*.json config files, incl. service definitions (repeatable)")
 	fs.Var(&configs, "config-file", "one config file (repeatable)")
@@ -164,6 +168,10 @@ func parseAgentFlags(args []string, stderr io.Writer) (agent.Config, error) {
 		"grpc-addr":                  func() { cfg.GRPCAddr = f.GRPCAddr },
 		"grpc-tls-addr":              func() { cfg.GRPCTLSAddr = f.GRPCTLSAddr },
 		"server-port":                func() { cfg.ServerPort = f.ServerPort },
+		"gateway-addr":               func() { cfg.GatewayAddr = f.GatewayAddr },
+		"proxy-mark":                 func() { cfg.ProxyMark = f.ProxyMark },
+		"leaf-ttl":                   func() { cfg.LeafTTL = f.LeafTTL },
+		"proxy-tls-min-version":      func() { cfg.ProxyTLSMinVersion = f.ProxyTLSMinVersion },
 		"serf-lan-port":              func() { cfg.SerfLANPort = f.SerfLANPort },
 		"encrypt":                    func() { cfg.Encrypt = f.Encrypt },
 		"peering-heartbeat-interval": func() { cfg.PeeringHeartbeatInterval = f.PeeringHeartbeatInterval },

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -30,6 +31,7 @@ import (
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/internal/httpapi"
 	"github.com/peerd/peerd/internal/local"
+	"github.com/peerd/peerd/l7proxy"
 	"github.com/peerd/peerd/peering"
 )
 
@@ -48,6 +50,9 @@ type Agent struct {
 	grpcTLS   *grpc.Server
 	grpcTLSLn net.Listener
 	peering   *peering.Server
+	// proxy is the terminator; gatewayLn its inbound listener.
+	proxy     *l7proxy.Proxy
+	gatewayLn net.Listener
 
 	cancel context.CancelFunc
 	// stopLocal ends anti-entropy and the server watch (localWG), before a
@@ -141,6 +146,11 @@ func (a *Agent) start(ctx context.Context) error {
 	if a.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
 		return fmt.Errorf("listen for gRPC on %s: %w", cfg.GRPCAddr, err)
 	}
+	if cfg.GatewayAddr != "" {
+		if a.gatewayLn, err = net.Listen("tcp", cfg.GatewayAddr); err != nil {
+			return fmt.Errorf("listen for the gateway on %s: %w", cfg.GatewayAddr, err)
+		}
+	}
 	if cfg.Server {
 		if a.grpcTLSLn, err = net.Listen("tcp", cfg.GRPCTLSAddr); err != nil {
 			return fmt.Errorf("listen for TLS gRPC (peering) on %s: %w", cfg.GRPCTLSAddr, err)
@@ -177,7 +187,13 @@ func (a *Agent) start(ctx context.Context) error {
 	}
 	node := catalog.Node{
 		ID: cfg.NodeID, Node: cfg.NodeName, Address: a.cluster.LocalMember().Addr, Datacenter: cfg.Datacenter,
-		Meta: cfg.NodeMeta,
+		Meta: maps.Clone(cfg.NodeMeta),
+	}
+	if a.gatewayLn != nil {
+		if node.Meta == nil {
+			node.Meta = map[string]string{}
+		}
+		node.Meta[peering.GatewayPortMeta] = strconv.Itoa(a.gatewayLn.Addr().(*net.TCPAddr).Port)
 	}
 	node.TaggedAddresses = map[string]string{"lan": node.Address, "lan_ipv4": node.Address, "wan": node.Address, "wan_ipv4": node.Address}
 	if a.local, err = local.New(local.Config{Node: node, SyncInterval: cfg.SyncInterval, StateDir: stateDir, Logger: a.log}, a.cluster); err != nil {
@@ -241,6 +257,23 @@ func (a *Agent) start(ctx context.Context) error {
 		}()
 	}
 	a.peering.Start()
+	minTLS, _ := cfg.tlsMinVersion()
+	proxyCfg := l7proxy.Config{
+		NodeName: cfg.NodeName, Datacenter: cfg.Datacenter, View: a.cluster.View,
+		Signer: l7proxy.SignerFunc(func(ctx context.Context, req l7proxy.LeafRequest) (string, error) {
+			leaf, err := a.peering.SignLeaf(ctx, peering.LeafRequest{PublicKey: req.PublicKey, ID: req.ID, TTL: req.TTL, Server: true, Client: true})
+			return leaf.ChainPEM, err
+		}),
+		GatewayListener: a.gatewayLn, Logger: a.log, Registry: reg,
+		Mark: cfg.ProxyMark, MinTLSVersion: minTLS, LeafTTL: cfg.LeafTTL,
+	}
+	if cfg.Proxy != nil {
+		cfg.Proxy(&proxyCfg)
+	}
+	if a.proxy, err = l7proxy.New(proxyCfg); err != nil {
+		return err
+	}
+	a.proxy.Start()
 
 	a.wg.Add(2)
 	go func() {
@@ -339,6 +372,15 @@ func (a *Agent) HTTPAddr() string { return a.httpLn.Addr().String() }
 // GRPCAddr returns the address the gRPC server listens on.
 func (a *Agent) GRPCAddr() string { return a.grpcLn.Addr().String() }
 
+// GatewayAddr returns the address the node's gateway listens on ("" when
+// it has none).
+func (a *Agent) GatewayAddr() string {
+	if a.gatewayLn == nil {
+		return ""
+	}
+	return a.gatewayLn.Addr().String()
+}
+
 // Cluster returns the node's cluster member (for tests and the banner).
 func (a *Agent) Cluster() *catalog.Cluster { return a.cluster }
 
@@ -362,6 +404,9 @@ func (a *Agent) PrintBanner(w io.Writer) {
 	if a.grpcTLSLn != nil {
 		fmt.Fprintf(w, "  grpc-tls: %s\n", a.grpcTLSLn.Addr())
 	}
+	if a.gatewayLn != nil {
+		fmt.Fprintf(w, "   gateway: %s\n", a.gatewayLn.Addr())
+	}
 	fmt.Fprintf(w, "    gossip: %s\n", net.JoinHostPort(lm.Addr, strconv.Itoa(lm.Port)))
 	if lm.Meta.RaftAddr != "" {
 		fmt.Fprintf(w, "      raft: %s\n", lm.Meta.RaftAddr)
@@ -374,6 +419,15 @@ func (a *Agent) PrintBanner(w io.Writer) {
 func (a *Agent) Shutdown(leave bool) error {
 	var errs []error
 	a.once.Do(func() {
+		// The terminator drains first: open requests finish (up to 10 s)
+		// while the node still serves its state.
+		if a.proxy != nil {
+			dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if err := a.proxy.Close(dctx); err != nil {
+				errs = append(errs, fmt.Errorf("stop the terminator: %w", err))
+			}
+			dcancel()
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := a.http.Shutdown(ctx); err != nil {
@@ -416,7 +470,7 @@ func (a *Agent) Shutdown(leave bool) error {
 }
 
 func (a *Agent) closeListeners() {
-	for _, ln := range []net.Listener{a.httpLn, a.grpcLn, a.grpcTLSLn} {
+	for _, ln := range []net.Listener{a.httpLn, a.grpcLn, a.grpcTLSLn, a.gatewayLn} {
 		if ln != nil {
 			_ = ln.Close()
 		}

@@ -46,6 +46,7 @@ func TestWriteWithoutLeaderIs503(t *testing.T) {
 		cfg := DefaultConfig()
 		cfg.NodeName, cfg.Server, cfg.BootstrapExpect, cfg.DataDir = name, true, 2, t.TempDir()
 		cfg.BindAddr, cfg.HTTPAddr, cfg.GRPCAddr, cfg.GRPCTLSAddr = "127.0.0.1", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+		cfg.GatewayAddr = "127.0.0.1:0"
 		cfg.SerfLANPort, cfg.ServerPort, cfg.LogLevel, cfg.Timing = 0, 0, "error", timing
 		cfg.RetryJoin, cfg.RetryInterval = join, 100*time.Millisecond
 		a, err := Start(context.Background(), cfg)
@@ -200,6 +201,9 @@ Services = [{ Name = "web", Consumers = [{ Peer = "cluster-b" }] }]
 		{[]string{"config", "list", "-kind", "exported-services", "-format", "json"}, `"Name": "default"`},
 		{[]string{"config", "delete", "-kind", "exported-services", "-name", "default"}, "Config entry deleted"},
 		{[]string{"services", "deregister", "-id", "web"}, "Deregistered service: web"},
+		{[]string{"ca", "roots"}, ".peerd"},
+		{[]string{"ca", "rotate"}, "New active root: "},
+		{[]string{"ca", "roots", "-format", "json"}, `"IntermediateCerts"`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args[:min(2, len(tt.args))], " "), func(t *testing.T) {

@@ -23,6 +23,7 @@ func testAgent(t *testing.T, name string, server bool, expect int, join ...strin
 	cfg.DataDir = t.TempDir()
 	cfg.BindAddr = "127.0.0.1"
 	cfg.HTTPAddr, cfg.GRPCAddr, cfg.GRPCTLSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.GatewayAddr = "127.0.0.1:0"
 	cfg.SerfLANPort, cfg.ServerPort = 0, 0
 	cfg.RetryJoin, cfg.RetryInterval = join, 200*time.Millisecond
 	cfg.LogLevel = "error"

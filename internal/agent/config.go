@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/internal/decode"
+	"github.com/peerd/peerd/l7proxy"
 	"github.com/peerd/peerd/peering"
 )
 
@@ -49,6 +51,18 @@ type Config struct {
 	// GRPCTLSAddr is the TLS gRPC listener peers dial for the peering
 	// stream (servers only). Default 127.0.0.1:8503 (dev: 127.0.0.1:0).
 	GRPCTLSAddr string
+	// GatewayAddr is the node's gateway: the mTLS listener that peers and
+	// the cluster's other nodes dial to reach the services on this node.
+	// Its port is advertised in the node's metadata. "" = no gateway.
+	// Default 0.0.0.0:8443 (dev: 127.0.0.1:0).
+	GatewayAddr string
+	// ProxyMark is the SO_MARK of the terminator's sockets (0 = none).
+	ProxyMark int
+	// LeafTTL is the lifetime of the terminator's leaf certificates; they
+	// are renewed at half their life. Default 72h.
+	LeafTTL time.Duration
+	// ProxyTLSMinVersion is "1.3" (default) or "1.2".
+	ProxyTLSMinVersion string
 	// SerfLANPort and ServerPort default to 8301 and 8300 (dev: free ports).
 	SerfLANPort int
 	ServerPort  int
@@ -79,22 +93,29 @@ type Config struct {
 	// Peering, when set, adjusts the peering controller's configuration
 	// (tests shorten heartbeats).
 	Peering func(*peering.Config)
+	// Proxy, when set, adjusts the terminator's configuration (tests
+	// shorten timeouts).
+	Proxy func(*l7proxy.Config)
 }
 
 // DefaultConfig returns the configuration of a production client agent; the
 // flags and files change it.
 func DefaultConfig() Config {
 	return Config{
-		Datacenter:       "dc1",
-		HTTPAddr:         "127.0.0.1:8500",
-		GRPCAddr:         "127.0.0.1:8502",
-		GRPCTLSAddr:      "127.0.0.1:8503",
-		SerfLANPort:      8301,
-		ServerPort:       8300,
-		RetryInterval:    30 * time.Second,
-		LeaveOnTerminate: true,
-		LogLevel:         "info",
-		SyncInterval:     time.Minute,
+		Datacenter:         "dc1",
+		HTTPAddr:           "127.0.0.1:8500",
+		GRPCAddr:           "127.0.0.1:8502",
+		GRPCTLSAddr:        "127.0.0.1:8503",
+		GatewayAddr:        "0.0.0.0:8443",
+		ProxyMark:          l7proxy.DefaultMark,
+		LeafTTL:            72 * time.Hour,
+		ProxyTLSMinVersion: "1.3",
+		SerfLANPort:        8301,
+		ServerPort:         8300,
+		RetryInterval:      30 * time.Second,
+		LeaveOnTerminate:   true,
+		LogLevel:           "info",
+		SyncInterval:       time.Minute,
 	}
 }
 
@@ -111,7 +132,7 @@ func DevConfig() Config {
 func (c *Config) ApplyDev() {
 	c.Dev, c.Server, c.BootstrapExpect = true, true, 1
 	c.BindAddr = "127.0.0.1"
-	c.HTTPAddr, c.GRPCAddr, c.GRPCTLSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	c.HTTPAddr, c.GRPCAddr, c.GRPCTLSAddr, c.GatewayAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	c.SerfLANPort, c.ServerPort = 0, 0
 	c.RetryInterval = time.Second
 	c.SyncInterval = 30 * time.Second
@@ -144,6 +165,20 @@ func (c *Config) validate(needDataDir bool) error {
 		if _, _, err := net.SplitHostPort(a.v); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: want host:port, e.g. 127.0.0.1:8500", a.flag, a.v))
 		}
+	}
+	if c.GatewayAddr != "" {
+		if _, _, err := net.SplitHostPort(c.GatewayAddr); err != nil {
+			errs = append(errs, fmt.Errorf("-gateway-addr %q: want host:port, e.g. 0.0.0.0:8443, or \"\" for no gateway", c.GatewayAddr))
+		}
+	}
+	if c.ProxyMark < 0 || c.ProxyMark > 0xffffffff {
+		errs = append(errs, fmt.Errorf("-proxy-mark %d: want 0 (none) to 4294967295", c.ProxyMark))
+	}
+	if c.LeafTTL < 10*time.Second {
+		errs = append(errs, fmt.Errorf("-leaf-ttl %v: want at least 10s", c.LeafTTL))
+	}
+	if _, err := c.tlsMinVersion(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Encrypt != "" {
 		if _, err := c.gossipKey(); err != nil {
@@ -215,6 +250,7 @@ type fileConfig struct {
 		HTTP    *int
 		GRPC    *int
 		GRPCTLS *int
+		Gateway *int
 		SerfLAN *int
 		Server  *int
 	}
@@ -222,6 +258,7 @@ type fileConfig struct {
 		HTTP    *string
 		GRPC    *string
 		GRPCTLS *string
+		Gateway *string
 	}
 	Peering *struct {
 		HeartbeatInterval *decode.Duration
@@ -333,6 +370,9 @@ func (c *Config) loadFile(path string) error {
 		if p.GRPCTLS != nil {
 			c.GRPCTLSAddr = replacePort(c.GRPCTLSAddr, *p.GRPCTLS)
 		}
+		if p.Gateway != nil {
+			c.GatewayAddr = replacePort(c.GatewayAddr, *p.Gateway)
+		}
 		if p.SerfLAN != nil {
 			c.SerfLANPort = *p.SerfLAN
 		}
@@ -350,6 +390,9 @@ func (c *Config) loadFile(path string) error {
 		if a.GRPCTLS != nil {
 			c.GRPCTLSAddr = replaceHost(c.GRPCTLSAddr, *a.GRPCTLS)
 		}
+		if a.Gateway != nil {
+			c.GatewayAddr = replaceHost(c.GatewayAddr, *a.Gateway)
+		}
 	}
 	if p := fc.Peering; p != nil {
 		if p.HeartbeatInterval != nil {
@@ -364,6 +407,17 @@ func (c *Config) loadFile(path string) error {
 	c.Checks = append(c.Checks, fc.Check...)
 	c.Checks = append(c.Checks, fc.Checks...)
 	return nil
+}
+
+// tlsMinVersion parses ProxyTLSMinVersion.
+func (c *Config) tlsMinVersion() (uint16, error) {
+	switch c.ProxyTLSMinVersion {
+	case "", "1.3":
+		return tls.VersionTLS13, nil
+	case "1.2":
+		return tls.VersionTLS12, nil
+	}
+	return 0, fmt.Errorf("-proxy-tls-min-version %q: want 1.3 or 1.2", c.ProxyTLSMinVersion)
 }
 
 func replacePort(addr string, port int) string {

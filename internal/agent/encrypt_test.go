@@ -23,6 +23,7 @@ func TestGossipEncryption(t *testing.T) {
 			cfg.BootstrapExpect = 1
 		}
 		cfg.BindAddr, cfg.HTTPAddr, cfg.GRPCAddr, cfg.GRPCTLSAddr = "127.0.0.1", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+		cfg.GatewayAddr = "127.0.0.1:0"
 		cfg.SerfLANPort, cfg.ServerPort, cfg.LogLevel, cfg.Timing = 0, 0, "error", catalog.FastTiming()
 		cfg.RetryJoin, cfg.RetryInterval = join, 100*time.Millisecond
 		a, err := Start(context.Background(), cfg)

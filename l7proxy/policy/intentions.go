@@ -67,10 +67,10 @@ type compiledPermission struct {
 	// needsJWT is set on an allow permission that requires a JWT: peerd
 	// does not verify JWTs, so it never matches (fail closed).
 	needsJWT bool
-	reason  string // the decision when this permission matches
-	path    pathMatcher
-	headers []headerMatcher
-	methods []string
+	reason   string // the decision when this permission matches
+	path     pathMatcher
+	headers  []headerMatcher
+	methods  []string
 }
 
 // CompileIntentions compiles service-intentions entries. Entries are

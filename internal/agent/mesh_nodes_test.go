@@ -1,0 +1,77 @@
+package agent
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// TestMeshAcrossNodes: billing runs on a client node of a 4-node cluster b
+// and routes /ledger/ to ledger, which runs on a server node. The request
+// enters the client node's gateway (whose leaf is signed through a server,
+// and whose state is the mirrored view), is routed there, and crosses to
+// the server node re-encrypted with the gateway identity, keeping the
+// caller's identity in XFCC.
+func TestMeshAcrossNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("five agents in one process: skipped with -short")
+	}
+	a := startMeshCluster(t, "a", nil)
+	pb := startPeeringCluster(t, "b", "dc-b")
+	b := &meshCluster{name: "b", agent: pb.client, api: pb.api}
+	a.peerWith(t, b)
+
+	b.register(t, &api.AgentServiceRegistration{ID: "billing-1", Name: "billing", Port: startEcho(t, "billing-1", false), Address: "127.0.0.1"})
+	server := pb.servers[1]
+	serverAPI, err := api.NewClient(&api.Config{Address: server.HTTPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := serverAPI.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "ledger-1", Name: "ledger",
+		Port: startEcho(t, "ledger-1", false), Address: "127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, svc := range []string{"billing", "ledger"} {
+		b.write(t, &api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: svc, Protocol: "http"})
+	}
+	b.write(t, &api.ServiceRouterConfigEntry{Kind: api.ServiceRouter, Name: "billing", Routes: []api.ServiceRoute{
+		{Match: &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{PathPrefix: "/ledger/"}},
+			Destination: &api.ServiceRouteDestination{Service: "ledger"}},
+	}})
+	b.export(t, "a", "billing")
+	b.write(t, &api.ServiceIntentionsConfigEntry{Kind: api.ServiceIntentions, Name: "billing",
+		Sources: []*api.SourceIntention{{Name: "web", Peer: "a", Action: api.IntentionActionAllow}}})
+	up := freePort(t)
+	a.register(t, &api.AgentServiceRegistration{Name: "web", Port: 9, Proxy: &api.AgentServiceConnectProxyConfig{
+		Upstreams: []api.Upstream{{DestinationPeer: "b", DestinationName: "billing", LocalBindPort: up}},
+	}})
+	a.waitImportedPassing(t, "billing", "b", 1)
+	client := &http.Client{Timeout: 5 * time.Second}
+	url := fmt.Sprintf("http://127.0.0.1:%d", up)
+	tdA := trustDomainOf(t, a)
+	eventually(t, 30*time.Second, "billing on the client node answers", func() error {
+		code, got, body, err := get(client, url+"/pay")
+		if err != nil || code != 200 || got.Instance != "billing-1" {
+			return fmt.Errorf("status %d %q %+v, %v", code, body, got, err)
+		}
+		return nil
+	})
+	eventually(t, 30*time.Second, "ledger on a server node answers through the node hop", func() error {
+		code, got, body, err := get(client, url+"/ledger/entries")
+		if err != nil || code != 200 || got.Instance != "ledger-1" {
+			return fmt.Errorf("status %d %q %+v, %v", code, body, got, err)
+		}
+		if !strings.Contains(got.XFCC, "URI=spiffe://"+tdA+"/ns/default/dc/dc-a/svc/web") {
+			return fmt.Errorf("XFCC %q lost the caller", got.XFCC)
+		}
+		return nil
+	})
+	metrics := scrape(t, server)
+	if metricValue(metrics, `peerd_proxy_requests_total{class="2xx",direction="inbound",peer="",service="ledger"}`) < 1 {
+		t.Fatalf("the server node's gateway did not count the hop:\n%s", grepLines(metrics, "peerd_proxy_requests"))
+	}
+}

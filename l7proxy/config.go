@@ -1,0 +1,192 @@
+// Package l7proxy is peerd's in-process terminator: the outbound listeners
+// that carry a local workload's connections to an imported service over
+// mTLS, and the node's gateway listener that terminates mTLS from peers and
+// from other nodes of the cluster, authorizes callers with
+// service-intentions, applies the destination's L7 configuration
+// (service-router, service-splitter, service-resolver) and forwards to a
+// healthy instance.
+//
+// It reads the cluster state from a catalog.Store (the raft store on servers,
+// the mirrored view on client nodes) and obtains leaf certificates through a
+// Signer. It never imports the peering or dataplane packages; the agent
+// wires them together.
+package l7proxy
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/peerd/peerd/catalog"
+)
+
+// DefaultMark is the SO_MARK the terminator's sockets carry unless
+// configured otherwise, so the eBPF layer can tell its own traffic apart.
+const DefaultMark = 0x70d
+
+// LeafRequest asks for a leaf certificate for a SPIFFE ID of this cluster.
+type LeafRequest struct {
+	PublicKey crypto.PublicKey
+	ID        spiffeid.ID
+	TTL       time.Duration
+}
+
+// Signer signs leaf certificates with the cluster CA. The agent implements
+// it with the peering server (which signs on servers and forwards from
+// client nodes).
+type Signer interface {
+	// SignLeaf returns the PEM chain to present: the leaf first.
+	SignLeaf(ctx context.Context, req LeafRequest) (chainPEM string, err error)
+}
+
+// SignerFunc adapts a function to Signer.
+type SignerFunc func(ctx context.Context, req LeafRequest) (string, error)
+
+// SignLeaf calls f.
+func (f SignerFunc) SignLeaf(ctx context.Context, req LeafRequest) (string, error) {
+	return f(ctx, req)
+}
+
+// Config configures a Proxy.
+type Config struct {
+	// NodeName and Datacenter name this node; instances of NodeName are
+	// reached over plaintext loopback, others through their node's gateway.
+	NodeName, Datacenter string
+	// View returns the cluster state to read. It is called often; it must
+	// be cheap.
+	View func() *catalog.Store
+	// Signer signs the leaves of local services and of the gateway.
+	Signer Signer
+	// GatewayListener, when set, is the listener of the node's gateway
+	// (inbound mTLS); the proxy serves it and closes it on Close.
+	GatewayListener net.Listener
+	Logger          *slog.Logger
+	// Registry receives the proxy's metrics; nil = not registered.
+	Registry prometheus.Registerer
+
+	// Mark is the SO_MARK set on every socket the proxy opens or accepts;
+	// 0 = none. Setting a mark needs CAP_NET_ADMIN: without it the proxy
+	// logs once and runs unmarked.
+	Mark int
+	// MinTLSVersion is the lowest TLS version accepted or offered.
+	// 0 = TLS 1.3.
+	MinTLSVersion uint16
+	// LeafTTL is the lifetime of the leaves requested; they are renewed at
+	// half their life. 0 = 72 hours.
+	LeafTTL time.Duration
+	// ConnectTimeout bounds a dial including its TLS handshake, per
+	// attempt. 0 = 5 s (Consul's default for peered upstreams).
+	ConnectTimeout time.Duration
+	// ConnectAttempts is how many endpoints a connection tries before it
+	// fails. 0 = 3.
+	ConnectAttempts int
+	// HandshakeTimeout bounds an inbound TLS handshake. 0 = 10 s.
+	HandshakeTimeout time.Duration
+	// ReadHeaderTimeout bounds reading a request's headers (slow-loris
+	// protection). 0 = 10 s.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes HTTP keep-alive connections and TCP streams idle
+	// this long. 0 = 5 minutes for HTTP, 1 hour for TCP.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes limits a request's header size. 0 = 64 KiB.
+	MaxHeaderBytes int
+	// MaxConcurrentStreams limits HTTP/2 streams per connection. 0 = 1024.
+	MaxConcurrentStreams int
+	// MaxIdleConnsPerEndpoint bounds each keep-alive pool. 0 = 256.
+	MaxIdleConnsPerEndpoint int
+	// OutlierFailures is the number of consecutive connect failures that
+	// eject an endpoint. 0 = 3.
+	OutlierFailures int
+	// OutlierEjection is the first ejection time; it doubles with each
+	// ejection in a row, up to 10 times. 0 = 10 s.
+	OutlierEjection time.Duration
+	// Now returns the current time. nil = time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.MinTLSVersion == 0 {
+		c.MinTLSVersion = tls.VersionTLS13
+	}
+	if c.LeafTTL == 0 {
+		c.LeafTTL = 72 * time.Hour
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 5 * time.Second
+	}
+	if c.ConnectAttempts == 0 {
+		c.ConnectAttempts = 3
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.ReadHeaderTimeout == 0 {
+		c.ReadHeaderTimeout = 10 * time.Second
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = 64 << 10
+	}
+	if c.MaxConcurrentStreams == 0 {
+		c.MaxConcurrentStreams = 1024
+	}
+	if c.MaxIdleConnsPerEndpoint == 0 {
+		c.MaxIdleConnsPerEndpoint = 256
+	}
+	if c.OutlierFailures == 0 {
+		c.OutlierFailures = 3
+	}
+	if c.OutlierEjection == 0 {
+		c.OutlierEjection = 10 * time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("NodeName is required"))
+	}
+	if c.Datacenter == "" {
+		errs = append(errs, errors.New("Datacenter is required"))
+	}
+	if c.View == nil {
+		errs = append(errs, errors.New("View is required"))
+	}
+	if c.Signer == nil {
+		errs = append(errs, errors.New("Signer is required"))
+	}
+	if c.MinTLSVersion != tls.VersionTLS12 && c.MinTLSVersion != tls.VersionTLS13 {
+		errs = append(errs, fmt.Errorf("MinTLSVersion %#x: use TLS 1.2 or 1.3", c.MinTLSVersion))
+	}
+	for name, d := range map[string]time.Duration{
+		"LeafTTL": c.LeafTTL, "ConnectTimeout": c.ConnectTimeout, "HandshakeTimeout": c.HandshakeTimeout,
+		"ReadHeaderTimeout": c.ReadHeaderTimeout, "IdleTimeout": c.IdleTimeout, "OutlierEjection": c.OutlierEjection,
+	} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s %v is negative", name, d))
+		}
+	}
+	if c.LeafTTL > 0 && c.LeafTTL < 2*time.Second {
+		errs = append(errs, fmt.Errorf("LeafTTL %v is too short: use at least 2s", c.LeafTTL))
+	}
+	if c.Mark < 0 {
+		errs = append(errs, fmt.Errorf("Mark %d is negative", c.Mark))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("terminator configuration: %w", errors.Join(errs...))
+	}
+	return nil
+}
