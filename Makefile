@@ -30,6 +30,7 @@ test-short:
 	$(GO) test -race -count=1 -timeout 20m -short ./...
 
 demo: build
+	$(GO) build -o $(BIN)/demo-echo ./scripts/echo
 	bash scripts/demo.sh
 
 bench:

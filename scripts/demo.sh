@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # make demo: two independent clusters on this machine, each a dev agent on
-# free loopback ports, peered with a one-time token. Cluster B registers
-# "billing" and exports it to cluster A; A sees it, with its health, through
-# ?peer=. Then B's health change reaches A, A deletes the peering, B sees it
-# TERMINATED and A's imports are purged. Everything lives in .demo/ under the
-# repository and is removed on exit, whatever the exit; the agents are
-# stopped with SIGTERM.
+# free loopback ports, peered with a one-time token. Cluster B runs
+# "billing" (an HTTP echo server started here), exports it to cluster A and
+# allows A's "web" with an intention; A's web calls billing through its
+# explicit upstream: A's terminator -> mTLS -> B's gateway -> billing, which
+# shows the identity B saw. The intention is switched to deny and the 403
+# shown. Then B's health change reaches A, A deletes the peering, B sees it
+# TERMINATED and A's imports are purged. Everything lives in .demo/ under
+# the repository and is removed on exit, whatever the exit; the agents and
+# the echo server are stopped with SIGTERM.
 #
-# Needs bin/peerd and bin/peerctl (make build) and curl; python3, if present,
-# pretty-prints JSON.
+# Needs bin/peerd, bin/peerctl and bin/demo-echo (make demo builds them)
+# and curl; python3, if present, pretty-prints JSON.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,9 +21,9 @@ START_TIMEOUT=20 # seconds for an agent to print its address and elect a leader
 STOP_TIMEOUT=15  # seconds for an agent to exit after SIGTERM
 WAIT_TIMEOUT=20  # seconds for each replication step
 
-for bin in bin/peerd bin/peerctl; do
+for bin in bin/peerd bin/peerctl bin/demo-echo; do
 	if [ ! -x "$bin" ]; then
-		echo "demo: $bin not found: run make build (or make demo)" >&2
+		echo "demo: $bin not found: run make demo" >&2
 		exit 1
 	fi
 done
@@ -44,6 +47,7 @@ pretty() {
 }
 
 declare -A agent_pid=()
+echo_pid=""
 
 # alive reports whether process $1 exists and is not a zombie (our own child
 # stays a zombie until we wait for it, so kill -0 alone would say yes).
@@ -91,6 +95,10 @@ cleanup() {
 	for name in "${!agent_pid[@]}"; do
 		stop_agent "$name" || true
 	done
+	if [ -n "$echo_pid" ]; then
+		kill -TERM "$echo_pid" 2>/dev/null || true
+		wait "$echo_pid" 2>/dev/null || true
+	fi
 	if [ "$status" -ne 0 ]; then
 		echo "demo: failed (exit status $status)" >&2
 		show_logs
@@ -176,8 +184,17 @@ ADDR_a=${ADDR_a:?} ADDR_b=${ADDR_b:?}
 A=(bin/peerctl -http-addr "$ADDR_a")
 B=(bin/peerctl -http-addr "$ADDR_b")
 
+say "cluster B runs billing: an HTTP echo server on loopback"
+printf '$ bin/demo-echo -name billing -listen 127.0.0.1:0 &\n'
+bin/demo-echo -name billing -listen 127.0.0.1:0 >"$DEMO/echo.out" 2>"$DEMO/echo.log" </dev/null &
+echo_pid=$!
+echo_addr() { ECHO_ADDR=$(head -n 1 "$DEMO/echo.out"); [ -n "$ECHO_ADDR" ]; }
+until_ok "billing listens" echo_addr
+ECHO_PORT=${ECHO_ADDR##*:}
+echo "billing listens on $ECHO_ADDR"
+
 say "cluster B registers billing (from $DEMO/billing.hcl) and passes its TTL check"
-printf '%s\n' 'service {' '  name = "billing"' '  port = 9090' '  tags = ["v1"]' '  check {' '    ttl = "5m"' '  }' '}' \
+printf '%s\n' 'service {' '  name = "billing"' '  address = "127.0.0.1"' "  port = $ECHO_PORT" '  tags = ["v1"]' '  check {' '    ttl = "5m"' '  }' '}' \
 	>"$DEMO/billing.hcl"
 cat "$DEMO/billing.hcl"
 show "${B[@]}" services register "$DEMO/billing.hcl"
@@ -217,6 +234,47 @@ say "A's view of billing in cluster-b"
 printf '$ curl -s %s | python3 -m json.tool\n' "http://$ADDR_a/v1/health/service/billing?peer=cluster-b"
 curl -fsS "http://$ADDR_a/v1/health/service/billing?peer=cluster-b" | pretty
 
+say "B: billing speaks HTTP; web from cluster-a may call it (service-intentions)"
+printf '%s\n' 'Kind = "service-defaults"' 'Name = "billing"' 'Protocol = "http"' >"$DEMO/billing-defaults.hcl"
+allow_or_deny() {
+	printf '%s\n' 'Kind = "service-intentions"' 'Name = "billing"' 'Sources = [' \
+		"  { Name = \"web\", Peer = \"cluster-a\", Action = \"$1\" }," ']' >"$DEMO/billing-intentions.hcl"
+}
+allow_or_deny allow
+cat "$DEMO/billing-defaults.hcl" "$DEMO/billing-intentions.hcl"
+show "${B[@]}" config write "$DEMO/billing-defaults.hcl"
+show "${B[@]}" config write "$DEMO/billing-intentions.hcl"
+
+say "cluster A registers web with an explicit upstream to billing in cluster-b"
+UP_PORT=$(bin/demo-echo -print-free-port)
+printf '%s\n' 'service {' '  name = "web"' '  port = 8080' '  proxy {' '    upstreams = [{' \
+	'      destination_peer = "cluster-b"' '      destination_name = "billing"' '      local_bind_address = "127.0.0.1"' \
+	"      local_bind_port = $UP_PORT" '    }]' '  }' '}' >"$DEMO/web.hcl"
+cat "$DEMO/web.hcl"
+show "${A[@]}" services register "$DEMO/web.hcl"
+
+say "web calls billing: 127.0.0.1:$UP_PORT -> A's terminator -> mTLS -> B's gateway -> billing"
+through_upstream() { curl -fsS --max-time 3 "http://127.0.0.1:$UP_PORT/invoices/42" >"$DEMO/reply.json"; }
+until_ok "the upstream answers" through_upstream
+printf '$ curl -s http://127.0.0.1:%s/invoices/42\n' "$UP_PORT"
+cat "$DEMO/reply.json"
+CALLER=$(sed -n -E 's/.*"caller": "([^"]*)".*/\1/p' "$DEMO/reply.json")
+if [ -z "$CALLER" ]; then
+	echo "demo: billing saw no caller identity" >&2
+	exit 1
+fi
+echo "billing (in cluster B) saw the caller: $CALLER"
+
+say "B switches the intention to deny: web now gets 403"
+allow_or_deny deny
+show "${B[@]}" config write "$DEMO/billing-intentions.hcl"
+denied() { [ "$(curl -s -o "$DEMO/denied.txt" -w '%{http_code}' --max-time 3 "http://127.0.0.1:$UP_PORT/invoices/42")" = 403 ]; }
+until_ok "web is refused" denied
+printf '$ curl -si http://127.0.0.1:%s/invoices/42\n' "$UP_PORT"
+curl -si --max-time 3 "http://127.0.0.1:$UP_PORT/invoices/42" | tr -d '\r' | sed -n '1p;$p'
+printf '$ curl -s http://%s/metrics | grep peerd_proxy_intention_denials_total\n' "$ADDR_b"
+curl -fsS "http://$ADDR_b/metrics" | grep '^peerd_proxy_intention_denials_total'
+
 say "billing fails its check in B; A sees it critical"
 show curl -fsS -o /dev/null -X PUT "http://$ADDR_b/v1/agent/check/fail/service:billing?note=down"
 imported_critical() {
@@ -232,7 +290,7 @@ a_purged() { [ "$(curl -fsS "http://$ADDR_a/v1/catalog/service/billing?peer=clus
 until_ok "A's imports of cluster-b are gone" a_purged
 show "${B[@]}" peering list
 
-say "stop both agents (SIGTERM)"
+say "stop both agents and billing (SIGTERM)"
 for name in a b; do
 	status=0
 	stop_agent "$name" || status=$?
@@ -241,6 +299,8 @@ for name in a b; do
 		exit 1
 	fi
 done
-echo "both agents stopped cleanly"
+kill -TERM "$echo_pid" && wait "$echo_pid" || true
+echo_pid=""
+echo "both agents and billing stopped cleanly"
 
 say "done"
