@@ -16,12 +16,15 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-DEMO=.demo
+# PEERD_BIN and PEERD_DEMO_DIR let a test run the demo with binaries it
+# built, in a directory of its own.
+BIN=${PEERD_BIN:-bin}
+DEMO=${PEERD_DEMO_DIR:-.demo}
 START_TIMEOUT=20 # seconds for an agent to print its address and elect a leader
 STOP_TIMEOUT=15  # seconds for an agent to exit after SIGTERM
 WAIT_TIMEOUT=20  # seconds for each replication step
 
-for bin in bin/peerd bin/peerctl bin/demo-echo; do
+for bin in "$BIN/peerd" "$BIN/peerctl" "$BIN/demo-echo"; do
 	if [ ! -x "$bin" ]; then
 		echo "demo: $bin not found: run make demo" >&2
 		exit 1
@@ -117,7 +120,7 @@ start_agent() {
 	local name=$1 dc=$2 addr="" leader="" deadline tick=0 pid status
 	: >"$DEMO/$name.out"
 	printf '$ bin/peerd agent -dev -node %s -datacenter %s -log-level warn\n' "$name" "$dc"
-	bin/peerd agent -dev -node "$name" -datacenter "$dc" -log-level warn \
+	"$BIN/peerd" agent -dev -node "$name" -datacenter "$dc" -log-level warn \
 		>"$DEMO/$name.out" 2>"$DEMO/$name.log" </dev/null &
 	pid=$!
 	agent_pid[$name]=$pid
@@ -181,12 +184,12 @@ say "start two independent clusters (one dev agent each)"
 start_agent a dc1
 start_agent b dc2
 ADDR_a=${ADDR_a:?} ADDR_b=${ADDR_b:?}
-A=(bin/peerctl -http-addr "$ADDR_a")
-B=(bin/peerctl -http-addr "$ADDR_b")
+A=("$BIN/peerctl" -http-addr "$ADDR_a")
+B=("$BIN/peerctl" -http-addr "$ADDR_b")
 
 say "cluster B runs billing: an HTTP echo server on loopback"
 printf '$ bin/demo-echo -name billing -listen 127.0.0.1:0 &\n'
-bin/demo-echo -name billing -listen 127.0.0.1:0 >"$DEMO/echo.out" 2>"$DEMO/echo.log" </dev/null &
+"$BIN/demo-echo" -name billing -listen 127.0.0.1:0 >"$DEMO/echo.out" 2>"$DEMO/echo.log" </dev/null &
 echo_pid=$!
 echo_addr() { ECHO_ADDR=$(head -n 1 "$DEMO/echo.out"); [ -n "$ECHO_ADDR" ]; }
 until_ok "billing listens" echo_addr
@@ -246,7 +249,7 @@ show "${B[@]}" config write "$DEMO/billing-defaults.hcl"
 show "${B[@]}" config write "$DEMO/billing-intentions.hcl"
 
 say "cluster A registers web with an explicit upstream to billing in cluster-b"
-UP_PORT=$(bin/demo-echo -print-free-port)
+UP_PORT=$("$BIN/demo-echo" -print-free-port)
 printf '%s\n' 'service {' '  name = "web"' '  port = 8080' '  proxy {' '    upstreams = [{' \
 	'      destination_peer = "cluster-b"' '      destination_name = "billing"' '      local_bind_address = "127.0.0.1"' \
 	"      local_bind_port = $UP_PORT" '    }]' '  }' '}' >"$DEMO/web.hcl"
