@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -512,6 +513,9 @@ func ServiceFromDefinition(def *catalog.ServiceDefinition) (*catalog.Service, []
 			return nil, nil, fieldErr("Port", "a connect-proxy needs a Port (or SocketPath)")
 		}
 	}
+	if err := validateUpstreams(def); err != nil {
+		return nil, nil, err
+	}
 	id := def.ID
 	if id == "" {
 		id = def.Name
@@ -570,6 +574,69 @@ func ServiceFromDefinition(def *catalog.ServiceDefinition) (*catalog.Service, []
 }
 
 // fieldErr is a validation error naming the field at fault.
+// validateUpstreams checks the explicit upstreams of a definition, in
+// Proxy.Upstreams and in Consul's Connect.SidecarService.Proxy.Upstreams:
+// each names a destination and binds a distinct local port (the
+// terminator opens a listener per upstream).
+func validateUpstreams(def *catalog.ServiceDefinition) error {
+	type list struct {
+		path string
+		ups  []catalog.Upstream
+	}
+	var lists []list
+	if def.Proxy != nil {
+		lists = append(lists, list{"Proxy.Upstreams", def.Proxy.Upstreams})
+	}
+	if sc := def.Connect; sc != nil && sc.SidecarService != nil && sc.SidecarService.Proxy != nil {
+		lists = append(lists, list{"Connect.SidecarService.Proxy.Upstreams", sc.SidecarService.Proxy.Upstreams})
+	}
+	binds := map[string]string{}
+	for _, l := range lists {
+		for i, u := range l.ups {
+			path := fmt.Sprintf("%s[%d]", l.path, i)
+			switch u.DestinationType {
+			case "", "service", "prepared_query":
+			default:
+				return fieldErr(path+".DestinationType", "%q: want \"service\" (default) or \"prepared_query\"", u.DestinationType)
+			}
+			if u.DestinationName == "" {
+				return fieldErr(path+".DestinationName", "missing: name the service to call")
+			}
+			if u.DestinationType != "prepared_query" {
+				if err := ValidateServiceName(u.DestinationName); err != nil {
+					return fieldErr(path+".DestinationName", "%v", err)
+				}
+			}
+			if u.DestinationPeer != "" {
+				if !configentry.ValidPeerName(u.DestinationPeer) {
+					return fieldErr(path+".DestinationPeer", "%q: %s", u.DestinationPeer, configentry.PeerNameRule)
+				}
+				if u.Datacenter != "" {
+					return fieldErr(path+".Datacenter", "cannot be combined with DestinationPeer: a peer is its own datacenter")
+				}
+			}
+			if u.LocalBindSocketPath != "" {
+				continue
+			}
+			if u.LocalBindPort < 1 || u.LocalBindPort > 65535 {
+				return fieldErr(path+".LocalBindPort", "%d: want a port from 1 to 65535 for the local listener (or LocalBindSocketPath)", u.LocalBindPort)
+			}
+			addr := u.LocalBindAddress
+			if addr == "" {
+				addr = "127.0.0.1"
+			} else if net.ParseIP(addr) == nil {
+				return fieldErr(path+".LocalBindAddress", "%q is not an IP address", addr)
+			}
+			key := net.JoinHostPort(addr, fmt.Sprint(u.LocalBindPort))
+			if prev, dup := binds[key]; dup {
+				return fieldErr(path+".LocalBindPort", "%s is already bound by %s: give each upstream its own port", key, prev)
+			}
+			binds[key] = path
+		}
+	}
+	return nil
+}
+
 func fieldErr(field, format string, a ...any) error {
 	return &decode.Error{Path: field, Msg: fmt.Sprintf(format, a...)}
 }
