@@ -168,34 +168,11 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 			return fmt.Errorf("read table %s: %w", table, err)
 		}
 		for raw := it.Next(); raw != nil; raw = it.Next() {
-			var rec snapshotRecord
-			switch r := raw.(type) {
-			case *indexRow:
-				rec.Index = r
-			case *nodeRow:
-				rec.Node = r
-			case *serviceRow:
-				rec.Service = r
-			case *checkRow:
-				rec.Check = r
-			case *Peering:
-				rec.Peering = r
-			case *PeeringSecrets:
-				rec.Secrets = r
-			case *PeeringTrustBundle:
-				rec.TrustBundle = r
-			case *CARoot:
-				rec.CARoot = r
-			case *metaRow:
-				rec.Meta = r
-			case *configRow:
-				b, err := json.Marshal(r.Entry)
-				if err != nil {
-					return fmt.Errorf("encode config entry %s/%s: %w", r.Kind, r.Name, err)
-				}
-				rec.Config = &configSnapshot{Kind: r.Kind, Entry: b}
+			rec, err := snapshotRecordOf(raw)
+			if err != nil {
+				return err
 			}
-			if err := enc.Encode(&rec); err != nil {
+			if err := enc.Encode(rec); err != nil {
 				return err
 			}
 		}
@@ -260,4 +237,38 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	tx.Commit()
 	f.store.replace(db)
 	return nil
+}
+
+// snapshotRecordOf wraps one row of any table in its snapshot record.
+func snapshotRecordOf(raw any) (*snapshotRecord, error) {
+	rec := &snapshotRecord{}
+	switch r := raw.(type) {
+	case *indexRow:
+		rec.Index = r
+	case *nodeRow:
+		rec.Node = r
+	case *serviceRow:
+		rec.Service = r
+	case *checkRow:
+		rec.Check = r
+	case *Peering:
+		rec.Peering = r
+	case *PeeringSecrets:
+		rec.Secrets = r
+	case *PeeringTrustBundle:
+		rec.TrustBundle = r
+	case *CARoot:
+		rec.CARoot = r
+	case *metaRow:
+		rec.Meta = r
+	case *configRow:
+		b, err := json.Marshal(r.Entry)
+		if err != nil {
+			return nil, fmt.Errorf("encode config entry %s/%s: %w", r.Kind, r.Name, err)
+		}
+		rec.Config = &configSnapshot{Kind: r.Kind, Entry: b}
+	default:
+		return nil, fmt.Errorf("row type %T has no snapshot record", raw)
+	}
+	return rec, nil
 }

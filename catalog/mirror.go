@@ -164,39 +164,26 @@ func encodeMirror(db *memdb.MemDB, ws memdb.WatchSet) (*mirrorState, error) {
 // mirrorRecord is the snapshot record of one row, stripped of secrets; ok is
 // false for a row that is not mirrored at all.
 func mirrorRecord(raw any) (rec *snapshotRecord, ok bool, err error) {
-	rec = &snapshotRecord{}
 	switch r := raw.(type) {
 	case *indexRow:
 		if r.Table == tableSecrets {
 			return nil, false, nil
 		}
-		rec.Index = r
-	case *nodeRow:
-		rec.Node = r
-	case *serviceRow:
-		rec.Service = r
-	case *checkRow:
-		rec.Check = r
-	case *configRow:
-		b, err := json.Marshal(r.Entry)
-		if err != nil {
-			return nil, false, fmt.Errorf("encode config entry %s/%s: %w", r.Kind, r.Name, err)
-		}
-		rec.Config = &configSnapshot{Kind: r.Kind, Entry: b}
-	case *Peering:
-		rec.Peering = r
-	case *PeeringTrustBundle:
-		rec.TrustBundle = r
+	case *PeeringSecrets:
+		return nil, false, nil
+	case *nodeRow, *serviceRow, *checkRow, *configRow, *Peering, *PeeringTrustBundle, *metaRow:
 	case *CARoot:
 		cp := *r // rows are shared with the store: never modify one
 		cp.KeyPEM = ""
-		rec.CARoot = &cp
-	case *metaRow:
-		rec.Meta = r
+		raw = &cp
 	default:
 		// A new table or row type must be added here deliberately, after
 		// deciding what of it a client may see.
 		return nil, false, fmt.Errorf("row type %T is not mirrored", raw)
+	}
+	rec, err = snapshotRecordOf(raw)
+	if err != nil {
+		return nil, false, err
 	}
 	return rec, true, nil
 }
