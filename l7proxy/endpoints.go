@@ -178,6 +178,10 @@ func (p *Proxy) endpointsFor(st *catalog.Store, t policy.Target, filter *policy.
 			return nil, err
 		}
 	}
+	protocol := ""
+	if peer == "" {
+		protocol = protocolOf(st, t.Service)
+	}
 	var out []*endpoint
 	for _, csn := range csns {
 		if catalog.AggregatedStatus(csn.Checks) != catalog.HealthPassing {
@@ -187,7 +191,7 @@ func (p *Proxy) endpointsFor(st *catalog.Store, t policy.Target, filter *policy.
 			continue
 		}
 		svc, node := csn.Service, csn.Node
-		ep := &endpoint{service: t.Service, peer: peer, instance: svc.ID}
+		ep := &endpoint{service: t.Service, peer: peer, instance: svc.ID, protocol: protocol}
 		switch {
 		case peer != "":
 			gw := svc.TaggedAddresses[taggedAddressGateway]
@@ -195,7 +199,7 @@ func (p *Proxy) endpointsFor(st *catalog.Store, t policy.Target, filter *policy.
 				continue // the exporting node advertises no gateway
 			}
 			ep.kind, ep.addr = epPeer, net.JoinHostPort(gw.Address, strconv.Itoa(gw.Port))
-			ep.sni, ep.protocol = svc.Meta[metaPeerSNI], svc.Meta[metaPeerProtocol]
+			ep.sni, ep.protocol = svc.Meta[metaPeerSNI], cmp.Or(svc.Meta[metaPeerProtocol], "tcp")
 			ep.ids = strings.Split(svc.Meta[metaPeerSPIFFEIDs], ",")
 		case node.Node == p.cfg.NodeName && !viaGateway:
 			ep.kind = epLocal

@@ -37,10 +37,20 @@ type forwarder struct {
 
 	mu         sync.Mutex
 	transports map[string]*http.Transport
+	// local is the synchronous HTTP/1.1 pool toward this node's instances.
+	local *h1Pool
 }
 
 func newForwarder(p *Proxy) *forwarder {
 	f := &forwarder{p: p, transports: map[string]*http.Transport{}}
+	d := &net.Dialer{Control: p.mark.Control, Timeout: p.cfg.ConnectTimeout}
+	f.local = newH1Pool(func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, &dialError{err}
+		}
+		return c, nil
+	}, p.cfg.MaxIdleConnsPerEndpoint, int64(p.cfg.MaxHeaderBytes)*4)
 	f.rp = &httputil.ReverseProxy{
 		Rewrite:        func(*httputil.ProxyRequest) {}, // the plan's transport sets the destination
 		Transport:      roundTripFunc(f.roundTrip),
@@ -75,7 +85,13 @@ type planKey struct{}
 // candidates in failover order, and only this node's instances on a hop
 // from another node (which already chose this node).
 func (f *forwarder) destination(st *catalog.Store, route policy.Route, hop bool) (choice, string, time.Duration, error) {
-	res, err := f.p.policy.Resolve(route.Target, lookupIn(st))
+	return f.p.views.destination(st, destKey{target: route.Target, hop: hop}, func() (choice, string, time.Duration, error) {
+		return f.resolveDestination(st, route, hop)
+	})
+}
+
+func (f *forwarder) resolveDestination(st *catalog.Store, route policy.Route, hop bool) (choice, string, time.Duration, error) {
+	res, err := f.p.policy.Resolve(route.Target, f.p.views.lookup(st))
 	if err != nil {
 		return choice{}, "", 0, err
 	}
@@ -110,9 +126,71 @@ func (f *forwarder) onwardIdentity(ch choice, service string) (spiffeid.ID, erro
 	return spiffeid.ID{}, nil
 }
 
-// serveHTTP is the gateway's L7 path: intentions, routing, forwarding.
-func (g *gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
+// refusal is a response the gateway gives itself instead of forwarding.
+type refusal struct {
+	code int
+	msg  string
+}
+
+// decide runs the gateway's L7 decision for one request: header limits,
+// intentions (with XFCC set for the instance), routing, and the endpoints
+// of the routed target. It rewrites r for forwarding (path rewrite, header
+// modifiers) and returns the forwarding plan, or the refusal to answer.
+func (g *gateway) decide(ci *connInfo, r *http.Request) (*plan, *refusal) {
 	p := g.p
+	if headerBytes(r) > p.cfg.MaxHeaderBytes {
+		p.m.handshakeFail.WithLabelValues("gateway", "header_too_large").Inc()
+		p.log.Info("gateway refused a request: headers too large", "service", ci.service, "caller", ci.callerName(), "peer", ci.peer)
+		return nil, &refusal{http.StatusRequestHeaderFieldsTooLarge, "request headers too large\n"}
+	}
+	pl := &plan{ci: ci}
+	st := p.cfg.View()
+	if ci.hop {
+		pl.hint = r.Header.Get(headerInstance)
+		pl.route = policy.Route{Target: policy.Target{Service: ci.service}}
+	} else {
+		if d := p.intentionsNow().Authorize(ci.service, ci.policyCaller(), r); !d.Allow {
+			g.denied(ci, d.Reason, r.URL.Path)
+			return nil, &refusal{http.StatusForbidden, "RBAC: access denied\n"}
+		}
+		r.Header.Set(headerXFCC, ci.xfcc)
+		var err error
+		if pl.route, err = p.policy.RouteRequest(ci.service, r, p.views.lookup(st), rand.Float64); err != nil {
+			p.log.Warn("gateway: route request", "service", ci.service, "err", err)
+			return nil, &refusal{http.StatusServiceUnavailable, "peerd gateway: " + err.Error() + "\n"}
+		}
+	}
+	r.Header.Del(headerInstance)
+	ch, lbPolicy, connectTimeout, err := g.fwd.destination(st, pl.route, ci.hop)
+	if err != nil {
+		p.log.Warn("gateway: no destination", "service", ci.service, "target", targetName(pl.route.Target), "err", err)
+		return nil, &refusal{http.StatusServiceUnavailable, "no healthy upstream\n"}
+	}
+	pl.choice, pl.lbPolicy, pl.timeout = ch, lbPolicy, connectTimeout
+	if pl.as, err = g.fwd.onwardIdentity(ch, pl.route.Target.Service); err != nil {
+		return nil, &refusal{http.StatusServiceUnavailable, "peerd gateway: " + err.Error() + "\n"}
+	}
+	rt := pl.route
+	if rw := rt.RewritePath(r.URL.Path); rw != r.URL.Path {
+		r.URL.Path, r.URL.RawPath = rw, ""
+	}
+	policy.ApplyHeaderModifiers(r.Header, rt.RequestHeaders)
+	return pl, nil
+}
+
+// observe records one request's metrics.
+func (g *gateway) observe(ci *connInfo, start time.Time, code int, rx, tx int64) {
+	class := statusClass(code)
+	m := ci.metricsFor(g.p.m, class)
+	m.requests.Inc()
+	m.duration.Observe(time.Since(start).Seconds())
+	m.rx.Add(float64(rx))
+	m.tx.Add(float64(tx))
+}
+
+// serveHTTP is the gateway's L7 path for HTTP/2 connections (served by
+// net/http): intentions, routing, forwarding through the reverse proxy.
+func (g *gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	ci, _ := r.Context().Value(connInfoKey{}).(*connInfo)
 	if ci == nil {
@@ -125,62 +203,18 @@ func (g *gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = body
 	}
-	pl := &plan{ci: ci}
-	defer func() {
-		labels := []string{dirInbound, ci.service, ci.peer}
-		class := statusClass(rw.status())
-		p.m.requests.WithLabelValues(append(labels, class)...).Inc()
-		p.m.duration.WithLabelValues(append(labels, class)...).Observe(time.Since(start).Seconds())
-		p.m.bytes.WithLabelValues(append(labels, "rx")...).Add(float64(body.n.Load()))
-		p.m.bytes.WithLabelValues(append(labels, "tx")...).Add(float64(rw.written))
-	}()
-	if headerBytes(r) > p.cfg.MaxHeaderBytes {
-		p.m.handshakeFail.WithLabelValues("gateway", "header_too_large").Inc()
-		p.log.Info("gateway refused a request: headers too large", "service", ci.service, "caller", ci.callerName(), "peer", ci.peer)
-		http.Error(rw, "request headers too large", http.StatusRequestHeaderFieldsTooLarge)
+	defer func() { g.observe(ci, start, rw.status(), body.n.Load(), rw.written) }()
+	pl, ref := g.decide(ci, r)
+	if ref != nil {
+		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		rw.WriteHeader(ref.code)
+		_, _ = io.WriteString(rw, ref.msg)
 		return
 	}
-	st := p.cfg.View()
-	if ci.hop {
-		pl.hint = r.Header.Get(headerInstance)
-		pl.route = policy.Route{Target: policy.Target{Service: ci.service}}
-	} else {
-		if d := p.intentionsNow().Authorize(ci.service, ci.policyCaller(), r); !d.Allow {
-			g.denied(ci, d.Reason, r.URL.Path)
-			rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
-			rw.WriteHeader(http.StatusForbidden)
-			_, _ = io.WriteString(rw, "RBAC: access denied\n")
-			return
-		}
-		r.Header.Set(headerXFCC, fmt.Sprintf("By=%s;Hash=%s;URI=%s", ci.self, ci.certHash, ci.caller))
-		var err error
-		if pl.route, err = p.policy.RouteRequest(ci.service, r, lookupIn(st), rand.Float64); err != nil {
-			p.log.Warn("gateway: route request", "service", ci.service, "err", err)
-			http.Error(rw, "peerd gateway: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-	}
-	r.Header.Del(headerInstance)
-	ch, lbPolicy, connectTimeout, err := g.fwd.destination(st, pl.route, ci.hop)
-	if err != nil {
-		p.log.Warn("gateway: no destination", "service", ci.service, "target", targetName(pl.route.Target), "err", err)
-		http.Error(rw, "no healthy upstream", http.StatusServiceUnavailable)
-		return
-	}
-	pl.choice, pl.lbPolicy, pl.timeout = ch, lbPolicy, connectTimeout
-	if pl.as, err = g.fwd.onwardIdentity(ch, pl.route.Target.Service); err != nil {
-		http.Error(rw, "peerd gateway: "+err.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	rt := pl.route
-	if rw := rt.RewritePath(r.URL.Path); rw != r.URL.Path {
-		r.URL.Path, r.URL.RawPath = rw, ""
-	}
-	policy.ApplyHeaderModifiers(r.Header, rt.RequestHeaders)
 	ctx := context.WithValue(r.Context(), planKey{}, pl)
-	if rt.RequestTimeout > 0 {
+	if pl.route.RequestTimeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, rt.RequestTimeout)
+		ctx, cancel = context.WithTimeout(ctx, pl.route.RequestTimeout)
 		defer cancel()
 	}
 	g.fwd.rp.ServeHTTP(rw, r.WithContext(ctx))
@@ -232,7 +266,11 @@ func (f *forwarder) roundTrip(r *http.Request) (*http.Response, error) {
 			out.Header.Set(headerInstance, ep.instance)
 		}
 		ep.stats.active.Add(1)
-		resp, err := f.transport(ep, pl).RoundTrip(out)
+		var rt http.RoundTripper = f.local
+		if ep.kind != epLocal || out.Header.Get("Upgrade") != "" || ep.protocol != "http" {
+			rt = f.transport(ep, pl)
+		}
+		resp, err := rt.RoundTrip(out)
 		ep.stats.active.Add(-1)
 		if err != nil {
 			lastErr = err
@@ -313,7 +351,7 @@ func (e *dialError) Unwrap() error { return e.err }
 // kind for local instances (HTTP/1.1, or h2c for http2 and grpc services),
 // one per endpoint for mTLS hops (their server name and identity differ).
 func (f *forwarder) transport(ep *endpoint, pl *plan) *http.Transport {
-	protocol := protocolFor(f.p.cfg.View(), ep)
+	protocol := ep.protocol
 	key := ep.kind.String() + "|" + protocol
 	if ep.kind != epLocal {
 		key += "|" + ep.key() + "|" + pl.as.String()
@@ -377,32 +415,42 @@ func cmpDuration(a, b time.Duration) time.Duration {
 	return b
 }
 
-// protocolFor is the protocol spoken toward an endpoint: the exporter's
-// for a peer's instance, the service's own otherwise.
-func protocolFor(st *catalog.Store, ep *endpoint) string {
-	if ep.kind == epPeer && ep.protocol != "" {
-		return ep.protocol
-	}
-	return protocolOf(st, ep.service)
-}
-
 func (f *forwarder) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
-	code := http.StatusBadGateway
-	msg := "upstream connect error"
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		code, msg = http.StatusGatewayTimeout, "upstream request timeout"
-	case errors.Is(err, errNoHealthy):
-		code, msg = http.StatusServiceUnavailable, "no healthy upstream"
-	case errors.Is(err, context.Canceled):
-		code, msg = 499, "client closed request"
-	}
-	if pl, _ := r.Context().Value(planKey{}).(*plan); pl != nil {
-		f.p.log.Warn("gateway: forward request", "service", pl.ci.service, "target", targetName(pl.choice.target), "err", err)
-	}
+	pl, _ := r.Context().Value(planKey{}).(*plan)
+	code := f.errorCode(pl, err)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(code)
-	_, _ = io.WriteString(w, msg+"\n")
+	_, _ = io.WriteString(w, errorMessage(code)+"\n")
+}
+
+// errorCode maps a forwarding error to the status answered, and logs it.
+func (f *forwarder) errorCode(pl *plan, err error) int {
+	code := http.StatusBadGateway
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		code = http.StatusGatewayTimeout
+	case errors.Is(err, errNoHealthy):
+		code = http.StatusServiceUnavailable
+	case errors.Is(err, context.Canceled):
+		code = 499
+	}
+	if pl != nil {
+		f.p.log.Warn("gateway: forward request", "service", pl.ci.service, "target", targetName(pl.choice.target), "err", err)
+	}
+	return code
+}
+
+// errorMessage is Envoy's wording for the proxy's own errors.
+func errorMessage(code int) string {
+	switch code {
+	case http.StatusGatewayTimeout:
+		return "upstream request timeout"
+	case http.StatusServiceUnavailable:
+		return "no healthy upstream"
+	case 499:
+		return "client closed request"
+	}
+	return "upstream connect error"
 }
 
 func (f *forwarder) modifyResponse(resp *http.Response) error {
@@ -418,6 +466,7 @@ func (f *forwarder) modifyResponse(resp *http.Response) error {
 type trackedBody struct {
 	rc   io.ReadCloser
 	read atomic.Bool
+	eof  atomic.Bool
 	n    atomic.Int64
 }
 
@@ -425,6 +474,9 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 	b.read.Store(true)
 	n, err := b.rc.Read(p)
 	b.n.Add(int64(n))
+	if err == io.EOF {
+		b.eof.Store(true)
+	}
 	return n, err
 }
 

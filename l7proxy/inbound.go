@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/peerd/peerd/catalog"
@@ -41,7 +42,34 @@ type connInfo struct {
 	self spiffeid.ID
 	// certHash is the hex SHA-256 of the client certificate (XFCC "Hash").
 	certHash string
+	// xfcc is the X-Forwarded-Client-Cert value set on its requests.
+	xfcc     string
 	requests atomic.Int64
+	// byClass caches the metric children of this connection's labels.
+	byClass sync.Map // class -> *requestMetrics
+}
+
+// requestMetrics are the per-request metric children of one label set.
+type requestMetrics struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+	rx, tx   prometheus.Counter
+}
+
+// metricsFor returns (and caches) the metric children for class.
+func (ci *connInfo) metricsFor(m *metrics, class string) *requestMetrics {
+	if v, ok := ci.byClass.Load(class); ok {
+		return v.(*requestMetrics)
+	}
+	labels := []string{dirInbound, ci.service, ci.peer}
+	rm := &requestMetrics{
+		requests: m.requests.WithLabelValues(append(labels, class)...),
+		duration: m.duration.WithLabelValues(append(labels, class)...),
+		rx:       m.bytes.WithLabelValues(append(labels, "rx")...),
+		tx:       m.bytes.WithLabelValues(append(labels, "tx")...),
+	}
+	ci.byClass.Store(class, rm)
+	return rm
 }
 
 // policyCaller is the caller as intentions see it.
@@ -195,6 +223,11 @@ func (g *gateway) handle(raw net.Conn) {
 	}
 	p.m.connections.WithLabelValues(dirInbound, ci.service, ci.peer).Inc()
 	p.m.active.WithLabelValues(dirInbound, ci.service, ci.peer).Inc()
+	if l7Protocol(ci.protocol) && tc.ConnectionState().NegotiatedProtocol != "h2" {
+		defer p.m.active.WithLabelValues(dirInbound, ci.service, ci.peer).Dec()
+		g.serveH1(tc, ci)
+		return
+	}
 	if l7Protocol(ci.protocol) {
 		g.infos.Store(tc, ci)
 		if !g.queue.push(tc) {
@@ -302,6 +335,7 @@ func (g *gateway) configFor(hello *tls.ClientHelloInfo, hs *handshake) (*tls.Con
 			ci := &connInfo{service: service, protocol: protocol, peer: peer, caller: id, self: self}
 			sum := sha256.Sum256(cs.PeerCertificates[0].Raw)
 			ci.certHash = hex.EncodeToString(sum[:])
+			ci.xfcc = fmt.Sprintf("By=%s;Hash=%s;URI=%s", self, ci.certHash, id)
 			if sid, err := identity.ParseServiceID(id); err == nil {
 				ci.callerSvc = &sid
 			}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-memdb"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/peerd/peerd/catalog"
@@ -253,7 +252,7 @@ func (p *Proxy) tcpIdle() time.Duration {
 // side as its read side ends (half-close), and closes both after idle
 // without traffic. Bytes from a are added to rx as they pass, bytes to a to
 // tx.
-func (p *Proxy) splice(a, b net.Conn, idle time.Duration, rx, tx prometheus.Counter) {
+func (p *Proxy) splice(a, b net.Conn, idle time.Duration, rx, tx adder) {
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
 	stop := make(chan struct{})
@@ -274,7 +273,7 @@ func (p *Proxy) splice(a, b net.Conn, idle time.Duration, rx, tx prometheus.Coun
 		}
 	}()
 	done := make(chan struct{}, 2)
-	cp := func(count prometheus.Counter, dst, src net.Conn) {
+	cp := func(count adder, dst, src net.Conn) {
 		buf := make([]byte, 32<<10)
 		for {
 			k, err := src.Read(buf)
@@ -300,6 +299,9 @@ func (p *Proxy) splice(a, b net.Conn, idle time.Duration, rx, tx prometheus.Coun
 	a.Close()
 	b.Close()
 }
+
+// adder is what splice counts bytes into (a prometheus.Counter).
+type adder interface{ Add(float64) }
 
 // closeWrite half-closes a connection when it supports it.
 func closeWrite(c net.Conn) {

@@ -32,11 +32,16 @@ type Proxy struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// draining ends when Close starts: idle keep-alive connections close.
+	draining    context.Context
+	stopServing context.CancelFunc
+	wg          sync.WaitGroup
 
 	intentions atomic.Pointer[policy.Intentions]
 	// policy caches compiled route regexes and subset filters.
 	policy *policy.Cache
+	// views caches the request path's catalog reads briefly.
+	views viewCache
 
 	gw *gateway
 
@@ -67,6 +72,7 @@ func New(cfg Config) (*Proxy, error) {
 		p.m.markEnabled.Set(1)
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.draining, p.stopServing = context.WithCancel(p.ctx)
 	return p, nil
 }
 
@@ -94,6 +100,7 @@ func (p *Proxy) Close(ctx context.Context) error {
 		return nil
 	}
 	p.closed = true
+	p.stopServing()
 	for key, u := range p.upstreams {
 		u.ln.Close()
 		delete(p.upstreams, key)
