@@ -33,6 +33,10 @@ demo: build
 	$(GO) build -o $(BIN)/demo-echo ./scripts/echo
 	bash scripts/demo.sh
 
+# BenchmarkCrossPeerHTTP builds its own peerd, peerctl and echo server and
+# needs nginx for its baseline: run as root, it installs Debian's nginx if
+# missing (without starting or enabling the system service); otherwise, or
+# with PEERD_BENCH_NO_INSTALL=1, that mode is reported as skipped.
 bench:
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -timeout 20m ./bench/...
 
