@@ -146,6 +146,14 @@ func TestGatewayRefusesBadClients(t *testing.T) {
 		})
 	}
 
+	t.Run("TLS 1.2 is refused by default", func(t *testing.T) {
+		_, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", gw, &tls.Config{
+			ServerName: goodSNI, InsecureSkipVerify: true, Certificates: []tls.Certificate{good}, MaxVersion: tls.VersionTLS12})
+		if err == nil || !strings.Contains(err.Error(), "version") {
+			t.Fatalf("got %v, want a protocol version alert", err)
+		}
+	})
+
 	t.Run("plaintext on the TLS port", func(t *testing.T) {
 		conn, err := net.DialTimeout("tcp", gw, 2*time.Second)
 		if err != nil {
