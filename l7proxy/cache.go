@@ -31,9 +31,8 @@ type cachedEntry struct {
 }
 
 type destKey struct {
-	target     policy.Target
-	hop        bool
-	viaGateway bool
+	target policy.Target
+	hop    bool
 }
 
 type cachedDest struct {

@@ -157,33 +157,33 @@ func (c *Config) setDefaults() {
 func (c *Config) validate() error {
 	var errs []error
 	if c.NodeName == "" {
-		errs = append(errs, errors.New("NodeName is required"))
+		errs = append(errs, errors.New("the node name (NodeName) is required"))
 	}
 	if c.Datacenter == "" {
-		errs = append(errs, errors.New("Datacenter is required"))
+		errs = append(errs, errors.New("the datacenter (Datacenter) is required"))
 	}
 	if c.View == nil {
-		errs = append(errs, errors.New("View is required"))
+		errs = append(errs, errors.New("the cluster state view (View) is required"))
 	}
 	if c.Signer == nil {
-		errs = append(errs, errors.New("Signer is required"))
+		errs = append(errs, errors.New("a leaf signer (Signer) is required"))
 	}
 	if c.MinTLSVersion != tls.VersionTLS12 && c.MinTLSVersion != tls.VersionTLS13 {
-		errs = append(errs, fmt.Errorf("MinTLSVersion %#x: use TLS 1.2 or 1.3", c.MinTLSVersion))
+		errs = append(errs, fmt.Errorf("minimum TLS version %#x: use TLS 1.2 or 1.3", c.MinTLSVersion))
 	}
 	for name, d := range map[string]time.Duration{
 		"LeafTTL": c.LeafTTL, "ConnectTimeout": c.ConnectTimeout, "HandshakeTimeout": c.HandshakeTimeout,
 		"ReadHeaderTimeout": c.ReadHeaderTimeout, "IdleTimeout": c.IdleTimeout, "OutlierEjection": c.OutlierEjection,
 	} {
 		if d < 0 {
-			errs = append(errs, fmt.Errorf("%s %v is negative", name, d))
+			errs = append(errs, fmt.Errorf("duration %s = %v is negative", name, d))
 		}
 	}
 	if c.LeafTTL > 0 && c.LeafTTL < 2*time.Second {
-		errs = append(errs, fmt.Errorf("LeafTTL %v is too short: use at least 2s", c.LeafTTL))
+		errs = append(errs, fmt.Errorf("leaf TTL %v is too short: use at least 2s", c.LeafTTL))
 	}
 	if c.Mark < 0 {
-		errs = append(errs, fmt.Errorf("Mark %d is negative", c.Mark))
+		errs = append(errs, fmt.Errorf("socket mark %d is negative", c.Mark))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("terminator configuration: %w", errors.Join(errs...))

@@ -75,8 +75,6 @@ type plan struct {
 	timeout  time.Duration
 	as       spiffeid.ID
 	hint     string
-	// code is the status the proxy answered itself (errors), for metrics.
-	code int
 }
 
 type planKey struct{}
@@ -530,3 +528,13 @@ func (b *bufferPool) Get() []byte {
 }
 
 func (b *bufferPool) Put(buf []byte) { b.pool.Put(&buf) }
+
+// closeIdle closes the idle connections of every pool (shutdown).
+func (f *forwarder) closeIdle() {
+	f.local.closeIdle()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, t := range f.transports {
+		t.CloseIdleConnections()
+	}
+}

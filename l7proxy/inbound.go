@@ -178,6 +178,7 @@ func (g *gateway) shutdown(ctx context.Context) error {
 	if err != nil {
 		g.http.Close()
 	}
+	g.fwd.closeIdle()
 	return err
 }
 

@@ -3,8 +3,6 @@ package l7proxy
 import (
 	"context"
 	"crypto/tls"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -236,14 +234,4 @@ func withTimeout(parent context.Context, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(parent, d)
 	context.AfterFunc(ctx, cancel)
 	return ctx
-}
-
-// errClosed is returned for work refused during shutdown.
-var errClosed = errors.New("terminator is shutting down")
-
-func wrapf(err error, format string, args ...any) error {
-	if err == nil {
-		return nil
-	}
-	return fmt.Errorf(format+": %w", append(args, err)...)
 }
