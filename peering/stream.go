@@ -84,9 +84,21 @@ func (ss *streamServer) ExchangeSecret(ctx context.Context, req *pbpeerstream.Ex
 	if req.GetPeerId() == "" || req.GetEstablishmentSecret() == "" {
 		return nil, status.Error(codes.InvalidArgument, "exchange secret: peer_id and establishment_secret are required")
 	}
-	_, p, err := st.PeeringByID(nil, req.GetPeerId())
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "exchange secret: %v", err)
+	// The token was written through the leader; a follower serving this
+	// call may not have applied it yet, so an unknown ID is given a moment
+	// to arrive before it is refused.
+	var p *catalog.Peering
+	for wait := time.Now().Add(2 * time.Second); ; {
+		if _, p, err = st.PeeringByID(nil, req.GetPeerId()); err != nil {
+			return nil, status.Errorf(codes.Internal, "exchange secret: %v", err)
+		}
+		if p != nil || time.Now().After(wait) || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 	if p == nil {
 		return nil, status.Errorf(codes.NotFound, "exchange secret: no peering with ID %s here: generate a new peering token", shortID(req.GetPeerId()))
