@@ -253,15 +253,19 @@ func (f *forwarder) roundTrip(r *http.Request) (*http.Response, error) {
 			return nil, lastErr
 		}
 		tried[ep.key()] = true
-		out := r.Clone(r.Context())
+		// r is the proxy's own outgoing request (ReverseProxy's copy, or
+		// the one the HTTP/1.1 loop read): it is aimed at each attempt's
+		// endpoint in place rather than cloned.
+		out := r
 		out.URL.Host = ep.addr
 		out.URL.Scheme = "http"
 		if ep.kind != epLocal {
 			out.URL.Scheme = "https"
 		}
-		out.Host = r.Host
 		if ep.kind == epNode {
 			out.Header.Set(headerInstance, ep.instance)
+		} else {
+			out.Header.Del(headerInstance)
 		}
 		ep.stats.active.Add(1)
 		var rt http.RoundTripper = f.local
