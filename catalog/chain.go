@@ -74,3 +74,20 @@ func checkChainProtocols(tx *memdb.Txn, o entryOverride) error {
 	}
 	return nil
 }
+
+// ServiceProtocol returns a service's protocol: its service-defaults, else
+// the global proxy-defaults, else "tcp". It adds what it read to ws.
+func (s *Store) ServiceProtocol(ws memdb.WatchSet, service string) (string, error) {
+	for _, k := range [...][2]string{{configentry.ServiceDefaults, service}, {configentry.ProxyDefaults, configentry.ProxyConfigGlobal}} {
+		_, e, err := s.ConfigEntry(ws, k[0], k[1])
+		if err != nil {
+			return "", fmt.Errorf("protocol of %q: %w", service, err)
+		}
+		if e != nil {
+			if p := configentry.Protocol(e); p != "" {
+				return p, nil
+			}
+		}
+	}
+	return "tcp", nil
+}

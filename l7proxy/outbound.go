@@ -167,7 +167,7 @@ func (p *Proxy) handleOutbound(c net.Conn, up Upstream) {
 	p.mark.MarkConn(c)
 	start := time.Now()
 	st := p.cfg.View()
-	res, err := p.policy.Resolve(policy.Target{Service: up.DestinationName, Peer: up.DestinationPeer, Datacenter: up.Datacenter}, lookupIn(st))
+	res, err := p.policy.Resolve(policy.Target{Service: up.DestinationName, Peer: up.DestinationPeer, Datacenter: up.Datacenter}, p.views.lookup(st))
 	if err != nil {
 		p.log.Warn("resolve upstream", "service", up.Caller, "destination", up.DestinationName, "peer", up.DestinationPeer, "err", err)
 		c.Close()

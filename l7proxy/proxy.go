@@ -144,28 +144,14 @@ func (p *Proxy) track(c net.Conn) (func(), bool) {
 	}, true
 }
 
-// lookup reads config entries for the policy package.
-func lookupIn(st *catalog.Store) policy.Lookup {
-	return func(kind, name string) configentry.Entry {
-		_, e, err := st.ConfigEntry(nil, kind, name)
-		if err != nil {
-			return nil
-		}
-		return e
-	}
-}
-
-// protocolOf is a local service's protocol: service-defaults, then
-// proxy-defaults, then tcp.
+// protocolOf is a local service's protocol (see catalog's
+// ServiceProtocol); tcp when it cannot be read.
 func protocolOf(st *catalog.Store, service string) string {
-	for _, k := range [][2]string{{configentry.ServiceDefaults, service}, {configentry.ProxyDefaults, configentry.ProxyConfigGlobal}} {
-		if _, e, err := st.ConfigEntry(nil, k[0], k[1]); err == nil && e != nil {
-			if pr := configentry.Protocol(e); pr != "" {
-				return pr
-			}
-		}
+	p, err := st.ServiceProtocol(nil, service)
+	if err != nil {
+		return "tcp"
 	}
-	return "tcp"
+	return p
 }
 
 func l7Protocol(p string) bool { return p == "http" || p == "http2" || p == "grpc" }

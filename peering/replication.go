@@ -20,7 +20,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/peerd/peerd/catalog"
-	"github.com/peerd/peerd/catalog/configentry"
 	"github.com/peerd/peerd/internal/identity"
 	"github.com/peerd/peerd/peering/pbpeerstream"
 )
@@ -671,7 +670,7 @@ func (e *exporter) buildService(ws memdb.WatchSet, name string) (*serviceSnap, e
 	if err != nil {
 		return nil, fmt.Errorf("read instances of %q: %w", name, err)
 	}
-	protocol, err := serviceProtocol(ws, st, name)
+	protocol, err := st.ServiceProtocol(ws, name)
 	if err != nil {
 		return nil, err
 	}
@@ -694,30 +693,6 @@ func (e *exporter) buildService(ws memdb.WatchSet, name string) (*serviceSnap, e
 	}
 	sort.Slice(snap.instances, func(i, j int) bool { return snap.instances[i].InstanceID() < snap.instances[j].InstanceID() })
 	return snap, nil
-}
-
-// serviceProtocol is the service's protocol: its service-defaults, else
-// proxy-defaults, else tcp.
-func serviceProtocol(ws memdb.WatchSet, st *catalog.Store, name string) (string, error) {
-	_, sd, err := st.ConfigEntry(ws, configentry.ServiceDefaults, name)
-	if err != nil {
-		return "", err
-	}
-	if sd != nil {
-		if p := configentry.Protocol(sd); p != "" {
-			return p, nil
-		}
-	}
-	_, pd, err := st.ConfigEntry(ws, configentry.ProxyDefaults, configentry.ProxyConfigGlobal)
-	if err != nil {
-		return "", err
-	}
-	if pd != nil {
-		if p := configentry.Protocol(pd); p != "" {
-			return p, nil
-		}
-	}
-	return "tcp", nil
 }
 
 // exportInstance builds the wire form of one local instance for peer.
