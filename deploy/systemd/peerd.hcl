@@ -29,6 +29,7 @@ ports {
   http     = 8500 # HTTP API (peerctl, Consul API clients)
   grpc     = 8502 # internal gRPC: writes forwarded to the leader, peering management
   grpc_tls = 8503 # TLS gRPC: the peering stream other clusters dial (servers)
+  gateway  = 8443 # the node's mTLS gateway: peers and other nodes reach this node's services here
   serf_lan = 8301 # gossip, TCP and UDP
   server   = 8300 # raft, servers only
 }
