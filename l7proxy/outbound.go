@@ -193,11 +193,7 @@ func (p *Proxy) handleOutbound(c net.Conn, up Upstream) {
 	active.Inc()
 	defer active.Dec()
 
-	protocol := ch.eps[0].protocol
-	if ch.eps[0].kind != epPeer {
-		protocol = protocolOf(st, ch.target.Service)
-	}
-	upConn, ep, err := p.dialAny(p.ctx, ch, res.LoadBalancer, as, alpnFor(protocol), res.ConnectTimeout)
+	upConn, ep, err := p.dialAny(p.ctx, ch, res.LoadBalancer, as, alpnFor(ch.eps[0].protocol), res.ConnectTimeout)
 	if err != nil {
 		p.log.Warn("connect upstream", "service", up.Caller, "destination", targetName(ch.target), "err", err)
 		p.m.requests.WithLabelValues(append(labels, "connect_failure")...).Inc()
