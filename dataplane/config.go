@@ -1,0 +1,206 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultPinDir is where the daemon pins its programs, maps and links.
+const DefaultPinDir = "/sys/fs/bpf/peerd"
+
+// TCMode selects how the TC layer attaches.
+type TCMode string
+
+const (
+	// TCAuto tries TCX (kernel >= 6.6) and falls back to clsact.
+	TCAuto TCMode = ""
+	// TCX requires TCX links.
+	TCX TCMode = "tcx"
+	// TCClsact always uses a clsact qdisc and a netlink BPF filter.
+	TCClsact TCMode = "clsact"
+)
+
+// Config says which layers to load and how to attach them. The zero value
+// loads nothing.
+type Config struct {
+	// CgroupPath is the cgroup v2 directory the capture and fast-path
+	// programs attach to. Required when either layer is on. The root of
+	// the cgroup v2 hierarchy is refused unless AllowRootCgroup is set:
+	// every process on the host would be captured.
+	CgroupPath      string
+	AllowRootCgroup bool
+
+	// Capture turns on layer 1 (cgroup/connect4+6 rewrite of virtual IPs
+	// to the terminator's outbound listener). It needs ListenerPort and at
+	// least one of ListenerV4 and ListenerV6.
+	Capture bool
+	// FastPath turns on layer 2 (sockops + sk_msg on plaintext loopback
+	// legs whose local or remote port is ListenerPort or in
+	// FastPathPorts; never TLSPorts).
+	FastPath      bool
+	FastPathPorts []uint16
+	TLSPorts      []uint16
+
+	// Interfaces names the interfaces (in the caller's network namespace)
+	// that get the TC counters (layer 3). Empty: TC is off.
+	Interfaces []string
+	TCMode     TCMode
+
+	// PinDir is the bpffs directory for pins (DefaultPinDir when empty).
+	// A second Load with the same PinDir re-opens the pinned maps and
+	// updates the pinned links in place instead of re-attaching.
+	PinDir string
+
+	// The terminator's outbound listener that captured connections are
+	// rewritten to.
+	ListenerV4   netip.Addr
+	ListenerV6   netip.Addr
+	ListenerPort uint16
+
+	// Mark is the SO_MARK the terminator sets on its own sockets
+	// (internal/netutil); marked sockets are never captured. 0: none.
+	Mark uint32
+	// DaemonCgroupID is the cgroup id of the daemon's own cgroup (see
+	// CgroupID); connects from it are never captured. 0: none.
+	DaemonCgroupID uint64
+
+	// Logger receives one line per layer decision; nil: slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) pinDir() string {
+	if c.PinDir == "" {
+		return DefaultPinDir
+	}
+	return c.PinDir
+}
+
+func (c *Config) logger() *slog.Logger {
+	if c.Logger == nil {
+		return slog.Default()
+	}
+	return c.Logger
+}
+
+// ErrRootCgroup is returned for a CgroupPath that is the root of a cgroup
+// v2 hierarchy when AllowRootCgroup is not set.
+var ErrRootCgroup = errors.New("refusing to attach to the root cgroup (set AllowRootCgroup to allow it)")
+
+// validate checks everything that can be checked before touching the
+// kernel's BPF state, so bad input never leaves anything attached.
+func (c *Config) validate() error {
+	if c.Capture || c.FastPath {
+		if c.CgroupPath == "" {
+			return errors.New("dataplane: CgroupPath is required for the capture and fast-path layers")
+		}
+		if err := checkCgroup(c.CgroupPath, c.AllowRootCgroup); err != nil {
+			return err
+		}
+	}
+	if c.Capture {
+		if c.ListenerPort == 0 {
+			return errors.New("dataplane: capture needs ListenerPort")
+		}
+		if !c.ListenerV4.IsValid() && !c.ListenerV6.IsValid() {
+			return errors.New("dataplane: capture needs ListenerV4 or ListenerV6")
+		}
+		if c.ListenerV4.IsValid() && !c.ListenerV4.Unmap().Is4() {
+			return fmt.Errorf("dataplane: ListenerV4 %s is not an IPv4 address", c.ListenerV4)
+		}
+		if c.ListenerV6.IsValid() && (!c.ListenerV6.Is6() || c.ListenerV6.Is4In6()) {
+			return fmt.Errorf("dataplane: ListenerV6 %s is not an IPv6 address", c.ListenerV6)
+		}
+	}
+	if c.FastPath && c.ListenerPort == 0 && len(c.FastPathPorts) == 0 {
+		return errors.New("dataplane: the fast path needs ListenerPort or FastPathPorts")
+	}
+	for _, p := range c.FastPathPorts {
+		for _, tp := range c.TLSPorts {
+			if p == tp {
+				return fmt.Errorf("dataplane: port %d is both a fast-path and a TLS port", p)
+			}
+		}
+	}
+	if c.FastPath && c.ListenerPort != 0 {
+		for _, tp := range c.TLSPorts {
+			if tp == c.ListenerPort {
+				return fmt.Errorf("dataplane: ListenerPort %d is listed as a TLS port", tp)
+			}
+		}
+	}
+	switch c.TCMode {
+	case TCAuto, TCX, TCClsact:
+	default:
+		return fmt.Errorf("dataplane: unknown TCMode %q", c.TCMode)
+	}
+	for _, name := range c.Interfaces {
+		if _, err := net.InterfaceByName(name); err != nil {
+			return fmt.Errorf("dataplane: interface %q: %w", name, err)
+		}
+	}
+	dir := c.pinDir()
+	if !filepath.IsAbs(dir) {
+		return fmt.Errorf("dataplane: PinDir %q is not absolute", dir)
+	}
+	return nil
+}
+
+// checkCgroup verifies that path is a cgroup v2 directory and, unless
+// allowRoot, not the root of its hierarchy.
+func checkCgroup(path string, allowRoot bool) error {
+	path = filepath.Clean(path)
+	var fs unix.Statfs_t
+	if err := unix.Statfs(path, &fs); err != nil {
+		return fmt.Errorf("dataplane: cgroup %s: %w", path, err)
+	}
+	if fs.Type != unix.CGROUP2_SUPER_MAGIC {
+		return fmt.Errorf("dataplane: %s is not a cgroup v2 directory", path)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("dataplane: cgroup %s: %w", path, err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("dataplane: cgroup %s is not a directory", path)
+	}
+	root, err := isMountRoot(path)
+	if err != nil {
+		return err
+	}
+	if root && !allowRoot {
+		return fmt.Errorf("dataplane: %s: %w", path, ErrRootCgroup)
+	}
+	return nil
+}
+
+// isMountRoot reports whether path is the root of its file system mount:
+// for a cgroup v2 directory, the root cgroup of the hierarchy (or of the
+// caller's cgroup namespace).
+func isMountRoot(path string) (bool, error) {
+	var st, parent unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return false, fmt.Errorf("dataplane: %s: %w", path, err)
+	}
+	if err := unix.Stat(filepath.Dir(path), &parent); err != nil {
+		return false, fmt.Errorf("dataplane: %s: %w", filepath.Dir(path), err)
+	}
+	// The root cgroup's id (its kernfs inode) is 1 as well.
+	return st.Dev != parent.Dev || st.Ino == parent.Ino || st.Ino == 1, nil
+}
+
+// CgroupID returns the id of the cgroup v2 directory path, the value
+// bpf_get_current_cgroup_id() reports for its processes.
+func CgroupID(path string) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, fmt.Errorf("cgroup id of %s: %w", path, err)
+	}
+	return st.Ino, nil
+}

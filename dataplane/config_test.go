@@ -1,0 +1,107 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+)
+
+// TestConfigErrors: bad input is refused before anything is loaded.
+func TestConfigErrors(t *testing.T) {
+	lo := netip.MustParseAddr("127.0.0.1")
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"missing cgroup", Config{Capture: true, CgroupPath: "/sys/fs/cgroup/unified/peerd-does-not-exist", ListenerV4: lo, ListenerPort: 1}, "no such file"},
+		{"not a cgroup", Config{Capture: true, CgroupPath: os.TempDir(), ListenerV4: lo, ListenerPort: 1}, "not a cgroup v2 directory"},
+		{"no cgroup", Config{Capture: true, ListenerV4: lo, ListenerPort: 1}, "CgroupPath is required"},
+		{"unknown interface", Config{Interfaces: []string{"peerd-nope0"}}, `interface "peerd-nope0"`},
+		{"bad TC mode", Config{Interfaces: []string{"lo"}, TCMode: "xdp"}, "unknown TCMode"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dp, err := Load(context.Background(), tt.cfg)
+			if err == nil {
+				dp.Close()
+				t.Fatal("Load succeeded")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not mention %q", err, tt.want)
+			}
+		})
+	}
+	if root := cgroup2Root(t); root != "" {
+		t.Run("root cgroup", func(t *testing.T) {
+			_, err := Load(context.Background(), Config{Capture: true, CgroupPath: root, ListenerV4: lo, ListenerPort: 1})
+			if !errors.Is(err, ErrRootCgroup) {
+				t.Fatalf("Load on the root cgroup: %v, want ErrRootCgroup", err)
+			}
+			_, err = Load(context.Background(), Config{Capture: true, CgroupPath: filepath.Join(root, "."), ListenerV4: lo, ListenerPort: 1})
+			if !errors.Is(err, ErrRootCgroup) {
+				t.Fatalf("Load on root/.: %v, want ErrRootCgroup", err)
+			}
+		})
+	}
+	t.Run("capture without listener", func(t *testing.T) {
+		root := cgroup2Root(t)
+		if root == "" {
+			t.Skip("no cgroup v2 mount")
+		}
+		_, err := Load(context.Background(), Config{Capture: true, CgroupPath: root, AllowRootCgroup: true})
+		if err == nil || !strings.Contains(err.Error(), "ListenerPort") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+}
+
+// TestMissingFeatureDegrades: a layer whose kernel feature is missing is
+// off with the reason and nothing of it is attached; the others load.
+func TestMissingFeatureDegrades(t *testing.T) {
+	requireRoot(t)
+	probeHook = func(layer, feature string) error {
+		if layer == LayerFastPath && strings.Contains(feature, "SkMsg") {
+			return errors.New("pretend: not supported")
+		}
+		return nil
+	}
+	t.Cleanup(func() { probeHook = nil })
+	cg, pinDir := newCgroup(t), newPinDir(t)
+	dp, err := Load(context.Background(), Config{
+		CgroupPath: cg, PinDir: pinDir, Capture: true, FastPath: true,
+		ListenerV4: netip.MustParseAddr("127.0.0.1"), ListenerPort: testListenerPort,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dp.Close()
+	st := dp.Status()
+	if !st.Capture.Loaded || st.FastPath.Loaded || !strings.Contains(st.FastPath.Reason, "SkMsg") {
+		t.Fatalf("status capture %+v fastpath %+v", st.Capture, st.FastPath)
+	}
+	if n := attachedCount(t, cg, ebpf.AttachCGroupSockOps); n != 1 {
+		t.Errorf("%d sockops programs attached, want only capture's", n)
+	}
+	if _, err := os.Stat(filepath.Join(pinDir, LayerFastPath)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("fast-path pins exist although the layer is off: %v", err)
+	}
+	if err := dp.SetPeerAddr(netip.MustParseAddr("10.0.0.1"), 1); !errors.Is(err, ErrLayerOff) {
+		t.Errorf("SetPeerAddr with TC off: %v", err)
+	}
+}
+
+func TestAddrWords(t *testing.T) {
+	for _, s := range []string{"240.0.0.1", "127.0.0.1", "::1", "fd00:f00d::1"} {
+		a := netip.MustParseAddr(s)
+		if got := fromWords(words(a)); got != a {
+			t.Errorf("%s -> %s", a, got)
+		}
+	}
+}

@@ -1,0 +1,269 @@
+// Package dataplane loads, attaches and pins peerd's eBPF programs (package
+// bpf) and keeps their maps in sync with what the agent tells it. Three
+// layers, each feature-probed and loaded on its own; a layer the kernel
+// cannot run is switched off with the reason in Status, and the terminator
+// works with none of them:
+//
+//  1. Capture: cgroup/connect4+6 rewrite connections to virtual IPs
+//     (SetVIP) to the terminator's outbound listener; the terminator asks
+//     OriginalDestination for where the accepted connection was going.
+//  2. Fast path: sockops + sk_msg splice the plaintext loopback legs
+//     between workloads and the terminator through a SOCKHASH.
+//  3. TC: per-peer byte and packet counters on the node's interfaces,
+//     attached with TCX (kernel >= 6.6) or clsact + a netlink BPF filter.
+//
+// Everything is pinned under Config.PinDir: a new Load with the same
+// directory re-opens the maps and updates the links in place, so a daemon
+// restart drops no connection. Close releases the process's handles but
+// leaves the pins (and so the attachments) in place; Cleanup removes them.
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+
+	"github.com/cilium/ebpf"
+)
+
+// ErrLayerOff is returned by methods that need a layer that is not loaded.
+var ErrLayerOff = errors.New("dataplane layer not loaded")
+
+// Dataplane is a loaded set of layers. Its methods are safe for
+// concurrent use.
+type Dataplane struct {
+	cfg    Config
+	log    *slog.Logger
+	kernel string
+
+	mu      sync.Mutex
+	closed  bool
+	capture *captureLayer
+	fast    *fastLayer
+	tc      *tcLayer
+	// Off-reasons of layers that were requested but are not loaded.
+	reasons map[string]string
+}
+
+// Layer names, as used in Status and logs.
+const (
+	LayerCapture  = "capture"
+	LayerFastPath = "fastpath"
+	LayerTC       = "tc"
+)
+
+// Load validates cfg, then probes, loads and attaches each requested
+// layer. Invalid configuration (a missing or root cgroup, an unknown
+// interface, a bad listener) is an error and nothing is attached. A layer
+// whose kernel features are missing, or that fails to load or attach, is
+// rolled back completely and reported off in Status with the reason; the
+// other layers are unaffected.
+func Load(ctx context.Context, cfg Config) (*Dataplane, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	d := &Dataplane{cfg: cfg, log: cfg.logger().With("component", "dataplane"), kernel: kernelRelease(), reasons: map[string]string{}}
+	dir := cfg.pinDir()
+
+	type step struct {
+		name  string
+		on    bool
+		needs []requirement
+		load  func(dir string) error
+	}
+	steps := []step{
+		{LayerCapture, cfg.Capture, captureNeeds, func(dir string) error {
+			l, err := loadCapture(&cfg, dir)
+			if err == nil {
+				d.capture = l
+			}
+			return err
+		}},
+		{LayerFastPath, cfg.FastPath, fastPathNeeds, func(dir string) error {
+			l, err := loadFastPath(&cfg, dir)
+			if err == nil {
+				d.fast = l
+			}
+			return err
+		}},
+		{LayerTC, len(cfg.Interfaces) > 0, tcNeeds, func(dir string) error {
+			l, err := loadTC(&cfg, dir)
+			if err == nil {
+				d.tc = l
+			}
+			return err
+		}},
+	}
+	for _, s := range steps {
+		if err := ctx.Err(); err != nil {
+			d.Close()
+			return nil, err
+		}
+		if !s.on {
+			continue
+		}
+		if err := probe(s.name, s.needs); err != nil {
+			d.off(s.name, err)
+			continue
+		}
+		if err := s.load(filepath.Join(dir, s.name)); err != nil {
+			d.off(s.name, err)
+			continue
+		}
+		d.log.Info("layer loaded", "layer", s.name, "pin_dir", filepath.Join(dir, s.name), "kernel", d.kernel)
+	}
+	return d, nil
+}
+
+func (d *Dataplane) off(layer string, err error) {
+	var verr *ebpf.VerifierError
+	if errors.As(err, &verr) {
+		d.log.Debug("verifier log", "layer", layer, "log", fmt.Sprintf("%+v", verr))
+	}
+	d.reasons[layer] = err.Error()
+	d.log.Warn("layer off", "layer", layer, "reason", err.Error(), "kernel", d.kernel)
+}
+
+// Close releases the process's handles on programs, maps and links. The
+// pins stay, and with them every attachment: traffic keeps flowing until
+// the next Load updates them or Cleanup removes them.
+func (d *Dataplane) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	var errs []error
+	if d.capture != nil {
+		errs = append(errs, d.capture.close())
+	}
+	if d.fast != nil {
+		errs = append(errs, d.fast.close())
+	}
+	if d.tc != nil {
+		errs = append(errs, d.tc.close())
+	}
+	return errors.Join(errs...)
+}
+
+// Cleanup closes d and removes everything pinned under its PinDir (see the
+// package function Cleanup).
+func (d *Dataplane) Cleanup() error {
+	return errors.Join(d.Close(), Cleanup(d.cfg.pinDir()))
+}
+
+// Status is a snapshot of the dataplane.
+type Status struct {
+	Kernel   string      `json:"kernel"`
+	PinDir   string      `json:"pin_dir"`
+	Capture  LayerStatus `json:"capture"`
+	FastPath LayerStatus `json:"fastpath"`
+	TC       LayerStatus `json:"tc"`
+}
+
+// LayerStatus describes one layer.
+type LayerStatus struct {
+	// Enabled: requested by the configuration.
+	Enabled bool `json:"enabled"`
+	// Loaded: programs loaded and attached.
+	Loaded bool `json:"loaded"`
+	// Reused: this Load re-opened pinned maps and updated pinned links.
+	Reused bool `json:"reused,omitempty"`
+	// AttachMode: "cgroup-link", "tcx", "clsact" or "tcx+clsact".
+	AttachMode string `json:"attach_mode,omitempty"`
+	// Reason why an enabled layer is not loaded.
+	Reason string `json:"reason,omitempty"`
+	// Maps: entries per map (hash and LRU maps).
+	Maps map[string]int `json:"maps,omitempty"`
+	// Counters: the layer's statistics, summed over CPUs.
+	Counters map[string]uint64 `json:"counters,omitempty"`
+	// Interfaces: TC attach mode per interface.
+	Interfaces map[string]string `json:"interfaces,omitempty"`
+}
+
+// Status reports every layer. Counter read errors are reported in the
+// layer's Reason.
+func (d *Dataplane) Status() Status {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := Status{Kernel: d.kernel, PinDir: d.cfg.pinDir()}
+	s.Capture = LayerStatus{Enabled: d.cfg.Capture, Reason: d.reasons[LayerCapture]}
+	s.FastPath = LayerStatus{Enabled: d.cfg.FastPath, Reason: d.reasons[LayerFastPath]}
+	s.TC = LayerStatus{Enabled: len(d.cfg.Interfaces) > 0, Reason: d.reasons[LayerTC]}
+	if d.closed {
+		return s
+	}
+	if d.capture != nil {
+		d.capture.status(&s.Capture)
+	}
+	if d.fast != nil {
+		d.fast.status(&s.FastPath)
+	}
+	if d.tc != nil {
+		d.tc.status(&s.TC)
+	}
+	return s
+}
+
+// count returns the number of entries of m (keys only, so it works for
+// every map type).
+func count(m *ebpf.Map) (int, error) {
+	var n int
+	var key any // nil: start from the first key
+	next := make([]byte, m.KeySize())
+	for n <= int(m.MaxEntries()) {
+		err := m.NextKey(key, &next)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		n++
+		cur := append([]byte(nil), next...)
+		key = cur
+	}
+	return n, nil
+}
+
+// readCounters sums a PERCPU_ARRAY of u64 counters.
+func readCounters(m *ebpf.Map, names []string) (map[string]uint64, error) {
+	out := make(map[string]uint64, len(names))
+	for i, name := range names {
+		var per []uint64
+		if err := m.Lookup(uint32(i), &per); err != nil {
+			return out, fmt.Errorf("read counter %s: %w", name, err)
+		}
+		var sum uint64
+		for _, v := range per {
+			sum += v
+		}
+		out[name] = sum
+	}
+	return out, nil
+}
+
+func (d *Dataplane) layerOn(l any) error {
+	if d.closed {
+		return errors.New("dataplane closed")
+	}
+	switch v := l.(type) {
+	case *captureLayer:
+		if v == nil {
+			return fmt.Errorf("%s: %w", LayerCapture, ErrLayerOff)
+		}
+	case *fastLayer:
+		if v == nil {
+			return fmt.Errorf("%s: %w", LayerFastPath, ErrLayerOff)
+		}
+	case *tcLayer:
+		if v == nil {
+			return fmt.Errorf("%s: %w", LayerTC, ErrLayerOff)
+		}
+	}
+	return nil
+}

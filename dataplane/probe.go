@@ -1,0 +1,85 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
+	"golang.org/x/sys/unix"
+)
+
+// requirement is one kernel feature a layer needs.
+type requirement struct {
+	name  string
+	probe func() error
+}
+
+func progType(pt ebpf.ProgramType) requirement {
+	return requirement{"program type " + pt.String(), func() error { return features.HaveProgramType(pt) }}
+}
+
+func mapType(mt ebpf.MapType) requirement {
+	return requirement{"map type " + mt.String(), func() error { return features.HaveMapType(mt) }}
+}
+
+func helperFn(pt ebpf.ProgramType, fn asm.BuiltinFunc) requirement {
+	return requirement{fmt.Sprintf("helper %s in %s", fn, pt), func() error { return features.HaveProgramHelper(pt, fn) }}
+}
+
+var (
+	captureNeeds = []requirement{
+		progType(ebpf.CGroupSockAddr),
+		progType(ebpf.SockOps),
+		mapType(ebpf.LRUHash),
+		mapType(ebpf.PerCPUArray),
+		helperFn(ebpf.CGroupSockAddr, asm.FnGetSocketCookie),
+		helperFn(ebpf.CGroupSockAddr, asm.FnGetCurrentCgroupId),
+		helperFn(ebpf.SockOps, asm.FnGetSocketCookie),
+	}
+	fastPathNeeds = []requirement{
+		progType(ebpf.SockOps),
+		progType(ebpf.SkMsg),
+		mapType(ebpf.SockHash),
+		helperFn(ebpf.SockOps, asm.FnSockHashUpdate),
+		helperFn(ebpf.SkMsg, asm.FnMsgRedirectHash),
+	}
+	tcNeeds = []requirement{
+		progType(ebpf.SchedCLS),
+		mapType(ebpf.PerCPUHash),
+		helperFn(ebpf.SchedCLS, asm.FnSkbLoadBytes),
+	}
+)
+
+// probeHook lets tests pretend a feature is missing.
+var probeHook func(layer, feature string) error
+
+// probe returns nil when every requirement is met, else an error naming the
+// first missing one.
+func probe(layer string, reqs []requirement) error {
+	for _, r := range reqs {
+		err := r.probe()
+		if probeHook != nil {
+			if herr := probeHook(layer, r.name); herr != nil {
+				err = herr
+			}
+		}
+		if err != nil {
+			if errors.Is(err, ebpf.ErrNotSupported) {
+				return fmt.Errorf("kernel lacks %s: %w", r.name, err)
+			}
+			return fmt.Errorf("probing %s: %w", r.name, err)
+		}
+	}
+	return nil
+}
+
+// kernelRelease returns uname -r.
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "unknown"
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
