@@ -126,7 +126,7 @@ func (g *gateway) serveH1Request(tc *tls.Conn, ci *connInfo, req *http.Request, 
 	defer cancel()
 	resp, err := g.fwd.roundTrip(req.WithContext(ctx))
 	if err != nil {
-		code = g.fwd.errorCode(pl, err)
+		code = g.fwd.errorCode(pl, err, ctx.Err())
 		writeSimple(bw, code, errorMessage(code)+"\n", !keep)
 		return bw.Flush() == nil && keep && drainBody(body)
 	}

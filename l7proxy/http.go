@@ -419,17 +419,19 @@ func cmpDuration(a, b time.Duration) time.Duration {
 
 func (f *forwarder) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	pl, _ := r.Context().Value(planKey{}).(*plan)
-	code := f.errorCode(pl, err)
+	code := f.errorCode(pl, err, r.Context().Err())
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(code)
 	_, _ = io.WriteString(w, errorMessage(code)+"\n")
 }
 
-// errorCode maps a forwarding error to the status answered, and logs it.
-func (f *forwarder) errorCode(pl *plan, err error) int {
+// errorCode maps a forwarding error, and the request context's error, to
+// the status answered, and logs it. A request timeout surfaces as a socket
+// deadline on the instance's connection, so the context decides.
+func (f *forwarder) errorCode(pl *plan, err, ctxErr error) int {
 	code := http.StatusBadGateway
 	switch {
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(ctxErr, context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded):
 		code = http.StatusGatewayTimeout
 	case errors.Is(err, errNoHealthy):
 		code = http.StatusServiceUnavailable

@@ -70,8 +70,12 @@ func TestMeshAcrossNodes(t *testing.T) {
 		}
 		return nil
 	})
-	metrics := scrape(t, server)
-	if metricValue(metrics, `peerd_proxy_requests_total{class="2xx",direction="inbound",peer="",service="ledger"}`) < 1 {
-		t.Fatalf("the server node's gateway did not count the hop:\n%s", grepLines(metrics, "peerd_proxy_requests"))
-	}
+	// The count is taken after the response is written: poll for it.
+	eventually(t, 5*time.Second, "the server node's gateway counts the hop", func() error {
+		metrics := scrape(t, server)
+		if metricValue(metrics, `peerd_proxy_requests_total{class="2xx",direction="inbound",peer="",service="ledger"}`) < 1 {
+			return fmt.Errorf("not counted:\n%s", grepLines(metrics, "peerd_proxy_requests"))
+		}
+		return nil
+	})
 }
