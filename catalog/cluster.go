@@ -174,6 +174,7 @@ func New(ctx context.Context, cfg Config) (*Cluster, error) {
 	c.wg.Add(1)
 	go func() { defer c.wg.Done(); c.joinLoop() }()
 	if cfg.Server {
+		c.AddLeaderRoutine("virtual-ips", c.virtualIPLoop)
 		c.wg.Add(2)
 		go func() { defer c.wg.Done(); c.bootstrapLoop() }()
 		go func() { defer c.wg.Done(); c.leaderLoop() }()

@@ -24,6 +24,7 @@ const (
 	CmdTrustBundle     CommandType = "trust-bundle-write"
 	CmdMetaSet         CommandType = "meta-set"
 	CmdCARoots         CommandType = "ca-roots-set"
+	CmdVirtualIPs      CommandType = "virtual-ips"
 )
 
 // RegisterRequest upserts a node and optionally one service and its checks.
@@ -89,6 +90,7 @@ type Command struct {
 	CARoots        *CARootsRequest        `json:",omitempty"`
 	CheckStatus    *CheckStatusRequest    `json:",omitempty"`
 	ConfigEntry    *ConfigEntryRequest    `json:",omitempty"`
+	VirtualIPs     *VirtualIPsRequest     `json:",omitempty"`
 }
 
 // Encode returns the command as it is stored in the raft log.

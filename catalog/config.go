@@ -60,6 +60,17 @@ type Config struct {
 	// Timing holds the protocol timers; zero value: DefaultTiming().
 	Timing Timing
 
+	// VirtualIPv4Range is the CIDR the leader takes imported services'
+	// virtual IPv4 addresses from. Zero value: DefaultVirtualIPv4Range.
+	VirtualIPv4Range string
+	// VirtualIPv6Range is the CIDR of their virtual IPv6 addresses; ""
+	// assigns none. DefaultConfig sets DefaultVirtualIPv6Range.
+	VirtualIPv6Range string
+	// VirtualIPGrace is how long an imported service must be gone before its
+	// virtual IP is released (a reconnect's resync must not renumber).
+	// Zero value: one minute.
+	VirtualIPGrace time.Duration
+
 	// Build is the version string advertised to other members.
 	Build string
 
@@ -133,6 +144,8 @@ func DefaultConfig() Config {
 		BindAddr:          "127.0.0.1",
 		RetryJoinInterval: 30 * time.Second,
 		Timing:            DefaultTiming(),
+		VirtualIPv4Range:  DefaultVirtualIPv4Range,
+		VirtualIPv6Range:  DefaultVirtualIPv6Range,
 	}
 }
 
@@ -170,6 +183,17 @@ func (c *Config) Validate() error {
 	if ip := net.ParseIP(adv); ip == nil || ip.IsUnspecified() {
 		errs = append(errs, fmt.Errorf("advertise address %q: set -advertise to an address other nodes can reach", adv))
 	}
+	if _, err := ParseVirtualIPRange(c.virtualIPv4Range(), 4); err != nil {
+		errs = append(errs, fmt.Errorf("virtual IPv4 range: %w", err))
+	}
+	if c.VirtualIPv6Range != "" {
+		if _, err := ParseVirtualIPRange(c.VirtualIPv6Range, 6); err != nil {
+			errs = append(errs, fmt.Errorf("virtual IPv6 range: %w", err))
+		}
+	}
+	if c.VirtualIPGrace < 0 {
+		errs = append(errs, fmt.Errorf("virtual IP grace %v: must not be negative", c.VirtualIPGrace))
+	}
 	switch len(c.EncryptKey) {
 	case 0, 16, 24, 32:
 	default:
@@ -190,6 +214,20 @@ func (c *Config) advertiseAddr() string {
 		return c.AdvertiseAddr
 	}
 	return c.bindAddr()
+}
+
+func (c *Config) virtualIPv4Range() string {
+	if c.VirtualIPv4Range == "" {
+		return DefaultVirtualIPv4Range
+	}
+	return c.VirtualIPv4Range
+}
+
+func (c *Config) virtualIPGrace() time.Duration {
+	if c.VirtualIPGrace == 0 {
+		return time.Minute
+	}
+	return c.VirtualIPGrace
 }
 
 func (c *Config) datacenter() string {

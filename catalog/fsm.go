@@ -83,6 +83,11 @@ func (f *fsm) apply(idx uint64, data []byte) (bool, error) {
 			return false, errors.New("ca-roots command without roots")
 		}
 		return true, s.CARootsSet(idx, cmd.CARoots)
+	case CmdVirtualIPs:
+		if cmd.VirtualIPs == nil {
+			return false, errors.New("virtual-ips command without a request")
+		}
+		return true, s.VirtualIPsUpdate(idx, cmd.VirtualIPs)
 	case CmdDeregister:
 		if cmd.Deregister == nil {
 			return false, errors.New("deregister command without a request")
@@ -130,6 +135,7 @@ type snapshotRecord struct {
 	TrustBundle *PeeringTrustBundle `json:",omitempty"`
 	CARoot      *CARoot             `json:",omitempty"`
 	Meta        *metaRow            `json:",omitempty"`
+	VirtualIP   *VirtualIP          `json:",omitempty"`
 }
 
 type configSnapshot struct {
@@ -162,7 +168,7 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	tx := s.db.Txn(false)
 	defer tx.Abort()
 	for _, table := range []string{tableIndex, tableNodes, tableServices, tableChecks, tableConfig,
-		tablePeerings, tableSecrets, tableTrustBundles, tableCARoots, tableMeta} {
+		tablePeerings, tableSecrets, tableTrustBundles, tableCARoots, tableMeta, tableVirtualIPs} {
 		it, err := tx.Get(table, "id")
 		if err != nil {
 			return fmt.Errorf("read table %s: %w", table, err)
@@ -221,6 +227,8 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 			table, row = tableCARoots, rec.CARoot
 		case rec.Meta != nil:
 			table, row = tableMeta, rec.Meta
+		case rec.VirtualIP != nil:
+			table, row = tableVirtualIPs, rec.VirtualIP
 		case rec.Config != nil:
 			entry, err := configentry.DecodeKind(rec.Config.Kind, rec.Config.Entry)
 			if err != nil {
@@ -261,6 +269,8 @@ func snapshotRecordOf(raw any) (*snapshotRecord, error) {
 		rec.CARoot = r
 	case *metaRow:
 		rec.Meta = r
+	case *VirtualIP:
+		rec.VirtualIP = r
 	case *configRow:
 		b, err := json.Marshal(r.Entry)
 		if err != nil {

@@ -14,6 +14,10 @@ import (
 type clusterMetrics struct {
 	c     *Cluster
 	apply *prometheus.HistogramVec
+	// vipAssigned counts virtual IPs handed out; vipUnassigned is the
+	// number of imported services the last pass found no free address for.
+	vipAssigned   prometheus.Counter
+	vipUnassigned prometheus.Gauge
 
 	raftState, raftTerm, raftCommit, raftApplied, raftLastLog, raftPeers, raftLastContact *prometheus.Desc
 	members, health, tableRows                                                            *prometheus.Desc
@@ -30,6 +34,14 @@ func newClusterMetrics(c *Cluster) *clusterMetrics {
 			Help:    "Time to commit one replicated write from this node, by command and result.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}, []string{"command", "result"}),
+		vipAssigned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "peerd_virtual_ips_assigned_total",
+			Help: "Virtual IPs this server assigned to imported services while leader.",
+		}),
+		vipUnassigned: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "peerd_virtual_ips_unassigned",
+			Help: "Imported services without a virtual IP because the range is full (0 unless the range is too small).",
+		}),
 		raftState:       d("peerd_raft_state", "1 for the raft state this server is in.", "state"),
 		raftTerm:        d("peerd_raft_term", "Current raft term."),
 		raftCommit:      d("peerd_raft_commit_index", "Highest raft index known committed."),
@@ -56,6 +68,8 @@ func (c *Cluster) Collector() prometheus.Collector { return c.metrics }
 
 func (m *clusterMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.apply.Describe(ch)
+	m.vipAssigned.Describe(ch)
+	m.vipUnassigned.Describe(ch)
 	for _, d := range []*prometheus.Desc{m.raftState, m.raftTerm, m.raftCommit, m.raftApplied, m.raftLastLog,
 		m.raftPeers, m.raftLastContact, m.members, m.health, m.tableRows} {
 		ch <- d
@@ -64,6 +78,8 @@ func (m *clusterMetrics) Describe(ch chan<- *prometheus.Desc) {
 
 func (m *clusterMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.apply.Collect(ch)
+	m.vipAssigned.Collect(ch)
+	m.vipUnassigned.Collect(ch)
 	c := m.c
 	counts := map[MemberStatus]int{}
 	for _, mem := range c.Members() {

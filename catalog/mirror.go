@@ -128,7 +128,7 @@ func encodeMirror(db *memdb.MemDB, ws memdb.WatchSet) (*mirrorState, error) {
 	st := &mirrorState{}
 	// The snapshot's tables in its order, less the peering secrets.
 	for _, table := range []string{tableIndex, tableNodes, tableServices, tableChecks, tableConfig,
-		tablePeerings, tableTrustBundles, tableCARoots, tableMeta} {
+		tablePeerings, tableTrustBundles, tableCARoots, tableMeta, tableVirtualIPs} {
 		it, err := tx.Get(table, "id")
 		if err != nil {
 			return nil, fmt.Errorf("encode state: read table %s: %w", table, err)
@@ -171,7 +171,7 @@ func mirrorRecord(raw any) (rec *snapshotRecord, ok bool, err error) {
 		}
 	case *PeeringSecrets:
 		return nil, false, nil
-	case *nodeRow, *serviceRow, *checkRow, *configRow, *Peering, *PeeringTrustBundle, *metaRow:
+	case *nodeRow, *serviceRow, *checkRow, *configRow, *Peering, *PeeringTrustBundle, *metaRow, *VirtualIP:
 	case *CARoot:
 		cp := *r // rows are shared with the store: never modify one
 		cp.KeyPEM = ""

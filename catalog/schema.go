@@ -158,5 +158,8 @@ func schema() *memdb.DBSchema {
 	for name, t := range peeringTables() {
 		tables[name] = t
 	}
+	for name, t := range virtualIPTables() {
+		tables[name] = t
+	}
 	return &memdb.DBSchema{Tables: tables}
 }

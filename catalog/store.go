@@ -710,7 +710,7 @@ func (s *Store) counts() map[string]int {
 	tx := s.read(nil)
 	defer tx.Abort()
 	out := map[string]int{}
-	for _, t := range []string{tableNodes, tableServices, tableChecks, tableConfig} {
+	for _, t := range []string{tableNodes, tableServices, tableChecks, tableConfig, tableVirtualIPs} {
 		it, err := tx.Get(t, "id")
 		if err != nil {
 			continue

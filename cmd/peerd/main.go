@@ -67,7 +67,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		if len(args) < 2 {
 			return errors.New("validate: name at least one config file or directory")
 		}
-		cfg := agent.DefaultConfig()
+		cfg := defaultConfig()
 		if err := cfg.LoadFiles(args[1:]...); err != nil {
 			return err
 		}
@@ -87,6 +87,14 @@ func run(args []string, stdout, stderr io.Writer) error {
 	return fmt.Errorf("unknown command %q", args[0])
 }
 
+// defaultConfig is the agent's configuration before files and flags: the
+// library's defaults plus the DNS server on Consul's port.
+func defaultConfig() agent.Config {
+	c := agent.DefaultConfig()
+	c.DNSAddr = agent.DefaultDNSAddr
+	return c
+}
+
 // listFlag is a repeatable string flag.
 type listFlag []string
 
@@ -99,10 +107,11 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 func parseAgentFlags(args []string, stderr io.Writer) (agent.Config, error) {
 	fs := flag.NewFlagSet("peerd agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	def := agent.DefaultConfig()
+	def := defaultConfig()
 	var (
 		f         = def
 		retryJoin listFlag
+		recursors listFlag
 		configs   listFlag
 		nodeMeta  listFlag
 		serfPort  = fs.Int("serf-lan-port", def.SerfLANPort, "gossip (memberlist) port, TCP and UDP")
@@ -123,6 +132,11 @@ func parseAgentFlags(args []string, stderr io.Writer) (agent.Config, error) {
 	fs.StringVar(&f.GRPCAddr, "grpc-addr", def.GRPCAddr, "internal gRPC address host:port (port 0 = free port)")
 	fs.StringVar(&f.GRPCTLSAddr, "grpc-tls-addr", def.GRPCTLSAddr, "TLS gRPC address peers dial for the peering stream (servers; port 0 = free port)")
 	fs.StringVar(&f.GatewayAddr, "gateway-addr", def.GatewayAddr, "the node's mTLS gateway for peers and other nodes, host:port (port 0 = free port; \"\" = none)")
+	fs.StringVar(&f.DNSAddr, "dns-addr", def.DNSAddr, "DNS server address host:port, UDP and TCP (port 0 = free port; \"\" = none)")
+	fs.StringVar(&f.Domain, "domain", def.Domain, "DNS domain answered from the catalog")
+	fs.Var(&recursors, "recursor", "DNS server (IP[:port]) names outside -domain are forwarded to (repeatable)")
+	fs.StringVar(&f.VirtualIPv4CIDR, "virtual-ip-cidr", def.VirtualIPv4CIDR, "range imported services' virtual IPv4 addresses are taken from")
+	fs.StringVar(&f.VirtualIPv6CIDR, "virtual-ip6-cidr", def.VirtualIPv6CIDR, "range of their virtual IPv6 addresses (\"\" = IPv4 only)")
 	fs.IntVar(&f.ProxyMark, "proxy-mark", def.ProxyMark, "SO_MARK of the terminator's sockets, so the eBPF layer skips them (0 = none; needs CAP_NET_ADMIN)")
 	fs.DurationVar(&f.LeafTTL, "leaf-ttl", def.LeafTTL, "lifetime of the terminator's leaf certificates (renewed at half life)")
 	fs.StringVar(&f.ProxyTLSMinVersion, "proxy-tls-min-version", def.ProxyTLSMinVersion, "lowest TLS version of the terminator: 1.3 or 1.2")
@@ -146,7 +160,7 @@ func parseAgentFlags(args []string, stderr io.Writer) (agent.Config, error) {
 	set := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 
-	cfg := agent.DefaultConfig()
+	cfg := defaultConfig()
 	if f.Dev {
 		cfg.ApplyDev()
 	}
@@ -169,6 +183,10 @@ func parseAgentFlags(args []string, stderr io.Writer) (agent.Config, error) {
 		"grpc-tls-addr":              func() { cfg.GRPCTLSAddr = f.GRPCTLSAddr },
 		"server-port":                func() { cfg.ServerPort = f.ServerPort },
 		"gateway-addr":               func() { cfg.GatewayAddr = f.GatewayAddr },
+		"dns-addr":                   func() { cfg.DNSAddr = f.DNSAddr },
+		"domain":                     func() { cfg.Domain = f.Domain },
+		"virtual-ip-cidr":            func() { cfg.VirtualIPv4CIDR = f.VirtualIPv4CIDR },
+		"virtual-ip6-cidr":           func() { cfg.VirtualIPv6CIDR = f.VirtualIPv6CIDR },
 		"proxy-mark":                 func() { cfg.ProxyMark = f.ProxyMark },
 		"leaf-ttl":                   func() { cfg.LeafTTL = f.LeafTTL },
 		"proxy-tls-min-version":      func() { cfg.ProxyTLSMinVersion = f.ProxyTLSMinVersion },
@@ -187,6 +205,9 @@ func parseAgentFlags(args []string, stderr io.Writer) (agent.Config, error) {
 	}
 	if len(retryJoin) > 0 {
 		cfg.RetryJoin = retryJoin
+	}
+	if len(recursors) > 0 {
+		cfg.Recursors = recursors
 	}
 	for _, kv := range nodeMeta {
 		k, v, ok := strings.Cut(kv, ":")

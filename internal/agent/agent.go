@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/internal/dns"
 	"github.com/peerd/peerd/internal/httpapi"
 	"github.com/peerd/peerd/internal/local"
 	"github.com/peerd/peerd/l7proxy"
@@ -53,6 +54,8 @@ type Agent struct {
 	// proxy is the terminator; gatewayLn its inbound listener.
 	proxy     *l7proxy.Proxy
 	gatewayLn net.Listener
+	// dns answers the catalog's names and forwards the rest (nil: off).
+	dns *dns.Server
 
 	cancel context.CancelFunc
 	// stopLocal ends anti-entropy and the server watch (localWG), before a
@@ -140,6 +143,9 @@ func (a *Agent) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := cfg.checkVirtualIPOverlap(); err != nil {
+		return err
+	}
 	if a.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return fmt.Errorf("listen for HTTP on %s: %w", cfg.HTTPAddr, err)
 	}
@@ -172,6 +178,7 @@ func (a *Agent) start(ctx context.Context) error {
 	}
 	cc.RetryJoin, cc.RetryJoinInterval = cfg.RetryJoin, cfg.RetryInterval
 	cc.EncryptKey, cc.Build, cc.Logger = key, cfg.Version, a.log
+	cc.VirtualIPv4Range, cc.VirtualIPv6Range, cc.VirtualIPGrace = cfg.virtualIPv4CIDR(), cfg.VirtualIPv6CIDR, cfg.VirtualIPGrace
 	if cfg.Timing != (catalog.Timing{}) {
 		cc.Timing = cfg.Timing
 	}
@@ -274,6 +281,17 @@ func (a *Agent) start(ctx context.Context) error {
 		return err
 	}
 	a.proxy.Start()
+	if cfg.DNSAddr != "" {
+		a.dns, err = dns.New(dns.Config{Addr: cfg.DNSAddr, Domain: cfg.domain(), Recursors: cfg.Recursors,
+			View: a.cluster.View, Registerer: reg, Logger: a.log})
+		if err != nil {
+			return err
+		}
+		if err := a.dns.Start(); err != nil {
+			a.dns = nil
+			return err
+		}
+	}
 
 	a.wg.Add(2)
 	go func() {
@@ -381,6 +399,15 @@ func (a *Agent) GatewayAddr() string {
 	return a.gatewayLn.Addr().String()
 }
 
+// DNSAddr returns the address the DNS server listens on, UDP and TCP (""
+// when it has none).
+func (a *Agent) DNSAddr() string {
+	if a.dns == nil {
+		return ""
+	}
+	return a.dns.Addr()
+}
+
 // Cluster returns the node's cluster member (for tests and the banner).
 func (a *Agent) Cluster() *catalog.Cluster { return a.cluster }
 
@@ -407,6 +434,9 @@ func (a *Agent) PrintBanner(w io.Writer) {
 	if a.gatewayLn != nil {
 		fmt.Fprintf(w, "   gateway: %s\n", a.gatewayLn.Addr())
 	}
+	if a.dns != nil {
+		fmt.Fprintf(w, "       dns: %s\n", a.dns.Addr())
+	}
 	fmt.Fprintf(w, "    gossip: %s\n", net.JoinHostPort(lm.Addr, strconv.Itoa(lm.Port)))
 	if lm.Meta.RaftAddr != "" {
 		fmt.Fprintf(w, "      raft: %s\n", lm.Meta.RaftAddr)
@@ -430,6 +460,11 @@ func (a *Agent) Shutdown(leave bool) error {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
+		if a.dns != nil {
+			if err := a.dns.Close(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		if err := a.http.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stop HTTP server: %w", err))
 		}

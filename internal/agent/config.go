@@ -14,6 +14,7 @@ import (
 
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/internal/decode"
+	"github.com/peerd/peerd/internal/dns"
 	"github.com/peerd/peerd/l7proxy"
 	"github.com/peerd/peerd/peering"
 )
@@ -56,6 +57,24 @@ type Config struct {
 	// Its port is advertised in the node's metadata. "" = no gateway.
 	// Default 0.0.0.0:8443 (dev: 127.0.0.1:0).
 	GatewayAddr string
+	// DNSAddr is host:port of the DNS server (UDP and TCP); "" = none.
+	// `peerd agent` defaults to DefaultDNSAddr, Consul's port; DefaultConfig
+	// leaves it off, so that embedders and tests running several agents on
+	// one host do not collide on it. Dev: 127.0.0.1:0.
+	DNSAddr string
+	// Domain is the DNS domain answered from the catalog. Default "peerd.".
+	Domain string
+	// Recursors are IP[:port] DNS servers other names are forwarded to.
+	Recursors []string
+	// VirtualIPv4CIDR and VirtualIPv6CIDR are the ranges imported services'
+	// virtual IPs are taken from (servers assign them). Defaults
+	// 240.0.0.0/4 and fd70:6565:7264::/48; an empty IPv6 range assigns
+	// IPv4 only.
+	VirtualIPv4CIDR string
+	VirtualIPv6CIDR string
+	// VirtualIPGrace is how long an imported service must be gone before its
+	// virtual IP is released (tests shorten it). Default 1m.
+	VirtualIPGrace time.Duration
 	// ProxyMark is the SO_MARK of the terminator's sockets (0 = none).
 	ProxyMark int
 	// LeafTTL is the lifetime of the terminator's leaf certificates; they
@@ -98,6 +117,9 @@ type Config struct {
 	Proxy func(*l7proxy.Config)
 }
 
+// DefaultDNSAddr is where `peerd agent` serves DNS unless told otherwise.
+const DefaultDNSAddr = "127.0.0.1:8600"
+
 // DefaultConfig returns the configuration of a production client agent; the
 // flags and files change it.
 func DefaultConfig() Config {
@@ -107,6 +129,9 @@ func DefaultConfig() Config {
 		GRPCAddr:           "127.0.0.1:8502",
 		GRPCTLSAddr:        "127.0.0.1:8503",
 		GatewayAddr:        "0.0.0.0:8443",
+		Domain:             dns.DefaultDomain,
+		VirtualIPv4CIDR:    catalog.DefaultVirtualIPv4Range,
+		VirtualIPv6CIDR:    catalog.DefaultVirtualIPv6Range,
 		ProxyMark:          l7proxy.DefaultMark,
 		LeafTTL:            72 * time.Hour,
 		ProxyTLSMinVersion: "1.3",
@@ -133,6 +158,7 @@ func (c *Config) ApplyDev() {
 	c.Dev, c.Server, c.BootstrapExpect = true, true, 1
 	c.BindAddr = "127.0.0.1"
 	c.HTTPAddr, c.GRPCAddr, c.GRPCTLSAddr, c.GatewayAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	c.DNSAddr = "127.0.0.1:0"
 	c.SerfLANPort, c.ServerPort = 0, 0
 	c.RetryInterval = time.Second
 	c.SyncInterval = 30 * time.Second
@@ -171,6 +197,30 @@ func (c *Config) validate(needDataDir bool) error {
 			errs = append(errs, fmt.Errorf("-gateway-addr %q: want host:port, e.g. 0.0.0.0:8443, or \"\" for no gateway", c.GatewayAddr))
 		}
 	}
+	if c.DNSAddr != "" {
+		if _, _, err := net.SplitHostPort(c.DNSAddr); err != nil {
+			errs = append(errs, fmt.Errorf("-dns-addr %q: want host:port, e.g. 127.0.0.1:8600, or \"\" for no DNS server", c.DNSAddr))
+		}
+	}
+	if _, err := dns.ParseDomain(c.domain()); err != nil {
+		errs = append(errs, fmt.Errorf("-domain: %w", err))
+	}
+	for _, r := range c.Recursors {
+		if _, err := dns.ParseRecursor(r); err != nil {
+			errs = append(errs, fmt.Errorf("-recursor: %w", err))
+		}
+	}
+	if _, err := catalog.ParseVirtualIPRange(c.virtualIPv4CIDR(), 4); err != nil {
+		errs = append(errs, fmt.Errorf("-virtual-ip-cidr: %w", err))
+	}
+	if c.VirtualIPv6CIDR != "" {
+		if _, err := catalog.ParseVirtualIPRange(c.VirtualIPv6CIDR, 6); err != nil {
+			errs = append(errs, fmt.Errorf("-virtual-ip6-cidr: %w (or \"\" for IPv4 virtual IPs only)", err))
+		}
+	}
+	if c.VirtualIPGrace < 0 {
+		errs = append(errs, fmt.Errorf("virtual IP grace %v: must not be negative", c.VirtualIPGrace))
+	}
 	if c.ProxyMark < 0 || c.ProxyMark > 0xffffffff {
 		errs = append(errs, fmt.Errorf("-proxy-mark %d: want 0 (none) to 4294967295", c.ProxyMark))
 	}
@@ -194,6 +244,45 @@ func (c *Config) validate(needDataDir bool) error {
 		errs = append(errs, fmt.Errorf("-node %q: use letters, digits, '-' and '.' (a DNS label), at most 63 characters each part", c.NodeName))
 	}
 	return errors.Join(errs...)
+}
+
+func (c *Config) domain() string {
+	if c.Domain == "" {
+		return dns.DefaultDomain
+	}
+	return c.Domain
+}
+
+func (c *Config) virtualIPv4CIDR() string {
+	if c.VirtualIPv4CIDR == "" {
+		return catalog.DefaultVirtualIPv4Range
+	}
+	return c.VirtualIPv4CIDR
+}
+
+// checkVirtualIPOverlap refuses virtual IP ranges that overlap this node's
+// interface networks.
+func (c *Config) checkVirtualIPOverlap() error {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return fmt.Errorf("list interface addresses to check the virtual IP ranges: %w", err)
+	}
+	for _, r := range []struct {
+		flag, cidr string
+		family     int
+	}{{"-virtual-ip-cidr", c.virtualIPv4CIDR(), 4}, {"-virtual-ip6-cidr", c.VirtualIPv6CIDR, 6}} {
+		if r.cidr == "" {
+			continue
+		}
+		p, err := catalog.ParseVirtualIPRange(r.cidr, r.family)
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.flag, err)
+		}
+		if err := catalog.CheckVirtualIPRangeOverlap(p, addrs); err != nil {
+			return fmt.Errorf("%s: %w", r.flag, err)
+		}
+	}
+	return nil
 }
 
 func validNodeName(n string) bool {
@@ -246,6 +335,10 @@ type fileConfig struct {
 	LeaveOnTerminate *bool
 	LogLevel         *string
 	LogJSON          *bool
+	Domain           *string
+	Recursors        []string
+	VirtualIPCIDR    *string
+	VirtualIP6CIDR   *string
 	Ports            *struct {
 		HTTP    *int
 		GRPC    *int
@@ -253,12 +346,14 @@ type fileConfig struct {
 		Gateway *int
 		SerfLAN *int
 		Server  *int
+		DNS     *int
 	}
 	Addresses *struct {
 		HTTP    *string
 		GRPC    *string
 		GRPCTLS *string
 		Gateway *string
+		DNS     *string
 	}
 	Peering *struct {
 		HeartbeatInterval *decode.Duration
@@ -339,6 +434,12 @@ func (c *Config) loadFile(path string) error {
 	set(&c.AdvertiseAddr, fc.AdvertiseAddr)
 	set(&c.Encrypt, fc.Encrypt)
 	set(&c.LogLevel, fc.LogLevel)
+	set(&c.Domain, fc.Domain)
+	set(&c.VirtualIPv4CIDR, fc.VirtualIPCIDR)
+	set(&c.VirtualIPv6CIDR, fc.VirtualIP6CIDR)
+	if fc.Recursors != nil {
+		c.Recursors = fc.Recursors
+	}
 	if fc.NodeMeta != nil {
 		c.NodeMeta = fc.NodeMeta
 	}
@@ -379,6 +480,13 @@ func (c *Config) loadFile(path string) error {
 		if p.Server != nil {
 			c.ServerPort = *p.Server
 		}
+		if p.DNS != nil {
+			if *p.DNS < 0 { // Consul's way to turn DNS off
+				c.DNSAddr = ""
+			} else {
+				c.DNSAddr = replacePort(c.DNSAddr, *p.DNS)
+			}
+		}
 	}
 	if a := fc.Addresses; a != nil {
 		if a.HTTP != nil {
@@ -392,6 +500,9 @@ func (c *Config) loadFile(path string) error {
 		}
 		if a.Gateway != nil {
 			c.GatewayAddr = replaceHost(c.GatewayAddr, *a.Gateway)
+		}
+		if a.DNS != nil && c.DNSAddr != "" {
+			c.DNSAddr = replaceHost(c.DNSAddr, *a.DNS)
 		}
 	}
 	if p := fc.Peering; p != nil {

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -11,6 +12,31 @@ import (
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/internal/local"
 )
+
+// Tagged addresses of an imported service's entries that carry its virtual
+// IPs: "virtual" as Consul names a transparent-proxy virtual IP, and
+// "virtual_ipv6" (peerd's) for the IPv6 one.
+const (
+	TaggedAddressVirtual     = "virtual"
+	TaggedAddressVirtualIPv6 = "virtual_ipv6"
+)
+
+// virtualIPs lists the virtual IPs of imported services (?peer= filters).
+func (s *Server) virtualIPs(w http.ResponseWriter, r *http.Request) (any, error) {
+	return s.read(w, r, func(ws memdb.WatchSet, st *catalog.Store) (uint64, any, error) {
+		idx, all, err := st.VirtualIPs(ws)
+		if err != nil {
+			return 0, nil, err
+		}
+		out := []*catalog.VirtualIP{}
+		for _, v := range all {
+			if p := peerParam(r); p == "" || strings.EqualFold(p, v.Peer) {
+				out = append(out, v)
+			}
+		}
+		return idx, out, nil
+	})
+}
 
 // catalogService is Consul's CatalogService: one instance flattened with its node.
 type catalogService struct {
@@ -104,12 +130,32 @@ func (s *Server) catalogService(w http.ResponseWriter, r *http.Request) (any, er
 		if err != nil {
 			return 0, nil, err
 		}
+		var vip *catalog.VirtualIP
+		if peer := peerParam(r); peer != "" && len(sns) > 0 {
+			var vidx uint64
+			if vidx, vip, err = st.VirtualIP(ws, peer, name); err != nil {
+				return 0, nil, err
+			}
+			idx = max(idx, vidx)
+		}
 		out := []catalogService{}
 		for _, sn := range sns {
 			if !match.matches(sn.Node, sn.Service) {
 				continue
 			}
-			out = append(out, toCatalogService(sn.Node, sn.Service))
+			cs := toCatalogService(sn.Node, sn.Service)
+			if vip != nil {
+				// Consul's transparent-proxy virtual IP, as a tagged address.
+				cs.ServiceTaggedAddresses = maps.Clone(cs.ServiceTaggedAddresses)
+				if cs.ServiceTaggedAddresses == nil {
+					cs.ServiceTaggedAddresses = map[string]catalog.ServiceAddress{}
+				}
+				cs.ServiceTaggedAddresses[TaggedAddressVirtual] = catalog.ServiceAddress{Address: vip.IPv4, Port: sn.Service.Port}
+				if vip.IPv6 != "" {
+					cs.ServiceTaggedAddresses[TaggedAddressVirtualIPv6] = catalog.ServiceAddress{Address: vip.IPv6, Port: sn.Service.Port}
+				}
+			}
+			out = append(out, cs)
 		}
 		return idx, out, nil
 	})

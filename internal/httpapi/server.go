@@ -188,6 +188,7 @@ func (s *Server) routes() {
 	s.handle("GET /v1/peerings", s.peeringList)
 	s.handle("GET /v1/exported-services", s.exportedServices)
 	s.handle("GET /v1/imported-services", s.importedServices)
+	s.handle("GET /v1/virtual-ips", s.virtualIPs)
 
 	// Status.
 	s.handle("GET /v1/connect/ca/roots", s.caRoots)
