@@ -68,7 +68,16 @@ type Config struct {
 	// GatewayListener, when set, is the listener of the node's gateway
 	// (inbound mTLS); the proxy serves it and closes it on Close.
 	GatewayListener net.Listener
-	Logger          *slog.Logger
+	// TransparentListeners, with Capture, are the outbound listeners (IPv4
+	// and IPv6) the eBPF capture layer redirects workloads' connections to
+	// virtual IPs to.
+	TransparentListeners []net.Listener
+	Capture              Capture
+	// CgroupID returns the id of a cgroup v2 directory (to match services'
+	// declared cgroups against captured connections); nil = match by
+	// source address only.
+	CgroupID func(path string) (uint64, error)
+	Logger   *slog.Logger
 	// Registry receives the proxy's metrics; nil = not registered.
 	Registry prometheus.Registerer
 
@@ -167,6 +176,9 @@ func (c *Config) validate() error {
 	}
 	if c.Signer == nil {
 		errs = append(errs, errors.New("a leaf signer (Signer) is required"))
+	}
+	if (len(c.TransparentListeners) == 0) != (c.Capture == nil) {
+		errs = append(errs, errors.New("the transparent listener and the capture layer come together: set both or neither"))
 	}
 	if c.MinTLSVersion != tls.VersionTLS12 && c.MinTLSVersion != tls.VersionTLS13 {
 		errs = append(errs, fmt.Errorf("minimum TLS version %#x: use TLS 1.2 or 1.3", c.MinTLSVersion))

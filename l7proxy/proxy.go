@@ -83,6 +83,10 @@ func (p *Proxy) Start() {
 		p.wg.Add(1)
 		go func() { defer p.wg.Done(); p.gw.serve() }()
 	}
+	for _, ln := range p.cfg.TransparentListeners {
+		p.wg.Add(1)
+		go func() { defer p.wg.Done(); p.serveTransparent(ln) }()
+	}
 	p.wg.Add(3)
 	go func() { defer p.wg.Done(); p.watchIntentions() }()
 	go func() { defer p.wg.Done(); p.reconcileLoop() }()
@@ -99,6 +103,9 @@ func (p *Proxy) Close(ctx context.Context) error {
 	}
 	p.closed = true
 	p.stopServing()
+	for _, ln := range p.cfg.TransparentListeners {
+		ln.Close()
+	}
 	for key, u := range p.upstreams {
 		u.ln.Close()
 		delete(p.upstreams, key)

@@ -28,6 +28,8 @@ Commands:
   agent     run a peerd node (peerd agent -dev for a single-node cluster in memory)
   keygen    print a new gossip encryption key for -encrypt
   validate  check config files or directories without starting an agent
+  dataplane cleanup [-bpf-pin-dir DIR]
+            detach and remove every eBPF object peerd pinned (default /sys/fs/bpf/peerd)
   version   print the version
 
 Run 'peerd agent -h' for the agent's flags.
@@ -76,6 +78,21 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintln(stdout, "Configuration is valid!")
 		return nil
+	case "dataplane":
+		if len(args) < 2 || args[1] != "cleanup" {
+			return errors.New("dataplane: the only subcommand is cleanup (peerd dataplane cleanup [-bpf-pin-dir DIR])")
+		}
+		fs := flag.NewFlagSet("peerd dataplane cleanup", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		dir := fs.String("bpf-pin-dir", "", "bpffs directory of the pins (default /sys/fs/bpf/peerd)")
+		if err := fs.Parse(args[2:]); err != nil {
+			return err
+		}
+		if err := agent.CleanupDataplane(*dir); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "Dataplane removed: no program, map or link of peerd is left pinned or attached.")
+		return nil
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "peerd %s\n", version)
 		return nil
@@ -109,12 +126,13 @@ func parseAgentFlags(args []string, stderr io.Writer) (agent.Config, error) {
 	fs.SetOutput(stderr)
 	def := defaultConfig()
 	var (
-		f         = def
-		retryJoin listFlag
-		recursors listFlag
-		configs   listFlag
-		nodeMeta  listFlag
-		serfPort  = fs.Int("serf-lan-port", def.SerfLANPort, "gossip (memberlist) port, TCP and UDP")
+		f               = def
+		retryJoin       listFlag
+		recursors       listFlag
+		configs         listFlag
+		nodeMeta        listFlag
+		dataplaneIfaces listFlag
+		serfPort        = fs.Int("serf-lan-port", def.SerfLANPort, "gossip (memberlist) port, TCP and UDP")
 	)
 	fs.BoolVar(&f.Dev, "dev", false, "run a complete single-node cluster in memory; free loopback ports unless given")
 	fs.BoolVar(&f.Server, "server", false, "run as a server: hold the replicated state (raft voter)")
@@ -140,6 +158,12 @@ func parseAgentFlags(args []string, stderr io.Writer) (agent.Config, error) {
 	fs.IntVar(&f.ProxyMark, "proxy-mark", def.ProxyMark, "SO_MARK of the terminator's sockets, so the eBPF layer skips them (0 = none; needs CAP_NET_ADMIN)")
 	fs.DurationVar(&f.LeafTTL, "leaf-ttl", def.LeafTTL, "lifetime of the terminator's leaf certificates (renewed at half life)")
 	fs.StringVar(&f.ProxyTLSMinVersion, "proxy-tls-min-version", def.ProxyTLSMinVersion, "lowest TLS version of the terminator: 1.3 or 1.2")
+	fs.StringVar(&f.CgroupPath, "cgroup-path", "", "cgroup v2 directory whose processes' connections to virtual IPs are captured (eBPF; \"\" = no capture)")
+	fs.BoolVar(&f.AllowRootCgroup, "allow-root-cgroup", false, "allow -cgroup-path to be the root of the cgroup hierarchy (every process of the host)")
+	fs.IntVar(&f.TransparentPort, "transparent-port", def.TransparentPort, "port of the terminator's transparent listeners on 127.0.0.1 and ::1")
+	fs.BoolVar(&f.FastPath, "dataplane-fastpath", def.FastPath, "sockmap fast path for the plaintext loopback legs (with -cgroup-path)")
+	fs.Var(&dataplaneIfaces, "dataplane-interface", "interface to attach the TC per-peer counters to (repeatable)")
+	fs.StringVar(&f.BPFPinDir, "bpf-pin-dir", "", "bpffs directory for the dataplane's pins (default /sys/fs/bpf/peerd)")
 	fs.IntVar(&f.ServerPort, "server-port", def.ServerPort, "raft port of a server")
 	fs.Var(&configs, "config-dir", "directory of *.hcl/*.json config files, incl. service definitions (repeatable)")
 	fs.Var(&configs, "config-file", "one config file (repeatable)")
@@ -182,6 +206,11 @@ func parseAgentFlags(args []string, stderr io.Writer) (agent.Config, error) {
 		"grpc-addr":                  func() { cfg.GRPCAddr = f.GRPCAddr },
 		"grpc-tls-addr":              func() { cfg.GRPCTLSAddr = f.GRPCTLSAddr },
 		"server-port":                func() { cfg.ServerPort = f.ServerPort },
+		"cgroup-path":                func() { cfg.CgroupPath = f.CgroupPath },
+		"allow-root-cgroup":          func() { cfg.AllowRootCgroup = f.AllowRootCgroup },
+		"transparent-port":           func() { cfg.TransparentPort = f.TransparentPort },
+		"dataplane-fastpath":         func() { cfg.FastPath = f.FastPath },
+		"bpf-pin-dir":                func() { cfg.BPFPinDir = f.BPFPinDir },
 		"gateway-addr":               func() { cfg.GatewayAddr = f.GatewayAddr },
 		"dns-addr":                   func() { cfg.DNSAddr = f.DNSAddr },
 		"domain":                     func() { cfg.Domain = f.Domain },
@@ -205,6 +234,9 @@ func parseAgentFlags(args []string, stderr io.Writer) (agent.Config, error) {
 	}
 	if len(retryJoin) > 0 {
 		cfg.RetryJoin = retryJoin
+	}
+	if len(dataplaneIfaces) > 0 {
+		cfg.DataplaneInterfaces = dataplaneIfaces
 	}
 	if len(recursors) > 0 {
 		cfg.Recursors = recursors

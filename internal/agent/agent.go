@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/dataplane"
 	"github.com/peerd/peerd/internal/dns"
 	"github.com/peerd/peerd/internal/httpapi"
 	"github.com/peerd/peerd/internal/local"
@@ -54,6 +55,10 @@ type Agent struct {
 	// proxy is the terminator; gatewayLn its inbound listener.
 	proxy     *l7proxy.Proxy
 	gatewayLn net.Listener
+	// dataplane is the eBPF layer (nil when not configured);
+	// transparentLns the terminator's listeners for captured connections.
+	dataplane      *dataplane.Dataplane
+	transparentLns []net.Listener
 	// dns answers the catalog's names and forwards the rest (nil: off).
 	dns *dns.Server
 
@@ -234,7 +239,13 @@ func (a *Agent) start(ctx context.Context) error {
 	if a.peering, err = peering.New(pc); err != nil {
 		return err
 	}
-	api, err := httpapi.New(httpapi.Config{Cluster: a.cluster, Local: a.local, Peering: a.peering, Registry: reg, Version: cfg.Version, Logger: a.log})
+	api, err := httpapi.New(httpapi.Config{Cluster: a.cluster, Local: a.local, Peering: a.peering, Registry: reg, Version: cfg.Version, Logger: a.log,
+		DataplaneStatus: func() (any, bool) {
+			if a.dataplane == nil {
+				return nil, false
+			}
+			return a.dataplane.Status(), true
+		}})
 	if err != nil {
 		return err
 	}
@@ -264,6 +275,9 @@ func (a *Agent) start(ctx context.Context) error {
 		}()
 	}
 	a.peering.Start()
+	if err := a.startDataplane(ctx); err != nil {
+		return err
+	}
 	minTLS, _ := cfg.tlsMinVersion()
 	proxyCfg := l7proxy.Config{
 		NodeName: cfg.NodeName, Datacenter: cfg.Datacenter, View: a.cluster.View,
@@ -274,10 +288,16 @@ func (a *Agent) start(ctx context.Context) error {
 		GatewayListener: a.gatewayLn, Logger: a.log, Registry: reg,
 		Mark: cfg.ProxyMark, MinTLSVersion: minTLS, LeafTTL: cfg.LeafTTL,
 	}
+	if a.dataplane != nil && len(a.transparentLns) > 0 {
+		proxyCfg.TransparentListeners, proxyCfg.Capture, proxyCfg.CgroupID = a.transparentLns, a.dataplane, dataplane.CgroupID
+	}
 	if cfg.Proxy != nil {
 		cfg.Proxy(&proxyCfg)
 	}
 	if a.proxy, err = l7proxy.New(proxyCfg); err != nil {
+		if a.dataplane != nil {
+			_ = a.dataplane.Cleanup() // nothing half-attached is left behind
+		}
 		return err
 	}
 	a.proxy.Start()
@@ -308,6 +328,11 @@ func (a *Agent) start(ctx context.Context) error {
 	}()
 	localCtx, stopLocal := context.WithCancel(runCtx)
 	a.stopLocal = stopLocal
+	if a.dataplane != nil {
+		reg.MustRegister(a.dataplane.Collector())
+		a.wg.Add(1)
+		go func() { defer a.wg.Done(); a.syncVirtualIPs(runCtx) }()
+	}
 	a.localWG.Add(2)
 	go func() { defer a.localWG.Done(); a.local.Run(localCtx) }()
 	go func() { defer a.localWG.Done(); a.watchServers(localCtx) }()
@@ -505,7 +530,7 @@ func (a *Agent) Shutdown(leave bool) error {
 }
 
 func (a *Agent) closeListeners() {
-	for _, ln := range []net.Listener{a.httpLn, a.grpcLn, a.grpcTLSLn, a.gatewayLn} {
+	for _, ln := range append([]net.Listener{a.httpLn, a.grpcLn, a.grpcTLSLn, a.gatewayLn}, a.transparentLns...) {
 		if ln != nil {
 			_ = ln.Close()
 		}

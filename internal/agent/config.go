@@ -82,6 +82,23 @@ type Config struct {
 	LeafTTL time.Duration
 	// ProxyTLSMinVersion is "1.3" (default) or "1.2".
 	ProxyTLSMinVersion string
+	// CgroupPath turns on transparent capture for the processes of this
+	// cgroup v2 directory (and its children): their connections to
+	// virtual IPs go to the terminator. The root of the hierarchy is
+	// refused unless AllowRootCgroup.
+	CgroupPath      string
+	AllowRootCgroup bool
+	// TransparentPort is the port of the terminator's transparent
+	// listeners on 127.0.0.1 and ::1 (default 15001).
+	TransparentPort int
+	// FastPath puts the plaintext loopback legs into the eBPF sockmap
+	// (default true; only with CgroupPath).
+	FastPath bool
+	// DataplaneInterfaces get the TC per-peer counters.
+	DataplaneInterfaces []string
+	// BPFPinDir is where programs, maps and links are pinned (default
+	// /sys/fs/bpf/peerd).
+	BPFPinDir string
 	// SerfLANPort and ServerPort default to 8301 and 8300 (dev: free ports).
 	SerfLANPort int
 	ServerPort  int
@@ -135,6 +152,8 @@ func DefaultConfig() Config {
 		ProxyMark:          l7proxy.DefaultMark,
 		LeafTTL:            72 * time.Hour,
 		ProxyTLSMinVersion: "1.3",
+		TransparentPort:    15001,
+		FastPath:           true,
 		SerfLANPort:        8301,
 		ServerPort:         8300,
 		RetryInterval:      30 * time.Second,
@@ -229,6 +248,9 @@ func (c *Config) validate(needDataDir bool) error {
 	}
 	if _, err := c.tlsMinVersion(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.CgroupPath != "" && (c.TransparentPort < 1 || c.TransparentPort > 65535) {
+		errs = append(errs, fmt.Errorf("-transparent-port %d: want a port from 1 to 65535 for the transparent listeners", c.TransparentPort))
 	}
 	if c.Encrypt != "" {
 		if _, err := c.gossipKey(); err != nil {

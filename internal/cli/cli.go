@@ -115,6 +115,7 @@ Environment:
 		newPeeringCommand(a),
 		newSnapshotCommand(a),
 		newCACommand(a),
+		newDataplaneCommand(a),
 		newVersionCommand(),
 	)
 	return root

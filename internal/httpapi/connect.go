@@ -87,3 +87,15 @@ func (s *Server) caRotate(w http.ResponseWriter, r *http.Request) (any, error) {
 	}
 	return caRotateResponse{ActiveRootID: id}, nil
 }
+
+// agentDataplane is GET /v1/agent/dataplane (peerd's): this node's eBPF
+// layers — loaded or not and why, attach modes, kernel, map occupancy and
+// counters — or {"Enabled": false} when the node runs no dataplane.
+func (s *Server) agentDataplane(w http.ResponseWriter, r *http.Request) (any, error) {
+	if s.dataplaneStatus != nil {
+		if st, ok := s.dataplaneStatus(); ok {
+			return map[string]any{"Enabled": true, "Status": st}, nil
+		}
+	}
+	return map[string]any{"Enabled": false}, nil
+}

@@ -40,6 +40,9 @@ type Config struct {
 	Peering Peering
 	// Logger receives structured logs; nil means slog.Default().
 	Logger *slog.Logger
+	// DataplaneStatus reports the eBPF dataplane's status (any value that
+	// encodes as JSON) and whether the node runs one; nil = never.
+	DataplaneStatus func() (status any, enabled bool)
 }
 
 // Server is the HTTP API. Its Handler is safe for concurrent use.
@@ -51,7 +54,9 @@ type Server struct {
 	peering  Peering
 	log      *slog.Logger
 	duration *prometheus.HistogramVec
-	mux      *http.ServeMux
+	// dataplaneStatus reports the eBPF dataplane (see Config).
+	dataplaneStatus func() (any, bool)
+	mux             *http.ServeMux
 }
 
 // New returns the HTTP API server.
@@ -61,7 +66,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cluster: cfg.Cluster, local: cfg.Local, registry: cfg.Registry, version: cfg.Version, log: cfg.Logger,
-		peering: cfg.Peering,
+		peering: cfg.Peering, dataplaneStatus: cfg.DataplaneStatus,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -191,6 +196,7 @@ func (s *Server) routes() {
 	s.handle("GET /v1/virtual-ips", s.virtualIPs)
 
 	// Status.
+	s.handle("GET /v1/agent/dataplane", s.agentDataplane)
 	s.handle("GET /v1/connect/ca/roots", s.caRoots)
 	s.handle("POST /v1/connect/ca/rotate", s.caRotate)
 	s.handle("GET /v1/status/leader", s.statusLeader)

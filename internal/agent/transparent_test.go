@@ -1,0 +1,219 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// The transparent-capture test runs its client as a child process (this
+// test binary again) placed in the captured cgroup from its first
+// instruction; these variables tell the child what to do.
+const (
+	envCaptureClient = "PEERD_TEST_CAPTURE_CLIENT" // "<dns addr> <name> <port>"
+	envPrivateNetns  = "PEERD_TEST_PRIVATE_NETNS"
+)
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(envCaptureClient); spec != "" {
+		os.Exit(captureClient(spec))
+	}
+	os.Exit(m.Run())
+}
+
+// captureClient resolves a name through peerd's DNS and fetches
+// http://<answer>:<port>/ with no proxy configuration: only the eBPF
+// capture can get it anywhere. It prints the body, or the error.
+func captureClient(spec string) int {
+	f := strings.Fields(spec)
+	if len(f) != 3 {
+		fmt.Println("bad client spec", spec)
+		return 2
+	}
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "udp", f[0])
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ips, err := r.LookupIPAddr(ctx, f[1])
+	if err != nil || len(ips) == 0 {
+		fmt.Println("resolve:", ips, err)
+		return 1
+	}
+	var v4 net.IP
+	for _, ip := range ips {
+		if ip.IP.To4() != nil {
+			v4 = ip.IP
+		}
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get("http://" + net.JoinHostPort(v4.String(), f[2]) + "/captured")
+	if err != nil {
+		fmt.Println("get:", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	fmt.Printf("resolved %s to %s; status %d; body %s\n", f[1], v4, resp.StatusCode, body)
+	return 0
+}
+
+// TestTransparentCaptureAcrossPeers: a process in the captured cgroup
+// resolves billing.virtual.b.peerd. through peerd's DNS and reaches billing
+// in cluster B through both terminators, with no explicit upstream; B sees
+// it as web (the service that declared the cgroup). A process outside the
+// cgroup is not captured.
+//
+// It runs in a private network namespace (the test binary re-executes
+// itself there), so a connection to a virtual IP cannot leave the machine
+// even if capture failed; the cgroup is a child created and removed here.
+func TestTransparentCaptureAcrossPeers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: eBPF programs, a child cgroup and a network namespace")
+	}
+	if testing.Short() {
+		t.Skip("starts two agents with the eBPF dataplane: skipped with -short")
+	}
+	if os.Getenv(envPrivateNetns) == "" {
+		cmd := exec.Command(os.Args[0], "-test.run", "^TestTransparentCaptureAcrossPeers$", "-test.v", "-test.count=1")
+		cmd.Env = append(os.Environ(), envPrivateNetns+"=1")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+		out, err := cmd.CombinedOutput()
+		t.Logf("in a private network namespace:\n%s", grepTestLines(string(out)))
+		if err != nil {
+			t.Fatalf("the test failed in its network namespace: %v", err)
+		}
+		if !strings.Contains(string(out), "--- PASS: TestTransparentCaptureAcrossPeers") {
+			t.Fatal("the test did not pass in its network namespace (skipped?)")
+		}
+		return
+	}
+	if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("bring up loopback in the private namespace: %v %s", err, out)
+	}
+	if _, err := os.Stat("/sys/fs/bpf"); err != nil || !isBPFFS("/sys/fs/bpf") {
+		if out, err := exec.Command("mount", "-t", "bpf", "bpf", "/sys/fs/bpf").CombinedOutput(); err != nil {
+			t.Fatalf("mount bpffs: %v %s", err, out)
+		}
+	}
+	suffix := randomSuffix(t)
+	cgroup := filepath.Join("/sys/fs/cgroup/unified", "peerd-test-"+suffix)
+	if err := os.Mkdir(cgroup, 0o755); err != nil {
+		t.Fatalf("create the test cgroup: %v", err)
+	}
+	t.Cleanup(func() { _ = os.Remove(cgroup) })
+	pins := "/sys/fs/bpf/peerd-test-" + suffix
+	t.Cleanup(func() {
+		if err := CleanupDataplane(pins); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+		if _, err := os.Stat(pins); err == nil {
+			t.Errorf("%s is still there after cleanup", pins)
+		}
+	})
+
+	a := startMeshCluster(t, "a", func(c *Config) {
+		c.CgroupPath, c.BPFPinDir, c.TransparentPort = cgroup, pins, freePort(t)
+		c.DNSAddr = "127.0.0.1:0"
+	})
+	b := startMeshCluster(t, "b", nil)
+	a.peerWith(t, b)
+	b.register(t, &api.AgentServiceRegistration{ID: "billing-1", Name: "billing", Port: startEcho(t, "billing-1", false), Address: "127.0.0.1"})
+	b.write(t, &api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: "billing", Protocol: "http"})
+	b.export(t, "a", "billing")
+	b.write(t, &api.ServiceIntentionsConfigEntry{Kind: api.ServiceIntentions, Name: "billing",
+		Sources: []*api.SourceIntention{{Name: "web", Peer: "a", Action: api.IntentionActionAllow}}})
+	// web declares the cgroup it runs in; it has no upstreams at all.
+	a.register(t, &api.AgentServiceRegistration{Name: "web", Port: 9, Meta: map[string]string{"peerd-cgroup": cgroup}})
+	a.waitImportedPassing(t, "billing", "b", 1)
+
+	cgfd, err := syscall.Open(cgroup, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(cgfd)
+	run := func(inCgroup bool) (string, error) {
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append(os.Environ(), envCaptureClient+"="+a.agent.DNSAddr()+" billing.virtual.b.peerd. 80")
+		if inCgroup {
+			cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgfd}
+		}
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cmd.Run()
+		return out.String(), err
+	}
+	tdA := trustDomainOf(t, a)
+	eventually(t, 30*time.Second, "a process in the cgroup reaches billing through its virtual IP", func() error {
+		out, err := run(true)
+		if err != nil || !strings.Contains(out, "status 200") || !strings.Contains(out, `"Instance":"billing-1"`) {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		if !strings.Contains(out, "resolved billing.virtual.b.peerd. to 240.") {
+			return fmt.Errorf("not resolved to a virtual IP: %s", out)
+		}
+		if !strings.Contains(out, "URI=spiffe://"+tdA+"/ns/default/dc/dc-a/svc/web") {
+			return fmt.Errorf("billing did not see web as the caller: %s", out)
+		}
+		return nil
+	})
+	if out, err := run(false); err == nil {
+		t.Fatalf("a process outside the cgroup reached the virtual IP: %s", out)
+	}
+	var st struct {
+		Enabled bool
+		Status  struct {
+			Capture struct {
+				Loaded   bool
+				Counters map[string]uint64
+			} `json:"capture"`
+		}
+	}
+	if err := getJSON("http://"+a.agent.HTTPAddr()+"/v1/agent/dataplane", &st); err != nil {
+		t.Fatal(err)
+	}
+	if !st.Enabled || !st.Status.Capture.Loaded {
+		t.Fatalf("dataplane status %+v", st)
+	}
+	if metrics := scrape(t, a.agent); !strings.Contains(metrics, `peerd_dataplane_layer_loaded{layer="capture"} 1`) {
+		t.Fatalf("no capture metric:\n%s", grepLines(metrics, "peerd_dataplane"))
+	}
+}
+
+func isBPFFS(path string) bool {
+	var st syscall.Statfs_t
+	return syscall.Statfs(path, &st) == nil && st.Type == 0xcafe4a11
+}
+
+func randomSuffix(t *testing.T) string {
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// grepTestLines keeps go test's own lines of a child's output.
+func grepTestLines(out string) string {
+	var keep []string
+	for _, l := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(l, "time=") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
+}

@@ -1,0 +1,114 @@
+package cli
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+
+	"github.com/spf13/cobra"
+)
+
+func newDataplaneCommand(a *app) *cobra.Command {
+	return newGroupCommand("dataplane", "Inspect this node's eBPF dataplane", newDataplaneStatusCommand(a))
+}
+
+// layerStatus is one layer of GET /v1/agent/dataplane.
+type layerStatus struct {
+	Enabled    bool              `json:"enabled"`
+	Loaded     bool              `json:"loaded"`
+	Reused     bool              `json:"reused"`
+	AttachMode string            `json:"attach_mode"`
+	Reason     string            `json:"reason"`
+	Maps       map[string]int    `json:"maps"`
+	Counters   map[string]uint64 `json:"counters"`
+	Interfaces map[string]string `json:"interfaces"`
+}
+
+func newDataplaneStatusCommand(a *app) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show each eBPF layer: loaded, attach mode, reason if off, maps, counters",
+		Long: `Show the agent's eBPF dataplane (GET /v1/agent/dataplane): for each layer
+(capture, fastpath, tc) whether it is enabled and loaded, how it is
+attached (cgroup link, TCX or clsact), why it is off, the kernel version,
+map occupancy and the programs' counters.`,
+		Example: `  peerctl dataplane status
+  peerctl dataplane status -format json`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			resp, err := a.list(cmd, format, "read the dataplane status", "/v1/agent/dataplane", nil)
+			if err != nil || resp == nil {
+				return err
+			}
+			var out struct {
+				Enabled bool
+				Status  struct {
+					Kernel   string      `json:"kernel"`
+					PinDir   string      `json:"pin_dir"`
+					Capture  layerStatus `json:"capture"`
+					FastPath layerStatus `json:"fastpath"`
+					TC       layerStatus `json:"tc"`
+				}
+			}
+			if err := resp.Decode(&out); err != nil {
+				return fmt.Errorf("read the dataplane status: %w", err)
+			}
+			w := cmd.OutOrStdout()
+			if !out.Enabled {
+				fmt.Fprintln(w, "No eBPF dataplane on this node (start the agent with -cgroup-path or -dataplane-interface).")
+				return nil
+			}
+			st := out.Status
+			fmt.Fprintf(w, "Kernel: %s   Pins: %s\n\n", st.Kernel, st.PinDir)
+			layers := []struct {
+				name string
+				l    layerStatus
+			}{{"capture", st.Capture}, {"fastpath", st.FastPath}, {"tc", st.TC}}
+			rows := [][]string{}
+			for _, x := range layers {
+				state := "off"
+				switch {
+				case x.l.Loaded && x.l.Reused:
+					state = "loaded (reused pins)"
+				case x.l.Loaded:
+					state = "loaded"
+				case x.l.Enabled:
+					state = "OFF"
+				}
+				rows = append(rows, []string{x.name, strconv.FormatBool(x.l.Enabled), state, x.l.AttachMode, x.l.Reason})
+			}
+			if err := printTable(w, []string{"Layer", "Enabled", "State", "Attach", "Reason"}, rows); err != nil {
+				return err
+			}
+			detail := [][]string{}
+			for _, x := range layers {
+				for _, k := range sortedKeys(x.l.Maps) {
+					detail = append(detail, []string{x.name, "map " + k, strconv.Itoa(x.l.Maps[k])})
+				}
+				for _, k := range sortedKeys(x.l.Counters) {
+					detail = append(detail, []string{x.name, k, strconv.FormatUint(x.l.Counters[k], 10)})
+				}
+				for _, k := range sortedKeys(x.l.Interfaces) {
+					detail = append(detail, []string{x.name, "interface " + k, x.l.Interfaces[k]})
+				}
+			}
+			if len(detail) > 0 {
+				fmt.Fprintln(w)
+				return printTable(w, []string{"Layer", "Map / counter", "Value"}, detail)
+			}
+			return nil
+		},
+	}
+	addFormatFlag(cmd, &format)
+	return cmd
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
