@@ -59,6 +59,7 @@ type Agent struct {
 	// transparentLns the terminator's listeners for captured connections.
 	dataplane      *dataplane.Dataplane
 	transparentLns []net.Listener
+	dpSync         *dataplaneSync
 	// dns answers the catalog's names and forwards the rest (nil: off).
 	dns *dns.Server
 
@@ -329,9 +330,10 @@ func (a *Agent) start(ctx context.Context) error {
 	localCtx, stopLocal := context.WithCancel(runCtx)
 	a.stopLocal = stopLocal
 	if a.dataplane != nil {
-		reg.MustRegister(a.dataplane.Collector())
+		reg.MustRegister(a.dataplane.Collector(), peerCounters{a})
+		a.dpSync = newDataplaneSync(a)
 		a.wg.Add(1)
-		go func() { defer a.wg.Done(); a.syncVirtualIPs(runCtx) }()
+		go func() { defer a.wg.Done(); a.dpSync.run(runCtx) }()
 	}
 	a.localWG.Add(2)
 	go func() { defer a.localWG.Done(); a.local.Run(localCtx) }()

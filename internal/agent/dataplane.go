@@ -11,9 +11,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-memdb"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/dataplane"
@@ -93,54 +95,36 @@ func ownCgroupID(captured string) uint64 {
 	return 0
 }
 
-// syncVirtualIPs keeps the capture layer's VIP map equal to the virtual
-// IPs in the catalog: every port of a VIP is captured.
-func (a *Agent) syncVirtualIPs(ctx context.Context) {
-	type key struct{ peer, service string }
-	ids := map[key]uint32{}
-	peers := map[string]uint32{}
-	installed := map[netip.Addr]bool{}
+// dataplaneSync keeps the eBPF maps equal to the catalog: the capture
+// layer's virtual IPs (every port of a VIP is captured) and the TC layer's
+// peer addresses (the gateways and servers of each peer), and names the
+// peers of the per-peer counters.
+type dataplaneSync struct {
+	a        *Agent
+	peerIDs  map[string]uint32
+	svcIDs   map[[2]string]uint32
+	vips     map[netip.Addr]bool
+	addrs    map[netip.Addr]uint32
+	mu       sync.Mutex
+	peerName map[uint32]string
+}
+
+func newDataplaneSync(a *Agent) *dataplaneSync {
+	return &dataplaneSync{a: a, peerIDs: map[string]uint32{}, svcIDs: map[[2]string]uint32{},
+		vips: map[netip.Addr]bool{}, addrs: map[netip.Addr]uint32{}, peerName: map[uint32]string{}}
+}
+
+// run syncs until ctx ends.
+func (s *dataplaneSync) run(ctx context.Context) {
+	a := s.a
 	for {
 		ws := memdb.NewWatchSet()
-		_, vips, err := a.cluster.View().VirtualIPs(ws)
-		if err != nil {
-			a.log.Warn("read virtual IPs for the dataplane", "err", err)
-		} else {
-			want := map[netip.Addr]*catalog.VirtualIP{}
-			for _, v := range vips {
-				for _, s := range []string{v.IPv4, v.IPv6} {
-					if ip, err := netip.ParseAddr(s); err == nil {
-						want[ip] = v
-					}
-				}
-			}
-			for ip, v := range want {
-				if installed[ip] {
-					continue
-				}
-				if _, ok := peers[v.Peer]; !ok {
-					peers[v.Peer] = uint32(len(peers) + 1)
-				}
-				k := key{v.Peer, v.Service}
-				if _, ok := ids[k]; !ok {
-					ids[k] = uint32(len(ids) + 1)
-				}
-				if err := a.dataplane.SetVIP(ip, 0, peers[v.Peer], ids[k]); err != nil {
-					if !errors.Is(err, dataplane.ErrLayerOff) {
-						a.log.Warn("install a virtual IP in the capture map", "vip", ip.String(), "service", v.Service, "peer", v.Peer, "err", err)
-					}
-					continue
-				}
-				installed[ip] = true
-			}
-			for ip := range installed {
-				if want[ip] == nil {
-					if err := a.dataplane.DeleteVIP(ip, 0); err != nil {
-						a.log.Warn("remove a virtual IP from the capture map", "vip", ip.String(), "err", err)
-					}
-					delete(installed, ip)
-				}
-			}
+		st := a.cluster.View()
+		if err := s.syncVIPs(ws, st); err != nil {
+			a.log.Warn("sync virtual IPs to the dataplane", "err", err)
+		}
+		if err := s.syncPeerAddrs(ws, st); err != nil {
+			a.log.Warn("sync peer addresses to the dataplane", "err", err)
 		}
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_ = ws.WatchCtx(wctx)
@@ -148,6 +132,157 @@ func (a *Agent) syncVirtualIPs(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+	}
+}
+
+func (s *dataplaneSync) peerID(peer string) uint32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id, ok := s.peerIDs[peer]
+	if !ok {
+		id = uint32(len(s.peerIDs) + 1)
+		s.peerIDs[peer] = id
+		s.peerName[id] = peer
+	}
+	return id
+}
+
+func (s *dataplaneSync) syncVIPs(ws memdb.WatchSet, st *catalog.Store) error {
+	_, vips, err := st.VirtualIPs(ws)
+	if err != nil {
+		return err
+	}
+	want := map[netip.Addr]*catalog.VirtualIP{}
+	for _, v := range vips {
+		for _, a := range []string{v.IPv4, v.IPv6} {
+			if ip, err := netip.ParseAddr(a); err == nil {
+				want[ip] = v
+			}
+		}
+	}
+	dp := s.a.dataplane
+	for ip, v := range want {
+		if s.vips[ip] {
+			continue
+		}
+		k := [2]string{v.Peer, v.Service}
+		if _, ok := s.svcIDs[k]; !ok {
+			s.svcIDs[k] = uint32(len(s.svcIDs) + 1)
+		}
+		if err := dp.SetVIP(ip, 0, s.peerID(v.Peer), s.svcIDs[k]); err != nil {
+			if errors.Is(err, dataplane.ErrLayerOff) {
+				return nil
+			}
+			return fmt.Errorf("install %s (%s from %s): %w", ip, v.Service, v.Peer, err)
+		}
+		s.vips[ip] = true
+	}
+	for ip := range s.vips {
+		if want[ip] == nil {
+			if err := dp.DeleteVIP(ip, 0); err != nil {
+				return fmt.Errorf("remove %s: %w", ip, err)
+			}
+			delete(s.vips, ip)
+		}
+	}
+	return nil
+}
+
+// syncPeerAddrs maps each peer's gateway and server addresses to its id
+// for the TC counters.
+func (s *dataplaneSync) syncPeerAddrs(ws memdb.WatchSet, st *catalog.Store) error {
+	if len(s.a.cfg.DataplaneInterfaces) == 0 {
+		return nil
+	}
+	_, peerings, err := st.Peerings(ws)
+	if err != nil {
+		return err
+	}
+	want := map[netip.Addr]uint32{}
+	for _, p := range peerings {
+		id := s.peerID(p.Name)
+		for _, hp := range p.PeerServerAddresses {
+			if host, _, err := net.SplitHostPort(hp); err == nil {
+				if ip, err := netip.ParseAddr(host); err == nil {
+					want[ip.Unmap()] = id
+				}
+			}
+		}
+		_, svcs, err := st.Services(ws, p.Name)
+		if err != nil {
+			return err
+		}
+		for name := range svcs {
+			_, nodes, err := st.ServiceNodes(ws, p.Name, name)
+			if err != nil {
+				return err
+			}
+			for _, sn := range nodes {
+				if ip, err := netip.ParseAddr(sn.Service.TaggedAddresses["peerd-gateway"].Address); err == nil {
+					want[ip.Unmap()] = id
+				}
+			}
+		}
+	}
+	dp := s.a.dataplane
+	for ip, id := range want {
+		if s.addrs[ip] == id {
+			continue
+		}
+		if err := dp.SetPeerAddr(ip, id); err != nil {
+			if errors.Is(err, dataplane.ErrLayerOff) {
+				return nil
+			}
+			return fmt.Errorf("map %s to a peer: %w", ip, err)
+		}
+		s.addrs[ip] = id
+	}
+	for ip := range s.addrs {
+		if _, ok := want[ip]; !ok {
+			if err := dp.DeletePeerAddr(ip); err != nil {
+				return fmt.Errorf("unmap %s: %w", ip, err)
+			}
+			delete(s.addrs, ip)
+		}
+	}
+	return nil
+}
+
+// peerCounters is a collector of the TC layer's per-peer counters.
+type peerCounters struct{ a *Agent }
+
+var descPeerBytes = prometheus.NewDesc("peerd_dataplane_peer_bytes_total",
+	"Bytes exchanged with each peer's gateways and servers on the TC-attached interfaces, by direction (rx, tx).",
+	[]string{"peer", "direction"}, nil)
+var descPeerPackets = prometheus.NewDesc("peerd_dataplane_peer_packets_total",
+	"Packets exchanged with each peer's gateways and servers on the TC-attached interfaces, by direction (rx, tx).",
+	[]string{"peer", "direction"}, nil)
+
+func (c peerCounters) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descPeerBytes
+	ch <- descPeerPackets
+}
+
+func (c peerCounters) Collect(ch chan<- prometheus.Metric) {
+	s := c.a.dpSync
+	if s == nil || c.a.dataplane == nil {
+		return
+	}
+	counts, err := c.a.dataplane.PeerCounters()
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, pc := range counts {
+		name := s.peerName[id]
+		if name == "" {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(descPeerBytes, prometheus.CounterValue, float64(pc.RxBytes), name, "rx")
+		ch <- prometheus.MustNewConstMetric(descPeerBytes, prometheus.CounterValue, float64(pc.TxBytes), name, "tx")
+		ch <- prometheus.MustNewConstMetric(descPeerPackets, prometheus.CounterValue, float64(pc.RxPackets), name, "rx")
+		ch <- prometheus.MustNewConstMetric(descPeerPackets, prometheus.CounterValue, float64(pc.TxPackets), name, "tx")
 	}
 }
 
