@@ -13,6 +13,9 @@
 //   - Fastpath (fastpath.c): sockops + sk_msg splice plaintext loopback
 //     legs through a SOCKHASH.
 //   - Tc (tc.c): per-peer byte and packet counters at TC ingress/egress.
+//   - Inbound (inbound.c): sk_lookup (attached to a network namespace)
+//     assigns TCP connections to the gateway's VIP prefixes and port range
+//     to the gateway's listening socket held in a SOCKMAP.
 //
 // The package only exposes what bpf2go generates; loading, attaching and
 // pinning live in package dataplane.
@@ -25,3 +28,4 @@ package bpf
 //go:generate go tool bpf2go -target bpfel -go-package bpf -type vip_key -type vip_val -type orig_dst -type tuple Capture capture.c -- -I/usr/include/x86_64-linux-gnu -O2 -g -Wall -Werror
 //go:generate go tool bpf2go -target bpfel -go-package bpf -type tuple Fastpath fastpath.c -- -I/usr/include/x86_64-linux-gnu -O2 -g -Wall -Werror
 //go:generate go tool bpf2go -target bpfel -go-package bpf -type peer_addr -type peer_counters Tc tc.c -- -I/usr/include/x86_64-linux-gnu -O2 -g -Wall -Werror
+//go:generate go tool bpf2go -target bpfel -go-package bpf -type prefix_key Inbound inbound.c -- -I/usr/include/x86_64-linux-gnu -O2 -g -Wall -Werror

@@ -53,6 +53,22 @@ type Config struct {
 	Interfaces []string
 	TCMode     TCMode
 
+	// InboundPrefixes turns on layer 4 (sk_lookup inbound capture): TCP
+	// connections arriving in the network namespace InboundNetns whose
+	// destination is in one of these prefixes (the gateway's VIPs, IPv4
+	// and IPv6) and whose destination port is in InboundPorts are handed
+	// to the listener registered with SetInboundListener, whatever address
+	// it is bound to. Empty: the layer is off (InboundPorts and
+	// InboundNetns are then ignored).
+	InboundPrefixes []netip.Prefix
+	// InboundPorts is the destination port range {first, last},
+	// inclusive; first >= 1 and first <= last ({1, 65535}: every port).
+	InboundPorts [2]uint16
+	// InboundNetns is the network namespace file the sk_lookup program
+	// attaches to, e.g. /proc/self/ns/net or /run/netns/<name>. Required
+	// with InboundPrefixes.
+	InboundNetns string
+
 	// PinDir is the bpffs directory for pins (DefaultPinDir when empty).
 	// A second Load with the same PinDir re-opens the pinned maps and
 	// updates the pinned links in place instead of re-attaching.
@@ -145,9 +161,47 @@ func (c *Config) validate() error {
 			return fmt.Errorf("dataplane: interface %q: %w", name, err)
 		}
 	}
+	if len(c.InboundPrefixes) > 0 {
+		if err := c.validateInbound(); err != nil {
+			return err
+		}
+	}
 	dir := c.pinDir()
 	if !filepath.IsAbs(dir) {
 		return fmt.Errorf("dataplane: PinDir %q is not absolute", dir)
+	}
+	return nil
+}
+
+func (c *Config) validateInbound() error {
+	for _, p := range c.InboundPrefixes {
+		if !p.IsValid() {
+			return fmt.Errorf("dataplane: invalid inbound prefix %s", p)
+		}
+	}
+	lo, hi := c.InboundPorts[0], c.InboundPorts[1]
+	if lo == 0 || lo > hi {
+		return fmt.Errorf("dataplane: InboundPorts %d-%d is not a port range (first >= 1, first <= last)", lo, hi)
+	}
+	if c.InboundNetns == "" {
+		return errors.New("dataplane: InboundNetns is required for the inbound layer")
+	}
+	return checkNetns(c.InboundNetns)
+}
+
+// checkNetns verifies that path is a network namespace file.
+func checkNetns(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("dataplane: netns %s: %w", path, err)
+	}
+	defer f.Close()
+	t, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE)
+	if err != nil {
+		return fmt.Errorf("dataplane: %s is not a namespace file: %w", path, err)
+	}
+	if t != unix.CLONE_NEWNET {
+		return fmt.Errorf("dataplane: %s is not a network namespace", path)
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 // TestConfigErrors: bad input is refused before anything is loaded.
 func TestConfigErrors(t *testing.T) {
 	lo := netip.MustParseAddr("127.0.0.1")
+	vips := []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}
 	tests := []struct {
 		name string
 		cfg  Config
@@ -25,6 +26,15 @@ func TestConfigErrors(t *testing.T) {
 		{"no cgroup", Config{Capture: true, ListenerV4: lo, ListenerPort: 1}, "CgroupPath is required"},
 		{"unknown interface", Config{Interfaces: []string{"peerd-nope0"}}, `interface "peerd-nope0"`},
 		{"bad TC mode", Config{Interfaces: []string{"lo"}, TCMode: "xdp"}, "unknown TCMode"},
+		// The inbound cases never name the caller's network namespace:
+		// should validation let one through, nothing attaches to it.
+		{"inbound without netns", Config{InboundPrefixes: vips, InboundPorts: [2]uint16{1, 2}}, "InboundNetns is required"},
+		{"inbound without ports", Config{InboundPrefixes: vips, InboundNetns: "/proc/self/ns/uts"}, "not a port range"},
+		{"inbound reversed ports", Config{InboundPrefixes: vips, InboundPorts: [2]uint16{10, 5}, InboundNetns: "/proc/self/ns/uts"}, "not a port range"},
+		{"inbound invalid prefix", Config{InboundPrefixes: []netip.Prefix{{}}, InboundPorts: [2]uint16{1, 2}, InboundNetns: "/proc/self/ns/uts"}, "invalid inbound prefix"},
+		{"inbound netns missing", Config{InboundPrefixes: vips, InboundPorts: [2]uint16{1, 2}, InboundNetns: "/proc/self/ns/peerd-nope"}, "no such file"},
+		{"inbound netns not a namespace", Config{InboundPrefixes: vips, InboundPorts: [2]uint16{1, 2}, InboundNetns: os.TempDir()}, "not a namespace file"},
+		{"inbound netns not a network namespace", Config{InboundPrefixes: vips, InboundPorts: [2]uint16{1, 2}, InboundNetns: "/proc/self/ns/uts"}, "not a network namespace"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

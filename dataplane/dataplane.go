@@ -1,5 +1,5 @@
 // Package dataplane loads, attaches and pins peerd's eBPF programs (package
-// bpf) and keeps their maps in sync with what the agent tells it. Three
+// bpf) and keeps their maps in sync with what the agent tells it. Four
 // layers, each feature-probed and loaded on its own; a layer the kernel
 // cannot run is switched off with the reason in Status, and the terminator
 // works with none of them:
@@ -11,6 +11,10 @@
 //     between workloads and the terminator through a SOCKHASH.
 //  3. TC: per-peer byte and packet counters on the node's interfaces,
 //     attached with TCX (kernel >= 6.6) or clsact + a netlink BPF filter.
+//  4. Inbound: an sk_lookup program attached to a network namespace hands
+//     TCP connections to the gateway's VIP prefixes and port range to the
+//     gateway's listener (SetInboundListener) with bpf_sk_assign; the
+//     accepted connection's local address is the original destination.
 //
 // Everything is pinned under Config.PinDir: a new Load with the same
 // directory re-opens the maps and updates the links in place, so a daemon
@@ -44,6 +48,7 @@ type Dataplane struct {
 	capture *captureLayer
 	fast    *fastLayer
 	tc      *tcLayer
+	inbound *inboundLayer
 	// Off-reasons of layers that were requested but are not loaded.
 	reasons map[string]string
 }
@@ -53,6 +58,7 @@ const (
 	LayerCapture  = "capture"
 	LayerFastPath = "fastpath"
 	LayerTC       = "tc"
+	LayerInbound  = "inbound"
 )
 
 // Load validates cfg, then probes, loads and attaches each requested
@@ -93,6 +99,13 @@ func Load(ctx context.Context, cfg Config) (*Dataplane, error) {
 			l, err := loadTC(&cfg, dir)
 			if err == nil {
 				d.tc = l
+			}
+			return err
+		}},
+		{LayerInbound, len(cfg.InboundPrefixes) > 0, inboundNeeds, func(dir string) error {
+			l, err := loadInbound(&cfg, dir)
+			if err == nil {
+				d.inbound = l
 			}
 			return err
 		}},
@@ -147,6 +160,9 @@ func (d *Dataplane) Close() error {
 	if d.tc != nil {
 		errs = append(errs, d.tc.close())
 	}
+	if d.inbound != nil {
+		errs = append(errs, d.inbound.close())
+	}
 	return errors.Join(errs...)
 }
 
@@ -163,6 +179,7 @@ type Status struct {
 	Capture  LayerStatus `json:"capture"`
 	FastPath LayerStatus `json:"fastpath"`
 	TC       LayerStatus `json:"tc"`
+	Inbound  LayerStatus `json:"inbound"`
 }
 
 // LayerStatus describes one layer.
@@ -173,11 +190,13 @@ type LayerStatus struct {
 	Loaded bool `json:"loaded"`
 	// Reused: this Load re-opened pinned maps and updated pinned links.
 	Reused bool `json:"reused,omitempty"`
-	// AttachMode: "cgroup-link", "tcx", "clsact" or "tcx+clsact".
+	// AttachMode: "cgroup-link", "tcx", "clsact", "tcx+clsact" or
+	// "netns-link".
 	AttachMode string `json:"attach_mode,omitempty"`
 	// Reason why an enabled layer is not loaded.
 	Reason string `json:"reason,omitempty"`
-	// Maps: entries per map (hash and LRU maps).
+	// Maps: entries per map (hash, LRU and LPM maps; occupied slots of a
+	// SOCKMAP).
 	Maps map[string]int `json:"maps,omitempty"`
 	// Counters: the layer's statistics, summed over CPUs.
 	Counters map[string]uint64 `json:"counters,omitempty"`
@@ -194,6 +213,7 @@ func (d *Dataplane) Status() Status {
 	s.Capture = LayerStatus{Enabled: d.cfg.Capture, Reason: d.reasons[LayerCapture]}
 	s.FastPath = LayerStatus{Enabled: d.cfg.FastPath, Reason: d.reasons[LayerFastPath]}
 	s.TC = LayerStatus{Enabled: len(d.cfg.Interfaces) > 0, Reason: d.reasons[LayerTC]}
+	s.Inbound = LayerStatus{Enabled: len(d.cfg.InboundPrefixes) > 0, Reason: d.reasons[LayerInbound]}
 	if d.closed {
 		return s
 	}
@@ -205,6 +225,9 @@ func (d *Dataplane) Status() Status {
 	}
 	if d.tc != nil {
 		d.tc.status(&s.TC)
+	}
+	if d.inbound != nil {
+		d.inbound.status(&s.Inbound)
 	}
 	return s
 }
@@ -263,6 +286,10 @@ func (d *Dataplane) layerOn(l any) error {
 	case *tcLayer:
 		if v == nil {
 			return fmt.Errorf("%s: %w", LayerTC, ErrLayerOff)
+		}
+	case *inboundLayer:
+		if v == nil {
+			return fmt.Errorf("%s: %w", LayerInbound, ErrLayerOff)
 		}
 	}
 	return nil

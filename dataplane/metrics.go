@@ -12,7 +12,7 @@ type collector struct{ d *Dataplane }
 
 var (
 	descLoaded = prometheus.NewDesc("peerd_dataplane_layer_loaded",
-		"1 when an eBPF layer (capture, fastpath, tc) is loaded and attached, 0 when it is enabled but off (see peerctl dataplane status for the reason).",
+		"1 when an eBPF layer (capture, fastpath, tc, inbound) is loaded and attached, 0 when it is enabled but off (see peerctl dataplane status for the reason).",
 		[]string{"layer"}, nil)
 	descMap = prometheus.NewDesc("peerd_dataplane_map_entries",
 		"Entries in each eBPF map.", []string{"layer", "map"}, nil)
@@ -28,7 +28,7 @@ func (collector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
 	s := c.d.Status()
-	for name, l := range map[string]LayerStatus{LayerCapture: s.Capture, LayerFastPath: s.FastPath, LayerTC: s.TC} {
+	for name, l := range map[string]LayerStatus{LayerCapture: s.Capture, LayerFastPath: s.FastPath, LayerTC: s.TC, LayerInbound: s.Inbound} {
 		if !l.Enabled {
 			continue
 		}

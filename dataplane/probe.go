@@ -50,6 +50,14 @@ var (
 		mapType(ebpf.PerCPUHash),
 		helperFn(ebpf.SchedCLS, asm.FnSkbLoadBytes),
 	}
+	inboundNeeds = []requirement{
+		progType(ebpf.SkLookup),
+		mapType(ebpf.LPMTrie),
+		mapType(ebpf.SockMap),
+		mapType(ebpf.PerCPUArray),
+		helperFn(ebpf.SkLookup, asm.FnSkAssign),
+		helperFn(ebpf.SkLookup, asm.FnSkRelease),
+	}
 )
 
 // probeHook lets tests pretend a feature is missing.
