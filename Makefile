@@ -38,7 +38,7 @@ demo: build
 # missing (without starting or enabling the system service); otherwise, or
 # with PEERD_BENCH_NO_INSTALL=1, that mode is reported as skipped.
 bench:
-	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -timeout 20m ./bench/...
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -timeout 20m ./bench/... ./dataplane/...
 
 # Needs protoc plus the plugins from `make tools`, and clang + llvm-strip for
 # bpf2go (bpf/). Without clang the bpf2go step is skipped: the committed

@@ -24,6 +24,12 @@ import (
 //	                    request/response round trips of size bytes with
 //	                    plain Read/Write (no splice), prints "OK <ns>",
 //	                    then waits for stdin to close.
+//	stream <port> <ms> <size>  like rr, but writes size-byte chunks for
+//	                    ms milliseconds while a goroutine reads the echo;
+//	                    prints "OK <bytes> <ns>", then waits for stdin to
+//	                    close.
+//	connect             answers "connect <ip:port> <n>" lines (n
+//	                    connect+close) with "OK <ns>" until stdin closes.
 func runHelper(mode string, args []string) int {
 	in := bufio.NewScanner(os.Stdin)
 	if !in.Scan() || in.Text() != "go" {
@@ -82,6 +88,22 @@ func runHelper(mode string, args []string) int {
 		fmt.Println("OK", ns)
 		for in.Scan() {
 		}
+		return 0
+	case "stream":
+		port, _ := strconv.Atoi(args[1])
+		ms, _ := strconv.Atoi(args[2])
+		size, _ := strconv.Atoi(args[3])
+		bytes, ns, err := streamEcho(port, time.Duration(ms)*time.Millisecond, size)
+		if err != nil {
+			fmt.Println("ERR", err)
+			return 1
+		}
+		fmt.Println("OK", bytes, ns)
+		for in.Scan() {
+		}
+		return 0
+	case "connect":
+		connectLoop(in)
 		return 0
 	}
 	return 2
