@@ -132,6 +132,7 @@ func parseAgentFlags(args []string, stderr io.Writer) (agent.Config, error) {
 		configs         listFlag
 		nodeMeta        listFlag
 		dataplaneIfaces listFlag
+		gatewayVIPs     listFlag
 		serfPort        = fs.Int("serf-lan-port", def.SerfLANPort, "gossip (memberlist) port, TCP and UDP")
 	)
 	fs.BoolVar(&f.Dev, "dev", false, "run a complete single-node cluster in memory; free loopback ports unless given")
@@ -162,6 +163,7 @@ func parseAgentFlags(args []string, stderr io.Writer) (agent.Config, error) {
 	fs.BoolVar(&f.AllowRootCgroup, "allow-root-cgroup", false, "allow -cgroup-path to be the root of the cgroup hierarchy (every process of the host)")
 	fs.IntVar(&f.TransparentPort, "transparent-port", def.TransparentPort, "port of the terminator's transparent listeners on 127.0.0.1 and ::1")
 	fs.BoolVar(&f.FastPath, "dataplane-fastpath", def.FastPath, "sockmap fast path for the plaintext loopback legs (with -cgroup-path)")
+	fs.Var(&gatewayVIPs, "gateway-vip", "CIDR of addresses that reach this node's gateway through the inbound capture layer (sk_lookup; repeatable)")
 	fs.Var(&dataplaneIfaces, "dataplane-interface", "interface to attach the TC per-peer counters to (repeatable)")
 	fs.StringVar(&f.BPFPinDir, "bpf-pin-dir", "", "bpffs directory for the dataplane's pins (default /sys/fs/bpf/peerd)")
 	fs.IntVar(&f.ServerPort, "server-port", def.ServerPort, "raft port of a server")
@@ -237,6 +239,9 @@ func parseAgentFlags(args []string, stderr io.Writer) (agent.Config, error) {
 	}
 	if len(dataplaneIfaces) > 0 {
 		cfg.DataplaneInterfaces = dataplaneIfaces
+	}
+	if len(gatewayVIPs) > 0 {
+		cfg.GatewayVIPs = gatewayVIPs
 	}
 	if len(recursors) > 0 {
 		cfg.Recursors = recursors

@@ -159,7 +159,11 @@ func (a *Agent) start(ctx context.Context) error {
 		return fmt.Errorf("listen for gRPC on %s: %w", cfg.GRPCAddr, err)
 	}
 	if cfg.GatewayAddr != "" {
-		if a.gatewayLn, err = net.Listen("tcp", cfg.GatewayAddr); err != nil {
+		// Plain TCP, not Go's default MPTCP: the inbound capture layer
+		// can hand connections only to a TCP listener.
+		lc := net.ListenConfig{}
+		lc.SetMultipathTCP(false)
+		if a.gatewayLn, err = lc.Listen(ctx, "tcp", cfg.GatewayAddr); err != nil {
 			return fmt.Errorf("listen for the gateway on %s: %w", cfg.GatewayAddr, err)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -94,6 +95,11 @@ type Config struct {
 	// FastPath puts the plaintext loopback legs into the eBPF sockmap
 	// (default true; only with CgroupPath).
 	FastPath bool
+	// GatewayVIPs are prefixes (CIDR) of addresses that reach this node's
+	// gateway on its port without being configured on an interface: the
+	// inbound capture layer (sk_lookup) hands such connections to the
+	// gateway listener.
+	GatewayVIPs []string
 	// DataplaneInterfaces get the TC per-peer counters.
 	DataplaneInterfaces []string
 	// BPFPinDir is where programs, maps and links are pinned (default
@@ -248,6 +254,14 @@ func (c *Config) validate(needDataDir bool) error {
 	}
 	if _, err := c.tlsMinVersion(); err != nil {
 		errs = append(errs, err)
+	}
+	for _, p := range c.GatewayVIPs {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			errs = append(errs, fmt.Errorf("-gateway-vip %q: want a CIDR prefix such as 203.0.113.0/24: %v", p, err))
+		}
+	}
+	if len(c.GatewayVIPs) > 0 && c.GatewayAddr == "" {
+		errs = append(errs, errors.New("-gateway-vip needs the gateway (-gateway-addr)"))
 	}
 	if c.CgroupPath != "" && (c.TransparentPort < 1 || c.TransparentPort > 65535) {
 		errs = append(errs, fmt.Errorf("-transparent-port %d: want a port from 1 to 65535 for the transparent listeners", c.TransparentPort))

@@ -26,7 +26,7 @@ import (
 // error) when nothing is asked for.
 func (a *Agent) startDataplane(ctx context.Context) error {
 	cfg := &a.cfg
-	if cfg.CgroupPath == "" && len(cfg.DataplaneInterfaces) == 0 {
+	if cfg.CgroupPath == "" && len(cfg.DataplaneInterfaces) == 0 && len(cfg.GatewayVIPs) == 0 {
 		return nil
 	}
 	dc := dataplane.Config{
@@ -57,11 +57,25 @@ func (a *Agent) startDataplane(ctx context.Context) error {
 			a.transparentLns = append(a.transparentLns, ln)
 		}
 	}
+	if len(cfg.GatewayVIPs) > 0 && a.gatewayLn != nil {
+		for _, p := range cfg.GatewayVIPs {
+			dc.InboundPrefixes = append(dc.InboundPrefixes, netip.MustParsePrefix(p).Masked())
+		}
+		port := uint16(a.gatewayLn.Addr().(*net.TCPAddr).Port)
+		dc.InboundPorts, dc.InboundNetns = [2]uint16{port, port}, "/proc/self/ns/net"
+	}
 	dp, err := dataplane.Load(ctx, dc)
 	if err != nil {
 		return fmt.Errorf("eBPF dataplane: %w", err)
 	}
 	a.dataplane = dp
+	if len(dc.InboundPrefixes) > 0 {
+		if err := dp.SetInboundListener(a.gatewayLn); err != nil && !errors.Is(err, dataplane.ErrLayerOff) {
+			_ = dp.Cleanup()
+			a.dataplane = nil
+			return fmt.Errorf("eBPF dataplane: hand the gateway listener to the inbound layer: %w", err)
+		}
+	}
 	return nil
 }
 

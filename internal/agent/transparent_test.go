@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -105,6 +106,10 @@ func TestTransparentCaptureAcrossPeers(t *testing.T) {
 	if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
 		t.Fatalf("bring up loopback in the private namespace: %v %s", err, out)
 	}
+	// The gateway VIP range is delivered locally in this namespace only.
+	if out, err := exec.Command("ip", "route", "add", "local", "203.0.113.0/24", "dev", "lo").CombinedOutput(); err != nil {
+		t.Fatalf("local route for the gateway VIPs: %v %s", err, out)
+	}
 	if _, err := os.Stat("/sys/fs/bpf"); err != nil || !isBPFFS("/sys/fs/bpf") {
 		if out, err := exec.Command("mount", "-t", "bpf", "bpf", "/sys/fs/bpf").CombinedOutput(); err != nil {
 			t.Fatalf("mount bpffs: %v %s", err, out)
@@ -129,6 +134,7 @@ func TestTransparentCaptureAcrossPeers(t *testing.T) {
 	a := startMeshCluster(t, "a", func(c *Config) {
 		c.CgroupPath, c.BPFPinDir, c.TransparentPort = cgroup, pins, freePort(t)
 		c.DNSAddr = "127.0.0.1:0"
+		c.GatewayVIPs = []string{"203.0.113.0/24"}
 	})
 	b := startMeshCluster(t, "b", nil)
 	a.peerWith(t, b)
@@ -189,9 +195,27 @@ func TestTransparentCaptureAcrossPeers(t *testing.T) {
 	if !st.Enabled || !st.Status.Capture.Loaded {
 		t.Fatalf("dataplane status %+v", st)
 	}
-	if metrics := scrape(t, a.agent); !strings.Contains(metrics, `peerd_dataplane_layer_loaded{layer="capture"} 1`) {
-		t.Fatalf("no capture metric:\n%s", grepLines(metrics, "peerd_dataplane"))
+	if metrics := scrape(t, a.agent); !strings.Contains(metrics, `peerd_dataplane_layer_loaded{layer="capture"} 1`) ||
+		!strings.Contains(metrics, `peerd_dataplane_layer_loaded{layer="inbound"} 1`) {
+		t.Fatalf("layers not loaded:\n%s", grepLines(metrics, "peerd_dataplane"))
 	}
+
+	// Inbound capture: a connection to a gateway VIP (no interface has
+	// it) on the gateway's port reaches A's gateway, which refuses this
+	// bogus server name and counts it.
+	_, gwPort, _ := net.SplitHostPort(a.agent.GatewayAddr())
+	before := metricValue(scrape(t, a.agent), `peerd_proxy_tls_handshake_failures_total{listener="gateway",reason="unknown_sni"}`)
+	if c, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", net.JoinHostPort("203.0.113.7", gwPort),
+		&tls.Config{ServerName: "nobody.example", InsecureSkipVerify: true}); err == nil {
+		c.Close()
+		t.Fatal("the gateway accepted an unknown server name")
+	}
+	eventually(t, 5*time.Second, "the gateway VIP reached the gateway", func() error {
+		if v := metricValue(scrape(t, a.agent), `peerd_proxy_tls_handshake_failures_total{listener="gateway",reason="unknown_sni"}`); v <= before {
+			return fmt.Errorf("no refusal counted at the gateway (%v)", v)
+		}
+		return nil
+	})
 }
 
 func isBPFFS(path string) bool {

@@ -30,7 +30,7 @@ func newDataplaneStatusCommand(a *app) *cobra.Command {
 		Use:   "status",
 		Short: "Show each eBPF layer: loaded, attach mode, reason if off, maps, counters",
 		Long: `Show the agent's eBPF dataplane (GET /v1/agent/dataplane): for each layer
-(capture, fastpath, tc) whether it is enabled and loaded, how it is
+(capture, fastpath, tc, inbound) whether it is enabled and loaded, how it is
 attached (cgroup link, TCX or clsact), why it is off, the kernel version,
 map occupancy and the programs' counters.`,
 		Example: `  peerctl dataplane status
@@ -49,6 +49,7 @@ map occupancy and the programs' counters.`,
 					Capture  layerStatus `json:"capture"`
 					FastPath layerStatus `json:"fastpath"`
 					TC       layerStatus `json:"tc"`
+					Inbound  layerStatus `json:"inbound"`
 				}
 			}
 			if err := resp.Decode(&out); err != nil {
@@ -64,7 +65,7 @@ map occupancy and the programs' counters.`,
 			layers := []struct {
 				name string
 				l    layerStatus
-			}{{"capture", st.Capture}, {"fastpath", st.FastPath}, {"tc", st.TC}}
+			}{{"capture", st.Capture}, {"fastpath", st.FastPath}, {"tc", st.TC}, {"inbound", st.Inbound}}
 			rows := [][]string{}
 			for _, x := range layers {
 				state := "off"
