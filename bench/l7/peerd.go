@@ -87,12 +87,25 @@ func (p *PeerdPair) Tails(n int) string {
 // by the echo server. On error the agents' log tails are in the error; the
 // agents are stopped by env's cleanups either way.
 func StartPeerdPair(env Env, peerd, peerctl, echoAddr string, bodySize int) (*PeerdPair, error) {
+	return StartPeerdPairWith(env, peerd, peerctl, echoAddr, bodySize, PairOptions{})
+}
+
+// PairOptions adjust StartPeerdPair: extra flags for agent A (e.g. the
+// eBPF dataplane's) and the service meta of web (e.g. the cgroup it runs
+// in).
+type PairOptions struct {
+	AArgs   []string
+	WebMeta map[string]string
+}
+
+// StartPeerdPairWith is StartPeerdPair with options.
+func StartPeerdPairWith(env Env, peerd, peerctl, echoAddr string, bodySize int, opt PairOptions) (*PeerdPair, error) {
 	pair := &PeerdPair{}
 	var err error
 	if pair.B, err = startAgent(env, peerd, "peerd-b", "b", "dc-b"); err != nil {
 		return nil, err
 	}
-	if pair.A, err = startAgent(env, peerd, "peerd-a", "a", "dc-a"); err != nil {
+	if pair.A, err = startAgent(env, peerd, "peerd-a", "a", "dc-a", opt.AArgs...); err != nil {
 		return nil, err
 	}
 	fail := func(format string, args ...any) (*PeerdPair, error) {
@@ -153,10 +166,17 @@ func StartPeerdPair(env Env, peerd, peerctl, echoAddr string, bodySize int) (*Pe
 		return nil, err
 	}
 	_, bindPort, _ := strings.Cut(pair.Upstream, ":")
+	meta := ""
+	for k, v := range opt.WebMeta {
+		meta += fmt.Sprintf("    %q = %q\n", k, v)
+	}
+	if meta != "" {
+		meta = "  meta = {\n" + meta + "  }\n"
+	}
 	web := fmt.Sprintf(`service {
   name = "web"
   port = 9
-  proxy {
+%s  proxy {
     upstreams = [
       {
         destination_peer   = "cluster-b"
@@ -167,7 +187,7 @@ func StartPeerdPair(env Env, peerd, peerctl, echoAddr string, bodySize int) (*Pe
     ]
   }
 }
-`, bindPort)
+`, meta, bindPort)
 	path, err := file("web.hcl", web)
 	if err != nil {
 		return nil, err
@@ -181,12 +201,12 @@ func StartPeerdPair(env Env, peerd, peerctl, echoAddr string, bodySize int) (*Pe
 	return pair, nil
 }
 
-func startAgent(env Env, peerd, name, node, dc string) (*Agent, error) {
+func startAgent(env Env, peerd, name, node, dc string, extra ...string) (*Agent, error) {
 	gw, err := FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"agent", "-dev", "-node", node, "-datacenter", dc, "-log-level", "warn", "-gateway-addr", gw}
+	args := append([]string{"agent", "-dev", "-node", node, "-datacenter", dc, "-log-level", "warn", "-gateway-addr", gw}, extra...)
 	p, err := Start(env, name, agentStopTimeout, peerd, args...)
 	if err != nil {
 		return nil, err

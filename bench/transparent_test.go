@@ -1,0 +1,202 @@
+package bench
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/peerd/peerd/bench/l7"
+)
+
+const envTransparentNetns = "PEERD_BENCH_TRANSPARENT_NETNS"
+
+// BenchmarkTransparentVsExplicit is issue 5's benchmark (c): the cross-peer
+// HTTP benchmark through peerd in transparent mode (the client connects to
+// billing's virtual IP and the eBPF capture hands the connection to the
+// terminator) against explicit mode (the client connects to web's upstream
+// listener), in the same run, closed-loop, the modes taking turns. Target:
+// transparent no worse.
+//
+// PEERD_BENCH_PEERD_ARGS adds flags to agent A (e.g.
+// -dataplane-fastpath=false to measure without the sockmap).
+//
+// It needs root (eBPF, a child cgroup) and runs in a private network
+// namespace (the benchmark re-executes itself there), so a connection to a
+// virtual IP cannot leave the machine even if capture failed.
+func BenchmarkTransparentVsExplicit(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root: eBPF capture, a child cgroup and a network namespace")
+	}
+	if os.Getenv(envTransparentNetns) == "" {
+		cmd := exec.Command(os.Args[0], "-test.run", "^$", "-test.bench", "^BenchmarkTransparentVsExplicit$", "-test.benchtime", "1x")
+		cmd.Env = append(os.Environ(), envTransparentNetns+"=1")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			b.Fatalf("the benchmark failed in its network namespace: %v", err)
+		}
+		return
+	}
+	if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		b.Fatalf("loopback up: %v %s", err, out)
+	}
+	var st syscall.Statfs_t
+	if syscall.Statfs("/sys/fs/bpf", &st) != nil || st.Type != 0xcafe4a11 {
+		if out, err := exec.Command("mount", "-t", "bpf", "bpf", "/sys/fs/bpf").CombinedOutput(); err != nil {
+			b.Fatalf("mount bpffs: %v %s", err, out)
+		}
+	}
+	suffix := make([]byte, 4)
+	_, _ = rand.Read(suffix)
+	cgroup := filepath.Join("/sys/fs/cgroup/unified", "peerd-bench-"+hex.EncodeToString(suffix))
+	if err := os.Mkdir(cgroup, 0o755); err != nil {
+		b.Fatalf("create the benchmark's cgroup: %v", err)
+	}
+	home, err := ownCgroup()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = os.WriteFile(filepath.Join(home, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0o644)
+		_ = os.Remove(cgroup)
+	})
+	pins := "/sys/fs/bpf/peerd-bench-" + hex.EncodeToString(suffix)
+
+	dir := b.TempDir()
+	env := l7.Env{Dir: dir, Cleanup: b.Cleanup, Logf: b.Logf}
+	bins := buildL7Binaries(b, dir)
+	b.Cleanup(func() {
+		if out, err := exec.Command(bins.peerd, "dataplane", "cleanup", "-bpf-pin-dir", pins).CombinedOutput(); err != nil {
+			b.Errorf("dataplane cleanup: %v %s", err, out)
+		}
+	})
+	_, echoAddr, err := l7.StartEcho(env, bins.echo, l7BodySize)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := l7.WaitEcho(echoAddr, l7BodySize, 10*time.Second); err != nil {
+		b.Fatal(err)
+	}
+	tport, err := l7.FreeAddr()
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, port, _ := strings.Cut(tport, ":")
+	pair, err := l7.StartPeerdPairWith(env, bins.peerd, bins.peerctl, echoAddr, l7BodySize, l7.PairOptions{
+		AArgs:   append([]string{"-cgroup-path", cgroup, "-bpf-pin-dir", pins, "-transparent-port", port}, strings.Fields(os.Getenv("PEERD_BENCH_PEERD_ARGS"))...),
+		WebMeta: map[string]string{"peerd-cgroup": cgroup},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	vip, err := waitVirtualIP(pair.A.HTTPAddr, "billing", 20*time.Second)
+	if err != nil {
+		b.Fatalf("%v\n%s", err, pair.Tails(20))
+	}
+	// From here on this process is in the captured cgroup: its connections
+	// to the virtual IP go to peerd A's transparent listener.
+	if err := os.WriteFile(filepath.Join(cgroup, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		b.Fatalf("join the benchmark's cgroup: %v", err)
+	}
+	transparent := vip + ":80"
+	if err := l7.WaitEcho(transparent, l7BodySize, 20*time.Second); err != nil {
+		b.Fatalf("transparent path to %s: %v\n%s", transparent, err, pair.Tails(20))
+	}
+
+	body := make([]byte, l7BodySize)
+	modes := []struct {
+		name, addr string
+		results    []*l7.Result
+	}{{name: "explicit", addr: pair.Upstream}, {name: "transparent", addr: transparent}}
+	const rounds, per = 3, 2 * time.Second
+	for r := 0; r < rounds; r++ {
+		for i := range modes {
+			m := &modes[i]
+			res, err := l7.ClosedLoop(l7.Target{Addr: m.addr, Method: http.MethodPost, Path: "/", Body: body, WantBody: l7BodySize}, l7ClosedConns, 300*time.Millisecond, per, l7.Window{})
+			if err != nil {
+				b.Fatalf("%s: %v", m.name, err)
+			}
+			if res.Errors > 0 {
+				b.Fatalf("%s: %d errors, first: %s", m.name, res.Errors, res.FirstError)
+			}
+			m.results = append(m.results, res)
+		}
+	}
+	fmt.Printf("\ncross-peer HTTP/1.1 through peerd, explicit upstream vs transparent capture (%d closed-loop connections, %d rounds of %v, POST %d B)\n",
+		l7ClosedConns, rounds, per, l7BodySize)
+	fmt.Printf("%-12s %10s %10s %10s\n", "mode", "rps", "p50 µs", "p99 µs")
+	rps := map[string]float64{}
+	for _, m := range modes {
+		var completed int
+		var window time.Duration
+		var lat []time.Duration
+		for _, res := range m.results {
+			completed += res.Completed
+			window += res.Window
+			lat = append(lat, res.Latency...)
+		}
+		slices.Sort(lat)
+		rps[m.name] = float64(completed) / window.Seconds()
+		p50, p99 := l7.Percentile(lat, 0.50), l7.Percentile(lat, 0.99)
+		fmt.Printf("%-12s %10.0f %10d %10d\n", m.name, rps[m.name], p50.Microseconds(), p99.Microseconds())
+		b.ReportMetric(rps[m.name], m.name+"-rps")
+		b.ReportMetric(float64(p50.Microseconds()), m.name+"-p50-us")
+		b.ReportMetric(float64(p99.Microseconds()), m.name+"-p99-us")
+	}
+	ratio := rps["transparent"] / rps["explicit"]
+	fmt.Printf("transparent/explicit rps: %.3f (target: at least 1, i.e. no worse)\n", ratio)
+	b.ReportMetric(ratio, "transparent/explicit-rps")
+}
+
+// waitVirtualIP polls GET /v1/virtual-ips for service's IPv4 address.
+func waitVirtualIP(httpAddr, service string, timeout time.Duration) (string, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := http.Get("http://" + httpAddr + "/v1/virtual-ips")
+		if err == nil {
+			var vips []struct{ Service, IPv4 string }
+			data, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if json.Unmarshal(data, &vips) == nil {
+				for _, v := range vips {
+					if v.Service == service && v.IPv4 != "" {
+						return v.IPv4, nil
+					}
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("no virtual IP for %s within %v (last error %v)", service, timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// ownCgroup is the cgroup v2 directory this process runs in.
+func ownCgroup() (string, error) {
+	f, err := os.Open("/proc/self/cgroup")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rel, ok := strings.CutPrefix(sc.Text(), "0::"); ok {
+			return filepath.Join("/sys/fs/cgroup/unified", rel), nil
+		}
+	}
+	return "", fmt.Errorf("no cgroup v2 line in /proc/self/cgroup")
+}
