@@ -292,27 +292,7 @@ func BenchmarkConnect4Cost(b *testing.B) {
 // nanoseconds until the last one was read. The connections stay open
 // until the process exits.
 func streamEcho(port int, d time.Duration, size int) (int64, int64, error) {
-	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		return 0, 0, err
-	}
-	go func() {
-		s, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		buf := make([]byte, 256<<10)
-		for {
-			k, err := s.Read(buf)
-			if err != nil {
-				return
-			}
-			if _, err := s.Write(buf[:k]); err != nil {
-				return
-			}
-		}
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
+	c, err := dialEcho(port)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -113,27 +113,7 @@ func runHelper(mode string, args []string) int {
 // connection to an echo server in this process and returns the elapsed
 // nanoseconds. The connections stay open until the process exits.
 func roundTrips(port, n, size int) (int64, error) {
-	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		return 0, err
-	}
-	go func() {
-		s, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		buf := make([]byte, 256<<10)
-		for {
-			k, err := s.Read(buf)
-			if err != nil {
-				return
-			}
-			if _, err := s.Write(buf[:k]); err != nil {
-				return
-			}
-		}
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
+	c, err := dialEcho(port)
 	if err != nil {
 		return 0, err
 	}
@@ -155,4 +135,30 @@ func roundTrips(port, n, size int) (int64, error) {
 		}
 	}
 	return time.Since(start).Nanoseconds(), nil
+}
+
+// dialEcho starts an echo server on 127.0.0.1:port in this process and
+// returns a connection to it. Both stay open until the process exits.
+func dialEcho(port int) (net.Conn, error) {
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		s, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		buf := make([]byte, 256<<10)
+		for {
+			k, err := s.Read(buf)
+			if err != nil {
+				return
+			}
+			if _, err := s.Write(buf[:k]); err != nil {
+				return
+			}
+		}
+	}()
+	return net.Dial("tcp", ln.Addr().String())
 }
