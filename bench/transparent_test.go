@@ -69,9 +69,16 @@ func BenchmarkTransparentVsExplicit(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// peerd A runs in a cgroup of its own (as under systemd), so the fast
+	// path can pair its loopback sockets with the workload's.
+	daemon := cgroup + "-peerd"
+	if err := os.Mkdir(daemon, 0o755); err != nil {
+		b.Fatalf("create peerd's cgroup: %v", err)
+	}
 	b.Cleanup(func() {
 		_ = os.WriteFile(filepath.Join(home, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0o644)
 		_ = os.Remove(cgroup)
+		_ = os.Remove(daemon)
 	})
 	pins := "/sys/fs/bpf/peerd-bench-" + hex.EncodeToString(suffix)
 
@@ -98,6 +105,7 @@ func BenchmarkTransparentVsExplicit(b *testing.B) {
 	pair, err := l7.StartPeerdPairWith(env, bins.peerd, bins.peerctl, echoAddr, l7BodySize, l7.PairOptions{
 		AArgs:   append([]string{"-cgroup-path", cgroup, "-bpf-pin-dir", pins, "-transparent-port", port}, strings.Fields(os.Getenv("PEERD_BENCH_PEERD_ARGS"))...),
 		WebMeta: map[string]string{"peerd-cgroup": cgroup},
+		ACgroup: daemon,
 	})
 	if err != nil {
 		b.Fatal(err)

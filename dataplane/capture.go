@@ -33,25 +33,35 @@ func cgroupKeep(cgID uint64, at ebpf.AttachType) func(*link.Info) bool {
 // attachCgroupProgs attaches (or updates in place) each program to the
 // configured cgroup with a link pinned at dir/link_<name>.
 func attachCgroupProgs(cfg *Config, dir string, progs []cgroupProg, u *undo) (links []link.Link, reused bool, err error) {
-	cgID, err := CgroupID(cfg.CgroupPath)
+	links, reused, err = attachCgroupProgsTo(cfg.CgroupPath, dir, "", progs, u)
 	if err != nil {
 		return nil, false, err
-	}
-	reused = true
-	for _, p := range progs {
-		l, r, err := attachPinned(filepath.Join(dir, "link_"+p.name), p.prog, cgroupKeep(cgID, p.attach), func() (link.Link, error) {
-			return link.AttachCgroup(link.CgroupOptions{Path: cfg.CgroupPath, Attach: p.attach, Program: p.prog})
-		}, u)
-		if err != nil {
-			return nil, false, fmt.Errorf("attach %s to %s: %w", p.name, cfg.CgroupPath, err)
-		}
-		reused = reused && r
-		links = append(links, l)
 	}
 	for _, p := range progs {
 		if err := pinProgram(dir, p.name, p.prog); err != nil {
 			return nil, false, err
 		}
+	}
+	return links, reused, nil
+}
+
+// attachCgroupProgsTo attaches (or updates in place) each program to the
+// cgroup at path with a link pinned at dir/link_<name><suffix>.
+func attachCgroupProgsTo(path, dir, suffix string, progs []cgroupProg, u *undo) (links []link.Link, reused bool, err error) {
+	cgID, err := CgroupID(path)
+	if err != nil {
+		return nil, false, err
+	}
+	reused = true
+	for _, p := range progs {
+		l, r, err := attachPinned(filepath.Join(dir, "link_"+p.name+suffix), p.prog, cgroupKeep(cgID, p.attach), func() (link.Link, error) {
+			return link.AttachCgroup(link.CgroupOptions{Path: path, Attach: p.attach, Program: p.prog})
+		}, u)
+		if err != nil {
+			return nil, false, fmt.Errorf("attach %s to %s: %w", p.name, path, err)
+		}
+		reused = reused && r
+		links = append(links, l)
 	}
 	return links, reused, nil
 }

@@ -46,7 +46,12 @@ type Config struct {
 	// FastPathPorts; never TLSPorts).
 	FastPath      bool
 	FastPathPorts []uint16
-	TLSPorts      []uint16
+	// FastPathCgroups are more cgroup v2 directories the fast path's
+	// sockops program is attached to, so that sockets of processes
+	// outside CgroupPath — peerd's own, typically — pair up with the
+	// captured workloads' sockets. Never the root of a hierarchy.
+	FastPathCgroups []string
+	TLSPorts        []uint16
 
 	// Interfaces names the interfaces (in the caller's network namespace)
 	// that get the TC counters (layer 3). Empty: TC is off.
@@ -132,6 +137,11 @@ func (c *Config) validate() error {
 		}
 		if c.ListenerV6.IsValid() && (!c.ListenerV6.Is6() || c.ListenerV6.Is4In6()) {
 			return fmt.Errorf("dataplane: ListenerV6 %s is not an IPv6 address", c.ListenerV6)
+		}
+	}
+	for _, p := range c.FastPathCgroups {
+		if err := checkCgroup(p, false); err != nil {
+			return fmt.Errorf("fast-path cgroup: %w", err)
 		}
 	}
 	if c.FastPath && c.ListenerPort == 0 && len(c.FastPathPorts) == 0 {

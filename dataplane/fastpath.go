@@ -95,6 +95,16 @@ func loadFastPath(cfg *Config, dir string) (_ *fastLayer, err error) {
 	if err != nil {
 		return nil, err
 	}
+	for i, path := range cfg.FastPathCgroups {
+		extra, reused, err := attachCgroupProgsTo(path, dir, fmt.Sprintf("_extra%d", i), []cgroupProg{
+			{"sockops", l.objs.FastpathSockops, ebpf.AttachCGroupSockOps},
+		}, &u)
+		if err != nil {
+			return nil, err
+		}
+		l.links = append(l.links, extra...)
+		l.reused = l.reused && reused
+	}
 	u.commit()
 	return l, nil
 }
@@ -120,4 +130,24 @@ func (l *fastLayer) status(s *LayerStatus) {
 		s.Reason = err.Error()
 	}
 	s.Counters = c
+}
+
+// SetFastPathPorts replaces the ports whose plaintext loopback legs enter
+// the fast path (the transparent listener's port always stays): the agent
+// adds the ports of this node's instances so the terminator ↔ instance leg
+// is accelerated too. TLS ports are never inserted, whatever this says.
+func (d *Dataplane) SetFastPathPorts(ports []uint16) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.layerOn(d.fast); err != nil {
+		return err
+	}
+	ports = slices.Clone(ports)
+	if d.cfg.ListenerPort != 0 && !slices.Contains(ports, d.cfg.ListenerPort) {
+		ports = append(ports, d.cfg.ListenerPort)
+	}
+	if err := syncPorts(d.fast.objs.FpPorts, ports); err != nil {
+		return fmt.Errorf("fast-path ports: %w", err)
+	}
+	return nil
 }

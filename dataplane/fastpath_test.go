@@ -73,6 +73,31 @@ func TestFastPathRedirect(t *testing.T) {
 	if st.Maps["sock_pairs"] != 0 || st.Counters["inserts"] != 2 || st.Counters["skip_tls"] != 2 {
 		t.Errorf("TLS legs: maps %v counters %v: want no insert and skip_tls=2", st.Maps, st.Counters)
 	}
+	_ = h.in.Close()
+	_ = h.cmd.Wait()
+
+	// Ports set at run time: a pair on a new port is inserted; the old
+	// configured port is no longer.
+	const runtimePort = fastPort + 7
+	if err := dp.SetFastPathPorts([]uint16{runtimePort}); err != nil {
+		t.Fatal(err)
+	}
+	h = startHelper(t, ns, cg, "rr", strconv.Itoa(runtimePort), "10", "64")
+	if line := h.recv(t); !strings.HasPrefix(line, "OK ") {
+		t.Fatalf("helper: %s", line)
+	}
+	if got := dp.Status().FastPath.Counters["inserts"]; got != 4 {
+		t.Errorf("inserts %d after a pair on a port set at run time, want 4", got)
+	}
+	_ = h.in.Close()
+	_ = h.cmd.Wait()
+	h = startHelper(t, ns, cg, "rr", strconv.Itoa(fastPort), "10", "64")
+	if line := h.recv(t); !strings.HasPrefix(line, "OK ") {
+		t.Fatalf("helper: %s", line)
+	}
+	if got := dp.Status().FastPath.Counters["inserts"]; got != 4 {
+		t.Errorf("inserts %d: the port removed at run time still enters the map", got)
+	}
 }
 
 // BenchmarkSockmapRR compares 64-byte request/response round trips over

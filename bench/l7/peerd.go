@@ -96,16 +96,18 @@ func StartPeerdPair(env Env, peerd, peerctl, echoAddr string, bodySize int) (*Pe
 type PairOptions struct {
 	AArgs   []string
 	WebMeta map[string]string
+	// ACgroup, when set, is the cgroup v2 directory agent A runs in.
+	ACgroup string
 }
 
 // StartPeerdPairWith is StartPeerdPair with options.
 func StartPeerdPairWith(env Env, peerd, peerctl, echoAddr string, bodySize int, opt PairOptions) (*PeerdPair, error) {
 	pair := &PeerdPair{}
 	var err error
-	if pair.B, err = startAgent(env, peerd, "peerd-b", "b", "dc-b"); err != nil {
+	if pair.B, err = startAgent(env, "", peerd, "peerd-b", "b", "dc-b"); err != nil {
 		return nil, err
 	}
-	if pair.A, err = startAgent(env, peerd, "peerd-a", "a", "dc-a", opt.AArgs...); err != nil {
+	if pair.A, err = startAgent(env, opt.ACgroup, peerd, "peerd-a", "a", "dc-a", opt.AArgs...); err != nil {
 		return nil, err
 	}
 	fail := func(format string, args ...any) (*PeerdPair, error) {
@@ -201,13 +203,13 @@ func StartPeerdPairWith(env Env, peerd, peerctl, echoAddr string, bodySize int, 
 	return pair, nil
 }
 
-func startAgent(env Env, peerd, name, node, dc string, extra ...string) (*Agent, error) {
+func startAgent(env Env, cgroup, peerd, name, node, dc string, extra ...string) (*Agent, error) {
 	gw, err := FreeAddr()
 	if err != nil {
 		return nil, err
 	}
 	args := append([]string{"agent", "-dev", "-node", node, "-datacenter", dc, "-log-level", "warn", "-gateway-addr", gw}, extra...)
-	p, err := Start(env, name, agentStopTimeout, peerd, args...)
+	p, err := StartInCgroup(env, cgroup, name, agentStopTimeout, peerd, args...)
 	if err != nil {
 		return nil, err
 	}

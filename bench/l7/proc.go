@@ -44,6 +44,12 @@ type Proc struct {
 // stopTimeout) as a cleanup. The child gets SIGKILL if this process dies
 // first (Pdeathsig), so an aborted benchmark does not leave it behind.
 func Start(env Env, name string, stopTimeout time.Duration, path string, args ...string) (*Proc, error) {
+	return StartInCgroup(env, "", name, stopTimeout, path, args...)
+}
+
+// StartInCgroup is Start with the process placed in the cgroup v2
+// directory cgroup from its first instruction ("" = this process's).
+func StartInCgroup(env Env, cgroup, name string, stopTimeout time.Duration, path string, args ...string) (*Proc, error) {
 	p := &Proc{
 		Name:   name,
 		Stdout: filepath.Join(env.Dir, name+".out"),
@@ -64,6 +70,14 @@ func Start(env Env, name string, stopTimeout time.Duration, path string, args ..
 	p.cmd.Dir = env.Dir
 	p.cmd.Stdout, p.cmd.Stderr = stdout, stderr
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if cgroup != "" {
+		fd, err := syscall.Open(cgroup, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+		if err != nil {
+			return nil, fmt.Errorf("start %s in cgroup %s: %w", name, cgroup, err)
+		}
+		defer syscall.Close(fd)
+		p.cmd.SysProcAttr.UseCgroupFD, p.cmd.SysProcAttr.CgroupFD = true, fd
+	}
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}

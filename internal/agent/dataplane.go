@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,7 +45,11 @@ func (a *Agent) startDataplane(ctx context.Context) error {
 				dc.TLSPorts = append(dc.TLSPorts, uint16(ln.Addr().(*net.TCPAddr).Port))
 			}
 		}
-		dc.DaemonCgroupID = ownCgroupID(cfg.CgroupPath)
+		var fpCgroups []string
+		dc.DaemonCgroupID, fpCgroups = daemonCgroup(cfg.CgroupPath)
+		if dc.FastPath {
+			dc.FastPathCgroups = fpCgroups
+		}
 		for _, addr := range []string{"127.0.0.1", "::1"} {
 			ln, err := net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(cfg.TransparentPort)))
 			if err != nil {
@@ -79,14 +84,12 @@ func (a *Agent) startDataplane(ctx context.Context) error {
 	return nil
 }
 
-// ownCgroupID is the id of the cgroup this process runs in, so the capture
-// programs never redirect the daemon's own connections; 0 (no exemption)
-// when the daemon runs inside the captured cgroup itself, where exempting
-// it would exempt every workload there too.
-func ownCgroupID(captured string) uint64 {
+// ownCgroup is the cgroup v2 directory this process runs in and its id;
+// "" when it cannot be found.
+func ownCgroup() (string, uint64) {
 	f, err := os.Open("/proc/self/cgroup")
 	if err != nil {
-		return 0
+		return "", 0
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -96,17 +99,33 @@ func ownCgroupID(captured string) uint64 {
 			continue
 		}
 		for _, root := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
-			id, err := dataplane.CgroupID(filepath.Join(root, rel))
-			if err != nil {
-				continue
+			path := filepath.Join(root, rel)
+			if id, err := dataplane.CgroupID(path); err == nil {
+				return path, id
 			}
-			if cid, err := dataplane.CgroupID(captured); err == nil && cid == id {
-				return 0
-			}
-			return id
 		}
 	}
-	return 0
+	return "", 0
+}
+
+// daemonCgroup decides how the dataplane treats the daemon's own cgroup:
+// its id is exempted from capture, and the fast path also attaches there
+// so the terminator's loopback sockets pair up with the workloads'.
+// Neither applies when the daemon runs in the captured cgroup itself
+// (exempting it would exempt every workload) or in the root of the
+// hierarchy (never attached to).
+func daemonCgroup(captured string) (exemptID uint64, fastPathCgroups []string) {
+	path, id := ownCgroup()
+	if path == "" {
+		return 0, nil
+	}
+	if cid, err := dataplane.CgroupID(captured); err == nil && cid == id {
+		return 0, nil
+	}
+	if rel := strings.TrimPrefix(strings.TrimPrefix(path, "/sys/fs/cgroup/unified"), "/sys/fs/cgroup"); rel != "" && rel != "/" {
+		fastPathCgroups = []string{path}
+	}
+	return id, fastPathCgroups
 }
 
 // dataplaneSync keeps the eBPF maps equal to the catalog: the capture
@@ -114,13 +133,15 @@ func ownCgroupID(captured string) uint64 {
 // peer addresses (the gateways and servers of each peer), and names the
 // peers of the per-peer counters.
 type dataplaneSync struct {
-	a        *Agent
-	peerIDs  map[string]uint32
-	svcIDs   map[[2]string]uint32
-	vips     map[netip.Addr]bool
-	addrs    map[netip.Addr]uint32
-	mu       sync.Mutex
-	peerName map[uint32]string
+	a       *Agent
+	peerIDs map[string]uint32
+	svcIDs  map[[2]string]uint32
+	vips    map[netip.Addr]bool
+	addrs   map[netip.Addr]uint32
+	// fastPorts are the instance ports last given to the fast path.
+	fastPorts []uint16
+	mu        sync.Mutex
+	peerName  map[uint32]string
 }
 
 func newDataplaneSync(a *Agent) *dataplaneSync {
@@ -139,6 +160,9 @@ func (s *dataplaneSync) run(ctx context.Context) {
 		}
 		if err := s.syncPeerAddrs(ws, st); err != nil {
 			a.log.Warn("sync peer addresses to the dataplane", "err", err)
+		}
+		if err := s.syncFastPathPorts(ws, st); err != nil {
+			a.log.Warn("sync fast-path ports to the dataplane", "err", err)
 		}
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_ = ws.WatchCtx(wctx)
@@ -199,6 +223,36 @@ func (s *dataplaneSync) syncVIPs(ws memdb.WatchSet, st *catalog.Store) error {
 			delete(s.vips, ip)
 		}
 	}
+	return nil
+}
+
+// syncFastPathPorts puts the ports of this node's instances into the fast
+// path, so the terminator ↔ instance loopback leg is accelerated too.
+func (s *dataplaneSync) syncFastPathPorts(ws memdb.WatchSet, st *catalog.Store) error {
+	if !s.a.cfg.FastPath || s.a.cfg.CgroupPath == "" {
+		return nil
+	}
+	_, svcs, err := st.NodeServices(ws, "", s.a.cfg.NodeName)
+	if err != nil {
+		return err
+	}
+	var ports []uint16
+	for _, svc := range svcs {
+		if svc.Kind == "" && svc.Port > 0 && svc.Port < 65536 && !slices.Contains(ports, uint16(svc.Port)) {
+			ports = append(ports, uint16(svc.Port))
+		}
+	}
+	slices.Sort(ports)
+	if slices.Equal(ports, s.fastPorts) {
+		return nil
+	}
+	if err := s.a.dataplane.SetFastPathPorts(ports); err != nil {
+		if errors.Is(err, dataplane.ErrLayerOff) {
+			return nil
+		}
+		return err
+	}
+	s.fastPorts = ports
 	return nil
 }
 
