@@ -334,8 +334,8 @@ func (a *Agent) start(ctx context.Context) error {
 	localCtx, stopLocal := context.WithCancel(runCtx)
 	a.stopLocal = stopLocal
 	if a.dataplane != nil {
-		reg.MustRegister(a.dataplane.Collector(), peerCounters{a})
 		a.dpSync = newDataplaneSync(a)
+		reg.MustRegister(a.dataplane.Collector(), peerCounters{a}, a.dpSync.errors)
 		a.wg.Add(1)
 		go func() { defer a.wg.Done(); a.dpSync.run(runCtx) }()
 	}

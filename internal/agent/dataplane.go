@@ -140,13 +140,19 @@ type dataplaneSync struct {
 	addrs   map[netip.Addr]uint32
 	// fastPorts are the instance ports last given to the fast path.
 	fastPorts []uint16
-	mu        sync.Mutex
-	peerName  map[uint32]string
+	// errors counts failed syncs (e.g. a full map), by kind.
+	errors   *prometheus.CounterVec
+	mu       sync.Mutex
+	peerName map[uint32]string
 }
 
 func newDataplaneSync(a *Agent) *dataplaneSync {
 	return &dataplaneSync{a: a, peerIDs: map[string]uint32{}, svcIDs: map[[2]string]uint32{},
-		vips: map[netip.Addr]bool{}, addrs: map[netip.Addr]uint32{}, peerName: map[uint32]string{}}
+		vips: map[netip.Addr]bool{}, addrs: map[netip.Addr]uint32{}, peerName: map[uint32]string{},
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "peerd_dataplane_sync_errors_total",
+			Help: "Failed updates of the eBPF maps from the catalog (a full map, for one), by maps: virtual_ips, peer_addresses, fastpath_ports.",
+		}, []string{"maps"})}
 }
 
 // run syncs until ctx ends.
@@ -155,14 +161,16 @@ func (s *dataplaneSync) run(ctx context.Context) {
 	for {
 		ws := memdb.NewWatchSet()
 		st := a.cluster.View()
-		if err := s.syncVIPs(ws, st); err != nil {
-			a.log.Warn("sync virtual IPs to the dataplane", "err", err)
-		}
-		if err := s.syncPeerAddrs(ws, st); err != nil {
-			a.log.Warn("sync peer addresses to the dataplane", "err", err)
-		}
-		if err := s.syncFastPathPorts(ws, st); err != nil {
-			a.log.Warn("sync fast-path ports to the dataplane", "err", err)
+		for _, step := range []struct {
+			kind string
+			sync func(memdb.WatchSet, *catalog.Store) error
+		}{{"virtual_ips", s.syncVIPs}, {"peer_addresses", s.syncPeerAddrs}, {"fastpath_ports", s.syncFastPathPorts}} {
+			if err := step.sync(ws, st); err != nil {
+				// A full map lands here: logged, counted, retried on the
+				// next change or after 5 s.
+				s.errors.WithLabelValues(step.kind).Inc()
+				a.log.Warn("sync the catalog to the dataplane's maps", "maps", step.kind, "err", err)
+			}
 		}
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_ = ws.WatchCtx(wctx)
