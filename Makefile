@@ -15,7 +15,7 @@ PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 
 .DEFAULT_GOAL := build
-.PHONY: build test test-short demo bench generate generate-check lint tools clean
+.PHONY: build test test-short demo bench generate generate-check lint tools clean vmtest
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/ ./cmd/peerd ./cmd/peerctl
@@ -28,6 +28,13 @@ test:
 test-short:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m -short ./...
+
+# The privileged dataplane tests on every kernel of the QEMU matrix (Debian
+# 6.1: clsact, 6.12: TCX), TCG only. Needs qemu-system-x86, kmod, xz-utils,
+# zstd and apt's package lists; kernels are cached in .vmcache/.
+# VMTEST_FLAGS: e.g. -kernels 6.1 -run TestTC -v
+vmtest:
+	$(GO) run ./vmtests/cmd/vmmatrix $(VMTEST_FLAGS)
 
 demo: build
 	$(GO) build -o $(BIN)/demo-echo ./scripts/echo

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,6 +94,11 @@ func testTCCounters(t *testing.T, mode TCMode) {
 		a.run(func() { _ = Cleanup(pinDir) })
 	})
 	st := dp.Status().TC
+	if mode == TCX && !st.Loaded && strings.Contains(st.Reason, "tcx not supported") {
+		// A kernel before 6.6 (the 6.1 of the QEMU matrix): forced TCX
+		// cannot load there; the clsact subtest covers it.
+		t.Skipf("kernel without TCX: %s", st.Reason)
+	}
 	if !st.Loaded || st.Interfaces["pdA"] != string(mode) {
 		t.Fatalf("TC status %+v, want loaded in mode %s", st, mode)
 	}

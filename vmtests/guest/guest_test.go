@@ -1,0 +1,131 @@
+// Package guest holds checks that run only inside a vmtests VM (make
+// vmtest): which of peerd's eBPF programs each kernel accepts, with the
+// full verifier log when one is refused, and which attach mode each
+// dataplane layer picks on its own (TCMode auto).
+package guest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/peerd/peerd/bpf"
+	"github.com/peerd/peerd/dataplane"
+)
+
+// inGuest skips t outside a vmtests guest: these checks load programs and
+// attach them, which is the VM's business, not the host's.
+func inGuest(t *testing.T) {
+	t.Helper()
+	if os.Getenv("PEERD_VMTEST_GUEST") != "1" || os.Getpid() == 1 || os.Geteuid() != 0 {
+		t.Skip("runs only inside a vmtests VM (make vmtest, or go test -exec vmexec)")
+	}
+}
+
+// TestProgramsLoad loads every program of bpf/ (maps unpinned) and, when
+// the kernel refuses one, prints the whole verifier log.
+func TestProgramsLoad(t *testing.T) {
+	inGuest(t)
+	for _, obj := range []struct {
+		name string
+		load func() (*ebpf.CollectionSpec, error)
+	}{
+		{"capture", bpf.LoadCapture},
+		{"fastpath", bpf.LoadFastpath},
+		{"tc", bpf.LoadTc},
+		{"inbound", bpf.LoadInbound},
+	} {
+		t.Run(obj.name, func(t *testing.T) {
+			spec, err := obj.load()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range spec.Maps {
+				m.Pinning = ebpf.PinNone
+			}
+			coll, err := ebpf.NewCollection(spec)
+			if err != nil {
+				// %+v: every line of the verifier log, not its summary.
+				t.Fatalf("kernel refused %s:\n%+v", obj.name, err)
+			}
+			defer coll.Close()
+			names := make([]string, 0, len(coll.Programs))
+			for n := range coll.Programs {
+				names = append(names, n)
+			}
+			t.Logf("loaded %s: %s", obj.name, strings.Join(names, " "))
+		})
+	}
+}
+
+// TestAttachModes loads every layer with TCMode auto in a private network
+// namespace and a child cgroup, and logs the attach mode each picked as
+// "ATTACH-MODES layer=mode ..." (make vmtest puts them in its table).
+func TestAttachModes(t *testing.T) {
+	inGuest(t)
+	cg := filepath.Join("/sys/fs/cgroup", "peerd-vmtest-modes")
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(cg)
+	pinDir := "/sys/fs/bpf/peerd-vmtest-modes"
+	defer func() { _ = dataplane.Cleanup(pinDir) }()
+
+	type result struct {
+		st  dataplane.Status
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		// The thread stays locked and dies with its namespace.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			done <- result{err: err}
+			return
+		}
+		ns := fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())
+		dp, err := dataplane.Load(context.Background(), dataplane.Config{
+			CgroupPath: cg, Capture: true, FastPath: true,
+			ListenerV4: netip.MustParseAddr("127.0.0.1"), ListenerPort: 15001,
+			Interfaces:      []string{"lo"},
+			InboundPrefixes: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")},
+			InboundPorts:    [2]uint16{1, 65535}, InboundNetns: ns,
+			PinDir: pinDir,
+		})
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		st := dp.Status()
+		_ = dp.Cleanup()
+		done <- result{st: st}
+	}()
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("Load: %+v", r.err)
+	}
+	var modes []string
+	for _, l := range []struct {
+		name string
+		st   dataplane.LayerStatus
+	}{{"capture", r.st.Capture}, {"fastpath", r.st.FastPath}, {"tc", r.st.TC}, {"inbound", r.st.Inbound}} {
+		mode := l.st.AttachMode
+		if !l.st.Loaded {
+			mode = "off"
+			t.Errorf("layer %s not loaded: %s", l.name, l.st.Reason)
+		}
+		modes = append(modes, l.name+"="+mode)
+	}
+	b, _ := json.Marshal(r.st)
+	t.Logf("status: %s", b)
+	t.Logf("ATTACH-MODES %s", strings.Join(modes, " "))
+}
