@@ -563,7 +563,8 @@ func modelInstance(csn catalog.CheckServiceNode, td spiffeid.TrustDomain, dc, pe
 		HealthStatus: health, HealthOutput: output,
 		Sni: identity.PeeredSNI(svc.Service, identity.DefaultNamespace, identity.DefaultPartition, peer, td),
 		// No service-defaults or proxy-defaults entry here: the
-		// exporter's serviceProtocol falls back to tcp.
+		// exporter's protocol lookup (catalog's ServiceProtocol) falls back
+		// to tcp.
 		Protocol:       "tcp",
 		GatewayAddress: n.Address,
 	}

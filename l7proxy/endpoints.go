@@ -16,16 +16,6 @@ import (
 	"github.com/peerd/peerd/l7proxy/policy"
 )
 
-// Catalog conventions shared with the peering package (which owns them; the
-// two packages do not import each other).
-const (
-	gatewayPortMeta      = "peerd-gateway-port"
-	metaPeerSNI          = "peerd-peer-sni"
-	metaPeerSPIFFEIDs    = "peerd-peer-spiffe-ids"
-	metaPeerProtocol     = "peerd-peer-protocol"
-	taggedAddressGateway = "peerd-gateway"
-)
-
 type endpointKind int
 
 const (
@@ -194,18 +184,18 @@ func (p *Proxy) endpointsFor(st *catalog.Store, t policy.Target, filter *policy.
 		ep := &endpoint{service: t.Service, peer: peer, instance: svc.ID, protocol: protocol}
 		switch {
 		case peer != "":
-			gw := svc.TaggedAddresses[taggedAddressGateway]
+			gw := svc.TaggedAddresses[catalog.TaggedAddressGateway]
 			if gw.Address == "" || gw.Port == 0 {
 				continue // the exporting node advertises no gateway
 			}
 			ep.kind, ep.addr = epPeer, net.JoinHostPort(gw.Address, strconv.Itoa(gw.Port))
-			ep.sni, ep.protocol = svc.Meta[metaPeerSNI], cmp.Or(svc.Meta[metaPeerProtocol], "tcp")
-			ep.ids = strings.Split(svc.Meta[metaPeerSPIFFEIDs], ",")
+			ep.sni, ep.protocol = svc.Meta[catalog.MetaPeerSNI], cmp.Or(svc.Meta[catalog.MetaPeerProtocol], "tcp")
+			ep.ids = strings.Split(svc.Meta[catalog.MetaPeerSPIFFEIDs], ",")
 		case node.Node == p.cfg.NodeName && !viaGateway:
 			ep.kind = epLocal
 			ep.addr = net.JoinHostPort(cmp.Or(svc.Address, node.Address), strconv.Itoa(svc.Port))
 		default:
-			port, err := strconv.Atoi(node.Meta[gatewayPortMeta])
+			port, err := strconv.Atoi(node.Meta[catalog.GatewayPortMeta])
 			if err != nil || port <= 0 {
 				continue // that node runs no gateway
 			}

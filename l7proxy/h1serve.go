@@ -81,7 +81,7 @@ func (g *gateway) serveH1(tc *tls.Conn, ci *connInfo) {
 }
 
 // noRequest counts a connection that ended before a complete request.
-func (g *gateway) noRequest(tc *tls.Conn, ci *connInfo) {
+func (g *gateway) noRequest(tc net.Conn, ci *connInfo) {
 	if ci.requests.Load() == 0 {
 		g.p.m.handshakeFail.WithLabelValues("gateway", "no_request").Inc()
 		g.p.log.Info("gateway connection closed before a complete request (slow or oversized headers, or idle)",

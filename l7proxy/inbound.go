@@ -131,11 +131,7 @@ func newGateway(p *Proxy, ln net.Listener) *gateway {
 			}
 			if v, ok := g.infos.LoadAndDelete(c); ok {
 				ci := v.(*connInfo)
-				if ci.requests.Load() == 0 {
-					p.m.handshakeFail.WithLabelValues("gateway", "no_request").Inc()
-					p.log.Info("gateway connection closed before a complete request (slow or oversized headers, or idle)",
-						"remote", c.RemoteAddr().String(), "service", ci.service, "caller", ci.callerName(), "peer", ci.peer)
-				}
+				g.noRequest(c, ci)
 				p.m.active.WithLabelValues(dirInbound, ci.service, ci.peer).Dec()
 			}
 		},

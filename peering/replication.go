@@ -24,21 +24,15 @@ import (
 	"github.com/peerd/peerd/peering/pbpeerstream"
 )
 
-// Catalog conventions of imported services.
+// Catalog conventions of imported services (defined in catalog, which the
+// terminator and the DNS server read too). A node without GatewayPortMeta
+// exports its instances with gateway_port 0.
 const (
-	// GatewayPortMeta is the node meta key under which a node advertises its
-	// gateway port (the inbound mTLS listener peers connect to). A node
-	// without it exports its instances with gateway_port 0.
-	GatewayPortMeta = "peerd-gateway-port"
-	// Service meta keys an imported instance carries: the peered SNI to dial,
-	// the SPIFFE IDs to accept (comma separated) and the protocol, as the
-	// exporter computed them.
-	MetaPeerSNI       = "peerd-peer-sni"
-	MetaPeerSPIFFEIDs = "peerd-peer-spiffe-ids"
-	MetaPeerProtocol  = "peerd-peer-protocol"
-	// TaggedAddressGateway is the tagged address of an imported instance
-	// holding the exporter's gateway address and port.
-	TaggedAddressGateway = "peerd-gateway"
+	GatewayPortMeta      = catalog.GatewayPortMeta
+	MetaPeerSNI          = catalog.MetaPeerSNI
+	MetaPeerSPIFFEIDs    = catalog.MetaPeerSPIFFEIDs
+	MetaPeerProtocol     = catalog.MetaPeerProtocol
+	TaggedAddressGateway = catalog.TaggedAddressGateway
 	// importedCheckSuffix makes the one flattened check of an imported
 	// instance: "<service ID>:overall-check", as Consul names it.
 	importedCheckSuffix = ":overall-check"

@@ -294,7 +294,7 @@ func (s *dataplaneSync) syncPeerAddrs(ws memdb.WatchSet, st *catalog.Store) erro
 				return err
 			}
 			for _, sn := range nodes {
-				if ip, err := netip.ParseAddr(sn.Service.TaggedAddresses["peerd-gateway"].Address); err == nil {
+				if ip, err := netip.ParseAddr(sn.Service.TaggedAddresses[catalog.TaggedAddressGateway].Address); err == nil {
 					want[ip.Unmap()] = id
 				}
 			}

@@ -35,11 +35,6 @@ import (
 	"github.com/peerd/peerd/catalog"
 )
 
-// TaggedAddressGateway is the tagged address of an imported instance that
-// holds the exporter's gateway (peering.TaggedAddressGateway; catalog-level
-// packages may not import peering).
-const TaggedAddressGateway = "peerd-gateway"
-
 const (
 	// DefaultDomain is the domain answered from the catalog.
 	DefaultDomain = "peerd."
@@ -441,7 +436,7 @@ func (s *Server) instances(peer, svc string, imported bool) ([]endpoint, bool) {
 		var host string
 		var port int
 		if imported {
-			gw, ok := csn.Service.TaggedAddresses[TaggedAddressGateway]
+			gw, ok := csn.Service.TaggedAddresses[catalog.TaggedAddressGateway]
 			if !ok {
 				continue
 			}

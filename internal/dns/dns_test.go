@@ -27,7 +27,7 @@ func testStore(t *testing.T) *catalog.Store {
 	imp := func(node, id, gw, status string) *catalog.RegisterRequest {
 		return &catalog.RegisterRequest{PeerName: "b", Node: &catalog.Node{Node: node, Address: "192.168.1.1"},
 			Service: &catalog.Service{ID: id, Service: "billing", Port: 9090,
-				TaggedAddresses: map[string]catalog.ServiceAddress{TaggedAddressGateway: {Address: gw, Port: 8443}}},
+				TaggedAddresses: map[string]catalog.ServiceAddress{catalog.TaggedAddressGateway: {Address: gw, Port: 8443}}},
 			Checks: []*catalog.HealthCheck{{CheckID: id + ":overall-check", ServiceID: id, Status: status}}}
 	}
 	reqs := []*catalog.RegisterRequest{
