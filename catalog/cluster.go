@@ -268,11 +268,10 @@ func (c *Cluster) startGossip() error {
 	mc.SecretKey = c.cfg.EncryptKey
 	mc.Delegate = &gossipDelegate{c: c}
 	mc.Events = &gossipEvents{c: c}
-	if mc.BindPort == 0 {
-		// memberlist needs the same free port for TCP and UDP; it picks one
-		// itself when BindPort is 0 and reports it via AdvertisePort.
-		mc.AdvertisePort = 0
-	}
+	// Advertise the port gossip listens on: memberlist's AdvertisePort
+	// defaults to 7946 whatever BindPort is. With BindPort 0 memberlist
+	// picks one free port for TCP and UDP and sets AdvertisePort to it.
+	mc.AdvertisePort = mc.BindPort
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return fmt.Errorf("start gossip on %s:%d: %w", mc.BindAddr, mc.BindPort, err)

@@ -34,12 +34,11 @@ ports {
   server   = 8300 # raft, servers only
 }
 
-# The HTTP API and gRPC listen on 127.0.0.1 unless told otherwise. The other
-# nodes reach a server's internal gRPC, and peer clusters its TLS gRPC, so
-# give them this node's address:
+# Internal gRPC and TLS gRPC listen on bind_addr; the HTTP API on 127.0.0.1
+# only. Reads on a follower or a client are relayed to the leader's HTTP
+# API, so give it an address the other nodes reach (or read with ?stale):
 # addresses {
-#   grpc     = "10.0.0.12"
-#   grpc_tls = "10.0.0.12"
+#   http = "10.0.0.12"
 # }
 
 log_level = "info"

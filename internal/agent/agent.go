@@ -152,6 +152,9 @@ func (a *Agent) start(ctx context.Context) error {
 	if err := cfg.checkVirtualIPOverlap(); err != nil {
 		return err
 	}
+	// The node-to-node listeners default to the bind address: the other
+	// nodes (and peers, for TLS gRPC) must reach what is advertised.
+	cfg.GRPCAddr, cfg.GRPCTLSAddr = onBindAddr(cfg.GRPCAddr, cfg.BindAddr), onBindAddr(cfg.GRPCTLSAddr, cfg.BindAddr)
 	if a.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return fmt.Errorf("listen for HTTP on %s: %w", cfg.HTTPAddr, err)
 	}
@@ -378,15 +381,35 @@ func healthStatus(ok bool) healthpb.HealthCheckResponse_ServingStatus {
 	return healthpb.HealthCheckResponse_NOT_SERVING
 }
 
-// advertised is the address other nodes use for a listener: its port with
-// the advertise address when it listens on all interfaces.
+// onBindAddr puts a listener whose address has no host ("":8502) on the
+// bind address.
+func onBindAddr(addr, bind string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host != "" {
+		return addr // Validate has reported a malformed one
+	}
+	return net.JoinHostPort(bind, port)
+}
+
+// advertised is the address other nodes use for a listener: the port it
+// listens on, with the advertise address when it listens on all interfaces
+// or on the bind address (so -advertise works behind NAT). A listener on
+// loopback is advertised only when the node itself is advertised on
+// loopback (one-host clusters): elsewhere no other node could reach it, and
+// "" makes their relays fail with a reason instead of dialling themselves.
 func advertised(ln net.Listener, cc catalog.Config) string {
 	addr := ln.Addr().(*net.TCPAddr)
+	adv := cc.AdvertiseAddr
+	if adv == "" {
+		adv = cc.BindAddr
+	}
 	host := addr.IP.String()
-	if addr.IP.IsUnspecified() {
-		host = cc.AdvertiseAddr
-		if host == "" {
-			host = cc.BindAddr
+	switch {
+	case addr.IP.IsUnspecified(), addr.IP.Equal(net.ParseIP(cc.BindAddr)):
+		host = adv
+	case addr.IP.IsLoopback():
+		if ip := net.ParseIP(adv); ip == nil || !ip.IsLoopback() {
+			return ""
 		}
 	}
 	return net.JoinHostPort(host, strconv.Itoa(addr.Port))

@@ -46,12 +46,17 @@ type Config struct {
 	// IPv4 address, or 127.0.0.1 in dev mode.
 	BindAddr      string
 	AdvertiseAddr string
-	// HTTPAddr and GRPCAddr are host:port; port 0 picks a free port.
-	// Defaults: 127.0.0.1:8500 and 127.0.0.1:8502 (dev: 127.0.0.1:0).
+	// HTTPAddr is the HTTP API's host:port; port 0 picks a free port.
+	// Default 127.0.0.1:8500, this host only (dev: 127.0.0.1:0).
 	HTTPAddr string
+	// GRPCAddr is the internal gRPC listener the cluster's other nodes dial
+	// (write forwarding, the mirror, SignLeaf). An empty host means the bind
+	// address, so a multi-host cluster works on the defaults. Default :8502
+	// (dev: 127.0.0.1:0).
 	GRPCAddr string
 	// GRPCTLSAddr is the TLS gRPC listener peers dial for the peering
-	// stream (servers only). Default 127.0.0.1:8503 (dev: 127.0.0.1:0).
+	// stream (servers only); an empty host means the bind address. Default
+	// :8503 (dev: 127.0.0.1:0).
 	GRPCTLSAddr string
 	// GatewayAddr is the node's gateway: the mTLS listener that peers and
 	// the cluster's other nodes dial to reach the services on this node.
@@ -149,8 +154,8 @@ func DefaultConfig() Config {
 	return Config{
 		Datacenter:         "dc1",
 		HTTPAddr:           "127.0.0.1:8500",
-		GRPCAddr:           "127.0.0.1:8502",
-		GRPCTLSAddr:        "127.0.0.1:8503",
+		GRPCAddr:           ":8502",
+		GRPCTLSAddr:        ":8503",
 		GatewayAddr:        "0.0.0.0:8443",
 		Domain:             dns.DefaultDomain,
 		VirtualIPv4CIDR:    catalog.DefaultVirtualIPv4Range,

@@ -160,7 +160,8 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, stale bool) error
 		return fmt.Errorf("relay read: %w", catalog.ErrNoLeader)
 	}
 	if target == "" {
-		return fmt.Errorf("relay read: %w: the server advertises no HTTP address", catalog.ErrNoServers)
+		return fmt.Errorf("relay read: %w: the server advertises no HTTP address other nodes can reach "+
+			"(its HTTP API listens on loopback: give it -http-addr or addresses.http on an address the other nodes reach, or read with ?stale)", catalog.ErrNoServers)
 	}
 	u := &url.URL{Scheme: "http", Host: target}
 	fromServer := s.cluster.IsServer()
