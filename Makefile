@@ -15,7 +15,7 @@ PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 
 .DEFAULT_GOAL := build
-.PHONY: build test test-short demo bench generate generate-check lint tools clean vmtest
+.PHONY: build test test-short demo bench generate generate-check lint tools clean vmtest e2e
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/ ./cmd/peerd ./cmd/peerctl
@@ -35,6 +35,11 @@ test-short:
 # VMTEST_FLAGS: e.g. -kernels 6.1 -run TestTC -v
 vmtest:
 	$(GO) run ./vmtests/cmd/vmmatrix $(VMTEST_FLAGS)
+
+# Real peerd processes, each in a network namespace of its own, on bridges
+# the tests create (root; part of make test too).
+e2e:
+	$(GO) test -race -count=1 -v -timeout 20m ./e2e/...
 
 demo: build
 	$(GO) build -o $(BIN)/demo-echo ./scripts/echo
