@@ -9,6 +9,32 @@
 // establishment secret for a stream secret (ESTABLISHING), and its raft
 // leader opens the replication stream (ACTIVE on both sides).
 //
+// The files read in the order of the protocol:
+//
+//	token.go            the peering token: what the acceptor hands out, DecodeToken, its checks
+//	establish.go        establishment: GenerateToken and Establish, the dialer's secret exchange
+//	                    next to the acceptor's ExchangeSecret, and the stream-secret check
+//	dialer.go           the dialer's leader routine: one stream per peering, backoff, redirects
+//	grpc_peerstream.go  PeerStreamService: the TLS listener's options, the acceptor's Open
+//	session.go          one open stream, either end: the registry of streams, the read, dispatch,
+//	                    write and heartbeat loops, Terminated
+//	outbox.go           the session's send queue (priorities, the last message, backpressure)
+//	exports.go          what is exported to whom: the exported-services entry resolved
+//	export.go           the exporter: subscriptions, snapshots, deltas, chunks, ACK/NACK
+//	import.go           the importer: reassembly, decoding and checks of a peer's resources
+//	import_plan.go      a received resource turned into catalog writes (imported instances)
+//	import_batch.go     queued upserts committed together in one raft write
+//	status.go           the leader's live view of each stream (Status, the tracker)
+//	deletion.go         the end of a peering: Terminated, imports purged, the row removed
+//	api.go              the Go API the HTTP API calls: Read, List, Delete, TrustBundleRead
+//	errors.go           the API's sentinels and how they cross servers as gRPC statuses
+//	forward.go          client nodes and followers forwarding management calls to the leader
+//	grpc_peering.go     PeeringService: the management API over gRPC
+//	ca.go               the cluster CA on the leader, the peering server certificate, SignLeaf
+//	server.go           the Server: construction, leadership, the write helpers
+//	config.go           Config, DefaultConfig, Validate
+//	metrics.go          the peering metrics
+//
 // This package sits below the HTTP API, the agent wiring and the CLI: it must
 // not import internal/httpapi, internal/agent or internal/cli.
 //

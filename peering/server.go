@@ -94,3 +94,52 @@ func (s *Server) requireServer() (*catalog.Store, error) {
 	}
 	return st, nil
 }
+
+// updatePeering rewrites a peering row read fresh from the store when f
+// reports a change. Rows being deleted are left alone: their state is the
+// deletion routine's.
+func (s *Server) updatePeering(ctx context.Context, id string, f func(p *catalog.Peering) bool) error {
+	_, p, err := s.cfg.Cluster.Store().PeeringByID(nil, id)
+	if err != nil {
+		return err
+	}
+	if p == nil {
+		return catalog.ErrPeeringNotFound
+	}
+	if p.State == catalog.PeeringDeleting {
+		return nil
+	}
+	cp := *p
+	if !f(&cp) {
+		return nil
+	}
+	_, err = s.apply(ctx, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &catalog.PeeringWriteRequest{Peering: &cp}})
+	if err != nil {
+		return fmt.Errorf("write peering %q: %w", p.Name, err)
+	}
+	return nil
+}
+
+// apply commits a write through the cluster, giving up when ctx ends.
+//
+// Cluster.Apply can wait forever for a raft future that was committed
+// while raft shut down (hashicorp/raft answers such a future never); the
+// leader routines and streams must still return once their context ends,
+// so the wait happens in a goroutine that is abandoned then.
+func (s *Server) apply(ctx context.Context, cmd *catalog.Command) (*catalog.ApplyResult, error) {
+	type result struct {
+		res *catalog.ApplyResult
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		res, err := s.cfg.Cluster.Apply(ctx, cmd)
+		ch <- result{res, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.res, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%s: %w", cmd.Type, context.Cause(ctx))
+	}
+}

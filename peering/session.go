@@ -2,35 +2,23 @@ package peering
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/hashicorp/go-memdb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/peering/pbpeerstream"
 )
-
-// grpcMaxMessageBytes is the largest gRPC message either end of the stream
-// accepts (Consul's 8 MiB). Resources are chunked well below it.
-const grpcMaxMessageBytes = 8 << 20
-
-// openTimeout bounds the wait for a dialer's Open.
-const openTimeout = 30 * time.Second
 
 // Stream outcomes that are not failures of the transport.
 var (
@@ -44,270 +32,6 @@ var (
 	// errNotLeader ends an acceptor stream when this server stops leading.
 	errNotLeader = errors.New("node is not a leader anymore")
 )
-
-// streamServer serves PeerStreamService on the peering TLS listener.
-type streamServer struct {
-	pbpeerstream.UnimplementedPeerStreamServiceServer
-	s *Server
-}
-
-var _ pbpeerstream.PeerStreamServiceServer = (*streamServer)(nil)
-
-// RegisterStream registers the PeerStreamService (ExchangeSecret,
-// StreamResources) on g, the TLS gRPC server peers dial. Build g with
-// StreamServerOptions.
-func (s *Server) RegisterStream(g *grpc.Server) {
-	pbpeerstream.RegisterPeerStreamServiceServer(g, &streamServer{s: s})
-}
-
-// StreamServerOptions are the options of the TLS gRPC server that serves
-// RegisterStream: this server's peering certificate, the 8 MiB message
-// limit the dialer also uses, and a keepalive policy that tolerates the
-// dialers' pings.
-func (s *Server) StreamServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.Creds(credentials.NewTLS(s.ServerTLSConfig())),
-		grpc.MaxRecvMsgSize(grpcMaxMessageBytes),
-		grpc.MaxSendMsgSize(grpcMaxMessageBytes),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	}
-}
-
-// ExchangeSecret trades the token's establishment secret for a stream
-// secret. Apply forwards the write to the leader, so any server answers.
-func (ss *streamServer) ExchangeSecret(ctx context.Context, req *pbpeerstream.ExchangeSecretRequest) (*pbpeerstream.ExchangeSecretResponse, error) {
-	s := ss.s
-	st, err := s.requireServer()
-	if err != nil {
-		return nil, status.Error(codes.Unavailable, err.Error())
-	}
-	if req.GetPeerId() == "" || req.GetEstablishmentSecret() == "" {
-		return nil, status.Error(codes.InvalidArgument, "exchange secret: peer_id and establishment_secret are required")
-	}
-	// The token was written through the leader; a follower serving this
-	// call may not have applied it yet, so an unknown ID is given a moment
-	// to arrive before it is refused.
-	var p *catalog.Peering
-	for wait := time.Now().Add(2 * time.Second); ; {
-		if _, p, err = st.PeeringByID(nil, req.GetPeerId()); err != nil {
-			return nil, status.Errorf(codes.Internal, "exchange secret: %v", err)
-		}
-		if p != nil || time.Now().After(wait) || ctx.Err() != nil {
-			break
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	if p == nil {
-		return nil, status.Errorf(codes.NotFound, "exchange secret: no peering with ID %s here: generate a new peering token", shortID(req.GetPeerId()))
-	}
-	if p.ShouldDial {
-		return nil, status.Error(codes.InvalidArgument, "exchange secret: wrong end of peering: this cluster dials that peering")
-	}
-	if p.State == catalog.PeeringDeleting || p.State == catalog.PeeringTerminated {
-		return nil, status.Errorf(codes.PermissionDenied, "exchange secret: peering %q is %s: generate a new peering token", p.Name, strings.ToLower(p.State))
-	}
-	secret := uuid.NewString()
-	_, err = s.apply(ctx, &catalog.Command{Type: catalog.CmdPeeringSecrets, PeeringSecrets: &catalog.PeeringSecretsRequest{
-		Op: catalog.SecretsExchange, PeeringID: p.ID, Presented: req.GetEstablishmentSecret(), New: secret, Now: s.cfg.Now().UnixNano(),
-	}})
-	if err != nil {
-		if isInvalidSecret(err) {
-			msg := "invalid peering establishment secret: generate a new peering token"
-			if strings.Contains(err.Error(), "expired") {
-				msg = "peering token expired: generate a new peering token"
-			}
-			return nil, status.Error(codes.PermissionDenied, msg)
-		}
-		return nil, status.Errorf(codes.Unavailable, "exchange secret: %v", err)
-	}
-	return &pbpeerstream.ExchangeSecretResponse{StreamSecret: secret}, nil
-}
-
-// isInvalidSecret reports whether a write failed on a secret mismatch. An
-// ApplyError carries only the state store's message.
-func isInvalidSecret(err error) bool {
-	if errors.Is(err, catalog.ErrInvalidSecret) {
-		return true
-	}
-	var ae *catalog.ApplyError
-	return errors.As(err, &ae) && strings.Contains(ae.Msg, catalog.ErrInvalidSecret.Error())
-}
-
-// StreamResources is the acceptor's end of the replication stream.
-func (ss *streamServer) StreamResources(stream pbpeerstream.PeerStreamService_StreamResourcesServer) error {
-	s := ss.s
-	first, err := recvWithTimeout(stream.Context(), stream, min(s.cfg.HeartbeatTimeout, openTimeout))
-	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "stream: waiting for open: %v", err)
-	}
-	open := first.GetOpen()
-	if open == nil {
-		return status.Error(codes.InvalidArgument, "stream: the first message must be open")
-	}
-	if err := first.Validate(); err != nil {
-		return status.Error(codes.InvalidArgument, "stream: "+err.Error())
-	}
-	lctx := s.leadership()
-	if lctx == nil {
-		return s.notLeaderError()
-	}
-	st := s.cfg.Cluster.Store()
-	_, p, err := st.PeeringByID(nil, open.GetPeerId())
-	if err != nil {
-		return status.Errorf(codes.Internal, "stream: %v", err)
-	}
-	if p == nil {
-		return status.Errorf(codes.NotFound, "stream: no peering with ID %s here", shortID(open.GetPeerId()))
-	}
-	if p.ShouldDial {
-		return status.Error(codes.InvalidArgument, "stream: wrong end of peering is being dialed")
-	}
-	if p.State == catalog.PeeringDeleting || p.State == catalog.PeeringTerminated {
-		_ = stream.Send(&pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Terminated{Terminated: &pbpeerstream.Terminated{}}})
-		return status.Errorf(codes.Aborted, "stream: peering %q is %s", p.Name, strings.ToLower(p.State))
-	}
-	if err := s.checkStreamSecret(stream.Context(), p.ID, open.GetStreamSecretId()); err != nil {
-		return err
-	}
-	if p.State == catalog.PeeringPending || p.Remote.Datacenter == "" {
-		remote := open.GetRemote()
-		err := s.updatePeering(stream.Context(), p.ID, func(q *catalog.Peering) bool {
-			changed := false
-			if q.State == catalog.PeeringPending {
-				q.State, changed = catalog.PeeringActive, true
-			}
-			if q.Remote.Datacenter == "" && remote.GetDatacenter() != "" {
-				q.Remote = catalog.PeeringRemote{Partition: remote.GetPartition(), Datacenter: remote.GetDatacenter()}
-				changed = true
-			}
-			return changed
-		})
-		if err != nil {
-			return status.Errorf(codes.Unavailable, "stream: activate peering %q: %v", p.Name, err)
-		}
-	}
-	ctx, cancel := context.WithCancelCause(stream.Context())
-	defer cancel(nil)
-	stop := context.AfterFunc(lctx, func() { cancel(errNotLeader) })
-	defer stop()
-	sess := s.newSession(ctx, cancel, stream, p, false)
-	if sess.peerDC == "" {
-		sess.peerDC = open.GetRemote().GetDatacenter() // stored just above
-	}
-	err = sess.run(nil)
-	switch {
-	case err == nil, errors.Is(err, errTerminatedByPeer), errors.Is(err, errDeletedLocally):
-		return nil
-	case errors.Is(err, errNotLeader):
-		return s.notLeaderError()
-	case errors.Is(err, errReplaced):
-		return status.Error(codes.Aborted, err.Error())
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	return status.Error(codes.Unavailable, err.Error())
-}
-
-// checkStreamSecret accepts the active stream secret, or the pending one,
-// which it promotes (through raft) to active.
-func (s *Server) checkStreamSecret(ctx context.Context, peeringID, presented string) error {
-	sec, err := s.cfg.Cluster.Store().PeeringSecrets(peeringID)
-	if err != nil {
-		return status.Errorf(codes.Internal, "stream: read secrets: %v", err)
-	}
-	if sec != nil && secretMatches(sec.ActiveStreamSecret, presented) {
-		return nil
-	}
-	_, err = s.apply(ctx, &catalog.Command{Type: catalog.CmdPeeringSecrets, PeeringSecrets: &catalog.PeeringSecretsRequest{
-		Op: catalog.SecretsPromote, PeeringID: peeringID, Presented: presented, Now: s.cfg.Now().UnixNano(),
-	}})
-	if err != nil {
-		if isInvalidSecret(err) {
-			return status.Error(codes.PermissionDenied, "stream: invalid stream secret: establish the peering again with a new peering token")
-		}
-		return status.Errorf(codes.Unavailable, "stream: promote stream secret: %v", err)
-	}
-	return nil
-}
-
-// notLeaderError is FailedPrecondition with the leader's TLS gRPC address
-// as a LeaderAddress detail, when known.
-func (s *Server) notLeaderError() error {
-	st := status.New(codes.FailedPrecondition, errNotLeader.Error())
-	if m, ok := s.cfg.Cluster.LeaderMember(); ok && m.Meta.GRPCTLSAddr != "" {
-		if d, err := st.WithDetails(&pbpeerstream.LeaderAddress{Address: m.Meta.GRPCTLSAddr}); err == nil {
-			st = d
-		}
-	}
-	return st.Err()
-}
-
-// leaderAddress extracts the LeaderAddress detail of an error, if any.
-func leaderAddress(err error) string {
-	st, ok := status.FromError(err)
-	if !ok || st.Code() != codes.FailedPrecondition {
-		return ""
-	}
-	for _, d := range st.Details() {
-		if la, ok := d.(*pbpeerstream.LeaderAddress); ok {
-			return la.GetAddress()
-		}
-	}
-	return ""
-}
-
-// updatePeering rewrites a peering row read fresh from the store when f
-// reports a change. Rows being deleted are left alone: their state is the
-// deletion routine's.
-func (s *Server) updatePeering(ctx context.Context, id string, f func(p *catalog.Peering) bool) error {
-	_, p, err := s.cfg.Cluster.Store().PeeringByID(nil, id)
-	if err != nil {
-		return err
-	}
-	if p == nil {
-		return catalog.ErrPeeringNotFound
-	}
-	if p.State == catalog.PeeringDeleting {
-		return nil
-	}
-	cp := *p
-	if !f(&cp) {
-		return nil
-	}
-	_, err = s.apply(ctx, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &catalog.PeeringWriteRequest{Peering: &cp}})
-	if err != nil {
-		return fmt.Errorf("write peering %q: %w", p.Name, err)
-	}
-	return nil
-}
-
-// apply commits a write through the cluster, giving up when ctx ends.
-//
-// Cluster.Apply can wait forever for a raft future that was committed
-// while raft shut down (hashicorp/raft answers such a future never); the
-// leader routines and streams must still return once their context ends,
-// so the wait happens in a goroutine that is abandoned then.
-func (s *Server) apply(ctx context.Context, cmd *catalog.Command) (*catalog.ApplyResult, error) {
-	type result struct {
-		res *catalog.ApplyResult
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		res, err := s.cfg.Cluster.Apply(ctx, cmd)
-		ch <- result{res, err}
-	}()
-	select {
-	case r := <-ch:
-		return r.res, r.err
-	case <-ctx.Done():
-		return nil, fmt.Errorf("%s: %w", cmd.Type, context.Cause(ctx))
-	}
-}
 
 // msgStream is either end of StreamResources.
 type msgStream interface {
@@ -337,8 +61,6 @@ func recvWithTimeout(ctx context.Context, st msgStream, d time.Duration) (*pbpee
 		return nil, context.Cause(ctx)
 	}
 }
-
-// ---- the registry of open streams ----
 
 // streamRegistry holds the one open session per peering ID.
 type streamRegistry struct {
@@ -398,8 +120,6 @@ func (r *streamRegistry) wait(ctx context.Context, id string, d time.Duration) {
 	case <-ctx.Done():
 	}
 }
-
-// ---- the session: one open stream, either end ----
 
 // session runs one open replication stream. Both ends run the same loop:
 // each subscribes to the four resource types it imports and serves the
@@ -878,110 +598,10 @@ func (ss *session) terminate() {
 	ss.fail(errDeletedLocally)
 }
 
-// ---- the outbox ----
-
-// outbox queues messages for the writer: control messages (ACKs,
-// subscriptions, heartbeats) before bulk responses. Pushing never blocks,
-// so the receive loop cannot deadlock against a peer that is not reading;
-// the exporter waits for room (waitRoom) instead.
-type outbox struct {
-	mu        sync.Mutex
-	prio      []outEntry
-	bulk      []outEntry
-	bulkBytes int
-	wake      chan struct{}
-	room      chan struct{}
-}
-
-type outEntry struct {
-	msg  *pbpeerstream.ReplicationMessage
-	size int
-	done chan struct{}
-	// last ends the writing: nothing is sent after it, and a client
-	// stream is half-closed.
-	last bool
-}
-
-func newOutbox() *outbox {
-	return &outbox{wake: make(chan struct{}, 1), room: make(chan struct{}, 1)}
-}
-
-func signal(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
-	}
-}
-
-func (o *outbox) push(m *pbpeerstream.ReplicationMessage, prio bool) {
-	o.mu.Lock()
-	if prio {
-		o.prio = append(o.prio, outEntry{msg: m})
-	} else {
-		e := outEntry{msg: m, size: proto.Size(m)}
-		o.bulk = append(o.bulk, e)
-		o.bulkBytes += e.size
-	}
-	o.mu.Unlock()
-	signal(o.wake)
-}
-
-// pushLast queues the final message, before everything still queued;
-// done is closed once it is sent.
-func (o *outbox) pushLast(m *pbpeerstream.ReplicationMessage, done chan struct{}) {
-	o.mu.Lock()
-	o.prio = append([]outEntry{{msg: m, done: done, last: true}}, o.prio...)
-	o.mu.Unlock()
-	signal(o.wake)
-}
-
-func (o *outbox) pop() (outEntry, bool) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if len(o.prio) > 0 {
-		e := o.prio[0]
-		o.prio[0] = outEntry{}
-		o.prio = o.prio[1:]
-		return e, true
-	}
-	if len(o.bulk) > 0 {
-		e := o.bulk[0]
-		o.bulk[0] = outEntry{}
-		o.bulk = o.bulk[1:]
-		o.bulkBytes -= e.size
-		signal(o.room)
-		return e, true
-	}
-	return outEntry{}, false
-}
-
-// waitRoom blocks while more than limit bytes of responses are queued.
-func (o *outbox) waitRoom(ctx context.Context, limit int) error {
-	for {
-		o.mu.Lock()
-		queued := o.bulkBytes
-		o.mu.Unlock()
-		if queued <= limit {
-			return nil
-		}
-		select {
-		case <-o.room:
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		}
-	}
-}
-
 // shortID quotes an ID from the peer for an error message.
 func shortID(s string) string {
 	if len(s) > 64 {
 		s = s[:64] + "..."
 	}
 	return fmt.Sprintf("%q", s)
-}
-
-// secretMatches compares secrets in constant time (an empty stored secret
-// matches nothing).
-func secretMatches(stored, presented string) bool {
-	return stored != "" && subtle.ConstantTimeCompare([]byte(stored), []byte(presented)) == 1
 }
