@@ -14,7 +14,6 @@ package l7proxy
 
 import (
 	"context"
-	"crypto"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -23,9 +22,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/internal/ca"
 )
 
 // DefaultMark is the SO_MARK the terminator's sockets carry unless
@@ -33,15 +32,12 @@ import (
 const DefaultMark = 0x70d
 
 // LeafRequest asks for a leaf certificate for a SPIFFE ID of this cluster.
-type LeafRequest struct {
-	PublicKey crypto.PublicKey
-	ID        spiffeid.ID
-	TTL       time.Duration
-}
+// It is the cluster CA's request, so that the CA is a Signer as it is.
+type LeafRequest = ca.LeafRequest
 
-// Signer signs leaf certificates with the cluster CA. The agent implements
-// it with the peering server (which signs on servers and forwards from
-// client nodes).
+// Signer signs leaf certificates with the cluster CA. The agent passes the
+// cluster CA (*ca.CA, which signs on servers and forwards from client
+// nodes).
 type Signer interface {
 	// SignLeaf returns the PEM chain to present: the leaf first.
 	SignLeaf(ctx context.Context, req LeafRequest) (chainPEM string, err error)
@@ -54,6 +50,8 @@ type SignerFunc func(ctx context.Context, req LeafRequest) (string, error)
 func (f SignerFunc) SignLeaf(ctx context.Context, req LeafRequest) (string, error) {
 	return f(ctx, req)
 }
+
+var _ Signer = (*ca.CA)(nil)
 
 // Config configures a Proxy.
 type Config struct {

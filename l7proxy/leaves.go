@@ -95,7 +95,9 @@ func (l *leaves) sign(ctx context.Context, id spiffeid.ID, e *leaf) (*tls.Certif
 	if err != nil {
 		return nil, fmt.Errorf("leaf for %s: %w", id, err)
 	}
-	chainPEM, err := l.p.cfg.Signer.SignLeaf(ctx, LeafRequest{PublicKey: key.Public(), ID: id, TTL: l.p.cfg.LeafTTL})
+	// One leaf serves both ends: the gateway's server side and the
+	// outbound listeners' client side.
+	chainPEM, err := l.p.cfg.Signer.SignLeaf(ctx, LeafRequest{PublicKey: key.Public(), ID: id, TTL: l.p.cfg.LeafTTL, Server: true, Client: true})
 	if err != nil {
 		l.p.m.leafRenewals.WithLabelValues("error").Inc()
 		return nil, fmt.Errorf("leaf for %s: %w", id, err)

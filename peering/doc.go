@@ -30,7 +30,8 @@
 //	errors.go           the API's sentinels and how they cross servers as gRPC statuses
 //	forward.go          client nodes and followers forwarding management calls to the leader
 //	grpc_peering.go     PeeringService: the management API over gRPC
-//	ca.go               the cluster CA on the leader, the peering server certificate, SignLeaf
+//	ca.go               the cluster CA (internal/ca) kept in the catalog; SignLeaf, RotateCA
+//	tls.go              the peering listener's certificate and the dialer's trust of a peer
 //	server.go           the Server: construction, leadership, the write helpers
 //	config.go           Config, DefaultConfig, Validate
 //	metrics.go          the peering metrics

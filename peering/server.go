@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/internal/ca"
 )
 
 // Server is the peering controller of one node. On servers it owns the
@@ -16,6 +17,7 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	tracker *tracker
+	ca      *ca.CA
 	cert    serverCert
 
 	// streams holds the open replication stream of each peering (at most
@@ -42,6 +44,10 @@ func New(cfg Config) (*Server, error) {
 		tracker: newTracker(cfg.Now),
 		streams: newStreamRegistry(),
 	}
+	var err error
+	if s.ca, err = s.newCA(); err != nil {
+		return nil, fmt.Errorf("peering: %w", err)
+	}
 	s.metrics = newMetrics(s)
 	if cfg.Registry != nil {
 		if err := s.metrics.register(cfg.Registry); err != nil {
@@ -55,7 +61,7 @@ func New(cfg Config) (*Server, error) {
 // whichever server leads, and stops when leadership moves.
 func (s *Server) Start() {
 	s.cfg.Cluster.AddLeaderRoutine("peering-leadership", s.holdLeadership)
-	s.cfg.Cluster.AddLeaderRoutine("peering-ca", s.caLoop)
+	s.cfg.Cluster.AddLeaderRoutine("peering-ca", s.ca.KeepBootstrapping)
 	s.cfg.Cluster.AddLeaderRoutine("peering-dialer", s.dialerLoop)
 	s.cfg.Cluster.AddLeaderRoutine("peering-deletion", s.deletionLoop)
 }

@@ -289,10 +289,7 @@ func (a *Agent) start(ctx context.Context) error {
 	minTLS, _ := cfg.tlsMinVersion()
 	proxyCfg := l7proxy.Config{
 		NodeName: cfg.NodeName, Datacenter: cfg.Datacenter, View: a.cluster.View,
-		Signer: l7proxy.SignerFunc(func(ctx context.Context, req l7proxy.LeafRequest) (string, error) {
-			leaf, err := a.peering.SignLeaf(ctx, peering.LeafRequest{PublicKey: req.PublicKey, ID: req.ID, TTL: req.TTL, Server: true, Client: true})
-			return leaf.ChainPEM, err
-		}),
+		Signer:          a.peering.CA(),
 		GatewayListener: a.gatewayLn, Logger: a.log, Registry: reg,
 		Mark: cfg.ProxyMark, MinTLSVersion: minTLS, LeafTTL: cfg.LeafTTL,
 	}

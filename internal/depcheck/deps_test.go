@@ -37,14 +37,20 @@ var rules = []rule{
 		onlyOurs: []string{"internal/decode/..."},
 	},
 	{
-		why:      "internal/identity (the CA and SPIFFE naming) is a leaf: it imports nothing of ours",
+		why:      "internal/identity (SPIFFE naming, PEM, verification and the X.509 mechanics of issuing) is a leaf: it imports nothing of ours",
 		pkgs:     []string{"internal/identity/..."},
 		onlyOurs: []string{"internal/identity/..."},
 	},
 	{
-		why:      "peering sits on catalog and identity; it never reaches up into the API, the CLI or the agent",
+		why:       "internal/ca (the cluster CA) is a leaf beside identity: it knows identity and at most the catalog's state, never the cluster (raft), peering or the terminator",
+		pkgs:      []string{"internal/ca/..."},
+		onlyOurs:  []string{"internal/ca/...", "internal/identity", "catalog/state/..."},
+		forbidden: []string{"github.com/hashicorp/raft/...", "github.com/hashicorp/memberlist/...", "google.golang.org/grpc/..."},
+	},
+	{
+		why:      "peering sits on catalog, identity and the CA; it never reaches up into the API, the CLI or the agent",
 		pkgs:     []string{"peering/..."},
-		onlyOurs: []string{"peering/...", "catalog/...", "internal/identity", "internal/decode"},
+		onlyOurs: []string{"peering/...", "catalog/...", "internal/identity", "internal/ca", "internal/decode"},
 	},
 	{
 		why:      "internal/checks and internal/local import nothing of ours except catalog/..., internal/decode and internal/checks",

@@ -1,8 +1,10 @@
-// Package identity is peerd's built-in certificate authority and its SPIFFE
-// naming: the cluster's trust domain, workload and gateway SPIFFE IDs, the
-// TLS names used for peering (the peering server name and the peered SNI),
-// root generation and rotation by cross-signing, leaf signing, and the
-// verification helpers that TLS callbacks use.
+// Package identity is peerd's SPIFFE naming and the certificate mechanics
+// below its CA: the cluster's trust domain, workload and gateway SPIFFE IDs,
+// the TLS names used for peering (the peering server name and the peered
+// SNI), root generation and rotation by cross-signing, leaf signing, and the
+// verification helpers that TLS callbacks use. The cluster CA itself (which
+// root is active, bootstrap, rotation, the chain a leaf is served with) is
+// internal/ca, which drives the CA type here.
 //
 // Naming follows Consul so that peerd and Consul clusters can peer:
 //
