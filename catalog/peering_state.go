@@ -262,7 +262,7 @@ func (s *Store) PeeringSecretsUpdate(idx uint64, req *PeeringSecretsRequest) err
 	sec := *raw.(*PeeringSecrets)
 	switch req.Op {
 	case SecretsExchange:
-		if !secretEqual(sec.EstablishmentSecret, req.Presented) {
+		if !SecretMatches(sec.EstablishmentSecret, req.Presented) {
 			return ErrInvalidSecret
 		}
 		if sec.EstablishmentExpiresAt != 0 && req.Now > sec.EstablishmentExpiresAt {
@@ -274,9 +274,9 @@ func (s *Store) PeeringSecretsUpdate(idx uint64, req *PeeringSecretsRequest) err
 		sec.EstablishmentSecret, sec.EstablishmentExpiresAt, sec.PendingStreamSecret = "", 0, req.New
 	case SecretsPromote:
 		switch {
-		case secretEqual(sec.ActiveStreamSecret, req.Presented):
+		case SecretMatches(sec.ActiveStreamSecret, req.Presented):
 			return nil // nothing to change
-		case secretEqual(sec.PendingStreamSecret, req.Presented):
+		case SecretMatches(sec.PendingStreamSecret, req.Presented):
 			sec.ActiveStreamSecret, sec.PendingStreamSecret = sec.PendingStreamSecret, ""
 		default:
 			return ErrInvalidSecret
@@ -294,9 +294,11 @@ func (s *Store) PeeringSecretsUpdate(idx uint64, req *PeeringSecretsRequest) err
 	return nil
 }
 
-// secretEqual compares in constant time; an empty stored secret matches
-// nothing.
-func secretEqual(stored, presented string) bool {
+// SecretMatches reports whether a presented peering secret is the stored
+// one, comparing in constant time; an empty stored secret matches nothing.
+// It is the one secret comparison of peerd: the state store's secret
+// operations and peering's stream-secret check both call it.
+func SecretMatches(stored, presented string) bool {
 	return stored != "" && subtle.ConstantTimeCompare([]byte(stored), []byte(presented)) == 1
 }
 

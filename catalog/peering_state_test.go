@@ -186,3 +186,25 @@ func TestPeeringDeletingCannotBeUndone(t *testing.T) {
 		t.Fatalf("got state %s, want DELETING kept", got.State)
 	}
 }
+
+func TestSecretMatches(t *testing.T) {
+	tests := []struct {
+		name              string
+		stored, presented string
+		want              bool
+	}{
+		{"equal", "s3cret", "s3cret", true},
+		{"different", "s3cret", "s3cres", false},
+		{"prefix", "s3cret", "s3c", false},
+		{"longer", "s3cret", "s3cret!", false},
+		{"empty stored matches nothing", "", "", false},
+		{"empty presented", "s3cret", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := SecretMatches(tt.stored, tt.presented); got != tt.want {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -2,7 +2,6 @@ package peering
 
 import (
 	"context"
-	"crypto/subtle"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -397,7 +396,7 @@ func (s *Server) checkStreamSecret(ctx context.Context, peeringID, presented str
 	if err != nil {
 		return status.Errorf(codes.Internal, "stream: read secrets: %v", err)
 	}
-	if sec != nil && secretMatches(sec.ActiveStreamSecret, presented) {
+	if sec != nil && catalog.SecretMatches(sec.ActiveStreamSecret, presented) {
 		return nil
 	}
 	_, err = s.apply(ctx, &catalog.Command{Type: catalog.CmdPeeringSecrets, PeeringSecrets: &catalog.PeeringSecretsRequest{
@@ -410,10 +409,4 @@ func (s *Server) checkStreamSecret(ctx context.Context, peeringID, presented str
 		return status.Errorf(codes.Unavailable, "stream: promote stream secret: %v", err)
 	}
 	return nil
-}
-
-// secretMatches compares secrets in constant time (an empty stored secret
-// matches nothing).
-func secretMatches(stored, presented string) bool {
-	return stored != "" && subtle.ConstantTimeCompare([]byte(stored), []byte(presented)) == 1
 }
