@@ -21,6 +21,8 @@
 //	outbox.go           the session's send queue (priorities, the last message, backpressure)
 //	exports.go          what is exported to whom: the exported-services entry resolved
 //	export.go           the exporter: subscriptions, snapshots, deltas, chunks, ACK/NACK
+//	export_watch.go     what wakes the exporter: watches of the exported list and of each
+//	                    service, and the snapshot of a service built from the catalog
 //	import.go           the importer: reassembly, decoding and checks of a peer's resources
 //	import_plan.go      a received resource turned into catalog writes (imported instances)
 //	import_batch.go     queued upserts committed together in one raft write
