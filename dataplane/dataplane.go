@@ -49,6 +49,9 @@ type Dataplane struct {
 	fast    *fastLayer
 	tc      *tcLayer
 	inbound *inboundLayer
+	// peers is the pinned peer-id registry, opened by the first Sync
+	// (sync_linux.go).
+	peers *ebpf.Map
 	// Off-reasons of layers that were requested but are not loaded.
 	reasons map[string]string
 }
@@ -162,6 +165,9 @@ func (d *Dataplane) Close() error {
 	}
 	if d.inbound != nil {
 		errs = append(errs, d.inbound.close())
+	}
+	if d.peers != nil {
+		errs = append(errs, d.peers.Close())
 	}
 	return errors.Join(errs...)
 }

@@ -142,6 +142,11 @@ func (d *Dataplane) SetFastPathPorts(ports []uint16) error {
 	if err := d.layerOn(d.fast); err != nil {
 		return err
 	}
+	return d.syncFastPathPorts(ports)
+}
+
+// syncFastPathPorts is SetFastPathPorts with d.mu held and the layer on.
+func (d *Dataplane) syncFastPathPorts(ports []uint16) error {
 	ports = slices.Clone(ports)
 	if d.cfg.ListenerPort != 0 && !slices.Contains(ports, d.cfg.ListenerPort) {
 		ports = append(ports, d.cfg.ListenerPort)

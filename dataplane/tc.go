@@ -305,19 +305,5 @@ func (d *Dataplane) PeerCounters() (map[uint32]PeerCounters, error) {
 	if err := d.layerOn(d.tc); err != nil {
 		return nil, err
 	}
-	out := map[uint32]PeerCounters{}
-	var k uint32
-	var per []bpf.TcPeerCounters
-	it := d.tc.objs.PeerStats.Iterate()
-	for it.Next(&k, &per) {
-		var sum PeerCounters
-		for _, c := range per {
-			sum.RxBytes += c.RxBytes
-			sum.RxPackets += c.RxPackets
-			sum.TxBytes += c.TxBytes
-			sum.TxPackets += c.TxPackets
-		}
-		out[k] = sum
-	}
-	return out, it.Err()
+	return d.tc.counters()
 }
