@@ -150,21 +150,7 @@ func (g *gateway) serve() {
 			g.p.log.Error("gateway HTTP server stopped", "err", err)
 		}
 	}()
-	backoff := 5 * time.Millisecond
-	for {
-		c, err := g.ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			g.p.log.Warn("accept on gateway", "err", err)
-			time.Sleep(backoff)
-			backoff = min(backoff*2, time.Second)
-			continue
-		}
-		backoff = 5 * time.Millisecond
-		go g.handle(c)
-	}
+	acceptLoop(g.ln, g.p.log, "gateway", g.handle, time.Sleep)
 }
 
 func (g *gateway) shutdown(ctx context.Context) error {

@@ -136,21 +136,7 @@ func (p *Proxy) reconcile(want map[string]Upstream) {
 }
 
 func (p *Proxy) serveUpstream(ul *upstreamListener) {
-	backoff := 5 * time.Millisecond
-	for {
-		c, err := ul.ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			p.log.Warn("accept on upstream listener", "addr", ul.up.BindAddr, "err", err)
-			time.Sleep(backoff)
-			backoff = min(backoff*2, time.Second)
-			continue
-		}
-		backoff = 5 * time.Millisecond
-		go p.handleOutbound(c, ul.up)
-	}
+	acceptLoop(ul.ln, p.log.With("addr", ul.up.BindAddr), "upstream listener", func(c net.Conn) { p.handleOutbound(c, ul.up) }, time.Sleep)
 }
 
 // handleOutbound carries one workload connection to a healthy endpoint of

@@ -1,7 +1,6 @@
 package l7proxy
 
 import (
-	"errors"
 	"net"
 	"net/netip"
 	"time"
@@ -25,21 +24,7 @@ const CgroupMeta = "peerd-cgroup"
 // imported service owning the virtual IP that was dialled, as the local
 // service the connection came from.
 func (p *Proxy) serveTransparent(ln net.Listener) {
-	backoff := 5 * time.Millisecond
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			p.log.Warn("accept on the transparent listener", "err", err)
-			time.Sleep(backoff)
-			backoff = min(backoff*2, time.Second)
-			continue
-		}
-		backoff = 5 * time.Millisecond
-		go p.handleCaptured(c)
-	}
+	acceptLoop(ln, p.log, "the transparent listener", p.handleCaptured, time.Sleep)
 }
 
 func (p *Proxy) handleCaptured(c net.Conn) {
