@@ -17,6 +17,8 @@ import (
 //	<layer>/prog_<program>      the programs last attached (for bpftool)
 //	<layer>/link_<attachment>   bpf_links (cgroup, TCX): updated in place
 //	                            on the next Load, so attachments never gap
+//	peer_ids                    the peer-id registry (name -> id), written
+//	                            by Sync, so peers keep their ids and counters
 
 // undo collects rollback steps (rollback runs them newest first) and the
 // steps that release what a rollback would have needed (commit).
