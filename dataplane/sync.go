@@ -34,6 +34,12 @@ type VIPTarget struct {
 	Service string
 }
 
+// PeerAddr is one entry of the TC layer's address map (PeerAddrs).
+type PeerAddr struct {
+	Addr   netip.Addr
+	PeerID uint32
+}
+
 // The maps Sync reconciles, as named in SyncError (and in the agent's
 // peerd_dataplane_sync_errors_total{maps=...}).
 const (

@@ -109,12 +109,6 @@ func (d *Dataplane) PeerCountersByName() (map[string]PeerCounters, error) {
 	return out, nil
 }
 
-// PeerAddr is one entry of the TC layer's address map.
-type PeerAddr struct {
-	Addr   netip.Addr
-	PeerID uint32
-}
-
 // PeerAddrs lists the TC layer's address map.
 func (d *Dataplane) PeerAddrs() ([]PeerAddr, error) {
 	d.mu.Lock()
