@@ -65,14 +65,7 @@ func (s *dataplaneSync) run(ctx context.Context) {
 		} else if err := a.dataplane.Sync(want); err != nil {
 			// A full map lands here: logged, counted, retried on the
 			// next change or after 5 s.
-			var serr *dataplane.SyncError
-			if errors.As(err, &serr) {
-				for m := range serr.Maps {
-					s.errors.WithLabelValues(m).Inc()
-				}
-			} else {
-				s.errors.WithLabelValues("dataplane").Inc()
-			}
+			s.count(err)
 			a.log.Warn("sync the catalog to the dataplane's maps", "err", err)
 		}
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -81,6 +74,18 @@ func (s *dataplaneSync) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+	}
+}
+
+// count counts a failed Sync once per map it names, or as "dataplane".
+func (s *dataplaneSync) count(err error) {
+	var serr *dataplane.SyncError
+	if !errors.As(err, &serr) {
+		s.errors.WithLabelValues("dataplane").Inc()
+		return
+	}
+	for m := range serr.Maps {
+		s.errors.WithLabelValues(m).Inc()
 	}
 }
 

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"errors"
+	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
@@ -8,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-memdb"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/dataplane"
@@ -116,5 +119,27 @@ func TestDesiredDataplane(t *testing.T) {
 	}
 	if !slices.Equal(got.Peers, []string{"b"}) {
 		t.Errorf("peers after deleting idle: got %q, want [b]", got.Peers)
+	}
+}
+
+// TestDataplaneSyncErrorsCounted: a failed Sync counts once per failed map
+// in peerd_dataplane_sync_errors_total, anything else as "dataplane".
+func TestDataplaneSyncErrorsCounted(t *testing.T) {
+	s := newDataplaneSync(&Agent{})
+	s.count(&dataplane.SyncError{Maps: map[string]error{
+		dataplane.SyncVIPs:      errors.New("map full"),
+		dataplane.SyncPeerAddrs: errors.New("map full"),
+	}})
+	s.count(fmt.Errorf("wrapped: %w", &dataplane.SyncError{Maps: map[string]error{dataplane.SyncVIPs: errors.New("map full")}}))
+	s.count(errors.New("sync the dataplane: dataplane closed"))
+	want := map[string]float64{"dataplane": 1, "peer_addresses": 1, "virtual_ips": 2, "fastpath_ports": 0}
+	for label, n := range want {
+		var m dto.Metric
+		if err := s.errors.WithLabelValues(label).Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		if got := m.GetCounter().GetValue(); got != n {
+			t.Errorf("peerd_dataplane_sync_errors_total{maps=%q}: got %v, want %v", label, got, n)
+		}
 	}
 }
