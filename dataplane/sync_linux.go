@@ -20,7 +20,9 @@ import (
 // Sync makes the maps of the loaded layers equal to want, comparing
 // against what the maps hold, not against what an earlier Sync wrote: run
 // after a restart, it deletes the entries whose catalog rows went away
-// while the daemon was down. Layers that are not loaded are skipped.
+// while the daemon was down. Sync owns these maps: an entry put with
+// SetVIP, SetPeerAddr or SetFastPathPorts that want lacks goes too. Layers
+// that are not loaded are skipped.
 //
 // In order: the peer-id registry (see "Peer ids" in sync.go: released
 // peers' entries deleted, new peers numbered), the capture layer's VIPs
