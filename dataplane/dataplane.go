@@ -45,13 +45,11 @@ type Dataplane struct {
 
 	mu      sync.Mutex
 	closed  bool
+	peers   *ebpf.Map // the peer-id registry, opened by the first Sync (sync_linux.go)
 	capture *captureLayer
 	fast    *fastLayer
 	tc      *tcLayer
 	inbound *inboundLayer
-	// peers is the pinned peer-id registry, opened by the first Sync
-	// (sync_linux.go).
-	peers *ebpf.Map
 	// Off-reasons of layers that were requested but are not loaded.
 	reasons map[string]string
 }
