@@ -8,7 +8,11 @@
 //	<svc>.virtual.<peer>.<domain>         A/AAAA: the service's virtual IP
 //	<svc>.service.<peer>.peer.<domain>    A/AAAA/SRV: the peer's gateways of its passing instances
 //	<svc>.service.<domain>                A/AAAA/SRV: passing local instances
+//	<node>.node.<domain>                  A/AAAA: the node's address
 //	<hex>.addr.<domain>                   A/AAAA: the address spelled in hex (SRV targets)
+//
+// An SRV answer carries the A/AAAA record of each target in the additional
+// section, as Consul's does, so a client needs no second query.
 //
 // Answers carry TTL 0, as Consul's service lookups do by default: the
 // catalog changes faster than any cache should hold it.
@@ -366,13 +370,16 @@ func (s *Server) lookup(name string, qtype uint16) (rcode int, answer, extra []d
 		addrs, known = s.instances(labels[2], labels[0], true)
 	case len(labels) == 2 && labels[1] == "service":
 		addrs, known = s.instances("", labels[0], false)
+	case len(labels) == 2 && labels[1] == "node":
+		addrs, known = s.node(labels[0])
 	case len(labels) == 2 && labels[1] == "addr":
 		addrs, known = hexAddr(labels[0])
 	}
 	if !known {
 		return dns.RcodeNameError, nil, nil
 	}
-	return dns.RcodeSuccess, s.records(name, qtype, addrs, labels[1] != "virtual" && labels[1] != "addr"), nil
+	answer, extra = s.records(name, qtype, addrs, labels[1] == "service")
+	return dns.RcodeSuccess, answer, extra
 }
 
 // endpoint is one address (and port, for SRV) to answer with.
@@ -381,28 +388,41 @@ type endpoint struct {
 	port int
 }
 
-func (s *Server) records(name string, qtype uint16, eps []endpoint, srv bool) []dns.RR {
-	var out []dns.RR
-	hdr := func(t uint16) dns.RR_Header {
-		return dns.RR_Header{Name: name, Rrtype: t, Class: dns.ClassINET, Ttl: 0}
-	}
+// records builds the answer for eps and, for SRV records, the additional
+// section: each target's A or AAAA record, once.
+func (s *Server) records(name string, qtype uint16, eps []endpoint, srv bool) (answer, extra []dns.RR) {
 	seen := map[netip.Addr]bool{}
 	for _, ep := range eps {
 		dup := seen[ep.ip]
 		seen[ep.ip] = true
-		switch {
-		case (qtype == dns.TypeA || qtype == dns.TypeANY) && ep.ip.Is4() && !dup:
-			out = append(out, &dns.A{Hdr: hdr(dns.TypeA), A: net.IP(ep.ip.AsSlice())})
-		case (qtype == dns.TypeAAAA || qtype == dns.TypeANY) && ep.ip.Is6() && !dup:
-			out = append(out, &dns.AAAA{Hdr: hdr(dns.TypeAAAA), AAAA: net.IP(ep.ip.AsSlice())})
+		if qtype == dns.TypeA || qtype == dns.TypeAAAA || qtype == dns.TypeANY {
+			if rr := addrRecord(name, qtype, ep.ip); rr != nil && !dup {
+				answer = append(answer, rr)
+			}
 		}
 		if srv && (qtype == dns.TypeSRV || qtype == dns.TypeANY) {
-			out = append(out, &dns.SRV{Hdr: hdr(dns.TypeSRV), Priority: 1, Weight: 1, Port: uint16(ep.port),
-				Target: hex.EncodeToString(ep.ip.AsSlice()) + ".addr." + s.domain})
+			target := hex.EncodeToString(ep.ip.AsSlice()) + ".addr." + s.domain
+			answer = append(answer, &dns.SRV{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: 0},
+				Priority: 1, Weight: 1, Port: uint16(ep.port), Target: target})
+			if !dup {
+				extra = append(extra, addrRecord(target, dns.TypeANY, ep.ip))
+			}
 		}
 	}
-	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
-	return out
+	rand.Shuffle(len(answer), func(i, j int) { answer[i], answer[j] = answer[j], answer[i] })
+	return answer, extra
+}
+
+// addrRecord returns ip's A or AAAA record named name when qtype asks for
+// that family (ANY asks for both), else nil.
+func addrRecord(name string, qtype uint16, ip netip.Addr) dns.RR {
+	switch {
+	case (qtype == dns.TypeA || qtype == dns.TypeANY) && ip.Is4():
+		return &dns.A{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 0}, A: net.IP(ip.AsSlice())}
+	case (qtype == dns.TypeAAAA || qtype == dns.TypeANY) && ip.Is6():
+		return &dns.AAAA{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeAAAA, Class: dns.ClassINET, Ttl: 0}, AAAA: net.IP(ip.AsSlice())}
+	}
+	return nil
 }
 
 func (s *Server) virtualIPs(peer, svc string) ([]endpoint, bool) {
@@ -418,6 +438,20 @@ func (s *Server) virtualIPs(peer, svc string) ([]endpoint, bool) {
 		}
 	}
 	return out, true
+}
+
+// node returns a local node's address. A node whose address is a hostname
+// exists but has nothing to answer with.
+func (s *Server) node(name string) ([]endpoint, bool) {
+	_, n, err := s.view().Node(nil, "", name)
+	if err != nil || n == nil {
+		return nil, false
+	}
+	ip, err := netip.ParseAddr(n.Address)
+	if err != nil {
+		return nil, true
+	}
+	return []endpoint{{ip: ip.Unmap().WithZone("")}}, true
 }
 
 // instances returns the passing instances of a service: for an imported

@@ -115,6 +115,10 @@ func TestAnswersFromCatalog(t *testing.T) {
 		{"billing.virtual.b.peerd.", dns.TypeTXT, "udp", dns.RcodeSuccess, nil},
 		{"nope.virtual.b.peerd.", dns.TypeA, "udp", dns.RcodeNameError, nil},
 		{"billing.service.c.peer.peerd.", dns.TypeA, "udp", dns.RcodeNameError, nil},
+		{"n1.node.peerd.", dns.TypeA, "udp", dns.RcodeSuccess, []string{"127.0.0.1"}},
+		{"N1.Node.Peerd.", dns.TypeAAAA, "tcp", dns.RcodeSuccess, nil},
+		{"b1.node.peerd.", dns.TypeA, "udp", dns.RcodeNameError, nil}, // imported nodes are not this cluster's
+		{"nope.node.peerd.", dns.TypeA, "udp", dns.RcodeNameError, nil},
 		{"a.b.c.d.e.peerd.", dns.TypeA, "udp", dns.RcodeNameError, nil},
 		{"peerd.", dns.TypeA, "udp", dns.RcodeSuccess, nil},
 	} {
@@ -130,6 +134,48 @@ func TestAnswersFromCatalog(t *testing.T) {
 		if !resp.Authoritative {
 			t.Errorf("%s: not authoritative", tc.name)
 		}
+	}
+}
+
+// TestSRVCarriesTargetAddresses checks the additional section of SRV
+// answers: each target's address once, so a client needs no second query.
+func TestSRVCarriesTargetAddresses(t *testing.T) {
+	s := startServer(t, testStore(t), nil)
+	for _, tc := range []struct {
+		name string
+		want []string
+	}{
+		{"billing.service.b.peer.peerd.", []string{"0a000005.addr.peerd. A 10.0.0.5"}},
+		{"web.service.peerd.", []string{"7f000001.addr.peerd. A 127.0.0.1"}},
+	} {
+		resp := query(t, s.Addr(), "udp", tc.name, dns.TypeSRV)
+		var got []string
+		named := map[string]bool{}
+		for _, rr := range resp.Extra {
+			named[rr.Header().Name] = true
+			switch r := rr.(type) {
+			case *dns.A:
+				got = append(got, r.Hdr.Name+" A "+r.A.String())
+			case *dns.AAAA:
+				got = append(got, r.Hdr.Name+" AAAA "+r.AAAA.String())
+			}
+		}
+		if strings.Join(got, ",") != strings.Join(tc.want, ",") {
+			t.Errorf("%s SRV: got additional %v, want %v", tc.name, got, tc.want)
+		}
+		for _, rr := range resp.Answer {
+			srv, ok := rr.(*dns.SRV)
+			if !ok {
+				continue
+			}
+			if !named[srv.Target] {
+				t.Errorf("%s SRV: target %s has no additional record", tc.name, srv.Target)
+			}
+		}
+	}
+	// Asked for A, the answer has no additional section.
+	if resp := query(t, s.Addr(), "udp", "web.service.peerd.", dns.TypeA); len(resp.Extra) != 0 {
+		t.Errorf("web.service.peerd. A: got additional %v, want none", resp.Extra)
 	}
 }
 
