@@ -88,7 +88,21 @@ func New(cfg Config) (*Server, error) {
 }
 
 // Handler returns the API's HTTP handler.
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+// serveHTTP answers 405 when r's method has no route of r's path's own: a
+// literal route (POST /v1/peering/token) shadows the wildcard routes of
+// other methods (GET /v1/peering/{name}) for that path, as in Consul, so
+// GET /v1/peering/token is a wrong method, not a peering named "token".
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	if allowed, ok := s.routeMethods(r); !ok {
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		s.writeError(w, r, &httpError{code: http.StatusMethodNotAllowed,
+			msg: fmt.Sprintf("method %s not allowed on %s: use %s", r.Method, r.URL.Path, strings.Join(allowed, " or "))})
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
 
 // endpoint is a handler that returns a value to encode as JSON, or an error.
 type endpoint func(w http.ResponseWriter, r *http.Request) (any, error)
@@ -208,34 +222,54 @@ func (s *Server) routes() {
 	s.handleRaw("GET /metrics", metrics)
 	s.handleRaw("GET /v1/agent/metrics", metrics)
 
+	// Consul's KV store is not peerd's (yet). Consul's client reads a 404
+	// on /v1/kv/ as a missing key (KV().Get returns nil, nil), so answer
+	// 501, which it reports as an error.
+	s.handle("/v1/kv/", func(http.ResponseWriter, *http.Request) (any, error) {
+		return nil, &httpError{code: http.StatusNotImplemented,
+			msg: "peerd has no KV store: /v1/kv is not implemented (see Status and limits in the README)"}
+	})
+
+	// Wrong methods are answered by serveHTTP; what reaches the catch-all
+	// is a path no route has.
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		// The catch-all pattern shadows ServeMux's own 405, so tell a wrong
-		// method from a wrong path here, as Consul does.
-		if allowed := s.allowedMethods(r); len(allowed) > 0 {
-			w.Header().Set("Allow", strings.Join(allowed, ", "))
-			s.writeError(w, r, &httpError{code: http.StatusMethodNotAllowed,
-				msg: fmt.Sprintf("method %s not allowed on %s: use %s", r.Method, r.URL.Path, strings.Join(allowed, " or "))})
-			return
-		}
 		s.writeError(w, r, errNotFound("no such endpoint %s %s: see the API section of the README", r.Method, r.URL.Path))
 	})
 }
 
-// allowedMethods returns the methods some route other than the catch-all
-// serves r's path with.
-func (s *Server) allowedMethods(r *http.Request) []string {
-	var out []string
+// routeMethods returns the methods of the most specific routes that match
+// r's path (the fewest wildcards), and whether r's own method is one of
+// them. No route at all for the path: nil, true (the catch-all's 404).
+func (s *Server) routeMethods(r *http.Request) (allowed []string, ok bool) {
+	_, own := s.mux.Handler(r)
+	if own == "" {
+		return nil, true // a redirect (trailing slash, unclean path): the mux answers it
+	}
+	best := -1
+	paths := map[string]string{}
 	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodPost, http.MethodDelete} {
-		if m == r.Method {
-			continue
-		}
 		probe := r.Clone(r.Context())
 		probe.Method = m
-		if _, pattern := s.mux.Handler(probe); pattern != "" && pattern != "/" {
-			out = append(out, m)
+		_, pattern := s.mux.Handler(probe)
+		method, path, found := strings.Cut(pattern, " ")
+		if !found || method != m {
+			continue // the catch-all, or no route
+		}
+		paths[m] = path
+		if n := strings.Count(path, "{"); best < 0 || n < best {
+			best = n
 		}
 	}
-	return out
+	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodPost, http.MethodDelete} {
+		if path, found := paths[m]; found && strings.Count(path, "{") == best {
+			allowed = append(allowed, m)
+		}
+	}
+	if len(allowed) == 0 {
+		return nil, true
+	}
+	_, ownPath, _ := strings.Cut(own, " ")
+	return allowed, strings.Count(ownPath, "{") == best && own != "/"
 }
 
 // ---- errors ----
