@@ -178,7 +178,7 @@ func (s *Server) info(st *catalog.Store, p *catalog.Peering, exported []Exported
 		StreamStatus: StreamStatus{
 			Connected:        ts.Connected,
 			ImportedServices: imported,
-			ExportedServices: exportedTo(exported, p.Name),
+			ExportedServices: exportsOf(exported, p),
 			LastHeartbeat:    ts.LastHeartbeat,
 			LastReceive:      ts.LastReceive,
 			LastSend:         ts.LastSend,

@@ -226,6 +226,11 @@ func (s *Server) establish(ctx context.Context, req EstablishRequest) error {
 	}
 
 	secret, err := s.exchangeSecret(ctx, tok)
+	if errors.Is(err, ErrTokenUsed) {
+		if used := s.alreadyPeered(st, tok); used != nil {
+			return used
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -250,6 +255,28 @@ func (s *Server) establish(ctx context.Context, req EstablishRequest) error {
 		return fmt.Errorf("establish peering %q: store peering: %w", req.PeerName, err)
 	}
 	s.log.Info("established peering", "peer", req.PeerName, "peering_id", id, "peer_id", tok.PeerID, "remote_dc", tok.Remote.Datacenter)
+	return nil
+}
+
+// alreadyPeered returns ErrTokenUsed saying "already peered" when this
+// cluster already dials the peering tok was made for (the usual reason a
+// token is refused as used: it was used here), or nil.
+func (s *Server) alreadyPeered(st *catalog.Store, tok *Token) error {
+	_, rows, err := st.Peerings(nil)
+	if err != nil {
+		return nil // the acceptor's refusal stands on its own
+	}
+	for _, p := range rows {
+		if !p.ShouldDial || p.PeerID != tok.PeerID || p.State == catalog.PeeringDeleting || p.State == catalog.PeeringTerminated {
+			continue
+		}
+		state := s.tracker.get(p.ID).State(p.State, s.cfg.Now(), s.cfg.HeartbeatTimeout)
+		return &wrapped{
+			msg: fmt.Sprintf("already peered: peering %q is %s with the cluster that made this token, which was used to establish it; "+
+				"a token works once: nothing to do, or generate a new peering token to establish again", p.Name, state),
+			err: ErrTokenUsed,
+		}
+	}
 	return nil
 }
 
@@ -278,9 +305,17 @@ func (s *Server) exchangeSecret(ctx context.Context, tok *Token) (string, error)
 		}
 		switch status.Code(err) {
 		case codes.PermissionDenied, codes.NotFound:
+			// The acceptor's message ends with the same advice as ours:
+			// give it once.
+			const fix = ": generate a new peering token"
+			answer := strings.TrimSuffix(status.Convert(err).Message(), fix)
+			sentinel := ErrTokenUsed
+			if strings.Contains(answer, "expired") {
+				sentinel = ErrTokenExpired // by the acceptor's clock
+			}
 			return "", &wrapped{
-				msg: fmt.Sprintf("%s (the acceptor at %s answered: %s)", ErrTokenUsed, addr, status.Convert(err).Message()),
-				err: ErrTokenUsed,
+				msg: fmt.Sprintf("%s (the acceptor at %s answered: %s)%s", strings.TrimSuffix(sentinel.Error(), fix), addr, answer, fix),
+				err: sentinel,
 			}
 		case codes.InvalidArgument:
 			return "", &wrapped{

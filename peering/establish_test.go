@@ -81,6 +81,14 @@ func TestGenerateTokenAndEstablish(t *testing.T) {
 	if p := storedPeering(t, a, "b-again"); p != nil {
 		t.Errorf("a refused establish stored a peering: %+v", p)
 	}
+	// Under the name it established: "already peered", the advice once.
+	for _, name := range []string{"b", "b-again"} {
+		err = a.peering.Establish(ctx, EstablishRequest{PeerName: name, PeeringToken: encoded})
+		if !errors.Is(err, ErrTokenUsed) || !strings.HasPrefix(err.Error(), `already peered: peering "b" is `) ||
+			strings.Count(err.Error(), "generate a new peering token") != 1 {
+			t.Errorf("token reused as %s: got %v, want ErrTokenUsed saying peering b is already peered, advice once", name, err)
+		}
+	}
 }
 
 func TestRegenerateTokenSupersedes(t *testing.T) {
@@ -103,8 +111,9 @@ func TestRegenerateTokenSupersedes(t *testing.T) {
 	if !slices.Equal(tok.ManualServerAddresses, []string{b.tlsAddr}) || !slices.Equal(tok.ServerAddresses, []string{b.tlsAddr}) {
 		t.Errorf("external addresses: got manual %v, server %v", tok.ManualServerAddresses, tok.ServerAddresses)
 	}
-	if err := a.peering.Establish(ctx, EstablishRequest{PeerName: "b", PeeringToken: old}); !errors.Is(err, ErrTokenUsed) {
-		t.Errorf("superseded token: got %v, want ErrTokenUsed", err)
+	if err := a.peering.Establish(ctx, EstablishRequest{PeerName: "b", PeeringToken: old}); !errors.Is(err, ErrTokenUsed) ||
+		strings.Count(err.Error(), "generate a new peering token") != 1 || !strings.Contains(err.Error(), "invalid peering establishment secret)") {
+		t.Errorf("superseded token: got %v, want ErrTokenUsed with the acceptor's answer and the advice once", err)
 	}
 	if err := a.peering.Establish(ctx, EstablishRequest{PeerName: "b", PeeringToken: newer}); err != nil {
 		t.Fatalf("newer token: %v", err)

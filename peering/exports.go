@@ -106,6 +106,16 @@ func localServiceNames(ws memdb.WatchSet, st *catalog.Store) (uint64, []string, 
 	}), nil
 }
 
+// exportsOf returns the sorted names of the services exported to peering
+// p: none once it no longer replicates (DELETING or TERMINATED), whatever
+// exported-services still says.
+func exportsOf(list []ExportedService, p *catalog.Peering) []string {
+	if p.State == catalog.PeeringDeleting || p.State == catalog.PeeringTerminated {
+		return nil
+	}
+	return exportedTo(list, p.Name)
+}
+
 // exportedTo returns the sorted names of the services exported to peer.
 func exportedTo(list []ExportedService, peer string) []string {
 	var out []string

@@ -2,6 +2,8 @@ package peering
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/peerd/peerd/catalog"
 )
 
 // metrics are the peering metrics of one Server. The counters and the
@@ -84,7 +86,7 @@ type gaugeCollector struct {
 func newGaugeCollector(s *Server) *gaugeCollector {
 	return &gaugeCollector{
 		s:        s,
-		healthy:  prometheus.NewDesc("peerd_peering_healthy", "1 if the peering's stream is up and heard from within the heartbeat timeout, else 0.", []string{"peer"}, nil),
+		healthy:  prometheus.NewDesc("peerd_peering_healthy", "1 if the peering's stream is up and heard from within the heartbeat timeout, else 0; PENDING peerings (token not used yet) are left out.", []string{"peer"}, nil),
 		exported: prometheus.NewDesc("peerd_peering_exported_services", "Services exported to the peer.", []string{"peer"}, nil),
 		imported: prometheus.NewDesc("peerd_peering_imported_services", "Services imported from the peer.", []string{"peer"}, nil),
 	}
@@ -116,12 +118,17 @@ func (g *gaugeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	now := s.cfg.Now()
 	for _, p := range peerings {
-		healthy := 0.0
-		if s.tracker.get(p.ID).Healthy(now, s.cfg.HeartbeatTimeout) {
-			healthy = 1
+		// A PENDING peering (a token not used yet) has no stream to be
+		// healthy or not: it is left out, so an alert on 0 does not fire
+		// for it.
+		if p.State != catalog.PeeringPending {
+			healthy := 0.0
+			if s.tracker.get(p.ID).Healthy(now, s.cfg.HeartbeatTimeout) {
+				healthy = 1
+			}
+			ch <- prometheus.MustNewConstMetric(g.healthy, prometheus.GaugeValue, healthy, p.Name)
 		}
-		ch <- prometheus.MustNewConstMetric(g.healthy, prometheus.GaugeValue, healthy, p.Name)
-		ch <- prometheus.MustNewConstMetric(g.exported, prometheus.GaugeValue, float64(len(exportedTo(exports, p.Name))), p.Name)
+		ch <- prometheus.MustNewConstMetric(g.exported, prometheus.GaugeValue, float64(len(exportsOf(exports, p))), p.Name)
 		_, imported, err := st.Services(nil, p.Name)
 		if err != nil {
 			ch <- prometheus.NewInvalidMetric(g.imported, err)

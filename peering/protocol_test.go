@@ -257,6 +257,10 @@ func TestMetrics(t *testing.T) {
 	p := establish(t, a, b)
 	waitActive(t, p)
 	waitFor(t, 10*time.Second, "api imported at a", func() bool { return len(imported(t, a, "b", "api")) == 1 })
+	// A token nobody used yet: PENDING, no stream, so no healthy sample.
+	if _, err := a.peering.GenerateToken(testContext(t), GenerateTokenRequest{PeerName: "pending"}); err != nil {
+		t.Fatal(err)
+	}
 
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -287,6 +291,12 @@ func TestMetrics(t *testing.T) {
 		if got[key] != want {
 			t.Errorf("%s: got %v, want %v", key, got[key], want)
 		}
+	}
+	if v, ok := got["peerd_peering_healthy,peer=pending"]; ok {
+		t.Errorf("peerd_peering_healthy for a PENDING peering: got %v, want no sample", v)
+	}
+	if _, ok := got["peerd_peering_exported_services,peer=pending"]; !ok {
+		t.Error("peerd_peering_exported_services for a PENDING peering: no sample")
 	}
 	for _, key := range []string{
 		"peerd_peering_message_bytes_total,direction=sent,peer=b",

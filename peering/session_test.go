@@ -307,6 +307,12 @@ func TestDeleteTerminatesThePeer(t *testing.T) {
 			if other.peering.streams.get(row.ID) != nil || state(other, otherName) != catalog.PeeringTerminated {
 				t.Fatalf("terminated side: stream open or state %s", state(other, otherName))
 			}
+			// exported-services still names the peer, but nothing is
+			// exported to a TERMINATED peering.
+			info, err := other.peering.Read(testContext(t), otherName)
+			if err != nil || info == nil || len(info.StreamStatus.ExportedServices) != 0 {
+				t.Fatalf("terminated side: got %+v, %v; want no exported services", info, err)
+			}
 		})
 	}
 }

@@ -246,6 +246,12 @@ func decodeBase64(s string) ([]byte, error) {
 }
 
 func unmarshalToken(raw []byte) (*Token, error) {
+	if t := bytes.TrimLeft(raw, asciiSpace); len(t) > 0 && !bytes.ContainsRune([]byte(`{["`), rune(t[0])) {
+		// Many words are valid base64 ("garbage" is): a JSON syntax error
+		// about what they decode to would say nothing useful.
+		return nil, tokenErr("", "this is not a peering token: it decodes to something other than a token's JSON object: "+
+			"paste the whole token that generate-token printed, unchanged")
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	var tok Token
