@@ -184,6 +184,30 @@ type CheckType struct {
 	FailuresBeforeCritical         int             `json:",omitempty"`
 }
 
+// RefusedField implements decode.RefusedFields: the check kinds of Consul's
+// schema that peerd does not run get a reason rather than "unknown field".
+func (*CheckType) RefusedField(key string) string {
+	const only = "peerd runs TTL, HTTP and TCP checks only"
+	switch key {
+	case "args", "scriptargs", "script":
+		return "script checks are not supported: " + only + ". A node daemon that holds CAP_BPF and " +
+			"CAP_NET_ADMIN does not run commands for its API's callers (Consul needs enable_script_checks for the " +
+			"same reason); use an HTTP or TCP check, or a TTL check that the script passes with " +
+			"PUT /v1/agent/check/pass/:id"
+	case "dockercontainerid", "shell":
+		return "Docker checks are not supported: " + only + " (a Docker check is a script run in a container)"
+	case "grpc", "grpcusetls":
+		return "gRPC checks are not supported: " + only + "; a TCP check on the port is the nearest"
+	case "h2ping", "h2pingusetls":
+		return "H2PING checks are not supported: " + only + "; an HTTP check is the nearest"
+	case "aliasnode", "aliasservice":
+		return "alias checks are not supported: " + only
+	case "udp", "osservice":
+		return "UDP and OS service checks are not supported: " + only
+	}
+	return ""
+}
+
 // HealthCheckDefinition is what the catalog keeps of how a check runs.
 type HealthCheckDefinition struct {
 	HTTP                           string              `json:",omitempty"`

@@ -12,6 +12,9 @@
 //   - An unknown key, a key set twice, or a value of the wrong type is an
 //     error naming the path of the offending value, for example
 //     `Services[0].Consumers[1].Peer: expected a string, got number 3`.
+//   - A struct type implementing RefusedFields names the keys of a wider
+//     schema it refuses on purpose, and the error gives its reason instead
+//     of "unknown field" (Consul's script checks, for example).
 //   - Where an object is expected, a list holding exactly one object is
 //     accepted too, and where a list of objects is expected, a single object
 //     is accepted as a list of one. So an HCL block decodes into a struct

@@ -17,7 +17,18 @@ import (
 var (
 	jsonUnmarshalerType = reflect.TypeFor[json.Unmarshaler]()
 	textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
+	refusedFieldsType   = reflect.TypeFor[RefusedFields]()
 )
+
+// RefusedFields is implemented by struct types that know keys a wider
+// schema (Consul's) accepts and they do not. RefusedField gets the key in
+// canonical form (lower case, no underscores) and returns why it is
+// refused, or "" for a key it does not know; the decoder reports that
+// reason instead of "unknown field". It is called on the zero value and
+// must not depend on the receiver's contents.
+type RefusedFields interface {
+	RefusedField(key string) (reason string)
+}
 
 // decodeValue decodes the canonical generic value g into the value v points to.
 func decodeValue(g any, v any) error {
@@ -277,6 +288,11 @@ func decodeStruct(path string, m map[string]any, out reflect.Value, depth int) e
 	for _, k := range sortedKeys(m) {
 		f := info.byKey[canonicalKey(k)]
 		if f == nil {
+			if reflect.PointerTo(out.Type()).Implements(refusedFieldsType) {
+				if why := reflect.New(out.Type()).Interface().(RefusedFields).RefusedField(canonicalKey(k)); why != "" {
+					return errorf(path, fmt.Sprintf("%q: %s", truncate(k), why))
+				}
+			}
 			return info.unknownField(path, k)
 		}
 		if prev, dup := set[f]; dup {

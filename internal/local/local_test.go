@@ -57,3 +57,31 @@ func TestServiceChecksGetConsulIDs(t *testing.T) {
 		t.Fatalf("got %+v (%v), want service:web:1 and service:web:2", defs, err)
 	}
 }
+
+// TestUnsupportedCheckKindsSayWhy checks that Consul's check kinds peerd
+// does not run are refused with the kind and the reason, not as a typo
+// ("unknown field").
+func TestUnsupportedCheckKindsSayWhy(t *testing.T) {
+	tests := []struct {
+		name, body, want string
+	}{
+		{"script", `{"Name":"web","Check":{"Args":["/bin/check"],"Interval":"10s"}}`, `Check: "Args": script checks are not supported`},
+		{"script, snake case", `{"Name":"web","Checks":[{"script_args":["x"]}]}`, `Checks[0]: "script_args": script checks are not supported`},
+		{"docker", `{"Name":"web","Check":{"DockerContainerID":"c1"}}`, "Docker checks are not supported"},
+		{"grpc", `{"Name":"web","Check":{"GRPC":"127.0.0.1:9000","Interval":"10s"}}`, "gRPC checks are not supported"},
+		{"h2ping", `{"Name":"web","Check":{"H2PING":"127.0.0.1:9000"}}`, "H2PING checks are not supported"},
+		{"alias", `{"Name":"web","Check":{"AliasService":"db"}}`, "alias checks are not supported"},
+		{"a typo is still a typo", `{"Name":"web","Check":{"HTTPP":"http://x"}}`, `unknown field "HTTPP"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := DecodeServiceDefinition([]byte(tt.body))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tt.want)
+			}
+			if strings.Contains(tt.want, "not supported") && !strings.Contains(err.Error(), "TTL, HTTP and TCP checks only") {
+				t.Fatalf("got %v, want it to say which checks peerd runs", err)
+			}
+		})
+	}
+}
