@@ -100,7 +100,8 @@ func (g *gateway) serveH1Request(tc *tls.Conn, ci *connInfo, req *http.Request, 
 	if req.Body != nil && req.Body != http.NoBody {
 		req.Body = body
 	}
-	defer func() { g.observe(ci, start, code, body.n.Load(), cw.n+int64(bw.Buffered())-sent) }()
+	var ref *refusal
+	defer func() { g.observe(ci, start, requestClass(code, ref), body.n.Load(), cw.n+int64(bw.Buffered())-sent) }()
 	if strings.EqualFold(req.Header.Get("Expect"), "100-continue") {
 		req.Header.Del("Expect")
 		_, _ = bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")

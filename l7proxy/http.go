@@ -128,6 +128,18 @@ func (f *forwarder) onwardIdentity(ch choice, service string) (spiffeid.ID, erro
 type refusal struct {
 	code int
 	msg  string
+	// class is the request's "class" label when it is not the status's
+	// ("denied" for an intention's 403, as TCP denials are counted).
+	class string
+}
+
+// requestClass is the "class" label of a request answered with code, or
+// refused with ref.
+func requestClass(code int, ref *refusal) string {
+	if ref != nil && ref.class != "" {
+		return ref.class
+	}
+	return statusClass(code)
 }
 
 // decide runs the gateway's L7 decision for one request: header limits,
@@ -139,7 +151,7 @@ func (g *gateway) decide(ci *connInfo, r *http.Request) (*plan, *refusal) {
 	if headerBytes(r) > p.cfg.MaxHeaderBytes {
 		p.m.handshakeFail.WithLabelValues("gateway", "header_too_large").Inc()
 		p.log.Info("gateway refused a request: headers too large", "service", ci.service, "caller", ci.callerName(), "peer", ci.peer)
-		return nil, &refusal{http.StatusRequestHeaderFieldsTooLarge, "request headers too large\n"}
+		return nil, &refusal{code: http.StatusRequestHeaderFieldsTooLarge, msg: "request headers too large\n"}
 	}
 	pl := &plan{ci: ci}
 	st := p.cfg.View()
@@ -149,24 +161,24 @@ func (g *gateway) decide(ci *connInfo, r *http.Request) (*plan, *refusal) {
 	} else {
 		if d := p.intentionsNow().Authorize(ci.service, ci.policyCaller(), r); !d.Allow {
 			g.denied(ci, d.Reason, r.URL.Path)
-			return nil, &refusal{http.StatusForbidden, "RBAC: access denied\n"}
+			return nil, &refusal{code: http.StatusForbidden, msg: "RBAC: access denied\n", class: "denied"}
 		}
 		r.Header.Set(headerXFCC, ci.xfcc)
 		var err error
 		if pl.route, err = p.policy.RouteRequest(ci.service, r, p.views.lookup(st), rand.Float64); err != nil {
 			p.log.Warn("gateway: route request", "service", ci.service, "err", err)
-			return nil, &refusal{http.StatusServiceUnavailable, "peerd gateway: " + err.Error() + "\n"}
+			return nil, &refusal{code: http.StatusServiceUnavailable, msg: "peerd gateway: " + err.Error() + "\n"}
 		}
 	}
 	r.Header.Del(headerInstance)
 	ch, lbPolicy, connectTimeout, err := g.fwd.destination(st, pl.route, ci.hop)
 	if err != nil {
 		p.log.Warn("gateway: no destination", "service", ci.service, "target", targetName(pl.route.Target), "err", err)
-		return nil, &refusal{http.StatusServiceUnavailable, "no healthy upstream\n"}
+		return nil, &refusal{code: http.StatusServiceUnavailable, msg: "no healthy upstream\n"}
 	}
 	pl.choice, pl.lbPolicy, pl.timeout = ch, lbPolicy, connectTimeout
 	if pl.as, err = g.fwd.onwardIdentity(ch, pl.route.Target.Service); err != nil {
-		return nil, &refusal{http.StatusServiceUnavailable, "peerd gateway: " + err.Error() + "\n"}
+		return nil, &refusal{code: http.StatusServiceUnavailable, msg: "peerd gateway: " + err.Error() + "\n"}
 	}
 	rt := pl.route
 	if rw := rt.RewritePath(r.URL.Path); rw != r.URL.Path {
@@ -176,9 +188,8 @@ func (g *gateway) decide(ci *connInfo, r *http.Request) (*plan, *refusal) {
 	return pl, nil
 }
 
-// observe records one request's metrics.
-func (g *gateway) observe(ci *connInfo, start time.Time, code int, rx, tx int64) {
-	class := statusClass(code)
+// observe records one request's metrics under class (requestClass).
+func (g *gateway) observe(ci *connInfo, start time.Time, class string, rx, tx int64) {
 	m := ci.metricsFor(g.p.m, class)
 	m.requests.Inc()
 	m.duration.Observe(time.Since(start).Seconds())
@@ -201,7 +212,8 @@ func (g *gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = body
 	}
-	defer func() { g.observe(ci, start, rw.status(), body.n.Load(), rw.written) }()
+	var ref *refusal
+	defer func() { g.observe(ci, start, requestClass(rw.status(), ref), body.n.Load(), rw.written) }()
 	pl, ref := g.decide(ci, r)
 	if ref != nil {
 		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -294,6 +294,14 @@ func TestMeshHTTPAcrossPeers(t *testing.T) {
 		if !strings.Contains(metrics, `peerd_proxy_intention_denials_total{peer="a",service="billing",source="web"}`) {
 			t.Fatalf("no denial metric in:\n%s", grepLines(metrics, "peerd_proxy_intention"))
 		}
+		// The request is counted under the class the README lists for
+		// denials, not as any 4xx.
+		if !strings.Contains(metrics, `peerd_proxy_requests_total{class="denied",direction="inbound",peer="a",service="billing"}`) {
+			t.Fatalf("no denied request class in:\n%s", grepLines(metrics, "peerd_proxy_requests_total"))
+		}
+		if strings.Contains(metrics, `peerd_proxy_requests_total{class="4xx",direction="inbound",peer="a",service="billing"}`) {
+			t.Fatalf("a denial counted as 4xx:\n%s", grepLines(metrics, "peerd_proxy_requests_total"))
+		}
 	})
 
 	t.Run("L7 intention: only GET /public/ is allowed", func(t *testing.T) {
