@@ -176,36 +176,37 @@ func (d *Dataplane) Cleanup() error {
 	return errors.Join(d.Close(), Cleanup(d.cfg.pinDir()))
 }
 
-// Status is a snapshot of the dataplane.
+// Status is a snapshot of the dataplane. It encodes to JSON with its Go
+// field names, as the rest of the HTTP API (Consul's) does.
 type Status struct {
-	Kernel   string      `json:"kernel"`
-	PinDir   string      `json:"pin_dir"`
-	Capture  LayerStatus `json:"capture"`
-	FastPath LayerStatus `json:"fastpath"`
-	TC       LayerStatus `json:"tc"`
-	Inbound  LayerStatus `json:"inbound"`
+	Kernel   string
+	PinDir   string
+	Capture  LayerStatus
+	FastPath LayerStatus
+	TC       LayerStatus
+	Inbound  LayerStatus
 }
 
 // LayerStatus describes one layer.
 type LayerStatus struct {
 	// Enabled: requested by the configuration.
-	Enabled bool `json:"enabled"`
+	Enabled bool
 	// Loaded: programs loaded and attached.
-	Loaded bool `json:"loaded"`
+	Loaded bool
 	// Reused: this Load re-opened pinned maps and updated pinned links.
-	Reused bool `json:"reused,omitempty"`
+	Reused bool `json:",omitempty"`
 	// AttachMode: "cgroup-link", "tcx", "clsact", "tcx+clsact" or
 	// "netns-link".
-	AttachMode string `json:"attach_mode,omitempty"`
+	AttachMode string `json:",omitempty"`
 	// Reason why an enabled layer is not loaded.
-	Reason string `json:"reason,omitempty"`
+	Reason string `json:",omitempty"`
 	// Maps: entries per map (hash, LRU and LPM maps; occupied slots of a
 	// SOCKMAP).
-	Maps map[string]int `json:"maps,omitempty"`
+	Maps map[string]int `json:",omitempty"`
 	// Counters: the layer's statistics, summed over CPUs.
-	Counters map[string]uint64 `json:"counters,omitempty"`
+	Counters map[string]uint64 `json:",omitempty"`
 	// Interfaces: TC attach mode per interface.
-	Interfaces map[string]string `json:"interfaces,omitempty"`
+	Interfaces map[string]string `json:",omitempty"`
 }
 
 // Status reports every layer. Counter read errors are reported in the

@@ -186,7 +186,7 @@ func TestTransparentCaptureAcrossPeers(t *testing.T) {
 			Capture struct {
 				Loaded   bool
 				Counters map[string]uint64
-			} `json:"capture"`
+			}
 		}
 	}
 	if err := getJSON("http://"+a.agent.HTTPAddr()+"/v1/agent/dataplane", &st); err != nil {

@@ -190,6 +190,36 @@ func TestCommands(t *testing.T) {
 			wantExit: 1,
 		},
 
+		// dataplane
+		{
+			name: "dataplane status",
+			args: []string{"dataplane", "status"},
+			replies: map[string]reply{"GET /v1/agent/dataplane": {body: `{"Enabled":true,"Status":{"Kernel":"6.12.0","PinDir":"/sys/fs/bpf/peerd",` +
+				`"Capture":{"Enabled":true,"Loaded":true,"Reused":true,"AttachMode":"cgroup-link","Maps":{"vips":2},"Counters":{"redirected":7}},` +
+				`"FastPath":{"Enabled":true,"Loaded":false,"Reason":"no sk_msg"},"TC":{"Enabled":false,"Loaded":false},` +
+				`"Inbound":{"Enabled":true,"Loaded":true,"AttachMode":"netns-link","Interfaces":{"eth0":"tcx"}}}}`}},
+			want: []wantRequest{{method: "GET", path: "/v1/agent/dataplane"}},
+			wantOut: "" +
+				"Kernel: 6.12.0   Pins: /sys/fs/bpf/peerd\n\n" +
+				"Layer     Enabled  State                 Attach       Reason\n" +
+				"capture   true     loaded (reused pins)  cgroup-link\n" +
+				"fastpath  true     OFF                                no sk_msg\n" +
+				"tc        false    off\n" +
+				"inbound   true     loaded                netns-link\n" +
+				"\n" +
+				"Layer    Map / counter   Value\n" +
+				"capture  map vips        2\n" +
+				"capture  redirected      7\n" +
+				"inbound  interface eth0  tcx\n",
+		},
+		{
+			name:    "dataplane status without a dataplane",
+			args:    []string{"dataplane", "status"},
+			replies: map[string]reply{"GET /v1/agent/dataplane": {body: `{"Enabled":false}`}},
+			want:    []wantRequest{{method: "GET", path: "/v1/agent/dataplane"}},
+			wantOut: "No eBPF dataplane on this node (start the agent with -cgroup-path or -dataplane-interface).\n",
+		},
+
 		// catalog
 		{
 			name:    "catalog services",

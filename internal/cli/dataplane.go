@@ -14,14 +14,14 @@ func newDataplaneCommand(a *app) *cobra.Command {
 
 // layerStatus is one layer of GET /v1/agent/dataplane.
 type layerStatus struct {
-	Enabled    bool              `json:"enabled"`
-	Loaded     bool              `json:"loaded"`
-	Reused     bool              `json:"reused"`
-	AttachMode string            `json:"attach_mode"`
-	Reason     string            `json:"reason"`
-	Maps       map[string]int    `json:"maps"`
-	Counters   map[string]uint64 `json:"counters"`
-	Interfaces map[string]string `json:"interfaces"`
+	Enabled    bool
+	Loaded     bool
+	Reused     bool
+	AttachMode string
+	Reason     string
+	Maps       map[string]int
+	Counters   map[string]uint64
+	Interfaces map[string]string
 }
 
 func newDataplaneStatusCommand(a *app) *cobra.Command {
@@ -44,12 +44,12 @@ map occupancy and the programs' counters.`,
 			var out struct {
 				Enabled bool
 				Status  struct {
-					Kernel   string      `json:"kernel"`
-					PinDir   string      `json:"pin_dir"`
-					Capture  layerStatus `json:"capture"`
-					FastPath layerStatus `json:"fastpath"`
-					TC       layerStatus `json:"tc"`
-					Inbound  layerStatus `json:"inbound"`
+					Kernel   string
+					PinDir   string
+					Capture  layerStatus
+					FastPath layerStatus
+					TC       layerStatus
+					Inbound  layerStatus
 				}
 			}
 			if err := resp.Decode(&out); err != nil {
