@@ -282,6 +282,7 @@ func (a *Agent) start(ctx context.Context) error {
 			}
 		}()
 	}
+	a.setHealth(true) // until watchServers knows better
 	a.peering.Start()
 	if err := a.startDataplane(ctx); err != nil {
 		return err
@@ -366,16 +367,28 @@ func (a *Agent) watchServers(ctx context.Context) {
 		if cur != prev {
 			prev = cur
 			a.local.Kick()
-			a.health.SetServingStatus("", healthStatus(len(names) > 0))
+			a.setHealth(len(names) > 0)
 		}
 	}
 }
 
-func healthStatus(ok bool) healthpb.HealthCheckResponse_ServingStatus {
+// setHealth sets the gRPC health status of the whole server ("") and of
+// every service the gRPC servers serve, by its full name, so a probe that
+// names a service (Kubernetes' grpc.service) gets an answer, not NotFound.
+func (a *Agent) setHealth(ok bool) {
+	status := healthpb.HealthCheckResponse_NOT_SERVING
 	if ok {
-		return healthpb.HealthCheckResponse_SERVING
+		status = healthpb.HealthCheckResponse_SERVING
 	}
-	return healthpb.HealthCheckResponse_NOT_SERVING
+	a.health.SetServingStatus("", status)
+	for _, srv := range []*grpc.Server{a.grpc, a.grpcTLS} {
+		if srv == nil {
+			continue
+		}
+		for name := range srv.GetServiceInfo() {
+			a.health.SetServingStatus(name, status)
+		}
+	}
 }
 
 // onBindAddr puts a listener whose address has no host ("":8502) on the

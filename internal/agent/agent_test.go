@@ -10,6 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/internal/cli"
 )
@@ -221,5 +227,42 @@ Services = [{ Name = "web", Consumers = [{ Peer = "b", Partition = "p" }] }]
 	err := cli.Run(context.Background(), []string{"-http-addr", a.HTTPAddr(), "config", "write", bad}, &out, &errb)
 	if err == nil || !strings.Contains(err.Error(), "400") || !strings.Contains(err.Error(), "Consumers[0]") {
 		t.Fatalf("got %v, want a 400 naming Services[0].Consumers[0]", err)
+	}
+}
+
+// TestGRPCHealthNamesServedServices checks that the gRPC health service
+// answers for the name of every service the agent's gRPC servers serve (a
+// Kubernetes probe may name one), and NotFound for others.
+func TestGRPCHealthNamesServedServices(t *testing.T) {
+	a := devAgent(t, nil)
+	conn, err := grpc.NewClient(a.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+	names := []string{"", "grpc.health.v1.Health"}
+	for _, srv := range []*grpc.Server{a.grpc, a.grpcTLS} {
+		if srv != nil {
+			for name := range srv.GetServiceInfo() {
+				names = append(names, name)
+			}
+		}
+	}
+	if len(names) < 5 {
+		t.Fatalf("served services: got %v, want the catalog's, peering's and the stream's too", names)
+	}
+	for _, name := range names {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: name})
+		cancel()
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("Check(%q): got %v, %v; want SERVING", name, resp.GetStatus(), err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "no.such.Service"}); status.Code(err) != codes.NotFound {
+		t.Errorf("Check of an unknown service: got %v, want NotFound", err)
 	}
 }
