@@ -506,6 +506,41 @@ func (a *Agent) PrintBanner(w io.Writer) {
 		fmt.Fprintf(w, "      raft: %s\n", lm.Meta.RaftAddr)
 	}
 	fmt.Fprintf(w, "   encrypt: %t\n", a.cfg.Encrypt != "")
+	if a.dataplane == nil {
+		fmt.Fprintf(w, " dataplane: off (no -cgroup-path, -dataplane-interface or -gateway-vip)\n")
+		return
+	}
+	fmt.Fprintf(w, " dataplane: %s\n", dataplaneSummary(a.dataplane.Status(), a.transparentLns, a.cfg.Dev))
+}
+
+// dataplaneSummary is the banner's dataplane line: each enabled layer,
+// loaded or off (with the reason), the transparent listeners' port, and
+// the pin directory (removed on exit in dev mode).
+func dataplaneSummary(st dataplane.Status, transparent []net.Listener, dev bool) string {
+	var layers []string
+	for _, l := range []struct {
+		name string
+		st   dataplane.LayerStatus
+	}{{"capture", st.Capture}, {"fastpath", st.FastPath}, {"tc", st.TC}, {"inbound", st.Inbound}} {
+		switch {
+		case !l.st.Enabled:
+		case l.st.Loaded && l.st.Reused:
+			layers = append(layers, l.name+" loaded (reused pins)")
+		case l.st.Loaded:
+			layers = append(layers, l.name+" loaded")
+		default:
+			layers = append(layers, l.name+" OFF: "+l.st.Reason)
+		}
+	}
+	out := strings.Join(layers, ", ")
+	if len(transparent) > 0 {
+		out += "; transparent port " + strconv.Itoa(transparent[0].Addr().(*net.TCPAddr).Port)
+	}
+	out += "; pins " + st.PinDir
+	if dev {
+		out += " (removed on exit)"
+	}
+	return out
 }
 
 // Shutdown stops the agent: HTTP first (in-flight requests drain for up to 5
@@ -564,6 +599,18 @@ func (a *Agent) Shutdown(leave bool) error {
 			}
 		}
 		a.wg.Wait()
+		if a.dataplane != nil {
+			// A dev agent leaves nothing attached: its programs would go on
+			// redirecting connects to listeners that are gone. Otherwise the
+			// pins stay, so a restarted agent keeps traffic flowing.
+			release := a.dataplane.Close
+			if a.cfg.Dev {
+				release = a.dataplane.Cleanup
+			}
+			if err := release(); err != nil {
+				errs = append(errs, fmt.Errorf("release the eBPF dataplane: %w", err))
+			}
+		}
 	})
 	return errors.Join(errs...)
 }

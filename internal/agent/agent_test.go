@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/dataplane"
 	"github.com/peerd/peerd/internal/cli"
 )
 
@@ -264,5 +266,35 @@ func TestGRPCHealthNamesServedServices(t *testing.T) {
 	defer cancel()
 	if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "no.such.Service"}); status.Code(err) != codes.NotFound {
 		t.Errorf("Check of an unknown service: got %v, want NotFound", err)
+	}
+}
+
+func TestBannerDataplaneLine(t *testing.T) {
+	a := devAgent(t, nil)
+	var b bytes.Buffer
+	a.PrintBanner(&b)
+	if want := " dataplane: off (no -cgroup-path, -dataplane-interface or -gateway-vip)\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("banner lacks %q:\n%s", want, b.String())
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	st := dataplane.Status{PinDir: "/sys/fs/bpf/peerd",
+		Capture:  dataplane.LayerStatus{Enabled: true, Loaded: true},
+		FastPath: dataplane.LayerStatus{Enabled: true, Reason: "no SOCKHASH"},
+		TC:       dataplane.LayerStatus{Enabled: true, Loaded: true, Reused: true}}
+	for _, tt := range []struct {
+		dev  bool
+		want string
+	}{
+		{true, fmt.Sprintf("capture loaded, fastpath OFF: no SOCKHASH, tc loaded (reused pins); transparent port %d; pins /sys/fs/bpf/peerd (removed on exit)", port)},
+		{false, fmt.Sprintf("capture loaded, fastpath OFF: no SOCKHASH, tc loaded (reused pins); transparent port %d; pins /sys/fs/bpf/peerd", port)},
+	} {
+		if got := dataplaneSummary(st, []net.Listener{ln}, tt.dev); got != tt.want {
+			t.Errorf("dev %t: got %q, want %q", tt.dev, got, tt.want)
+		}
 	}
 }

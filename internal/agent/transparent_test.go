@@ -123,16 +123,23 @@ func TestTransparentCaptureAcrossPeers(t *testing.T) {
 	t.Cleanup(func() { _ = os.Remove(cgroup) })
 	pins := "/sys/fs/bpf/peerd-test-" + suffix
 	t.Cleanup(func() {
+		// Cleanups run last in, first out: the dev agent has stopped by
+		// now, and it removes its pins on exit.
+		_, left := os.Stat(pins)
 		if err := CleanupDataplane(pins); err != nil {
 			t.Errorf("cleanup: %v", err)
+		}
+		if left == nil {
+			t.Errorf("the dev agent left %s behind on exit", pins)
 		}
 		if _, err := os.Stat(pins); err == nil {
 			t.Errorf("%s is still there after cleanup", pins)
 		}
 	})
 
+	tport := freePort(t)
 	a := startMeshCluster(t, "a", func(c *Config) {
-		c.CgroupPath, c.BPFPinDir, c.TransparentPort = cgroup, pins, freePort(t)
+		c.CgroupPath, c.BPFPinDir, c.TransparentPort = cgroup, pins, tport
 		c.DNSAddr = "127.0.0.1:0"
 		c.GatewayVIPs = []string{"203.0.113.0/24"}
 	})
@@ -194,6 +201,11 @@ func TestTransparentCaptureAcrossPeers(t *testing.T) {
 	}
 	if !st.Enabled || !st.Status.Capture.Loaded {
 		t.Fatalf("dataplane status %+v", st)
+	}
+	var banner bytes.Buffer
+	a.agent.PrintBanner(&banner)
+	if want := fmt.Sprintf(" dataplane: capture loaded, fastpath loaded, inbound loaded; transparent port %d; pins %s (removed on exit)\n", tport, pins); !strings.Contains(banner.String(), want) {
+		t.Errorf("banner lacks %q:\n%s", want, banner.String())
 	}
 	if metrics := scrape(t, a.agent); !strings.Contains(metrics, `peerd_dataplane_layer_loaded{layer="capture"} 1`) ||
 		!strings.Contains(metrics, `peerd_dataplane_layer_loaded{layer="inbound"} 1`) {
