@@ -533,6 +533,9 @@ func dataplaneSummary(st dataplane.Status, transparent []net.Listener, dev bool)
 		}
 	}
 	out := strings.Join(layers, ", ")
+	if len(layers) == 0 {
+		out = "no layer enabled"
+	}
 	if len(transparent) > 0 {
 		out += "; transparent port " + strconv.Itoa(transparent[0].Addr().(*net.TCPAddr).Port)
 	}

@@ -245,6 +245,9 @@ func (s *Server) routeMethods(r *http.Request) (allowed []string, ok bool) {
 	if own == "" {
 		return nil, true // a redirect (trailing slash, unclean path): the mux answers it
 	}
+	if _, ownPath, found := strings.Cut(own, " "); found && !strings.Contains(ownPath, "{") {
+		return nil, true // a literal route of r's method: none is more specific
+	}
 	best := -1
 	paths := map[string]string{}
 	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodPost, http.MethodDelete} {
