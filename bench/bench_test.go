@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/go-memdb"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/agent"
 )
 
@@ -136,7 +137,7 @@ func BenchmarkRegister10k(b *testing.B) {
 //     includes replication to that follower.
 //
 // Baselines in the same run: dev, the same measurement against a single dev
-// server, and memdb, a bare catalog.Store with a goroutine blocked on the
+// server, and memdb, a bare state.Store with a goroutine blocked on the
 // memdb WatchSet of the same read, woken by a direct Store.Register (no raft,
 // no HTTP): the floor any HTTP blocking query sits on. follower-ratio-vs-dev
 // and leader-ratio-vs-dev compare p99s with the dev server's.
@@ -397,7 +398,7 @@ func waitVisible(servers []*agent.Agent, prefix string, start time.Time, timeout
 	}
 }
 
-func countInstances(st *catalog.Store, prefix string) int {
+func countInstances(st *state.Store, prefix string) int {
 	total := 0
 	for j := range benchServices {
 		_, sns, err := st.ServiceNodes(nil, "", serviceName(prefix, j))
@@ -536,14 +537,14 @@ func healthRead(client *http.Client, url string, index uint64) (uint64, int, err
 // the goroutine running.
 func memdbWakeup(b *testing.B) (time.Duration, time.Duration) {
 	b.Helper()
-	st, err := catalog.NewStore()
+	st, err := state.NewStore()
 	if err != nil {
 		b.Fatal(err)
 	}
 	reg := func(idx uint64, port int) {
-		err := st.Register(idx, &catalog.RegisterRequest{
-			Node:    &catalog.Node{Node: "wake-node", Address: "10.9.9.9"},
-			Service: &catalog.Service{ID: "wake", Service: "wake", Port: port},
+		err := st.Register(idx, &state.RegisterRequest{
+			Node:    &state.Node{Node: "wake-node", Address: "10.9.9.9"},
+			Service: &state.Service{ID: "wake", Service: "wake", Port: port},
 		})
 		if err != nil {
 			b.Fatalf("register: %v", err)

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/agent"
 	"github.com/peerd/peerd/internal/identity"
 	"github.com/peerd/peerd/peering"
@@ -297,7 +298,7 @@ func registerExported(client *http.Client, url, prefix string) (time.Duration, e
 					},
 					"Check": map[string]any{
 						"CheckID": peerCheckID(prefix, j, k), "Name": "service check", "ServiceID": peerServiceID(prefix, j, k),
-						"Status": catalog.HealthPassing, "Output": "HTTP GET /health: 200 OK",
+						"Status": state.HealthPassing, "Output": "HTTP GET /health: 200 OK",
 					},
 				})
 				if err := put(client, url, body); err != nil {
@@ -322,7 +323,7 @@ func registerExported(client *http.Client, url, prefix string) (time.Duration, e
 // returns the time since start. The exporter sends the services in name
 // order on one stream and the importer applies them in order, so it polls
 // the last service and counts everything once that one is complete.
-func waitImported(st *catalog.Store, peer, prefix string, start time.Time, timeout time.Duration) (time.Duration, error) {
+func waitImported(st *state.Store, peer, prefix string, start time.Time, timeout time.Duration) (time.Duration, error) {
 	last := peerService(prefix, peerServices-1)
 	deadline := time.Now().Add(timeout)
 	for {
@@ -343,7 +344,7 @@ func waitImported(st *catalog.Store, peer, prefix string, start time.Time, timeo
 	}
 }
 
-func countImported(st *catalog.Store, peer, prefix string) int {
+func countImported(st *state.Store, peer, prefix string) int {
 	total := 0
 	for j := range peerServices {
 		_, sns, err := st.ServiceNodes(nil, peer, peerService(prefix, j))
@@ -416,9 +417,9 @@ func healthChanges(b *testing.B, client *http.Client, exp *agent.Agent, bURL, aU
 		j, k := rng.IntN(peerServices), rng.IntN(peerInstancesPer)
 		sid := peerServiceID(prefix, j, k)
 		critical[sid] = !critical[sid]
-		want := catalog.HealthPassing
+		want := state.HealthPassing
 		if critical[sid] {
-			want = catalog.HealthCritical
+			want = state.HealthCritical
 		}
 		readURL := aURL + "/v1/health/service/" + peerService(prefix, j) + "?peer=b&wait=30s"
 		index, status, err := importedRead(client, readURL, 0, sid)
@@ -552,7 +553,7 @@ var deterministic = proto.MarshalOptions{Deterministic: true}
 
 // modelInstance is peering's exportInstance: the wire form of one local
 // instance for peer.
-func modelInstance(csn catalog.CheckServiceNode, td spiffeid.TrustDomain, dc, peer string) *pbpeerstream.ServiceInstance {
+func modelInstance(csn state.CheckServiceNode, td spiffeid.TrustDomain, dc, peer string) *pbpeerstream.ServiceInstance {
 	n, svc := csn.Node, csn.Service
 	health, output := modelHealth(csn.Checks)
 	in := &pbpeerstream.ServiceInstance{
@@ -582,13 +583,13 @@ func modelInstance(csn catalog.CheckServiceNode, td spiffeid.TrustDomain, dc, pe
 
 // modelHealth is peering's flattenHealth: maintenance, then the worst of
 // critical, warning, passing; the deciding check's output.
-func modelHealth(checks []*catalog.HealthCheck) (pbpeerstream.HealthStatus, string) {
-	rank := map[string]int{catalog.HealthPassing: 1, catalog.HealthWarning: 2, catalog.HealthCritical: 3, catalog.HealthMaint: 4}
+func modelHealth(checks []*state.HealthCheck) (pbpeerstream.HealthStatus, string) {
+	rank := map[string]int{state.HealthPassing: 1, state.HealthWarning: 2, state.HealthCritical: 3, state.HealthMaint: 4}
 	worst, output, best := pbpeerstream.HealthStatus_HEALTH_STATUS_PASSING, "", 0
 	for _, c := range checks {
 		r, ok := rank[c.Status]
 		if !ok {
-			r = rank[catalog.HealthCritical]
+			r = rank[state.HealthCritical]
 		}
 		if r > best {
 			best, output, worst = r, c.Output, pbpeerstream.HealthStatus(r)

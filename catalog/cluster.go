@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/peerd/peerd/catalog/pbcatalog"
+	"github.com/peerd/peerd/catalog/state"
 )
 
 // Errors a write can fail with before it reaches the store.
@@ -111,7 +112,7 @@ type Cluster struct {
 	leadership *leadership
 
 	// Server-only.
-	store     *Store
+	store     *state.Store
 	raft      *raft.Raft
 	transport *raft.NetworkTransport
 	closers   []func() error
@@ -242,7 +243,7 @@ func (c *Cluster) startRaft() error {
 		}
 		logs, stable, snaps = cache, bolt, fss
 	}
-	store, err := NewStore()
+	store, err := state.NewStore()
 	if err != nil {
 		return err
 	}
@@ -412,7 +413,7 @@ func (c *Cluster) joinLoop() {
 func (c *Cluster) IsServer() bool { return c.raft != nil }
 
 // Store returns the replicated state store (nil on client nodes).
-func (c *Cluster) Store() *Store { return c.store }
+func (c *Cluster) Store() *state.Store { return c.store }
 
 // Config returns the configuration the cluster member was started with.
 func (c *Cluster) Config() Config { return c.cfg }

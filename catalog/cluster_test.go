@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/peerd/peerd/catalog/state"
 )
 
 func startServer(t *testing.T, name, dataDir string) *Cluster {
@@ -137,7 +139,7 @@ func TestReapKeepsExternalNodes(t *testing.T) {
 	c := startServer(t, "s1", "")
 	registerService(t, c, "external") // node "ext", no serfHealth
 	ghost := reg("ghost", "")
-	ghost.Checks = []*HealthCheck{{CheckID: SerfCheckID, Status: HealthPassing}}
+	ghost.Checks = []*state.HealthCheck{{CheckID: state.SerfCheckID, Status: state.HealthPassing}}
 	if _, err := c.Apply(context.Background(), &Command{Type: CmdRegister, Register: ghost}); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,8 @@ package catalog
 import (
 	"encoding/json"
 	"fmt"
+
+	"github.com/peerd/peerd/catalog/state"
 )
 
 // CommandType names a kind of replicated write.
@@ -27,33 +29,6 @@ const (
 	CmdVirtualIPs      CommandType = "virtual-ips"
 )
 
-// RegisterRequest upserts a node and optionally one service and its checks.
-type RegisterRequest struct {
-	Node    *Node
-	Service *Service       `json:",omitempty"`
-	Checks  []*HealthCheck `json:",omitempty"`
-	// SkipNodeUpdate leaves the node row alone (it must exist).
-	SkipNodeUpdate bool   `json:",omitempty"`
-	PeerName       string `json:",omitempty"`
-}
-
-// DeregisterRequest removes a check, a service, or (neither set) a whole node.
-type DeregisterRequest struct {
-	Node      string
-	ServiceID string `json:",omitempty"`
-	CheckID   string `json:",omitempty"`
-	PeerName  string `json:",omitempty"`
-}
-
-// SyncNodeRequest makes the catalog's view of one node equal to the node's own
-// (anti-entropy): services and checks not listed are removed, except the
-// serfHealth check, which belongs to the leader.
-type SyncNodeRequest struct {
-	Node     *Node
-	Services []*Service     `json:",omitempty"`
-	Checks   []*HealthCheck `json:",omitempty"`
-}
-
 // CheckStatusRequest sets a check's status and output.
 type CheckStatusRequest struct {
 	Node     string
@@ -61,6 +36,11 @@ type CheckStatusRequest struct {
 	Status   string
 	Output   string `json:",omitempty"`
 	PeerName string `json:",omitempty"`
+}
+
+// PeeringDeleteRequest removes a peering with its secrets and trust bundle.
+type PeeringDeleteRequest struct {
+	Name string
 }
 
 // ConfigEntryRequest writes or deletes a config entry, optionally with
@@ -77,20 +57,20 @@ type ConfigEntryRequest struct {
 // Command is one replicated write: a type and the matching request.
 type Command struct {
 	Type           CommandType
-	Register       *RegisterRequest       `json:",omitempty"`
-	Registers      []*RegisterRequest     `json:",omitempty"`
-	Deregister     *DeregisterRequest     `json:",omitempty"`
-	SyncNode       *SyncNodeRequest       `json:",omitempty"`
-	Deregisters    []*DeregisterRequest   `json:",omitempty"`
-	Peering        *PeeringWriteRequest   `json:",omitempty"`
-	PeeringSecrets *PeeringSecretsRequest `json:",omitempty"`
-	PeeringDelete  *PeeringDeleteRequest  `json:",omitempty"`
-	TrustBundle    *PeeringTrustBundle    `json:",omitempty"`
-	MetaSet        *MetaSetRequest        `json:",omitempty"`
-	CARoots        *CARootsRequest        `json:",omitempty"`
-	CheckStatus    *CheckStatusRequest    `json:",omitempty"`
-	ConfigEntry    *ConfigEntryRequest    `json:",omitempty"`
-	VirtualIPs     *VirtualIPsRequest     `json:",omitempty"`
+	Register       *state.RegisterRequest       `json:",omitempty"`
+	Registers      []*state.RegisterRequest     `json:",omitempty"`
+	Deregister     *state.DeregisterRequest     `json:",omitempty"`
+	SyncNode       *state.SyncNodeRequest       `json:",omitempty"`
+	Deregisters    []*state.DeregisterRequest   `json:",omitempty"`
+	Peering        *state.PeeringWriteRequest   `json:",omitempty"`
+	PeeringSecrets *state.PeeringSecretsRequest `json:",omitempty"`
+	PeeringDelete  *PeeringDeleteRequest        `json:",omitempty"`
+	TrustBundle    *state.PeeringTrustBundle    `json:",omitempty"`
+	MetaSet        *state.MetaSetRequest        `json:",omitempty"`
+	CARoots        *state.CARootsRequest        `json:",omitempty"`
+	CheckStatus    *CheckStatusRequest          `json:",omitempty"`
+	ConfigEntry    *ConfigEntryRequest          `json:",omitempty"`
+	VirtualIPs     *state.VirtualIPsRequest     `json:",omitempty"`
 }
 
 // Encode returns the command as it is stored in the raft log.

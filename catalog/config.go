@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"time"
+
+	"github.com/peerd/peerd/catalog/state"
 )
 
 // Config configures a Cluster: this node's part in membership and, on
@@ -144,8 +146,8 @@ func DefaultConfig() Config {
 		BindAddr:          "127.0.0.1",
 		RetryJoinInterval: 30 * time.Second,
 		Timing:            DefaultTiming(),
-		VirtualIPv4Range:  DefaultVirtualIPv4Range,
-		VirtualIPv6Range:  DefaultVirtualIPv6Range,
+		VirtualIPv4Range:  state.DefaultVirtualIPv4Range,
+		VirtualIPv6Range:  state.DefaultVirtualIPv6Range,
 	}
 }
 
@@ -183,11 +185,11 @@ func (c *Config) Validate() error {
 	if ip := net.ParseIP(adv); ip == nil || ip.IsUnspecified() {
 		errs = append(errs, fmt.Errorf("advertise address %q: set -advertise to an address other nodes can reach", adv))
 	}
-	if _, err := ParseVirtualIPRange(c.virtualIPv4Range(), 4); err != nil {
+	if _, err := state.ParseVirtualIPRange(c.virtualIPv4Range(), 4); err != nil {
 		errs = append(errs, fmt.Errorf("virtual IPv4 range: %w", err))
 	}
 	if c.VirtualIPv6Range != "" {
-		if _, err := ParseVirtualIPRange(c.VirtualIPv6Range, 6); err != nil {
+		if _, err := state.ParseVirtualIPRange(c.VirtualIPv6Range, 6); err != nil {
 			errs = append(errs, fmt.Errorf("virtual IPv6 range: %w", err))
 		}
 	}
@@ -218,7 +220,7 @@ func (c *Config) advertiseAddr() string {
 
 func (c *Config) virtualIPv4Range() string {
 	if c.VirtualIPv4Range == "" {
-		return DefaultVirtualIPv4Range
+		return state.DefaultVirtualIPv4Range
 	}
 	return c.VirtualIPv4Range
 }

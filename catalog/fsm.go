@@ -1,22 +1,20 @@
 package catalog
 
 import (
-	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 
-	"github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
 
 	"github.com/peerd/peerd/catalog/configentry"
+	"github.com/peerd/peerd/catalog/state"
 )
 
-// fsm applies committed raft log entries to a Store. Apply is deterministic:
+// fsm applies committed raft log entries to a state.Store. Apply is deterministic:
 // it reads no clock, no randomness and never depends on map iteration order.
 type fsm struct {
-	store *Store
+	store *state.Store
 }
 
 var _ raft.FSM = (*fsm)(nil)
@@ -123,162 +121,29 @@ func (f *fsm) apply(idx uint64, data []byte) (bool, error) {
 	}
 }
 
-// snapshotRecord is one line of a snapshot: exactly one field is set.
-type snapshotRecord struct {
-	Node        *nodeRow            `json:",omitempty"`
-	Service     *serviceRow         `json:",omitempty"`
-	Check       *checkRow           `json:",omitempty"`
-	Config      *configSnapshot     `json:",omitempty"`
-	Index       *indexRow           `json:",omitempty"`
-	Peering     *Peering            `json:",omitempty"`
-	Secrets     *PeeringSecrets     `json:",omitempty"`
-	TrustBundle *PeeringTrustBundle `json:",omitempty"`
-	CARoot      *CARoot             `json:",omitempty"`
-	Meta        *metaRow            `json:",omitempty"`
-	VirtualIP   *VirtualIP          `json:",omitempty"`
-}
-
-type configSnapshot struct {
-	Kind  string
-	Entry json.RawMessage
-}
-
-// Snapshot implements raft.FSM: it takes memdb's O(1) immutable snapshot; the
-// IO happens in Persist.
+// Snapshot implements raft.FSM: it takes the store's O(1) immutable
+// snapshot; the IO happens in Persist.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
-	db, _ := f.store.current()
-	return &fsmSnapshot{db: db.Snapshot()}, nil
+	return &fsmSnapshot{snap: f.store.Snapshot()}, nil
 }
 
 type fsmSnapshot struct {
-	db *memdb.MemDB
+	snap *state.Snapshot
 }
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	if err := s.write(sink); err != nil {
+	if err := s.snap.Write(sink); err != nil {
 		_ = sink.Cancel()
 		return fmt.Errorf("persist snapshot: %w", err)
 	}
 	return sink.Close()
 }
 
-func (s *fsmSnapshot) write(w io.Writer) error {
-	bw := bufio.NewWriter(w)
-	enc := json.NewEncoder(bw)
-	tx := s.db.Txn(false)
-	defer tx.Abort()
-	for _, table := range []string{tableIndex, tableNodes, tableServices, tableChecks, tableConfig,
-		tablePeerings, tableSecrets, tableTrustBundles, tableCARoots, tableMeta, tableVirtualIPs} {
-		it, err := tx.Get(table, "id")
-		if err != nil {
-			return fmt.Errorf("read table %s: %w", table, err)
-		}
-		for raw := it.Next(); raw != nil; raw = it.Next() {
-			rec, err := snapshotRecordOf(raw)
-			if err != nil {
-				return err
-			}
-			if err := enc.Encode(rec); err != nil {
-				return err
-			}
-		}
-	}
-	return bw.Flush()
-}
-
 func (s *fsmSnapshot) Release() {}
 
-// Restore implements raft.FSM: it builds a new database from the snapshot and
+// Restore implements raft.FSM: it builds a new state from the snapshot and
 // swaps it in, dropping all previous state.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	db, err := memdb.NewMemDB(schema())
-	if err != nil {
-		return fmt.Errorf("restore snapshot: %w", err)
-	}
-	tx := db.Txn(true)
-	defer tx.Abort()
-	dec := json.NewDecoder(bufio.NewReader(rc))
-	for n := 1; ; n++ {
-		var rec snapshotRecord
-		if err := dec.Decode(&rec); err == io.EOF {
-			break
-		} else if err != nil {
-			return fmt.Errorf("restore snapshot record %d: %w", n, err)
-		}
-		var table string
-		var row any
-		switch {
-		case rec.Index != nil:
-			table, row = tableIndex, rec.Index
-		case rec.Node != nil:
-			table, row = tableNodes, rec.Node
-		case rec.Service != nil:
-			table, row = tableServices, rec.Service
-		case rec.Check != nil:
-			table, row = tableChecks, rec.Check
-		case rec.Peering != nil:
-			table, row = tablePeerings, rec.Peering
-		case rec.Secrets != nil:
-			table, row = tableSecrets, rec.Secrets
-		case rec.TrustBundle != nil:
-			table, row = tableTrustBundles, rec.TrustBundle
-		case rec.CARoot != nil:
-			table, row = tableCARoots, rec.CARoot
-		case rec.Meta != nil:
-			table, row = tableMeta, rec.Meta
-		case rec.VirtualIP != nil:
-			table, row = tableVirtualIPs, rec.VirtualIP
-		case rec.Config != nil:
-			entry, err := configentry.DecodeKind(rec.Config.Kind, rec.Config.Entry)
-			if err != nil {
-				return fmt.Errorf("restore snapshot record %d: %w", n, err)
-			}
-			table, row = tableConfig, &configRow{Kind: entry.GetKind(), Name: entry.GetName(), Entry: entry}
-		default:
-			return fmt.Errorf("restore snapshot record %d: empty record", n)
-		}
-		if err := tx.Insert(table, row); err != nil {
-			return fmt.Errorf("restore snapshot record %d into %s: %w", n, table, err)
-		}
-	}
-	tx.Commit()
-	f.store.replace(db)
-	return nil
-}
-
-// snapshotRecordOf wraps one row of any table in its snapshot record.
-func snapshotRecordOf(raw any) (*snapshotRecord, error) {
-	rec := &snapshotRecord{}
-	switch r := raw.(type) {
-	case *indexRow:
-		rec.Index = r
-	case *nodeRow:
-		rec.Node = r
-	case *serviceRow:
-		rec.Service = r
-	case *checkRow:
-		rec.Check = r
-	case *Peering:
-		rec.Peering = r
-	case *PeeringSecrets:
-		rec.Secrets = r
-	case *PeeringTrustBundle:
-		rec.TrustBundle = r
-	case *CARoot:
-		rec.CARoot = r
-	case *metaRow:
-		rec.Meta = r
-	case *VirtualIP:
-		rec.VirtualIP = r
-	case *configRow:
-		b, err := json.Marshal(r.Entry)
-		if err != nil {
-			return nil, fmt.Errorf("encode config entry %s/%s: %w", r.Kind, r.Name, err)
-		}
-		rec.Config = &configSnapshot{Kind: r.Kind, Entry: b}
-	default:
-		return nil, fmt.Errorf("row type %T has no snapshot record", raw)
-	}
-	return rec, nil
+	return f.store.Restore(rc)
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/peerd/peerd/catalog/state"
 )
 
 // bootstrapLoop waits until BootstrapExpect servers of this datacenter are in
@@ -222,7 +224,7 @@ func (c *Cluster) reconcile(ctx context.Context, reapUnknown bool) error {
 		case StatusAlive:
 			err = c.reconcileAlive(ctx, m)
 		case StatusFailed:
-			err = c.setSerfHealth(ctx, m, HealthCritical, "Agent not live or unreachable")
+			err = c.setSerfHealth(ctx, m, state.HealthCritical, "Agent not live or unreachable")
 		case StatusLeft:
 			err = c.reconcileLeft(ctx, m)
 		}
@@ -249,11 +251,11 @@ func (c *Cluster) reconcile(ctx context.Context, reapUnknown bool) error {
 		if err != nil {
 			return err
 		}
-		if !slices.ContainsFunc(checks, func(hc *HealthCheck) bool { return hc.CheckID == SerfCheckID }) {
+		if !slices.ContainsFunc(checks, func(hc *state.HealthCheck) bool { return hc.CheckID == state.SerfCheckID }) {
 			continue
 		}
 		c.log.Info("removing node unknown to the gossip pool", "member", n.Node)
-		if _, err := c.Apply(ctx, &Command{Type: CmdDeregister, Deregister: &DeregisterRequest{Node: n.Node}}); err != nil {
+		if _, err := c.Apply(ctx, &Command{Type: CmdDeregister, Deregister: &state.DeregisterRequest{Node: n.Node}}); err != nil {
 			return err
 		}
 	}
@@ -266,7 +268,7 @@ func (c *Cluster) reconcileAlive(ctx context.Context, m Member) error {
 			return err
 		}
 	}
-	return c.setSerfHealth(ctx, m, HealthPassing, "Agent alive and reachable")
+	return c.setSerfHealth(ctx, m, state.HealthPassing, "Agent alive and reachable")
 }
 
 func (c *Cluster) reconcileLeft(ctx context.Context, m Member) error {
@@ -280,7 +282,7 @@ func (c *Cluster) reconcileLeft(ctx context.Context, m Member) error {
 		return err
 	}
 	c.log.Info("member left; deregistering its node", "member", m.Name)
-	_, err = c.Apply(ctx, &Command{Type: CmdDeregister, Deregister: &DeregisterRequest{Node: m.Name}})
+	_, err = c.Apply(ctx, &Command{Type: CmdDeregister, Deregister: &state.DeregisterRequest{Node: m.Name}})
 	return err
 }
 
@@ -296,17 +298,17 @@ func (c *Cluster) setSerfHealth(ctx context.Context, m Member, status, output st
 		return err
 	}
 	for _, ch := range checks {
-		if ch.CheckID == SerfCheckID && ch.Status == status && node != nil && node.Address == m.Addr {
+		if ch.CheckID == state.SerfCheckID && ch.Status == status && node != nil && node.Address == m.Addr {
 			return nil
 		}
 	}
-	if node == nil && status != HealthPassing {
+	if node == nil && status != state.HealthPassing {
 		return nil // never seen alive by this leader: nothing to mark
 	}
-	req := &RegisterRequest{
-		Node: &Node{ID: m.Meta.ID, Node: m.Name, Address: m.Addr, Datacenter: c.meta.Datacenter,
+	req := &state.RegisterRequest{
+		Node: &state.Node{ID: m.Meta.ID, Node: m.Name, Address: m.Addr, Datacenter: c.meta.Datacenter,
 			TaggedAddresses: map[string]string{"lan": m.Addr, "lan_ipv4": m.Addr, "wan": m.Addr, "wan_ipv4": m.Addr}},
-		Checks: []*HealthCheck{{CheckID: SerfCheckID, Name: SerfCheckName, Status: status, Output: output, Type: ""}},
+		Checks: []*state.HealthCheck{{CheckID: state.SerfCheckID, Name: state.SerfCheckName, Status: status, Output: output, Type: ""}},
 	}
 	if node != nil {
 		// Keep what the node's own agent registered (meta); fix the address.
@@ -318,7 +320,7 @@ func (c *Cluster) setSerfHealth(ctx context.Context, m Member, status, output st
 		}
 		req.Node = &cp
 	}
-	if status != HealthPassing {
+	if status != state.HealthPassing {
 		c.log.Warn("member failed; marking its services critical", "member", m.Name)
 	}
 	_, err = c.Apply(ctx, &Command{Type: CmdRegister, Register: req})

@@ -115,7 +115,7 @@ func (m *clusterMetrics) Collect(ch chan<- prometheus.Metric) {
 		contact = time.Since(c.raft.LastContact()).Seconds()
 	}
 	ch <- prometheus.MustNewConstMetric(m.raftLastContact, prometheus.GaugeValue, contact)
-	for table, n := range c.store.counts() {
+	for table, n := range c.store.RowCounts() {
 		ch <- prometheus.MustNewConstMetric(m.tableRows, prometheus.GaugeValue, float64(n), table)
 	}
 }

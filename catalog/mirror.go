@@ -10,7 +10,7 @@ package catalog
 //
 // A client node keeps a Store (its view) in sync: a goroutine streams from
 // one live server and swaps every complete state into the view at once
-// (Store.replace), which wakes every watch set taken from the view. When the
+// (state.Store.RestoreMirror), which wakes every watch set taken from the view. When the
 // stream breaks, or the server leaves the gossip pool, it reconnects, to any
 // live server, after an exponential backoff with jitter.
 
@@ -20,7 +20,6 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -37,10 +36,11 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/peerd/peerd/catalog/pbcatalog"
+	"github.com/peerd/peerd/catalog/state"
 )
 
 // mirrorFormat names the encoding of a Watch state: gzip-compressed snapshot
-// records (see snapshotRecord), one JSON record a line.
+// records (state.Store.WriteMirror), one JSON record a line.
 const mirrorFormat = "peerd-mirror/1"
 
 const (
@@ -66,7 +66,7 @@ const (
 // mirrorSource encodes a server's store for the Watch streams. The current
 // encoding is shared by every stream until the store changes.
 type mirrorSource struct {
-	store *Store
+	store *state.Store
 	mu    sync.Mutex
 	cur   *mirrorState
 }
@@ -96,10 +96,8 @@ func (m *mirrorSource) current(ctx context.Context) (*mirrorState, error) {
 	if ctx.Err() != nil {
 		return nil, ErrShutdown
 	}
-	db, abandon := m.store.current()
 	ws := memdb.NewWatchSet()
-	ws.Add(abandon)
-	st, err := encodeMirror(db, ws)
+	st, err := encodeMirror(m.store, ws)
 	if err != nil {
 		return nil, err
 	}
@@ -112,43 +110,18 @@ func (m *mirrorSource) current(ctx context.Context) (*mirrorState, error) {
 	return st, nil
 }
 
-// encodeMirror encodes db's mirrored tables, each CA root without its private
-// key, and adds to ws what fires when any of them changes. It reads one
-// transaction, so the watches cover exactly the state encoded.
-func encodeMirror(db *memdb.MemDB, ws memdb.WatchSet) (*mirrorState, error) {
+// encodeMirror encodes what a client may see of store (state.WriteMirror),
+// gzip-compressed, and adds to ws what fires when any of it changes.
+func encodeMirror(store *state.Store, ws memdb.WatchSet) (*mirrorState, error) {
 	var buf bytes.Buffer
 	zw, err := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
 	if err != nil {
 		return nil, fmt.Errorf("encode state: %w", err)
 	}
 	bw := bufio.NewWriter(zw)
-	enc := json.NewEncoder(bw)
-	tx := db.Txn(false)
-	defer tx.Abort()
 	st := &mirrorState{}
-	// The snapshot's tables in its order, less the peering secrets.
-	for _, table := range []string{tableIndex, tableNodes, tableServices, tableChecks, tableConfig,
-		tablePeerings, tableTrustBundles, tableCARoots, tableMeta, tableVirtualIPs} {
-		it, err := tx.Get(table, "id")
-		if err != nil {
-			return nil, fmt.Errorf("encode state: read table %s: %w", table, err)
-		}
-		ws.Add(it.WatchCh())
-		for raw := it.Next(); raw != nil; raw = it.Next() {
-			rec, ok, err := mirrorRecord(raw)
-			if err != nil {
-				return nil, fmt.Errorf("encode state: table %s: %w", table, err)
-			}
-			if !ok {
-				continue
-			}
-			if rec.Index != nil {
-				st.index = max(st.index, rec.Index.Index)
-			}
-			if err := enc.Encode(rec); err != nil {
-				return nil, fmt.Errorf("encode state: table %s: %w", table, err)
-			}
-		}
+	if st.index, err = store.WriteMirror(bw, ws); err != nil {
+		return nil, fmt.Errorf("encode state: %w", err)
 	}
 	if err := bw.Flush(); err != nil {
 		return nil, fmt.Errorf("encode state: %w", err)
@@ -159,33 +132,6 @@ func encodeMirror(db *memdb.MemDB, ws memdb.WatchSet) (*mirrorState, error) {
 	st.data = buf.Bytes()
 	st.digest = sha256.Sum256(st.data)
 	return st, nil
-}
-
-// mirrorRecord is the snapshot record of one row, stripped of secrets; ok is
-// false for a row that is not mirrored at all.
-func mirrorRecord(raw any) (rec *snapshotRecord, ok bool, err error) {
-	switch r := raw.(type) {
-	case *indexRow:
-		if r.Table == tableSecrets {
-			return nil, false, nil
-		}
-	case *PeeringSecrets:
-		return nil, false, nil
-	case *nodeRow, *serviceRow, *checkRow, *configRow, *Peering, *PeeringTrustBundle, *metaRow, *VirtualIP:
-	case *CARoot:
-		cp := *r // rows are shared with the store: never modify one
-		cp.KeyPEM = ""
-		raw = &cp
-	default:
-		// A new table or row type must be added here deliberately, after
-		// deciding what of it a client may see.
-		return nil, false, fmt.Errorf("row type %T is not mirrored", raw)
-	}
-	rec, err = snapshotRecordOf(raw)
-	if err != nil {
-		return nil, false, err
-	}
-	return rec, true, nil
 }
 
 // Watch implements pbcatalog.CatalogServiceServer.
@@ -273,7 +219,7 @@ func sendMirrorState(stream grpc.ServerStreamingServer[pbcatalog.WatchResponse],
 
 // mirrorView is a client's copy of the state, kept by followMirror.
 type mirrorView struct {
-	store   *Store
+	store   *state.Store
 	synced  chan struct{} // closed once the first state is in
 	once    sync.Once
 	digest  [sha256.Size]byte
@@ -282,7 +228,7 @@ type mirrorView struct {
 }
 
 func newMirrorView() (*mirrorView, error) {
-	s, err := NewStore()
+	s, err := state.NewStore()
 	if err != nil {
 		return nil, fmt.Errorf("create mirror view: %w", err)
 	}
@@ -302,44 +248,11 @@ func (v *mirrorView) apply(data []byte) error {
 	if err != nil {
 		return fmt.Errorf("decompress state: %w", err)
 	}
-	scratch, err := NewStore()
-	if err != nil {
+	if err := v.store.RestoreMirror(&capReader{r: zr, left: maxSnapshotBytes}); err != nil {
 		return err
 	}
-	if err := (&fsm{store: scratch}).Restore(io.NopCloser(&capReader{r: zr, left: maxSnapshotBytes})); err != nil {
-		return fmt.Errorf("decode state: %w", err)
-	}
-	db, _ := scratch.current()
-	if err := checkNoSecrets(db); err != nil {
-		return err
-	}
-	v.store.replace(db)
 	v.digest = digest
 	v.once.Do(func() { close(v.synced) })
-	return nil
-}
-
-// checkNoSecrets refuses a state that holds what servers never send: a
-// server that sends it is broken, and its state is not kept.
-func checkNoSecrets(db *memdb.MemDB) error {
-	tx := db.Txn(false)
-	defer tx.Abort()
-	raw, err := tx.First(tableSecrets, "id")
-	if err != nil {
-		return fmt.Errorf("refuse state: read peering secrets: %w", err)
-	}
-	if raw != nil {
-		return errors.New("refuse state: it holds peering secrets")
-	}
-	it, err := tx.Get(tableCARoots, "id")
-	if err != nil {
-		return fmt.Errorf("refuse state: read CA roots: %w", err)
-	}
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		if r := raw.(*CARoot); r.KeyPEM != "" {
-			return fmt.Errorf("refuse state: CA root %s carries its private key", r.ID)
-		}
-	}
 	return nil
 }
 
@@ -547,7 +460,7 @@ func (c *Cluster) startMirror() error {
 // replication lag of the server it streams from, and keeps its last state
 // while it reconnects. Before its first sync it is empty (see ViewSynced).
 // Never write to it.
-func (c *Cluster) View() *Store { return c.view.store }
+func (c *Cluster) View() *state.Store { return c.view.store }
 
 // ViewSynced reports whether View holds a state received from a server;
 // once true it stays true. It is always true on a server.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/peerd/peerd/catalog/configentry"
 	"github.com/peerd/peerd/catalog/pbcatalog"
+	"github.com/peerd/peerd/catalog/state"
 )
 
 // testNode is a cluster member with the internal gRPC server an agent runs
@@ -102,7 +103,7 @@ func waitLeader(t *testing.T, nodes ...*testNode) {
 	})
 }
 
-func hasService(s *Store, name string) bool {
+func hasService(s *state.Store, name string) bool {
 	_, svcs, err := s.Services(nil, "")
 	_, ok := svcs[name]
 	return err == nil && ok
@@ -169,15 +170,15 @@ const (
 // a trust bundle, a meta value and a config entry.
 func writeSecretState(t *testing.T, c *Cluster) {
 	t.Helper()
-	apply(t, c, &Command{Type: CmdCARoots, CARoots: &CARootsRequest{Roots: []*CARoot{
+	apply(t, c, &Command{Type: CmdCARoots, CARoots: &state.CARootsRequest{Roots: []*state.CARoot{
 		{ID: "root-1", CertPEM: "CERT", KeyPEM: testKeyPEM, TrustDomain: "td.consul", Active: true},
 	}}})
-	apply(t, c, &Command{Type: CmdPeeringWrite, Peering: &PeeringWriteRequest{
-		Peering: &Peering{ID: "peering-uuid", Name: "peer1", State: PeeringPending},
-		Secrets: &PeeringSecrets{EstablishmentSecret: testEstablish, ActiveStreamSecret: testStream},
+	apply(t, c, &Command{Type: CmdPeeringWrite, Peering: &state.PeeringWriteRequest{
+		Peering: &state.Peering{ID: "peering-uuid", Name: "peer1", State: state.PeeringPending},
+		Secrets: &state.PeeringSecrets{EstablishmentSecret: testEstablish, ActiveStreamSecret: testStream},
 	}})
-	apply(t, c, &Command{Type: CmdTrustBundle, TrustBundle: &PeeringTrustBundle{PeerName: "peer1", TrustDomain: "other.consul", RootPEMs: []string{"PEER-ROOT"}}})
-	apply(t, c, &Command{Type: CmdMetaSet, MetaSet: &MetaSetRequest{Key: "cluster-id", Value: "cid"}})
+	apply(t, c, &Command{Type: CmdTrustBundle, TrustBundle: &state.PeeringTrustBundle{PeerName: "peer1", TrustDomain: "other.consul", RootPEMs: []string{"PEER-ROOT"}}})
+	apply(t, c, &Command{Type: CmdMetaSet, MetaSet: &state.MetaSetRequest{Key: "cluster-id", Value: "cid"}})
 	apply(t, c, &Command{Type: CmdConfigSet, ConfigEntry: &ConfigEntryRequest{
 		Kind: configentry.ServiceDefaults, Name: "web", Entry: []byte(`{"Kind":"service-defaults","Name":"web","Protocol":"http"}`),
 	}})
@@ -290,7 +291,7 @@ func TestWatchSendsNoSecrets(t *testing.T) {
 	writeSecretState(t, s.Cluster)
 	states := watchStream(t, s)
 	st := nextState(t, states, 5*time.Second)
-	for _, secret := range []string{testKeyPEM, testEstablish, testStream, `"Secrets"`, tableSecrets} {
+	for _, secret := range []string{testKeyPEM, testEstablish, testStream, `"Secrets"`, "peering-secrets"} {
 		if bytes.Contains(st, []byte(secret)) {
 			t.Errorf("the state on the wire holds %s", secret)
 		}
@@ -303,8 +304,8 @@ func TestWatchSendsNoSecrets(t *testing.T) {
 
 	// A write that changes only the secrets changes nothing mirrored: no
 	// state is sent.
-	apply(t, s.Cluster, &Command{Type: CmdPeeringSecrets, PeeringSecrets: &PeeringSecretsRequest{
-		Op: SecretsExchange, PeeringID: "peering-uuid", Presented: testEstablish, New: testPendingNext, Now: time.Now().UnixNano(),
+	apply(t, s.Cluster, &Command{Type: CmdPeeringSecrets, PeeringSecrets: &state.PeeringSecretsRequest{
+		Op: state.SecretsExchange, PeeringID: "peering-uuid", Presented: testEstablish, New: testPendingNext, Now: time.Now().UnixNano(),
 	}})
 	select {
 	case st := <-states:
@@ -490,16 +491,16 @@ func TestViewLeavesServerGoneFromPool(t *testing.T) {
 func TestViewRefusesSecrets(t *testing.T) {
 	tests := []struct {
 		name  string
-		write func(s *Store) error
+		write func(s *state.Store) error
 	}{
-		{"peering secrets", func(s *Store) error {
-			return s.PeeringWrite(2, &PeeringWriteRequest{
-				Peering: &Peering{ID: "peering-uuid", Name: "peer1", State: PeeringPending},
-				Secrets: &PeeringSecrets{EstablishmentSecret: testEstablish},
+		{"peering secrets", func(s *state.Store) error {
+			return s.PeeringWrite(2, &state.PeeringWriteRequest{
+				Peering: &state.Peering{ID: "peering-uuid", Name: "peer1", State: state.PeeringPending},
+				Secrets: &state.PeeringSecrets{EstablishmentSecret: testEstablish},
 			})
 		}},
-		{"CA private key", func(s *Store) error {
-			return s.CARootsSet(2, &CARootsRequest{Roots: []*CARoot{{ID: "r", CertPEM: "CERT", KeyPEM: testKeyPEM, Active: true}}})
+		{"CA private key", func(s *state.Store) error {
+			return s.CARootsSet(2, &state.CARootsRequest{Roots: []*state.CARoot{{ID: "r", CertPEM: "CERT", KeyPEM: testKeyPEM, Active: true}}})
 		}},
 	}
 	for _, tt := range tests {
@@ -529,12 +530,11 @@ func TestViewRefusesSecrets(t *testing.T) {
 }
 
 // rawState encodes all of s, secrets included, as a server must not.
-func rawState(t *testing.T, s *Store) []byte {
+func rawState(t *testing.T, s *state.Store) []byte {
 	t.Helper()
-	db, _ := s.current()
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
-	if err := (&fsmSnapshot{db: db.Snapshot()}).write(zw); err != nil {
+	if err := s.Snapshot().Write(zw); err != nil {
 		t.Fatal(err)
 	}
 	if err := zw.Close(); err != nil {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/peerd/peerd/catalog/state"
 )
 
 // snapshotFormat identifies peerd's snapshot files.
@@ -35,14 +37,13 @@ func (c *Cluster) SaveSnapshot(w io.Writer) (SnapshotHeader, error) {
 	if c.store == nil {
 		return SnapshotHeader{}, errors.New("save snapshot: only servers hold the state")
 	}
-	db, _ := c.store.current()
-	snap := &fsmSnapshot{db: db.Snapshot()}
+	snap := c.store.Snapshot()
 	h := SnapshotHeader{Format: snapshotFormat, Datacenter: c.meta.Datacenter, Index: c.raft.AppliedIndex(), Created: time.Now().UTC()}
 	zw := gzip.NewWriter(w)
 	if err := json.NewEncoder(zw).Encode(&h); err != nil {
 		return h, fmt.Errorf("save snapshot: %w", err)
 	}
-	if err := snap.write(zw); err != nil {
+	if err := snap.Write(zw); err != nil {
 		return h, fmt.Errorf("save snapshot: %w", err)
 	}
 	if err := zw.Close(); err != nil {
@@ -77,11 +78,11 @@ func (c *Cluster) RestoreSnapshot(r io.Reader) (SnapshotHeader, error) {
 		return h, fmt.Errorf("restore snapshot: %w", err)
 	}
 	// Check every record before raft takes the state over.
-	scratch, err := NewStore()
+	scratch, err := state.NewStore()
 	if err != nil {
 		return h, err
 	}
-	if err := (&fsm{store: scratch}).Restore(io.NopCloser(bytes.NewReader(body))); err != nil {
+	if err := scratch.Restore(bytes.NewReader(body)); err != nil {
 		return h, fmt.Errorf("restore snapshot: %w", err)
 	}
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: h.Index, Term: 1, Size: int64(len(body))}

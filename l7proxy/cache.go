@@ -4,8 +4,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/configentry"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/l7proxy/policy"
 )
 
@@ -20,7 +20,7 @@ const viewCacheTTL = 50 * time.Millisecond
 // is never served from another store's entries.
 type viewCache struct {
 	mu      sync.Mutex
-	store   *catalog.Store
+	store   *state.Store
 	entries map[[2]string]cachedEntry
 	dests   map[destKey]cachedDest
 }
@@ -44,7 +44,7 @@ type cachedDest struct {
 }
 
 // reset empties the cache when the store changed identity.
-func (c *viewCache) reset(st *catalog.Store) {
+func (c *viewCache) reset(st *state.Store) {
 	if c.store != st {
 		c.store = st
 		c.entries = map[[2]string]cachedEntry{}
@@ -53,7 +53,7 @@ func (c *viewCache) reset(st *catalog.Store) {
 }
 
 // lookup returns a policy.Lookup over st that caches each entry briefly.
-func (c *viewCache) lookup(st *catalog.Store) policy.Lookup {
+func (c *viewCache) lookup(st *state.Store) policy.Lookup {
 	return func(kind, name string) configentry.Entry {
 		now := time.Now()
 		key := [2]string{kind, name}
@@ -77,7 +77,7 @@ func (c *viewCache) lookup(st *catalog.Store) policy.Lookup {
 }
 
 // destination returns a cached destination, or computes and caches it.
-func (c *viewCache) destination(st *catalog.Store, key destKey, compute func() (choice, string, time.Duration, error)) (choice, string, time.Duration, error) {
+func (c *viewCache) destination(st *state.Store, key destKey, compute func() (choice, string, time.Duration, error)) (choice, string, time.Duration, error) {
 	now := time.Now()
 	c.mu.Lock()
 	c.reset(st)

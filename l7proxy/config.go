@@ -6,7 +6,7 @@
 // (service-router, service-splitter, service-resolver) and forwards to a
 // healthy instance.
 //
-// It reads the cluster state from a catalog.Store (the raft store on servers,
+// It reads the cluster state from a state.Store (the raft store on servers,
 // the mirrored view on client nodes) and obtains leaf certificates through a
 // Signer. It never imports the peering or dataplane packages; the agent
 // wires them together.
@@ -23,7 +23,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/ca"
 )
 
@@ -60,7 +60,7 @@ type Config struct {
 	NodeName, Datacenter string
 	// View returns the cluster state to read. It is called often; it must
 	// be cheap.
-	View func() *catalog.Store
+	View func() *state.Store
 	// Signer signs the leaves of local services and of the gateway.
 	Signer Signer
 	// GatewayListener, when set, is the listener of the node's gateway

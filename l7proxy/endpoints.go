@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/identity"
 	"github.com/peerd/peerd/l7proxy/policy"
 )
@@ -150,7 +150,7 @@ func (b *balancer) pick(targetKey, lbPolicy string, eps []*endpoint, tried map[s
 // endpointsFor lists the healthy endpoints of a target. viaGateway makes
 // even this node's instances go through a gateway (the caller side of a
 // local upstream, where intentions are enforced by the destination).
-func (p *Proxy) endpointsFor(st *catalog.Store, t policy.Target, filter *policy.Filter, viaGateway bool) ([]*endpoint, error) {
+func (p *Proxy) endpointsFor(st *state.Store, t policy.Target, filter *policy.Filter, viaGateway bool) ([]*endpoint, error) {
 	peer := t.Peer
 	if peer == "" && t.Datacenter != "" && t.Datacenter != p.cfg.Datacenter {
 		var err error
@@ -174,7 +174,7 @@ func (p *Proxy) endpointsFor(st *catalog.Store, t policy.Target, filter *policy.
 	}
 	var out []*endpoint
 	for _, csn := range csns {
-		if catalog.AggregatedStatus(csn.Checks) != catalog.HealthPassing {
+		if state.AggregatedStatus(csn.Checks) != state.HealthPassing {
 			continue
 		}
 		if filter != nil && !filter.Match(csn) {
@@ -184,18 +184,18 @@ func (p *Proxy) endpointsFor(st *catalog.Store, t policy.Target, filter *policy.
 		ep := &endpoint{service: t.Service, peer: peer, instance: svc.ID, protocol: protocol}
 		switch {
 		case peer != "":
-			gw := svc.TaggedAddresses[catalog.TaggedAddressGateway]
+			gw := svc.TaggedAddresses[state.TaggedAddressGateway]
 			if gw.Address == "" || gw.Port == 0 {
 				continue // the exporting node advertises no gateway
 			}
 			ep.kind, ep.addr = epPeer, net.JoinHostPort(gw.Address, strconv.Itoa(gw.Port))
-			ep.sni, ep.protocol = svc.Meta[catalog.MetaPeerSNI], cmp.Or(svc.Meta[catalog.MetaPeerProtocol], "tcp")
-			ep.ids = strings.Split(svc.Meta[catalog.MetaPeerSPIFFEIDs], ",")
+			ep.sni, ep.protocol = svc.Meta[state.MetaPeerSNI], cmp.Or(svc.Meta[state.MetaPeerProtocol], "tcp")
+			ep.ids = strings.Split(svc.Meta[state.MetaPeerSPIFFEIDs], ",")
 		case node.Node == p.cfg.NodeName && !viaGateway:
 			ep.kind = epLocal
 			ep.addr = net.JoinHostPort(cmp.Or(svc.Address, node.Address), strconv.Itoa(svc.Port))
 		default:
-			port, err := strconv.Atoi(node.Meta[catalog.GatewayPortMeta])
+			port, err := strconv.Atoi(node.Meta[state.GatewayPortMeta])
 			if err != nil || port <= 0 {
 				continue // that node runs no gateway
 			}
@@ -216,13 +216,13 @@ func (p *Proxy) endpointsFor(st *catalog.Store, t policy.Target, filter *policy.
 // peerForDatacenter maps a datacenter to the peer that is it: peerd has no
 // WAN federation, so another datacenter is reached through the peering
 // with a cluster of that datacenter.
-func (p *Proxy) peerForDatacenter(st *catalog.Store, dc string) (string, error) {
+func (p *Proxy) peerForDatacenter(st *state.Store, dc string) (string, error) {
 	_, peerings, err := st.Peerings(nil)
 	if err != nil {
 		return "", fmt.Errorf("peerings: %w", err)
 	}
 	for _, pr := range peerings {
-		if pr.Remote.Datacenter == dc && pr.State != catalog.PeeringDeleting && pr.State != catalog.PeeringTerminated {
+		if pr.Remote.Datacenter == dc && pr.State != state.PeeringDeleting && pr.State != state.PeeringTerminated {
 			return pr.Name, nil
 		}
 	}
@@ -257,7 +257,7 @@ type choice struct {
 
 // choose walks res.Candidates in order (failover) and returns the first
 // target with healthy endpoints.
-func (p *Proxy) choose(st *catalog.Store, res policy.Resolution, viaGateway bool) (choice, error) {
+func (p *Proxy) choose(st *state.Store, res policy.Resolution, viaGateway bool) (choice, error) {
 	var errs []string
 	for _, t := range res.Candidates {
 		eps, err := p.endpointsFor(st, t, res.Filters[t], viaGateway)

@@ -16,7 +16,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/l7proxy/policy"
 )
 
@@ -82,13 +82,13 @@ type planKey struct{}
 // destination resolves a route's target to endpoints: the resolver's
 // candidates in failover order, and only this node's instances on a hop
 // from another node (which already chose this node).
-func (f *forwarder) destination(st *catalog.Store, route policy.Route, hop bool) (choice, string, time.Duration, error) {
+func (f *forwarder) destination(st *state.Store, route policy.Route, hop bool) (choice, string, time.Duration, error) {
 	return f.p.views.destination(st, destKey{target: route.Target, hop: hop}, func() (choice, string, time.Duration, error) {
 		return f.resolveDestination(st, route, hop)
 	})
 }
 
-func (f *forwarder) resolveDestination(st *catalog.Store, route policy.Route, hop bool) (choice, string, time.Duration, error) {
+func (f *forwarder) resolveDestination(st *state.Store, route policy.Route, hop bool) (choice, string, time.Duration, error) {
 	res, err := f.p.policy.Resolve(route.Target, f.p.views.lookup(st))
 	if err != nil {
 		return choice{}, "", 0, err

@@ -18,8 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/configentry"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/identity"
 	"github.com/peerd/peerd/l7proxy/policy"
 )
@@ -335,9 +335,9 @@ func (g *gateway) configFor(hello *tls.ClientHelloInfo, hs *handshake) (*tls.Con
 
 // exportedTo checks that service is exported to peer and that the peering
 // is live; it returns the refusal's metric reason with the error.
-func exportedTo(st *catalog.Store, service, peer string) (string, error) {
+func exportedTo(st *state.Store, service, peer string) (string, error) {
 	_, pr, err := st.Peering(nil, peer)
-	if err != nil || pr == nil || pr.State == catalog.PeeringDeleting || pr.State == catalog.PeeringTerminated {
+	if err != nil || pr == nil || pr.State == state.PeeringDeleting || pr.State == state.PeeringTerminated {
 		return "unknown_peer", fmt.Errorf("no live peering named %q", peer)
 	}
 	_, raw, err := st.ConfigEntry(nil, configentry.ExportedServices, configentry.DefaultPartition)

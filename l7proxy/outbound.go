@@ -13,7 +13,7 @@ import (
 	"github.com/hashicorp/go-memdb"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/l7proxy/policy"
 )
 
@@ -38,8 +38,8 @@ type upstreamListener struct {
 
 // upstreamsOf returns the explicit upstreams of a service registration:
 // Proxy.Upstreams, and the Consul form Connect.SidecarService.Proxy.Upstreams.
-func upstreamsOf(svc *catalog.Service) []catalog.Upstream {
-	var out []catalog.Upstream
+func upstreamsOf(svc *state.Service) []state.Upstream {
+	var out []state.Upstream
 	if svc.Proxy != nil {
 		out = append(out, svc.Proxy.Upstreams...)
 	}

@@ -11,8 +11,8 @@ import (
 
 	"github.com/hashicorp/go-memdb"
 
-	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/configentry"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/netutil"
 	"github.com/peerd/peerd/l7proxy/policy"
 )
@@ -153,7 +153,7 @@ func (p *Proxy) track(c net.Conn) (func(), bool) {
 
 // protocolOf is a local service's protocol (see catalog's
 // ServiceProtocol); tcp when it cannot be read.
-func protocolOf(st *catalog.Store, service string) string {
+func protocolOf(st *state.Store, service string) string {
 	p, err := st.ServiceProtocol(nil, service)
 	if err != nil {
 		return "tcp"

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/identity"
 )
 
@@ -36,7 +36,7 @@ type trust struct {
 
 // localTrust returns this cluster's roots (all of them, active first, so
 // that leaves signed before a rotation keep verifying) and trust domain.
-func (t *trust) localTrust(st *catalog.Store) (*trustSet, error) {
+func (t *trust) localTrust(st *state.Store) (*trustSet, error) {
 	idx, roots, err := st.CARoots(nil)
 	if err != nil {
 		return nil, fmt.Errorf("read CA roots: %w", err)
@@ -66,7 +66,7 @@ func (t *trust) localTrust(st *catalog.Store) (*trustSet, error) {
 }
 
 // peerTrust returns the roots peer replicated to us and its trust domain.
-func (t *trust) peerTrust(st *catalog.Store, peer string) (*trustSet, error) {
+func (t *trust) peerTrust(st *state.Store, peer string) (*trustSet, error) {
 	_, b, err := st.TrustBundle(nil, peer)
 	if err != nil {
 		return nil, fmt.Errorf("read trust bundle of peer %q: %w", peer, err)

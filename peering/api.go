@@ -13,6 +13,7 @@ import (
 
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/configentry"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/peering/pbpeering"
 )
 
@@ -51,7 +52,7 @@ type PeeringInfo struct {
 	ShouldDial bool
 	// DeletedAt is when deletion began; zero if not deleting.
 	DeletedAt    time.Time
-	Remote       catalog.PeeringRemote
+	Remote       state.PeeringRemote
 	StreamStatus StreamStatus
 	CreateIndex  uint64
 	ModifyIndex  uint64
@@ -151,7 +152,7 @@ func (s *Server) List(ctx context.Context) ([]*PeeringInfo, error) {
 }
 
 // info combines a stored peering with the tracker's status.
-func (s *Server) info(st *catalog.Store, p *catalog.Peering, exported []ExportedService) (*PeeringInfo, error) {
+func (s *Server) info(st *state.Store, p *state.Peering, exported []ExportedService) (*PeeringInfo, error) {
 	ts := s.tracker.get(p.ID)
 	imported := ts.ImportedServices
 	if len(imported) == 0 {
@@ -223,14 +224,14 @@ func (s *Server) Delete(ctx context.Context, name string) error {
 	if p == nil {
 		return notFound(name)
 	}
-	if p.State == catalog.PeeringDeleting {
+	if p.State == state.PeeringDeleting {
 		return nil
 	}
 	cp := *p
-	cp.State = catalog.PeeringDeleting
+	cp.State = state.PeeringDeleting
 	cp.DeletedAt = s.cfg.Now().UnixNano()
 	if _, err := s.cfg.Cluster.Apply(ctx, &catalog.Command{Type: catalog.CmdPeeringWrite,
-		Peering: &catalog.PeeringWriteRequest{Peering: &cp}}); err != nil {
+		Peering: &state.PeeringWriteRequest{Peering: &cp}}); err != nil {
 		return fmt.Errorf("delete peering %q: %w", name, err)
 	}
 	s.log.Info("peering marked for deletion", "peer", name, "peering_id", p.ID)
@@ -239,7 +240,7 @@ func (s *Server) Delete(ctx context.Context, name string) error {
 
 // TrustBundleRead returns the CA roots the peer named name has replicated
 // to us, or nil if it has sent none.
-func (s *Server) TrustBundleRead(ctx context.Context, name string) (*catalog.PeeringTrustBundle, error) {
+func (s *Server) TrustBundleRead(ctx context.Context, name string) (*state.PeeringTrustBundle, error) {
 	if err := ValidatePeerName(name); err != nil {
 		return nil, err
 	}
@@ -253,10 +254,10 @@ func (s *Server) TrustBundleRead(ctx context.Context, name string) (*catalog.Pee
 			return nil, err
 		}
 		b := resp.GetBundle()
-		return &catalog.PeeringTrustBundle{
+		return &state.PeeringTrustBundle{
 			PeerName: b.GetPeerName(), TrustDomain: b.GetTrustDomain(), RootPEMs: b.GetRootPems(),
 			ExportedPartition: b.GetExportedPartition(),
-			RaftIndex:         catalog.RaftIndex{CreateIndex: b.GetCreateIndex(), ModifyIndex: b.GetModifyIndex()},
+			RaftIndex:         state.RaftIndex{CreateIndex: b.GetCreateIndex(), ModifyIndex: b.GetModifyIndex()},
 		}, nil
 	}
 	st, err := s.requireServer()
@@ -271,14 +272,14 @@ func (s *Server) TrustBundleRead(ctx context.Context, name string) (*catalog.Pee
 // consumer peers ("*" expanded), sorted by name, and the index of the data
 // read, adding what it read to ws. It serves GET /v1/exported-services from
 // any server's store.
-func ExportedServicesFromStore(ws memdb.WatchSet, st *catalog.Store) (uint64, []ExportedService, error) {
+func ExportedServicesFromStore(ws memdb.WatchSet, st *state.Store) (uint64, []ExportedService, error) {
 	return exportedServices(ws, st)
 }
 
 // ImportedServicesFromStore returns every service imported from a peer,
 // sorted by service then peer, and the index of the data read, adding what
 // it read to ws.
-func ImportedServicesFromStore(ws memdb.WatchSet, st *catalog.Store) (uint64, []ImportedService, error) {
+func ImportedServicesFromStore(ws memdb.WatchSet, st *state.Store) (uint64, []ImportedService, error) {
 	idx, peerings, err := st.Peerings(ws)
 	if err != nil {
 		return 0, nil, err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/configentry"
+	"github.com/peerd/peerd/catalog/state"
 )
 
 func TestReadListDelete(t *testing.T) {
@@ -69,7 +70,7 @@ func TestReadListDelete(t *testing.T) {
 	}
 	// The deletion routine may already have removed the row.
 	if p := storedPeering(t, b, "c"); p != nil {
-		if p.State != catalog.PeeringDeleting || time.Unix(0, p.DeletedAt).Before(before.Add(-time.Second)) {
+		if p.State != state.PeeringDeleting || time.Unix(0, p.DeletedAt).Before(before.Add(-time.Second)) {
 			t.Errorf("deleted peering: got state %s, deleted at %d", p.State, p.DeletedAt)
 		}
 		if err := b.peering.Delete(ctx, "c"); err != nil && !errors.Is(err, ErrPeeringNotFound) {

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/ca"
 	"github.com/peerd/peerd/internal/identity"
 	"github.com/peerd/peerd/peering/pbpeering"
@@ -40,7 +41,7 @@ var _ ca.Store = caStore{}
 func (cs caStore) ClusterID() string { return cs.c.Store().Meta(metaClusterID) }
 
 func (cs caStore) SetClusterID(ctx context.Context, id string) error {
-	_, err := cs.c.Apply(ctx, &catalog.Command{Type: catalog.CmdMetaSet, MetaSet: &catalog.MetaSetRequest{
+	_, err := cs.c.Apply(ctx, &catalog.Command{Type: catalog.CmdMetaSet, MetaSet: &state.MetaSetRequest{
 		Key: metaClusterID, Value: id, OnlyIfAbsent: true,
 	}})
 	return err
@@ -62,9 +63,9 @@ func (cs caStore) Roots() ([]ca.Root, error) {
 }
 
 func (cs caStore) WriteRoots(ctx context.Context, roots []ca.Root) error {
-	req := &catalog.CARootsRequest{}
+	req := &state.CARootsRequest{}
 	for _, r := range roots {
-		req.Roots = append(req.Roots, &catalog.CARoot{
+		req.Roots = append(req.Roots, &state.CARoot{
 			ID: r.ID, CertPEM: r.CertPEM, KeyPEM: r.KeyPEM, TrustDomain: r.TrustDomain, CrossSignedPEM: r.CrossSignedPEM, Active: r.Active,
 		})
 	}
@@ -144,7 +145,7 @@ func (s *Server) RotateCA(ctx context.Context) (string, error) {
 
 // CARoots returns this cluster's CA roots without their keys, the active
 // one first, for GET /v1/connect/ca/roots and the terminator's trust.
-func (s *Server) CARoots() (trustDomain string, roots []*catalog.CARoot, err error) {
+func (s *Server) CARoots() (trustDomain string, roots []*state.CARoot, err error) {
 	st := s.cfg.Cluster.Store()
 	if st == nil {
 		return "", nil, errors.New("CA roots: only servers hold the cluster state")

@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/go-memdb"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 )
 
 // deletionLoop is the leader routine that finishes deletions: a DELETING
@@ -26,9 +27,9 @@ func (s *Server) deletionLoop(ctx context.Context) {
 		for _, p := range ps {
 			var err error
 			switch p.State {
-			case catalog.PeeringDeleting:
+			case state.PeeringDeleting:
 				err = s.finishDeletion(ctx, p)
-			case catalog.PeeringTerminated:
+			case state.PeeringTerminated:
 				err = s.purgeImports(ctx, p)
 			default:
 				continue
@@ -53,7 +54,7 @@ func (s *Server) deletionLoop(ctx context.Context) {
 
 // finishDeletion lets the open stream, if any, send Terminated and close,
 // purges the imports and removes the row.
-func (s *Server) finishDeletion(ctx context.Context, p *catalog.Peering) error {
+func (s *Server) finishDeletion(ctx context.Context, p *state.Peering) error {
 	s.streams.wait(ctx, p.ID, 10*time.Second)
 	if err := s.purgeImports(ctx, p); err != nil {
 		return err
@@ -71,7 +72,7 @@ func (s *Server) finishDeletion(ctx context.Context, p *catalog.Peering) error {
 // purgeImports removes every node imported from the peer (with its services
 // and checks), PurgeBatch nodes per raft write. The stream is closed by
 // then, so nothing is imported meanwhile.
-func (s *Server) purgeImports(ctx context.Context, p *catalog.Peering) error {
+func (s *Server) purgeImports(ctx context.Context, p *state.Peering) error {
 	if s.streams.get(p.ID) != nil {
 		s.streams.wait(ctx, p.ID, 10*time.Second)
 	}
@@ -85,9 +86,9 @@ func (s *Server) purgeImports(ctx context.Context, p *catalog.Peering) error {
 		if len(nodes) == 0 {
 			break
 		}
-		reqs := make([]*catalog.DeregisterRequest, 0, len(nodes))
+		reqs := make([]*state.DeregisterRequest, 0, len(nodes))
 		for _, n := range nodes {
-			reqs = append(reqs, &catalog.DeregisterRequest{Node: n, PeerName: p.Name})
+			reqs = append(reqs, &state.DeregisterRequest{Node: n, PeerName: p.Name})
 		}
 		if _, err := s.apply(ctx, &catalog.Command{Type: catalog.CmdDeregisterBatch, Deregisters: reqs}); err != nil {
 			return fmt.Errorf("purge imports of %q (%d nodes removed so far): %w", p.Name, total, err)

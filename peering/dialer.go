@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/peering/pbpeerstream"
 )
 
@@ -26,15 +26,15 @@ type dialTask struct {
 }
 
 // dialable reports whether the dialer should hold a stream for p.
-func dialable(p *catalog.Peering) bool {
-	return p.ShouldDial && (p.State == catalog.PeeringEstablishing || p.State == catalog.PeeringActive)
+func dialable(p *state.Peering) bool {
+	return p.ShouldDial && (p.State == state.PeeringEstablishing || p.State == state.PeeringActive)
 }
 
 // dialKey identifies what a stream goroutine was started for: when it
 // changes (re-established with another token, other manual addresses) the
 // stream is restarted. Replicated server addresses and CA roots are read
 // afresh on every attempt instead.
-func (s *Server) dialKey(p *catalog.Peering) string {
+func (s *Server) dialKey(p *state.Peering) string {
 	secret := ""
 	if sec, err := s.cfg.Cluster.Store().PeeringSecrets(p.ID); err == nil && sec != nil {
 		secret = sec.DialerStreamSecret
@@ -68,7 +68,7 @@ func (s *Server) dialerLoop(ctx context.Context) {
 				continue
 			}
 		}
-		byID := map[string]*catalog.Peering{}
+		byID := map[string]*state.Peering{}
 		for _, p := range ps {
 			byID[p.ID] = p
 		}
@@ -81,7 +81,7 @@ func (s *Server) dialerLoop(ctx context.Context) {
 			}
 			p := byID[id]
 			switch {
-			case p != nil && p.State == catalog.PeeringDeleting:
+			case p != nil && p.State == state.PeeringDeleting:
 				// Finishes by itself after sending Terminated.
 			case p == nil || !dialable(p) || s.dialKey(p) != t.key:
 				t.cancel()
@@ -114,7 +114,7 @@ func (s *Server) dialerLoop(ctx context.Context) {
 
 // dialAddresses are the addresses to try, in order: the manual ones
 // (-server-external-addresses), then the replicated ones.
-func dialAddresses(p *catalog.Peering) []string {
+func dialAddresses(p *state.Peering) []string {
 	var out []string
 	for _, a := range slices.Concat(p.ManualServerAddresses, p.PeerServerAddresses) {
 		if a != "" && !slices.Contains(out, a) {
@@ -213,7 +213,7 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 
 // dialOnce opens one stream to addr and serves it until it ends. opened
 // reports whether the acceptor accepted it.
-func (s *Server) dialOnce(ctx context.Context, p *catalog.Peering, addr string) (opened bool, err error) {
+func (s *Server) dialOnce(ctx context.Context, p *state.Peering, addr string) (opened bool, err error) {
 	sec, err := s.cfg.Cluster.Store().PeeringSecrets(p.ID)
 	if err != nil {
 		return false, fmt.Errorf("read stream secret: %w", err)
@@ -262,12 +262,12 @@ func (s *Server) dialOnce(ctx context.Context, p *catalog.Peering, addr string) 
 		}
 		return false, errTerminatedByPeer
 	}
-	if p.State == catalog.PeeringEstablishing {
-		err := s.updatePeering(ctx, p.ID, func(q *catalog.Peering) bool {
-			if q.State != catalog.PeeringEstablishing {
+	if p.State == state.PeeringEstablishing {
+		err := s.updatePeering(ctx, p.ID, func(q *state.Peering) bool {
+			if q.State != state.PeeringEstablishing {
 				return false
 			}
-			q.State = catalog.PeeringActive
+			q.State = state.PeeringActive
 			return true
 		})
 		if err != nil {
@@ -279,11 +279,11 @@ func (s *Server) dialOnce(ctx context.Context, p *catalog.Peering, addr string) 
 
 // markTerminated records that the peer deleted the peering.
 func (s *Server) markTerminated(ctx context.Context, id string) error {
-	err := s.updatePeering(ctx, id, func(q *catalog.Peering) bool {
-		if q.State == catalog.PeeringTerminated {
+	err := s.updatePeering(ctx, id, func(q *state.Peering) bool {
+		if q.State == state.PeeringTerminated {
 			return false
 		}
-		q.State = catalog.PeeringTerminated
+		q.State = state.PeeringTerminated
 		return true
 	})
 	if err != nil {

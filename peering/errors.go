@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 )
 
 // Errors of the management API. Each travels between servers as a gRPC
@@ -21,7 +22,7 @@ import (
 // match ErrInvalidToken (and ErrTokenExpired) as DecodeToken's do.
 var (
 	// ErrPeeringNotFound means no peering has the name (HTTP 404).
-	ErrPeeringNotFound = catalog.ErrPeeringNotFound
+	ErrPeeringNotFound = state.ErrPeeringNotFound
 	// ErrInvalidPeerName means the name is not a lowercase DNS label
 	// (HTTP 400).
 	ErrInvalidPeerName = errors.New("invalid peer name")
@@ -82,7 +83,7 @@ var errorKinds = []struct {
 	{"token-used", ErrTokenUsed, codes.PermissionDenied},
 	{"not-found", ErrPeeringNotFound, codes.NotFound},
 	{"conflict", ErrPeeringConflict, codes.FailedPrecondition},
-	{"role", catalog.ErrPeeringRole, codes.FailedPrecondition},
+	{"role", state.ErrPeeringRole, codes.FailedPrecondition},
 	{"peer-unreachable", ErrPeerUnreachable, codes.Unavailable},
 	{"unavailable", ErrUnavailable, codes.Unavailable},
 	{"no-leader", catalog.ErrNoLeader, codes.Unavailable},

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/identity"
 	"github.com/peerd/peerd/peering/pbpeering"
 	"github.com/peerd/peerd/peering/pbpeerstream"
@@ -88,10 +89,10 @@ func (s *Server) generateToken(ctx context.Context, req GenerateTokenRequest) (s
 		return "", err
 	}
 	if existing != nil {
-		if existing.State == catalog.PeeringDeleting {
+		if existing.State == state.PeeringDeleting {
 			return "", conflict("cannot generate a peering token for %q: cannot write to peering that is marked for deletion: wait until the deletion completes", req.PeerName)
 		}
-		if existing.ShouldDial && existing.State != catalog.PeeringTerminated {
+		if existing.ShouldDial && existing.State != state.PeeringTerminated {
 			return "", conflict("cannot generate a peering token for %q: there is already an established peering with this name (this cluster dialed it); delete it first or pick another name", req.PeerName)
 		}
 	}
@@ -106,7 +107,7 @@ func (s *Server) generateToken(ctx context.Context, req GenerateTokenRequest) (s
 	dc := s.datacenter()
 
 	id := uuid.NewString()
-	var old *catalog.PeeringSecrets
+	var old *state.PeeringSecrets
 	if existing != nil && !existing.ShouldDial {
 		id = existing.ID
 		if old, err = st.PeeringSecrets(id); err != nil {
@@ -147,25 +148,25 @@ func (s *Server) generateToken(ctx context.Context, req GenerateTokenRequest) (s
 		return "", fmt.Errorf("generate peering token: %w", err)
 	}
 
-	p := &catalog.Peering{ID: id, Name: req.PeerName, State: catalog.PeeringPending}
+	p := &state.Peering{ID: id, Name: req.PeerName, State: state.PeeringPending}
 	if existing != nil && existing.ID == id {
 		cp := *existing
 		p = &cp
-		if p.State != catalog.PeeringActive {
-			p.State = catalog.PeeringPending
+		if p.State != state.PeeringActive {
+			p.State = state.PeeringPending
 		}
 		p.DeletedAt = 0
 	}
 	p.Meta = maps.Clone(req.Meta)
 	p.ShouldDial = false
-	sec := &catalog.PeeringSecrets{PeeringID: id, EstablishmentSecret: tok.EstablishmentSecret, EstablishmentExpiresAt: expiresAt}
+	sec := &state.PeeringSecrets{PeeringID: id, EstablishmentSecret: tok.EstablishmentSecret, EstablishmentExpiresAt: expiresAt}
 	// A live stream keeps its secret; a terminated relationship's secrets
 	// die with it.
-	if old != nil && existing.State != catalog.PeeringTerminated {
+	if old != nil && existing.State != state.PeeringTerminated {
 		sec.PendingStreamSecret, sec.ActiveStreamSecret = old.PendingStreamSecret, old.ActiveStreamSecret
 	}
 	if _, err := s.cfg.Cluster.Apply(ctx, &catalog.Command{Type: catalog.CmdPeeringWrite,
-		Peering: &catalog.PeeringWriteRequest{Peering: p, Secrets: sec}}); err != nil {
+		Peering: &state.PeeringWriteRequest{Peering: p, Secrets: sec}}); err != nil {
 		return "", fmt.Errorf("generate peering token: store peering %q: %w", req.PeerName, err)
 	}
 	s.log.Info("generated peering token", "peer", req.PeerName, "peering_id", id, "addresses", tok.ServerAddresses)
@@ -214,9 +215,9 @@ func (s *Server) establish(ctx context.Context, req EstablishRequest) error {
 	id := uuid.NewString()
 	if existing != nil {
 		switch {
-		case existing.State == catalog.PeeringDeleting:
+		case existing.State == state.PeeringDeleting:
 			return conflict("cannot establish peering %q: cannot write to peering that is marked for deletion: wait until the deletion completes", req.PeerName)
-		case !existing.ShouldDial && existing.State != catalog.PeeringTerminated:
+		case !existing.ShouldDial && existing.State != state.PeeringTerminated:
 			return conflict("cannot establish peering %q: there is an existing peering expecting to be dialed (this cluster generated a token for it); delete it first or pick another name", req.PeerName)
 		case existing.ShouldDial && existing.PeerID == tok.PeerID:
 			// The same relationship with a new token (secret rotation, or
@@ -235,11 +236,11 @@ func (s *Server) establish(ctx context.Context, req EstablishRequest) error {
 		return err
 	}
 
-	p := &catalog.Peering{
+	p := &state.Peering{
 		ID:                    id,
 		Name:                  req.PeerName,
 		Meta:                  maps.Clone(req.Meta),
-		State:                 catalog.PeeringEstablishing,
+		State:                 state.PeeringEstablishing,
 		ShouldDial:            true,
 		PeerID:                tok.PeerID,
 		PeerCAPems:            slices.Clone(tok.CA),
@@ -247,10 +248,10 @@ func (s *Server) establish(ctx context.Context, req EstablishRequest) error {
 		PeerServerAddresses:   slices.Clone(tok.ServerAddresses),
 		ManualServerAddresses: slices.Clone(tok.ManualServerAddresses),
 		PeerTrustDomain:       tok.TrustDomain,
-		Remote:                catalog.PeeringRemote{Partition: tok.Remote.Partition, Datacenter: tok.Remote.Datacenter},
+		Remote:                state.PeeringRemote{Partition: tok.Remote.Partition, Datacenter: tok.Remote.Datacenter},
 	}
-	if _, err := s.cfg.Cluster.Apply(ctx, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &catalog.PeeringWriteRequest{
-		Peering: p, Secrets: &catalog.PeeringSecrets{PeeringID: id, DialerStreamSecret: secret},
+	if _, err := s.cfg.Cluster.Apply(ctx, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &state.PeeringWriteRequest{
+		Peering: p, Secrets: &state.PeeringSecrets{PeeringID: id, DialerStreamSecret: secret},
 	}}); err != nil {
 		return fmt.Errorf("establish peering %q: store peering: %w", req.PeerName, err)
 	}
@@ -375,7 +376,7 @@ func (ss *streamServer) ExchangeSecret(ctx context.Context, req *pbpeerstream.Ex
 	// The token was written through the leader; a follower serving this
 	// call may not have applied it yet, so an unknown ID is given a moment
 	// to arrive before it is refused.
-	var p *catalog.Peering
+	var p *state.Peering
 	for wait := time.Now().Add(2 * time.Second); ; {
 		if _, p, err = st.PeeringByID(nil, req.GetPeerId()); err != nil {
 			return nil, status.Errorf(codes.Internal, "exchange secret: %v", err)
@@ -394,12 +395,12 @@ func (ss *streamServer) ExchangeSecret(ctx context.Context, req *pbpeerstream.Ex
 	if p.ShouldDial {
 		return nil, status.Error(codes.InvalidArgument, "exchange secret: wrong end of peering: this cluster dials that peering")
 	}
-	if p.State == catalog.PeeringDeleting || p.State == catalog.PeeringTerminated {
+	if p.State == state.PeeringDeleting || p.State == state.PeeringTerminated {
 		return nil, status.Errorf(codes.PermissionDenied, "exchange secret: peering %q is %s: generate a new peering token", p.Name, strings.ToLower(p.State))
 	}
 	secret := uuid.NewString()
-	_, err = s.apply(ctx, &catalog.Command{Type: catalog.CmdPeeringSecrets, PeeringSecrets: &catalog.PeeringSecretsRequest{
-		Op: catalog.SecretsExchange, PeeringID: p.ID, Presented: req.GetEstablishmentSecret(), New: secret, Now: s.cfg.Now().UnixNano(),
+	_, err = s.apply(ctx, &catalog.Command{Type: catalog.CmdPeeringSecrets, PeeringSecrets: &state.PeeringSecretsRequest{
+		Op: state.SecretsExchange, PeeringID: p.ID, Presented: req.GetEstablishmentSecret(), New: secret, Now: s.cfg.Now().UnixNano(),
 	}})
 	if err != nil {
 		if isInvalidSecret(err) {
@@ -417,11 +418,11 @@ func (ss *streamServer) ExchangeSecret(ctx context.Context, req *pbpeerstream.Ex
 // isInvalidSecret reports whether a write failed on a secret mismatch. An
 // ApplyError carries only the state store's message.
 func isInvalidSecret(err error) bool {
-	if errors.Is(err, catalog.ErrInvalidSecret) {
+	if errors.Is(err, state.ErrInvalidSecret) {
 		return true
 	}
 	var ae *catalog.ApplyError
-	return errors.As(err, &ae) && strings.Contains(ae.Msg, catalog.ErrInvalidSecret.Error())
+	return errors.As(err, &ae) && strings.Contains(ae.Msg, state.ErrInvalidSecret.Error())
 }
 
 // checkStreamSecret accepts the active stream secret, or the pending one,
@@ -431,11 +432,11 @@ func (s *Server) checkStreamSecret(ctx context.Context, peeringID, presented str
 	if err != nil {
 		return status.Errorf(codes.Internal, "stream: read secrets: %v", err)
 	}
-	if sec != nil && catalog.SecretMatches(sec.ActiveStreamSecret, presented) {
+	if sec != nil && state.SecretMatches(sec.ActiveStreamSecret, presented) {
 		return nil
 	}
-	_, err = s.apply(ctx, &catalog.Command{Type: catalog.CmdPeeringSecrets, PeeringSecrets: &catalog.PeeringSecretsRequest{
-		Op: catalog.SecretsPromote, PeeringID: peeringID, Presented: presented, Now: s.cfg.Now().UnixNano(),
+	_, err = s.apply(ctx, &catalog.Command{Type: catalog.CmdPeeringSecrets, PeeringSecrets: &state.PeeringSecretsRequest{
+		Op: state.SecretsPromote, PeeringID: peeringID, Presented: presented, Now: s.cfg.Now().UnixNano(),
 	}})
 	if err != nil {
 		if isInvalidSecret(err) {

@@ -14,7 +14,7 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/grpc/codes"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/peering/pbpeerstream"
 )
 
@@ -31,7 +31,7 @@ func TestGenerateTokenAndEstablish(t *testing.T) {
 	if acc == nil {
 		t.Fatal("acceptor peering not stored")
 	}
-	if acc.State != catalog.PeeringPending || acc.ShouldDial || acc.Meta["env"] != "prod" {
+	if acc.State != state.PeeringPending || acc.ShouldDial || acc.Meta["env"] != "prod" {
 		t.Errorf("acceptor row: got state %s, dial %v, meta %v; want PENDING, false, env=prod", acc.State, acc.ShouldDial, acc.Meta)
 	}
 	tok, err := DecodeToken(encoded)
@@ -61,7 +61,7 @@ func TestGenerateTokenAndEstablish(t *testing.T) {
 		t.Errorf("dialer row: got %+v", dial)
 	}
 	// The dialer's leader may already have opened the stream.
-	if dial.State != catalog.PeeringEstablishing && dial.State != catalog.PeeringActive {
+	if dial.State != state.PeeringEstablishing && dial.State != state.PeeringActive {
 		t.Errorf("dialer state: got %s, want ESTABLISHING (or ACTIVE once the stream opened)", dial.State)
 	}
 	dsec := storedSecrets(t, a, dial.ID)
@@ -329,7 +329,7 @@ func TestEstablishedPeeringGoesActive(t *testing.T) {
 		if errA != nil || errB != nil {
 			t.Fatalf("read: %v, %v", errA, errB)
 		}
-		if da.State == catalog.PeeringActive && db.State == catalog.PeeringActive &&
+		if da.State == state.PeeringActive && db.State == state.PeeringActive &&
 			!da.StreamStatus.LastHeartbeat.IsZero() && !db.StreamStatus.LastHeartbeat.IsZero() {
 			return
 		}

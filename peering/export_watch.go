@@ -12,7 +12,7 @@ import (
 	"github.com/hashicorp/go-memdb"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/identity"
 	"github.com/peerd/peerd/peering/pbpeerstream"
 )
@@ -157,7 +157,7 @@ func (e *exporter) buildService(ws memdb.WatchSet, name string) (*serviceSnap, e
 }
 
 // exportInstance builds the wire form of one local instance for peer.
-func exportInstance(csn catalog.CheckServiceNode, protocol string, td spiffeid.TrustDomain, dc, peer string) *pbpeerstream.ServiceInstance {
+func exportInstance(csn state.CheckServiceNode, protocol string, td spiffeid.TrustDomain, dc, peer string) *pbpeerstream.ServiceInstance {
 	n, svc := csn.Node, csn.Service
 	health, output := flattenHealth(csn.Checks)
 	in := &pbpeerstream.ServiceInstance{
@@ -185,14 +185,14 @@ func exportInstance(csn catalog.CheckServiceNode, protocol string, td spiffeid.T
 // flattenHealth folds an instance's checks (its node's and its own) into
 // one status, as Consul's flattenChecks does: maintenance wins, then the
 // worst of critical, warning, passing. The output is the deciding check's.
-func flattenHealth(checks []*catalog.HealthCheck) (pbpeerstream.HealthStatus, string) {
-	rank := map[string]int{catalog.HealthPassing: 1, catalog.HealthWarning: 2, catalog.HealthCritical: 3, catalog.HealthMaint: 4}
+func flattenHealth(checks []*state.HealthCheck) (pbpeerstream.HealthStatus, string) {
+	rank := map[string]int{state.HealthPassing: 1, state.HealthWarning: 2, state.HealthCritical: 3, state.HealthMaint: 4}
 	worst, output := pbpeerstream.HealthStatus_HEALTH_STATUS_PASSING, ""
 	best := 0
 	for _, c := range checks {
 		r, ok := rank[c.Status]
 		if !ok {
-			r = rank[catalog.HealthCritical]
+			r = rank[state.HealthCritical]
 		}
 		if r > best {
 			best, output = r, c.Output

@@ -7,8 +7,8 @@ import (
 
 	"github.com/hashicorp/go-memdb"
 
-	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/configentry"
+	"github.com/peerd/peerd/catalog/state"
 )
 
 // ExportedService is one local service and the peers it is exported to.
@@ -23,7 +23,7 @@ type ExportedService struct {
 // chain (a service with a router, splitter or resolver), as in Consul; an
 // exact entry for a service wins over the wildcard. Partition and
 // sameness-group consumers are not peers and are skipped.
-func exportedServices(ws memdb.WatchSet, st *catalog.Store) (uint64, []ExportedService, error) {
+func exportedServices(ws memdb.WatchSet, st *state.Store) (uint64, []ExportedService, error) {
 	idx, raw, err := st.ConfigEntry(ws, configentry.ExportedServices, configentry.DefaultPartition)
 	if err != nil {
 		return 0, nil, fmt.Errorf("read exported-services: %w", err)
@@ -78,7 +78,7 @@ func exportedServices(ws memdb.WatchSet, st *catalog.Store) (uint64, []ExportedS
 
 // localServiceNames returns the names of typical local services (no proxies
 // or gateways) and of discovery chains.
-func localServiceNames(ws memdb.WatchSet, st *catalog.Store) (uint64, []string, error) {
+func localServiceNames(ws memdb.WatchSet, st *state.Store) (uint64, []string, error) {
 	idx, typical, err := st.TypicalServiceNames(ws, "")
 	if err != nil {
 		return 0, nil, fmt.Errorf("list services: %w", err)

@@ -3,19 +3,19 @@ package peering
 import (
 	"testing"
 
-	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/configentry"
+	"github.com/peerd/peerd/catalog/state"
 )
 
 func TestExportedServices(t *testing.T) {
-	st, err := catalog.NewStore()
+	st, err := state.NewStore()
 	if err != nil {
 		t.Fatal(err)
 	}
 	reg := func(idx uint64, svc, kind string) {
 		t.Helper()
-		if err := st.Register(idx, &catalog.RegisterRequest{Node: &catalog.Node{Node: "n1", Address: "10.0.0.1"},
-			Service: &catalog.Service{ID: svc, Service: svc, Kind: kind}}); err != nil {
+		if err := st.Register(idx, &state.RegisterRequest{Node: &state.Node{Node: "n1", Address: "10.0.0.1"},
+			Service: &state.Service{ID: svc, Service: svc, Kind: kind}}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/peering/pbpeering"
 )
 
@@ -111,12 +111,12 @@ func (m managementServer) TrustBundleRead(ctx context.Context, req *pbpeering.Tr
 }
 
 var stateToProto = map[string]pbpeering.PeeringState{
-	catalog.PeeringPending:      pbpeering.PeeringState_PEERING_STATE_PENDING,
-	catalog.PeeringEstablishing: pbpeering.PeeringState_PEERING_STATE_ESTABLISHING,
-	catalog.PeeringActive:       pbpeering.PeeringState_PEERING_STATE_ACTIVE,
-	catalog.PeeringFailing:      pbpeering.PeeringState_PEERING_STATE_FAILING,
-	catalog.PeeringDeleting:     pbpeering.PeeringState_PEERING_STATE_DELETING,
-	catalog.PeeringTerminated:   pbpeering.PeeringState_PEERING_STATE_TERMINATED,
+	state.PeeringPending:      pbpeering.PeeringState_PEERING_STATE_PENDING,
+	state.PeeringEstablishing: pbpeering.PeeringState_PEERING_STATE_ESTABLISHING,
+	state.PeeringActive:       pbpeering.PeeringState_PEERING_STATE_ACTIVE,
+	state.PeeringFailing:      pbpeering.PeeringState_PEERING_STATE_FAILING,
+	state.PeeringDeleting:     pbpeering.PeeringState_PEERING_STATE_DELETING,
+	state.PeeringTerminated:   pbpeering.PeeringState_PEERING_STATE_TERMINATED,
 }
 
 func unixNano(t time.Time) int64 {
@@ -155,20 +155,20 @@ func infoToProto(i *PeeringInfo) *pbpeering.Peering {
 }
 
 func infoFromProto(p *pbpeering.Peering) *PeeringInfo {
-	state := ""
+	stored := ""
 	for k, v := range stateToProto {
 		if v == p.GetState() {
-			state = k
+			stored = k
 		}
 	}
 	ss := p.GetStreamStatus()
 	return &PeeringInfo{
-		ID: p.GetId(), Name: p.GetName(), Partition: p.GetPartition(), Meta: p.GetMeta(), State: state,
+		ID: p.GetId(), Name: p.GetName(), Partition: p.GetPartition(), Meta: p.GetMeta(), State: stored,
 		PeerID: p.GetPeerId(), PeerCAPems: p.GetPeerCaPems(), PeerServerName: p.GetPeerServerName(),
 		PeerServerAddresses: p.GetPeerServerAddresses(), ManualServerAddresses: p.GetManualServerAddresses(),
 		PeerTrustDomain: p.GetPeerTrustDomain(), ShouldDial: p.GetShouldDial(),
 		DeletedAt: fromUnixNano(p.GetDeletedAtUnixNano()),
-		Remote:    catalog.PeeringRemote{Partition: p.GetRemote().GetPartition(), Datacenter: p.GetRemote().GetDatacenter()},
+		Remote:    state.PeeringRemote{Partition: p.GetRemote().GetPartition(), Datacenter: p.GetRemote().GetDatacenter()},
 		StreamStatus: StreamStatus{
 			Connected: ss.GetConnected(), ImportedServices: ss.GetImportedServices(), ExportedServices: ss.GetExportedServices(),
 			LastHeartbeat: fromUnixNano(ss.GetLastHeartbeatUnixNano()), LastReceive: fromUnixNano(ss.GetLastReceiveUnixNano()),

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/peering/pbpeerstream"
 )
 
@@ -80,22 +80,22 @@ func (ss *streamServer) StreamResources(stream pbpeerstream.PeerStreamService_St
 	if p.ShouldDial {
 		return status.Error(codes.InvalidArgument, "stream: wrong end of peering is being dialed")
 	}
-	if p.State == catalog.PeeringDeleting || p.State == catalog.PeeringTerminated {
+	if p.State == state.PeeringDeleting || p.State == state.PeeringTerminated {
 		_ = stream.Send(&pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Terminated{Terminated: &pbpeerstream.Terminated{}}})
 		return status.Errorf(codes.Aborted, "stream: peering %q is %s", p.Name, strings.ToLower(p.State))
 	}
 	if err := s.checkStreamSecret(stream.Context(), p.ID, open.GetStreamSecretId()); err != nil {
 		return err
 	}
-	if p.State == catalog.PeeringPending || p.Remote.Datacenter == "" {
+	if p.State == state.PeeringPending || p.Remote.Datacenter == "" {
 		remote := open.GetRemote()
-		err := s.updatePeering(stream.Context(), p.ID, func(q *catalog.Peering) bool {
+		err := s.updatePeering(stream.Context(), p.ID, func(q *state.Peering) bool {
 			changed := false
-			if q.State == catalog.PeeringPending {
-				q.State, changed = catalog.PeeringActive, true
+			if q.State == state.PeeringPending {
+				q.State, changed = state.PeeringActive, true
 			}
 			if q.Remote.Datacenter == "" && remote.GetDatacenter() != "" {
-				q.Remote = catalog.PeeringRemote{Partition: remote.GetPartition(), Datacenter: remote.GetDatacenter()}
+				q.Remote = state.PeeringRemote{Partition: remote.GetPartition(), Datacenter: remote.GetDatacenter()}
 				changed = true
 			}
 			return changed

@@ -17,6 +17,7 @@ import (
 
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/configentry"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/identity"
 	"github.com/peerd/peerd/peering/pbpeerstream"
 )
@@ -153,9 +154,9 @@ func serverName(t testing.TB, c *testCluster) string {
 func acceptorPeering(t testing.TB, c *testCluster, name string) (id, secret string) {
 	t.Helper()
 	id, secret = uuid.NewString(), uuid.NewString()
-	apply(t, c, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &catalog.PeeringWriteRequest{
-		Peering: &catalog.Peering{ID: id, Name: name, State: catalog.PeeringPending},
-		Secrets: &catalog.PeeringSecrets{EstablishmentSecret: secret},
+	apply(t, c, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &state.PeeringWriteRequest{
+		Peering: &state.Peering{ID: id, Name: name, State: state.PeeringPending},
+		Secrets: &state.PeeringSecrets{EstablishmentSecret: secret},
 	}})
 	return id, secret
 }
@@ -181,19 +182,19 @@ func establish(t testing.TB, acc, dial *testCluster) *peered {
 		t.Fatalf("exchange secret: %v", err)
 	}
 	p.dialID = uuid.NewString()
-	apply(t, dial, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &catalog.PeeringWriteRequest{
-		Peering: &catalog.Peering{
-			ID: p.dialID, Name: p.dialName, State: catalog.PeeringEstablishing, ShouldDial: true, PeerID: p.accID,
+	apply(t, dial, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &state.PeeringWriteRequest{
+		Peering: &state.Peering{
+			ID: p.dialID, Name: p.dialName, State: state.PeeringEstablishing, ShouldDial: true, PeerID: p.accID,
 			PeerServerAddresses: []string{acc.tlsAddr}, PeerCAPems: caPEMs(t, acc), PeerServerName: serverName(t, acc),
-			Remote: catalog.PeeringRemote{Datacenter: acc.cluster.Config().Datacenter},
+			Remote: state.PeeringRemote{Datacenter: acc.cluster.Config().Datacenter},
 		},
-		Secrets: &catalog.PeeringSecrets{DialerStreamSecret: resp.GetStreamSecret()},
+		Secrets: &state.PeeringSecrets{DialerStreamSecret: resp.GetStreamSecret()},
 	}})
 	return p
 }
 
-// state is the peering's state as users see it (stored + live stream).
-func state(c *testCluster, name string) string {
+// userState is the peering's state as users see it (stored + live stream).
+func userState(c *testCluster, name string) string {
 	_, p, err := c.cluster.Store().Peering(nil, name)
 	if err != nil || p == nil {
 		return "<none>"
@@ -210,7 +211,7 @@ func waitSettled(t testing.TB, p *peered) {
 	waitFor(t, 10*time.Second, "both peering rows to settle", func() bool {
 		_, d, _ := p.dial.cluster.Store().Peering(nil, p.dialName)
 		_, a, _ := p.acc.cluster.Store().Peering(nil, p.accName)
-		return d != nil && a != nil && d.State == catalog.PeeringActive && a.State == catalog.PeeringActive &&
+		return d != nil && a != nil && d.State == state.PeeringActive && a.State == state.PeeringActive &&
 			d.PeerTrustDomain != "" && a.PeerTrustDomain != "" && slices.Contains(d.PeerServerAddresses, p.acc.tlsAddr)
 	})
 }
@@ -218,17 +219,17 @@ func waitSettled(t testing.TB, p *peered) {
 func waitActive(t testing.TB, p *peered) {
 	t.Helper()
 	waitFor(t, 10*time.Second, "both sides ACTIVE", func() bool {
-		return state(p.acc, p.accName) == catalog.PeeringActive && state(p.dial, p.dialName) == catalog.PeeringActive
+		return userState(p.acc, p.accName) == state.PeeringActive && userState(p.dial, p.dialName) == state.PeeringActive
 	})
 }
 
 // register registers a service instance with one service check.
 func register(t testing.TB, c *testCluster, node, addr, svc, id string, port int, health string) {
 	t.Helper()
-	apply(t, c, &catalog.Command{Type: catalog.CmdRegister, Register: &catalog.RegisterRequest{
-		Node:    &catalog.Node{ID: uuid.NewString(), Node: node, Address: addr, Meta: map[string]string{GatewayPortMeta: "8443"}},
-		Service: &catalog.Service{ID: id, Service: svc, Port: port, Tags: []string{"v1"}, Meta: map[string]string{"team": "x"}, Weights: catalog.Weights{Passing: 1, Warning: 1}},
-		Checks:  []*catalog.HealthCheck{{CheckID: id + "-check", Name: "check", Status: health, Output: "output of " + health, ServiceID: id}},
+	apply(t, c, &catalog.Command{Type: catalog.CmdRegister, Register: &state.RegisterRequest{
+		Node:    &state.Node{ID: uuid.NewString(), Node: node, Address: addr, Meta: map[string]string{GatewayPortMeta: "8443"}},
+		Service: &state.Service{ID: id, Service: svc, Port: port, Tags: []string{"v1"}, Meta: map[string]string{"team": "x"}, Weights: state.Weights{Passing: 1, Warning: 1}},
+		Checks:  []*state.HealthCheck{{CheckID: id + "-check", Name: "check", Status: health, Output: "output of " + health, ServiceID: id}},
 	}})
 }
 
@@ -241,7 +242,7 @@ func setHealth(t testing.TB, c *testCluster, node, id, health string) {
 
 func deregister(t testing.TB, c *testCluster, node, id string) {
 	t.Helper()
-	apply(t, c, &catalog.Command{Type: catalog.CmdDeregister, Deregister: &catalog.DeregisterRequest{Node: node, ServiceID: id}})
+	apply(t, c, &catalog.Command{Type: catalog.CmdDeregister, Deregister: &state.DeregisterRequest{Node: node, ServiceID: id}})
 }
 
 // export writes the exported-services entry: service name -> peers.
@@ -271,13 +272,13 @@ func export(t testing.TB, c *testCluster, services map[string][]string) {
 }
 
 // imported returns the instances of svc imported from peer, by instance ID.
-func imported(t testing.TB, c *testCluster, peer, svc string) map[string]catalog.CheckServiceNode {
+func imported(t testing.TB, c *testCluster, peer, svc string) map[string]state.CheckServiceNode {
 	t.Helper()
 	_, csns, err := c.cluster.Store().CheckServiceNodes(nil, peer, svc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]catalog.CheckServiceNode{}
+	out := map[string]state.CheckServiceNode{}
 	for _, csn := range csns {
 		out[csn.Node.Node+"/"+csn.Service.ID] = csn
 	}
@@ -289,7 +290,7 @@ func importedHealth(t testing.TB, c *testCluster, peer, svc, instance string) st
 	if !ok {
 		return "<absent>"
 	}
-	return catalog.AggregatedStatus(csn.Checks)
+	return state.AggregatedStatus(csn.Checks)
 }
 
 func twoClusters(t *testing.T, modA, modB func(*Config)) (*testCluster, *testCluster) {
@@ -307,7 +308,7 @@ func testContext(t *testing.T) context.Context {
 }
 
 // storedPeering returns the row named name in tc's store.
-func storedPeering(t *testing.T, tc *testCluster, name string) *catalog.Peering {
+func storedPeering(t *testing.T, tc *testCluster, name string) *state.Peering {
 	t.Helper()
 	_, p, err := tc.cluster.Store().Peering(nil, name)
 	if err != nil {
@@ -316,14 +317,14 @@ func storedPeering(t *testing.T, tc *testCluster, name string) *catalog.Peering 
 	return p
 }
 
-func storedSecrets(t *testing.T, tc *testCluster, id string) *catalog.PeeringSecrets {
+func storedSecrets(t *testing.T, tc *testCluster, id string) *state.PeeringSecrets {
 	t.Helper()
 	sec, err := tc.cluster.Store().PeeringSecrets(id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if sec == nil {
-		return &catalog.PeeringSecrets{}
+		return &state.PeeringSecrets{}
 	}
 	return sec
 }

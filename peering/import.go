@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/identity"
 	"github.com/peerd/peerd/peering/pbpeerstream"
 )
@@ -24,11 +25,11 @@ import (
 // terminator and the DNS server read too). A node without GatewayPortMeta
 // exports its instances with gateway_port 0.
 const (
-	GatewayPortMeta      = catalog.GatewayPortMeta
-	MetaPeerSNI          = catalog.MetaPeerSNI
-	MetaPeerSPIFFEIDs    = catalog.MetaPeerSPIFFEIDs
-	MetaPeerProtocol     = catalog.MetaPeerProtocol
-	TaggedAddressGateway = catalog.TaggedAddressGateway
+	GatewayPortMeta      = state.GatewayPortMeta
+	MetaPeerSNI          = state.MetaPeerSNI
+	MetaPeerSPIFFEIDs    = state.MetaPeerSPIFFEIDs
+	MetaPeerProtocol     = state.MetaPeerProtocol
+	TaggedAddressGateway = state.TaggedAddressGateway
 	// importedCheckSuffix makes the one flattened check of an imported
 	// instance: "<service ID>:overall-check", as Consul names it.
 	importedCheckSuffix = ":overall-check"
@@ -310,7 +311,7 @@ func (im *importer) apply(ctx context.Context, r *pbpeerstream.Response, payload
 		return im.applyBundle(ctx, d.bundle)
 	case d.addrs != nil:
 		addrs := d.addrs.GetAddresses()
-		err := s.updatePeering(ctx, ss.id, func(p *catalog.Peering) bool {
+		err := s.updatePeering(ctx, ss.id, func(p *state.Peering) bool {
 			if slices.Equal(p.PeerServerAddresses, addrs) {
 				return false
 			}
@@ -364,14 +365,14 @@ func (im *importer) applyBundle(ctx context.Context, b *pbpeerstream.TrustBundle
 		return codes.Internal, err
 	}
 	if old == nil || old.TrustDomain != b.GetTrustDomain() || !slices.Equal(old.RootPEMs, b.GetRootPems()) || old.ExportedPartition != b.GetExportedPartition() {
-		_, err := s.apply(ctx, &catalog.Command{Type: catalog.CmdTrustBundle, TrustBundle: &catalog.PeeringTrustBundle{
+		_, err := s.apply(ctx, &catalog.Command{Type: catalog.CmdTrustBundle, TrustBundle: &state.PeeringTrustBundle{
 			PeerName: ss.name, TrustDomain: b.GetTrustDomain(), RootPEMs: slices.Clone(b.GetRootPems()), ExportedPartition: b.GetExportedPartition(),
 		}})
 		if err != nil {
 			return codes.Internal, fmt.Errorf("store trust bundle: %w", err)
 		}
 	}
-	err = s.updatePeering(ctx, ss.id, func(p *catalog.Peering) bool {
+	err = s.updatePeering(ctx, ss.id, func(p *state.Peering) bool {
 		if slices.Equal(p.PeerCAPems, b.GetRootPems()) && p.PeerTrustDomain == b.GetTrustDomain() {
 			return false
 		}

@@ -8,7 +8,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/peering/pbpeerstream"
 )
 
@@ -42,11 +42,11 @@ func batchable(m *pbpeerstream.ReplicationMessage) bool {
 // the earlier ones were applied.
 type importBatch struct {
 	im        *importer
-	st        *catalog.Store
+	st        *state.Store
 	items     []*batchItem
 	services  map[string]bool
 	touched   map[string]bool
-	registers []*catalog.RegisterRequest
+	registers []*state.RegisterRequest
 	remove    map[string]bool
 	bytes     int
 }

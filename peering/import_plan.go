@@ -7,7 +7,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/peering/pbpeerstream"
 )
 
@@ -17,14 +17,14 @@ var errUnknownInstance = errors.New("health update for an instance that is not i
 
 // importPlan is the catalog writes for one response.
 type importPlan struct {
-	registers   []*catalog.RegisterRequest
-	deregisters []*catalog.DeregisterRequest
+	registers   []*state.RegisterRequest
+	deregisters []*state.DeregisterRequest
 }
 
 // planImport computes the writes that apply d for peer, reading the
 // current imports from st (nothing is written).
 // dc is the peer's datacenter, given to the imported nodes.
-func planImport(st *catalog.Store, peer, dc string, r *pbpeerstream.Response, d *decodedResource) (*importPlan, error) {
+func planImport(st *state.Store, peer, dc string, r *pbpeerstream.Response, d *decodedResource) (*importPlan, error) {
 	switch {
 	case r.GetResourceUrl() == pbpeerstream.TypeURLExportedService:
 		return planService(st, peer, dc, r.GetResourceId(), d)
@@ -35,7 +35,7 @@ func planImport(st *catalog.Store, peer, dc string, r *pbpeerstream.Response, d 
 }
 
 // planService plans an ExportedService upsert (full or delta) or DELETE.
-func planService(st *catalog.Store, peer, dc, name string, d *decodedResource) (*importPlan, error) {
+func planService(st *state.Store, peer, dc, name string, d *decodedResource) (*importPlan, error) {
 	plan, remove, err := planServiceWrites(st, peer, dc, name, d)
 	if err != nil {
 		return nil, err
@@ -46,12 +46,12 @@ func planService(st *catalog.Store, peer, dc, name string, d *decodedResource) (
 // planServiceWrites plans the registrations of an ExportedService upsert or
 // DELETE and returns the instances (node/service-id) it removes; addRemovals
 // turns those into deregistrations.
-func planServiceWrites(st *catalog.Store, peer, dc, name string, d *decodedResource) (*importPlan, map[string]bool, error) {
+func planServiceWrites(st *state.Store, peer, dc, name string, d *decodedResource) (*importPlan, map[string]bool, error) {
 	_, existing, err := st.CheckServiceNodes(nil, peer, name)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read imported %q: %w", name, err)
 	}
-	have := map[string]catalog.CheckServiceNode{}
+	have := map[string]state.CheckServiceNode{}
 	for _, csn := range existing {
 		have[csn.Node.Node+"/"+csn.Service.ID] = csn
 	}
@@ -101,7 +101,7 @@ func planServiceWrites(st *catalog.Store, peer, dc, name string, d *decodedResou
 }
 
 // planKeepOnly removes every imported service of peer not in keep.
-func planKeepOnly(st *catalog.Store, peer string, keep []string) (*importPlan, error) {
+func planKeepOnly(st *state.Store, peer string, keep []string) (*importPlan, error) {
 	_, svcs, err := st.Services(nil, peer)
 	if err != nil {
 		return nil, fmt.Errorf("list services imported from %q: %w", peer, err)
@@ -129,14 +129,14 @@ func planKeepOnly(st *catalog.Store, peer string, keep []string) (*importPlan, e
 
 // addRemovals deregisters the instances (node/service-id) and then every
 // node left without services.
-func addRemovals(st *catalog.Store, peer string, plan *importPlan, remove map[string]bool) error {
+func addRemovals(st *state.Store, peer string, plan *importPlan, remove map[string]bool) error {
 	if len(remove) == 0 {
 		return nil
 	}
 	byNode := map[string]map[string]bool{}
 	for _, id := range slices.Sorted(maps.Keys(remove)) {
 		node, sid, _ := strings.Cut(id, "/")
-		plan.deregisters = append(plan.deregisters, &catalog.DeregisterRequest{Node: node, ServiceID: sid, PeerName: peer})
+		plan.deregisters = append(plan.deregisters, &state.DeregisterRequest{Node: node, ServiceID: sid, PeerName: peer})
 		if byNode[node] == nil {
 			byNode[node] = map[string]bool{}
 		}
@@ -161,23 +161,23 @@ func addRemovals(st *catalog.Store, peer string, plan *importPlan, remove map[st
 			}
 		}
 		if !left {
-			plan.deregisters = append(plan.deregisters, &catalog.DeregisterRequest{Node: node, PeerName: peer})
+			plan.deregisters = append(plan.deregisters, &state.DeregisterRequest{Node: node, PeerName: peer})
 		}
 	}
 	return nil
 }
 
 var healthStatuses = map[pbpeerstream.HealthStatus]string{
-	pbpeerstream.HealthStatus_HEALTH_STATUS_PASSING:     catalog.HealthPassing,
-	pbpeerstream.HealthStatus_HEALTH_STATUS_WARNING:     catalog.HealthWarning,
-	pbpeerstream.HealthStatus_HEALTH_STATUS_CRITICAL:    catalog.HealthCritical,
-	pbpeerstream.HealthStatus_HEALTH_STATUS_MAINTENANCE: catalog.HealthMaint,
+	pbpeerstream.HealthStatus_HEALTH_STATUS_PASSING:     state.HealthPassing,
+	pbpeerstream.HealthStatus_HEALTH_STATUS_WARNING:     state.HealthWarning,
+	pbpeerstream.HealthStatus_HEALTH_STATUS_CRITICAL:    state.HealthCritical,
+	pbpeerstream.HealthStatus_HEALTH_STATUS_MAINTENANCE: state.HealthMaint,
 }
 
 // importRequest is the registration of one imported instance: its node,
 // the service (carrying the gateway, SNI, SPIFFE IDs and protocol) and one
 // flattened check. dc is the peer's datacenter, the node's.
-func importRequest(peer, dc string, in *pbpeerstream.ServiceInstance) *catalog.RegisterRequest {
+func importRequest(peer, dc string, in *pbpeerstream.ServiceInstance) *state.RegisterRequest {
 	meta := maps.Clone(in.GetMeta())
 	if meta == nil {
 		meta = map[string]string{}
@@ -185,29 +185,29 @@ func importRequest(peer, dc string, in *pbpeerstream.ServiceInstance) *catalog.R
 	meta[MetaPeerSNI] = in.GetSni()
 	meta[MetaPeerSPIFFEIDs] = strings.Join(in.GetSpiffeIds(), ",")
 	meta[MetaPeerProtocol] = in.GetProtocol()
-	svc := &catalog.Service{
+	svc := &state.Service{
 		ID: in.GetServiceId(), Service: in.GetService(), Tags: slices.Clone(in.GetTags()),
 		Address: in.GetAddress(), Port: int(in.GetPort()), Meta: meta,
-		Weights:  catalog.Weights{Passing: int(in.GetWeightsPassing()), Warning: int(in.GetWeightsWarning())},
+		Weights:  state.Weights{Passing: int(in.GetWeightsPassing()), Warning: int(in.GetWeightsWarning())},
 		PeerName: peer,
-		TaggedAddresses: map[string]catalog.ServiceAddress{
+		TaggedAddresses: map[string]state.ServiceAddress{
 			TaggedAddressGateway: {Address: in.GetGatewayAddress(), Port: int(in.GetGatewayPort())},
 		},
 	}
 	if svc.Tags == nil {
 		svc.Tags = []string{}
 	}
-	return &catalog.RegisterRequest{
+	return &state.RegisterRequest{
 		PeerName: peer,
-		Node:     &catalog.Node{ID: in.GetNodeId(), Node: in.GetNodeName(), Address: in.GetNodeAddress(), Datacenter: dc, PeerName: peer},
+		Node:     &state.Node{ID: in.GetNodeId(), Node: in.GetNodeName(), Address: in.GetNodeAddress(), Datacenter: dc, PeerName: peer},
 		Service:  svc,
-		Checks:   []*catalog.HealthCheck{importedCheck(peer, in.GetNodeName(), svc, in.GetHealthStatus(), in.GetHealthOutput())},
+		Checks:   []*state.HealthCheck{importedCheck(peer, in.GetNodeName(), svc, in.GetHealthStatus(), in.GetHealthOutput())},
 	}
 }
 
 // importedCheck is the one flattened check of an imported instance.
-func importedCheck(peer, node string, svc *catalog.Service, status pbpeerstream.HealthStatus, output string) *catalog.HealthCheck {
-	return &catalog.HealthCheck{
+func importedCheck(peer, node string, svc *state.Service, status pbpeerstream.HealthStatus, output string) *state.HealthCheck {
+	return &state.HealthCheck{
 		Node: node, CheckID: svc.ID + importedCheckSuffix, Name: "Health of the peer's instance",
 		Status: healthStatuses[status], Output: output,
 		ServiceID: svc.ID, ServiceName: svc.Service, Type: "peering", PeerName: peer,
@@ -216,9 +216,9 @@ func importedCheck(peer, node string, svc *catalog.Service, status pbpeerstream.
 
 // healthRequest re-registers an imported instance as it is (old) with the
 // health of a health update.
-func healthRequest(peer string, old catalog.CheckServiceNode, hu *pbpeerstream.InstanceHealth) *catalog.RegisterRequest {
+func healthRequest(peer string, old state.CheckServiceNode, hu *pbpeerstream.InstanceHealth) *state.RegisterRequest {
 	n, s := old.Node, old.Service
-	svc := &catalog.Service{
+	svc := &state.Service{
 		ID: s.ID, Service: s.Service, Tags: slices.Clone(s.Tags),
 		Address: s.Address, Port: s.Port, Meta: maps.Clone(s.Meta),
 		Weights: s.Weights, PeerName: peer, TaggedAddresses: maps.Clone(s.TaggedAddresses),
@@ -226,16 +226,16 @@ func healthRequest(peer string, old catalog.CheckServiceNode, hu *pbpeerstream.I
 	if svc.Tags == nil {
 		svc.Tags = []string{}
 	}
-	return &catalog.RegisterRequest{
+	return &state.RegisterRequest{
 		PeerName: peer,
-		Node:     &catalog.Node{ID: n.ID, Node: n.Node, Address: n.Address, Datacenter: n.Datacenter, PeerName: peer},
+		Node:     &state.Node{ID: n.ID, Node: n.Node, Address: n.Address, Datacenter: n.Datacenter, PeerName: peer},
 		Service:  svc,
-		Checks:   []*catalog.HealthCheck{importedCheck(peer, n.Node, svc, hu.GetHealthStatus(), hu.GetHealthOutput())},
+		Checks:   []*state.HealthCheck{importedCheck(peer, n.Node, svc, hu.GetHealthStatus(), hu.GetHealthOutput())},
 	}
 }
 
 // sameImport reports whether an imported instance already matches req.
-func sameImport(old catalog.CheckServiceNode, req *catalog.RegisterRequest) bool {
+func sameImport(old state.CheckServiceNode, req *state.RegisterRequest) bool {
 	n, s := old.Node, old.Service
 	if n.ID != req.Node.ID || n.Address != req.Node.Address || n.Datacenter != req.Node.Datacenter {
 		return false

@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/peering/pbpeerstream"
 )
 
@@ -120,7 +120,7 @@ func isNACKOf(nonce string) func(*pbpeerstream.ReplicationMessage) bool {
 
 func TestNACKTriggersFullResend(t *testing.T) {
 	a := newTestCluster(t, "a", "dc1", nil)
-	register(t, a, "n1", "10.1.0.1", "web", "web-1", 80, catalog.HealthPassing)
+	register(t, a, "n1", "10.1.0.1", "web", "web-1", 80, state.HealthPassing)
 	export(t, a, map[string][]string{"web": {"b"}})
 	rp, id := openRaw(t, a)
 	rp.subscribe(pbpeerstream.TypeURLExportedService)
@@ -172,7 +172,7 @@ func TestNACKTriggersFullResend(t *testing.T) {
 	if _, svcs, _ := a.cluster.Store().Services(nil, "b"); len(svcs) != 0 {
 		t.Fatalf("imported from refused responses: %v", svcs)
 	}
-	if _, row, _ := a.cluster.Store().PeeringByID(nil, id); row.State != catalog.PeeringActive || row.Remote.Datacenter != "dc9" || len(row.PeerServerAddresses) != 0 {
+	if _, row, _ := a.cluster.Store().PeeringByID(nil, id); row.State != state.PeeringActive || row.Remote.Datacenter != "dc9" || len(row.PeerServerAddresses) != 0 {
 		t.Fatalf("acceptor row: got %+v, want ACTIVE, remote dc9, no server addresses", row)
 	}
 
@@ -185,7 +185,7 @@ func TestNACKTriggersFullResend(t *testing.T) {
 	rp.next("the ACK of g1", func(m *pbpeerstream.ReplicationMessage) bool {
 		return m.GetRequest().GetResponseNonce() == "g1" && m.GetRequest().GetError() == nil
 	})
-	if got := importedHealth(t, a, "b", "api", "far/api-1"); got != catalog.HealthWarning {
+	if got := importedHealth(t, a, "b", "api", "far/api-1"); got != state.HealthWarning {
 		t.Fatalf("imported api: got %s, want warning", got)
 	}
 
@@ -250,8 +250,8 @@ func TestOneStreamPerPeering(t *testing.T) {
 func TestMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	a, b := twoClusters(t, func(c *Config) { c.Registry = reg }, nil)
-	register(t, a, "n1", "10.1.0.1", "web", "web-1", 80, catalog.HealthPassing)
-	register(t, b, "m1", "10.2.0.1", "api", "api-1", 80, catalog.HealthPassing)
+	register(t, a, "n1", "10.1.0.1", "web", "web-1", 80, state.HealthPassing)
+	register(t, b, "m1", "10.2.0.1", "api", "api-1", 80, state.HealthPassing)
 	export(t, a, map[string][]string{"web": {"b"}})
 	export(t, b, map[string][]string{"api": {"a"}})
 	p := establish(t, a, b)
@@ -311,7 +311,7 @@ func TestMetrics(t *testing.T) {
 
 func TestFullSyncDeletesUnknownInitialVersions(t *testing.T) {
 	a := newTestCluster(t, "a", "dc1", nil)
-	register(t, a, "n1", "10.1.0.1", "web", "web-1", 80, catalog.HealthPassing)
+	register(t, a, "n1", "10.1.0.1", "web", "web-1", 80, state.HealthPassing)
 	export(t, a, map[string][]string{"web": {"b"}})
 	rp, _ := openRaw(t, a)
 	rp.send(&pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Request{Request: &pbpeerstream.Request{

@@ -11,26 +11,26 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/peering/pbpeerstream"
 )
 
 func TestFlattenHealth(t *testing.T) {
-	check := func(status, out string) *catalog.HealthCheck {
-		return &catalog.HealthCheck{Status: status, Output: out}
+	check := func(status, out string) *state.HealthCheck {
+		return &state.HealthCheck{Status: status, Output: out}
 	}
 	tests := []struct {
 		name       string
-		checks     []*catalog.HealthCheck
+		checks     []*state.HealthCheck
 		want       pbpeerstream.HealthStatus
 		wantOutput string
 	}{
 		{"no checks", nil, pbpeerstream.HealthStatus_HEALTH_STATUS_PASSING, ""},
-		{"passing", []*catalog.HealthCheck{check("passing", "ok")}, pbpeerstream.HealthStatus_HEALTH_STATUS_PASSING, "ok"},
-		{"worst wins", []*catalog.HealthCheck{check("passing", "ok"), check("critical", "down"), check("warning", "slow")}, pbpeerstream.HealthStatus_HEALTH_STATUS_CRITICAL, "down"},
-		{"node check counts", []*catalog.HealthCheck{check("warning", "node slow"), check("passing", "ok")}, pbpeerstream.HealthStatus_HEALTH_STATUS_WARNING, "node slow"},
-		{"maintenance wins", []*catalog.HealthCheck{check("critical", "down"), check("maintenance", "upgrading")}, pbpeerstream.HealthStatus_HEALTH_STATUS_MAINTENANCE, "upgrading"},
-		{"unknown is critical", []*catalog.HealthCheck{check("bogus", "?")}, pbpeerstream.HealthStatus_HEALTH_STATUS_CRITICAL, "?"},
+		{"passing", []*state.HealthCheck{check("passing", "ok")}, pbpeerstream.HealthStatus_HEALTH_STATUS_PASSING, "ok"},
+		{"worst wins", []*state.HealthCheck{check("passing", "ok"), check("critical", "down"), check("warning", "slow")}, pbpeerstream.HealthStatus_HEALTH_STATUS_CRITICAL, "down"},
+		{"node check counts", []*state.HealthCheck{check("warning", "node slow"), check("passing", "ok")}, pbpeerstream.HealthStatus_HEALTH_STATUS_WARNING, "node slow"},
+		{"maintenance wins", []*state.HealthCheck{check("critical", "down"), check("maintenance", "upgrading")}, pbpeerstream.HealthStatus_HEALTH_STATUS_MAINTENANCE, "upgrading"},
+		{"unknown is critical", []*state.HealthCheck{check("bogus", "?")}, pbpeerstream.HealthStatus_HEALTH_STATUS_CRITICAL, "?"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -96,7 +96,7 @@ func TestChunksOnTheWire(t *testing.T) {
 	a := newTestCluster(t, "a", "dc1", func(c *Config) { c.MaxMessageBytes = 1024 })
 	const n = 30
 	for i := range n {
-		register(t, a, fmt.Sprintf("node-%02d", i), fmt.Sprintf("10.1.0.%d", i+1), "web", fmt.Sprintf("web-%02d", i), 8080, catalog.HealthPassing)
+		register(t, a, fmt.Sprintf("node-%02d", i), fmt.Sprintf("10.1.0.%d", i+1), "web", fmt.Sprintf("web-%02d", i), 8080, state.HealthPassing)
 	}
 	export(t, a, map[string][]string{"web": {"b"}})
 	rp, _ := openRaw(t, a)
@@ -183,8 +183,8 @@ func FuzzApplyReplicationMessage(f *testing.F) {
 	add(&pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Heartbeat{Heartbeat: &pbpeerstream.Heartbeat{}}})
 
 	// The store holds one import from the peer, so removals are planned.
-	seed := func(t testing.TB) *catalog.Store {
-		st, err := catalog.NewStore()
+	seed := func(t testing.TB) *state.Store {
+		st, err := state.NewStore()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -237,7 +237,7 @@ func FuzzApplyReplicationMessage(f *testing.F) {
 					t.Fatalf("planned a registration outside the peer's service: %+v", reg)
 				}
 				for _, c := range reg.Checks {
-					if !catalog.ValidHealthStatus(c.Status) {
+					if !state.ValidHealthStatus(c.Status) {
 						t.Fatalf("planned check status %q", c.Status)
 					}
 				}
@@ -258,7 +258,7 @@ func FuzzApplyReplicationMessage(f *testing.F) {
 }
 
 func TestPlanHealthUpdate(t *testing.T) {
-	st, err := catalog.NewStore()
+	st, err := state.NewStore()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +291,7 @@ func TestPlanHealthUpdate(t *testing.T) {
 		t.Fatalf("changed health: got %+v, %v; want one registration", p, err)
 	}
 	want := importRequest("p", "", in)
-	want.Checks[0].Status, want.Checks[0].Output = catalog.HealthCritical, "down"
+	want.Checks[0].Status, want.Checks[0].Output = state.HealthCritical, "down"
 	got := p.registers[0]
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("health update registration:\n got %+v %+v %+v\nwant %+v %+v %+v", got.Node, got.Service, got.Checks[0], want.Node, want.Service, want.Checks[0])
@@ -312,8 +312,8 @@ func TestPlanHealthUpdate(t *testing.T) {
 
 func TestHealthChangeSendsHealthOnly(t *testing.T) {
 	a := newTestCluster(t, "a", "dc1", nil)
-	register(t, a, "n1", "10.1.0.1", "web", "web-1", 80, catalog.HealthPassing)
-	register(t, a, "n2", "10.1.0.2", "web", "web-2", 80, catalog.HealthPassing)
+	register(t, a, "n1", "10.1.0.1", "web", "web-1", 80, state.HealthPassing)
+	register(t, a, "n2", "10.1.0.2", "web", "web-2", 80, state.HealthPassing)
 	export(t, a, map[string][]string{"web": {"b"}})
 	rp, _ := openRaw(t, a)
 	rp.subscribe(pbpeerstream.TypeURLExportedService)
@@ -322,7 +322,7 @@ func TestHealthChangeSendsHealthOnly(t *testing.T) {
 		t.Fatal("first response is not the full sync")
 	}
 
-	setHealth(t, a, "n2", "web-2", catalog.HealthCritical)
+	setHealth(t, a, "n2", "web-2", state.HealthCritical)
 	delta := rp.next("the health change of web", isServiceResponse("web")).GetResponse()
 	var es pbpeerstream.ExportedService
 	if err := proto.Unmarshal(delta.GetResource(), &es); err != nil {
@@ -348,7 +348,7 @@ func TestHealthChangeSendsHealthOnly(t *testing.T) {
 	}
 
 	// A change beyond health sends the whole instance.
-	register(t, a, "n1", "10.1.0.1", "web", "web-1", 81, catalog.HealthWarning)
+	register(t, a, "n1", "10.1.0.1", "web", "web-1", 81, state.HealthWarning)
 	delta = rp.next("the port change of web", isServiceResponse("web")).GetResponse()
 	es.Reset()
 	if err := proto.Unmarshal(delta.GetResource(), &es); err != nil {

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/ca"
 )
 
@@ -93,7 +94,7 @@ func (s *Server) leadership() context.Context {
 func (s *Server) datacenter() string { return s.cfg.Cluster.Config().Datacenter }
 
 // requireServer fails on client nodes, which hold no peering state.
-func (s *Server) requireServer() (*catalog.Store, error) {
+func (s *Server) requireServer() (*state.Store, error) {
 	st := s.cfg.Cluster.Store()
 	if st == nil {
 		return nil, fmt.Errorf("peering: this call needs a server: %w", catalog.ErrNoServers)
@@ -104,22 +105,22 @@ func (s *Server) requireServer() (*catalog.Store, error) {
 // updatePeering rewrites a peering row read fresh from the store when f
 // reports a change. Rows being deleted are left alone: their state is the
 // deletion routine's.
-func (s *Server) updatePeering(ctx context.Context, id string, f func(p *catalog.Peering) bool) error {
+func (s *Server) updatePeering(ctx context.Context, id string, f func(p *state.Peering) bool) error {
 	_, p, err := s.cfg.Cluster.Store().PeeringByID(nil, id)
 	if err != nil {
 		return err
 	}
 	if p == nil {
-		return catalog.ErrPeeringNotFound
+		return state.ErrPeeringNotFound
 	}
-	if p.State == catalog.PeeringDeleting {
+	if p.State == state.PeeringDeleting {
 		return nil
 	}
 	cp := *p
 	if !f(&cp) {
 		return nil
 	}
-	_, err = s.apply(ctx, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &catalog.PeeringWriteRequest{Peering: &cp}})
+	_, err = s.apply(ctx, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &state.PeeringWriteRequest{Peering: &cp}})
 	if err != nil {
 		return fmt.Errorf("write peering %q: %w", p.Name, err)
 	}

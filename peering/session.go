@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/peering/pbpeerstream"
 )
 
@@ -153,7 +153,7 @@ type session struct {
 	finished chan struct{}
 }
 
-func (s *Server) newSession(ctx context.Context, cancel context.CancelCauseFunc, stream msgStream, p *catalog.Peering, dialer bool) *session {
+func (s *Server) newSession(ctx context.Context, cancel context.CancelCauseFunc, stream msgStream, p *state.Peering, dialer bool) *session {
 	sess := &session{
 		srv: s, id: p.ID, name: p.Name, peerDC: p.Remote.Datacenter, dialer: dialer, stream: stream,
 		ctx: ctx, cancel: cancel, out: newOutbox(), finished: make(chan struct{}), recvRoom: make(chan struct{}, 1),
@@ -560,10 +560,10 @@ func (ss *session) watchPeering() {
 		case p == nil:
 			ss.fail(fmt.Errorf("peering %q: %w", ss.name, errDeletedLocally))
 			return
-		case p.State == catalog.PeeringDeleting:
+		case p.State == state.PeeringDeleting:
 			ss.terminate()
 			return
-		case p.State == catalog.PeeringTerminated:
+		case p.State == state.PeeringTerminated:
 			ss.fail(errTerminatedByPeer)
 			return
 		}

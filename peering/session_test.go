@@ -16,6 +16,7 @@ import (
 
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/configentry"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/identity"
 	"github.com/peerd/peerd/peering/pbpeerstream"
 )
@@ -59,16 +60,16 @@ func TestStreamRejectsBadOpen(t *testing.T) {
 			}
 		})
 	}
-	if _, p, _ := a.cluster.Store().PeeringByID(nil, id); p.State != catalog.PeeringPending {
+	if _, p, _ := a.cluster.Store().PeeringByID(nil, id); p.State != state.PeeringPending {
 		t.Fatalf("state after refused opens: got %s, want PENDING", p.State)
 	}
 }
 
 func TestReplicationBothWays(t *testing.T) {
 	a, b := twoClusters(t, nil, nil)
-	register(t, a, "a-node1", "10.1.0.1", "web", "web-1", 8080, catalog.HealthPassing)
-	register(t, a, "a-node2", "10.1.0.2", "web", "web-2", 8080, catalog.HealthPassing)
-	register(t, b, "b-node1", "10.2.0.1", "api", "api-1", 9090, catalog.HealthPassing)
+	register(t, a, "a-node1", "10.1.0.1", "web", "web-1", 8080, state.HealthPassing)
+	register(t, a, "a-node2", "10.1.0.2", "web", "web-2", 8080, state.HealthPassing)
+	register(t, b, "b-node1", "10.2.0.1", "api", "api-1", 9090, state.HealthPassing)
 	export(t, a, map[string][]string{"web": {"b"}})
 	export(t, b, map[string][]string{"api": {"a"}})
 	p := establish(t, a, b)
@@ -95,7 +96,7 @@ func TestReplicationBothWays(t *testing.T) {
 	if csn.Service.Port != 8080 || csn.Service.Meta["team"] != "x" || !slices.Equal(csn.Service.Tags, []string{"v1"}) || csn.Node.Address != "10.1.0.1" {
 		t.Errorf("instance: got %+v on %+v", csn.Service, csn.Node)
 	}
-	if len(csn.Checks) != 1 || csn.Checks[0].Status != catalog.HealthPassing {
+	if len(csn.Checks) != 1 || csn.Checks[0].Status != state.HealthPassing {
 		t.Errorf("checks: got %d, want one passing flattened check", len(csn.Checks))
 	}
 	// Trust bundles and server addresses.
@@ -120,10 +121,10 @@ func TestReplicationBothWays(t *testing.T) {
 
 	// A health change at the exporter shows at the importer quickly.
 	start := time.Now()
-	setHealth(t, a, "a-node2", "web-2", catalog.HealthCritical)
-	waitFor(t, 5*time.Second, "critical at b", func() bool { return importedHealth(t, b, "a", "web", "a-node2/web-2") == catalog.HealthCritical })
+	setHealth(t, a, "a-node2", "web-2", state.HealthCritical)
+	waitFor(t, 5*time.Second, "critical at b", func() bool { return importedHealth(t, b, "a", "web", "a-node2/web-2") == state.HealthCritical })
 	t.Logf("health change visible at the importer after %s", time.Since(start))
-	if got := importedHealth(t, b, "a", "web", "a-node1/web-1"); got != catalog.HealthPassing {
+	if got := importedHealth(t, b, "a", "web", "a-node1/web-1"); got != state.HealthPassing {
 		t.Errorf("untouched instance: got %s, want passing", got)
 	}
 
@@ -147,7 +148,7 @@ func TestReplicationBothWays(t *testing.T) {
 
 func TestProtocolFromServiceDefaults(t *testing.T) {
 	a, b := twoClusters(t, nil, nil)
-	register(t, a, "n1", "10.1.0.1", "web", "web-1", 80, catalog.HealthPassing)
+	register(t, a, "n1", "10.1.0.1", "web", "web-1", 80, state.HealthPassing)
 	apply(t, a, &catalog.Command{Type: catalog.CmdConfigSet, ConfigEntry: &catalog.ConfigEntryRequest{
 		Kind: configentry.ServiceDefaults, Name: "web", Entry: json.RawMessage(`{"Kind":"service-defaults","Name":"web","Protocol":"http"}`),
 	}})
@@ -171,7 +172,7 @@ func TestDeltaSendsFewerBytes(t *testing.T) {
 	a, b := twoClusters(t, slow, slow)
 	const n = 50
 	for i := range n {
-		register(t, a, fmt.Sprintf("node-%02d", i), fmt.Sprintf("10.1.0.%d", i+1), "web", fmt.Sprintf("web-%02d", i), 8080, catalog.HealthPassing)
+		register(t, a, fmt.Sprintf("node-%02d", i), fmt.Sprintf("10.1.0.%d", i+1), "web", fmt.Sprintf("web-%02d", i), 8080, state.HealthPassing)
 	}
 	export(t, a, map[string][]string{"web": {"b"}})
 	establish(t, a, b)
@@ -179,8 +180,8 @@ func TestDeltaSendsFewerBytes(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // let the sync's ACKs settle
 
 	before := sentBytes(t, a, "b")
-	setHealth(t, a, "node-07", "web-07", catalog.HealthWarning)
-	waitFor(t, 5*time.Second, "warning at b", func() bool { return importedHealth(t, b, "a", "web", "node-07/web-07") == catalog.HealthWarning })
+	setHealth(t, a, "node-07", "web-07", state.HealthWarning)
+	waitFor(t, 5*time.Second, "warning at b", func() bool { return importedHealth(t, b, "a", "web", "node-07/web-07") == state.HealthWarning })
 	time.Sleep(100 * time.Millisecond)
 	delta := sentBytes(t, a, "b") - before
 
@@ -201,13 +202,13 @@ func TestChunkedResource(t *testing.T) {
 	a, b := twoClusters(t, small, small)
 	const n = 40
 	for i := range n {
-		register(t, a, fmt.Sprintf("node-%02d", i), fmt.Sprintf("10.1.0.%d", i+1), "web", fmt.Sprintf("web-%02d", i), 8080, catalog.HealthPassing)
+		register(t, a, fmt.Sprintf("node-%02d", i), fmt.Sprintf("10.1.0.%d", i+1), "web", fmt.Sprintf("web-%02d", i), 8080, state.HealthPassing)
 	}
 	export(t, a, map[string][]string{"web": {"b"}})
 	establish(t, a, b)
 	waitFor(t, 10*time.Second, "all instances imported from chunks", func() bool { return len(imported(t, b, "a", "web")) == n })
-	setHealth(t, a, "node-39", "web-39", catalog.HealthCritical)
-	waitFor(t, 5*time.Second, "critical at b", func() bool { return importedHealth(t, b, "a", "web", "node-39/web-39") == catalog.HealthCritical })
+	setHealth(t, a, "node-39", "web-39", state.HealthCritical)
+	waitFor(t, 5*time.Second, "critical at b", func() bool { return importedHealth(t, b, "a", "web", "node-39/web-39") == state.HealthCritical })
 	if got := counterValue(t, b.peering.metrics.nacks.WithLabelValues("a", "sent")); got != 0 {
 		t.Fatalf("importer NACKed %v responses, want 0", got)
 	}
@@ -215,8 +216,8 @@ func TestChunkedResource(t *testing.T) {
 
 func TestReconnectResyncsWithoutStaleImports(t *testing.T) {
 	a, b := twoClusters(t, nil, nil)
-	register(t, a, "n1", "10.1.0.1", "web", "web-1", 80, catalog.HealthPassing)
-	register(t, a, "n2", "10.1.0.2", "db", "db-1", 5432, catalog.HealthPassing)
+	register(t, a, "n1", "10.1.0.1", "web", "web-1", 80, state.HealthPassing)
+	register(t, a, "n2", "10.1.0.2", "db", "db-1", 5432, state.HealthPassing)
 	export(t, a, map[string][]string{"web": {"b"}, "db": {"b"}})
 	p := establish(t, a, b)
 	waitActive(t, p)
@@ -232,21 +233,21 @@ func TestReconnectResyncsWithoutStaleImports(t *testing.T) {
 		_, row, _ := b.cluster.Store().Peering(nil, "a")
 		cp := *row
 		cp.ManualServerAddresses, cp.PeerServerAddresses = addrs, addrs
-		apply(t, b, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &catalog.PeeringWriteRequest{Peering: &cp}})
+		apply(t, b, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &state.PeeringWriteRequest{Peering: &cp}})
 	}
 	setAddrs([]string{"127.0.0.1:1"})
 	waitFor(t, 10*time.Second, "FAILING on both sides", func() bool {
-		return state(b, "a") == catalog.PeeringFailing && state(a, "b") == catalog.PeeringFailing
+		return userState(b, "a") == state.PeeringFailing && userState(a, "b") == state.PeeringFailing
 	})
 
 	// Meanwhile the exporter drops db and changes web.
 	deregister(t, a, "n2", "db-1")
-	setHealth(t, a, "n1", "web-1", catalog.HealthWarning)
+	setHealth(t, a, "n1", "web-1", state.HealthWarning)
 
 	setAddrs([]string{a.tlsAddr})
 	waitActive(t, p)
 	waitFor(t, 10*time.Second, "resync", func() bool {
-		return len(imported(t, b, "a", "db")) == 0 && importedHealth(t, b, "a", "web", "n1/web-1") == catalog.HealthWarning
+		return len(imported(t, b, "a", "db")) == 0 && importedHealth(t, b, "a", "web", "n1/web-1") == state.HealthWarning
 	})
 	if n, _ := b.cluster.Store().ImportedNodes("a", 0); !slices.Equal(n, []string{"n1"}) {
 		t.Fatalf("imported nodes after resync: got %v, want [n1]", n)
@@ -272,8 +273,8 @@ func TestDeleteTerminatesThePeer(t *testing.T) {
 			oneByOne := func(c *Config) { c.PurgeBatch = 1 }
 			a, b := twoClusters(t, oneByOne, oneByOne)
 			for i := range 3 {
-				register(t, a, fmt.Sprintf("n%d", i), "10.1.0.1", "web", "web-1", 80, catalog.HealthPassing)
-				register(t, b, fmt.Sprintf("m%d", i), "10.2.0.1", "api", "api-1", 80, catalog.HealthPassing)
+				register(t, a, fmt.Sprintf("n%d", i), "10.1.0.1", "web", "web-1", 80, state.HealthPassing)
+				register(t, b, fmt.Sprintf("m%d", i), "10.2.0.1", "api", "api-1", 80, state.HealthPassing)
 			}
 			export(t, a, map[string][]string{"web": {"b"}})
 			export(t, b, map[string][]string{"api": {"a"}})
@@ -288,8 +289,8 @@ func TestDeleteTerminatesThePeer(t *testing.T) {
 			}
 			_, row, _ := del.cluster.Store().Peering(nil, delName)
 			cp := *row
-			cp.State, cp.DeletedAt = catalog.PeeringDeleting, time.Now().UnixNano()
-			apply(t, del, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &catalog.PeeringWriteRequest{Peering: &cp}})
+			cp.State, cp.DeletedAt = state.PeeringDeleting, time.Now().UnixNano()
+			apply(t, del, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &state.PeeringWriteRequest{Peering: &cp}})
 
 			waitFor(t, 10*time.Second, "the deleted row to go", func() bool {
 				_, row, _ := del.cluster.Store().Peering(nil, delName)
@@ -300,12 +301,12 @@ func TestDeleteTerminatesThePeer(t *testing.T) {
 			}
 			waitFor(t, 10*time.Second, "the peer TERMINATED and purged", func() bool {
 				n, _ := other.cluster.Store().ImportedNodes(otherName, 0)
-				return state(other, otherName) == catalog.PeeringTerminated && len(n) == 0
+				return userState(other, otherName) == state.PeeringTerminated && len(n) == 0
 			})
 			// The terminated side stops dialing and keeps its row.
 			time.Sleep(300 * time.Millisecond)
-			if other.peering.streams.get(row.ID) != nil || state(other, otherName) != catalog.PeeringTerminated {
-				t.Fatalf("terminated side: stream open or state %s", state(other, otherName))
+			if other.peering.streams.get(row.ID) != nil || userState(other, otherName) != state.PeeringTerminated {
+				t.Fatalf("terminated side: stream open or state %s", userState(other, otherName))
 			}
 			// exported-services still names the peer, but nothing is
 			// exported to a TERMINATED peering.
@@ -331,7 +332,7 @@ func TestHeartbeatTimeout(t *testing.T) {
 	waitFor(t, 10*time.Second, "the acceptor to time the stream out", func() bool {
 		return strings.Contains(a.peering.tracker.get(p.accID).LastError, "heartbeat timeout")
 	})
-	waitFor(t, 3*time.Second, "FAILING at the acceptor", func() bool { return state(a, p.accName) == catalog.PeeringFailing })
+	waitFor(t, 3*time.Second, "FAILING at the acceptor", func() bool { return userState(a, p.accName) == state.PeeringFailing })
 }
 
 func TestFollowerAnswersWithLeaderAddress(t *testing.T) {
@@ -400,7 +401,7 @@ func newFollower(t *testing.T, leader *testCluster) (*Server, string) {
 func TestDialerFollowsRedirectToLeader(t *testing.T) {
 	a, b := twoClusters(t, nil, nil)
 	_, followerAddr := newFollower(t, a)
-	register(t, a, "n1", "10.1.0.1", "web", "web-1", 80, catalog.HealthPassing)
+	register(t, a, "n1", "10.1.0.1", "web", "web-1", 80, state.HealthPassing)
 	export(t, a, map[string][]string{"web": {"b"}})
 	p := establish(t, a, b)
 	waitSettled(t, p)
@@ -408,7 +409,7 @@ func TestDialerFollowsRedirectToLeader(t *testing.T) {
 	_, row, _ := b.cluster.Store().Peering(nil, "a")
 	cp := *row
 	cp.ManualServerAddresses = []string{followerAddr}
-	apply(t, b, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &catalog.PeeringWriteRequest{Peering: &cp}})
+	apply(t, b, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &state.PeeringWriteRequest{Peering: &cp}})
 	waitFor(t, 10*time.Second, "the follower to redirect the dialer", func() bool {
 		return strings.Contains(b.peering.tracker.get(p.dialID).LastError, "not a leader")
 	})
@@ -455,7 +456,7 @@ func TestQueuedUpsertsCommitTogether(t *testing.T) {
 	a := newTestCluster(t, "a", "dc1", nil)
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	p := &catalog.Peering{ID: uuid.NewString(), Name: "p", Remote: catalog.PeeringRemote{Datacenter: "dc9"}}
+	p := &state.Peering{ID: uuid.NewString(), Name: "p", Remote: state.PeeringRemote{Datacenter: "dc9"}}
 	ss := a.peering.newSession(ctx, cancel, nil, p, false)
 	ss.imp.subscribed(pbpeerstream.TypeURLExportedService)
 

@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 )
 
 // Status is a snapshot of one peering's stream, as the leader that owns the
@@ -49,14 +49,14 @@ func (s Status) Healthy(now time.Time, timeout time.Duration) bool {
 // ESTABLISHING peering never connected stays ESTABLISHING).
 func (s Status) State(stored string, now time.Time, timeout time.Duration) string {
 	switch stored {
-	case catalog.PeeringActive, catalog.PeeringEstablishing:
+	case state.PeeringActive, state.PeeringEstablishing:
 		if s.Healthy(now, timeout) {
-			return catalog.PeeringActive
+			return state.PeeringActive
 		}
-		if stored == catalog.PeeringEstablishing && s.LastReceive.IsZero() {
-			return catalog.PeeringEstablishing
+		if stored == state.PeeringEstablishing && s.LastReceive.IsZero() {
+			return state.PeeringEstablishing
 		}
-		return catalog.PeeringFailing
+		return state.PeeringFailing
 	}
 	return stored
 }

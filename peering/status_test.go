@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 )
 
 func TestDerivedState(t *testing.T) {
@@ -13,35 +13,35 @@ func TestDerivedState(t *testing.T) {
 	clock := now
 	tr := newTracker(func() time.Time { return clock })
 	const timeout = 2 * time.Minute
-	state := func(stored string) string { return tr.get("p").State(stored, clock, timeout) }
+	derived := func(stored string) string { return tr.get("p").State(stored, clock, timeout) }
 
-	if got := state(catalog.PeeringEstablishing); got != catalog.PeeringEstablishing {
+	if got := derived(state.PeeringEstablishing); got != state.PeeringEstablishing {
 		t.Fatalf("never connected: got %s, want ESTABLISHING", got)
 	}
 	tr.connected("p")
 	tr.heartbeat("p")
-	if got := state(catalog.PeeringEstablishing); got != catalog.PeeringActive {
+	if got := derived(state.PeeringEstablishing); got != state.PeeringActive {
 		t.Fatalf("first heartbeat: got %s, want ACTIVE", got)
 	}
 	clock = now.Add(timeout + time.Second)
-	if got := state(catalog.PeeringActive); got != catalog.PeeringFailing {
+	if got := derived(state.PeeringActive); got != state.PeeringFailing {
 		t.Fatalf("no heartbeat for longer than the timeout: got %s, want FAILING", got)
 	}
 	tr.heartbeat("p")
-	if got := state(catalog.PeeringActive); got != catalog.PeeringActive {
+	if got := derived(state.PeeringActive); got != state.PeeringActive {
 		t.Fatalf("heartbeat again: got %s, want ACTIVE", got)
 	}
 	tr.disconnected("p", errors.New("connection reset"))
 	st := tr.get("p")
-	if got := st.State(catalog.PeeringActive, clock, timeout); got != catalog.PeeringFailing || st.LastError != "connection reset" {
+	if got := st.State(state.PeeringActive, clock, timeout); got != state.PeeringFailing || st.LastError != "connection reset" {
 		t.Fatalf("disconnected: got %s / %q, want FAILING with the error", got, st.LastError)
 	}
 	tr.connected("p")
 	if got := tr.get("p").Reconnects; got != 1 {
 		t.Fatalf("got %d reconnects, want 1", got)
 	}
-	for _, stored := range []string{catalog.PeeringPending, catalog.PeeringDeleting, catalog.PeeringTerminated} {
-		if got := state(stored); got != stored {
+	for _, stored := range []string{state.PeeringPending, state.PeeringDeleting, state.PeeringTerminated} {
+		if got := derived(stored); got != stored {
 			t.Errorf("stored %s: got %s, want it unchanged", stored, got)
 		}
 	}

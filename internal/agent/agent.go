@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/dataplane"
 	"github.com/peerd/peerd/internal/dns"
 	"github.com/peerd/peerd/internal/httpapi"
@@ -205,7 +206,7 @@ func (a *Agent) start(ctx context.Context) error {
 	if !cfg.Dev {
 		stateDir = filepath.Join(cfg.DataDir, "local")
 	}
-	node := catalog.Node{
+	node := state.Node{
 		ID: cfg.NodeID, Node: cfg.NodeName, Address: a.cluster.LocalMember().Addr, Datacenter: cfg.Datacenter,
 		Meta: maps.Clone(cfg.NodeMeta),
 	}
@@ -579,7 +580,7 @@ func (a *Agent) Shutdown(leave bool) error {
 			// its services would then linger as critical.
 			dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Second)
 			_, err := a.cluster.Apply(dctx, &catalog.Command{Type: catalog.CmdDeregister,
-				Deregister: &catalog.DeregisterRequest{Node: a.cfg.NodeName}})
+				Deregister: &state.DeregisterRequest{Node: a.cfg.NodeName}})
 			dcancel()
 			if err != nil {
 				a.log.Warn("deregister this node before leaving; the leader will do it", "err", err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 )
 
 // testAgent starts an agent for a multi-node test on loopback with free
@@ -238,7 +239,7 @@ func TestClusterThreeServersTwoClients(t *testing.T) {
 				return fmt.Errorf("got %d api instances, want 1 (kept, but critical)", len(entries))
 			}
 			for _, c := range entries[0].Checks {
-				if c.CheckID == catalog.SerfCheckID && c.Status == catalog.HealthCritical {
+				if c.CheckID == state.SerfCheckID && c.Status == state.HealthCritical {
 					return nil
 				}
 			}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/decode"
 	"github.com/peerd/peerd/internal/dns"
 	"github.com/peerd/peerd/l7proxy"
@@ -123,8 +124,8 @@ type Config struct {
 	LogLevel string
 	LogJSON  bool
 	// Services and Checks are defined in config files.
-	Services []*catalog.ServiceDefinition
-	Checks   []*catalog.CheckType
+	Services []*state.ServiceDefinition
+	Checks   []*state.CheckType
 	// SyncInterval is the anti-entropy period (default 1m).
 	SyncInterval time.Duration
 	// Version is reported by the API and advertised to other members.
@@ -158,8 +159,8 @@ func DefaultConfig() Config {
 		GRPCTLSAddr:        ":8503",
 		GatewayAddr:        "0.0.0.0:8443",
 		Domain:             dns.DefaultDomain,
-		VirtualIPv4CIDR:    catalog.DefaultVirtualIPv4Range,
-		VirtualIPv6CIDR:    catalog.DefaultVirtualIPv6Range,
+		VirtualIPv4CIDR:    state.DefaultVirtualIPv4Range,
+		VirtualIPv6CIDR:    state.DefaultVirtualIPv6Range,
 		ProxyMark:          l7proxy.DefaultMark,
 		LeafTTL:            72 * time.Hour,
 		ProxyTLSMinVersion: "1.3",
@@ -240,11 +241,11 @@ func (c *Config) validate(needDataDir bool) error {
 			errs = append(errs, fmt.Errorf("-recursor: %w", err))
 		}
 	}
-	if _, err := catalog.ParseVirtualIPRange(c.virtualIPv4CIDR(), 4); err != nil {
+	if _, err := state.ParseVirtualIPRange(c.virtualIPv4CIDR(), 4); err != nil {
 		errs = append(errs, fmt.Errorf("-virtual-ip-cidr: %w", err))
 	}
 	if c.VirtualIPv6CIDR != "" {
-		if _, err := catalog.ParseVirtualIPRange(c.VirtualIPv6CIDR, 6); err != nil {
+		if _, err := state.ParseVirtualIPRange(c.VirtualIPv6CIDR, 6); err != nil {
 			errs = append(errs, fmt.Errorf("-virtual-ip6-cidr: %w (or \"\" for IPv4 virtual IPs only)", err))
 		}
 	}
@@ -296,7 +297,7 @@ func (c *Config) domain() string {
 
 func (c *Config) virtualIPv4CIDR() string {
 	if c.VirtualIPv4CIDR == "" {
-		return catalog.DefaultVirtualIPv4Range
+		return state.DefaultVirtualIPv4Range
 	}
 	return c.VirtualIPv4CIDR
 }
@@ -315,11 +316,11 @@ func (c *Config) checkVirtualIPOverlap() error {
 		if r.cidr == "" {
 			continue
 		}
-		p, err := catalog.ParseVirtualIPRange(r.cidr, r.family)
+		p, err := state.ParseVirtualIPRange(r.cidr, r.family)
 		if err != nil {
 			return fmt.Errorf("%s: %w", r.flag, err)
 		}
-		if err := catalog.CheckVirtualIPRangeOverlap(p, addrs); err != nil {
+		if err := state.CheckVirtualIPRangeOverlap(p, addrs); err != nil {
 			return fmt.Errorf("%s: %w", r.flag, err)
 		}
 	}
@@ -400,10 +401,10 @@ type fileConfig struct {
 		HeartbeatInterval *decode.Duration
 		HeartbeatTimeout  *decode.Duration
 	}
-	Service  []*catalog.ServiceDefinition
-	Services []*catalog.ServiceDefinition
-	Check    []*catalog.CheckType
-	Checks   []*catalog.CheckType
+	Service  []*state.ServiceDefinition
+	Services []*state.ServiceDefinition
+	Check    []*state.CheckType
+	Checks   []*state.CheckType
 }
 
 // LoadFiles reads config files and directories (every *.hcl and *.json in a

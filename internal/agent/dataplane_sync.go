@@ -11,7 +11,7 @@ import (
 	"github.com/hashicorp/go-memdb"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/dataplane"
 )
 
@@ -106,7 +106,7 @@ type dataplaneWants struct {
 // addresses of each peer's servers and of its instances' gateways; with
 // fastPorts, the ports of the typical services on node w.node. It reads
 // nothing but st (adding its watches to ws).
-func desiredDataplane(ws memdb.WatchSet, st *catalog.Store, w dataplaneWants) (dataplane.Desired, error) {
+func desiredDataplane(ws memdb.WatchSet, st *state.Store, w dataplaneWants) (dataplane.Desired, error) {
 	var d dataplane.Desired
 	_, vips, err := st.VirtualIPs(ws)
 	if err != nil {
@@ -149,7 +149,7 @@ func desiredDataplane(ws memdb.WatchSet, st *catalog.Store, w dataplaneWants) (d
 
 // peerAddrs maps each peer's server addresses and its instances' gateway
 // addresses to the peer's name.
-func peerAddrs(ws memdb.WatchSet, st *catalog.Store, peerings []*catalog.Peering) (map[netip.Addr]string, error) {
+func peerAddrs(ws memdb.WatchSet, st *state.Store, peerings []*state.Peering) (map[netip.Addr]string, error) {
 	out := map[netip.Addr]string{}
 	for _, p := range peerings {
 		for _, hp := range p.PeerServerAddresses {
@@ -169,7 +169,7 @@ func peerAddrs(ws memdb.WatchSet, st *catalog.Store, peerings []*catalog.Peering
 				return nil, err
 			}
 			for _, sn := range nodes {
-				if ip, err := netip.ParseAddr(sn.Service.TaggedAddresses[catalog.TaggedAddressGateway].Address); err == nil {
+				if ip, err := netip.ParseAddr(sn.Service.TaggedAddresses[state.TaggedAddressGateway].Address); err == nil {
 					out[ip.Unmap()] = p.Name
 				}
 			}

@@ -12,7 +12,7 @@ import (
 	"github.com/hashicorp/go-memdb"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/dataplane"
 )
 
@@ -21,7 +21,7 @@ import (
 // IPs and this node's instances; and the watch set fires when a peering
 // goes.
 func TestDesiredDataplane(t *testing.T) {
-	st, err := catalog.NewStore()
+	st, err := state.NewStore()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,29 +33,29 @@ func TestDesiredDataplane(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	must(st.PeeringWrite(idx+1, &catalog.PeeringWriteRequest{Peering: &catalog.Peering{
-		ID: "11111111-1111-4111-8111-111111111111", Name: "b", State: catalog.PeeringActive,
+	must(st.PeeringWrite(idx+1, &state.PeeringWriteRequest{Peering: &state.Peering{
+		ID: "11111111-1111-4111-8111-111111111111", Name: "b", State: state.PeeringActive,
 		PeerServerAddresses: []string{"10.0.0.1:8503", "[fd00::1]:8503", "not-an-address"},
 	}}))
-	must(st.PeeringWrite(idx+1, &catalog.PeeringWriteRequest{Peering: &catalog.Peering{
-		ID: "22222222-2222-4222-8222-222222222222", Name: "idle", State: catalog.PeeringActive,
+	must(st.PeeringWrite(idx+1, &state.PeeringWriteRequest{Peering: &state.Peering{
+		ID: "22222222-2222-4222-8222-222222222222", Name: "idle", State: state.PeeringActive,
 	}}))
-	imported := func(node, id, svc, gw string) *catalog.RegisterRequest {
-		return &catalog.RegisterRequest{PeerName: "b",
-			Node: &catalog.Node{Node: node, Address: "192.0.2.1", PeerName: "b"},
-			Service: &catalog.Service{ID: id, Service: svc, Port: 8080, PeerName: "b",
-				TaggedAddresses: map[string]catalog.ServiceAddress{catalog.TaggedAddressGateway: {Address: gw, Port: 8443}}}}
+	imported := func(node, id, svc, gw string) *state.RegisterRequest {
+		return &state.RegisterRequest{PeerName: "b",
+			Node: &state.Node{Node: node, Address: "192.0.2.1", PeerName: "b"},
+			Service: &state.Service{ID: id, Service: svc, Port: 8080, PeerName: "b",
+				TaggedAddresses: map[string]state.ServiceAddress{state.TaggedAddressGateway: {Address: gw, Port: 8443}}}}
 	}
 	must(st.Register(idx+1, imported("b-n1", "billing-1", "billing", "10.0.0.7")))
 	must(st.Register(idx+1, imported("b-n2", "billing-2", "billing", "::ffff:10.0.0.8")))
 	must(st.Register(idx+1, imported("b-n1", "db-1", "db", "")))
-	must(st.VirtualIPsUpdate(idx+1, &catalog.VirtualIPsRequest{Assign: []*catalog.VirtualIP{
+	must(st.VirtualIPsUpdate(idx+1, &state.VirtualIPsRequest{Assign: []*state.VirtualIP{
 		{Peer: "b", Service: "billing", IPv4: "240.0.0.1", IPv6: "fd10::1"},
 		{Peer: "b", Service: "db", IPv4: "240.0.0.2"},
 	}}))
-	local := func(node, id string, port int, kind string) *catalog.RegisterRequest {
-		return &catalog.RegisterRequest{Node: &catalog.Node{Node: node, Address: "127.0.0.1"},
-			Service: &catalog.Service{ID: id, Service: id, Port: port, Kind: kind}}
+	local := func(node, id string, port int, kind string) *state.RegisterRequest {
+		return &state.RegisterRequest{Node: &state.Node{Node: node, Address: "127.0.0.1"},
+			Service: &state.Service{ID: id, Service: id, Port: port, Kind: kind}}
 	}
 	must(st.Register(idx+1, local("me", "web", 8080, "")))
 	must(st.Register(idx+1, local("me", "web-2", 8080, ""))) // same port: once

@@ -14,7 +14,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/miekg/dns"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 )
 
 func dnsQuery(addr, name string, qtype uint16) (*dns.Msg, error) {
@@ -93,7 +93,7 @@ func TestDNSAndVirtualIPsAcrossPeers(t *testing.T) {
 	if v := entries[0].ServiceTaggedAddresses["virtual"]; v.Address != "240.0.0.1" || v.Port != 9090 {
 		t.Fatalf("virtual tagged address: got %+v, want 240.0.0.1:9090", v)
 	}
-	var vips []catalog.VirtualIP
+	var vips []state.VirtualIP
 	if err := getJSON("http://"+a.agent.HTTPAddr()+"/v1/virtual-ips", &vips); err != nil {
 		t.Fatal(err)
 	}

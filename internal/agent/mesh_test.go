@@ -14,7 +14,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/peering"
 )
 
@@ -413,7 +413,7 @@ func grepLines(s, sub string) string {
 }
 
 var _ = sync.Mutex{}
-var _ = catalog.HealthPassing
+var _ = state.HealthPassing
 
 func TestMeshHTTP2AndGRPC(t *testing.T) {
 	for _, protocol := range []string{"http2", "grpc"} {

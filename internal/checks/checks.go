@@ -16,7 +16,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/decode"
 )
 
@@ -51,7 +51,7 @@ type Runner struct {
 }
 
 type running struct {
-	def    catalog.CheckType
+	def    state.CheckType
 	cancel context.CancelFunc
 	done   chan struct{}
 	ttl    *time.Timer
@@ -68,7 +68,7 @@ func New(notify Notify, log *slog.Logger) *Runner {
 
 // Kind returns the check's type name as Consul reports it ("ttl", "http",
 // "tcp"), or "" if def defines no runnable check.
-func Kind(def *catalog.CheckType) string {
+func Kind(def *state.CheckType) string {
 	switch {
 	case def.TTL > 0:
 		return "ttl"
@@ -81,7 +81,7 @@ func Kind(def *catalog.CheckType) string {
 }
 
 // Validate reports what is wrong with a check definition, naming the field.
-func Validate(def *catalog.CheckType) error {
+func Validate(def *state.CheckType) error {
 	n := 0
 	for _, set := range []bool{def.TTL > 0, def.HTTP != "", def.TCP != ""} {
 		if set {
@@ -105,7 +105,7 @@ func Validate(def *catalog.CheckType) error {
 	if (def.HTTP != "" || def.TCP != "") && def.Interval == 0 {
 		return fieldErr("Interval", "required for HTTP and TCP checks (e.g. \"10s\")")
 	}
-	if def.Status != "" && !catalog.ValidHealthStatus(def.Status) {
+	if def.Status != "" && !state.ValidHealthStatus(def.Status) {
 		return fieldErr("Status", "%q must be passing, warning or critical", def.Status)
 	}
 	return nil
@@ -117,7 +117,7 @@ func fieldErr(field, format string, a ...any) error {
 }
 
 // Add starts (or restarts with a new definition) the check id.
-func (r *Runner) Add(id string, def catalog.CheckType) error {
+func (r *Runner) Add(id string, def state.CheckType) error {
 	if err := Validate(&def); err != nil {
 		return fmt.Errorf("check %q: %w", id, err)
 	}
@@ -130,7 +130,7 @@ func (r *Runner) Add(id string, def catalog.CheckType) error {
 	switch Kind(&def) {
 	case "ttl":
 		rc.ttl = time.AfterFunc(def.TTL.D(), func() {
-			r.notify(id, catalog.HealthCritical, "TTL expired")
+			r.notify(id, state.HealthCritical, "TTL expired")
 		})
 		close(rc.done)
 	default:
@@ -187,7 +187,7 @@ func (r *Runner) Close() {
 	}
 }
 
-func (r *Runner) loop(ctx context.Context, id string, def catalog.CheckType) {
+func (r *Runner) loop(ctx context.Context, id string, def state.CheckType) {
 	interval := max(def.Interval.D(), MinInterval)
 	timeout := def.Timeout.D()
 	if timeout == 0 {
@@ -204,14 +204,14 @@ func (r *Runner) loop(ctx context.Context, id string, def catalog.CheckType) {
 		}
 		// Consul's flap damping: a status only changes after enough
 		// consecutive results in its direction.
-		if status == catalog.HealthPassing {
+		if status == state.HealthPassing {
 			successes, failures = successes+1, 0
-			if last != "" && last != catalog.HealthPassing && successes < max(def.SuccessBeforePassing, 1) {
+			if last != "" && last != state.HealthPassing && successes < max(def.SuccessBeforePassing, 1) {
 				status = last
 			}
 		} else {
 			successes, failures = 0, failures+1
-			if last == catalog.HealthPassing && failures < max(def.FailuresBeforeCritical, 1) {
+			if last == state.HealthPassing && failures < max(def.FailuresBeforeCritical, 1) {
 				status = last
 			}
 		}
@@ -225,20 +225,20 @@ func (r *Runner) loop(ctx context.Context, id string, def catalog.CheckType) {
 	}
 }
 
-func runOnce(ctx context.Context, def *catalog.CheckType) (status, output string) {
+func runOnce(ctx context.Context, def *state.CheckType) (status, output string) {
 	if def.TCP != "" {
 		var d net.Dialer
 		conn, err := d.DialContext(ctx, "tcp", def.TCP)
 		if err != nil {
-			return catalog.HealthCritical, fmt.Sprintf("TCP connect %s: %v", def.TCP, err)
+			return state.HealthCritical, fmt.Sprintf("TCP connect %s: %v", def.TCP, err)
 		}
 		_ = conn.Close()
-		return catalog.HealthPassing, fmt.Sprintf("TCP connect %s: Success", def.TCP)
+		return state.HealthPassing, fmt.Sprintf("TCP connect %s: Success", def.TCP)
 	}
 	return runHTTP(ctx, def)
 }
 
-func runHTTP(ctx context.Context, def *catalog.CheckType) (string, string) {
+func runHTTP(ctx context.Context, def *state.CheckType) (string, string) {
 	method := def.Method
 	if method == "" {
 		method = http.MethodGet
@@ -249,7 +249,7 @@ func runHTTP(ctx context.Context, def *catalog.CheckType) (string, string) {
 	}
 	req, err := http.NewRequestWithContext(ctx, method, def.HTTP, body)
 	if err != nil {
-		return catalog.HealthCritical, fmt.Sprintf("build request: %v", err)
+		return state.HealthCritical, fmt.Sprintf("build request: %v", err)
 	}
 	for k, vs := range def.Header {
 		for _, v := range vs {
@@ -266,16 +266,16 @@ func runHTTP(ctx context.Context, def *catalog.CheckType) (string, string) {
 	defer tr.CloseIdleConnections()
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
-		return catalog.HealthCritical, fmt.Sprintf("HTTP %s %s: %v", method, def.HTTP, err)
+		return state.HealthCritical, fmt.Sprintf("HTTP %s %s: %v", method, def.HTTP, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxOutput))
 	out := fmt.Sprintf("HTTP %s %s: %s Output: %s", method, def.HTTP, resp.Status, b)
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
-		return catalog.HealthPassing, out
+		return state.HealthPassing, out
 	case resp.StatusCode == http.StatusTooManyRequests:
-		return catalog.HealthWarning, out
+		return state.HealthWarning, out
 	}
-	return catalog.HealthCritical, out
+	return state.HealthCritical, out
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/decode"
 )
 
@@ -57,17 +57,17 @@ func TestHTTPCheck(t *testing.T) {
 	var rec recorder
 	r := New(rec.notify, nil)
 	defer r.Close()
-	if err := r.Add("h", catalog.CheckType{HTTP: srv.URL, Interval: ms(100)}); err != nil {
+	if err := r.Add("h", state.CheckType{HTTP: srv.URL, Interval: ms(100)}); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
 		code int
 		want string
 	}{
-		{http.StatusOK, catalog.HealthPassing},
-		{http.StatusTooManyRequests, catalog.HealthWarning},
-		{http.StatusInternalServerError, catalog.HealthCritical},
-		{http.StatusNoContent, catalog.HealthPassing},
+		{http.StatusOK, state.HealthPassing},
+		{http.StatusTooManyRequests, state.HealthWarning},
+		{http.StatusInternalServerError, state.HealthCritical},
+		{http.StatusNoContent, state.HealthPassing},
 	}
 	for _, tt := range tests {
 		mu.Lock()
@@ -95,27 +95,27 @@ func TestTCPCheck(t *testing.T) {
 	var rec recorder
 	r := New(rec.notify, nil)
 	defer r.Close()
-	if err := r.Add("t", catalog.CheckType{TCP: addr, Interval: ms(100)}); err != nil {
+	if err := r.Add("t", state.CheckType{TCP: addr, Interval: ms(100)}); err != nil {
 		t.Fatal(err)
 	}
-	rec.waitFor(t, "t", catalog.HealthPassing)
+	rec.waitFor(t, "t", state.HealthPassing)
 	ln.Close()
-	rec.waitFor(t, "t", catalog.HealthCritical)
+	rec.waitFor(t, "t", state.HealthCritical)
 }
 
 func TestTTLCheckExpires(t *testing.T) {
 	var rec recorder
 	r := New(rec.notify, nil)
 	defer r.Close()
-	if err := r.Add("ttl", catalog.CheckType{TTL: ms(200)}); err != nil {
+	if err := r.Add("ttl", state.CheckType{TTL: ms(200)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.UpdateTTL("ttl", catalog.HealthPassing, "ok"); err != nil {
+	if err := r.UpdateTTL("ttl", state.HealthPassing, "ok"); err != nil {
 		t.Fatal(err)
 	}
-	rec.waitFor(t, "ttl", catalog.HealthPassing)
-	rec.waitFor(t, "ttl", catalog.HealthCritical) // nobody renewed it
-	if err := r.UpdateTTL("nope", catalog.HealthPassing, ""); err == nil {
+	rec.waitFor(t, "ttl", state.HealthPassing)
+	rec.waitFor(t, "ttl", state.HealthCritical) // nobody renewed it
+	if err := r.UpdateTTL("nope", state.HealthPassing, ""); err == nil {
 		t.Fatal("updating an unknown check succeeded")
 	}
 }
@@ -123,17 +123,17 @@ func TestTTLCheckExpires(t *testing.T) {
 func TestValidate(t *testing.T) {
 	tests := []struct {
 		name string
-		def  catalog.CheckType
+		def  state.CheckType
 		ok   bool
 	}{
-		{"ttl", catalog.CheckType{TTL: ms(1000)}, true},
-		{"http", catalog.CheckType{HTTP: "http://127.0.0.1/health", Interval: ms(1000)}, true},
-		{"nothing", catalog.CheckType{}, false},
-		{"two kinds", catalog.CheckType{TTL: ms(1000), TCP: "127.0.0.1:1"}, false},
-		{"http without interval", catalog.CheckType{HTTP: "http://x/"}, false},
-		{"http not a url", catalog.CheckType{HTTP: "x/y", Interval: ms(1000)}, false},
-		{"tcp without port", catalog.CheckType{TCP: "host", Interval: ms(1000)}, false},
-		{"bad status", catalog.CheckType{TTL: ms(1000), Status: "green"}, false},
+		{"ttl", state.CheckType{TTL: ms(1000)}, true},
+		{"http", state.CheckType{HTTP: "http://127.0.0.1/health", Interval: ms(1000)}, true},
+		{"nothing", state.CheckType{}, false},
+		{"two kinds", state.CheckType{TTL: ms(1000), TCP: "127.0.0.1:1"}, false},
+		{"http without interval", state.CheckType{HTTP: "http://x/"}, false},
+		{"http not a url", state.CheckType{HTTP: "x/y", Interval: ms(1000)}, false},
+		{"tcp without port", state.CheckType{TCP: "host", Interval: ms(1000)}, false},
+		{"bad status", state.CheckType{TTL: ms(1000), Status: "green"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -27,9 +27,31 @@ var rules = []rule{
 		forbidden: []string{"internal/agent/..."},
 	},
 	{
-		why:      "catalog imports nothing of ours except catalog/... and internal/decode",
-		pkgs:     []string{"catalog/..."},
+		why:  "catalog imports nothing of ours except catalog/... and internal/decode",
+		pkgs: []string{"catalog/..."},
+		// The floors below the cluster have stricter rules of their own.
+		except:   []string{"catalog/state/...", "catalog/configentry/..."},
 		onlyOurs: []string{"catalog/...", "internal/decode"},
+	},
+	{
+		why: "catalog/state (tables, queries, conventions) sits below the cluster: it imports nothing of ours " +
+			"but catalog/configentry and leaves, and nothing of raft, memberlist, bbolt or gRPC",
+		pkgs:      []string{"catalog/state/..."},
+		onlyOurs:  []string{"catalog/state/...", "catalog/configentry/...", "internal/decode", "internal/identity"},
+		forbidden: clusterDeps,
+	},
+	{
+		why:       "catalog/configentry sits below catalog/state: it imports nothing of ours but internal/decode",
+		pkgs:      []string{"catalog/configentry/..."},
+		onlyOurs:  []string{"catalog/configentry/...", "internal/decode"},
+		forbidden: clusterDeps,
+	},
+	{
+		why: "l7proxy/policy decides on state alone (no I/O): it imports nothing of ours but catalog/state, " +
+			"catalog/configentry and leaves, and nothing of the cluster",
+		pkgs:      []string{"l7proxy/policy/..."},
+		onlyOurs:  []string{"l7proxy/policy/...", "catalog/state/...", "catalog/configentry/...", "internal/decode", "internal/identity"},
+		forbidden: clusterDeps,
 	},
 	{
 		why:      "internal/decode imports nothing of ours",
@@ -100,6 +122,17 @@ var rules = []rule{
 		except:    []string{"dataplane/...", "bpf/...", "vmtests/...", "internal/netutil/...", "internal/testutil/..."},
 		forbidden: []string{"golang.org/x/sys/unix"},
 	},
+}
+
+// clusterDeps are the cluster's machinery (replication, gossip, storage,
+// transport): the catalog package's business, never its state's.
+var clusterDeps = []string{
+	"github.com/hashicorp/raft/...",
+	"github.com/hashicorp/raft-boltdb/...",
+	"github.com/hashicorp/memberlist/...",
+	"go.etcd.io/bbolt/...",
+	"github.com/boltdb/bolt/...",
+	"google.golang.org/grpc/...",
 }
 
 // rule is one line of the import policy. It covers the packages of ours that
@@ -345,6 +378,8 @@ func TestCheck(t *testing.T) {
 		pkg("internal/agent/wire", "internal/agent"),
 		pkg("catalog", "catalog/pbcatalog", "internal/decode", "github.com/hashicorp/raft", "google.golang.org/grpc"),
 		pkg("catalog/pbcatalog", "google.golang.org/protobuf/proto"),
+		pkg("catalog/state", "catalog/configentry", "internal/decode", "github.com/hashicorp/go-memdb"),
+		pkg("l7proxy/policy", "catalog/state", "catalog/configentry", "github.com/hashicorp/go-bexpr"),
 		pkg("internal/checks", "catalog", "internal/decode"),
 		pkg("internal/local", "catalog", "internal/checks", "internal/decode"),
 		pkg("internal/cli", "internal/decode", "github.com/spf13/cobra"),
@@ -373,6 +408,24 @@ func TestCheck(t *testing.T) {
 			name: "catalog imports peering",
 			pkgs: []goPackage{pkg("catalog/configentry", "internal/decode", "peering")},
 			want: []string{"catalog/configentry imports peering"},
+		},
+		{
+			name: "state imports the cluster",
+			pkgs: []goPackage{pkg("catalog/state", "catalog", "catalog/pbcatalog", "internal/identity",
+				"github.com/hashicorp/raft", "github.com/hashicorp/memberlist", "google.golang.org/grpc/codes")},
+			want: []string{"catalog/state imports catalog", "catalog/state imports catalog/pbcatalog",
+				"catalog/state imports github.com/hashicorp/raft", "catalog/state imports github.com/hashicorp/memberlist",
+				"catalog/state imports google.golang.org/grpc/codes"},
+		},
+		{
+			name: "configentry imports state",
+			pkgs: []goPackage{pkg("catalog/configentry", "catalog/state", "go.etcd.io/bbolt")},
+			want: []string{"catalog/configentry imports catalog/state", "catalog/configentry imports go.etcd.io/bbolt"},
+		},
+		{
+			name: "policy imports the cluster",
+			pkgs: []goPackage{pkg("l7proxy/policy", "catalog/state", "catalog", "github.com/hashicorp/raft-boltdb/v2")},
+			want: []string{"l7proxy/policy imports catalog", "l7proxy/policy imports github.com/hashicorp/raft-boltdb/v2"},
 		},
 		{
 			name: "decode imports catalog",

@@ -36,7 +36,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 )
 
 const (
@@ -66,7 +66,7 @@ type Config struct {
 	// DefaultRecursorTimeout.
 	RecursorTimeout time.Duration
 	// View returns the catalog state to answer from (Cluster.View).
-	View func() *catalog.Store
+	View func() *state.Store
 	// Registerer receives the server's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 	// Logger receives structured logs; nil means slog.Default().
@@ -78,7 +78,7 @@ type Server struct {
 	domain    string
 	recursors []string
 	timeout   time.Duration
-	view      func() *catalog.Store
+	view      func() *state.Store
 	log       *slog.Logger
 
 	queries   *prometheus.CounterVec
@@ -464,13 +464,13 @@ func (s *Server) instances(peer, svc string, imported bool) ([]endpoint, bool) {
 	}
 	var out []endpoint
 	for _, csn := range csns {
-		if csn.Service.Kind != "" || catalog.AggregatedStatus(csn.Checks) != catalog.HealthPassing {
+		if csn.Service.Kind != "" || state.AggregatedStatus(csn.Checks) != state.HealthPassing {
 			continue
 		}
 		var host string
 		var port int
 		if imported {
-			gw, ok := csn.Service.TaggedAddresses[catalog.TaggedAddressGateway]
+			gw, ok := csn.Service.TaggedAddresses[state.TaggedAddressGateway]
 			if !ok {
 				continue
 			}

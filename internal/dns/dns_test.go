@@ -12,43 +12,43 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 )
 
 // testStore holds: b/billing imported with two passing instances behind
 // gateway 10.0.0.5:8443 and a critical one behind 10.0.0.6, its virtual IPs,
 // and a local service web on 127.0.0.1:8080.
-func testStore(t *testing.T) *catalog.Store {
+func testStore(t *testing.T) *state.Store {
 	t.Helper()
-	st, err := catalog.NewStore()
+	st, err := state.NewStore()
 	if err != nil {
 		t.Fatal(err)
 	}
-	imp := func(node, id, gw, status string) *catalog.RegisterRequest {
-		return &catalog.RegisterRequest{PeerName: "b", Node: &catalog.Node{Node: node, Address: "192.168.1.1"},
-			Service: &catalog.Service{ID: id, Service: "billing", Port: 9090,
-				TaggedAddresses: map[string]catalog.ServiceAddress{catalog.TaggedAddressGateway: {Address: gw, Port: 8443}}},
-			Checks: []*catalog.HealthCheck{{CheckID: id + ":overall-check", ServiceID: id, Status: status}}}
+	imp := func(node, id, gw, status string) *state.RegisterRequest {
+		return &state.RegisterRequest{PeerName: "b", Node: &state.Node{Node: node, Address: "192.168.1.1"},
+			Service: &state.Service{ID: id, Service: "billing", Port: 9090,
+				TaggedAddresses: map[string]state.ServiceAddress{state.TaggedAddressGateway: {Address: gw, Port: 8443}}},
+			Checks: []*state.HealthCheck{{CheckID: id + ":overall-check", ServiceID: id, Status: status}}}
 	}
-	reqs := []*catalog.RegisterRequest{
-		imp("b1", "billing-1", "10.0.0.5", catalog.HealthPassing),
-		imp("b2", "billing-2", "10.0.0.5", catalog.HealthPassing),
-		imp("b3", "billing-3", "10.0.0.6", catalog.HealthCritical),
-		{Node: &catalog.Node{Node: "n1", Address: "127.0.0.1"}, Service: &catalog.Service{ID: "web", Service: "web", Port: 8080}},
+	reqs := []*state.RegisterRequest{
+		imp("b1", "billing-1", "10.0.0.5", state.HealthPassing),
+		imp("b2", "billing-2", "10.0.0.5", state.HealthPassing),
+		imp("b3", "billing-3", "10.0.0.6", state.HealthCritical),
+		{Node: &state.Node{Node: "n1", Address: "127.0.0.1"}, Service: &state.Service{ID: "web", Service: "web", Port: 8080}},
 	}
 	if err := st.RegisterBatch(1, reqs); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.VirtualIPsUpdate(2, &catalog.VirtualIPsRequest{Assign: []*catalog.VirtualIP{
+	if err := st.VirtualIPsUpdate(2, &state.VirtualIPsRequest{Assign: []*state.VirtualIP{
 		{Peer: "b", Service: "billing", IPv4: "240.0.0.1", IPv6: "fd70:6565:7264::1"}}}); err != nil {
 		t.Fatal(err)
 	}
 	return st
 }
 
-func startServer(t *testing.T, st *catalog.Store, mod func(*Config)) *Server {
+func startServer(t *testing.T, st *state.Store, mod func(*Config)) *Server {
 	t.Helper()
-	cfg := Config{Addr: "127.0.0.1:0", View: func() *catalog.Store { return st }, Registerer: prometheus.NewRegistry()}
+	cfg := Config{Addr: "127.0.0.1:0", View: func() *state.Store { return st }, Registerer: prometheus.NewRegistry()}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -314,7 +314,7 @@ func TestConfigValidation(t *testing.T) {
 }
 
 func TestDropsResponsesAndRefusesOddQueries(t *testing.T) {
-	s, err := New(Config{View: func() *catalog.Store { return testStore(t) }})
+	s, err := New(Config{View: func() *state.Store { return testStore(t) }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 )
 
 // FuzzHandleQuery feeds arbitrary wire bytes to the handler: it must never
@@ -35,15 +35,15 @@ func FuzzHandleQuery(f *testing.F) {
 		f.Add(b, true)
 	}
 	f.Add([]byte{0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, false)
-	st, err := catalog.NewStore()
+	st, err := state.NewStore()
 	if err != nil {
 		f.Fatal(err)
 	}
-	if err := st.VirtualIPsUpdate(1, &catalog.VirtualIPsRequest{Assign: []*catalog.VirtualIP{
+	if err := st.VirtualIPsUpdate(1, &state.VirtualIPsRequest{Assign: []*state.VirtualIP{
 		{Peer: "b", Service: "billing", IPv4: "240.0.0.1", IPv6: "fd70:6565:7264::1"}}}); err != nil {
 		f.Fatal(err)
 	}
-	s, err := New(Config{View: func() *catalog.Store { return st }})
+	s, err := New(Config{View: func() *state.Store { return st }})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/decode"
 	"github.com/peerd/peerd/internal/local"
 )
@@ -93,12 +94,12 @@ func (s *Server) agentLeave(w http.ResponseWriter, r *http.Request) (any, error)
 // agentService is Consul's AgentService: the catalog service plus the
 // datacenter and a content hash for blocking on /v1/agent/service/:id.
 type agentService struct {
-	*catalog.Service
+	*state.Service
 	Datacenter  string
 	ContentHash string `json:",omitempty"`
 }
 
-func (s *Server) toAgentService(svc *catalog.Service) agentService {
+func (s *Server) toAgentService(svc *state.Service) agentService {
 	cp := *svc
 	if cp.Tags == nil {
 		cp.Tags = []string{}
@@ -174,7 +175,7 @@ func (s *Server) agentCheckRegister(w http.ResponseWriter, r *http.Request) (any
 			delete(g, k)
 		}
 	}
-	var def catalog.CheckType
+	var def state.CheckType
 	if err := decode.Into(g, &def); err != nil {
 		return nil, errBadRequest("invalid check registration: %v", err)
 	}
@@ -208,7 +209,7 @@ func (s *Server) agentCheckUpdate(w http.ResponseWriter, r *http.Request) (any, 
 	if err := decodeBody(r, &body); err != nil {
 		return nil, err
 	}
-	if !catalog.ValidHealthStatus(body.Status) || body.Status == catalog.HealthMaint {
+	if !state.ValidHealthStatus(body.Status) || body.Status == state.HealthMaint {
 		return nil, errBadRequest("Status %q: must be passing, warning or critical", body.Status)
 	}
 	return nil, s.local.UpdateTTL(r.PathValue("id"), body.Status, body.Output)

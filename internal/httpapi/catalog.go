@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/go-memdb"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/local"
 )
 
@@ -23,12 +24,12 @@ const (
 
 // virtualIPs lists the virtual IPs of imported services (?peer= filters).
 func (s *Server) virtualIPs(w http.ResponseWriter, r *http.Request) (any, error) {
-	return s.read(w, r, func(ws memdb.WatchSet, st *catalog.Store) (uint64, any, error) {
+	return s.read(w, r, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
 		idx, all, err := st.VirtualIPs(ws)
 		if err != nil {
 			return 0, nil, err
 		}
-		out := []*catalog.VirtualIP{}
+		out := []*state.VirtualIP{}
 		for _, v := range all {
 			if p := peerParam(r); p == "" || strings.EqualFold(p, v.Peer) {
 				out = append(out, v)
@@ -50,27 +51,27 @@ type catalogService struct {
 	ServiceID                string
 	ServiceName              string
 	ServiceAddress           string
-	ServiceTaggedAddresses   map[string]catalog.ServiceAddress `json:",omitempty"`
+	ServiceTaggedAddresses   map[string]state.ServiceAddress `json:",omitempty"`
 	ServiceTags              []string
 	ServiceMeta              map[string]string
 	ServicePort              int
 	ServiceSocketPath        string `json:",omitempty"`
-	ServiceWeights           catalog.Weights
+	ServiceWeights           state.Weights
 	ServiceEnableTagOverride bool
-	ServiceProxy             *catalog.ProxyConfig `json:",omitempty"`
-	ServiceConnect           *catalog.Connect     `json:",omitempty"`
-	PeerName                 string               `json:",omitempty"`
-	Namespace                string               `json:",omitempty"`
-	Partition                string               `json:",omitempty"`
+	ServiceProxy             *state.ProxyConfig `json:",omitempty"`
+	ServiceConnect           *state.Connect     `json:",omitempty"`
+	PeerName                 string             `json:",omitempty"`
+	Namespace                string             `json:",omitempty"`
+	Partition                string             `json:",omitempty"`
 	CreateIndex              uint64
 	ModifyIndex              uint64
 }
 
 // serviceEntry is Consul's ServiceEntry (health endpoints).
 type serviceEntry struct {
-	Node    *catalog.Node
+	Node    *state.Node
 	Service agentService
-	Checks  []*catalog.HealthCheck
+	Checks  []*state.HealthCheck
 }
 
 func (s *Server) catalogDatacenters(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -82,9 +83,9 @@ func (s *Server) catalogNodes(w http.ResponseWriter, r *http.Request) (any, erro
 	if err != nil {
 		return nil, err
 	}
-	return s.read(w, r, func(ws memdb.WatchSet, st *catalog.Store) (uint64, any, error) {
+	return s.read(w, r, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
 		idx, nodes, err := st.Nodes(ws, peerParam(r))
-		out := []*catalog.Node{}
+		out := []*state.Node{}
 		for _, n := range nodes {
 			if metaMatches(n.Meta, meta) {
 				out = append(out, n)
@@ -96,10 +97,10 @@ func (s *Server) catalogNodes(w http.ResponseWriter, r *http.Request) (any, erro
 
 func (s *Server) catalogNode(w http.ResponseWriter, r *http.Request) (any, error) {
 	name := r.PathValue("node")
-	return s.read(w, r, func(ws memdb.WatchSet, st *catalog.Store) (uint64, any, error) {
+	return s.read(w, r, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
 		idx, node, err := st.Node(ws, peerParam(r), name)
 		if err != nil || node == nil {
-			return idx, (*catalog.Node)(nil), err // Consul answers null
+			return idx, (*state.Node)(nil), err // Consul answers null
 		}
 		sidx, svcs, err := st.NodeServices(ws, peerParam(r), name)
 		if err != nil {
@@ -114,7 +115,7 @@ func (s *Server) catalogNode(w http.ResponseWriter, r *http.Request) (any, error
 }
 
 func (s *Server) catalogServices(w http.ResponseWriter, r *http.Request) (any, error) {
-	return s.read(w, r, func(ws memdb.WatchSet, st *catalog.Store) (uint64, any, error) {
+	return s.read(w, r, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
 		return st.Services(ws, peerParam(r))
 	})
 }
@@ -125,12 +126,12 @@ func (s *Server) catalogService(w http.ResponseWriter, r *http.Request) (any, er
 	if err != nil {
 		return nil, err
 	}
-	return s.read(w, r, func(ws memdb.WatchSet, st *catalog.Store) (uint64, any, error) {
+	return s.read(w, r, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
 		idx, sns, err := st.ServiceNodes(ws, peerParam(r), name)
 		if err != nil {
 			return 0, nil, err
 		}
-		var vip *catalog.VirtualIP
+		var vip *state.VirtualIP
 		if peer := peerParam(r); peer != "" && len(sns) > 0 {
 			var vidx uint64
 			if vidx, vip, err = st.VirtualIP(ws, peer, name); err != nil {
@@ -148,11 +149,11 @@ func (s *Server) catalogService(w http.ResponseWriter, r *http.Request) (any, er
 				// Consul's transparent-proxy virtual IP, as a tagged address.
 				cs.ServiceTaggedAddresses = maps.Clone(cs.ServiceTaggedAddresses)
 				if cs.ServiceTaggedAddresses == nil {
-					cs.ServiceTaggedAddresses = map[string]catalog.ServiceAddress{}
+					cs.ServiceTaggedAddresses = map[string]state.ServiceAddress{}
 				}
-				cs.ServiceTaggedAddresses[TaggedAddressVirtual] = catalog.ServiceAddress{Address: vip.IPv4, Port: sn.Service.Port}
+				cs.ServiceTaggedAddresses[TaggedAddressVirtual] = state.ServiceAddress{Address: vip.IPv4, Port: sn.Service.Port}
 				if vip.IPv6 != "" {
-					cs.ServiceTaggedAddresses[TaggedAddressVirtualIPv6] = catalog.ServiceAddress{Address: vip.IPv6, Port: sn.Service.Port}
+					cs.ServiceTaggedAddresses[TaggedAddressVirtualIPv6] = state.ServiceAddress{Address: vip.IPv6, Port: sn.Service.Port}
 				}
 			}
 			out = append(out, cs)
@@ -161,7 +162,7 @@ func (s *Server) catalogService(w http.ResponseWriter, r *http.Request) (any, er
 	})
 }
 
-func toCatalogService(n *catalog.Node, svc *catalog.Service) catalogService {
+func toCatalogService(n *state.Node, svc *state.Service) catalogService {
 	tags := svc.Tags
 	if tags == nil {
 		tags = []string{}
@@ -188,7 +189,7 @@ func (s *Server) healthService(w http.ResponseWriter, r *http.Request) (any, err
 	if err != nil {
 		return nil, err
 	}
-	return s.read(w, r, func(ws memdb.WatchSet, st *catalog.Store) (uint64, any, error) {
+	return s.read(w, r, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
 		idx, csns, err := st.CheckServiceNodes(ws, peerParam(r), name)
 		if err != nil {
 			return 0, nil, err
@@ -198,12 +199,12 @@ func (s *Server) healthService(w http.ResponseWriter, r *http.Request) (any, err
 			if !match.matches(csn.Node, csn.Service) {
 				continue
 			}
-			if passing && catalog.AggregatedStatus(csn.Checks) != catalog.HealthPassing {
+			if passing && state.AggregatedStatus(csn.Checks) != state.HealthPassing {
 				continue
 			}
 			checks := csn.Checks
 			if checks == nil {
-				checks = []*catalog.HealthCheck{}
+				checks = []*state.HealthCheck{}
 			}
 			out = append(out, serviceEntry{Node: csn.Node, Service: s.toAgentService(csn.Service), Checks: checks})
 		}
@@ -213,9 +214,9 @@ func (s *Server) healthService(w http.ResponseWriter, r *http.Request) (any, err
 
 func (s *Server) healthChecks(w http.ResponseWriter, r *http.Request) (any, error) {
 	name := r.PathValue("service")
-	return s.read(w, r, func(ws memdb.WatchSet, st *catalog.Store) (uint64, any, error) {
+	return s.read(w, r, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
 		idx, csns, err := st.CheckServiceNodes(ws, peerParam(r), name)
-		out := []*catalog.HealthCheck{}
+		out := []*state.HealthCheck{}
 		for _, csn := range csns {
 			for _, c := range csn.Checks {
 				if c.ServiceID == csn.Service.ID {
@@ -229,26 +230,26 @@ func (s *Server) healthChecks(w http.ResponseWriter, r *http.Request) (any, erro
 
 func (s *Server) healthNode(w http.ResponseWriter, r *http.Request) (any, error) {
 	name := r.PathValue("node")
-	return s.read(w, r, func(ws memdb.WatchSet, st *catalog.Store) (uint64, any, error) {
+	return s.read(w, r, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
 		idx, checks, err := st.NodeChecks(ws, peerParam(r), name)
 		if checks == nil {
-			checks = []*catalog.HealthCheck{}
+			checks = []*state.HealthCheck{}
 		}
 		return idx, checks, err
 	})
 }
 
 func (s *Server) healthState(w http.ResponseWriter, r *http.Request) (any, error) {
-	state := r.PathValue("state")
-	if state != catalog.HealthAny && !catalog.ValidHealthStatus(state) {
-		return nil, errBadRequest("state %q: must be any, passing, warning or critical", state)
+	status := r.PathValue("state")
+	if status != state.HealthAny && !state.ValidHealthStatus(status) {
+		return nil, errBadRequest("state %q: must be any, passing, warning or critical", status)
 	}
-	return s.read(w, r, func(ws memdb.WatchSet, st *catalog.Store) (uint64, any, error) {
+	return s.read(w, r, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
 		idx, nodes, err := st.Nodes(ws, peerParam(r))
 		if err != nil {
 			return 0, nil, err
 		}
-		out := []*catalog.HealthCheck{}
+		out := []*state.HealthCheck{}
 		for _, n := range nodes {
 			cidx, checks, err := st.NodeChecks(ws, peerParam(r), n.Node)
 			if err != nil {
@@ -256,7 +257,7 @@ func (s *Server) healthState(w http.ResponseWriter, r *http.Request) (any, error
 			}
 			idx = max(idx, cidx)
 			for _, c := range checks {
-				if state == catalog.HealthAny || c.Status == state {
+				if status == state.HealthAny || c.Status == status {
 					out = append(out, c)
 				}
 			}
@@ -295,11 +296,11 @@ type registrationService struct {
 	Port              int
 	Address           string
 	SocketPath        string
-	TaggedAddresses   map[string]catalog.ServiceAddress
-	Weights           *catalog.Weights
+	TaggedAddresses   map[string]state.ServiceAddress
+	Weights           *state.Weights
 	EnableTagOverride bool
-	Proxy             *catalog.ProxyConfig
-	Connect           *catalog.Connect
+	Proxy             *state.ProxyConfig
+	Connect           *state.Connect
 	PeerName          string
 	Namespace         string
 	Partition         string
@@ -343,8 +344,8 @@ func (s *Server) catalogRegister(w http.ResponseWriter, r *http.Request) (any, e
 	if req.Address == "" && !req.SkipNodeUpdate {
 		return nil, errBadRequest("Address: missing node address")
 	}
-	reg := &catalog.RegisterRequest{
-		Node: &catalog.Node{ID: req.ID, Node: req.Node, Address: req.Address, Datacenter: s.cluster.Config().Datacenter,
+	reg := &state.RegisterRequest{
+		Node: &state.Node{ID: req.ID, Node: req.Node, Address: req.Address, Datacenter: s.cluster.Config().Datacenter,
 			TaggedAddresses: req.TaggedAddresses, Meta: req.NodeMeta},
 		SkipNodeUpdate: req.SkipNodeUpdate,
 	}
@@ -352,10 +353,10 @@ func (s *Server) catalogRegister(w http.ResponseWriter, r *http.Request) (any, e
 		// The official client sends Consul's AgentService, whose Weights is
 		// not a pointer: an unset one arrives as {0, 0}. Treat it as unset
 		// (the 1/1 default) instead of refusing Passing 0.
-		if w := req.Service.Weights; w != nil && *w == (catalog.Weights{}) {
+		if w := req.Service.Weights; w != nil && *w == (state.Weights{}) {
 			req.Service.Weights = nil
 		}
-		def := &catalog.ServiceDefinition{
+		def := &state.ServiceDefinition{
 			Kind: req.Service.Kind, ID: req.Service.ID, Name: req.Service.Service, Tags: req.Service.Tags,
 			Address: req.Service.Address, TaggedAddresses: req.Service.TaggedAddresses, Meta: req.Service.Meta,
 			Port: req.Service.Port, SocketPath: req.Service.SocketPath, EnableTagOverride: req.Service.EnableTagOverride,
@@ -375,10 +376,10 @@ func (s *Server) catalogRegister(w http.ResponseWriter, r *http.Request) (any, e
 		if c.CheckID == "" {
 			return nil, errBadRequest("Checks[%d].CheckID: missing check ID", i)
 		}
-		if c.Status != "" && !catalog.ValidHealthStatus(c.Status) {
+		if c.Status != "" && !state.ValidHealthStatus(c.Status) {
 			return nil, errBadRequest("Checks[%d].Status %q: must be passing, warning or critical", i, c.Status)
 		}
-		hc := &catalog.HealthCheck{Node: req.Node, CheckID: c.CheckID, Name: c.Name, Status: c.Status, Notes: c.Notes,
+		hc := &state.HealthCheck{Node: req.Node, CheckID: c.CheckID, Name: c.Name, Status: c.Status, Notes: c.Notes,
 			Output: c.Output, ServiceID: c.ServiceID, Type: c.Type}
 		if hc.ServiceID == "" && reg.Service != nil && c.ServiceName == reg.Service.Service {
 			hc.ServiceID = reg.Service.ID
@@ -416,7 +417,7 @@ func (s *Server) catalogDeregister(w http.ResponseWriter, r *http.Request) (any,
 	if req.Node == "" {
 		return nil, errBadRequest("Node: missing node name")
 	}
-	_, err := s.cluster.Apply(r.Context(), &catalog.Command{Type: catalog.CmdDeregister, Deregister: &catalog.DeregisterRequest{
+	_, err := s.cluster.Apply(r.Context(), &catalog.Command{Type: catalog.CmdDeregister, Deregister: &state.DeregisterRequest{
 		Node: req.Node, ServiceID: req.ServiceID, CheckID: req.CheckID,
 	}})
 	if err != nil {
@@ -441,7 +442,7 @@ func parseInstanceFilter(r *http.Request) (instanceFilter, error) {
 	return instanceFilter{tags: r.URL.Query()["tag"], nodeMeta: meta}, err
 }
 
-func (f instanceFilter) matches(n *catalog.Node, svc *catalog.Service) bool {
+func (f instanceFilter) matches(n *state.Node, svc *state.Service) bool {
 	return hasTags(svc.Tags, f.tags) && metaMatches(n.Meta, f.nodeMeta)
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/configentry"
+	"github.com/peerd/peerd/catalog/state"
 )
 
 // configApply is PUT /v1/config: write an entry, with ?cas=N check-and-set.
@@ -47,7 +48,7 @@ func (s *Server) configGet(w http.ResponseWriter, r *http.Request) (any, error) 
 	if _, err := configentry.New(kind); err != nil {
 		return nil, errBadRequest("%v", err)
 	}
-	return s.read(w, r, func(ws memdb.WatchSet, st *catalog.Store) (uint64, any, error) {
+	return s.read(w, r, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
 		idx, e, err := st.ConfigEntry(ws, kind, name)
 		if err == nil && e == nil {
 			return 0, nil, errNotFound("Config entry not found for %q / %q", kind, name)
@@ -61,7 +62,7 @@ func (s *Server) configList(w http.ResponseWriter, r *http.Request) (any, error)
 	if _, err := configentry.New(kind); err != nil {
 		return nil, errBadRequest("%v", err)
 	}
-	return s.read(w, r, func(ws memdb.WatchSet, st *catalog.Store) (uint64, any, error) {
+	return s.read(w, r, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
 		idx, entries, err := st.ConfigEntries(ws, kind)
 		if entries == nil {
 			entries = []configentry.Entry{}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/hashicorp/go-memdb"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/peering"
 )
 
@@ -323,7 +323,7 @@ func (s *Server) exportedServices(w http.ResponseWriter, r *http.Request) (any, 
 	if err := partitionParam(r); err != nil {
 		return nil, err
 	}
-	return s.read(w, r, func(ws memdb.WatchSet, st *catalog.Store) (uint64, any, error) {
+	return s.read(w, r, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
 		idx, list, err := peering.ExportedServicesFromStore(ws, st)
 		out := make([]exportedServiceJSON, 0, len(list))
 		for _, e := range list {
@@ -342,7 +342,7 @@ func (s *Server) importedServices(w http.ResponseWriter, r *http.Request) (any, 
 	if err := partitionParam(r); err != nil {
 		return nil, err
 	}
-	return s.read(w, r, func(ws memdb.WatchSet, st *catalog.Store) (uint64, any, error) {
+	return s.read(w, r, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
 		idx, list, err := peering.ImportedServicesFromStore(ws, st)
 		out := make([]importedServiceJSON, 0, len(list))
 		for _, e := range list {
@@ -367,7 +367,7 @@ func peeringError(err error) error {
 		code = http.StatusBadRequest
 	case errors.Is(err, peering.ErrPeeringNotFound):
 		code = http.StatusNotFound
-	case errors.Is(err, peering.ErrPeeringConflict), errors.Is(err, catalog.ErrPeeringRole):
+	case errors.Is(err, peering.ErrPeeringConflict), errors.Is(err, state.ErrPeeringRole):
 		code = http.StatusConflict
 	case errors.Is(err, peering.ErrPeerUnreachable):
 		code = http.StatusBadGateway

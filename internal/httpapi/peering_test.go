@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/local"
 	"github.com/peerd/peerd/peering"
 )
@@ -67,7 +68,7 @@ func startPeeringNode(t *testing.T, name, dc string, withPeering bool) *peeringN
 	go func() { _ = secure.Serve(tlsLn) }()
 	p.Start()
 
-	l, err := local.New(local.Config{Node: catalog.Node{Node: name, Address: "127.0.0.1", Datacenter: dc}, Logger: quiet}, c)
+	l, err := local.New(local.Config{Node: state.Node{Node: name, Address: "127.0.0.1", Datacenter: dc}, Logger: quiet}, c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,9 +198,9 @@ func TestPeeringConsulClient(t *testing.T) {
 	if _, err := b.peering.GenerateToken(ctx, peering.GenerateTokenRequest{PeerName: "c"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.cluster.Apply(ctx, &catalog.Command{Type: catalog.CmdRegister, Register: &catalog.RegisterRequest{
-		Node:     &catalog.Node{Node: "c-node", Address: "10.0.0.1"},
-		Service:  &catalog.Service{ID: "api-1", Service: "api", Port: 80},
+	if _, err := b.cluster.Apply(ctx, &catalog.Command{Type: catalog.CmdRegister, Register: &state.RegisterRequest{
+		Node:     &state.Node{Node: "c-node", Address: "10.0.0.1"},
+		Service:  &state.Service{ID: "api-1", Service: "api", Port: 80},
 		PeerName: "c",
 	}}); err != nil {
 		t.Fatalf("register imported service: %v", err)

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-memdb"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/decode"
 )
 
@@ -62,7 +63,7 @@ func parseQuery(r *http.Request) (queryOptions, error) {
 
 // queryFn runs a read against the store, adding what it read to ws, and
 // returns the index of the data it read plus the value to answer with.
-type queryFn func(ws memdb.WatchSet, store *catalog.Store) (uint64, any, error)
+type queryFn func(ws memdb.WatchSet, store *state.Store) (uint64, any, error)
 
 // read serves a catalog read: locally when this server may answer (it is the
 // leader, the caller asked for ?stale, or the request was already relayed),
@@ -86,7 +87,7 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, fn queryFn) (any, 
 	return s.blockingQuery(w, r, opts, store, fn)
 }
 
-func (s *Server) blockingQuery(w http.ResponseWriter, r *http.Request, opts queryOptions, store *catalog.Store, fn queryFn) (any, error) {
+func (s *Server) blockingQuery(w http.ResponseWriter, r *http.Request, opts queryOptions, store *state.Store, fn queryFn) (any, error) {
 	ctx := r.Context()
 	var timeout <-chan time.Time
 	if opts.minIndex > 0 {

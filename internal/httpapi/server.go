@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/local"
 )
 
@@ -175,9 +176,9 @@ func (s *Server) routes() {
 	s.handle("GET /v1/agent/checks", s.agentChecks)
 	s.handle("PUT /v1/agent/check/register", s.agentCheckRegister)
 	s.handle("PUT /v1/agent/check/deregister/{id}", s.agentCheckDeregister)
-	s.handle("PUT /v1/agent/check/pass/{id}", s.agentCheckTTL(catalog.HealthPassing))
-	s.handle("PUT /v1/agent/check/warn/{id}", s.agentCheckTTL(catalog.HealthWarning))
-	s.handle("PUT /v1/agent/check/fail/{id}", s.agentCheckTTL(catalog.HealthCritical))
+	s.handle("PUT /v1/agent/check/pass/{id}", s.agentCheckTTL(state.HealthPassing))
+	s.handle("PUT /v1/agent/check/warn/{id}", s.agentCheckTTL(state.HealthWarning))
+	s.handle("PUT /v1/agent/check/fail/{id}", s.agentCheckTTL(state.HealthCritical))
 	s.handle("PUT /v1/agent/check/update/{id}", s.agentCheckUpdate)
 
 	// Catalog and health: the replicated state.

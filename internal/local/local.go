@@ -25,6 +25,7 @@ import (
 
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/configentry"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/checks"
 	"github.com/peerd/peerd/internal/decode"
 )
@@ -44,7 +45,7 @@ var (
 type Config struct {
 	// Node is this node as it appears in the catalog (name, ID, address,
 	// datacenter, meta). Required.
-	Node catalog.Node
+	Node state.Node
 	// SyncInterval is how often a full anti-entropy sync runs. Zero value:
 	// one minute.
 	SyncInterval time.Duration
@@ -58,7 +59,7 @@ type Config struct {
 
 // Service is a service registered with this agent and where it came from.
 type Service struct {
-	Service *catalog.Service
+	Service *state.Service
 	// Checks are the IDs of the checks registered with the service.
 	Checks []string
 	// FromConfig is true for services defined in the agent's config files;
@@ -68,8 +69,8 @@ type Service struct {
 
 // Check is a check registered with this agent, its definition and last result.
 type Check struct {
-	Check      *catalog.HealthCheck
-	Definition catalog.CheckType
+	Check      *state.HealthCheck
+	Definition state.CheckType
 	FromConfig bool
 }
 
@@ -116,13 +117,13 @@ func New(cfg Config, apply Applier) (*State, error) {
 }
 
 // Node returns this node as registered in the catalog.
-func (s *State) Node() catalog.Node { return s.cfg.Node }
+func (s *State) Node() state.Node { return s.cfg.Node }
 
 // AddService registers (or replaces) a service and its checks locally and
 // writes it through to the catalog. The write-through failing (no leader) is
 // not an error: anti-entropy retries it, as Consul's agent does. The returned
 // error is for a bad definition only.
-func (s *State) AddService(ctx context.Context, def *catalog.ServiceDefinition, fromConfig bool) error {
+func (s *State) AddService(ctx context.Context, def *state.ServiceDefinition, fromConfig bool) error {
 	svc, checkDefs, err := ServiceFromDefinition(def)
 	if err != nil {
 		return err
@@ -190,7 +191,7 @@ func (s *State) registerService(id string) func() *catalog.Command {
 			return nil
 		}
 		cp := *svc.Service
-		req := &catalog.RegisterRequest{Node: s.node(), Service: &cp}
+		req := &state.RegisterRequest{Node: s.node(), Service: &cp}
 		for _, cid := range svc.Checks {
 			if c, ok := s.checks[cid]; ok {
 				hc := *c.Check
@@ -209,8 +210,8 @@ func (s *State) registerCheck(id string) func() *catalog.Command {
 			return nil
 		}
 		hc := *c.Check
-		return &catalog.Command{Type: catalog.CmdRegister, Register: &catalog.RegisterRequest{
-			Node: s.node(), Checks: []*catalog.HealthCheck{&hc},
+		return &catalog.Command{Type: catalog.CmdRegister, Register: &state.RegisterRequest{
+			Node: s.node(), Checks: []*state.HealthCheck{&hc},
 		}}
 	}
 }
@@ -237,7 +238,7 @@ func (s *State) RemoveService(ctx context.Context, id string) error {
 		s.runner.Remove(cid)
 	}
 	s.persist()
-	s.write(ctx, fixed(&catalog.Command{Type: catalog.CmdDeregister, Deregister: &catalog.DeregisterRequest{
+	s.write(ctx, fixed(&catalog.Command{Type: catalog.CmdDeregister, Deregister: &state.DeregisterRequest{
 		Node: s.cfg.Node.Node, ServiceID: id,
 	}}))
 	return nil
@@ -245,7 +246,7 @@ func (s *State) RemoveService(ctx context.Context, id string) error {
 
 // AddCheck registers a standalone check (node-level, or bound to a service
 // through ServiceID).
-func (s *State) AddCheck(ctx context.Context, def *catalog.CheckType, fromConfig bool) error {
+func (s *State) AddCheck(ctx context.Context, def *state.CheckType, fromConfig bool) error {
 	if def.CheckID == "" {
 		def.CheckID = def.Name
 	}
@@ -259,7 +260,7 @@ func (s *State) AddCheck(ctx context.Context, def *catalog.CheckType, fromConfig
 		return fmt.Errorf("check %q: %w", def.CheckID, err)
 	}
 	s.mu.Lock()
-	var svc *catalog.Service
+	var svc *state.Service
 	if def.ServiceID != "" {
 		ls, ok := s.services[def.ServiceID]
 		if !ok {
@@ -295,7 +296,7 @@ func (s *State) RemoveCheck(ctx context.Context, id string) error {
 	}
 	s.runner.Remove(id)
 	s.persist()
-	s.write(ctx, fixed(&catalog.Command{Type: catalog.CmdDeregister, Deregister: &catalog.DeregisterRequest{
+	s.write(ctx, fixed(&catalog.Command{Type: catalog.CmdDeregister, Deregister: &state.DeregisterRequest{
 		Node: s.cfg.Node.Node, CheckID: id,
 	}}))
 	return nil
@@ -303,7 +304,7 @@ func (s *State) RemoveCheck(ctx context.Context, id string) error {
 
 // UpdateTTL sets a TTL check's status (pass/warn/fail/update endpoints).
 func (s *State) UpdateTTL(id, status, output string) error {
-	if !catalog.ValidHealthStatus(status) {
+	if !state.ValidHealthStatus(status) {
 		return fmt.Errorf("status %q: must be passing, warning or critical", status)
 	}
 	if err := s.runner.UpdateTTL(id, status, output); err != nil {
@@ -316,10 +317,10 @@ func (s *State) UpdateTTL(id, status, output string) error {
 }
 
 // Services returns copies of the local services.
-func (s *State) Services() map[string]*catalog.Service {
+func (s *State) Services() map[string]*state.Service {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string]*catalog.Service, len(s.services))
+	out := make(map[string]*state.Service, len(s.services))
 	for id, svc := range s.services {
 		cp := *svc.Service
 		out[id] = &cp
@@ -328,7 +329,7 @@ func (s *State) Services() map[string]*catalog.Service {
 }
 
 // Service returns one local service with its checks.
-func (s *State) Service(id string) (*catalog.Service, []*catalog.HealthCheck, bool) {
+func (s *State) Service(id string) (*state.Service, []*state.HealthCheck, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	svc, ok := s.services[id]
@@ -336,7 +337,7 @@ func (s *State) Service(id string) (*catalog.Service, []*catalog.HealthCheck, bo
 		return nil, nil, false
 	}
 	cp := *svc.Service
-	var hcs []*catalog.HealthCheck
+	var hcs []*state.HealthCheck
 	for _, cid := range svc.Checks {
 		if c, ok := s.checks[cid]; ok {
 			hc := *c.Check
@@ -347,10 +348,10 @@ func (s *State) Service(id string) (*catalog.Service, []*catalog.HealthCheck, bo
 }
 
 // Checks returns copies of the local checks with their latest results.
-func (s *State) Checks() map[string]*catalog.HealthCheck {
+func (s *State) Checks() map[string]*state.HealthCheck {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string]*catalog.HealthCheck, len(s.checks))
+	out := make(map[string]*state.HealthCheck, len(s.checks))
 	for id, c := range s.checks {
 		cp := *c.Check
 		out[id] = &cp
@@ -376,15 +377,15 @@ func (s *State) checkResult(id, status, output string) {
 	s.write(ctx, s.registerCheck(id))
 }
 
-func (s *State) healthCheck(def *catalog.CheckType, svc *catalog.Service) *catalog.HealthCheck {
+func (s *State) healthCheck(def *state.CheckType, svc *state.Service) *state.HealthCheck {
 	status := def.Status
 	if status == "" {
-		status = catalog.HealthCritical
+		status = state.HealthCritical
 	}
-	hc := &catalog.HealthCheck{
+	hc := &state.HealthCheck{
 		Node: s.cfg.Node.Node, CheckID: def.CheckID, Name: def.Name, Status: status, Notes: def.Notes,
 		Type: checks.Kind(def),
-		Definition: catalog.HealthCheckDefinition{
+		Definition: state.HealthCheckDefinition{
 			HTTP: def.HTTP, TLSServerName: def.TLSServerName, TLSSkipVerify: def.TLSSkipVerify,
 			Header: def.Header, Method: def.Method, Body: def.Body, TCP: def.TCP,
 			Interval: def.Interval, Timeout: def.Timeout, TTL: def.TTL,
@@ -397,7 +398,7 @@ func (s *State) healthCheck(def *catalog.CheckType, svc *catalog.Service) *catal
 	return hc
 }
 
-func (s *State) node() *catalog.Node {
+func (s *State) node() *state.Node {
 	n := s.cfg.Node
 	n.Meta = maps.Clone(n.Meta)
 	return &n
@@ -440,7 +441,7 @@ func (s *State) SyncNow(ctx context.Context) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	s.mu.Lock()
-	req := &catalog.SyncNodeRequest{Node: s.node()}
+	req := &state.SyncNodeRequest{Node: s.node()}
 	ids := slices.Sorted(maps.Keys(s.services))
 	for _, id := range ids {
 		cp := *s.services[id].Service
@@ -491,7 +492,7 @@ func (s *State) Run(ctx context.Context) {
 // ServiceFromDefinition turns an operator's service definition into the
 // catalog's service and its check definitions, applying Consul's defaults (ID
 // = Name, check IDs "service:<id>[:n]", weights 1/1).
-func ServiceFromDefinition(def *catalog.ServiceDefinition) (*catalog.Service, []*catalog.CheckType, error) {
+func ServiceFromDefinition(def *state.ServiceDefinition) (*state.Service, []*state.CheckType, error) {
 	if def == nil {
 		return nil, nil, errors.New("service definition is empty")
 	}
@@ -523,7 +524,7 @@ func ServiceFromDefinition(def *catalog.ServiceDefinition) (*catalog.Service, []
 	if strings.ContainsAny(id, "/?#") {
 		return nil, nil, fieldErr("ID", "%q must not contain '/', '?' or '#'", id)
 	}
-	w := catalog.Weights{Passing: 1, Warning: 1}
+	w := state.Weights{Passing: 1, Warning: 1}
 	if def.Weights != nil {
 		w = *def.Weights
 		if w.Passing < 1 {
@@ -538,7 +539,7 @@ func ServiceFromDefinition(def *catalog.ServiceDefinition) (*catalog.Service, []
 			return nil, nil, fieldErr(fmt.Sprintf("Meta[%q]", k), "keys must be 1-128 characters and values at most 512")
 		}
 	}
-	svc := &catalog.Service{
+	svc := &state.Service{
 		Kind: def.Kind, ID: id, Service: def.Name, Tags: def.Tags, Address: def.Address,
 		TaggedAddresses: def.TaggedAddresses, Meta: def.Meta, Port: def.Port, SocketPath: def.SocketPath,
 		Weights: w, EnableTagOverride: def.EnableTagOverride, Proxy: def.Proxy, Connect: def.Connect,
@@ -550,12 +551,12 @@ func ServiceFromDefinition(def *catalog.ServiceDefinition) (*catalog.Service, []
 	if svc.Meta == nil {
 		svc.Meta = map[string]string{}
 	}
-	var defs []*catalog.CheckType
+	var defs []*state.CheckType
 	if def.Check != nil {
 		defs = append(defs, def.Check)
 	}
 	defs = append(defs, def.Checks...)
-	out := make([]*catalog.CheckType, 0, len(defs))
+	out := make([]*state.CheckType, 0, len(defs))
 	for i, cd := range defs {
 		cp := *cd
 		if cp.CheckID == "" {
@@ -578,10 +579,10 @@ func ServiceFromDefinition(def *catalog.ServiceDefinition) (*catalog.Service, []
 // Proxy.Upstreams and in Consul's Connect.SidecarService.Proxy.Upstreams:
 // each names a destination and binds a distinct local port (the
 // terminator opens a listener per upstream).
-func validateUpstreams(def *catalog.ServiceDefinition) error {
+func validateUpstreams(def *state.ServiceDefinition) error {
 	type list struct {
 		path string
-		ups  []catalog.Upstream
+		ups  []state.Upstream
 	}
 	var lists []list
 	if def.Proxy != nil {
@@ -655,8 +656,8 @@ func ValidateServiceName(name string) error {
 
 // persisted is what StateDir keeps.
 type persisted struct {
-	Services []*catalog.ServiceDefinition
-	Checks   []*catalog.CheckType
+	Services []*state.ServiceDefinition
+	Checks   []*state.CheckType
 }
 
 func (s *State) statePath() string {
@@ -734,9 +735,9 @@ func (s *State) load() error {
 }
 
 // DefinitionFromService is the inverse of ServiceFromDefinition, without checks.
-func DefinitionFromService(svc *catalog.Service) *catalog.ServiceDefinition {
+func DefinitionFromService(svc *state.Service) *state.ServiceDefinition {
 	w := svc.Weights
-	return &catalog.ServiceDefinition{
+	return &state.ServiceDefinition{
 		Kind: svc.Kind, ID: svc.ID, Name: svc.Service, Tags: svc.Tags, Address: svc.Address,
 		TaggedAddresses: svc.TaggedAddresses, Meta: svc.Meta, Port: svc.Port, SocketPath: svc.SocketPath,
 		EnableTagOverride: svc.EnableTagOverride, Weights: &w, Proxy: svc.Proxy, Connect: svc.Connect,
@@ -758,8 +759,8 @@ func writeFileAtomic(path string, b []byte) error {
 // DecodeServiceDefinition strictly decodes a service registration body
 // (Consul's AgentServiceRegistration JSON) and checks it the way AddService
 // will, so a bad registration is refused before anything changes.
-func DecodeServiceDefinition(data []byte) (*catalog.ServiceDefinition, error) {
-	var def catalog.ServiceDefinition
+func DecodeServiceDefinition(data []byte) (*state.ServiceDefinition, error) {
+	var def state.ServiceDefinition
 	if err := decode.JSON(data, &def); err != nil {
 		return nil, err
 	}

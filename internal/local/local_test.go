@@ -4,28 +4,28 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 )
 
 func TestServiceFromDefinition(t *testing.T) {
 	tests := []struct {
 		name    string
-		def     catalog.ServiceDefinition
+		def     state.ServiceDefinition
 		wantErr string
 		wantID  string
 	}{
-		{"id defaults to name", catalog.ServiceDefinition{Name: "web"}, "", "web"},
-		{"explicit id", catalog.ServiceDefinition{ID: "web-1", Name: "web"}, "", "web-1"},
-		{"missing name", catalog.ServiceDefinition{Port: 80}, "Name", ""},
-		{"bad name", catalog.ServiceDefinition{Name: "web/1"}, "Name", ""},
-		{"port out of range", catalog.ServiceDefinition{Name: "web", Port: 70000}, "Port", ""},
-		{"id with slash", catalog.ServiceDefinition{ID: "a/b", Name: "web"}, "ID", ""},
-		{"zero passing weight", catalog.ServiceDefinition{Name: "web", Weights: &catalog.Weights{Passing: 0, Warning: 1}}, "Weights.Passing", ""},
-		{"proxy without destination", catalog.ServiceDefinition{Kind: "connect-proxy", Name: "web-proxy", Port: 21000}, "DestinationServiceName", ""},
-		{"proxy without port", catalog.ServiceDefinition{Kind: "connect-proxy", Name: "web-proxy",
-			Proxy: &catalog.ProxyConfig{DestinationServiceName: "web"}}, "Port", ""},
-		{"proxy ok", catalog.ServiceDefinition{Kind: "connect-proxy", Name: "web-proxy", Port: 21000,
-			Proxy: &catalog.ProxyConfig{DestinationServiceName: "web"}}, "", "web-proxy"},
+		{"id defaults to name", state.ServiceDefinition{Name: "web"}, "", "web"},
+		{"explicit id", state.ServiceDefinition{ID: "web-1", Name: "web"}, "", "web-1"},
+		{"missing name", state.ServiceDefinition{Port: 80}, "Name", ""},
+		{"bad name", state.ServiceDefinition{Name: "web/1"}, "Name", ""},
+		{"port out of range", state.ServiceDefinition{Name: "web", Port: 70000}, "Port", ""},
+		{"id with slash", state.ServiceDefinition{ID: "a/b", Name: "web"}, "ID", ""},
+		{"zero passing weight", state.ServiceDefinition{Name: "web", Weights: &state.Weights{Passing: 0, Warning: 1}}, "Weights.Passing", ""},
+		{"proxy without destination", state.ServiceDefinition{Kind: "connect-proxy", Name: "web-proxy", Port: 21000}, "DestinationServiceName", ""},
+		{"proxy without port", state.ServiceDefinition{Kind: "connect-proxy", Name: "web-proxy",
+			Proxy: &state.ProxyConfig{DestinationServiceName: "web"}}, "Port", ""},
+		{"proxy ok", state.ServiceDefinition{Kind: "connect-proxy", Name: "web-proxy", Port: 21000,
+			Proxy: &state.ProxyConfig{DestinationServiceName: "web"}}, "", "web-proxy"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -47,12 +47,12 @@ func TestServiceFromDefinition(t *testing.T) {
 }
 
 func TestServiceChecksGetConsulIDs(t *testing.T) {
-	one := &catalog.CheckType{TTL: 1}
-	_, defs, err := ServiceFromDefinition(&catalog.ServiceDefinition{Name: "web", Check: one})
+	one := &state.CheckType{TTL: 1}
+	_, defs, err := ServiceFromDefinition(&state.ServiceDefinition{Name: "web", Check: one})
 	if err != nil || len(defs) != 1 || defs[0].CheckID != "service:web" {
 		t.Fatalf("got %+v (%v), want one check service:web", defs, err)
 	}
-	_, defs, err = ServiceFromDefinition(&catalog.ServiceDefinition{Name: "web", Checks: []*catalog.CheckType{one, one}})
+	_, defs, err = ServiceFromDefinition(&state.ServiceDefinition{Name: "web", Checks: []*state.CheckType{one, one}})
 	if err != nil || len(defs) != 2 || defs[0].CheckID != "service:web:1" || defs[1].CheckID != "service:web:2" {
 		t.Fatalf("got %+v (%v), want service:web:1 and service:web:2", defs, err)
 	}

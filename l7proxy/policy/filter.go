@@ -9,7 +9,7 @@ import (
 	"github.com/hashicorp/go-bexpr"
 	"github.com/hashicorp/go-bexpr/grammar"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 )
 
 // filterMaxExpressions bounds the size of a subset filter's syntax tree.
@@ -18,7 +18,7 @@ import (
 const filterMaxExpressions = 10000
 
 // Filter is a compiled service-resolver subset filter: a go-bexpr expression
-// evaluated against a catalog.CheckServiceNode, exactly as Consul evaluates
+// evaluated against a state.CheckServiceNode, exactly as Consul evaluates
 // subset filters, so selectors such as `Service.Tags contains "v2"`,
 // `Service.Meta.version == v1` and `Node.Meta.zone == a` work. A Filter is
 // immutable and safe for concurrent use. A nil *Filter matches every
@@ -126,13 +126,13 @@ func (f *Filter) Expression() string {
 // Match reports whether the instance passes the filter. An expression that
 // cannot be evaluated against the instance (a selector naming no field, a
 // nil Node or Service under a selector) does not match; Eval says why.
-func (f *Filter) Match(csn catalog.CheckServiceNode) bool {
+func (f *Filter) Match(csn state.CheckServiceNode) bool {
 	ok, _ := f.Eval(csn)
 	return ok
 }
 
 // Eval is Match with the evaluation error, for logging.
-func (f *Filter) Eval(csn catalog.CheckServiceNode) (ok bool, err error) {
+func (f *Filter) Eval(csn state.CheckServiceNode) (ok bool, err error) {
 	if f == nil {
 		return true, nil
 	}

@@ -5,27 +5,27 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 )
 
-func instance(node, zone, version string, tags ...string) catalog.CheckServiceNode {
-	return catalog.CheckServiceNode{
-		Node: &catalog.Node{Node: node, Datacenter: "dc1", Meta: map[string]string{"zone": zone}},
-		Service: &catalog.Service{
+func instance(node, zone, version string, tags ...string) state.CheckServiceNode {
+	return state.CheckServiceNode{
+		Node: &state.Node{Node: node, Datacenter: "dc1", Meta: map[string]string{"zone": zone}},
+		Service: &state.Service{
 			ID: "web-" + node, Service: "web", Tags: tags, Port: 8080,
 			Meta: map[string]string{"version": version},
 		},
-		Checks: []*catalog.HealthCheck{{Node: node, CheckID: "serfHealth", Status: catalog.HealthPassing}},
+		Checks: []*state.HealthCheck{{Node: node, CheckID: "serfHealth", Status: state.HealthPassing}},
 	}
 }
 
 func TestFilterMatch(t *testing.T) {
 	v1a := instance("n1", "a", "v1", "primary")
 	v2b := instance("n2", "b", "v2", "v2", "canary")
-	noMeta := catalog.CheckServiceNode{Node: &catalog.Node{Node: "n3"}, Service: &catalog.Service{Service: "web"}}
+	noMeta := state.CheckServiceNode{Node: &state.Node{Node: "n3"}, Service: &state.Service{Service: "web"}}
 	tests := []struct {
 		expr string
-		in   catalog.CheckServiceNode
+		in   state.CheckServiceNode
 		want bool
 	}{
 		{`Service.Tags contains "v2"`, v2b, true},
@@ -47,7 +47,7 @@ func TestFilterMatch(t *testing.T) {
 		{`Node.Datacenter == dc1`, v1a, true},
 		{`Service.Tags is empty`, noMeta, true},
 		{`any Checks as c { c.Status == passing }`, v1a, true},
-		{`Node.Meta.zone == a`, catalog.CheckServiceNode{Service: &catalog.Service{}}, false}, // nil Node
+		{`Node.Meta.zone == a`, state.CheckServiceNode{Service: &state.Service{}}, false}, // nil Node
 		{`Service.NoSuchField == x`, v1a, false},
 	}
 	for _, tt := range tests {

@@ -5,8 +5,8 @@ import (
 	"net/url"
 	"testing"
 
-	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/configentry"
+	"github.com/peerd/peerd/catalog/state"
 )
 
 func FuzzCompileFilter(f *testing.F) {
@@ -27,10 +27,10 @@ func FuzzCompileFilter(f *testing.F) {
 	} {
 		f.Add(seed)
 	}
-	instances := []catalog.CheckServiceNode{
+	instances := []state.CheckServiceNode{
 		instance("n1", "a", "v1", "v2"),
 		{},
-		{Node: &catalog.Node{}, Service: &catalog.Service{}, Checks: []*catalog.HealthCheck{nil}},
+		{Node: &state.Node{}, Service: &state.Service{}, Checks: []*state.HealthCheck{nil}},
 	}
 	f.Fuzz(func(t *testing.T, expr string) {
 		flt, err := CompileFilter(expr)

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/configentry"
+	"github.com/peerd/peerd/catalog/state"
 )
 
 // Load-balancing policies a Resolution may name.
@@ -67,14 +67,14 @@ func (res *Resolution) note(n string) {
 // check status is critical or maintenance never are; warning ones are unless
 // t's subset sets OnlyPassing. nodes should be the instances of t.Service
 // where t is (this cluster, the peer or the datacenter).
-func (res *Resolution) Select(t Target, nodes []catalog.CheckServiceNode) []catalog.CheckServiceNode {
+func (res *Resolution) Select(t Target, nodes []state.CheckServiceNode) []state.CheckServiceNode {
 	f := res.Filters[t]
 	onlyPassing := res.OnlyPassing[t]
-	var out []catalog.CheckServiceNode
+	var out []state.CheckServiceNode
 	for _, n := range nodes {
-		switch catalog.AggregatedStatus(n.Checks) {
-		case catalog.HealthPassing:
-		case catalog.HealthWarning:
+		switch state.AggregatedStatus(n.Checks) {
+		case state.HealthPassing:
+		case state.HealthWarning:
 			if onlyPassing {
 				continue
 			}

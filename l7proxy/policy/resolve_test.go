@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/configentry"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/decode"
 )
 
@@ -255,16 +255,16 @@ func TestResolveFilters(t *testing.T) {
 	v1 := instance("n1", "a", "v1")
 	v2 := instance("n2", "a", "v2", "canary")
 	v1warn := instance("n3", "a", "v1")
-	v1warn.Checks = append(v1warn.Checks, &catalog.HealthCheck{Status: catalog.HealthWarning})
+	v1warn.Checks = append(v1warn.Checks, &state.HealthCheck{Status: state.HealthWarning})
 	v2warn := instance("n4", "a", "v2", "canary")
-	v2warn.Checks = append(v2warn.Checks, &catalog.HealthCheck{Status: catalog.HealthWarning})
+	v2warn.Checks = append(v2warn.Checks, &state.HealthCheck{Status: state.HealthWarning})
 	v1crit := instance("n5", "a", "v1")
-	v1crit.Checks = append(v1crit.Checks, &catalog.HealthCheck{Status: catalog.HealthCritical})
+	v1crit.Checks = append(v1crit.Checks, &state.HealthCheck{Status: state.HealthCritical})
 	v1maint := instance("n6", "a", "v1")
-	v1maint.Checks = append(v1maint.Checks, &catalog.HealthCheck{Status: catalog.HealthMaint})
-	all := []catalog.CheckServiceNode{v1, v2, v1warn, v2warn, v1crit, v1maint}
+	v1maint.Checks = append(v1maint.Checks, &state.HealthCheck{Status: state.HealthMaint})
+	all := []state.CheckServiceNode{v1, v2, v1warn, v2warn, v1crit, v1maint}
 
-	names := func(ns []catalog.CheckServiceNode) []string {
+	names := func(ns []state.CheckServiceNode) []string {
 		var out []string
 		for _, n := range ns {
 			out = append(out, n.Node.Node)

@@ -1,9 +1,9 @@
-package catalog
+package state
 
 // Virtual IPs: every imported service (peer, service) gets a stable address
-// from a configured range, kept in raft. The leader assigns them (see
-// virtual_ip_leader.go); every node reads them from its view (DNS, the
-// eBPF capture, the HTTP API).
+// from a configured range, kept in raft. The leader writes the plans of a
+// VIPAllocator (virtual_ip_alloc.go); every node reads them from its view
+// (DNS, the eBPF capture, the HTTP API).
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-package catalog
+package state
 
 import (
 	"bytes"
@@ -705,8 +705,9 @@ func (s *Store) RegisterBatch(idx uint64, reqs []*RegisterRequest) error {
 	return nil
 }
 
-// counts returns the number of rows per table, for metrics.
-func (s *Store) counts() map[string]int {
+// RowCounts returns the number of rows of each table (by table name), for
+// metrics.
+func (s *Store) RowCounts() map[string]int {
 	tx := s.read(nil)
 	defer tx.Abort()
 	out := map[string]int{}

@@ -1,4 +1,4 @@
-package catalog
+package state
 
 // Conventions of the catalog shared by the peering exporter and importer,
 // the terminator, the DNS server and the dataplane wiring: where a node

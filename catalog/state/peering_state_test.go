@@ -1,9 +1,8 @@
-package catalog
+package state
 
 import (
 	"bytes"
 	"errors"
-	"io"
 	"testing"
 )
 
@@ -132,23 +131,20 @@ func TestPeeringDeleteAndImportedPurge(t *testing.T) {
 }
 
 func TestPeeringStateSurvivesSnapshot(t *testing.T) {
-	src := &fsm{store: newTestStore(t)}
-	st := src.store
+	st := newTestStore(t)
 	_ = st.PeeringWrite(1, &PeeringWriteRequest{Peering: acceptor("b", "p1"), Secrets: &PeeringSecrets{EstablishmentSecret: "e"}})
 	_ = st.TrustBundleWrite(2, &PeeringTrustBundle{PeerName: "b", TrustDomain: "x.peerd"})
 	_ = st.MetaSet(3, &MetaSetRequest{Key: "cluster-id", Value: "abc"})
 	_ = st.MetaSet(4, &MetaSetRequest{Key: "cluster-id", Value: "other", OnlyIfAbsent: true})
 	_ = st.CARootsSet(5, &CARootsRequest{Roots: []*CARoot{{ID: "r1", Active: true}, {ID: "r0"}}})
-	snap, _ := src.Snapshot()
 	var buf bytes.Buffer
-	if err := snap.(*fsmSnapshot).write(&buf); err != nil {
+	if err := st.Snapshot().Write(&buf); err != nil {
 		t.Fatal(err)
 	}
-	dst := &fsm{store: newTestStore(t)}
-	if err := dst.Restore(io.NopCloser(&buf)); err != nil {
+	d := newTestStore(t)
+	if err := d.Restore(&buf); err != nil {
 		t.Fatal(err)
 	}
-	d := dst.store
 	if _, p, _ := d.Peering(nil, "b"); p == nil || p.ID != "p1" {
 		t.Fatalf("got peering %+v after restore", p)
 	}

@@ -1,4 +1,4 @@
-package catalog
+package state
 
 import (
 	"crypto/subtle"
@@ -128,11 +128,6 @@ type PeeringSecretsRequest struct {
 	// Now (unix nanoseconds) is when the leader received the request; it is
 	// in the log so expiry is decided the same way on every server.
 	Now int64 `json:",omitempty"`
-}
-
-// PeeringDeleteRequest removes a peering with its secrets and trust bundle.
-type PeeringDeleteRequest struct {
-	Name string
 }
 
 // MetaSetRequest sets a cluster-wide value, only if it is unset when

@@ -1,14 +1,12 @@
-package catalog
+package state
 
 import (
 	"bytes"
 	"errors"
-	"io"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-memdb"
-	"github.com/hashicorp/raft"
 
 	"github.com/peerd/peerd/catalog/configentry"
 )
@@ -220,57 +218,41 @@ func TestStoreRouterNeedsHTTPProtocol(t *testing.T) {
 	}
 }
 
-func TestFSMSnapshotRestoreRoundTrip(t *testing.T) {
-	src := &fsm{store: newTestStore(t)}
-	if err := src.store.Register(1, reg("n1", "web", &HealthCheck{CheckID: "c", ServiceID: "web", Status: HealthPassing})); err != nil {
+func TestSnapshotRestoreRoundTrip(t *testing.T) {
+	src := newTestStore(t)
+	if err := src.Register(1, reg("n1", "web", &HealthCheck{CheckID: "c", ServiceID: "web", Status: HealthPassing})); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := src.store.ConfigSet(2, serviceDefaults(t, "web", "http"), false, 0); err != nil {
-		t.Fatal(err)
-	}
-	snap, err := src.Snapshot()
-	if err != nil {
+	if _, err := src.ConfigSet(2, serviceDefaults(t, "web", "http"), false, 0); err != nil {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if err := snap.(*fsmSnapshot).write(&buf); err != nil {
+	if err := src.Snapshot().Write(&buf); err != nil {
 		t.Fatal(err)
 	}
-	dst := &fsm{store: newTestStore(t)}
+	dst := newTestStore(t)
 	// Old state in dst must be dropped by Restore.
-	if err := dst.store.Register(1, reg("stale", "old")); err != nil {
+	if err := dst.Register(1, reg("stale", "old")); err != nil {
 		t.Fatal(err)
 	}
 	ws := memdb.NewWatchSet()
-	_, _, _ = dst.store.Services(ws, "")
-	if err := dst.Restore(io.NopCloser(&buf)); err != nil {
+	_, _, _ = dst.Services(ws, "")
+	if err := dst.Restore(&buf); err != nil {
 		t.Fatal(err)
 	}
 	if ws.Watch(time.After(time.Second)) {
 		t.Fatal("restore did not wake blocked readers")
 	}
-	_, svcs, _ := dst.store.Services(nil, "")
+	_, svcs, _ := dst.Services(nil, "")
 	if _, ok := svcs["old"]; ok || len(svcs) != 1 {
 		t.Fatalf("got services %v, want only web", svcs)
 	}
-	_, e, _ := dst.store.ConfigEntry(nil, configentry.ServiceDefaults, "web")
+	_, e, _ := dst.ConfigEntry(nil, configentry.ServiceDefaults, "web")
 	if e == nil || configentry.Protocol(e) != "http" {
 		t.Fatalf("got config entry %+v, want service-defaults web http", e)
 	}
-	if got, want := dst.store.LastIndex(), src.store.LastIndex(); got != want {
+	if got, want := dst.LastIndex(), src.LastIndex(); got != want {
 		t.Fatalf("got last index %d, want %d", got, want)
-	}
-}
-
-func TestFSMRejectsUnknownCommandWithoutPanicking(t *testing.T) {
-	f := &fsm{store: newTestStore(t)}
-	res := f.Apply(&raft.Log{Index: 1, Data: []byte(`{"Type":"from-the-future"}`)}).(*ApplyResult)
-	if res.Err == "" {
-		t.Fatal("unknown command applied without error")
-	}
-	res = f.Apply(&raft.Log{Index: 2, Data: []byte(`not json`)}).(*ApplyResult)
-	if res.Err == "" {
-		t.Fatal("garbage applied without error")
 	}
 }
 
