@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/peerd/peerd/catalog/configentry"
 	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/identity"
 	"github.com/peerd/peerd/l7proxy/policy"
@@ -340,12 +339,11 @@ func exportedTo(st *state.Store, service, peer string) (string, error) {
 	if err != nil || pr == nil || pr.State == state.PeeringDeleting || pr.State == state.PeeringTerminated {
 		return "unknown_peer", fmt.Errorf("no live peering named %q", peer)
 	}
-	_, raw, err := st.ConfigEntry(nil, configentry.ExportedServices, configentry.DefaultPartition)
+	_, exports, err := st.Exports(nil)
 	if err != nil {
-		return "not_exported", fmt.Errorf("read exported-services: %w", err)
+		return "not_exported", err
 	}
-	e, _ := raw.(*configentry.ExportedServicesConfigEntry)
-	if !e.ExportedTo(service, peer) {
+	if !exports.ExportedTo(service, peer) {
 		return "not_exported", fmt.Errorf("service %q is not exported to peer %q", service, peer)
 	}
 	return "", nil

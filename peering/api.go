@@ -104,7 +104,7 @@ func (s *Server) Read(ctx context.Context, name string) (*PeeringInfo, error) {
 	if err != nil || p == nil {
 		return nil, err
 	}
-	_, exported, err := exportedServices(nil, st)
+	_, exported, err := st.ExportedServices(nil)
 	if err != nil {
 		return nil, err
 	}
@@ -136,7 +136,7 @@ func (s *Server) List(ctx context.Context) ([]*PeeringInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, exported, err := exportedServices(nil, st)
+	_, exported, err := st.ExportedServices(nil)
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +152,7 @@ func (s *Server) List(ctx context.Context) ([]*PeeringInfo, error) {
 }
 
 // info combines a stored peering with the tracker's status.
-func (s *Server) info(st *state.Store, p *state.Peering, exported []ExportedService) (*PeeringInfo, error) {
+func (s *Server) info(st *state.Store, p *state.Peering, exported []state.ExportedService) (*PeeringInfo, error) {
 	ts := s.tracker.get(p.ID)
 	imported := ts.ImportedServices
 	if len(imported) == 0 {
@@ -268,14 +268,6 @@ func (s *Server) TrustBundleRead(ctx context.Context, name string) (*state.Peeri
 	return b, err
 }
 
-// ExportedServicesFromStore returns every exported service with its
-// consumer peers ("*" expanded), sorted by name, and the index of the data
-// read, adding what it read to ws. It serves GET /v1/exported-services from
-// any server's store.
-func ExportedServicesFromStore(ws memdb.WatchSet, st *state.Store) (uint64, []ExportedService, error) {
-	return exportedServices(ws, st)
-}
-
 // ImportedServicesFromStore returns every service imported from a peer,
 // sorted by service then peer, and the index of the data read, adding what
 // it read to ws.
@@ -302,4 +294,14 @@ func ImportedServicesFromStore(ws memdb.WatchSet, st *state.Store) (uint64, []Im
 		return strings.Compare(a.SourcePeer, b.SourcePeer)
 	})
 	return idx, out, nil
+}
+
+// exportsOf returns the sorted names of the services exported to peering
+// p: none once it no longer replicates (DELETING or TERMINATED), whatever
+// exported-services still says.
+func exportsOf(list []state.ExportedService, p *state.Peering) []string {
+	if p.State == state.PeeringDeleting || p.State == state.PeeringTerminated {
+		return nil
+	}
+	return state.ServicesExportedTo(list, p.Name)
 }

@@ -262,13 +262,13 @@ func (s *Server) establish(ctx context.Context, req EstablishRequest) error {
 // alreadyPeered returns ErrTokenUsed saying "already peered" when this
 // cluster already dials the peering tok was made for (the usual reason a
 // token is refused as used: it was used here), or nil.
-func (s *Server) alreadyPeered(st *catalog.Store, tok *Token) error {
+func (s *Server) alreadyPeered(st *state.Store, tok *Token) error {
 	_, rows, err := st.Peerings(nil)
 	if err != nil {
 		return nil // the acceptor's refusal stands on its own
 	}
 	for _, p := range rows {
-		if !p.ShouldDial || p.PeerID != tok.PeerID || p.State == catalog.PeeringDeleting || p.State == catalog.PeeringTerminated {
+		if !p.ShouldDial || p.PeerID != tok.PeerID || p.State == state.PeeringDeleting || p.State == state.PeeringTerminated {
 			continue
 		}
 		state := s.tracker.get(p.ID).State(p.State, s.cfg.Now(), s.cfg.HeartbeatTimeout)

@@ -36,12 +36,12 @@ func (e *exporter) watchList(ctx context.Context) {
 	var owner uint64
 	for {
 		ws := memdb.NewWatchSet()
-		_, list, err := exportedServices(ws, st)
+		_, list, err := st.ExportedServices(ws)
 		if err != nil {
 			e.setErr(err)
 			return
 		}
-		names := exportedTo(list, ss.name)
+		names := state.ServicesExportedTo(list, ss.name)
 		nameSet := make(map[string]struct{}, len(names))
 		for _, n := range names {
 			nameSet[n] = struct{}{}

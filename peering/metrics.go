@@ -3,7 +3,7 @@ package peering
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
 )
 
 // metrics are the peering metrics of one Server. The counters and the
@@ -111,7 +111,7 @@ func (g *gaugeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(g.healthy, err)
 		return
 	}
-	_, exports, err := exportedServices(nil, st)
+	_, exports, err := st.ExportedServices(nil)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(g.exported, err)
 		exports = nil
@@ -121,7 +121,7 @@ func (g *gaugeCollector) Collect(ch chan<- prometheus.Metric) {
 		// A PENDING peering (a token not used yet) has no stream to be
 		// healthy or not: it is left out, so an alert on 0 does not fire
 		// for it.
-		if p.State != catalog.PeeringPending {
+		if p.State != state.PeeringPending {
 			healthy := 0.0
 			if s.tracker.get(p.ID).Healthy(now, s.cfg.HeartbeatTimeout) {
 				healthy = 1

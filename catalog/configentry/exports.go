@@ -130,38 +130,3 @@ func (c ServiceConsumer) validate(path string) error {
 	}
 	return validateSamenessGroup(field(path, "SamenessGroup"), c.SamenessGroup)
 }
-
-// ExportedTo reports whether the entry exports service to peer: an entry
-// naming the service decides on its own; otherwise the "*" entry does.
-// Whether a service matched by "*" exists is the caller's concern.
-func (e *ExportedServicesConfigEntry) ExportedTo(service, peer string) bool {
-	if e == nil {
-		return false
-	}
-	named := false
-	for _, svc := range e.Services {
-		if svc.Name != service {
-			continue
-		}
-		named = true
-		for _, c := range svc.Consumers {
-			if c.Peer == peer {
-				return true
-			}
-		}
-	}
-	if named {
-		return false
-	}
-	for _, svc := range e.Services {
-		if svc.Name != WildcardSpecifier {
-			continue
-		}
-		for _, c := range svc.Consumers {
-			if c.Peer == peer {
-				return true
-			}
-		}
-	}
-	return false
-}

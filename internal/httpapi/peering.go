@@ -324,7 +324,7 @@ func (s *Server) exportedServices(w http.ResponseWriter, r *http.Request) (any, 
 		return nil, err
 	}
 	return s.read(w, r, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
-		idx, list, err := peering.ExportedServicesFromStore(ws, st)
+		idx, list, err := st.ExportedServices(ws)
 		out := make([]exportedServiceJSON, 0, len(list))
 		for _, e := range list {
 			out = append(out, exportedServiceJSON{
