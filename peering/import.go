@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/configentry"
 	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/identity"
 	"github.com/peerd/peerd/peering/pbpeerstream"
@@ -238,8 +239,8 @@ func checkServiceName(n string) error {
 	switch {
 	case n == "":
 		return errors.New("empty service name")
-	case len(n) > 512:
-		return fmt.Errorf("service name %s is longer than 512 bytes", shortID(n))
+	case len(n) > configentry.MaxServiceNameLength:
+		return fmt.Errorf("service name %s is longer than %d bytes", shortID(n), configentry.MaxServiceNameLength)
 	case strings.ContainsAny(n, "\x00/"):
 		return fmt.Errorf("service name %s contains NUL or '/'", shortID(n))
 	}

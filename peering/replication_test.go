@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/peerd/peerd/catalog/configentry"
 	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/peering/pbpeerstream"
 )
@@ -356,5 +357,16 @@ func TestHealthChangeSendsHealthOnly(t *testing.T) {
 	}
 	if es.GetFull() || len(es.GetInstances()) != 1 || es.GetInstances()[0].GetPort() != 81 || len(es.GetHealthUpdates()) != 0 {
 		t.Fatalf("port change: got %v, want the whole instance n1/web-1", &es)
+	}
+}
+
+// An imported service name is held to the same limit as a local one.
+func TestImportedServiceNameLength(t *testing.T) {
+	longest := strings.Repeat("s", configentry.MaxServiceNameLength)
+	if err := checkServiceName(longest); err != nil {
+		t.Fatalf("name of %d bytes: got %v, want it accepted", len(longest), err)
+	}
+	if err := checkServiceName(longest + "s"); err == nil || !strings.Contains(err.Error(), "longer than 253 bytes") {
+		t.Fatalf("name of %d bytes: got %v, want it refused", len(longest)+1, err)
 	}
 }

@@ -18,9 +18,16 @@ const (
 	metaValueMaxLength = 512
 )
 
-// maxNameLength bounds service and other names. Consul sets no limit; names
-// end up in SNI and SPIFFE IDs, where 256 is already generous.
-const maxNameLength = 256
+// MaxServiceNameLength bounds a service name on every path that takes one:
+// config entries, agent registrations and upstreams (internal/local), and
+// services imported from a peer (peering). Consul sets no limit; a name ends
+// up in DNS names (<svc>.service.<peer>.peer.<domain>), SNI and SPIFFE IDs,
+// and 253 is the most a DNS name may hold. It lives here, the lowest
+// catalog package, so config entries can apply it too.
+const MaxServiceNameLength = 253
+
+// maxDatacenterLength bounds a datacenter name.
+const maxDatacenterLength = 256
 
 var (
 	// validPeerName is Consul's rule for peer names (agent/rpc/peering).
@@ -120,8 +127,8 @@ func validateServiceName(path, name string, allowWildcard bool) error {
 		return errf(path, "must be the name of a service, not a wildcard")
 	case strings.Contains(name, WildcardSpecifier):
 		return errf(path, "wildcard character '*' cannot be used with partial values; use exactly \"*\" or a service name")
-	case len(name) > maxNameLength:
-		return errf(path, "name is %d bytes long; the limit is %d", len(name), maxNameLength)
+	case len(name) > MaxServiceNameLength:
+		return errf(path, "name is %d bytes long; the limit is %d", len(name), MaxServiceNameLength)
 	case !validServiceName.MatchString(name):
 		return errf(path, "%q is not a valid service name: use letters, digits, '-', '_' and '.'", short(name))
 	}
@@ -156,7 +163,7 @@ func validateTenancy(path, name string, allowWildcard bool) error {
 
 // validateDatacenter checks a datacenter name.
 func validateDatacenter(path, name string) error {
-	if len(name) > maxNameLength || !validDatacenter.MatchString(name) {
+	if len(name) > maxDatacenterLength || !validDatacenter.MatchString(name) {
 		return errf(path, "%q is not a valid datacenter name: use letters, digits, '-' and '_'", short(name))
 	}
 	return nil

@@ -72,6 +72,8 @@ func TestValidateExportedServices(t *testing.T) {
 		{"partition must match name", &ExportedServicesConfigEntry{Name: "default", Partition: "other"}, "Partition: must be empty or equal to Name"},
 		{"service name required", exports(ExportedService{Consumers: peer("west")}), "Services[0].Name: service name cannot be empty"},
 		{"service name invalid", exports(ExportedService{Name: "web app", Consumers: peer("west")}), `Services[0].Name: "web app" is not a valid service name`},
+		{"service name at the limit", exports(ExportedService{Name: strings.Repeat("s", MaxServiceNameLength), Consumers: peer("west")}), ""},
+		{"service name too long", exports(ExportedService{Name: strings.Repeat("s", MaxServiceNameLength+1), Consumers: peer("west")}), "Services[0].Name: name is 254 bytes long; the limit is 253"},
 		{"partial wildcard name", exports(ExportedService{Name: "web*", Consumers: peer("west")}), "Services[0].Name: wildcard character '*' cannot be used with partial values"},
 		{"consumer required", exports(ExportedService{Name: "web"}), "Services[0].Consumers: must have at least one consumer"},
 		{"empty consumer", exports(ExportedService{Name: "web", Consumers: []ServiceConsumer{{}}}), "Services[0].Consumers[0]: one of Peer, Partition or SamenessGroup must be set"},

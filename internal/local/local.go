@@ -645,8 +645,8 @@ func fieldErr(field, format string, a ...any) error {
 // ValidateServiceName applies Consul's rule for names that must work in DNS:
 // letters, digits, dashes and underscores; other characters are refused.
 func ValidateServiceName(name string) error {
-	if len(name) > 253 {
-		return fmt.Errorf("service name %q is longer than 253 characters", name)
+	if len(name) > configentry.MaxServiceNameLength {
+		return fmt.Errorf("service name %q is longer than %d characters", name, configentry.MaxServiceNameLength)
 	}
 	if !configentry.ValidServiceNameChars(name) {
 		return fmt.Errorf("service name %q: only letters, digits, '-', '_' and '.' are allowed", name)

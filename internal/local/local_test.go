@@ -1,9 +1,11 @@
 package local
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/peerd/peerd/catalog/configentry"
 	"github.com/peerd/peerd/catalog/state"
 )
 
@@ -81,6 +83,30 @@ func TestUnsupportedCheckKindsSayWhy(t *testing.T) {
 			}
 			if strings.Contains(tt.want, "not supported") && !strings.Contains(err.Error(), "TTL, HTTP and TCP checks only") {
 				t.Fatalf("got %v, want it to say which checks peerd runs", err)
+			}
+		})
+	}
+}
+
+// A registered service name is held to the same limit as a config entry's.
+func TestServiceNameLength(t *testing.T) {
+	longest := strings.Repeat("s", configentry.MaxServiceNameLength)
+	tests := []struct {
+		name    string
+		wantErr bool
+	}{
+		{longest, false},
+		{longest + "s", true},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(len(tt.name)), func(t *testing.T) {
+			err := ValidateServiceName(tt.name)
+			if got := err != nil; got != tt.wantErr {
+				t.Fatalf("got %v, want an error: %v", err, tt.wantErr)
+			}
+			_, _, err = ServiceFromDefinition(&state.ServiceDefinition{Name: tt.name})
+			if got := err != nil; got != tt.wantErr {
+				t.Fatalf("registration: got %v, want an error: %v", err, tt.wantErr)
 			}
 		})
 	}
