@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/peerd/peerd/catalog/configentry"
 	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/identity"
 	"github.com/peerd/peerd/l7proxy/policy"
@@ -205,12 +206,12 @@ func (g *gateway) handle(raw net.Conn) {
 	}
 	p.m.connections.WithLabelValues(dirInbound, ci.service, ci.peer).Inc()
 	p.m.active.WithLabelValues(dirInbound, ci.service, ci.peer).Inc()
-	if l7Protocol(ci.protocol) && tc.ConnectionState().NegotiatedProtocol != "h2" {
+	if configentry.L7Protocol(ci.protocol) && tc.ConnectionState().NegotiatedProtocol != "h2" {
 		defer p.m.active.WithLabelValues(dirInbound, ci.service, ci.peer).Dec()
 		g.serveH1(tc, ci)
 		return
 	}
-	if l7Protocol(ci.protocol) {
+	if configentry.L7Protocol(ci.protocol) {
 		g.infos.Store(tc, ci)
 		if !g.queue.push(tc) {
 			g.infos.Delete(tc)
@@ -295,7 +296,7 @@ func (g *gateway) configFor(hello *tls.ClientHelloInfo, hs *handshake) (*tls.Con
 	}
 	protocol := protocolOf(st, service)
 	var protos []string
-	if l7Protocol(protocol) {
+	if configentry.L7Protocol(protocol) {
 		protos = []string{"h2", "http/1.1"}
 	}
 	gatewayID, _ := identity.GatewayID(local.td, p.cfg.Datacenter)

@@ -151,8 +151,8 @@ func (p *Proxy) track(c net.Conn) (func(), bool) {
 	}, true
 }
 
-// protocolOf is a local service's protocol (see catalog's
-// ServiceProtocol); tcp when it cannot be read.
+// protocolOf is a local service's protocol (state.Store.ServiceProtocol);
+// tcp when it cannot be read.
 func protocolOf(st *state.Store, service string) string {
 	p, err := st.ServiceProtocol(nil, service)
 	if err != nil {
@@ -160,8 +160,6 @@ func protocolOf(st *state.Store, service string) string {
 	}
 	return p
 }
-
-func l7Protocol(p string) bool { return p == "http" || p == "http2" || p == "grpc" }
 
 // watchIntentions recompiles the service-intentions entries whenever they
 // change, so the request path only evaluates.

@@ -53,6 +53,13 @@ const (
 // Valid protocols for service-defaults and proxy-defaults.
 var validProtocols = []string{"tcp", "http", "http2", "grpc"}
 
+// L7Protocol reports whether a service protocol is HTTP-based (http, http2,
+// grpc): the protocols on which routers and splitters may act and that the
+// terminator serves at L7. Anything else is carried as TCP.
+func L7Protocol(p string) bool {
+	return p == "http" || p == "http2" || p == "grpc"
+}
+
 func errf(path, format string, args ...any) error {
 	return &decode.Error{Path: path, Msg: fmt.Sprintf(format, args...)}
 }

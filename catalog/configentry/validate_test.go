@@ -470,3 +470,20 @@ func TestValidateTenancy(t *testing.T) {
 		{"wildcard namespace on router", &ServiceRouterConfigEntry{Name: "web", Namespace: "*"}, "Namespace: cannot use wildcard '*' here"},
 	})
 }
+
+func TestL7Protocol(t *testing.T) {
+	tests := []struct {
+		protocol string
+		want     bool
+	}{
+		{"http", true}, {"http2", true}, {"grpc", true},
+		{"tcp", false}, {"", false}, {"HTTP", false}, {"udp", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.protocol, func(t *testing.T) {
+			if got := L7Protocol(tt.protocol); got != tt.want {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

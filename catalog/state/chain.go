@@ -8,42 +8,51 @@ import (
 	"github.com/peerd/peerd/catalog/configentry"
 )
 
-// l7Protocol reports whether routers and splitters may act on a protocol.
-func l7Protocol(p string) bool {
-	return p == "http" || p == "http2" || p == "grpc"
-}
-
-// protocolOf returns a service's effective protocol inside tx, as it would be
-// with the entry override in place of the stored one of the same kind and
-// name (override may be a deletion: kind and name with a nil entry).
+// entryOverride stands in for the stored entry of the same kind and name
+// while a write is checked: the entry being written, or (entry nil) a
+// deletion. The zero value overrides nothing.
 type entryOverride struct {
 	kind, name string
 	entry      configentry.Entry // nil = deleted
 }
 
-func lookupEntry(tx *memdb.Txn, kind, name string, o entryOverride) configentry.Entry {
+// lookupEntry returns the entry of kind and name inside tx, as it would be
+// with o in place, and adds what it read to ws as Store.ConfigEntry does.
+func lookupEntry(tx *memdb.Txn, ws memdb.WatchSet, kind, name string, o entryOverride) (configentry.Entry, error) {
 	if o.kind == kind && o.name == name {
-		return o.entry
+		return o.entry, nil
 	}
-	raw, err := tx.First(tableConfig, "id", kind, name)
-	if err != nil || raw == nil {
-		return nil
+	if ws != nil {
+		tablesIndex(tx, ws, tableConfig)
 	}
-	return raw.(*configRow).Entry
+	ch, raw, err := tx.FirstWatch(tableConfig, "id", kind, name)
+	if err != nil {
+		return nil, fmt.Errorf("look up config entry %s/%s: %w", kind, name, err)
+	}
+	if ws != nil {
+		ws.Add(ch)
+	}
+	if raw == nil {
+		return nil, nil
+	}
+	return raw.(*configRow).Entry, nil
 }
 
-func protocolOf(tx *memdb.Txn, service string, o entryOverride) string {
-	if e := lookupEntry(tx, configentry.ServiceDefaults, service, o); e != nil {
-		if p := configentry.Protocol(e); p != "" {
-			return p
+// serviceProtocol is the one rule for a service's protocol: its
+// service-defaults, else the global proxy-defaults, else "tcp".
+func serviceProtocol(tx *memdb.Txn, ws memdb.WatchSet, service string, o entryOverride) (string, error) {
+	for _, k := range [...][2]string{{configentry.ServiceDefaults, service}, {configentry.ProxyDefaults, configentry.ProxyConfigGlobal}} {
+		e, err := lookupEntry(tx, ws, k[0], k[1], o)
+		if err != nil {
+			return "", fmt.Errorf("protocol of %q: %w", service, err)
+		}
+		if e != nil {
+			if p := configentry.Protocol(e); p != "" {
+				return p, nil
+			}
 		}
 	}
-	if e := lookupEntry(tx, configentry.ProxyDefaults, configentry.ProxyConfigGlobal, o); e != nil {
-		if p := configentry.Protocol(e); p != "" {
-			return p
-		}
-	}
-	return "tcp"
+	return "tcp", nil
 }
 
 // checkChainProtocols refuses a write that would leave a service-router or
@@ -63,10 +72,16 @@ func checkChainProtocols(tx *memdb.Txn, o entryOverride) error {
 			names = append(names, o.name)
 		}
 		for _, name := range names {
-			if lookupEntry(tx, kind, name, o) == nil {
+			if e, err := lookupEntry(tx, nil, kind, name, o); err != nil {
+				return err
+			} else if e == nil {
 				continue
 			}
-			if p := protocolOf(tx, name, o); !l7Protocol(p) {
+			p, err := serviceProtocol(tx, nil, name, o)
+			if err != nil {
+				return err
+			}
+			if !configentry.L7Protocol(p) {
 				return fmt.Errorf("discovery chain %q uses a protocol (%s) that does not permit advanced routing or splitting behavior: "+
 					"set Protocol = \"http\" (or http2, grpc) in the service-defaults entry for %q first", name, p, name)
 			}
@@ -78,16 +93,7 @@ func checkChainProtocols(tx *memdb.Txn, o entryOverride) error {
 // ServiceProtocol returns a service's protocol: its service-defaults, else
 // the global proxy-defaults, else "tcp". It adds what it read to ws.
 func (s *Store) ServiceProtocol(ws memdb.WatchSet, service string) (string, error) {
-	for _, k := range [...][2]string{{configentry.ServiceDefaults, service}, {configentry.ProxyDefaults, configentry.ProxyConfigGlobal}} {
-		_, e, err := s.ConfigEntry(ws, k[0], k[1])
-		if err != nil {
-			return "", fmt.Errorf("protocol of %q: %w", service, err)
-		}
-		if e != nil {
-			if p := configentry.Protocol(e); p != "" {
-				return p, nil
-			}
-		}
-	}
-	return "tcp", nil
+	tx := s.read(ws)
+	defer tx.Abort()
+	return serviceProtocol(tx, ws, service, entryOverride{})
 }
