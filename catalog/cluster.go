@@ -98,6 +98,12 @@ type Cluster struct {
 
 	ml     *memberlist.Memberlist
 	events chan memberlist.NodeEvent
+	// subs are the MemberEvents channels, each with room for one wake-up.
+	subsMu sync.Mutex
+	subs   map[chan struct{}]struct{}
+	// leaderObs receives raft's leader changes (servers only).
+	leaderObs      chan raft.Observation
+	leaderObserver *raft.Observer
 	// nodes and state record every member seen and how it last changed, so
 	// failed and left members can still be listed.
 	mu    sync.Mutex
@@ -147,6 +153,7 @@ func New(ctx context.Context, cfg Config) (*Cluster, error) {
 		log:    l.With("node", cfg.NodeName),
 		timing: cfg.timing(),
 		events: make(chan memberlist.NodeEvent, 1024),
+		subs:   map[chan struct{}]struct{}{},
 		state:  map[string]MemberStatus{},
 		nodes:  map[string]*memberlist.Node{},
 		conns:  newConnPool(),
@@ -176,9 +183,10 @@ func New(ctx context.Context, cfg Config) (*Cluster, error) {
 	go func() { defer c.wg.Done(); c.joinLoop() }()
 	if cfg.Server {
 		c.AddLeaderRoutine("virtual-ips", c.virtualIPLoop)
-		c.wg.Add(2)
+		c.wg.Add(3)
 		go func() { defer c.wg.Done(); c.bootstrapLoop() }()
 		go func() { defer c.wg.Done(); c.leaderLoop() }()
+		go func() { defer c.wg.Done(); c.watchLeader() }()
 	}
 	go func() {
 		select {
@@ -253,6 +261,7 @@ func (c *Cluster) startRaft() error {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	c.raft = r
+	c.observeLeader()
 	return nil
 }
 
@@ -329,6 +338,70 @@ func (e *gossipEvents) record(n *memberlist.Node, st MemberStatus) {
 	select {
 	case e.c.events <- memberlist.NodeEvent{Node: n}:
 	default: // the periodic reconcile catches up
+	}
+	e.c.notifyMembers()
+}
+
+// MemberEvents returns a channel that receives a value after every change
+// of the gossip pool (a member joins, changes its metadata, leaves or
+// fails) and, on a server, of the raft leader. Wake-ups are coalesced: the
+// channel holds at most one, so a slow reader sees one value for several
+// changes and reads Members, Servers or Leader afresh. The channel is
+// closed when ctx ends or the cluster member shuts down.
+func (c *Cluster) MemberEvents(ctx context.Context) <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	c.subsMu.Lock()
+	c.subs[ch] = struct{}{}
+	c.subsMu.Unlock()
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-c.ctx.Done():
+		}
+		c.subsMu.Lock()
+		delete(c.subs, ch)
+		c.subsMu.Unlock()
+		close(ch)
+	}()
+	return ch
+}
+
+// notifyMembers wakes every MemberEvents channel without blocking: memberlist
+// calls the event delegate from its own goroutines and must not wait on a
+// reader.
+func (c *Cluster) notifyMembers() {
+	c.subsMu.Lock()
+	defer c.subsMu.Unlock()
+	for ch := range c.subs {
+		select {
+		case ch <- struct{}{}:
+		default: // a wake-up is pending already
+		}
+	}
+}
+
+// observeLeader registers a raft observer of leader changes (servers);
+// watchLeader relays them.
+func (c *Cluster) observeLeader() {
+	c.leaderObs = make(chan raft.Observation, 16)
+	c.leaderObserver = raft.NewObserver(c.leaderObs, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	c.raft.RegisterObserver(c.leaderObserver)
+}
+
+// watchLeader wakes the MemberEvents channels whenever raft observes a new
+// leader (or none), until the cluster member shuts down.
+func (c *Cluster) watchLeader() {
+	defer c.raft.DeregisterObserver(c.leaderObserver)
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-c.leaderObs:
+			c.notifyMembers()
+		}
 	}
 }
 

@@ -8,17 +8,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/hashicorp/go-memdb"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/peerd/peerd/peering/pbpeerstream"
 )
-
-// serverAddressPoll is how often the exporter re-reads the live servers
-// (gossip membership has no watch).
-const serverAddressPoll = time.Second
 
 // maxPendingNonces bounds the responses awaiting an ACK per stream.
 const maxPendingNonces = 1 << 16
@@ -136,8 +131,7 @@ func (e *exporter) run() {
 		e.watchList(ctx)
 	}()
 	defer wg.Wait()
-	tick := time.NewTicker(serverAddressPoll)
-	defer tick.Stop()
+	members := ss.srv.cfg.Cluster.MemberEvents(ctx) // the live servers' addresses
 	for {
 		e.drainControl()
 		ws := memdb.NewWatchSet()
@@ -154,7 +148,10 @@ func (e *exporter) run() {
 		case <-e.ctlWake:
 		case <-e.dirty:
 		case <-fired:
-		case <-tick.C:
+		case _, ok := <-members:
+			if !ok {
+				members = nil // the cluster member shut down
+			}
 		}
 		wcancel()
 		if ctx.Err() != nil {

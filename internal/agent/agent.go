@@ -348,15 +348,12 @@ func (a *Agent) start(ctx context.Context) error {
 }
 
 // watchServers kicks an anti-entropy sync whenever the set of live servers
-// changes, so registrations are restored quickly after servers come back.
+// (or, on a server, the leader) changes, so registrations are restored
+// quickly after servers come back. It wakes on the cluster's member events.
 func (a *Agent) watchServers(ctx context.Context) {
+	events := a.cluster.MemberEvents(ctx)
 	prev := ""
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(500 * time.Millisecond):
-		}
 		var names []string
 		for _, m := range a.cluster.Servers() {
 			names = append(names, m.Name)
@@ -369,6 +366,14 @@ func (a *Agent) watchServers(ctx context.Context) {
 			prev = cur
 			a.local.Kick()
 			a.setHealth(len(names) > 0)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-events:
+			if !ok {
+				return // the cluster member shut down
+			}
 		}
 	}
 }
