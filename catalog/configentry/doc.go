@@ -20,7 +20,7 @@
 //     an entry stored in the raft log. It neither normalizes nor validates,
 //     so replaying the log reproduces exactly what was stored.
 //
-// This package must not import github.com/peerd/peerd/catalog, which imports
-// it. It is pure data: no I/O, no clock, no randomness, and every function is
+// This package must not import github.com/peerd/peerd/catalog/state (or
+// catalog), which imports it. It is pure data: no I/O, no clock, no randomness, and every function is
 // deterministic (map iteration is always sorted).
 package configentry

@@ -29,7 +29,8 @@
 // before asking for a decision: matching is done on the path exactly as given
 // (http.Request.URL.Path).
 //
-// The package imports nothing of peerd's except catalog and catalog/configentry.
+// The package imports nothing of peerd's except catalog/state and
+// catalog/configentry, and nothing of the cluster (raft, memberlist, gRPC).
 // Errors are returned wrapped with the entry and field at fault; Authorize and
 // RouteRequest's matching never fail once the inputs are compiled.
 package policy

@@ -1,0 +1,64 @@
+// Package catalog is this node's part in its cluster: membership in the
+// gossip pool (hashicorp/memberlist) and, on server-mode nodes, a voter of
+// the raft log (hashicorp/raft, stored in bbolt through raft-boltdb or kept
+// in memory in dev mode) whose FSM applies every committed Command to a
+// state.Store. The state itself, its tables and queries, is package
+// catalog/state; this package replicates it.
+//
+// # Life of a write
+//
+// Apply encodes a Command and commits it from any node: on the leader
+// directly, from a follower forwarded to the leader, from a client sent to
+// a live server, which relays it, over the internal gRPC service
+// (RegisterGRPC). It retries while a leader is being elected, up to
+// Timing.ApplyTimeout. The FSM (unexported, implementing raft.FSM) decodes
+// the command and calls the state.Store write; Apply is deterministic on
+// every server, reads no clock and no randomness.
+//
+// # Reads
+//
+// Store is the raft store on a server (nil on a client). View is what every
+// node reads: the raft store on a server, and on a client a state.Store kept
+// in sync by streaming a server's mirror (Watch), which never carries the
+// peering secrets or the CA's private keys.
+//
+// # The leader's work
+//
+// While a server leads it reconciles the catalog with the gossip pool
+// (serfHealth checks, removing members that left, adding and removing raft
+// voters), keeps a virtual IP on every imported service (the plan of a
+// state.VIPAllocator) and runs every LeaderRoutine registered with
+// AddLeaderRoutine (the peering controller's streams, CA bootstrap). A
+// routine runs from when every earlier entry is applied until its context
+// ends with the leadership, and must return promptly then.
+//
+// # Events
+//
+// MemberEvents is a coalescing channel woken by memberlist's event delegate
+// (a member joined, changed its metadata, left or failed) and, on a server,
+// by raft's leader observations. Wait on it instead of polling Members,
+// Servers or Leader.
+//
+// # Lifecycle
+//
+// New validates the Config, starts the listeners and returns; joining and
+// bootstrapping continue in the background. Shutdown(leave) stops the
+// member, after a graceful leave when leave is set; ending New's context
+// does the same without leaving. SaveSnapshot and RestoreSnapshot copy the
+// replicated state out and back (disaster recovery, on the leader).
+//
+// # Errors
+//
+// A write fails with ErrNoLeader (no leader known within ApplyTimeout),
+// ErrNoServers (a client knows no live server), ErrShutdown, or an
+// *ApplyError: the state store refused the request, deterministically, on
+// every server (its message is the store's error). Test with errors.Is and
+// errors.As.
+//
+// # Imports
+//
+// catalog imports catalog/state, catalog/configentry, catalog/pbcatalog and
+// internal/decode of peerd's own, and owns the dependencies on raft,
+// memberlist, bbolt and gRPC: nothing below it may import them
+// (internal/depcheck).
+package catalog
