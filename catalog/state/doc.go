@@ -39,6 +39,9 @@
 //   - A service's protocol: service-defaults, else the global
 //     proxy-defaults, else "tcp" (Store.ServiceProtocol); routers and
 //     splitters need configentry.L7Protocol.
+//   - Secrets are compared in constant time, and an empty stored secret
+//     matches nothing (SecretMatches): the store's secret operations and
+//     peering's stream-secret check both call it.
 //   - Name rules (configentry.MaxServiceNameLength, ValidServiceNameChars)
 //     live one floor below, in configentry, so config entries apply them
 //     too.
