@@ -735,6 +735,42 @@ func (c *Cluster) WaitForLeader(ctx context.Context) error {
 	}
 }
 
+// WaitCaughtUp returns once this node's view holds what the cluster had
+// committed: on a client, once the mirror has synced; on the leader, once
+// a barrier has applied every earlier entry; on a follower, once the
+// leader has been heard from since the call and everything it said was
+// committed is applied. A restarted server replays its log only after an
+// election, so callers that delete what the view lacks (the dataplane's
+// sync) wait for this rather than for a leader alone.
+func (c *Cluster) WaitCaughtUp(ctx context.Context) error {
+	if err := c.WaitForLeader(ctx); err != nil {
+		return err
+	}
+	if c.raft == nil {
+		select {
+		case <-c.view.synced:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the mirror: %w", ctx.Err())
+		}
+	}
+	since := time.Now()
+	for {
+		if c.raft.State() == raft.Leader {
+			if err := c.raft.Barrier(c.timing.ApplyTimeout).Error(); err == nil {
+				return nil
+			}
+		} else if c.raft.LastContact().After(since) && c.raft.AppliedIndex() >= c.raft.CommitIndex() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the raft log to apply: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 // Shutdown stops this member. With leave, it first announces a graceful
 // leave (so the leader removes its registrations rather than marking them
 // critical) and, if it is the leader, hands leadership over.

@@ -96,16 +96,14 @@ func TestServerKeepsStateAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	c2 := startServer(t, "s1", dir)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		svcs := serviceNames(t, c2)
-		if len(svcs) == 21 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("got %d services after restart, want 21", len(svcs))
-		}
-		time.Sleep(20 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c2.WaitCaughtUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Caught up means everything is there, without waiting any longer.
+	if svcs := serviceNames(t, c2); len(svcs) != 21 {
+		t.Fatalf("got %d services once caught up after restart, want 21", len(svcs))
 	}
 }
 

@@ -40,19 +40,13 @@ func newDataplaneSync(a *Agent) *dataplaneSync {
 }
 
 // run syncs until ctx ends. It starts once the view can be trusted to be
-// the cluster's (a client's mirror has synced, a leader is known): the
-// sync deletes whatever the view lacks, and an empty view at start-up
-// would wipe the VIPs a restart is meant to keep. A restarted server may
-// still be replaying its raft log for a moment after that; an entry it
-// lacks then is deleted and put back as the log applies.
+// the cluster's (catalog's WaitCaughtUp: a client's mirror has synced, a
+// restarted server has replayed its raft log): the sync deletes whatever
+// the view lacks, and a view that is empty or behind at start-up would
+// wipe the VIPs a restart is meant to keep.
 func (s *dataplaneSync) run(ctx context.Context) {
 	a := s.a
-	select {
-	case <-ctx.Done():
-		return
-	case <-a.cluster.ViewSyncedCh():
-	}
-	if err := a.cluster.WaitForLeader(ctx); err != nil {
+	if err := a.cluster.WaitCaughtUp(ctx); err != nil {
 		return
 	}
 	for {
