@@ -110,4 +110,3 @@ func TestPeeringHeartbeatFlagsAndFile(t *testing.T) {
 			cfg.PeeringHeartbeatInterval, cfg.PeeringHeartbeatTimeout)
 	}
 }
-
