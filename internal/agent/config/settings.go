@@ -103,7 +103,7 @@ var settings = []setting{
 	{name: "virtual-ip6-cidr", flag: true, key: "virtual_ip6_cidr", ptr: func(c *Config) any { return &c.VirtualIPv6CIDR },
 		def:   catalog.DefaultVirtualIPv6Range,
 		usage: "range of their virtual IPv6 addresses (\"\" = IPv4 only)"},
-	{name: "virtual IP grace", ptr: func(c *Config) any { return &c.VirtualIPGrace },
+	{name: "VirtualIPGrace", ptr: func(c *Config) any { return &c.VirtualIPGrace },
 		usage: "how long an imported service must be gone before its virtual IP is released (0 = 1m)"},
 
 	{name: "proxy-mark", flag: true, ptr: func(c *Config) any { return &c.ProxyMark }, def: l7proxy.DefaultMark,
@@ -139,7 +139,7 @@ var settings = []setting{
 		usage: "debug, info, warn or error"},
 	{name: "log-json", flag: true, key: "log_json", ptr: func(c *Config) any { return &c.LogJSON },
 		usage: "log JSON lines instead of text"},
-	{name: "sync-interval", ptr: func(c *Config) any { return &c.SyncInterval }, def: time.Minute, dev: 30 * time.Second,
+	{name: "SyncInterval", ptr: func(c *Config) any { return &c.SyncInterval }, def: time.Minute, dev: 30 * time.Second,
 		usage: "anti-entropy period"},
 
 	defs("service", func(c *Config) *[]*catalog.ServiceDefinition { return &c.Services }),

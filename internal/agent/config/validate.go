@@ -121,7 +121,7 @@ func (c *Config) validate(needDataDir bool) error {
 		}
 	}
 	if c.VirtualIPGrace < 0 {
-		add("virtual IP grace", "%v: must not be negative", c.VirtualIPGrace)
+		add("VirtualIPGrace", "%v: must not be negative", c.VirtualIPGrace)
 	}
 	c.validatePeering(add)
 	if c.ProxyMark < 0 || c.ProxyMark > 0xffffffff {
