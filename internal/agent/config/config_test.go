@@ -247,6 +247,7 @@ func TestLoadFilesReportsEveryProblem(t *testing.T) {
 		"b.hcl":  "ports {\n  htp = 1\n  http = \"x\"\n}\n",
 		"c.hcl":  "service {",
 		"d.json": `{"node_name": "a", "NodeName": "b", "server": true}`,
+		"e.hcl":  "log_level = 5\n", // a bad value leaves the one before
 	})
 	c := CommandLineConfig()
 	err := c.LoadFiles(dir, filepath.Join(dir, "missing.hcl"))
@@ -257,6 +258,7 @@ func TestLoadFilesReportsEveryProblem(t *testing.T) {
 		"b.hcl: ports.http: expected a whole number",
 		"c.hcl",
 		`d.json: node_name: "NodeName" and "node_name" are the same key`,
+		"e.hcl: log_level: expected a string",
 		"missing.hcl",
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {

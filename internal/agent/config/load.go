@@ -219,32 +219,33 @@ func (c *Config) loadFile(path string) []error {
 	var errs []error
 	fail := func(err error) { errs = append(errs, fmt.Errorf("config %s: %w", path, err)) }
 	top := indexKeys("", g, fail)
-	// Blocks (ports { ... }) are objects whose keys are settings too.
+	// A block (ports { ... }) is an object whose keys are settings too.
 	blocks := map[string]keyIndex{}
-	for _, s := range settings {
-		group, _, ok := strings.Cut(s.key, ".")
-		if _, done := blocks[group]; !ok || done {
-			continue
+	block := func(name string) keyIndex {
+		if idx, seen := blocks[name]; seen {
+			return idx
 		}
-		blocks[group] = nil
-		if raw, ok := top.take(group); ok && raw != nil {
-			m, err := decodeValue[map[string]any](group, raw)
-			if err != nil {
-				fail(err)
-				continue
-			}
-			blocks[group] = indexKeys(group+".", m, fail)
+		blocks[name] = nil
+		raw, ok := top.take(name)
+		if !ok || raw == nil {
+			return nil
 		}
+		m, err := decodeValue[map[string]any](name, raw)
+		if err != nil {
+			fail(err)
+			return nil
+		}
+		blocks[name] = indexKeys(name+".", m, fail)
+		return blocks[name]
 	}
 	for i := range settings {
 		s := &settings[i]
 		if s.key == "" {
 			continue
 		}
-		idx := top
-		leaf := s.key
-		if group, l, ok := strings.Cut(s.key, "."); ok {
-			idx, leaf = blocks[group], l
+		idx, leaf := top, s.key
+		if name, l, ok := strings.Cut(s.key, "."); ok {
+			idx, leaf = block(name), l
 		}
 		raw, ok := idx.take(leaf)
 		if !ok || raw == nil {
@@ -261,27 +262,15 @@ func (c *Config) loadFile(path string) []error {
 		}
 		c.origins().settings[s.name] = path + ": " + s.key
 	}
-	for prefix, idx := range mapsWithTop(top, blocks) {
-		for _, k := range idx.unused() {
-			fail(unknownKey(prefix, k))
+	for _, k := range top.unused() {
+		fail(unknownKey("", k))
+	}
+	for _, name := range slices.Sorted(maps.Keys(blocks)) {
+		for _, k := range blocks[name].unused() {
+			fail(unknownKey(name+".", k))
 		}
 	}
 	return errs
-}
-
-// mapsWithTop yields the top-level key index and each block's, with the
-// prefix their keys are written with, in a fixed order.
-func mapsWithTop(top keyIndex, blocks map[string]keyIndex) func(yield func(string, keyIndex) bool) {
-	return func(yield func(string, keyIndex) bool) {
-		if !yield("", top) {
-			return
-		}
-		for _, g := range slices.Sorted(maps.Keys(blocks)) {
-			if blocks[g] != nil && !yield(g+".", blocks[g]) {
-				return
-			}
-		}
-	}
 }
 
 // unknownKey reports a key no setting has, suggesting the closest one.
@@ -356,26 +345,36 @@ func (idx keyIndex) unused() []string {
 	return out
 }
 
-// decodeInto decodes a file's value for s into its field.
+// decodeInto decodes a file's value for s into its field, which keeps its
+// value when the file's is bad.
 func (s *setting) decodeInto(c *Config, raw any) error {
-	var err error
 	switch p := s.ptr(c).(type) {
 	case *string:
-		*p, err = decodeValue[string](s.key, raw)
+		return setFrom(p, s.key, raw)
 	case *bool:
-		*p, err = decodeValue[bool](s.key, raw)
+		return setFrom(p, s.key, raw)
 	case *int:
-		*p, err = decodeValue[int](s.key, raw)
+		return setFrom(p, s.key, raw)
 	case *time.Duration:
-		var d decode.Duration
-		d, err = decodeValue[decode.Duration](s.key, raw)
-		*p = d.D()
+		d, err := decodeValue[decode.Duration](s.key, raw)
+		if err == nil {
+			*p = d.D()
+		}
+		return err
 	case *[]string:
-		*p, err = decodeValue[[]string](s.key, raw)
+		return setFrom(p, s.key, raw)
 	case *map[string]string:
-		*p, err = decodeValue[map[string]string](s.key, raw)
+		return setFrom(p, s.key, raw)
 	default:
 		panic(fmt.Sprintf("setting %s: no file decoding for a field of type %T", s.key, p))
+	}
+}
+
+// setFrom decodes raw into *p, leaving it unchanged on an error.
+func setFrom[T any](p *T, key string, raw any) error {
+	v, err := decodeValue[T](key, raw)
+	if err == nil {
+		*p = v
 	}
 	return err
 }
