@@ -15,8 +15,9 @@ import (
 // (LoadFiles), DefaultConfig, ApplyDev and Validate's messages all read it.
 type setting struct {
 	// name names the field in messages: the flag's name when the setting
-	// has a flag. Settings that set one field together share it (the flag
-	// -http-addr and the file keys ports.http and addresses.http).
+	// has a flag, the Go field's when it is set in code only. Settings that
+	// set one field together share it (the flag -http-addr and the file keys
+	// ports.http and addresses.http).
 	name string
 	// flag makes name a flag of `peerd agent`.
 	flag bool
@@ -39,8 +40,8 @@ type setting struct {
 	fromFile func(c *Config, file, key string, raw any) error
 }
 
-// settings lists every setting in the order files apply them (ports before
-// addresses) and `peerd agent -h` prints them.
+// settings lists every setting, in the order a file's keys are applied
+// (ports before addresses). It is read, never written.
 var settings = []setting{
 	{name: "dev", flag: true, ptr: func(c *Config) any { return &c.Dev }, dev: true,
 		usage: "run a complete single-node cluster in memory; free loopback ports unless given"},
