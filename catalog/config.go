@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"regexp"
 	"time"
 
 	"github.com/peerd/peerd/catalog/state"
@@ -178,6 +179,11 @@ func (c *Config) Validate() error {
 	if c.Server && !c.InMemory && c.DataDir == "" {
 		errs = append(errs, errors.New("a server needs -data-dir (or -dev for an in-memory server)"))
 	}
+	if c.Datacenter != "" {
+		if err := ValidateDatacenter(c.Datacenter); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if ip := net.ParseIP(c.bindAddr()); ip == nil {
 		errs = append(errs, fmt.Errorf("bind address %q: not an IP address", c.BindAddr))
 	}
@@ -202,6 +208,22 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("gossip key is %d bytes: want 16, 24 or 32 (base64 of `peerd keygen`)", len(c.EncryptKey)))
 	}
 	return errors.Join(errs...)
+}
+
+// datacenterPattern is Consul's rule for datacenter names, which peering
+// tokens, TLS server names and SPIFFE IDs carry.
+var datacenterPattern = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,63}$`)
+
+// ValidDatacenter reports whether name is a datacenter name: 1 to 63
+// letters, digits, '-' and '_'.
+func ValidDatacenter(name string) bool { return datacenterPattern.MatchString(name) }
+
+// ValidateDatacenter is ValidDatacenter as an error naming the rule.
+func ValidateDatacenter(name string) error {
+	if !ValidDatacenter(name) {
+		return fmt.Errorf("%q is not a datacenter name: use 1 to 63 letters, digits, '-' and '_'", name)
+	}
+	return nil
 }
 
 func (c *Config) bindAddr() string {

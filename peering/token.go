@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/peerd/peerd/catalog"
 )
 
 // Errors of the peering token. Every error DecodeToken, Token.Validate and
@@ -312,8 +314,6 @@ func jsonKind(goType string) string {
 var (
 	// uuidPattern is the canonical textual form of a UUID.
 	uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-	// datacenterPattern is Consul's rule for datacenter names.
-	datacenterPattern = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,63}$`)
 	// partitionPattern is Consul Enterprise's rule for partition names.
 	partitionPattern = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,62}[a-zA-Z0-9])?$`)
 	// hostnameLabel is one label of a DNS host name ('_' tolerated, as
@@ -349,7 +349,7 @@ func (t *Token) validate(now time.Time) error {
 	if t.Remote.Datacenter == "" {
 		return tokenErr("Remote.Datacenter", "missing: the acceptor's datacenter is required")
 	}
-	if !datacenterPattern.MatchString(t.Remote.Datacenter) {
+	if !catalog.ValidDatacenter(t.Remote.Datacenter) {
 		return tokenErr("Remote.Datacenter", "%q is not a datacenter name: use at most 63 letters, digits, '-' and '_'", short(t.Remote.Datacenter))
 	}
 	if t.Remote.Partition != "" && !partitionPattern.MatchString(t.Remote.Partition) {
@@ -395,7 +395,7 @@ func (t *Token) validateServerName() error {
 		return tokenErr("ServerName", "%q does not start with \"server.\": %s", short(t.ServerName), want)
 	}
 	dc, td, ok := strings.Cut(rest, ".peering.")
-	if !ok || !datacenterPattern.MatchString(dc) {
+	if !ok || !catalog.ValidDatacenter(dc) {
 		return tokenErr("ServerName", "%q is malformed: %s", short(t.ServerName), want)
 	}
 	if !trustDomainPattern.MatchString(td) {

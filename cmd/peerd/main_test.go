@@ -2,95 +2,11 @@ package main
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 )
-
-func TestParseAgentFlags(t *testing.T) {
-	dir := t.TempDir()
-	file := filepath.Join(dir, "agent.hcl")
-	if err := os.WriteFile(file, []byte(`
-datacenter = "east"
-node_name  = "from-file"
-log_level  = "debug"
-ports {
-  http = 9500
-}
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		name  string
-		args  []string
-		check func(t *testing.T, got string)
-	}{
-		{"dev picks free loopback ports", []string{"-dev"}, func(t *testing.T, got string) {
-			want := "http=127.0.0.1:0 grpc=127.0.0.1:0 serf=0 server=0 bind=127.0.0.1 server-mode=true expect=1"
-			if !strings.Contains(got, want) {
-				t.Errorf("got %s, want %s", got, want)
-			}
-		}},
-		{"-http-addr wins in dev mode", []string{"-dev", "-http-addr", "127.0.0.1:8600"}, func(t *testing.T, got string) {
-			if !strings.Contains(got, "http=127.0.0.1:8600 grpc=127.0.0.1:0") {
-				t.Errorf("got %s, want the given http and a free grpc port", got)
-			}
-		}},
-		{"file values apply", []string{"-data-dir", dir, "-config-file", file}, func(t *testing.T, got string) {
-			if !strings.Contains(got, "dc=east node=from-file") || !strings.Contains(got, "http=127.0.0.1:9500") || !strings.Contains(got, "log=debug") {
-				t.Errorf("got %s, want the file's dc, node, port and log level", got)
-			}
-		}},
-		{"flags win over files", []string{"-data-dir", dir, "-config-file", file, "-datacenter", "west", "-log-level", "warn"}, func(t *testing.T, got string) {
-			if !strings.Contains(got, "dc=west node=from-file") || !strings.Contains(got, "log=warn") {
-				t.Errorf("got %s, want the flags' dc and log level over the file's", got)
-			}
-		}},
-		{"repeatable retry-join and node-meta", []string{"-data-dir", dir, "-retry-join", "a", "-retry-join", "b", "-node-meta", "rack:r1"}, func(t *testing.T, got string) {
-			if !strings.Contains(got, "join=[a b] meta=map[rack:r1]") {
-				t.Errorf("got %s, want both joins and the meta", got)
-			}
-		}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var stderr bytes.Buffer
-			cfg, err := parseAgentFlags(tt.args, &stderr)
-			if err != nil {
-				t.Fatalf("parse %v: %v", tt.args, err)
-			}
-			got := fmt.Sprintf("dc=%s node=%s http=%s grpc=%s serf=%d server=%d bind=%s server-mode=%t expect=%d log=%s join=%v meta=%v",
-				cfg.Datacenter, cfg.NodeName, cfg.HTTPAddr, cfg.GRPCAddr, cfg.SerfLANPort, cfg.ServerPort, cfg.BindAddr,
-				cfg.Server, cfg.BootstrapExpect, cfg.LogLevel, cfg.RetryJoin, cfg.NodeMeta)
-			tt.check(t, got)
-		})
-	}
-}
-
-func TestParseAgentFlagsRejectsBadInput(t *testing.T) {
-	tests := []struct {
-		name string
-		args []string
-		want string
-	}{
-		{"unknown flag", []string{"-bogus"}, "bogus"},
-		{"stray argument", []string{"-dev", "extra"}, `unexpected argument "extra"`},
-		{"dev with data dir", []string{"-dev", "-data-dir", "/tmp/x"}, "drop -data-dir"},
-		{"bad node meta", []string{"-dev", "-node-meta", "nocolon"}, "key:value"},
-		{"missing config file", []string{"-config-file", "/nonexistent/peerd.hcl"}, "/nonexistent/peerd.hcl"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var stderr bytes.Buffer
-			_, err := parseAgentFlags(tt.args, &stderr)
-			if err == nil || !strings.Contains(err.Error()+stderr.String(), tt.want) {
-				t.Fatalf("got %v, want an error mentioning %q", err, tt.want)
-			}
-		})
-	}
-}
 
 func TestKeygenMakesAValidKey(t *testing.T) {
 	var out, errb bytes.Buffer
@@ -99,22 +15,6 @@ func TestKeygenMakesAValidKey(t *testing.T) {
 	}
 	if got := len(strings.TrimSpace(out.String())); got != 44 {
 		t.Fatalf("got a key of %d characters, want 44 (base64 of 32 bytes)", got)
-	}
-}
-
-func TestPeeringHeartbeatFlagsAndFile(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "peering.hcl")
-	if err := os.WriteFile(file, []byte("peering {\n  heartbeat_interval = \"5s\"\n  heartbeat_timeout = \"30s\"\n}\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cfg, err := parseAgentFlags([]string{"-dev", "-config-file", file, "-peering-heartbeat-timeout", "45s"}, &stderr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.PeeringHeartbeatInterval.String() != "5s" || cfg.PeeringHeartbeatTimeout.String() != "45s" {
-		t.Fatalf("got interval %s timeout %s, want 5s from the file and 45s from the flag",
-			cfg.PeeringHeartbeatInterval, cfg.PeeringHeartbeatTimeout)
 	}
 }
 
@@ -133,5 +33,42 @@ func TestValidate(t *testing.T) {
 	}
 	if err := run([]string{"validate"}, &out, &errb); err == nil {
 		t.Fatal("validate without files succeeded")
+	}
+}
+
+// peerd validate refuses what the agent (or a later call) would refuse, and
+// reports every problem of every file, each naming the file and the key.
+func TestValidateReportsEveryProblemOfEveryFile(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{
+		"a-broken.json":   `{"datacentre": "east"}`, // a bad file first: the others are still read
+		"b-service.hcl":   "service {\n  name = \"web\"\n  port = 99999\n}\n",
+		"c-dc.hcl":        "datacenter = \"DC_9!\"\n",
+		"d-bootstrap.hcl": "bootstrap_expect = 2\n",
+		"e-ports.hcl":     "ports {\n  http = 99999\n}\n",
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out, errb bytes.Buffer
+	err := run([]string{"validate", dir}, &out, &errb)
+	if err == nil {
+		t.Fatalf("validate passed: %q", out.String())
+	}
+	for _, want := range []string{
+		"a-broken.json: datacentre: unknown key",
+		`b-service.hcl: service[0] "web": Port: 99999 is not between 0 and 65535`,
+		`c-dc.hcl: datacenter: "DC_9!" is not a datacenter name`,
+		"d-bootstrap.hcl: bootstrap_expect: 2 needs a server",
+		"e-ports.hcl: ports.http: \"127.0.0.1:99999\"",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("got\n%v\nwant it to contain %q", err, want)
+		}
+	}
+	if out.Len() != 0 {
+		t.Errorf("printed %q for an invalid configuration", out.String())
 	}
 }

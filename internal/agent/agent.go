@@ -146,11 +146,15 @@ func (a *Agent) start(ctx context.Context) error {
 			return err
 		}
 	}
-	key, err := cfg.gossipKey()
+	key, err := cfg.GossipKey()
 	if err != nil {
 		return err
 	}
-	if err := cfg.checkVirtualIPOverlap(); err != nil {
+	ifAddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return fmt.Errorf("list interface addresses to check the virtual IP ranges: %w", err)
+	}
+	if err := cfg.CheckVirtualIPOverlap(ifAddrs); err != nil {
 		return err
 	}
 	// The node-to-node listeners default to the bind address: the other
@@ -192,7 +196,7 @@ func (a *Agent) start(ctx context.Context) error {
 	}
 	cc.RetryJoin, cc.RetryJoinInterval = cfg.RetryJoin, cfg.RetryInterval
 	cc.EncryptKey, cc.Build, cc.Logger = key, cfg.Version, a.log
-	cc.VirtualIPv4Range, cc.VirtualIPv6Range, cc.VirtualIPGrace = cfg.virtualIPv4CIDR(), cfg.VirtualIPv6CIDR, cfg.VirtualIPGrace
+	cc.VirtualIPv4Range, cc.VirtualIPv6Range, cc.VirtualIPGrace = cfg.VirtualIPv4Range(), cfg.VirtualIPv6CIDR, cfg.VirtualIPGrace
 	if cfg.Timing != (catalog.Timing{}) {
 		cc.Timing = cfg.Timing
 	}
@@ -288,7 +292,7 @@ func (a *Agent) start(ctx context.Context) error {
 	if err := a.startDataplane(ctx); err != nil {
 		return err
 	}
-	minTLS, _ := cfg.tlsMinVersion()
+	minTLS, _ := cfg.TLSMinVersion()
 	proxyCfg := l7proxy.Config{
 		NodeName: cfg.NodeName, Datacenter: cfg.Datacenter, View: a.cluster.View,
 		Signer:          a.peering.CA(),
@@ -309,7 +313,7 @@ func (a *Agent) start(ctx context.Context) error {
 	}
 	a.proxy.Start()
 	if cfg.DNSAddr != "" {
-		a.dns, err = dns.New(dns.Config{Addr: cfg.DNSAddr, Domain: cfg.domain(), Recursors: cfg.Recursors,
+		a.dns, err = dns.New(dns.Config{Addr: cfg.DNSAddr, Domain: cfg.DNSDomain(), Recursors: cfg.Recursors,
 			View: a.cluster.View, Registerer: reg, Logger: a.log})
 		if err != nil {
 			return err

@@ -155,7 +155,7 @@ func TestConfigFileErrorsNameTheProblem(t *testing.T) {
 		name, file, body, want string
 	}{
 		{"unknown key", "a.hcl", `datacentre = "dc1"`, "datacentre"},
-		{"wrong type", "b.json", `{"bootstrap_expect": "three"}`, "BootstrapExpect"},
+		{"wrong type", "b.json", `{"bootstrap_expect": "three"}`, "b.json: bootstrap_expect: expected a whole number"},
 		{"broken hcl", "c.hcl", `service {`, "c.hcl"},
 	}
 	for _, tt := range tests {

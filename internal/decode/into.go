@@ -432,6 +432,12 @@ func canonicalKey(s string) string {
 	return strings.ToLower(strings.ReplaceAll(s, "_", ""))
 }
 
+// CanonicalKey is the form in which object keys are compared with field
+// names: lower case, without underscores ("peer_name" and "PeerName" are
+// both "peername"). Callers that match keys themselves use it to keep the
+// package's rule.
+func CanonicalKey(key string) string { return canonicalKey(key) }
+
 type fieldInfo struct {
 	name  string // json name, used in paths and messages
 	index []int
@@ -550,12 +556,18 @@ func (info *structInfo) unknownField(path, key string) error {
 // suggest returns the field name closest to key, if one is close enough to be
 // a likely typo.
 func (info *structInfo) suggest(key string) string {
+	return Suggest(key, info.names)
+}
+
+// Suggest returns the name in names closest to key, compared as keys are
+// matched, when one is close enough to be a likely typo; else "".
+func Suggest(key string, names []string) string {
 	ck := canonicalKey(key)
 	if len(ck) > 64 {
 		return ""
 	}
 	best, bestDist := "", 0
-	for _, name := range info.names {
+	for _, name := range names {
 		cn := canonicalKey(name)
 		d := levenshtein(ck, cn)
 		limit := max(1, min(len(ck), len(cn))/3)

@@ -27,6 +27,13 @@ var rules = []rule{
 		forbidden: []string{"internal/agent/..."},
 	},
 	{
+		why: "internal/agent/config (the agent's settings) sits at the wiring floor: it names the parts it configures, " +
+			"never the wiring (internal/agent), the HTTP API or the CLI",
+		pkgs: []string{"internal/agent/config/..."},
+		onlyOurs: []string{"internal/agent/config/...", "catalog/...", "internal/decode", "internal/dns/...",
+			"internal/local/...", "internal/checks/...", "l7proxy/...", "peering/..."},
+	},
+	{
 		why:  "catalog imports nothing of ours except catalog/... and internal/decode",
 		pkgs: []string{"catalog/..."},
 		// The floors below the cluster have stricter rules of their own.
@@ -372,7 +379,8 @@ func TestCheck(t *testing.T) {
 		// Standard library imports are never ours (pkg would make them so).
 		{ImportPath: mod + "/catalog/configentry", Imports: []string{"context", "net/http", mod + "/internal/decode"}},
 		{ImportPath: mod + "/internal/cli", Imports: []string{"context", "net/http"}},
-		pkg("cmd/peerd", "internal/agent"),
+		pkg("cmd/peerd", "internal/agent", "internal/agent/config"),
+		pkg("internal/agent/config", "catalog", "internal/checks", "internal/decode", "internal/dns", "internal/local", "l7proxy", "peering"),
 		pkg("cmd/peerctl", "internal/cli"),
 		pkg("internal/agent", "catalog", "internal/httpapi", "dataplane", "l7proxy", "peering", "internal/local"),
 		pkg("internal/agent/wire", "internal/agent"),
@@ -403,6 +411,16 @@ func TestCheck(t *testing.T) {
 			name: "agent imported outside cmd",
 			pkgs: []goPackage{pkg("internal/checks", "internal/agent/wire")},
 			want: []string{"internal/checks imports internal/agent/wire", "internal/checks imports internal/agent/wire"},
+		},
+		{
+			name: "the agent's config imports the wiring and the HTTP API",
+			pkgs: []goPackage{pkg("internal/agent/config", "catalog", "internal/agent", "internal/httpapi")},
+			want: []string{"internal/agent/config imports internal/agent", "internal/agent/config imports internal/httpapi"},
+		},
+		{
+			name: "config imported outside cmd and the agent",
+			pkgs: []goPackage{pkg("internal/httpapi", "internal/agent/config")},
+			want: []string{"internal/httpapi imports internal/agent/config", "internal/httpapi imports internal/agent/config"},
 		},
 		{
 			name: "catalog imports peering",

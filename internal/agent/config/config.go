@@ -1,0 +1,268 @@
+package config
+
+import (
+	"crypto/tls"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"reflect"
+	"time"
+
+	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
+	"github.com/peerd/peerd/internal/dns"
+	"github.com/peerd/peerd/l7proxy"
+	"github.com/peerd/peerd/peering"
+)
+
+// Config is everything `peerd agent` is configured with, from flags and
+// config files. The flag, file key and defaults of each field are in the
+// settings table (settings.go).
+type Config struct {
+	// Dev runs a single in-memory server; every listener not set explicitly
+	// binds a free loopback port.
+	Dev bool
+	// Server makes this node a raft voter; BootstrapExpect is how many
+	// servers to wait for before electing the first leader.
+	Server          bool
+	BootstrapExpect int
+	// RetryJoin lists gossip addresses to join, retried every RetryInterval.
+	RetryJoin     []string
+	RetryInterval time.Duration
+	// DataDir holds raft data, the node ID and API-registered services.
+	// Required except in dev mode.
+	DataDir    string
+	Datacenter string
+	// NodeName defaults to the host name; NodeID to a UUID kept in DataDir.
+	NodeName string
+	NodeID   string
+	NodeMeta map[string]string
+	// BindAddr is the IP gossip and raft listen on; AdvertiseAddr what other
+	// nodes dial (default: BindAddr). Default bind: the host's single private
+	// IPv4 address, or 127.0.0.1 in dev mode.
+	BindAddr      string
+	AdvertiseAddr string
+	// HTTPAddr is the HTTP API's host:port; port 0 picks a free port.
+	// Default 127.0.0.1:8500, this host only (dev: 127.0.0.1:0).
+	HTTPAddr string
+	// GRPCAddr is the internal gRPC listener the cluster's other nodes dial
+	// (write forwarding, the mirror, SignLeaf). An empty host means the bind
+	// address, so a multi-host cluster works on the defaults. Default :8502
+	// (dev: 127.0.0.1:0).
+	GRPCAddr string
+	// GRPCTLSAddr is the TLS gRPC listener peers dial for the peering
+	// stream (servers only); an empty host means the bind address. Default
+	// :8503 (dev: 127.0.0.1:0).
+	GRPCTLSAddr string
+	// GatewayAddr is the node's gateway: the mTLS listener that peers and
+	// the cluster's other nodes dial to reach the services on this node.
+	// Its port is advertised in the node's metadata. "" = no gateway.
+	// Default 0.0.0.0:8443 (dev: 127.0.0.1:0).
+	GatewayAddr string
+	// DNSAddr is host:port of the DNS server (UDP and TCP); "" = none.
+	// `peerd agent` defaults to DefaultDNSAddr, Consul's port; DefaultConfig
+	// leaves it off, so that embedders and tests running several agents on
+	// one host do not collide on it. Dev: 127.0.0.1:0.
+	DNSAddr string
+	// Domain is the DNS domain answered from the catalog. Default "peerd.".
+	Domain string
+	// Recursors are IP[:port] DNS servers other names are forwarded to.
+	Recursors []string
+	// VirtualIPv4CIDR and VirtualIPv6CIDR are the ranges imported services'
+	// virtual IPs are taken from (servers assign them). Defaults
+	// 240.0.0.0/4 and fd70:6565:7264::/48; an empty IPv6 range assigns
+	// IPv4 only.
+	VirtualIPv4CIDR string
+	VirtualIPv6CIDR string
+	// VirtualIPGrace is how long an imported service must be gone before its
+	// virtual IP is released (tests shorten it). Default 1m.
+	VirtualIPGrace time.Duration
+	// ProxyMark is the SO_MARK of the terminator's sockets (0 = none).
+	ProxyMark int
+	// LeafTTL is the lifetime of the terminator's leaf certificates; they
+	// are renewed at half their life. Default 72h.
+	LeafTTL time.Duration
+	// ProxyTLSMinVersion is "1.3" (default) or "1.2".
+	ProxyTLSMinVersion string
+	// CgroupPath turns on transparent capture for the processes of this
+	// cgroup v2 directory (and its children): their connections to
+	// virtual IPs go to the terminator. The root of the hierarchy is
+	// refused unless AllowRootCgroup.
+	CgroupPath      string
+	AllowRootCgroup bool
+	// TransparentPort is the port of the terminator's transparent
+	// listeners on 127.0.0.1 and ::1 (default 15001).
+	TransparentPort int
+	// FastPath puts the plaintext loopback legs into the eBPF sockmap
+	// (default true; only with CgroupPath).
+	FastPath bool
+	// GatewayVIPs are prefixes (CIDR) of addresses that reach this node's
+	// gateway on its port without being configured on an interface: the
+	// inbound capture layer (sk_lookup) hands such connections to the
+	// gateway listener.
+	GatewayVIPs []string
+	// DataplaneInterfaces get the TC per-peer counters.
+	DataplaneInterfaces []string
+	// BPFPinDir is where programs, maps and links are pinned (default
+	// /sys/fs/bpf/peerd).
+	BPFPinDir string
+	// SerfLANPort and ServerPort default to 8301 and 8300 (dev: free ports).
+	SerfLANPort int
+	ServerPort  int
+	// Encrypt is the base64 gossip key (`peerd keygen`).
+	Encrypt string
+	// LeaveOnTerminate leaves the gossip pool on SIGINT/SIGTERM, so the
+	// leader removes this node's registrations instead of marking them
+	// critical. Default true.
+	LeaveOnTerminate bool
+	// LogLevel is debug, info, warn or error; LogJSON switches to JSON lines.
+	LogLevel string
+	LogJSON  bool
+	// Services and Checks are defined in config files.
+	Services []*state.ServiceDefinition
+	Checks   []*state.CheckType
+	// SyncInterval is the anti-entropy period (default 1m).
+	SyncInterval time.Duration
+	// Version is reported by the API and advertised to other members.
+	Version string
+	// Timing overrides the protocol timers (tests); zero value: defaults
+	// (dev: fast).
+	Timing catalog.Timing
+	// PeeringHeartbeatInterval and PeeringHeartbeatTimeout tune the peering
+	// stream: a heartbeat every interval; FAILING (and a reconnect) after the
+	// timeout without one. Defaults: 15 s and 2 m, Consul's.
+	PeeringHeartbeatInterval time.Duration
+	PeeringHeartbeatTimeout  time.Duration
+	// Peering, when set, adjusts the peering controller's configuration
+	// (tests shorten heartbeats).
+	Peering func(*peering.Config)
+	// Proxy, when set, adjusts the terminator's configuration (tests
+	// shorten timeouts).
+	Proxy func(*l7proxy.Config)
+
+	// origin says where each setting's value came from (a file and key, or
+	// a flag), so that Validate names what to fix. Nil for a Config built
+	// in code: messages then name the flag.
+	origin *origins
+}
+
+// DefaultDNSAddr is where `peerd agent` serves DNS unless told otherwise.
+const DefaultDNSAddr = "127.0.0.1:8600"
+
+// DefaultConfig returns the configuration of a production client agent: the
+// settings table's defaults. DNS is off (see DNSAddr); CommandLineConfig
+// turns it on.
+func DefaultConfig() Config {
+	var c Config
+	for _, s := range settings {
+		if s.def != nil {
+			s.assign(&c, s.def)
+		}
+	}
+	return c
+}
+
+// CommandLineConfig is what `peerd agent` and `peerd validate` start from
+// before -dev, files and flags: DefaultConfig with the DNS server on
+// Consul's port.
+func CommandLineConfig() Config {
+	c := DefaultConfig()
+	c.DNSAddr = DefaultDNSAddr
+	return c
+}
+
+// DevConfig returns DefaultConfig turned into dev mode: one in-memory server
+// on loopback with free ports.
+func DevConfig() Config {
+	c := DefaultConfig()
+	c.ApplyDev()
+	return c
+}
+
+// ApplyDev switches c to dev mode: every setting with a dev-mode value in
+// the table takes it. Files and flags applied afterwards still win.
+func (c *Config) ApplyDev() {
+	for _, s := range settings {
+		if s.dev != nil {
+			s.assign(c, s.dev)
+		}
+	}
+}
+
+// assign sets the field of s in c to v, which has the field's type.
+func (s *setting) assign(c *Config, v any) {
+	reflect.ValueOf(s.ptr(c)).Elem().Set(reflect.ValueOf(v))
+}
+
+// DNSDomain is Domain, or the DNS server's default when it is empty.
+func (c *Config) DNSDomain() string {
+	if c.Domain == "" {
+		return dns.DefaultDomain
+	}
+	return c.Domain
+}
+
+// VirtualIPv4Range is VirtualIPv4CIDR, or the catalog's default range when
+// it is empty.
+func (c *Config) VirtualIPv4Range() string {
+	if c.VirtualIPv4CIDR == "" {
+		return state.DefaultVirtualIPv4Range
+	}
+	return c.VirtualIPv4CIDR
+}
+
+// CheckVirtualIPOverlap refuses virtual IP ranges that overlap one of addrs,
+// this node's interface networks (net.InterfaceAddrs). It is the one check
+// of the start-up that depends on the host, so Validate does not run it.
+func (c *Config) CheckVirtualIPOverlap(addrs []net.Addr) error {
+	for _, r := range []struct {
+		name, cidr string
+		family     int
+	}{{"virtual-ip-cidr", c.VirtualIPv4Range(), 4}, {"virtual-ip6-cidr", c.VirtualIPv6CIDR, 6}} {
+		if r.cidr == "" {
+			continue
+		}
+		p, err := state.ParseVirtualIPRange(r.cidr, r.family)
+		if err != nil {
+			return fmt.Errorf("%s: %w", c.where(r.name), err)
+		}
+		if err := state.CheckVirtualIPRangeOverlap(p, addrs); err != nil {
+			return fmt.Errorf("%s: %w", c.where(r.name), err)
+		}
+	}
+	return nil
+}
+
+// GossipKey decodes Encrypt; nil when gossip is not encrypted.
+func (c *Config) GossipKey() ([]byte, error) {
+	if c.Encrypt == "" {
+		return nil, nil
+	}
+	k, err := base64.StdEncoding.DecodeString(c.Encrypt)
+	if err != nil {
+		return nil, fmt.Errorf("%s: not base64: %w (generate one with `peerd keygen`)", c.where("encrypt"), err)
+	}
+	switch len(k) {
+	case 16, 24, 32:
+		return k, nil
+	}
+	return nil, fmt.Errorf("%s: key is %d bytes, want 16, 24 or 32 (generate one with `peerd keygen`)", c.where("encrypt"), len(k))
+}
+
+// TLSMinVersion parses ProxyTLSMinVersion.
+func (c *Config) TLSMinVersion() (uint16, error) {
+	switch c.ProxyTLSMinVersion {
+	case "", "1.3":
+		return tls.VersionTLS13, nil
+	case "1.2":
+		return tls.VersionTLS12, nil
+	}
+	return 0, fmt.Errorf("%s %q: want 1.3 or 1.2", c.where("proxy-tls-min-version"), c.ProxyTLSMinVersion)
+}
+
+// peeringDefaults are the heartbeat timers the agent uses when
+// PeeringHeartbeatInterval or PeeringHeartbeatTimeout is zero.
+func peeringDefaults() (interval, timeout time.Duration) {
+	pc := peering.DefaultConfig()
+	return pc.HeartbeatInterval, pc.HeartbeatTimeout
+}

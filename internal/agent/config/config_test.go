@@ -1,0 +1,355 @@
+package config
+
+import (
+	"bytes"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/peerd/peerd/catalog/state"
+	"github.com/peerd/peerd/internal/decode"
+)
+
+// Every field an operator sets is in the table, and the table is consistent:
+// one place per setting is only true if nothing lives beside it.
+func TestSettingsTable(t *testing.T) {
+	covered := map[uintptr]bool{}
+	var c Config
+	base := reflect.ValueOf(&c).Pointer()
+	flags, keys := map[string]bool{}, map[string]bool{}
+	for _, s := range settings {
+		if s.name == "" || s.ptr == nil {
+			t.Errorf("setting %+v: want a name and a field", s)
+			continue
+		}
+		p := reflect.ValueOf(s.ptr(&c))
+		covered[p.Pointer()-base] = true
+		for what, v := range map[string]any{"default": s.def, "dev value": s.dev} {
+			if v != nil && reflect.TypeOf(v) != p.Type().Elem() {
+				t.Errorf("setting %s: %s is a %T, the field a %s", s.name, what, v, p.Type().Elem())
+			}
+		}
+		if s.flag {
+			if flags[s.name] {
+				t.Errorf("flag -%s defined twice", s.name)
+			}
+			flags[s.name] = true
+			if s.usage == "" {
+				t.Errorf("flag -%s has no usage", s.name)
+			}
+		}
+		if s.key != "" {
+			if k := decode.CanonicalKey(s.key); keys[k] {
+				t.Errorf("file key %s defined twice", s.key)
+			} else {
+				keys[k] = true
+			}
+		}
+	}
+	// Set in code only: by the command (Version) or by tests.
+	inCode := map[string]bool{"Version": true, "Timing": true, "Peering": true, "Proxy": true}
+	rt := reflect.TypeFor[Config]()
+	for i := range rt.NumField() {
+		f := rt.Field(i)
+		if !f.IsExported() || inCode[f.Name] {
+			continue
+		}
+		if !covered[f.Offset] {
+			t.Errorf("Config.%s has no setting in the table", f.Name)
+		}
+	}
+}
+
+// The flags and file keys of before the table, every one still there.
+func TestFlagsAndKeysKept(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fc := CommandLineConfig()
+	for i := range settings {
+		if settings[i].flag {
+			settings[i].bindFlag(fs, &fc)
+		}
+	}
+	for _, name := range strings.Fields(`dev server bootstrap-expect retry-join retry-interval data-dir datacenter
+		node node-id node-meta bind-addr advertise http-addr grpc-addr grpc-tls-addr gateway-addr dns-addr domain
+		recursor virtual-ip-cidr virtual-ip6-cidr proxy-mark leaf-ttl proxy-tls-min-version cgroup-path
+		allow-root-cgroup transparent-port dataplane-fastpath gateway-vip dataplane-interface bpf-pin-dir
+		server-port serf-lan-port encrypt peering-heartbeat-interval peering-heartbeat-timeout
+		leave-on-terminate log-level log-json`) {
+		if fs.Lookup(name) == nil {
+			t.Errorf("flag -%s is gone", name)
+		}
+	}
+	for _, key := range strings.Fields(`datacenter node_name node_id node_meta server bootstrap_expect retry_join
+		retry_interval data_dir bind_addr advertise_addr encrypt leave_on_terminate log_level log_json domain
+		recursors virtual_ip_cidr virtual_ip6_cidr ports.http ports.grpc ports.grpc_tls ports.gateway
+		ports.serf_lan ports.server ports.dns addresses.http addresses.grpc addresses.grpc_tls
+		addresses.gateway addresses.dns peering.heartbeat_interval peering.heartbeat_timeout service services
+		check checks`) {
+		found := false
+		for _, s := range settings {
+			found = found || s.key == key
+		}
+		if !found {
+			t.Errorf("file key %s is gone", key)
+		}
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	d := DefaultConfig()
+	want := Config{
+		Datacenter: "dc1", HTTPAddr: "127.0.0.1:8500", GRPCAddr: ":8502", GRPCTLSAddr: ":8503",
+		GatewayAddr: "0.0.0.0:8443", Domain: "peerd.", VirtualIPv4CIDR: state.DefaultVirtualIPv4Range,
+		VirtualIPv6CIDR: state.DefaultVirtualIPv6Range, ProxyMark: d.ProxyMark, LeafTTL: 72 * time.Hour,
+		ProxyTLSMinVersion: "1.3", TransparentPort: 15001, FastPath: true, SerfLANPort: 8301, ServerPort: 8300,
+		RetryInterval: 30 * time.Second, LeaveOnTerminate: true, LogLevel: "info", SyncInterval: time.Minute,
+	}
+	if d.ProxyMark == 0 || !reflect.DeepEqual(d, want) {
+		t.Errorf("DefaultConfig:\ngot  %+v\nwant %+v", d, want)
+	}
+	dev := DevConfig()
+	want.Dev, want.Server, want.BootstrapExpect, want.BindAddr = true, true, 1, "127.0.0.1"
+	want.HTTPAddr, want.GRPCAddr, want.GRPCTLSAddr, want.GatewayAddr, want.DNSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	want.SerfLANPort, want.ServerPort, want.RetryInterval, want.SyncInterval = 0, 0, time.Second, 30*time.Second
+	if !reflect.DeepEqual(dev, want) {
+		t.Errorf("DevConfig:\ngot  %+v\nwant %+v", dev, want)
+	}
+	if c := CommandLineConfig(); c.DNSAddr != DefaultDNSAddr {
+		t.Errorf("CommandLineConfig: DNS on %q, want %q", c.DNSAddr, DefaultDNSAddr)
+	}
+}
+
+func writeFiles(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// Every file key reaches its field; spellings match as Consul's do.
+func TestFileKeys(t *testing.T) {
+	dir := writeFiles(t, map[string]string{"a.hcl": `
+Datacenter = "east"
+NodeName = "n1"
+node_id = "8f1a0b9e-3c1d-4d2e-9f00-000000000001"
+node_meta = { rack = "r1" }
+server = true
+bootstrap_expect = 3
+retry_join = ["10.0.0.1", "10.0.0.2"]
+retry_interval = "5s"
+data_dir = "/var/lib/peerd"
+bind_addr = "10.0.0.9"
+advertise_addr = "192.0.2.9"
+leave_on_terminate = false
+log_level = "debug"
+LogJSON = true
+ports {
+  http = 9500
+  grpc = 9502
+  grpc_tls = 9503
+  gateway = 9443
+  serf_lan = 9301
+  server = 9300
+  dns = 9600
+}
+addresses {
+  http = "0.0.0.0"
+  gateway = "10.0.0.9"
+}
+peering {
+  heartbeat_interval = "10s"
+  heartbeat_timeout = "1m"
+}
+service {
+  name = "web"
+  port = 80
+}
+`, "b.json": `{"service": {"name": "api", "port": 81}, "checks": [{"name": "disk", "ttl": "30s"}]}`})
+	c := CommandLineConfig()
+	if err := c.LoadFiles(dir); err != nil {
+		t.Fatal(err)
+	}
+	got := []any{c.Datacenter, c.NodeName, c.NodeID, c.NodeMeta["rack"], c.Server, c.BootstrapExpect, c.RetryJoin,
+		c.RetryInterval, c.DataDir, c.BindAddr, c.AdvertiseAddr, c.LeaveOnTerminate, c.LogLevel, c.LogJSON,
+		c.HTTPAddr, c.GRPCAddr, c.GRPCTLSAddr, c.GatewayAddr, c.SerfLANPort, c.ServerPort, c.DNSAddr,
+		c.PeeringHeartbeatInterval, c.PeeringHeartbeatTimeout, len(c.Services), len(c.Checks)}
+	want := []any{"east", "n1", "8f1a0b9e-3c1d-4d2e-9f00-000000000001", "r1", true, 3, []string{"10.0.0.1", "10.0.0.2"},
+		5 * time.Second, "/var/lib/peerd", "10.0.0.9", "192.0.2.9", false, "debug", true,
+		"0.0.0.0:9500", ":9502", ":9503", "10.0.0.9:9443", 9301, 9300, "127.0.0.1:9600",
+		10 * time.Second, time.Minute, 2, 1}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got  %v\nwant %v", got, want)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("a valid file: %v", err)
+	}
+}
+
+// defaults, then -dev, then files in name order, then flags.
+func TestPrecedence(t *testing.T) {
+	dir := writeFiles(t, map[string]string{
+		"10-a.hcl": "datacenter = \"a\"\nlog_level = \"debug\"\nports {\n  http = 9000\n}\n",
+		"20-b.hcl": "datacenter = \"b\"\n",
+	})
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"files in name order", []string{"-config-dir", dir}, "dc=b log=debug http=127.0.0.1:9000 grpc=:8502"},
+		{"dev, then files", []string{"-dev", "-config-dir", dir}, "dc=b log=debug http=127.0.0.1:9000 grpc=127.0.0.1:0"},
+		{"flags last", []string{"-config-dir", dir, "-datacenter", "c", "-http-addr", "127.0.0.2:1"}, "dc=c log=debug http=127.0.0.2:1 grpc=:8502"},
+		{"a flag given as its default still wins", []string{"-config-dir", dir, "-log-level", "info"}, "dc=b log=info http=127.0.0.1:9000 grpc=:8502"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse(tt.args, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := "dc=" + c.Datacenter + " log=" + c.LogLevel + " http=" + c.HTTPAddr + " grpc=" + c.GRPCAddr
+			if got != tt.want {
+				t.Errorf("got %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+// A flag replaces a file's list and adds to its node metadata.
+func TestFlagsOverFileListsAndMeta(t *testing.T) {
+	dir := writeFiles(t, map[string]string{"a.hcl": "retry_join = [\"f1\"]\nrecursors = [\"1.1.1.1\"]\nnode_meta = { rack = \"r1\", zone = \"z1\" }\n"})
+	c, err := Parse([]string{"-config-dir", dir, "-retry-join", "x", "-node-meta", "zone:z2"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c.RetryJoin, []string{"x"}) || !reflect.DeepEqual(c.Recursors, []string{"1.1.1.1"}) ||
+		!reflect.DeepEqual(c.NodeMeta, map[string]string{"rack": "r1", "zone": "z2"}) {
+		t.Errorf("got join %v recursors %v meta %v", c.RetryJoin, c.Recursors, c.NodeMeta)
+	}
+}
+
+// Every problem of every file is reported, each naming its file and key;
+// the keys that are fine are applied all the same.
+func TestLoadFilesReportsEveryProblem(t *testing.T) {
+	dir := writeFiles(t, map[string]string{
+		"a.hcl":  "datacentre = \"x\"\nlog_level = \"debug\"\nbootstrap_expect = \"three\"\n",
+		"b.hcl":  "ports {\n  htp = 1\n  http = \"x\"\n}\n",
+		"c.hcl":  "service {",
+		"d.json": `{"node_name": "a", "NodeName": "b", "server": true}`,
+		"e.hcl":  "log_level = 5\n", // a bad value leaves the one before
+	})
+	c := CommandLineConfig()
+	err := c.LoadFiles(dir, filepath.Join(dir, "missing.hcl"))
+	for _, want := range []string{
+		`a.hcl: datacentre: unknown key; did you mean "datacenter"?`,
+		"a.hcl: bootstrap_expect: expected a whole number",
+		`b.hcl: ports.htp: unknown key; did you mean "ports.http"?`,
+		"b.hcl: ports.http: expected a whole number",
+		"c.hcl",
+		`d.json: node_name: "NodeName" and "node_name" are the same key`,
+		"e.hcl: log_level: expected a string",
+		"missing.hcl",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v, want it to contain %q", err, want)
+		}
+	}
+	if c.LogLevel != "debug" || !c.Server {
+		t.Errorf("the good keys were not applied: log %q server %t", c.LogLevel, c.Server)
+	}
+}
+
+// Validate names the file and key that set a bad value, or else the flag.
+func TestValidateNamesWhatToFix(t *testing.T) {
+	tests := []struct {
+		name, body string
+		args       []string
+		want       string
+	}{
+		{"service port", "service {\n  name = \"web\"\n  port = 99999\n}\n", nil, `f.hcl: service[0] "web": Port: 99999 is not between 0 and 65535`},
+		{"service check", "service {\n  name = \"web\"\n  check {\n    http = \"http://x\"\n  }\n}\n", nil, `f.hcl: service[0] "web": check "service:web"`},
+		{"check without name", "check {\n  ttl = \"10s\"\n}\n", nil, "f.hcl: check[0]"},
+		{"datacenter", `datacenter = "DC_9!"`, nil, `f.hcl: datacenter: "DC_9!" is not a datacenter name`},
+		{"datacenter flag", "", []string{"-datacenter", "DC_9!"}, `-datacenter: "DC_9!" is not a datacenter name`},
+		{"bootstrap without server", "bootstrap_expect = 2", nil, "f.hcl: bootstrap_expect: 2 needs a server: set server = true (-server)"},
+		{"negative bootstrap", "server = true\nbootstrap_expect = -1", nil, "f.hcl: bootstrap_expect: -1: must not be negative"},
+		{"dev bootstrap", "bootstrap_expect = 3", []string{"-dev"}, "f.hcl: bootstrap_expect: 3: -dev runs one server"},
+		{"dev data dir", `data_dir = "/tmp/x"`, []string{"-dev"}, "f.hcl: data_dir: \"/tmp/x\": -dev keeps everything in memory"},
+		{"http port", "ports {\n  http = 99999\n}\n", nil, `f.hcl: ports.http: "127.0.0.1:99999": want host:port`},
+		{"serf port", "ports {\n  serf_lan = 70000\n}\n", nil, "f.hcl: ports.serf_lan: 70000: want a port"},
+		{"bind address", `bind_addr = "eth0"`, nil, `f.hcl: bind_addr: "eth0": not an IP address`},
+		{"bind on all without advertise", `bind_addr = "0.0.0.0"`, nil, `f.hcl: bind_addr: "0.0.0.0": other nodes cannot reach`},
+		{"advertise", `advertise_addr = "::"`, nil, `f.hcl: advertise_addr: "::": want an IP address`},
+		{"heartbeats", "peering {\n  heartbeat_interval = \"5m\"\n}\n", nil, "f.hcl: peering.heartbeat_interval: 5m0s: the heartbeat timeout (2m0s) must be longer"},
+		{"log level flag", "", []string{"-log-level", "loud"}, `-log-level: "loud"`},
+		{"gossip key", `encrypt = "abc"`, nil, "f.hcl: encrypt: not base64"},
+		{"domain", `domain = "."`, nil, "f.hcl: domain: "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := writeFiles(t, map[string]string{"f.hcl": tt.body})
+			args := append([]string{"-data-dir", t.TempDir(), "-config-file", filepath.Join(dir, "f.hcl")}, tt.args...)
+			if slices.Contains(tt.args, "-dev") {
+				args = append([]string{"-config-file", filepath.Join(dir, "f.hcl")}, tt.args...)
+			}
+			c, err := Parse(args, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// peerd validate's check: all files, then the result; the data directory
+// may still come from the command line.
+func TestCheck(t *testing.T) {
+	good := writeFiles(t, map[string]string{"a.hcl": "server = true\nbootstrap_expect = 3\n", "b.hcl": "service {\n  name = \"web\"\n  port = 80\n}\n"})
+	if err := Check(good); err != nil {
+		t.Errorf("good files: %v", err)
+	}
+	bad := writeFiles(t, map[string]string{"a.hcl": "datacentre = \"x\"\n", "b.hcl": "datacenter = \"DC_9!\"\n"})
+	err := Check(bad)
+	for _, want := range []string{"a.hcl: datacentre", "b.hcl: datacenter"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v, want it to contain %q", err, want)
+		}
+	}
+}
+
+// Without files or flags, messages name the flag, as they always did.
+func TestValidateInCodeNamesTheFlag(t *testing.T) {
+	c := DevConfig()
+	c.HTTPAddr, c.Datacenter = "nope", "a b"
+	err := c.Validate()
+	for _, want := range []string{`-http-addr: "nope"`, `-datacenter: "a b"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v, want it to contain %q", err, want)
+		}
+	}
+}
+
+func TestHelpListsTheFlags(t *testing.T) {
+	var out bytes.Buffer
+	if _, err := Parse([]string{"-h"}, &out); err != flag.ErrHelp {
+		t.Fatalf("got %v, want flag.ErrHelp", err)
+	}
+	for _, want := range []string{"-datacenter string", `(default "dc1")`, "-config-file value", "-serf-lan-port int", "(default 8301)"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("help lacks %q:\n%s", want, out.String())
+		}
+	}
+}

@@ -1,0 +1,206 @@
+package config
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/peerd/peerd/catalog/state"
+	"github.com/peerd/peerd/internal/dns"
+	"github.com/peerd/peerd/l7proxy"
+)
+
+// setting is one knob of the agent: the Config field it sets, its flag, its
+// file key, its default, its dev-mode value and its doc. The table below is
+// the only place these are written: the flag set (Parse), the file loader
+// (LoadFiles), DefaultConfig, ApplyDev and Validate's messages all read it.
+type setting struct {
+	// name names the field in messages: the flag's name when the setting
+	// has a flag, the Go field's when it is set in code only. Settings that
+	// set one field together share it (the flag -http-addr and the file keys
+	// ports.http and addresses.http).
+	name string
+	// flag makes name a flag of `peerd agent`.
+	flag bool
+	// key is the file key, "group.leaf" inside a block (ports { http = 1 });
+	// "" = no file key. Keys match case-insensitively, with or without
+	// underscores, as Consul's do.
+	key string
+	// usage is the flag's help and the setting's doc.
+	usage string
+	// ptr returns the field in c: a *string, *bool, *int, *time.Duration,
+	// *[]string or *map[string]string (or the services' and checks' slices,
+	// with fromFile).
+	ptr func(c *Config) any
+	// def is the default (DefaultConfig) and dev the dev-mode value
+	// (ApplyDev); nil leaves the field as it is. Both have the field's type.
+	def, dev any
+	// fromFile, when set, applies a file value its own way instead of
+	// replacing the field: ports and addresses change half of a host:port,
+	// services and checks accumulate across files.
+	fromFile func(c *Config, file, key string, raw any) error
+}
+
+// settings lists every setting, in the order a file's keys are applied
+// (ports before addresses). It is read, never written.
+var settings = []setting{
+	{name: "dev", flag: true, ptr: func(c *Config) any { return &c.Dev }, dev: true,
+		usage: "run a complete single-node cluster in memory; free loopback ports unless given"},
+	{name: "server", flag: true, key: "server", ptr: func(c *Config) any { return &c.Server }, dev: true,
+		usage: "run as a server: hold the replicated state (raft voter)"},
+	{name: "bootstrap-expect", flag: true, key: "bootstrap_expect", ptr: func(c *Config) any { return &c.BootstrapExpect }, dev: 1,
+		usage: "servers to wait for before electing the first leader (1, 3 or 5)"},
+	{name: "retry-join", flag: true, key: "retry_join", ptr: func(c *Config) any { return &c.RetryJoin },
+		usage: "gossip address of a node to join, retried until it answers (repeatable)"},
+	{name: "retry-interval", flag: true, key: "retry_interval", ptr: func(c *Config) any { return &c.RetryInterval },
+		def: 30 * time.Second, dev: time.Second,
+		usage: "time between -retry-join attempts"},
+	{name: "data-dir", flag: true, key: "data_dir", ptr: func(c *Config) any { return &c.DataDir },
+		usage: "directory for raft data, the node ID and registered services"},
+	{name: "datacenter", flag: true, key: "datacenter", ptr: func(c *Config) any { return &c.Datacenter }, def: "dc1",
+		usage: "datacenter (cluster) name"},
+	{name: "node", flag: true, key: "node_name", ptr: func(c *Config) any { return &c.NodeName },
+		usage: "node name (default: host name)"},
+	{name: "node-id", flag: true, key: "node_id", ptr: func(c *Config) any { return &c.NodeID },
+		usage: "node UUID (default: generated and kept in -data-dir)"},
+	{name: "node-meta", flag: true, key: "node_meta", ptr: func(c *Config) any { return &c.NodeMeta },
+		usage: "node metadata key:value (repeatable)"},
+	{name: "bind-addr", flag: true, key: "bind_addr", ptr: func(c *Config) any { return &c.BindAddr }, dev: "127.0.0.1",
+		usage: "IP for gossip and raft (default: the host's private IPv4; 127.0.0.1 with -dev)"},
+	{name: "advertise", flag: true, key: "advertise_addr", ptr: func(c *Config) any { return &c.AdvertiseAddr },
+		usage: "IP other nodes reach this one at (default: -bind-addr)"},
+
+	{name: "http-addr", flag: true, ptr: func(c *Config) any { return &c.HTTPAddr }, def: "127.0.0.1:8500", dev: "127.0.0.1:0",
+		usage: "HTTP API address host:port (port 0 = free port)"},
+	{name: "grpc-addr", flag: true, ptr: func(c *Config) any { return &c.GRPCAddr }, def: ":8502", dev: "127.0.0.1:0",
+		usage: "internal gRPC address host:port (port 0 = free port)"},
+	{name: "grpc-tls-addr", flag: true, ptr: func(c *Config) any { return &c.GRPCTLSAddr }, def: ":8503", dev: "127.0.0.1:0",
+		usage: "TLS gRPC address peers dial for the peering stream (servers; port 0 = free port)"},
+	{name: "gateway-addr", flag: true, ptr: func(c *Config) any { return &c.GatewayAddr }, def: "0.0.0.0:8443", dev: "127.0.0.1:0",
+		usage: "the node's mTLS gateway for peers and other nodes, host:port (port 0 = free port; \"\" = none)"},
+	{name: "dns-addr", flag: true, ptr: func(c *Config) any { return &c.DNSAddr }, dev: "127.0.0.1:0",
+		usage: "DNS server address host:port, UDP and TCP (port 0 = free port; \"\" = none)"},
+	{name: "serf-lan-port", flag: true, key: "ports.serf_lan", ptr: func(c *Config) any { return &c.SerfLANPort }, def: 8301, dev: 0,
+		usage: "gossip (memberlist) port, TCP and UDP"},
+	{name: "server-port", flag: true, key: "ports.server", ptr: func(c *Config) any { return &c.ServerPort }, def: 8300, dev: 0,
+		usage: "raft port of a server"},
+	portOf("http-addr", "ports.http", func(c *Config) *string { return &c.HTTPAddr }),
+	portOf("grpc-addr", "ports.grpc", func(c *Config) *string { return &c.GRPCAddr }),
+	portOf("grpc-tls-addr", "ports.grpc_tls", func(c *Config) *string { return &c.GRPCTLSAddr }),
+	portOf("gateway-addr", "ports.gateway", func(c *Config) *string { return &c.GatewayAddr }),
+	portOf("dns-addr", "ports.dns", func(c *Config) *string { return &c.DNSAddr }),
+	hostOf("http-addr", "addresses.http", func(c *Config) *string { return &c.HTTPAddr }),
+	hostOf("grpc-addr", "addresses.grpc", func(c *Config) *string { return &c.GRPCAddr }),
+	hostOf("grpc-tls-addr", "addresses.grpc_tls", func(c *Config) *string { return &c.GRPCTLSAddr }),
+	hostOf("gateway-addr", "addresses.gateway", func(c *Config) *string { return &c.GatewayAddr }),
+	hostOf("dns-addr", "addresses.dns", func(c *Config) *string { return &c.DNSAddr }),
+
+	{name: "domain", flag: true, key: "domain", ptr: func(c *Config) any { return &c.Domain }, def: dns.DefaultDomain,
+		usage: "DNS domain answered from the catalog"},
+	{name: "recursor", flag: true, key: "recursors", ptr: func(c *Config) any { return &c.Recursors },
+		usage: "DNS server (IP[:port]) names outside -domain are forwarded to (repeatable)"},
+	{name: "virtual-ip-cidr", flag: true, key: "virtual_ip_cidr", ptr: func(c *Config) any { return &c.VirtualIPv4CIDR },
+		def:   state.DefaultVirtualIPv4Range,
+		usage: "range imported services' virtual IPv4 addresses are taken from"},
+	{name: "virtual-ip6-cidr", flag: true, key: "virtual_ip6_cidr", ptr: func(c *Config) any { return &c.VirtualIPv6CIDR },
+		def:   state.DefaultVirtualIPv6Range,
+		usage: "range of their virtual IPv6 addresses (\"\" = IPv4 only)"},
+	{name: "VirtualIPGrace", ptr: func(c *Config) any { return &c.VirtualIPGrace },
+		usage: "how long an imported service must be gone before its virtual IP is released (0 = 1m)"},
+
+	{name: "proxy-mark", flag: true, ptr: func(c *Config) any { return &c.ProxyMark }, def: l7proxy.DefaultMark,
+		usage: "SO_MARK of the terminator's sockets, so the eBPF layer skips them (0 = none; needs CAP_NET_ADMIN)"},
+	{name: "leaf-ttl", flag: true, ptr: func(c *Config) any { return &c.LeafTTL }, def: 72 * time.Hour,
+		usage: "lifetime of the terminator's leaf certificates (renewed at half life)"},
+	{name: "proxy-tls-min-version", flag: true, ptr: func(c *Config) any { return &c.ProxyTLSMinVersion }, def: "1.3",
+		usage: "lowest TLS version of the terminator: 1.3 or 1.2"},
+	{name: "cgroup-path", flag: true, ptr: func(c *Config) any { return &c.CgroupPath },
+		usage: "cgroup v2 directory whose processes' connections to virtual IPs are captured (eBPF; \"\" = no capture)"},
+	{name: "allow-root-cgroup", flag: true, ptr: func(c *Config) any { return &c.AllowRootCgroup },
+		usage: "allow -cgroup-path to be the root of the cgroup hierarchy (every process of the host)"},
+	{name: "transparent-port", flag: true, ptr: func(c *Config) any { return &c.TransparentPort }, def: 15001,
+		usage: "port of the terminator's transparent listeners on 127.0.0.1 and ::1"},
+	{name: "dataplane-fastpath", flag: true, ptr: func(c *Config) any { return &c.FastPath }, def: true,
+		usage: "sockmap fast path for the plaintext loopback legs (with -cgroup-path)"},
+	{name: "gateway-vip", flag: true, ptr: func(c *Config) any { return &c.GatewayVIPs },
+		usage: "CIDR of addresses that reach this node's gateway through the inbound capture layer (sk_lookup; repeatable)"},
+	{name: "dataplane-interface", flag: true, ptr: func(c *Config) any { return &c.DataplaneInterfaces },
+		usage: "interface to attach the TC per-peer counters to (repeatable)"},
+	{name: "bpf-pin-dir", flag: true, ptr: func(c *Config) any { return &c.BPFPinDir },
+		usage: "bpffs directory for the dataplane's pins (default /sys/fs/bpf/peerd)"},
+
+	{name: "encrypt", flag: true, key: "encrypt", ptr: func(c *Config) any { return &c.Encrypt },
+		usage: "base64 gossip encryption key (peerd keygen)"},
+	{name: "peering-heartbeat-interval", flag: true, key: "peering.heartbeat_interval", ptr: func(c *Config) any { return &c.PeeringHeartbeatInterval },
+		usage: "heartbeat period of peering streams (default 15s)"},
+	{name: "peering-heartbeat-timeout", flag: true, key: "peering.heartbeat_timeout", ptr: func(c *Config) any { return &c.PeeringHeartbeatTimeout },
+		usage: "a peering with no heartbeat for this long is FAILING and redialed (default 2m)"},
+	{name: "leave-on-terminate", flag: true, key: "leave_on_terminate", ptr: func(c *Config) any { return &c.LeaveOnTerminate }, def: true,
+		usage: "leave the pool on SIGINT/SIGTERM"},
+	{name: "log-level", flag: true, key: "log_level", ptr: func(c *Config) any { return &c.LogLevel }, def: "info",
+		usage: "debug, info, warn or error"},
+	{name: "log-json", flag: true, key: "log_json", ptr: func(c *Config) any { return &c.LogJSON },
+		usage: "log JSON lines instead of text"},
+	{name: "SyncInterval", ptr: func(c *Config) any { return &c.SyncInterval }, def: time.Minute, dev: 30 * time.Second,
+		usage: "anti-entropy period"},
+
+	defs("service", func(c *Config) *[]*state.ServiceDefinition { return &c.Services }),
+	defs("services", func(c *Config) *[]*state.ServiceDefinition { return &c.Services }),
+	defs("check", func(c *Config) *[]*state.CheckType { return &c.Checks }),
+	defs("checks", func(c *Config) *[]*state.CheckType { return &c.Checks }),
+}
+
+// portOf is the file key that sets the port of the host:port field named
+// name. For DNS, a negative port turns the server off, as in Consul.
+func portOf(name, key string, field func(*Config) *string) setting {
+	return setting{name: name, key: key, ptr: func(c *Config) any { return field(c) },
+		fromFile: func(c *Config, file, key string, raw any) error {
+			port, err := decodeValue[int](key, raw)
+			if err != nil {
+				return err
+			}
+			if port < 0 && name == "dns-addr" {
+				*field(c) = ""
+				return nil
+			}
+			*field(c) = replacePort(*field(c), port)
+			return nil
+		}}
+}
+
+// hostOf is the file key that sets the host of the host:port field named
+// name. A DNS server turned off stays off.
+func hostOf(name, key string, field func(*Config) *string) setting {
+	return setting{name: name, key: key, ptr: func(c *Config) any { return field(c) },
+		fromFile: func(c *Config, file, key string, raw any) error {
+			host, err := decodeValue[string](key, raw)
+			if err != nil {
+				return err
+			}
+			if name == "dns-addr" && *field(c) == "" {
+				return nil
+			}
+			*field(c) = replaceHost(*field(c), host)
+			return nil
+		}}
+}
+
+// defs is a file key holding service or check definitions (one block or a
+// list): they accumulate across keys and files, each remembered with where
+// it was defined.
+func defs[T any](key string, field func(*Config) *[]*T) setting {
+	return setting{name: key, key: key, ptr: func(c *Config) any { return field(c) },
+		fromFile: func(c *Config, file, key string, raw any) error {
+			list, err := decodeValue[[]*T](key, raw)
+			if err != nil {
+				return err
+			}
+			for i, d := range list {
+				if d == nil {
+					continue
+				}
+				c.origins().defs[d] = fmt.Sprintf("%s: %s[%d]", file, key, i)
+				*field(c) = append(*field(c), d)
+			}
+			return nil
+		}}
+}

@@ -1,0 +1,245 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
+	"github.com/peerd/peerd/internal/checks"
+	"github.com/peerd/peerd/internal/dns"
+	"github.com/peerd/peerd/internal/local"
+)
+
+// Validate reports every problem with c, each naming the file and key, or
+// the flag, to fix. agent.Start calls it; `peerd validate` runs it too (see
+// Check), so a configuration it passes is one the agent starts with, but
+// for what depends on the host: the bind address found on the interfaces,
+// virtual IP ranges overlapping them, ports already taken.
+func (c *Config) Validate() error {
+	return c.validate(true)
+}
+
+// ValidateFiles is Validate for configuration read from files alone (peerd
+// validate): -data-dir may still come from the command line, so its absence
+// is not an error.
+func (c *Config) ValidateFiles() error {
+	return c.validate(false)
+}
+
+// Check is `peerd validate`: it loads the files over CommandLineConfig's
+// defaults, as `peerd agent -config-file ...` does, and reports every
+// problem of every file, then of the result.
+func Check(paths ...string) error {
+	c := CommandLineConfig()
+	return errors.Join(c.LoadFiles(paths...), c.ValidateFiles())
+}
+
+func (c *Config) validate(needDataDir bool) error {
+	var errs []error
+	add := func(name, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{c.where(name)}, a...)...))
+	}
+	if needDataDir && !c.Dev && c.DataDir == "" {
+		errs = append(errs, errors.New("-data-dir is required (or use -dev for an in-memory agent)"))
+	}
+	if c.Dev && c.DataDir != "" {
+		add("data-dir", "%q: -dev keeps everything in memory: drop -data-dir", c.DataDir)
+	}
+	if err := catalog.ValidateDatacenter(c.Datacenter); err != nil {
+		add("datacenter", "%v", err)
+	}
+	switch {
+	case c.BootstrapExpect < 0:
+		add("bootstrap-expect", "%d: must not be negative", c.BootstrapExpect)
+	case c.BootstrapExpect > 0 && !c.Server:
+		add("bootstrap-expect", "%d needs a server: set server = true (-server)", c.BootstrapExpect)
+	case c.Dev && c.BootstrapExpect > 1:
+		add("bootstrap-expect", "%d: -dev runs one server: drop -bootstrap-expect", c.BootstrapExpect)
+	}
+	if c.NodeName != "" && !validNodeName(c.NodeName) {
+		add("node", "%q: use letters, digits, '-' and '.' (a DNS label), at most 63 characters each part", c.NodeName)
+	}
+	if c.BindAddr != "" && net.ParseIP(c.BindAddr) == nil {
+		add("bind-addr", "%q: not an IP address", c.BindAddr)
+	}
+	if c.AdvertiseAddr != "" {
+		if ip := net.ParseIP(c.AdvertiseAddr); ip == nil || ip.IsUnspecified() {
+			add("advertise", "%q: want an IP address other nodes can reach", c.AdvertiseAddr)
+		}
+	} else if ip := net.ParseIP(c.BindAddr); ip != nil && ip.IsUnspecified() {
+		add("bind-addr", "%q: other nodes cannot reach this node there: set -advertise", c.BindAddr)
+	}
+	for _, a := range []struct {
+		name, addr, example string
+		optional            bool
+	}{
+		{"http-addr", c.HTTPAddr, "127.0.0.1:8500", false},
+		{"grpc-addr", c.GRPCAddr, "127.0.0.1:8502", false},
+		{"grpc-tls-addr", c.GRPCTLSAddr, "127.0.0.1:8503", false},
+		{"gateway-addr", c.GatewayAddr, "0.0.0.0:8443, or \"\" for no gateway", true},
+		{"dns-addr", c.DNSAddr, "127.0.0.1:8600, or \"\" for no DNS server", true},
+	} {
+		if a.optional && a.addr == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(a.addr); err != nil || !validPort(port) {
+			add(a.name, "%q: want host:port with a port from 0 to 65535, e.g. %s", a.addr, a.example)
+		}
+	}
+	for _, p := range []struct {
+		name string
+		port int
+	}{{"serf-lan-port", c.SerfLANPort}, {"server-port", c.ServerPort}} {
+		if p.port < 0 || p.port > 65535 {
+			add(p.name, "%d: want a port from 0 (a free one) to 65535", p.port)
+		}
+	}
+	if c.Encrypt != "" {
+		if _, err := c.GossipKey(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if _, err := dns.ParseDomain(c.DNSDomain()); err != nil {
+		add("domain", "%v", err)
+	}
+	for _, r := range c.Recursors {
+		if _, err := dns.ParseRecursor(r); err != nil {
+			add("recursor", "%v", err)
+		}
+	}
+	if _, err := state.ParseVirtualIPRange(c.VirtualIPv4Range(), 4); err != nil {
+		add("virtual-ip-cidr", "%v", err)
+	}
+	if c.VirtualIPv6CIDR != "" {
+		if _, err := state.ParseVirtualIPRange(c.VirtualIPv6CIDR, 6); err != nil {
+			add("virtual-ip6-cidr", "%v (or \"\" for IPv4 virtual IPs only)", err)
+		}
+	}
+	if c.VirtualIPGrace < 0 {
+		add("VirtualIPGrace", "%v: must not be negative", c.VirtualIPGrace)
+	}
+	c.validatePeering(add)
+	if c.ProxyMark < 0 || c.ProxyMark > 0xffffffff {
+		add("proxy-mark", "%d: want 0 (none) to 4294967295", c.ProxyMark)
+	}
+	if c.LeafTTL < 10*time.Second {
+		add("leaf-ttl", "%v: want at least 10s", c.LeafTTL)
+	}
+	if _, err := c.TLSMinVersion(); err != nil {
+		errs = append(errs, err)
+	}
+	for _, p := range c.GatewayVIPs {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			add("gateway-vip", "%q: want a CIDR prefix such as 203.0.113.0/24: %v", p, err)
+		}
+	}
+	if len(c.GatewayVIPs) > 0 && c.GatewayAddr == "" {
+		add("gateway-vip", "needs the gateway (-gateway-addr)")
+	}
+	if c.CgroupPath != "" && (c.TransparentPort < 1 || c.TransparentPort > 65535) {
+		add("transparent-port", "%d: want a port from 1 to 65535 for the transparent listeners", c.TransparentPort)
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "warning", "error", "trace":
+	default:
+		add("log-level", "%q: want debug, info, warn or error", c.LogLevel)
+	}
+	errs = append(errs, c.validateDefinitions()...)
+	return errors.Join(errs...)
+}
+
+// validatePeering checks the heartbeat timers against each other as the
+// peering controller will, zero meaning its default.
+func (c *Config) validatePeering(add func(name, format string, a ...any)) {
+	if c.PeeringHeartbeatInterval < 0 {
+		add("peering-heartbeat-interval", "%v: must not be negative", c.PeeringHeartbeatInterval)
+	}
+	if c.PeeringHeartbeatTimeout < 0 {
+		add("peering-heartbeat-timeout", "%v: must not be negative", c.PeeringHeartbeatTimeout)
+	}
+	interval, timeout := peeringDefaults()
+	if c.PeeringHeartbeatInterval > 0 {
+		interval = c.PeeringHeartbeatInterval
+	}
+	if c.PeeringHeartbeatTimeout > 0 {
+		timeout = c.PeeringHeartbeatTimeout
+	}
+	if (c.PeeringHeartbeatInterval > 0 || c.PeeringHeartbeatTimeout > 0) && timeout <= interval {
+		// Name the one that was set: the timeout if both were.
+		name, v := "peering-heartbeat-timeout", c.PeeringHeartbeatTimeout
+		if v <= 0 {
+			name, v = "peering-heartbeat-interval", c.PeeringHeartbeatInterval
+		}
+		add(name, "%v: the heartbeat timeout (%v) must be longer than the interval (%v)", v, timeout, interval)
+	}
+}
+
+// validateDefinitions checks the services and checks from config files
+// with the rules the agent's local state applies when it adds them.
+func (c *Config) validateDefinitions() []error {
+	var errs []error
+	for _, def := range c.Services {
+		if def == nil {
+			continue
+		}
+		_, checkDefs, err := local.ServiceFromDefinition(def)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", c.defWhere(def, "service", def.Name), err))
+			continue
+		}
+		for _, cd := range checkDefs {
+			if err := checks.Validate(cd); err != nil {
+				errs = append(errs, fmt.Errorf("%s: check %q: %w", c.defWhere(def, "service", def.Name), cd.CheckID, err))
+			}
+		}
+	}
+	for _, cd := range c.Checks {
+		if cd == nil {
+			continue
+		}
+		// The defaults local.State.AddCheck fills in before validating.
+		cp := *cd
+		if cp.CheckID == "" {
+			cp.CheckID = cp.Name
+		}
+		if cp.Name == "" {
+			cp.Name = cp.CheckID
+		}
+		if cp.CheckID == "" {
+			errs = append(errs, fmt.Errorf("%s: check needs a Name (or ID)", c.defWhere(cd, "check", "")))
+			continue
+		}
+		if err := checks.Validate(&cp); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", c.defWhere(cd, "check", cp.CheckID), err))
+		}
+	}
+	return errs
+}
+
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 0 && n <= 65535
+}
+
+func validNodeName(n string) bool {
+	if len(n) > 253 {
+		return false
+	}
+	for _, part := range strings.Split(n, ".") {
+		if part == "" || len(part) > 63 {
+			return false
+		}
+		for _, r := range part {
+			if !(r == '-' || r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')) {
+				return false
+			}
+		}
+	}
+	return true
+}
