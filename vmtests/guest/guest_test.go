@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/peerd/peerd/bpf"
@@ -35,6 +36,10 @@ func inGuest(t *testing.T) {
 // the kernel refuses one, prints the whole verifier log.
 func TestProgramsLoad(t *testing.T) {
 	inGuest(t)
+	// 5.10 charges maps to RLIMIT_MEMLOCK; dataplane.Load lifts it too.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		t.Fatalf("lift RLIMIT_MEMLOCK: %v", err)
+	}
 	for _, obj := range []struct {
 		name string
 		load func() (*ebpf.CollectionSpec, error)
