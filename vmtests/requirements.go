@@ -24,7 +24,7 @@ type Requirement struct {
 var Requirements = []Requirement{
 	{Layer: "capture", Min: "5.7"},
 	{Layer: "fastpath", Min: "5.7"},
-	{Layer: "tc", Min: "4.5"},
+	{Layer: "tc", Min: "4.6"},
 	{Layer: "tc/tcx", Min: "6.6"},
 	{Layer: "inbound", Min: "5.9"},
 }
