@@ -7,9 +7,9 @@ import (
 	"testing"
 )
 
-// readmeRequirements reads the README's kernel requirements table: layer
-// → minimum kernel.
-func readmeRequirements(t *testing.T) map[string]string {
+// readmeTable returns the cells of the README table that starts with
+// header (a Markdown table row), one slice per row.
+func readmeTable(t *testing.T, header string) [][]string {
 	t.Helper()
 	wd, _ := os.Getwd()
 	root, err := ModuleRoot(wd)
@@ -20,21 +20,24 @@ func readmeRequirements(t *testing.T) map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const header = "| layer | needs | minimum kernel | below it |"
-	_, table, ok := strings.Cut(string(b), header+"\n|---|---|---|---|\n")
+	columns := strings.Count(header, "|") - 1
+	_, table, ok := strings.Cut(string(b), header+"\n|"+strings.Repeat("---|", columns)+"\n")
 	if !ok {
 		t.Fatalf("README has no table %q", header)
 	}
-	rows := map[string]string{}
+	var rows [][]string
 	for _, line := range strings.Split(table, "\n") {
 		if !strings.HasPrefix(line, "|") {
 			break
 		}
 		cells := strings.Split(strings.Trim(line, "|"), "|")
-		if len(cells) != 4 {
-			t.Fatalf("README requirements row %q: %d cells, want 4", line, len(cells))
+		if len(cells) != columns {
+			t.Fatalf("README row %q: %d cells, want %d", line, len(cells), columns)
 		}
-		rows[strings.TrimSpace(cells[0])] = strings.TrimSpace(cells[2])
+		for i := range cells {
+			cells[i] = strings.TrimSpace(cells[i])
+		}
+		rows = append(rows, cells)
 	}
 	return rows
 }
@@ -44,7 +47,10 @@ func readmeRequirements(t *testing.T) map[string]string {
 // kernel of the matrix (so each VM checks that the layer loads) or has a
 // matrix kernel on each side (so both the layer and its fallback run).
 func TestREADMERequirements(t *testing.T) {
-	rows := readmeRequirements(t)
+	rows := map[string]string{}
+	for _, cells := range readmeTable(t, "| layer | needs | minimum kernel | below it |") {
+		rows[cells[0]] = cells[2]
+	}
 	if len(rows) != len(Requirements) {
 		t.Errorf("README table has %d rows (%v), Requirements %d", len(rows), rows, len(Requirements))
 	}
@@ -72,6 +78,31 @@ func TestREADMERequirements(t *testing.T) {
 		}
 		if strings.Contains(r.Layer, "/") && len(below) == 0 {
 			t.Errorf("mode %s (from %s): no matrix kernel runs its fallback", r.Layer, r.Min)
+		}
+	}
+}
+
+// TestREADMEMatrix: the README's kernel matrix table lists Matrix, and
+// its TC column says TCX exactly where the requirements say so.
+func TestREADMEMatrix(t *testing.T) {
+	rows := readmeTable(t, "| kernel | Debian package | TC | why it is there |")
+	if len(rows) != len(Matrix) {
+		t.Fatalf("README matrix has %d kernels, Matrix %d", len(rows), len(Matrix))
+	}
+	tcx, err := MinKernel("tc/tcx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, k := range Matrix {
+		if rows[i][0] != k.Name {
+			t.Errorf("README matrix row %d: kernel %s, want %s", i, rows[i][0], k.Name)
+		}
+		has, err := KernelAtLeast(k.Name, tcx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := rows[i][2] == "TCX"; got != has {
+			t.Errorf("README matrix: kernel %s TC %q, but TCX is from %s", k.Name, rows[i][2], tcx)
 		}
 	}
 }
