@@ -31,6 +31,7 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
 )
 
 // ErrLayerOff is returned by methods that need a layer that is not loaded.
@@ -74,6 +75,14 @@ func Load(ctx context.Context, cfg Config) (*Dataplane, error) {
 	}
 	d := &Dataplane{cfg: cfg, log: cfg.logger().With("component", "dataplane"), kernel: kernelRelease(), reasons: map[string]string{}}
 	dir := cfg.pinDir()
+	// Kernels before 5.11 charge eBPF maps to RLIMIT_MEMLOCK (64 KiB by
+	// default), so every map create fails with EPERM; later kernels charge
+	// the memory cgroup and RemoveMemlock does nothing. Lifting it needs
+	// CAP_SYS_RESOURCE (the systemd unit grants it); without, the layers
+	// report the kernel's refusal.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		d.log.Warn("could not lift RLIMIT_MEMLOCK; kernels before 5.11 will refuse the eBPF maps", "err", err)
+	}
 
 	type step struct {
 		name  string

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 )
 
 // Pin layout under Config.PinDir:
@@ -126,9 +127,27 @@ func updatePinned(path string, prog *ebpf.Program, keep func(*link.Info) bool, u
 			_ = old.Close()
 		}
 	}
-	_ = l.Unpin()
-	_ = l.Close()
+	_ = detach(l)
 	return nil, nil
+}
+
+// detach detaches l from its hook at once (BPF_LINK_DETACH), then removes
+// its pin and closes it. Unpinning and closing alone detach only when the
+// kernel drops the link's last reference, and the pin's reference goes
+// with the bpffs inode: on 5.10 that happens after an RCU grace period and
+// a workqueue pass, so the program kept running for up to ~40 ms after
+// Cleanup returned. Kernels without the command (before 5.9: cgroup links
+// of 5.7 and 5.8) answer EOPNOTSUPP or EINVAL; there the release stays
+// deferred.
+func detach(l link.Link) error {
+	var errs []error
+	if err := l.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) && !errors.Is(err, unix.EINVAL) {
+		errs = append(errs, err)
+	}
+	if err := l.Unpin(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(append(errs, l.Close())...)
 }
 
 // attachPinned keeps or creates the link pinned at path: updatePinned
@@ -150,16 +169,13 @@ func attachPinned(path string, prog *ebpf.Program, keep func(*link.Info) bool, a
 		_ = l.Close()
 		return nil, false, fmt.Errorf("pin link %s: %w", path, err)
 	}
-	u.add(func() {
-		_ = l.Unpin()
-		_ = l.Close()
-	})
+	u.add(func() { _ = detach(l) })
 	return l, false, nil
 }
 
 // Cleanup detaches and removes everything a Dataplane pinned under pinDir
-// (DefaultPinDir when empty): pinned links are unpinned and closed, which
-// detaches them; maps and programs are unpinned; the TC clsact filters
+// (DefaultPinDir when empty): pinned links are detached (at once where
+// the kernel has BPF_LINK_DETACH, 5.9+), unpinned and closed; maps and programs are unpinned; the TC clsact filters
 // running the pinned TC programs are deleted from the caller's network
 // namespace (call it in the namespace of Config.Interfaces); then the
 // directory itself is removed. It is safe to call when nothing is pinned.
@@ -196,10 +212,9 @@ func Cleanup(pinDir string) error {
 		}
 		if strings.HasPrefix(d.Name(), "link_") {
 			if l, lerr := link.LoadPinnedLink(p, nil); lerr == nil {
-				if uerr := l.Unpin(); uerr != nil {
-					errs = append(errs, uerr)
+				if derr := detach(l); derr != nil {
+					errs = append(errs, fmt.Errorf("detach %s: %w", p, derr))
 				}
-				_ = l.Close()
 				return nil
 			}
 		}

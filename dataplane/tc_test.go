@@ -2,14 +2,18 @@ package dataplane
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
+
+	"github.com/peerd/peerd/vmtests"
 )
 
 // TestTCCounters joins two private network namespaces with a veth pair,
@@ -94,10 +98,34 @@ func testTCCounters(t *testing.T, mode TCMode) {
 		a.run(func() { _ = Cleanup(pinDir) })
 	})
 	st := dp.Status().TC
-	if mode == TCX && !st.Loaded && strings.Contains(st.Reason, "tcx not supported") {
-		// A kernel before 6.6 (the 6.1 of the QEMU matrix): forced TCX
-		// cannot load there; the clsact subtest covers it.
-		t.Skipf("kernel without TCX: %s", st.Reason)
+	if mode == TCX && !kernelHasTCX(t) {
+		// Forced TCX below 6.6 (5.10 and 6.1 in the QEMU matrix): the
+		// layer is off with the kernel's reason, rolled back (no link,
+		// no filter), and its methods say so. Auto mode falls back to
+		// clsact (vmtests/guest checks it per kernel).
+		if st.Loaded || !strings.Contains(st.Reason, "tcx not supported") {
+			t.Fatalf("TC status %+v, want off: tcx not supported", st)
+		}
+		if links, _ := filepath.Glob(filepath.Join(pinDir, LayerTC, "link_*")); len(links) != 0 {
+			t.Errorf("TC links pinned although the layer is off: %v", links)
+		}
+		a.run(func() {
+			la, lerr := netlink.LinkByName("pdA")
+			if lerr != nil {
+				t.Errorf("pdA: %v", lerr)
+				return
+			}
+			for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
+				if fs, ferr := netlink.FilterList(la, parent); ferr != nil || len(fs) != 0 {
+					t.Errorf("filters on pdA (parent %#x) although the layer is off: %v, %v", parent, fs, ferr)
+				}
+			}
+		})
+		if _, err := dp.PeerCounters(); !errors.Is(err, ErrLayerOff) {
+			t.Errorf("PeerCounters with the layer off: %v, want ErrLayerOff", err)
+		}
+		t.Logf("mode off: kernel %s without TCX: %s", dp.Status().Kernel, st.Reason)
+		return
 	}
 	if !st.Loaded || st.Interfaces["pdA"] != string(mode) {
 		t.Fatalf("TC status %+v, want loaded in mode %s", st, mode)
@@ -163,6 +191,21 @@ func testTCCounters(t *testing.T, mode TCMode) {
 		t.Errorf("peer 5 counters %+v, want %+v", got[5], want)
 	}
 	t.Logf("mode %s: %+v", mode, got[5])
+}
+
+// kernelHasTCX: the running kernel is at least the README's minimum for
+// TCX links.
+func kernelHasTCX(t *testing.T) bool {
+	t.Helper()
+	min, err := vmtests.MinKernel("tc/tcx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, err := vmtests.KernelAtLeast(kernelRelease(), min)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ok
 }
 
 func mustNet(s string) *net.IPNet {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -21,11 +22,19 @@ type Kernel struct {
 	Meta string
 	// Note says what the kernel is in the matrix for.
 	Note string
+	// Suite, when set, is a Debian suite the host's apt sources do not
+	// list (e.g. "bullseye"). The kernel is then resolved and fetched
+	// through a private apt configuration under the cache, built from the
+	// host's Debian sources with the suite changed; the host's own apt
+	// configuration and lists are never touched. "" = the host's apt.
+	Suite string
 }
 
-// Matrix is the kernel matrix: bookworm's 6.1 (no TCX: the clsact fallback
+// Matrix is the kernel matrix: bullseye's 5.10 (the oldest LTS we support:
+// no TCX, sk_lookup since 5.9), bookworm's 6.1 (no TCX: the clsact fallback
 // runs) and Debian's 6.12 from bookworm-security (TCX).
 var Matrix = []Kernel{
+	{Name: "5.10", Meta: "linux-image-amd64", Suite: "bullseye", Note: "bullseye, no TCX"},
 	{Name: "6.1", Meta: "linux-image-amd64", Note: "bookworm, no TCX"},
 	{Name: "6.12", Meta: "linux-image-6.12-amd64", Note: "bookworm-security, TCX"},
 }
@@ -113,8 +122,8 @@ func debianPackageOf(tool string) string {
 // Resolve asks apt which linux-image package the kernel's meta package
 // currently depends on. It needs apt's package lists (apt-get update),
 // not the network.
-func Resolve(ctx context.Context, k Kernel) (string, error) {
-	out, err := runTool(ctx, resolveTimeout, "", "apt-cache", "depends", k.Meta)
+func Resolve(ctx context.Context, k Kernel, apt []string) (string, error) {
+	out, err := runTool(ctx, resolveTimeout, "", "apt-cache", append(slices.Clone(apt), "depends", k.Meta)...)
 	if err != nil {
 		return "", fmt.Errorf("resolve kernel %s: %w", k.Name, err)
 	}
@@ -139,7 +148,11 @@ func Ensure(ctx context.Context, k Kernel, cache string, logf func(string, ...an
 	if err := os.MkdirAll(cache, 0o755); err != nil {
 		return nil, err
 	}
-	pkg, rerr := Resolve(ctx, k)
+	apt, rerr := aptOptions(ctx, k, cache, logf)
+	var pkg string
+	if rerr == nil {
+		pkg, rerr = Resolve(ctx, k, apt)
+	}
 	if rerr != nil {
 		b, err := os.ReadFile(currentFile(cache, k))
 		if err != nil {
@@ -161,8 +174,8 @@ func Ensure(ctx context.Context, k Kernel, cache string, logf func(string, ...an
 		return nil, err
 	}
 	defer os.RemoveAll(dl)
-	args := []string{"-q", "download", pkg}
-	if os.Geteuid() == 0 {
+	args := append(slices.Clone(apt), "-q", "download", pkg)
+	if os.Geteuid() == 0 && k.Suite == "" {
 		// As root apt drops to _apt, which cannot write to a private
 		// directory; download as root instead of warning about it.
 		args = append([]string{"-o", "APT::Sandbox::User=root"}, args...)

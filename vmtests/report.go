@@ -39,7 +39,7 @@ var (
 	runRe     = regexp.MustCompile(`^=== (RUN|CONT|PAUSE|NAME)\s+(\S+)`)
 	pkgRe     = regexp.MustCompile(`^(ok|FAIL|\?)\s+(\S+)`)
 	vmexecRe  = regexp.MustCompile(`^vmexec: kernel \S+ \(.*\): boot ([0-9.]+s) .*total ([0-9.]+s), exit (-?\d+)`)
-	modeRes   = []*regexp.Regexp{regexp.MustCompile(`AttachMode:([a-z+-]+)`), regexp.MustCompile(`\bmode (tcx|clsact):`)}
+	modeRes   = []*regexp.Regexp{regexp.MustCompile(`AttachMode:([a-z+-]+)`), regexp.MustCompile(`\bmode (tcx|clsact|off):`)}
 	attachRe  = regexp.MustCompile(`ATTACH-MODES (.*)$`)
 	vmErrorRe = regexp.MustCompile(`^vmexec: .*(did not boot|panicked|timeout|interrupted|without reporting|not installed|not found|fetch kernel|resolve kernel|unknown kernel)`)
 )

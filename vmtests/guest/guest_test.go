@@ -16,10 +16,12 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/peerd/peerd/bpf"
 	"github.com/peerd/peerd/dataplane"
+	"github.com/peerd/peerd/vmtests"
 )
 
 // inGuest skips t outside a vmtests guest: these checks load programs and
@@ -35,6 +37,10 @@ func inGuest(t *testing.T) {
 // the kernel refuses one, prints the whole verifier log.
 func TestProgramsLoad(t *testing.T) {
 	inGuest(t)
+	// 5.10 charges maps to RLIMIT_MEMLOCK; dataplane.Load lifts it too.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		t.Fatalf("lift RLIMIT_MEMLOCK: %v", err)
+	}
 	for _, obj := range []struct {
 		name string
 		load func() (*ebpf.CollectionSpec, error)
@@ -113,15 +119,46 @@ func TestAttachModes(t *testing.T) {
 	if r.err != nil {
 		t.Fatalf("Load: %+v", r.err)
 	}
+	// What the README's kernel requirements table (vmtests.Requirements)
+	// says this kernel does: each layer on from its minimum kernel (off
+	// with the kernel's reason below it), TC with TCX from 6.6 and clsact
+	// before.
+	atLeast := func(layer string) bool {
+		t.Helper()
+		min, err := vmtests.MinKernel(layer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok, err := vmtests.KernelAtLeast(r.st.Kernel, min)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
 	var modes []string
 	for _, l := range []struct {
 		name string
 		st   dataplane.LayerStatus
-	}{{"capture", r.st.Capture}, {"fastpath", r.st.FastPath}, {"tc", r.st.TC}, {"inbound", r.st.Inbound}} {
+		want string // attach mode from the layer's minimum kernel
+	}{
+		{"capture", r.st.Capture, "cgroup-link"},
+		{"fastpath", r.st.FastPath, "cgroup-link"},
+		{"tc", r.st.TC, map[bool]string{true: "tcx", false: "clsact"}[atLeast("tc/tcx")]},
+		{"inbound", r.st.Inbound, "netns-link"},
+	} {
 		mode := l.st.AttachMode
 		if !l.st.Loaded {
 			mode = "off"
+		}
+		switch {
+		case !atLeast(l.name):
+			if l.st.Loaded || l.st.Reason == "" {
+				t.Errorf("kernel %s is older than layer %s needs: got %+v, want off with the kernel's reason", r.st.Kernel, l.name, l.st)
+			}
+		case !l.st.Loaded:
 			t.Errorf("layer %s not loaded: %s", l.name, l.st.Reason)
+		case mode != l.want:
+			t.Errorf("layer %s on kernel %s: attach mode %s, want %s", l.name, r.st.Kernel, mode, l.want)
 		}
 		modes = append(modes, l.name+"="+mode)
 	}
