@@ -1,0 +1,100 @@
+package local
+
+// Anti-entropy: every change is written through at once, in order, and a
+// full sync of the node runs periodically and when asked (Kick).
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/catalog/state"
+)
+
+// write commits one catalog write, built (under s.mu) from the local state
+// at the moment it is sent. writeMu orders every write this agent makes: a
+// full sync built from older state can never land after a newer change, and
+// a registration never carries check results older than ones already
+// written. A failed write asks for a full sync.
+func (s *State) write(ctx context.Context, build func() *catalog.Command) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	s.mu.Lock()
+	cmd := build()
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	if s.offline {
+		s.Kick()
+		return
+	}
+	if _, err := s.apply.Apply(ctx, cmd); err != nil {
+		s.log.Warn("catalog write failed; anti-entropy will retry", "command", cmd.Type, "err", err)
+		s.Kick()
+	}
+}
+
+// Kick asks for a full sync soon (e.g. because the servers changed).
+func (s *State) Kick() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// SyncNow writes the node's full local state to the catalog in one write.
+func (s *State) SyncNow(ctx context.Context) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	s.mu.Lock()
+	req := &state.SyncNodeRequest{Node: s.node()}
+	ids := slices.Sorted(maps.Keys(s.services))
+	for _, id := range ids {
+		cp := *s.services[id].Service
+		req.Services = append(req.Services, &cp)
+	}
+	cids := slices.Sorted(maps.Keys(s.checks))
+	for _, id := range cids {
+		cp := *s.checks[id].Check
+		req.Checks = append(req.Checks, &cp)
+	}
+	s.mu.Unlock()
+	if _, err := s.apply.Apply(ctx, &catalog.Command{Type: catalog.CmdSyncNode, SyncNode: req}); err != nil {
+		return fmt.Errorf("sync node %q: %w", s.cfg.Node.Node, err)
+	}
+	return nil
+}
+
+// Run runs anti-entropy until ctx ends: a full sync at start, every
+// SyncInterval, on Kick, and with backoff after a failure. Checks stop when it
+// returns.
+func (s *State) Run(ctx context.Context) {
+	defer s.runner.Close()
+	backoff := time.Second
+	next := time.Duration(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(next):
+		case <-s.kick:
+		}
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := s.SyncNow(sctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.log.Warn("anti-entropy sync failed; retrying", "err", err, "in", backoff)
+			next = backoff
+			backoff = min(backoff*2, s.cfg.SyncInterval)
+			continue
+		}
+		backoff, next = time.Second, s.cfg.SyncInterval
+	}
+}
