@@ -20,9 +20,9 @@ import (
 
 	"github.com/hashicorp/go-memdb"
 
+	"github.com/peerd/peerd/agent"
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/state"
-	"github.com/peerd/peerd/internal/agent"
 )
 
 // The registration workload: benchNodes external nodes, each running one

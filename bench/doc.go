@@ -26,6 +26,6 @@
 //
 // The package has no code outside its tests (bench/l7 holds the cross-peer
 // benchmark's load generator, echo server and process helpers). Its tests may import
-// internal/agent (the import policy in internal/depcheck checks the imports
+// agent (the import policy in internal/depcheck checks the imports
 // of non-test files only); nothing may import this package.
 package bench

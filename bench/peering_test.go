@@ -20,9 +20,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/peerd/peerd/agent"
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/state"
-	"github.com/peerd/peerd/internal/agent"
 	"github.com/peerd/peerd/internal/identity"
 	"github.com/peerd/peerd/peering"
 	"github.com/peerd/peerd/peering/pbpeerstream"

@@ -8,7 +8,7 @@ import (
 
 // TestStatusJSONKeys checks that GET /v1/agent/dataplane's status uses the
 // Go field names as keys, as the rest of the (Consul) API does, and that
-// peerctl's reading of them (internal/cli) stays in step.
+// peerctl's reading of them (cmd/peerctl/cli) stays in step.
 func TestStatusJSONKeys(t *testing.T) {
 	st := Status{Kernel: "6.12.0", PinDir: "/sys/fs/bpf/peerd",
 		Capture: LayerStatus{Enabled: true, Loaded: true, Reused: true, AttachMode: "cgroup-link", Reason: "x",

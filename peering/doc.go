@@ -39,7 +39,7 @@
 //	metrics.go          the peering metrics
 //
 // This package sits below the HTTP API, the agent wiring and the CLI: it must
-// not import internal/httpapi, internal/agent or internal/cli.
+// not import agent/httpapi, agent or cmd/peerctl/cli.
 //
 // Errors: token problems are *TokenError values that match ErrInvalidToken
 // (a client error: the HTTP API answers 400); an expired token's error also

@@ -19,7 +19,7 @@ const (
 )
 
 // MaxServiceNameLength bounds a service name on every path that takes one:
-// config entries, agent registrations and upstreams (internal/local), and
+// config entries, agent registrations and upstreams (agent/local), and
 // services imported from a peer (peering). Consul sets no limit; a name ends
 // up in DNS names (<svc>.service.<peer>.peer.<domain>), SNI and SPIFFE IDs,
 // and 253 is the most a DNS name may hold. It lives here, the lowest

@@ -1,5 +1,5 @@
 // Command peerctl is the operator CLI for peerd; see package
-// github.com/peerd/peerd/internal/cli.
+// github.com/peerd/peerd/cmd/peerctl/cli.
 package main
 
 import (
@@ -9,7 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/peerd/peerd/internal/cli"
+	"github.com/peerd/peerd/cmd/peerctl/cli"
 )
 
 func main() {

@@ -15,7 +15,7 @@ import (
 // against freshly built binaries: two real peerd processes peered, web in
 // cluster A calling billing in cluster B through both terminators, the
 // intention switched to deny. It is the end-to-end test with real
-// processes; the in-process tests are in internal/agent.
+// processes; the in-process tests are in agent.
 func TestDemoWithRealProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds binaries and runs two agents: skipped with -short")

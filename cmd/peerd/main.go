@@ -1,7 +1,7 @@
 // Command peerd is the peerd node daemon: `peerd agent` runs a node,
 // `peerd keygen` makes a gossip encryption key, `peerd version` prints the
-// version. internal/agent/config turns flags and files into the agent's
-// configuration; internal/agent does the rest.
+// version. agent/config turns flags and files into the agent's
+// configuration; agent does the rest.
 package main
 
 import (
@@ -16,8 +16,8 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/peerd/peerd/internal/agent"
-	"github.com/peerd/peerd/internal/agent/config"
+	"github.com/peerd/peerd/agent"
+	"github.com/peerd/peerd/agent/config"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".

@@ -153,7 +153,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 		}
 	}
 	if _, err := exec.LookPath("dig"); err != nil {
-		// internal/dns and internal/agent test the same names without dig;
+		// agent/dns and agent test the same names without dig;
 		// CI installs dig, so there the lines must have run.
 		if os.Getenv("CI") != "" {
 			t.Fatalf("dig is not installed, so the walkthrough's DNS lines did not run (.ci/run installs bind9-dnsutils)")

@@ -21,17 +21,23 @@ import (
 // do not exist yet match nothing.
 var rules = []rule{
 	{
-		why:       "only cmd/... may import internal/agent",
+		why:       "only cmd/... may import the agent (its wiring, settings and node parts under agent/)",
 		pkgs:      []string{"..."},
-		except:    []string{"cmd/...", "internal/agent/..."},
-		forbidden: []string{"internal/agent/..."},
+		except:    []string{"cmd/...", "agent/..."},
+		forbidden: []string{"agent/..."},
 	},
 	{
-		why: "internal/agent/config (the agent's settings) sits at the wiring floor: it names the parts it configures, " +
-			"never the wiring (internal/agent), the HTTP API or the CLI",
-		pkgs: []string{"internal/agent/config/..."},
-		onlyOurs: []string{"internal/agent/config/...", "catalog/...", "internal/decode", "internal/dns/...",
-			"internal/local/...", "internal/checks/...", "l7proxy/...", "peering/..."},
+		why:       "only cmd/... and the wiring (agent) import the agent's settings (agent/config)",
+		pkgs:      []string{"..."},
+		except:    []string{"cmd/...", "agent", "agent/config/..."},
+		forbidden: []string{"agent/config/..."},
+	},
+	{
+		why: "agent/config (the agent's settings) sits at the wiring floor: it names the parts it configures, " +
+			"never the wiring (agent), the HTTP API or the CLI",
+		pkgs: []string{"agent/config/..."},
+		onlyOurs: []string{"agent/config/...", "catalog/...", "internal/decode", "agent/dns/...",
+			"agent/local/...", "agent/checks/...", "l7proxy/...", "peering/..."},
 	},
 	{
 		why:  "catalog imports nothing of ours except catalog/... and internal/decode",
@@ -82,9 +88,9 @@ var rules = []rule{
 		onlyOurs: []string{"peering/...", "catalog/...", "internal/identity", "internal/ca", "internal/decode"},
 	},
 	{
-		why:      "internal/checks and internal/local import nothing of ours except catalog/..., internal/decode and internal/checks",
-		pkgs:     []string{"internal/checks/...", "internal/local/..."},
-		onlyOurs: []string{"catalog/...", "internal/decode", "internal/checks/...", "internal/local/..."},
+		why:      "agent/checks and agent/local import nothing of ours except catalog/..., internal/decode and agent/checks",
+		pkgs:     []string{"agent/checks/...", "agent/local/..."},
+		onlyOurs: []string{"catalog/...", "internal/decode", "agent/checks/...", "agent/local/..."},
 	},
 	{
 		why:       "dataplane and l7proxy never import each other; they meet in the wiring",
@@ -105,17 +111,17 @@ var rules = []rule{
 	{
 		why:       "peering, l7proxy and dataplane sit below the HTTP API, the wiring and the CLI",
 		pkgs:      []string{"peering/...", "l7proxy/...", "dataplane/..."},
-		forbidden: []string{"internal/httpapi/...", "internal/agent/...", "internal/cli/..."},
+		forbidden: []string{"agent/...", "cmd/peerctl/cli/..."},
 	},
 	{
-		why:       "internal/httpapi sits below the wiring and beside the CLI",
-		pkgs:      []string{"internal/httpapi/..."},
-		forbidden: []string{"internal/agent/...", "internal/cli/..."},
+		why:       "agent/httpapi sits below the wiring and beside the CLI",
+		pkgs:      []string{"agent/httpapi/..."},
+		forbidden: []string{"agent", "agent/config/...", "cmd/peerctl/cli/..."},
 	},
 	{
-		why:      "internal/cli talks HTTP: it imports nothing of ours except internal/decode",
-		pkgs:     []string{"internal/cli/..."},
-		onlyOurs: []string{"internal/cli/...", "internal/decode"},
+		why:      "cmd/peerctl/cli talks HTTP: it imports nothing of ours except internal/decode",
+		pkgs:     []string{"cmd/peerctl/cli/..."},
+		onlyOurs: []string{"cmd/peerctl/cli/...", "internal/decode"},
 	},
 	{
 		why:       "the Consul API client is for tests only",
@@ -378,20 +384,20 @@ func TestCheck(t *testing.T) {
 	clean := []goPackage{
 		// Standard library imports are never ours (pkg would make them so).
 		{ImportPath: mod + "/catalog/configentry", Imports: []string{"context", "net/http", mod + "/internal/decode"}},
-		{ImportPath: mod + "/internal/cli", Imports: []string{"context", "net/http"}},
-		pkg("cmd/peerd", "internal/agent", "internal/agent/config"),
-		pkg("internal/agent/config", "catalog", "internal/checks", "internal/decode", "internal/dns", "internal/local", "l7proxy", "peering"),
-		pkg("cmd/peerctl", "internal/cli"),
-		pkg("internal/agent", "catalog", "internal/httpapi", "dataplane", "l7proxy", "peering", "internal/local"),
-		pkg("internal/agent/wire", "internal/agent"),
+		{ImportPath: mod + "/cmd/peerctl/cli", Imports: []string{"context", "net/http"}},
+		pkg("cmd/peerd", "agent", "agent/config"),
+		pkg("agent/config", "catalog", "agent/checks", "internal/decode", "agent/dns", "agent/local", "l7proxy", "peering"),
+		pkg("cmd/peerctl", "cmd/peerctl/cli"),
+		pkg("agent", "catalog", "agent/httpapi", "dataplane", "l7proxy", "peering", "agent/local"),
+		pkg("agent/wire", "agent"),
 		pkg("catalog", "catalog/pbcatalog", "internal/decode", "github.com/hashicorp/raft", "google.golang.org/grpc"),
 		pkg("catalog/pbcatalog", "google.golang.org/protobuf/proto"),
 		pkg("catalog/state", "catalog/configentry", "internal/decode", "github.com/hashicorp/go-memdb"),
 		pkg("l7proxy/policy", "catalog/state", "catalog/configentry", "github.com/hashicorp/go-bexpr"),
-		pkg("internal/checks", "catalog", "internal/decode"),
-		pkg("internal/local", "catalog", "internal/checks", "internal/decode"),
-		pkg("internal/cli", "internal/decode", "github.com/spf13/cobra"),
-		pkg("internal/httpapi", "catalog", "internal/local", "peering"),
+		pkg("agent/checks", "catalog", "internal/decode"),
+		pkg("agent/local", "catalog", "agent/checks", "internal/decode"),
+		pkg("cmd/peerctl/cli", "internal/decode", "github.com/spf13/cobra"),
+		pkg("agent/httpapi", "catalog", "agent/local", "peering"),
 		pkg("dataplane", "bpf", "catalog", "github.com/cilium/ebpf/link", "golang.org/x/sys/unix"),
 		pkg("bpf", "github.com/cilium/ebpf"),
 		pkg("l7proxy", "catalog", "internal/identity"),
@@ -409,18 +415,18 @@ func TestCheck(t *testing.T) {
 		{name: "clean", pkgs: clean},
 		{
 			name: "agent imported outside cmd",
-			pkgs: []goPackage{pkg("internal/checks", "internal/agent/wire")},
-			want: []string{"internal/checks imports internal/agent/wire", "internal/checks imports internal/agent/wire"},
+			pkgs: []goPackage{pkg("l7proxy", "agent/wire")},
+			want: []string{"l7proxy imports agent/wire", "l7proxy imports agent/wire"},
 		},
 		{
 			name: "the agent's config imports the wiring and the HTTP API",
-			pkgs: []goPackage{pkg("internal/agent/config", "catalog", "internal/agent", "internal/httpapi")},
-			want: []string{"internal/agent/config imports internal/agent", "internal/agent/config imports internal/httpapi"},
+			pkgs: []goPackage{pkg("agent/config", "catalog", "agent", "agent/httpapi")},
+			want: []string{"agent/config imports agent", "agent/config imports agent/httpapi"},
 		},
 		{
 			name: "config imported outside cmd and the agent",
-			pkgs: []goPackage{pkg("internal/httpapi", "internal/agent/config")},
-			want: []string{"internal/httpapi imports internal/agent/config", "internal/httpapi imports internal/agent/config"},
+			pkgs: []goPackage{pkg("agent/httpapi", "agent/config")},
+			want: []string{"agent/httpapi imports agent/config", "agent/httpapi imports agent/config"},
 		},
 		{
 			name: "catalog imports peering",
@@ -452,13 +458,13 @@ func TestCheck(t *testing.T) {
 		},
 		{
 			name: "local imports httpapi",
-			pkgs: []goPackage{pkg("internal/local", "catalog", "internal/httpapi")},
-			want: []string{"internal/local imports internal/httpapi"},
+			pkgs: []goPackage{pkg("agent/local", "catalog", "agent/httpapi")},
+			want: []string{"agent/local imports agent/httpapi"},
 		},
 		{
 			name: "checks imports identity",
-			pkgs: []goPackage{pkg("internal/checks", "internal/identity")},
-			want: []string{"internal/checks imports internal/identity"},
+			pkgs: []goPackage{pkg("agent/checks", "internal/identity")},
+			want: []string{"agent/checks imports internal/identity"},
 		},
 		{
 			name: "dataplane and l7proxy import each other",
@@ -467,32 +473,32 @@ func TestCheck(t *testing.T) {
 		},
 		{
 			name: "ebpf outside dataplane and bpf",
-			pkgs: []goPackage{pkg("l7proxy", "github.com/cilium/ebpf"), pkg("internal/httpapi", "github.com/cilium/ebpf/link")},
-			want: []string{"l7proxy imports github.com/cilium/ebpf", "internal/httpapi imports github.com/cilium/ebpf/link"},
+			pkgs: []goPackage{pkg("l7proxy", "github.com/cilium/ebpf"), pkg("agent/httpapi", "github.com/cilium/ebpf/link")},
+			want: []string{"l7proxy imports github.com/cilium/ebpf", "agent/httpapi imports github.com/cilium/ebpf/link"},
 		},
 		{
 			name: "peering imports the cli and the agent",
-			pkgs: []goPackage{pkg("peering", "internal/cli", "internal/agent")},
+			pkgs: []goPackage{pkg("peering", "cmd/peerctl/cli", "agent")},
 			// Each import breaks the "only catalog and identity" rule and
-			// the "never the API, CLI or agent" rule; internal/agent also
+			// the "never the API, CLI or agent" rule; agent also
 			// the "only cmd" rule.
-			want: []string{"peering imports internal/cli", "peering imports internal/cli",
-				"peering imports internal/agent", "peering imports internal/agent", "peering imports internal/agent"},
+			want: []string{"peering imports cmd/peerctl/cli", "peering imports cmd/peerctl/cli",
+				"peering imports agent", "peering imports agent", "peering imports agent"},
 		},
 		{
 			name: "httpapi imports the cli",
-			pkgs: []goPackage{pkg("internal/httpapi", "internal/cli")},
-			want: []string{"internal/httpapi imports internal/cli"},
+			pkgs: []goPackage{pkg("agent/httpapi", "cmd/peerctl/cli")},
+			want: []string{"agent/httpapi imports cmd/peerctl/cli"},
 		},
 		{
 			name: "cli imports catalog",
-			pkgs: []goPackage{pkg("internal/cli", "internal/decode", "catalog")},
-			want: []string{"internal/cli imports catalog"},
+			pkgs: []goPackage{pkg("cmd/peerctl/cli", "internal/decode", "catalog")},
+			want: []string{"cmd/peerctl/cli imports catalog"},
 		},
 		{
 			name: "consul api in production code",
-			pkgs: []goPackage{pkg("internal/httpapi", "github.com/hashicorp/consul/api")},
-			want: []string{"internal/httpapi imports github.com/hashicorp/consul/api"},
+			pkgs: []goPackage{pkg("agent/httpapi", "github.com/hashicorp/consul/api")},
+			want: []string{"agent/httpapi imports github.com/hashicorp/consul/api"},
 		},
 		{
 			name: "x/sys/unix outside the allowed packages",

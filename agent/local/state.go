@@ -10,9 +10,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/peerd/peerd/agent/checks"
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/state"
-	"github.com/peerd/peerd/internal/checks"
 )
 
 // Applier commits replicated writes; *catalog.Cluster is one.

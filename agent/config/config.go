@@ -8,9 +8,9 @@ import (
 	"reflect"
 	"time"
 
+	"github.com/peerd/peerd/agent/dns"
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/state"
-	"github.com/peerd/peerd/internal/dns"
 	"github.com/peerd/peerd/l7proxy"
 	"github.com/peerd/peerd/peering"
 )

@@ -9,10 +9,10 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/peerd/peerd/agent/local"
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/decode"
-	"github.com/peerd/peerd/internal/local"
 )
 
 // agentMember is Consul's AgentMember.

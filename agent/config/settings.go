@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/peerd/peerd/agent/dns"
 	"github.com/peerd/peerd/catalog/state"
-	"github.com/peerd/peerd/internal/dns"
 	"github.com/peerd/peerd/l7proxy"
 )
 

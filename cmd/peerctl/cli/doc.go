@@ -5,7 +5,7 @@
 // Every command talks to an agent's Consul-compatible HTTP API through
 // [Client]; none of them imports the daemon's packages, so peerctl works
 // against any node, local or remote. The package must not import
-// internal/agent, catalog, peering, dataplane or l7proxy: only the wire
+// agent, catalog, peering, dataplane or l7proxy: only the wire
 // format ties it to the daemon.
 //
 // Layout: cli.go builds the command tree (no package-level state; [Run]

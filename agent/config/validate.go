@@ -9,11 +9,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/peerd/peerd/agent/checks"
+	"github.com/peerd/peerd/agent/dns"
+	"github.com/peerd/peerd/agent/local"
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/state"
-	"github.com/peerd/peerd/internal/checks"
-	"github.com/peerd/peerd/internal/dns"
-	"github.com/peerd/peerd/internal/local"
 )
 
 // Validate reports every problem with c, each naming the file and key, or

@@ -6,7 +6,7 @@ import (
 	"net"
 	"strings"
 
-	"github.com/peerd/peerd/internal/agent/config"
+	"github.com/peerd/peerd/agent/config"
 )
 
 // Config is the agent's configuration; its settings (flags, file keys,

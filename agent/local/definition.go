@@ -9,9 +9,9 @@ import (
 	"net"
 	"strings"
 
+	"github.com/peerd/peerd/agent/checks"
 	"github.com/peerd/peerd/catalog/configentry"
 	"github.com/peerd/peerd/catalog/state"
-	"github.com/peerd/peerd/internal/checks"
 	"github.com/peerd/peerd/internal/decode"
 )
 

@@ -9,9 +9,9 @@ import (
 
 	"github.com/hashicorp/go-memdb"
 
+	"github.com/peerd/peerd/agent/local"
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/state"
-	"github.com/peerd/peerd/internal/local"
 )
 
 // Tagged addresses of an imported service's entries that carry its virtual

@@ -1,7 +1,9 @@
 // Package agent wires a peerd node together: cluster membership and state
 // (catalog), the agent's local services and checks, the HTTP API, the gRPC
 // server and metrics. Only cmd/peerd imports it (a test checks this); it holds
-// no logic of its own beyond start-up order and shutdown.
+// no logic of its own beyond start-up order and shutdown. The node's parts it
+// wires sit beside it, under agent/: config (the settings), httpapi, local,
+// checks and dns; internal/ keeps only leaf packages.
 package agent
 
 import (
@@ -28,12 +30,12 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/peerd/peerd/agent/dns"
+	"github.com/peerd/peerd/agent/httpapi"
+	"github.com/peerd/peerd/agent/local"
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/dataplane"
-	"github.com/peerd/peerd/internal/dns"
-	"github.com/peerd/peerd/internal/httpapi"
-	"github.com/peerd/peerd/internal/local"
 	"github.com/peerd/peerd/l7proxy"
 	"github.com/peerd/peerd/peering"
 )

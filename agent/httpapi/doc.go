@@ -2,7 +2,7 @@
 // has (agent, catalog, health, config entries, status), with Consul's paths,
 // bodies, status codes and blocking queries, so the official Consul client
 // works against it. It composes the catalog and the agent's local state; it
-// must not import internal/agent or internal/cli.
+// must not import agent or cmd/peerctl/cli.
 //
 // Reads of replicated state are served by the leader, or by any server with
 // ?stale; a follower or a client node relays them. Writes go through

@@ -25,6 +25,6 @@
 // (the bind address found on the interfaces, virtual IP ranges overlapping
 // them, ports already taken) is checked by the agent when it starts.
 //
-// Only cmd/ and internal/agent import this package; it imports nothing of
-// the wiring (internal/agent, the HTTP API, the CLI).
+// Only cmd/ and agent import this package; it imports nothing of
+// the wiring (agent, the HTTP API, the CLI).
 package config

@@ -18,8 +18,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/cmd/peerctl/cli"
 	"github.com/peerd/peerd/dataplane"
-	"github.com/peerd/peerd/internal/cli"
 )
 
 func devAgent(t *testing.T, mod func(*Config)) *Agent {
