@@ -183,13 +183,6 @@ func (d *Dataplane) DeleteVIP(ip netip.Addr, port uint16) error {
 	return nil
 }
 
-// VIP is one entry of the capture map.
-type VIP struct {
-	Addr      netip.AddrPort
-	PeerID    uint32
-	ServiceID uint32
-}
-
 // VIPs lists the capture map.
 func (d *Dataplane) VIPs() ([]VIP, error) {
 	d.mu.Lock()
@@ -205,16 +198,6 @@ func (d *Dataplane) VIPs() ([]VIP, error) {
 		out = append(out, VIP{Addr: netip.AddrPortFrom(fromWords(k.Addr), k.Port), PeerID: v.PeerId, ServiceID: v.ServiceId})
 	}
 	return out, it.Err()
-}
-
-// Origin is what the capture layer recorded about a captured connection.
-type Origin struct {
-	// Dest is the address the workload dialed (a VIP:port).
-	Dest      netip.AddrPort
-	PeerID    uint32
-	ServiceID uint32
-	// CgroupID is the cgroup of the process that called connect().
-	CgroupID uint64
 }
 
 // OriginalDestination returns where conn, a connection the terminator

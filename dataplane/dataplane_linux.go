@@ -1,25 +1,3 @@
-// Package dataplane loads, attaches and pins peerd's eBPF programs (package
-// bpf) and keeps their maps in sync with what the agent tells it. Four
-// layers, each feature-probed and loaded on its own; a layer the kernel
-// cannot run is switched off with the reason in Status, and the terminator
-// works with none of them:
-//
-//  1. Capture: cgroup/connect4+6 rewrite connections to virtual IPs
-//     (SetVIP) to the terminator's outbound listener; the terminator asks
-//     OriginalDestination for where the accepted connection was going.
-//  2. Fast path: sockops + sk_msg splice the plaintext loopback legs
-//     between workloads and the terminator through a SOCKHASH.
-//  3. TC: per-peer byte and packet counters on the node's interfaces,
-//     attached with TCX (kernel >= 6.6) or clsact + a netlink BPF filter.
-//  4. Inbound: an sk_lookup program attached to a network namespace hands
-//     TCP connections to the gateway's VIP prefixes and port range to the
-//     gateway's listener (SetInboundListener) with bpf_sk_assign; the
-//     accepted connection's local address is the original destination.
-//
-// Everything is pinned under Config.PinDir: a new Load with the same
-// directory re-opens the maps and updates the links in place, so a daemon
-// restart drops no connection. Close releases the process's handles but
-// leaves the pins (and so the attachments) in place; Cleanup removes them.
 package dataplane
 
 import (
@@ -33,9 +11,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
 )
-
-// ErrLayerOff is returned by methods that need a layer that is not loaded.
-var ErrLayerOff = errors.New("dataplane layer not loaded")
 
 // Dataplane is a loaded set of layers. Its methods are safe for
 // concurrent use.
@@ -54,14 +29,6 @@ type Dataplane struct {
 	// Off-reasons of layers that were requested but are not loaded.
 	reasons map[string]string
 }
-
-// Layer names, as used in Status and logs.
-const (
-	LayerCapture  = "capture"
-	LayerFastPath = "fastpath"
-	LayerTC       = "tc"
-	LayerInbound  = "inbound"
-)
 
 // Load validates cfg, then probes, loads and attaches each requested
 // layer. Invalid configuration (a missing or root cgroup, an unknown
@@ -183,39 +150,6 @@ func (d *Dataplane) Close() error {
 // package function Cleanup).
 func (d *Dataplane) Cleanup() error {
 	return errors.Join(d.Close(), Cleanup(d.cfg.pinDir()))
-}
-
-// Status is a snapshot of the dataplane. It encodes to JSON with its Go
-// field names, as the rest of the HTTP API (Consul's) does.
-type Status struct {
-	Kernel   string
-	PinDir   string
-	Capture  LayerStatus
-	FastPath LayerStatus
-	TC       LayerStatus
-	Inbound  LayerStatus
-}
-
-// LayerStatus describes one layer.
-type LayerStatus struct {
-	// Enabled: requested by the configuration.
-	Enabled bool
-	// Loaded: programs loaded and attached.
-	Loaded bool
-	// Reused: this Load re-opened pinned maps and updated pinned links.
-	Reused bool `json:",omitempty"`
-	// AttachMode: "cgroup-link", "tcx", "clsact", "tcx+clsact" or
-	// "netns-link".
-	AttachMode string `json:",omitempty"`
-	// Reason why an enabled layer is not loaded.
-	Reason string `json:",omitempty"`
-	// Maps: entries per map (hash, LRU and LPM maps; occupied slots of a
-	// SOCKMAP).
-	Maps map[string]int `json:",omitempty"`
-	// Counters: the layer's statistics, summed over CPUs.
-	Counters map[string]uint64 `json:",omitempty"`
-	// Interfaces: TC attach mode per interface.
-	Interfaces map[string]string `json:",omitempty"`
 }
 
 // Status reports every layer. Counter read errors are reported in the

@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -25,20 +24,6 @@ const (
 	inboundSlotV4 uint32 = 0
 	inboundSlotV6 uint32 = 1
 )
-
-// ErrMPTCPListener is returned by SetInboundListener for an MPTCP
-// listener, which a SOCKMAP cannot hold. Since Go 1.24, net.Listen and
-// net.ListenConfig create MPTCP listeners on Linux by default; create the
-// gateway's listener with ListenInbound (or
-// net.ListenConfig.SetMultipathTCP(false)) instead.
-var ErrMPTCPListener = errors.New("MPTCP listener: the inbound layer needs a plain TCP listener (see ListenInbound)")
-
-// ListenInbound is lc.Listen with MPTCP turned off, so the listener can be
-// given to SetInboundListener. network is "tcp", "tcp4" or "tcp6".
-func ListenInbound(ctx context.Context, lc net.ListenConfig, network, address string) (net.Listener, error) {
-	lc.SetMultipathTCP(false)
-	return lc.Listen(ctx, network, address)
-}
 
 type inboundLayer struct {
 	objs   bpf.InboundObjects

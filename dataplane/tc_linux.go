@@ -31,11 +31,6 @@ type tcLayer struct {
 	reused bool
 }
 
-// PeerCounters are the TC counters of one peer (all interfaces).
-type PeerCounters struct {
-	RxBytes, RxPackets, TxBytes, TxPackets uint64
-}
-
 func loadTC(cfg *Config, dir string) (_ *tcLayer, err error) {
 	spec, err := bpf.LoadTc()
 	if err != nil {

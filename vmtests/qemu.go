@@ -144,7 +144,7 @@ func Run(ctx context.Context, vm VM) (*Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, vm.Timeout)
 	defer cancel()
 	cmd := exec.Command(qemuPath, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	cmd.SysProcAttr = qemuProcAttr()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()

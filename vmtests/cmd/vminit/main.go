@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command vminit is the guest's PID 1 in the vmtests initramfs. It mounts
 // proc, sysfs, devtmpfs, a tmpfs on /tmp, bpffs and cgroup2, loads the
 // modules in /modules, brings loopback up, runs the command from

@@ -1,0 +1,39 @@
+// Package dataplane loads, attaches and pins peerd's eBPF programs (package
+// bpf) and keeps their maps in sync with what the agent tells it. Four
+// layers, each feature-probed and loaded on its own; a layer the kernel
+// cannot run is switched off with the reason in Status, and the terminator
+// works with none of them:
+//
+//  1. Capture: cgroup/connect4+6 rewrite connections to virtual IPs
+//     (SetVIP) to the terminator's outbound listener; the terminator asks
+//     OriginalDestination for where the accepted connection was going.
+//  2. Fast path: sockops + sk_msg splice the plaintext loopback legs
+//     between workloads and the terminator through a SOCKHASH.
+//  3. TC: per-peer byte and packet counters on the node's interfaces,
+//     attached with TCX (kernel >= 6.6) or clsact + a netlink BPF filter.
+//  4. Inbound: an sk_lookup program attached to a network namespace hands
+//     TCP connections to the gateway's VIP prefixes and port range to the
+//     gateway's listener (SetInboundListener) with bpf_sk_assign; the
+//     accepted connection's local address is the original destination.
+//
+// Everything is pinned under Config.PinDir: a new Load with the same
+// directory re-opens the maps and updates the links in place, so a daemon
+// restart drops no connection. Close releases the process's handles but
+// leaves the pins (and so the attachments) in place; Cleanup removes them.
+//
+// # Platforms
+//
+// The dataplane is Linux's: its code sits in *_linux.go files. Elsewhere
+// (peerctl is built for macOS and Windows, and the tree must vet there) the
+// package keeps its API, and Load, Cleanup, CgroupID and every method of
+// Dataplane return an error that matches ErrNotSupported.
+//
+// # Errors
+//
+// ErrNotSupported (internal/netutil's, re-exported) means the kernel or
+// the platform lacks what was asked: a layer whose feature probe fails is
+// off with an error in LayerStatus.Err that matches it, and so matches
+// cilium/ebpf's ErrNotSupported too. ErrLayerOff is returned by the methods
+// of a layer that is not loaded; ErrRootCgroup and ErrMPTCPListener refuse
+// a configuration or a listener.
+package dataplane

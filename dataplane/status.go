@@ -1,0 +1,42 @@
+package dataplane
+
+// Layer names, as used in Status and logs.
+const (
+	LayerCapture  = "capture"
+	LayerFastPath = "fastpath"
+	LayerTC       = "tc"
+	LayerInbound  = "inbound"
+)
+
+// Status is a snapshot of the dataplane. It encodes to JSON with its Go
+// field names, as the rest of the HTTP API (Consul's) does.
+type Status struct {
+	Kernel   string
+	PinDir   string
+	Capture  LayerStatus
+	FastPath LayerStatus
+	TC       LayerStatus
+	Inbound  LayerStatus
+}
+
+// LayerStatus describes one layer.
+type LayerStatus struct {
+	// Enabled: requested by the configuration.
+	Enabled bool
+	// Loaded: programs loaded and attached.
+	Loaded bool
+	// Reused: this Load re-opened pinned maps and updated pinned links.
+	Reused bool `json:",omitempty"`
+	// AttachMode: "cgroup-link", "tcx", "clsact", "tcx+clsact" or
+	// "netns-link".
+	AttachMode string `json:",omitempty"`
+	// Reason why an enabled layer is not loaded.
+	Reason string `json:",omitempty"`
+	// Maps: entries per map (hash, LRU and LPM maps; occupied slots of a
+	// SOCKMAP).
+	Maps map[string]int `json:",omitempty"`
+	// Counters: the layer's statistics, summed over CPUs.
+	Counters map[string]uint64 `json:",omitempty"`
+	// Interfaces: TC attach mode per interface.
+	Interfaces map[string]string `json:",omitempty"`
+}
