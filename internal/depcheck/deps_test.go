@@ -130,6 +130,22 @@ var rules = []rule{
 		forbidden: []string{"github.com/hashicorp/consul/api/..."},
 	},
 	{
+		why:       "internal/testutil is for tests only: production code never imports it",
+		pkgs:      []string{"..."},
+		except:    []string{"internal/testutil/..."},
+		forbidden: []string{"internal/testutil/..."},
+	},
+	{
+		why:      "internal/testutil is a leaf: it imports nothing of ours but internal/netutil (for ErrNotSupported)",
+		pkgs:     []string{"internal/testutil/..."},
+		onlyOurs: []string{"internal/testutil/...", "internal/netutil"},
+	},
+	{
+		why:      "internal/netutil (socket options, ErrNotSupported) is a leaf: it imports nothing of ours",
+		pkgs:     []string{"internal/netutil/..."},
+		onlyOurs: []string{"internal/netutil/..."},
+	},
+	{
 		why:       "only dataplane/..., bpf/..., vmtests/... (the QEMU guest's init), internal/netutil/... and internal/testutil/... may import golang.org/x/sys/unix",
 		pkgs:      []string{"..."},
 		except:    []string{"dataplane/...", "bpf/...", "vmtests/...", "internal/netutil/...", "internal/testutil/..."},
@@ -274,14 +290,17 @@ func moduleRoot(t *testing.T) string {
 	}
 }
 
-// listPackages runs `go list -e -json ./...` in root for linux, the one
-// platform peerd builds for. -e keeps packages that do not build yet: their
-// imports are listed all the same.
-func listPackages(t *testing.T, root string) []goPackage {
+// goosList are the platforms whose imports are checked: linux, the daemon's,
+// and darwin, where the *_other.go stubs build (make cross).
+var goosList = []string{"linux", "darwin"}
+
+// listPackages runs `go list -e -json ./...` in root for goos. -e keeps
+// packages that do not build yet: their imports are listed all the same.
+func listPackages(t *testing.T, root, goos string) []goPackage {
 	t.Helper()
 	cmd := exec.Command("go", "list", "-e", "-json=ImportPath,Imports,Module,Error", "./...")
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "GOOS=linux")
+	cmd.Env = append(os.Environ(), "GOOS="+goos)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -304,20 +323,26 @@ func listPackages(t *testing.T, root string) []goPackage {
 }
 
 func TestImports(t *testing.T) {
-	pkgs := listPackages(t, moduleRoot(t))
-	if len(pkgs) == 0 || pkgs[0].Module == nil || pkgs[0].Module.Path == "" {
-		t.Fatal("go list found no packages of a module")
-	}
-	module := pkgs[0].Module.Path
-	for _, p := range pkgs {
-		if p.Error != nil {
-			// Not this test's business: the build and the package's own
-			// tests report it. The imports it has are still checked.
-			t.Logf("note: %s: %s", p.ImportPath, p.Error.Err)
-		}
-	}
-	for _, v := range check(module, pkgs, rules) {
-		t.Error(v)
+	root := moduleRoot(t)
+	for _, goos := range goosList {
+		t.Run(goos, func(t *testing.T) {
+			pkgs := listPackages(t, root, goos)
+			if len(pkgs) == 0 || pkgs[0].Module == nil || pkgs[0].Module.Path == "" {
+				t.Fatal("go list found no packages of a module")
+			}
+			module := pkgs[0].Module.Path
+			for _, p := range pkgs {
+				if p.Error != nil {
+					// Not this test's business: the build and the
+					// package's own tests report it. The imports it has
+					// are still checked.
+					t.Logf("note: %s: %s", p.ImportPath, p.Error.Err)
+				}
+			}
+			for _, v := range check(module, pkgs, rules) {
+				t.Error(v)
+			}
+		})
 	}
 }
 
@@ -403,7 +428,8 @@ func TestCheck(t *testing.T) {
 		pkg("l7proxy", "catalog", "internal/identity"),
 		pkg("peering", "catalog", "internal/identity"),
 		pkg("internal/netutil/origdst", "golang.org/x/sys/unix"),
-		pkg("internal/testutil", "golang.org/x/sys/unix", "github.com/hashicorp/consul/api"),
+		pkg("internal/testutil", "internal/netutil", "golang.org/x/sys/unix", "github.com/hashicorp/consul/api"),
+		pkg("internal/netutil", "golang.org/x/sys/unix"),
 		// Not ours: never checked.
 		pkg("github.com/other/thing", "github.com/cilium/ebpf", "golang.org/x/sys/unix"),
 	}
@@ -499,6 +525,16 @@ func TestCheck(t *testing.T) {
 			name: "consul api in production code",
 			pkgs: []goPackage{pkg("agent/httpapi", "github.com/hashicorp/consul/api")},
 			want: []string{"agent/httpapi imports github.com/hashicorp/consul/api"},
+		},
+		{
+			name: "testutil in production code, and testutil above a leaf",
+			pkgs: []goPackage{pkg("l7proxy", "internal/testutil"), pkg("internal/testutil", "catalog")},
+			want: []string{"l7proxy imports internal/testutil", "internal/testutil imports catalog"},
+		},
+		{
+			name: "netutil imports the dataplane",
+			pkgs: []goPackage{pkg("internal/netutil", "dataplane")},
+			want: []string{"internal/netutil imports dataplane"},
 		},
 		{
 			name: "x/sys/unix outside the allowed packages",
