@@ -17,6 +17,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/peerd/peerd/internal/testutil"
 )
 
 // BenchmarkSockmapStream compares echoed stream throughput over plain
@@ -112,11 +114,11 @@ func enableBPFStats(b *testing.B) {
 
 // acceptAndClose accepts and closes connections on addr inside ns until b
 // ends.
-func acceptAndClose(b *testing.B, ns *netns, addr string) {
+func acceptAndClose(b *testing.B, ns *testutil.Netns, addr string) {
 	b.Helper()
 	var ln net.Listener
 	var err error
-	ns.run(func() { ln, err = net.Listen("tcp", addr) })
+	ns.Run(func() { ln, err = net.Listen("tcp", addr) })
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -171,8 +173,8 @@ func (d progDelta) add(o progDelta) progDelta {
 // cgroup and from one outside it, where no program runs. The capture
 // sockops program's cost per connect is printed with the table.
 func BenchmarkConnect4Cost(b *testing.B) {
-	requireRoot(b)
-	cg, ns := newCgroup(b), newNetns(b)
+	testutil.RequireBPF(b)
+	cg, ns := testutil.NewCgroup(b), testutil.NewNetns(b)
 	dp, err := Load(context.Background(), Config{
 		CgroupPath:   cg,
 		PinDir:       newPinDir(b),

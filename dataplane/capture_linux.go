@@ -136,13 +136,13 @@ func (l *captureLayer) status(s *LayerStatus) {
 	for name, m := range map[string]*ebpf.Map{"vips": l.objs.Vips, "orig_cookie": l.objs.OrigCookie, "orig_tuple": l.objs.OrigTuple} {
 		n, err := count(m)
 		if err != nil {
-			s.Reason = err.Error()
+			s.fail(err)
 		}
 		s.Maps[name] = n
 	}
 	c, err := readCounters(l.objs.CapStats, captureCounterNames)
 	if err != nil {
-		s.Reason = err.Error()
+		s.fail(err)
 	}
 	s.Counters = c
 }

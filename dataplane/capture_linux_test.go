@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/peerd/peerd/internal/testutil"
 )
 
 const (
@@ -32,11 +34,11 @@ type acceptResult struct {
 	again bool // a second lookup found the entry again (it must not)
 }
 
-func listenIn(t *testing.T, ns *netns, addr string, dp func() *Dataplane) *acceptor {
+func listenIn(t *testing.T, ns *testutil.Netns, addr string, dp func() *Dataplane) *acceptor {
 	t.Helper()
 	var err error
 	a := &acceptor{origins: make(chan acceptResult, 8)}
-	ns.run(func() { a.ln, err = net.Listen("tcp", addr) })
+	ns.Run(func() { a.ln, err = net.Listen("tcp", addr) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,15 +97,15 @@ type captureEnv struct {
 	cg     string
 	cgID   uint64
 	pinDir string
-	ns     *netns
+	ns     *testutil.Netns
 	dp     *Dataplane
 	v4, v6 *acceptor
 }
 
 func newCaptureEnv(t *testing.T, mod func(*Config)) *captureEnv {
 	t.Helper()
-	requireRoot(t)
-	e := &captureEnv{cg: newCgroup(t), pinDir: newPinDir(t), ns: newNetns(t)}
+	testutil.RequireBPF(t)
+	e := &captureEnv{cg: testutil.NewCgroup(t), pinDir: newPinDir(t), ns: testutil.NewNetns(t)}
 	var err error
 	if e.cgID, err = CgroupID(e.cg); err != nil {
 		t.Fatal(err)

@@ -91,6 +91,11 @@ type Config struct {
 
 	// Logger receives one line per layer decision; nil: slog.Default().
 	Logger *slog.Logger
+
+	// probeOverride, set by tests to pretend a kernel feature is missing:
+	// a non-nil error it returns for a layer's feature replaces the
+	// kernel's answer. nil: the kernel answers.
+	probeOverride func(layer, feature string) error
 }
 
 func (c *Config) pinDir() string {

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/peerd/peerd/internal/testutil"
 )
 
 // TestConfigErrors: bad input is refused before anything is loaded.
@@ -48,7 +51,7 @@ func TestConfigErrors(t *testing.T) {
 			}
 		})
 	}
-	if root := cgroup2Root(t); root != "" {
+	if root := testutil.Cgroup2Root(); root != "" {
 		t.Run("root cgroup", func(t *testing.T) {
 			_, err := Load(context.Background(), Config{Capture: true, CgroupPath: root, ListenerV4: lo, ListenerPort: 1})
 			if !errors.Is(err, ErrRootCgroup) {
@@ -61,7 +64,7 @@ func TestConfigErrors(t *testing.T) {
 		})
 	}
 	t.Run("capture without listener", func(t *testing.T) {
-		root := cgroup2Root(t)
+		root := testutil.Cgroup2Root()
 		if root == "" {
 			t.Skip("no cgroup v2 mount")
 		}
@@ -73,28 +76,32 @@ func TestConfigErrors(t *testing.T) {
 }
 
 // TestMissingFeatureDegrades: a layer whose kernel feature is missing is
-// off with the reason and nothing of it is attached; the others load.
+// off with an error that matches ErrNotSupported (the probe's answer is
+// cilium/ebpf's sentinel) and nothing of it is attached; the others load.
 func TestMissingFeatureDegrades(t *testing.T) {
-	requireRoot(t)
-	probeHook = func(layer, feature string) error {
+	testutil.RequireBPF(t)
+	cg, pinDir := testutil.NewCgroup(t), newPinDir(t)
+	cfg := Config{
+		CgroupPath: cg, PinDir: pinDir, Capture: true, FastPath: true,
+		ListenerV4: netip.MustParseAddr("127.0.0.1"), ListenerPort: testListenerPort,
+	}
+	cfg.probeOverride = func(layer, feature string) error {
 		if layer == LayerFastPath && strings.Contains(feature, "SkMsg") {
-			return errors.New("pretend: not supported")
+			return fmt.Errorf("pretend: %w", ebpf.ErrNotSupported)
 		}
 		return nil
 	}
-	t.Cleanup(func() { probeHook = nil })
-	cg, pinDir := newCgroup(t), newPinDir(t)
-	dp, err := Load(context.Background(), Config{
-		CgroupPath: cg, PinDir: pinDir, Capture: true, FastPath: true,
-		ListenerV4: netip.MustParseAddr("127.0.0.1"), ListenerPort: testListenerPort,
-	})
+	dp, err := Load(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer dp.Close()
 	st := dp.Status()
-	if !st.Capture.Loaded || st.FastPath.Loaded || !strings.Contains(st.FastPath.Reason, "SkMsg") {
+	if !st.Capture.Loaded || st.Capture.Err != nil || st.FastPath.Loaded || !errors.Is(st.FastPath.Err, ErrNotSupported) {
 		t.Fatalf("status capture %+v fastpath %+v", st.Capture, st.FastPath)
+	}
+	if st.FastPath.Reason != st.FastPath.Err.Error() {
+		t.Errorf("fast-path reason %q, want the error's text %q", st.FastPath.Reason, st.FastPath.Err)
 	}
 	if n := attachedCount(t, cg, ebpf.AttachCGroupSockOps); n != 1 {
 		t.Errorf("%d sockops programs attached, want only capture's", n)

@@ -26,8 +26,8 @@ type Dataplane struct {
 	fast    *fastLayer
 	tc      *tcLayer
 	inbound *inboundLayer
-	// Off-reasons of layers that were requested but are not loaded.
-	reasons map[string]string
+	// Why layers that were requested are not loaded.
+	offErrs map[string]error
 }
 
 // Load validates cfg, then probes, loads and attaches each requested
@@ -40,7 +40,7 @@ func Load(ctx context.Context, cfg Config) (*Dataplane, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	d := &Dataplane{cfg: cfg, log: cfg.logger().With("component", "dataplane"), kernel: kernelRelease(), reasons: map[string]string{}}
+	d := &Dataplane{cfg: cfg, log: cfg.logger().With("component", "dataplane"), kernel: kernelRelease(), offErrs: map[string]error{}}
 	dir := cfg.pinDir()
 	// Kernels before 5.11 charge eBPF maps to RLIMIT_MEMLOCK (64 KiB by
 	// default), so every map create fails with EPERM; later kernels charge
@@ -95,7 +95,7 @@ func Load(ctx context.Context, cfg Config) (*Dataplane, error) {
 		if !s.on {
 			continue
 		}
-		if err := probe(s.name, s.needs); err != nil {
+		if err := probe(s.name, s.needs, cfg.probeOverride); err != nil {
 			d.off(s.name, err)
 			continue
 		}
@@ -113,7 +113,8 @@ func (d *Dataplane) off(layer string, err error) {
 	if errors.As(err, &verr) {
 		d.log.Debug("verifier log", "layer", layer, "log", fmt.Sprintf("%+v", verr))
 	}
-	d.reasons[layer] = err.Error()
+	err = notSupported(err)
+	d.offErrs[layer] = err
 	d.log.Warn("layer off", "layer", layer, "reason", err.Error(), "kernel", d.kernel)
 }
 
@@ -153,15 +154,15 @@ func (d *Dataplane) Cleanup() error {
 }
 
 // Status reports every layer. Counter read errors are reported in the
-// layer's Reason.
+// layer's Err and Reason.
 func (d *Dataplane) Status() Status {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s := Status{Kernel: d.kernel, PinDir: d.cfg.pinDir()}
-	s.Capture = LayerStatus{Enabled: d.cfg.Capture, Reason: d.reasons[LayerCapture]}
-	s.FastPath = LayerStatus{Enabled: d.cfg.FastPath, Reason: d.reasons[LayerFastPath]}
-	s.TC = LayerStatus{Enabled: len(d.cfg.Interfaces) > 0, Reason: d.reasons[LayerTC]}
-	s.Inbound = LayerStatus{Enabled: len(d.cfg.InboundPrefixes) > 0, Reason: d.reasons[LayerInbound]}
+	s.Capture = d.offStatus(LayerCapture, d.cfg.Capture)
+	s.FastPath = d.offStatus(LayerFastPath, d.cfg.FastPath)
+	s.TC = d.offStatus(LayerTC, len(d.cfg.Interfaces) > 0)
+	s.Inbound = d.offStatus(LayerInbound, len(d.cfg.InboundPrefixes) > 0)
 	if d.closed {
 		return s
 	}
@@ -176,6 +177,16 @@ func (d *Dataplane) Status() Status {
 	}
 	if d.inbound != nil {
 		d.inbound.status(&s.Inbound)
+	}
+	return s
+}
+
+// offStatus is a layer's status before its layer fills it in: enabled or
+// not, and why it is off.
+func (d *Dataplane) offStatus(layer string, enabled bool) LayerStatus {
+	s := LayerStatus{Enabled: enabled}
+	if err := d.offErrs[layer]; err != nil {
+		s.fail(err)
 	}
 	return s
 }

@@ -52,7 +52,7 @@ func (d *Dataplane) Status() Status {
 		if !on {
 			return LayerStatus{}
 		}
-		return LayerStatus{Enabled: true, Reason: err.Error()}
+		return LayerStatus{Enabled: true, Err: err, Reason: err.Error()}
 	}
 	return Status{
 		Kernel:   runtime.GOOS,

@@ -122,12 +122,12 @@ func (l *fastLayer) status(s *LayerStatus) {
 	s.Loaded, s.Reused, s.AttachMode = true, l.reused, "cgroup-link"
 	n, err := count(l.objs.SockPairs)
 	if err != nil {
-		s.Reason = err.Error()
+		s.fail(err)
 	}
 	s.Maps = map[string]int{"sock_pairs": n}
 	c, err := readCounters(l.objs.FpStats, fastPathCounterNames)
 	if err != nil {
-		s.Reason = err.Error()
+		s.fail(err)
 	}
 	s.Counters = c
 }

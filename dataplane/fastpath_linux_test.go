@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/peerd/peerd/internal/testutil"
 )
 
 const (
@@ -14,10 +16,10 @@ const (
 	tlsPort  = 17443
 )
 
-func loadFastPathEnv(t testing.TB) (cg string, ns *netns, dp *Dataplane) {
+func loadFastPathEnv(t testing.TB) (cg string, ns *testutil.Netns, dp *Dataplane) {
 	t.Helper()
-	requireRoot(t)
-	cg, ns = newCgroup(t), newNetns(t)
+	testutil.RequireBPF(t)
+	cg, ns = testutil.NewCgroup(t), testutil.NewNetns(t)
 	dp, err := Load(context.Background(), Config{
 		CgroupPath:    cg,
 		PinDir:        newPinDir(t),

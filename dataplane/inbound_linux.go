@@ -182,16 +182,16 @@ func (l *inboundLayer) status(s *LayerStatus) {
 	s.Maps = map[string]int{}
 	n, err := count(l.objs.InboundVips)
 	if err != nil {
-		s.Reason = err.Error()
+		s.fail(err)
 	}
 	s.Maps["inbound_vips"] = n
 	if n, err = l.listeners(); err != nil {
-		s.Reason = err.Error()
+		s.fail(err)
 	}
 	s.Maps["inbound_socks"] = n
 	c, err := readCounters(l.objs.InboundStats, inboundCounterNames)
 	if err != nil {
-		s.Reason = err.Error()
+		s.fail(err)
 	}
 	s.Counters = c
 }

@@ -15,6 +15,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/peerd/peerd/internal/testutil"
 )
 
 // The inbound tests attach the sk_lookup program only to a private network
@@ -37,11 +39,11 @@ var (
 
 // inboundNetns is a private netns whose lo delivers the inbound and other
 // prefixes locally.
-func inboundNetns(t *testing.T) *netns {
+func inboundNetns(t *testing.T) *testutil.Netns {
 	t.Helper()
-	ns := newNetns(t)
+	ns := testutil.NewNetns(t)
 	var err error
-	ns.run(func() {
+	ns.Run(func() {
 		lo, lerr := netlink.LinkByName("lo")
 		if lerr != nil {
 			err = lerr
@@ -62,12 +64,12 @@ func inboundNetns(t *testing.T) *netns {
 	return ns
 }
 
-func inboundConfig(ns *netns, pinDir string) Config {
+func inboundConfig(ns *testutil.Netns, pinDir string) Config {
 	return Config{
 		PinDir:          pinDir,
 		InboundPrefixes: inboundPrefixes,
 		InboundPorts:    [2]uint16{inboundFirst, inboundLast},
-		InboundNetns:    ns.path,
+		InboundNetns:    ns.Path(),
 	}
 }
 
@@ -78,11 +80,11 @@ type echoServer struct {
 	locals chan netip.AddrPort
 }
 
-func echoIn(t *testing.T, ns *netns, addr string) *echoServer {
+func echoIn(t *testing.T, ns *testutil.Netns, addr string) *echoServer {
 	t.Helper()
 	s := &echoServer{locals: make(chan netip.AddrPort, 8)}
 	var err error
-	ns.run(func() { s.ln, err = ListenInbound(context.Background(), net.ListenConfig{}, "tcp", addr) })
+	ns.Run(func() { s.ln, err = ListenInbound(context.Background(), net.ListenConfig{}, "tcp", addr) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,11 +135,11 @@ func (s *echoServer) none(t *testing.T) {
 	}
 }
 
-func dialIn(t *testing.T, ns *netns, addr string) (net.Conn, error) {
+func dialIn(t *testing.T, ns *testutil.Netns, addr string) (net.Conn, error) {
 	t.Helper()
 	var c net.Conn
 	var err error
-	ns.run(func() { c, err = net.DialTimeout("tcp", addr, 3*time.Second) })
+	ns.Run(func() { c, err = net.DialTimeout("tcp", addr, 3*time.Second) })
 	if err == nil {
 		t.Cleanup(func() { _ = c.Close() })
 	}
@@ -158,7 +160,7 @@ func echo(t *testing.T, c net.Conn, word string) {
 
 // mustAccept dials addr in ns and checks that srv accepted it with addr as
 // the local address.
-func mustAccept(t *testing.T, ns *netns, srv *echoServer, addr string) net.Conn {
+func mustAccept(t *testing.T, ns *testutil.Netns, srv *echoServer, addr string) net.Conn {
 	t.Helper()
 	c, err := dialIn(t, ns, addr)
 	if err != nil {
@@ -171,7 +173,7 @@ func mustAccept(t *testing.T, ns *netns, srv *echoServer, addr string) net.Conn 
 	return c
 }
 
-func mustRefuse(t *testing.T, ns *netns, addr string) {
+func mustRefuse(t *testing.T, ns *testutil.Netns, addr string) {
 	t.Helper()
 	c, err := dialIn(t, ns, addr)
 	if err == nil {
@@ -185,8 +187,8 @@ func mustRefuse(t *testing.T, ns *netns, addr string) {
 func wantCounters(t *testing.T, dp *Dataplane, want map[string]uint64) {
 	t.Helper()
 	st := dp.Status().Inbound
-	if st.Reason != "" {
-		t.Errorf("inbound reason: %s", st.Reason)
+	if st.Err != nil {
+		t.Errorf("inbound error: %v", st.Err)
 	}
 	for k, v := range want {
 		if st.Counters[k] != v {
@@ -200,7 +202,7 @@ func wantCounters(t *testing.T, dp *Dataplane, want map[string]uint64) {
 // the VIP as their local address; other addresses and ports take the
 // normal lookup (nothing listens there: refused).
 func TestInboundCapture(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireBPF(t)
 	ns, pinDir := inboundNetns(t), newPinDir(t)
 	dp, err := Load(context.Background(), inboundConfig(ns, pinDir))
 	if err != nil {
@@ -208,7 +210,8 @@ func TestInboundCapture(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = dp.Close() })
 	st := dp.Status().Inbound
-	if !st.Enabled || !st.Loaded || st.Reused || st.AttachMode != "netns-link" || st.Reason != "" {
+	testutil.SkipIfNotSupported(t, st.Err) // sk_lookup: Linux 5.9
+	if !st.Enabled || !st.Loaded || st.Reused || st.AttachMode != "netns-link" || st.Err != nil {
 		t.Fatalf("inbound status %+v", st)
 	}
 	if st.Maps["inbound_vips"] != 2 || st.Maps["inbound_socks"] != 0 {
@@ -245,7 +248,7 @@ func TestInboundCapture(t *testing.T) {
 	// Go's default listener is MPTCP where the kernel has it: refused
 	// with a clear error, the registration is unchanged.
 	var mp net.Listener
-	ns.run(func() { mp, err = net.Listen("tcp", "127.0.0.1:0") })
+	ns.Run(func() { mp, err = net.Listen("tcp", "127.0.0.1:0") })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +306,7 @@ func TestInboundCapture(t *testing.T) {
 // TestInboundDualStackListener: a listener on [::] (dual-stack) takes
 // both families.
 func TestInboundDualStackListener(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireBPF(t)
 	ns, pinDir := inboundNetns(t), newPinDir(t)
 	dp, err := Load(context.Background(), inboundConfig(ns, pinDir))
 	if err != nil {
@@ -324,7 +327,7 @@ func TestInboundDualStackListener(t *testing.T) {
 // listener and the counters; an open connection survives; a changed port
 // range takes effect; Cleanup detaches.
 func TestInboundRestart(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireBPF(t)
 	ns, pinDir := inboundNetns(t), newPinDir(t)
 	cfg := inboundConfig(ns, pinDir)
 	dp1, err := Load(context.Background(), cfg)
@@ -399,7 +402,7 @@ func TestInboundRestart(t *testing.T) {
 // about half the Cleanups still captured the next connection (up to
 // ~40 ms later), so a few rounds catch a Cleanup that does not detach.
 func TestInboundCleanupDetachesAtOnce(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireBPF(t)
 	ns := inboundNetns(t)
 	srv := echoIn(t, ns, fmt.Sprintf("127.0.0.1:%d", inboundListenPort))
 	vip4 := fmt.Sprintf("203.0.113.10:%d", inboundPortInRange)
@@ -420,25 +423,26 @@ func TestInboundCleanupDetachesAtOnce(t *testing.T) {
 	}
 }
 
-// TestInboundMissingFeature: without sk_lookup the layer is off with the
-// reason, nothing is attached or pinned, and its methods say so.
+// TestInboundMissingFeature: when probing sk_lookup fails the layer is off
+// with the probe's error (inconclusive, so not ErrNotSupported), nothing is
+// attached or pinned, and its methods say so.
 func TestInboundMissingFeature(t *testing.T) {
-	requireRoot(t)
-	probeHook = func(layer, feature string) error {
+	testutil.RequireBPF(t)
+	ns, pinDir := inboundNetns(t), newPinDir(t)
+	cfg := inboundConfig(ns, pinDir)
+	cfg.probeOverride = func(layer, feature string) error {
 		if layer == LayerInbound && strings.Contains(feature, "SkLookup") {
 			return fmt.Errorf("pretend: %w", unix.EOPNOTSUPP)
 		}
 		return nil
 	}
-	t.Cleanup(func() { probeHook = nil })
-	ns, pinDir := inboundNetns(t), newPinDir(t)
-	dp, err := Load(context.Background(), inboundConfig(ns, pinDir))
+	dp, err := Load(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer dp.Close()
 	st := dp.Status().Inbound
-	if !st.Enabled || st.Loaded || !strings.Contains(st.Reason, "SkLookup") {
+	if !st.Enabled || st.Loaded || !errors.Is(st.Err, unix.EOPNOTSUPP) || errors.Is(st.Err, ErrNotSupported) {
 		t.Fatalf("inbound status %+v", st)
 	}
 	if _, err := os.Stat(filepath.Join(pinDir, LayerInbound)); !errors.Is(err, os.ErrNotExist) {

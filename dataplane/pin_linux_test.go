@@ -13,6 +13,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/peerd/peerd/internal/testutil"
 )
 
 func pinnedLinkIDs(t *testing.T, dir string) map[string]link.ID {
@@ -55,8 +57,8 @@ func attachedCount(t *testing.T, cg string, at ebpf.AttachType) int {
 // connections are captured by the new programs. Then Cleanup detaches
 // everything and leaves no pin.
 func TestRestartReusesPins(t *testing.T) {
-	requireRoot(t)
-	cg, pinDir, ns := newCgroup(t), newPinDir(t), newNetns(t)
+	testutil.RequireBPF(t)
+	cg, pinDir, ns := testutil.NewCgroup(t), newPinDir(t), testutil.NewNetns(t)
 	cfg := Config{
 		CgroupPath:   cg,
 		PinDir:       pinDir,

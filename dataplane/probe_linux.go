@@ -60,16 +60,14 @@ var (
 	}
 )
 
-// probeHook lets tests pretend a feature is missing.
-var probeHook func(layer, feature string) error
-
 // probe returns nil when every requirement is met, else an error naming the
-// first missing one.
-func probe(layer string, reqs []requirement) error {
+// first missing one. A non-nil error of override (Config.probeOverride)
+// replaces the kernel's answer.
+func probe(layer string, reqs []requirement, override func(layer, feature string) error) error {
 	for _, r := range reqs {
 		err := r.probe()
-		if probeHook != nil {
-			if herr := probeHook(layer, r.name); herr != nil {
+		if override != nil {
+			if herr := override(layer, r.name); herr != nil {
 				err = herr
 			}
 		}

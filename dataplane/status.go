@@ -30,8 +30,14 @@ type LayerStatus struct {
 	// AttachMode: "cgroup-link", "tcx", "clsact", "tcx+clsact" or
 	// "netns-link".
 	AttachMode string `json:",omitempty"`
-	// Reason why an enabled layer is not loaded.
+	// Reason why an enabled layer is not loaded, or why reading its maps
+	// or counters failed: Err's text.
 	Reason string `json:",omitempty"`
+	// Err is the error behind Reason (nil when Reason is empty), for
+	// errors.Is: ErrNotSupported when the kernel or the platform lacks a
+	// feature the layer needs (ebpf.ErrNotSupported matches as well).
+	// Not in JSON: Reason carries it.
+	Err error `json:"-"`
 	// Maps: entries per map (hash, LRU and LPM maps; occupied slots of a
 	// SOCKMAP).
 	Maps map[string]int `json:",omitempty"`
@@ -39,4 +45,9 @@ type LayerStatus struct {
 	Counters map[string]uint64 `json:",omitempty"`
 	// Interfaces: TC attach mode per interface.
 	Interfaces map[string]string `json:",omitempty"`
+}
+
+// fail records err as the layer's Err and Reason.
+func (s *LayerStatus) fail(err error) {
+	s.Err, s.Reason = err, err.Error()
 }

@@ -259,7 +259,7 @@ func (l *tcLayer) status(s *LayerStatus) {
 	for name, m := range map[string]*ebpf.Map{"peer_addrs": l.objs.PeerAddrs, "peer_stats": l.objs.PeerStats} {
 		n, err := count(m)
 		if err != nil {
-			s.Reason = err.Error()
+			s.fail(err)
 		}
 		s.Maps[name] = n
 	}

@@ -6,13 +6,13 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 
+	"github.com/peerd/peerd/internal/testutil"
 	"github.com/peerd/peerd/vmtests"
 )
 
@@ -28,11 +28,11 @@ func TestTCCounters(t *testing.T) {
 }
 
 func testTCCounters(t *testing.T, mode TCMode) {
-	requireRoot(t)
-	a := newNetns(t)
+	testutil.RequireBPF(t)
+	a := testutil.NewNetns(t)
 	var nsB vnetns.NsHandle
 	var err error
-	a.run(func() {
+	a.Run(func() {
 		// Create B on this thread, come back to A, then wire the veth.
 		var nsA vnetns.NsHandle
 		if nsA, err = vnetns.Get(); err != nil {
@@ -87,7 +87,7 @@ func testTCCounters(t *testing.T, mode TCMode) {
 
 	pinDir := newPinDir(t)
 	var dp *Dataplane
-	a.run(func() {
+	a.Run(func() {
 		dp, err = Load(context.Background(), Config{Interfaces: []string{"pdA"}, TCMode: mode, PinDir: pinDir})
 	})
 	if err != nil {
@@ -95,7 +95,7 @@ func testTCCounters(t *testing.T, mode TCMode) {
 	}
 	t.Cleanup(func() {
 		_ = dp.Close()
-		a.run(func() { _ = Cleanup(pinDir) })
+		a.Run(func() { _ = Cleanup(pinDir) })
 	})
 	st := dp.Status().TC
 	if mode == TCX && !kernelHasTCX(t) {
@@ -103,13 +103,13 @@ func testTCCounters(t *testing.T, mode TCMode) {
 		// layer is off with the kernel's reason, rolled back (no link,
 		// no filter), and its methods say so. Auto mode falls back to
 		// clsact (vmtests/guest checks it per kernel).
-		if st.Loaded || !strings.Contains(st.Reason, "tcx not supported") {
-			t.Fatalf("TC status %+v, want off: tcx not supported", st)
+		if st.Loaded || !errors.Is(st.Err, ErrNotSupported) {
+			t.Fatalf("TC status %+v, want off with ErrNotSupported", st)
 		}
 		if links, _ := filepath.Glob(filepath.Join(pinDir, LayerTC, "link_*")); len(links) != 0 {
 			t.Errorf("TC links pinned although the layer is off: %v", links)
 		}
-		a.run(func() {
+		a.Run(func() {
 			la, lerr := netlink.LinkByName("pdA")
 			if lerr != nil {
 				t.Errorf("pdA: %v", lerr)
@@ -136,7 +136,7 @@ func testTCCounters(t *testing.T, mode TCMode) {
 
 	// Echo server in B, client in A.
 	var srv, cli *net.UDPConn
-	a.run(func() {
+	a.Run(func() {
 		var nsA vnetns.NsHandle
 		if nsA, err = vnetns.Get(); err != nil {
 			return
