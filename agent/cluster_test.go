@@ -13,6 +13,7 @@ import (
 
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/state"
+	"github.com/peerd/peerd/internal/testutil"
 )
 
 // testAgent starts an agent for a multi-node test on loopback with free
@@ -38,18 +39,11 @@ func testAgent(t *testing.T, name string, server bool, expect int, join ...strin
 	return a
 }
 
-// eventually retries f until it returns nil or the deadline passes.
+// eventually is testutil.Eventually under the name this package's tests
+// use.
 func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s: still failing after %s: %v", what, timeout, err)
+	testutil.Eventually(t, timeout, what, f)
 }
 
 func httpDo(method, url string, body any) (int, []byte, error) {

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/peerd/peerd/internal/testutil"
 )
 
 // TestConsulAPIClient drives a dev agent with the official Consul API client
@@ -124,21 +126,16 @@ func capiStartDevAgent(t *testing.T, name string) (*Agent, *api.Client) {
 	return a, client
 }
 
-// capiWaitFor polls cond every 20ms until it holds or timeout passes; the message
-// cond returns says what was last seen.
+// capiWaitFor is testutil.Eventually for a cond that says what it last saw
+// when it does not hold.
 func capiWaitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, last := cond()
-		if ok {
-			return
+	testutil.Eventually(t, timeout, what, func() error {
+		if ok, last := cond(); !ok {
+			return fmt.Errorf("last: %s", last)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s; last: %s", timeout, what, last)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func capiCheckStatuses(checks api.HealthChecks) map[string]string {

@@ -3,9 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -19,14 +17,15 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/peerd/peerd/internal/testutil"
 )
 
 // The transparent-capture test runs its client as a child process (this
 // test binary again) placed in the captured cgroup from its first
-// instruction; these variables tell the child what to do.
+// instruction; this variable tells the child what to do.
 const (
 	envCaptureClient = "PEERD_TEST_CAPTURE_CLIENT" // "<dns addr> <name> <port>"
-	envPrivateNetns  = "PEERD_TEST_PRIVATE_NETNS"
 )
 
 func TestMain(m *testing.M) {
@@ -83,45 +82,20 @@ func captureClient(spec string) int {
 // itself there), so a connection to a virtual IP cannot leave the machine
 // even if capture failed; the cgroup is a child created and removed here.
 func TestTransparentCaptureAcrossPeers(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: eBPF programs, a child cgroup and a network namespace")
-	}
+	testutil.RequireRoot(t, "eBPF programs, a child cgroup and a network namespace")
 	if testing.Short() {
 		t.Skip("starts two agents with the eBPF dataplane: skipped with -short")
 	}
-	if os.Getenv(envPrivateNetns) == "" {
-		cmd := exec.Command(os.Args[0], "-test.run", "^TestTransparentCaptureAcrossPeers$", "-test.v", "-test.count=1")
-		cmd.Env = append(os.Environ(), envPrivateNetns+"=1")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
-		out, err := cmd.CombinedOutput()
-		t.Logf("in a private network namespace:\n%s", grepTestLines(string(out)))
-		if err != nil {
-			t.Fatalf("the test failed in its network namespace: %v", err)
-		}
-		if !strings.Contains(string(out), "--- PASS: TestTransparentCaptureAcrossPeers") {
-			t.Fatal("the test did not pass in its network namespace (skipped?)")
-		}
+	if !testutil.InNewNetns(t) {
 		return
-	}
-	if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("bring up loopback in the private namespace: %v %s", err, out)
 	}
 	// The gateway VIP range is delivered locally in this namespace only.
 	if out, err := exec.Command("ip", "route", "add", "local", "203.0.113.0/24", "dev", "lo").CombinedOutput(); err != nil {
 		t.Fatalf("local route for the gateway VIPs: %v %s", err, out)
 	}
-	if _, err := os.Stat("/sys/fs/bpf"); err != nil || !isBPFFS("/sys/fs/bpf") {
-		if out, err := exec.Command("mount", "-t", "bpf", "bpf", "/sys/fs/bpf").CombinedOutput(); err != nil {
-			t.Fatalf("mount bpffs: %v %s", err, out)
-		}
-	}
-	suffix := randomSuffix(t)
-	cgroup := filepath.Join("/sys/fs/cgroup/unified", "peerd-test-"+suffix)
-	if err := os.Mkdir(cgroup, 0o755); err != nil {
-		t.Fatalf("create the test cgroup: %v", err)
-	}
-	t.Cleanup(func() { _ = os.Remove(cgroup) })
-	pins := "/sys/fs/bpf/peerd-test-" + suffix
+	testutil.RequireBPF(t)
+	cgroup := testutil.NewCgroup(t)
+	pins := filepath.Join("/sys/fs/bpf", testutil.UniqueName("peerd-test-"))
 	t.Cleanup(func() {
 		// Cleanups run last in, first out: the dev agent has stopped by
 		// now, and it removes its pins on exit.
@@ -171,7 +145,7 @@ func TestTransparentCaptureAcrossPeers(t *testing.T) {
 		return out.String(), err
 	}
 	tdA := trustDomainOf(t, a)
-	eventually(t, 30*time.Second, "a process in the cgroup reaches billing through its virtual IP", func() error {
+	testutil.Eventually(t, 30*time.Second, "a process in the cgroup reaches billing through its virtual IP", func() error {
 		out, err := run(true)
 		if err != nil || !strings.Contains(out, "status 200") || !strings.Contains(out, `"Instance":"billing-1"`) {
 			return fmt.Errorf("%v: %s", err, out)
@@ -222,34 +196,10 @@ func TestTransparentCaptureAcrossPeers(t *testing.T) {
 		c.Close()
 		t.Fatal("the gateway accepted an unknown server name")
 	}
-	eventually(t, 5*time.Second, "the gateway VIP reached the gateway", func() error {
+	testutil.Eventually(t, 5*time.Second, "the gateway VIP reached the gateway", func() error {
 		if v := metricValue(scrape(t, a.agent), `peerd_proxy_tls_handshake_failures_total{listener="gateway",reason="unknown_sni"}`); v <= before {
 			return fmt.Errorf("no refusal counted at the gateway (%v)", v)
 		}
 		return nil
 	})
-}
-
-func isBPFFS(path string) bool {
-	var st syscall.Statfs_t
-	return syscall.Statfs(path, &st) == nil && st.Type == 0xcafe4a11
-}
-
-func randomSuffix(t *testing.T) string {
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
-
-// grepTestLines keeps go test's own lines of a child's output.
-func grepTestLines(out string) string {
-	var keep []string
-	for _, l := range strings.Split(out, "\n") {
-		if !strings.HasPrefix(l, "time=") {
-			keep = append(keep, l)
-		}
-	}
-	return strings.Join(keep, "\n")
 }

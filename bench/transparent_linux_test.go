@@ -1,9 +1,6 @@
 package bench
 
 import (
-	"bufio"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,14 +11,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/peerd/peerd/bench/l7"
+	"github.com/peerd/peerd/internal/testutil"
 )
-
-const envTransparentNetns = "PEERD_BENCH_TRANSPARENT_NETNS"
 
 // BenchmarkTransparentVsExplicit is issue 5's benchmark (c): the cross-peer
 // HTTP benchmark through peerd in transparent mode (the client connects to
@@ -37,50 +32,16 @@ const envTransparentNetns = "PEERD_BENCH_TRANSPARENT_NETNS"
 // namespace (the benchmark re-executes itself there), so a connection to a
 // virtual IP cannot leave the machine even if capture failed.
 func BenchmarkTransparentVsExplicit(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root: eBPF capture, a child cgroup and a network namespace")
-	}
-	if os.Getenv(envTransparentNetns) == "" {
-		cmd := exec.Command(os.Args[0], "-test.run", "^$", "-test.bench", "^BenchmarkTransparentVsExplicit$", "-test.benchtime", "1x")
-		cmd.Env = append(os.Environ(), envTransparentNetns+"=1")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
-		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-		if err := cmd.Run(); err != nil {
-			b.Fatalf("the benchmark failed in its network namespace: %v", err)
-		}
+	testutil.RequireRoot(b, "eBPF capture, a child cgroup and a network namespace")
+	if !testutil.InNewNetns(b) {
 		return
 	}
-	if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		b.Fatalf("loopback up: %v %s", err, out)
-	}
-	var st syscall.Statfs_t
-	if syscall.Statfs("/sys/fs/bpf", &st) != nil || st.Type != 0xcafe4a11 {
-		if out, err := exec.Command("mount", "-t", "bpf", "bpf", "/sys/fs/bpf").CombinedOutput(); err != nil {
-			b.Fatalf("mount bpffs: %v %s", err, out)
-		}
-	}
-	suffix := make([]byte, 4)
-	_, _ = rand.Read(suffix)
-	cgroup := filepath.Join("/sys/fs/cgroup/unified", "peerd-bench-"+hex.EncodeToString(suffix))
-	if err := os.Mkdir(cgroup, 0o755); err != nil {
-		b.Fatalf("create the benchmark's cgroup: %v", err)
-	}
-	home, err := ownCgroup()
-	if err != nil {
-		b.Fatal(err)
-	}
+	testutil.RequireBPF(b)
+	cgroup := testutil.NewCgroup(b)
 	// peerd A runs in a cgroup of its own (as under systemd), so the fast
 	// path can pair its loopback sockets with the workload's.
-	daemon := cgroup + "-peerd"
-	if err := os.Mkdir(daemon, 0o755); err != nil {
-		b.Fatalf("create peerd's cgroup: %v", err)
-	}
-	b.Cleanup(func() {
-		_ = os.WriteFile(filepath.Join(home, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0o644)
-		_ = os.Remove(cgroup)
-		_ = os.Remove(daemon)
-	})
-	pins := "/sys/fs/bpf/peerd-bench-" + hex.EncodeToString(suffix)
+	daemon := testutil.NewCgroup(b)
+	pins := filepath.Join("/sys/fs/bpf", testutil.UniqueName("peerd-bench-"))
 
 	dir := b.TempDir()
 	env := l7.Env{Dir: dir, Cleanup: b.Cleanup, Logf: b.Logf}
@@ -191,20 +152,4 @@ func waitVirtualIP(httpAddr, service string, timeout time.Duration) (string, err
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// ownCgroup is the cgroup v2 directory this process runs in.
-func ownCgroup() (string, error) {
-	f, err := os.Open("/proc/self/cgroup")
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rel, ok := strings.CutPrefix(sc.Text(), "0::"); ok {
-			return filepath.Join("/sys/fs/cgroup/unified", rel), nil
-		}
-	}
-	return "", fmt.Errorf("no cgroup v2 line in /proc/self/cgroup")
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/peerd/peerd/catalog/configentry"
 	"github.com/peerd/peerd/catalog/pbcatalog"
 	"github.com/peerd/peerd/catalog/state"
+	"github.com/peerd/peerd/internal/testutil"
 )
 
 // testNode is a cluster member with the internal gRPC server an agent runs
@@ -80,15 +81,10 @@ func (n *testNode) restartGRPC(during func()) {
 	n.serve(ln)
 }
 
+// waitFor is testutil.WaitFor under the name this package's tests use.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, timeout, what, cond)
 }
 
 func waitLeader(t *testing.T, nodes ...*testNode) {

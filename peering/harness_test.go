@@ -19,6 +19,7 @@ import (
 	"github.com/peerd/peerd/catalog/configentry"
 	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/identity"
+	"github.com/peerd/peerd/internal/testutil"
 	"github.com/peerd/peerd/peering/pbpeerstream"
 )
 
@@ -103,16 +104,10 @@ func apply(t testing.TB, c *testCluster, cmd *catalog.Command) {
 	}
 }
 
-// waitFor polls cond until it holds or d passes.
+// waitFor is testutil.WaitFor under the name this package's tests use.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, d, what, cond)
 }
 
 // streamClient is a PeerStreamService client that trusts c's CA.

@@ -1,17 +1,17 @@
-package netutil
+package netutil_test
 
 import (
 	"net"
-	"os"
 	"testing"
+
+	"github.com/peerd/peerd/internal/netutil"
+	"github.com/peerd/peerd/internal/testutil"
 )
 
 func TestMarkerSetsMark(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("setting SO_MARK needs CAP_NET_ADMIN: run as root")
-	}
+	testutil.RequireRoot(t, "setting SO_MARK needs CAP_NET_ADMIN")
 	denied := false
-	m := NewMarker(0x70d, func(error) { denied = true })
+	m := netutil.NewMarker(0x70d, func(error) { denied = true })
 	lc := net.ListenConfig{Control: m.Control}
 	ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
@@ -24,7 +24,7 @@ func TestMarkerSetsMark(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	got, err := Mark(c)
+	got, err := netutil.Mark(c)
 	if err != nil || got != 0x70d || denied || !m.Enabled() {
 		t.Fatalf("mark %#x, err %v, denied %v", got, err, denied)
 	}
@@ -45,17 +45,17 @@ func TestMarkerSetsMark(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if got, _ := Mark(s); got != 0 {
+	if got, _ := netutil.Mark(s); got != 0 {
 		t.Fatalf("accepted socket already marked %#x", got)
 	}
 	m.MarkConn(s)
-	if got, err := Mark(s); err != nil || got != 0x70d {
+	if got, err := netutil.Mark(s); err != nil || got != 0x70d {
 		t.Fatalf("accepted socket mark %#x, %v", got, err)
 	}
 }
 
 func TestMarkerZeroIsNoop(t *testing.T) {
-	m := NewMarker(0, nil)
+	m := netutil.NewMarker(0, nil)
 	d := net.Dialer{Control: m.Control}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
