@@ -23,13 +23,20 @@ func WaitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool
 // process): it says in its error what it last saw.
 func Eventually(tb testing.TB, timeout time.Duration, what string, f func() error) {
 	tb.Helper()
+	EventuallyEvery(tb, timeout, 50*time.Millisecond, what, f)
+}
+
+// EventuallyEvery is Eventually retrying every interval, for checks that
+// cost more (several requests to real processes).
+func EventuallyEvery(tb testing.TB, timeout, interval time.Duration, what string, f func() error) {
+	tb.Helper()
 	deadline := time.Now().Add(timeout)
 	var err error
 	for time.Now().Before(deadline) {
 		if err = f(); err == nil {
 			return
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(interval)
 	}
 	tb.Fatalf("%s: still failing after %s: %v", what, timeout, err)
 }
