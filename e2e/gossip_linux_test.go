@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/peerd/peerd/internal/testutil"
 )
 
 // Serf's member status codes, as /v1/agent/members gives them.
@@ -34,7 +36,7 @@ type member struct {
 // other nodes dial is advertised right); and a killed server must be marked
 // failed everywhere.
 func TestDefaultPortsAcrossHosts(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t, "creates network namespaces, veth pairs and bridges")
 	if testing.Short() {
 		t.Skip("runs four peerd processes for about a minute: skipped with -short")
 	}
@@ -87,7 +89,7 @@ func TestDefaultPortsAcrossHosts(t *testing.T) {
 		}
 		return nil
 	}
-	eventually(t, 90*time.Second, 500*time.Millisecond, "all four nodes alive on every node", func() error {
+	testutil.EventuallyEvery(t, 90*time.Second, 500*time.Millisecond, "all four nodes alive on every node", func() error {
 		for _, n := range nodes {
 			if err := allAlive(n); err != nil {
 				return err
@@ -100,11 +102,11 @@ func TestDefaultPortsAcrossHosts(t *testing.T) {
 	// A registration on the client is forwarded to the leader over the
 	// servers' advertised internal gRPC address and replicated to all.
 	reg := `{"ID":"web-1","Name":"web","Port":8080}`
-	eventually(t, 30*time.Second, 500*time.Millisecond, "register web on the client", func() error {
+	testutil.EventuallyEvery(t, 30*time.Second, 500*time.Millisecond, "register web on the client", func() error {
 		return nodes[3].do(ctx, "PUT", "/v1/agent/service/register", strings.NewReader(reg), nil)
 	})
 	for _, s := range nodes[:3] {
-		eventually(t, 60*time.Second, 500*time.Millisecond, "web in "+s.name+"'s catalog", func() error {
+		testutil.EventuallyEvery(t, 60*time.Second, 500*time.Millisecond, "web in "+s.name+"'s catalog", func() error {
 			var out []struct{ ServiceID, Node string }
 			if err := s.getJSON(ctx, "/v1/catalog/service/web?stale", &out); err != nil {
 				return err
@@ -131,7 +133,7 @@ func TestDefaultPortsAcrossHosts(t *testing.T) {
 	victim.kill()
 	killed := time.Now()
 	for _, n := range []*node{nodes[0], nodes[1], nodes[3]} {
-		eventually(t, 60*time.Second, 500*time.Millisecond, n.name+" marks "+victim.name+" failed", func() error {
+		testutil.EventuallyEvery(t, 60*time.Second, 500*time.Millisecond, n.name+" marks "+victim.name+" failed", func() error {
 			var ms []member
 			if err := n.getJSON(ctx, "/v1/agent/members", &ms); err != nil {
 				return err

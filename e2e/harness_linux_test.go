@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,76 +21,27 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/peerd/peerd/internal/testutil"
 )
 
-// requireRoot skips t unless the test can create network namespaces.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skipf("needs root to create network namespaces, veth pairs and bridges (uid %d)", os.Geteuid())
+// dialIn returns a DialContext that opens TCP connections from inside the
+// namespace n.
+func dialIn(n *testutil.Netns) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var (
+			c   net.Conn
+			err error
+		)
+		n.Run(func() { c, err = (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, addr) })
+		return c, err
 	}
-}
-
-// netns is a goroutine locked to an OS thread that lives in a private
-// network namespace; run executes functions there. Sockets created inside
-// stay in the namespace; processes started inside inherit it.
-type netns struct {
-	fns  chan func()
-	path string
-}
-
-func newNetns(t testing.TB) *netns {
-	t.Helper()
-	n := &netns{fns: make(chan func())}
-	errc := make(chan error, 1)
-	go func() {
-		// Never unlocked: the thread exits with the goroutine, so the
-		// namespace cannot leak to other goroutines.
-		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("unshare: %w", err)
-			return
-		}
-		n.path = fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())
-		lo, err := netlink.LinkByName("lo")
-		if err == nil {
-			err = netlink.LinkSetUp(lo)
-		}
-		errc <- err
-		if err != nil {
-			return
-		}
-		for fn := range n.fns {
-			fn()
-		}
-	}()
-	if err := <-errc; err != nil {
-		t.Fatalf("new network namespace: %v", err)
-	}
-	t.Cleanup(func() { close(n.fns) })
-	return n
-}
-
-func (n *netns) run(fn func()) {
-	done := make(chan struct{})
-	n.fns <- func() { defer close(done); fn() }
-	<-done
-}
-
-// dial opens a TCP connection from inside the namespace.
-func (n *netns) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	var (
-		c   net.Conn
-		err error
-	)
-	n.run(func() { c, err = (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, addr) })
-	return c, err
 }
 
 // lan is one cluster's network: a bridge in a namespace of its own, and the
 // /24 its hosts take addresses from.
 type lan struct {
-	ns     *netns
+	ns     *testutil.Netns
 	prefix string // "198.18.1." — hosts get .1, .2, ...
 	next   int
 }
@@ -101,9 +51,9 @@ type lan struct {
 // only inside the test's namespaces.
 func newLAN(t testing.TB, prefix string) *lan {
 	t.Helper()
-	l := &lan{ns: newNetns(t), prefix: prefix}
+	l := &lan{ns: testutil.NewNetns(t), prefix: prefix}
 	var err error
-	l.ns.run(func() {
+	l.ns.Run(func() {
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
 		if err = netlink.LinkAdd(br); err == nil {
 			err = netlink.LinkSetUp(br)
@@ -119,21 +69,21 @@ func newLAN(t testing.TB, prefix string) *lan {
 type host struct {
 	name string
 	ip   string
-	ns   *netns
+	ns   *testutil.Netns
 }
 
 // addHost makes a namespace wired to the bridge by a veth pair.
 func (l *lan) addHost(t testing.TB, name string) *host {
 	t.Helper()
 	l.next++
-	h := &host{name: name, ip: fmt.Sprintf("%s%d", l.prefix, l.next), ns: newNetns(t)}
+	h := &host{name: name, ip: fmt.Sprintf("%s%d", l.prefix, l.next), ns: testutil.NewNetns(t)}
 	peer := fmt.Sprintf("v-%s", name)
-	lanFd, err := unix.Open(l.ns.path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	lanFd, err := unix.Open(l.ns.Path(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatalf("open the LAN's namespace: %v", err)
 	}
 	defer unix.Close(lanFd)
-	h.ns.run(func() {
+	h.ns.Run(func() {
 		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: peer}
 		if err = netlink.LinkAdd(veth); err != nil {
 			err = fmt.Errorf("add veth: %w", err)
@@ -160,7 +110,7 @@ func (l *lan) addHost(t testing.TB, name string) *host {
 	if err != nil {
 		t.Fatalf("host %s: %v", name, err)
 	}
-	l.ns.run(func() {
+	l.ns.Run(func() {
 		var p, br netlink.Link
 		if p, err = netlink.LinkByName(peer); err != nil {
 			return
@@ -247,7 +197,7 @@ func startNode(t testing.TB, h *host, args ...string) *node {
 	n := &node{host: h, done: make(chan struct{})}
 	n.http = &http.Client{
 		Timeout:   10 * time.Second,
-		Transport: &http.Transport{DialContext: h.ns.dial, DisableKeepAlives: true},
+		Transport: &http.Transport{DialContext: dialIn(h.ns), DisableKeepAlives: true},
 	}
 	dataDir := t.TempDir()
 	n.args = append([]string{"agent", "-node", h.name, "-data-dir", dataDir, "-bind-addr", h.ip}, args...)
@@ -258,7 +208,7 @@ func startNode(t testing.TB, h *host, args ...string) *node {
 	// the death signal fires only if the test binary dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var err error
-	h.ns.run(func() { err = cmd.Start() })
+	h.ns.Run(func() { err = cmd.Start() })
 	if err != nil {
 		t.Fatalf("start peerd on %s: %v", h.name, err)
 	}
@@ -306,21 +256,4 @@ func (n *node) do(ctx context.Context, method, path string, body io.Reader, v an
 		return nil
 	}
 	return json.Unmarshal(data, v)
-}
-
-// eventually retries check every interval until it returns nil or timeout
-// passes, then fails t with the last error.
-func eventually(t testing.TB, timeout, interval time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, timeout, err)
-		}
-		time.Sleep(interval)
-	}
 }
