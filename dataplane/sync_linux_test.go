@@ -12,6 +12,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/peerd/peerd/internal/testutil"
 )
 
 // syncEnv is a Dataplane with the capture layer on a child cgroup and the
@@ -19,15 +21,15 @@ import (
 // sent there to 127.0.0.x are counted for the peer that address maps to.
 type syncEnv struct {
 	t   *testing.T
-	ns  *netns
+	ns  *testutil.Netns
 	cfg Config
 }
 
 func newSyncEnv(t *testing.T) *syncEnv {
-	requireRoot(t)
-	e := &syncEnv{t: t, ns: newNetns(t)}
+	testutil.RequireBPF(t)
+	e := &syncEnv{t: t, ns: testutil.NewNetns(t)}
 	e.cfg = Config{
-		CgroupPath:   newCgroup(t),
+		CgroupPath:   testutil.NewCgroup(t),
 		PinDir:       newPinDir(t),
 		Capture:      true,
 		ListenerV4:   netip.MustParseAddr("127.0.0.1"),
@@ -43,7 +45,7 @@ func (e *syncEnv) load() *Dataplane {
 	e.t.Helper()
 	var dp *Dataplane
 	var err error
-	e.ns.run(func() { dp, err = Load(context.Background(), e.cfg) })
+	e.ns.Run(func() { dp, err = Load(context.Background(), e.cfg) })
 	if err != nil {
 		e.t.Fatalf("Load: %v", err)
 	}
@@ -60,7 +62,7 @@ func (e *syncEnv) load() *Dataplane {
 func (e *syncEnv) send(ip string, n int) {
 	e.t.Helper()
 	var err error
-	e.ns.run(func() {
+	e.ns.Run(func() {
 		var rx, tx *net.UDPConn
 		if rx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(ip), Port: 9000}); err != nil {
 			return
@@ -276,7 +278,7 @@ func TestSyncRestart(t *testing.T) {
 // TestSyncLayersOff: Sync skips layers that are not loaded, and the
 // registry is not even created without the capture and TC layers.
 func TestSyncLayersOff(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireBPF(t)
 	pinDir := newPinDir(t)
 	dp, err := Load(context.Background(), Config{PinDir: pinDir})
 	if err != nil {
