@@ -25,8 +25,9 @@
 //
 // The dataplane is Linux's: its code sits in *_linux.go files. Elsewhere
 // (peerctl is built for macOS and Windows, and the tree must vet there) the
-// package keeps its API, and Load, Cleanup, CgroupID and every method of
-// Dataplane return an error that matches ErrNotSupported.
+// package keeps its API: Load, Cleanup, CgroupID and the methods of
+// Dataplane return an error that matches ErrNotSupported (Close has nothing
+// to release).
 //
 // # Errors
 //
