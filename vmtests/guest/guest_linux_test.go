@@ -7,20 +7,18 @@ package guest
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
-	"golang.org/x/sys/unix"
 
 	"github.com/peerd/peerd/bpf"
 	"github.com/peerd/peerd/dataplane"
+	"github.com/peerd/peerd/internal/testutil"
 	"github.com/peerd/peerd/vmtests"
 )
 
@@ -78,46 +76,30 @@ func TestProgramsLoad(t *testing.T) {
 // "ATTACH-MODES layer=mode ..." (make vmtest puts them in its table).
 func TestAttachModes(t *testing.T) {
 	inGuest(t)
-	cg := filepath.Join("/sys/fs/cgroup", "peerd-vmtest-modes")
-	if err := os.Mkdir(cg, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(cg)
-	pinDir := "/sys/fs/bpf/peerd-vmtest-modes"
+	cg := testutil.NewCgroup(t)
+	pinDir := filepath.Join("/sys/fs/bpf", testutil.UniqueName("peerd-vmtest-"))
 	defer func() { _ = dataplane.Cleanup(pinDir) }()
 
-	type result struct {
-		st  dataplane.Status
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		// The thread stays locked and dies with its namespace.
-		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			done <- result{err: err}
-			return
-		}
-		ns := fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())
-		dp, err := dataplane.Load(context.Background(), dataplane.Config{
+	var st dataplane.Status
+	var err error
+	ns := testutil.NewNetns(t)
+	ns.Run(func() {
+		var dp *dataplane.Dataplane
+		dp, err = dataplane.Load(context.Background(), dataplane.Config{
 			CgroupPath: cg, Capture: true, FastPath: true,
 			ListenerV4: netip.MustParseAddr("127.0.0.1"), ListenerPort: 15001,
 			Interfaces:      []string{"lo"},
 			InboundPrefixes: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")},
-			InboundPorts:    [2]uint16{1, 65535}, InboundNetns: ns,
+			InboundPorts:    [2]uint16{1, 65535}, InboundNetns: ns.Path(),
 			PinDir: pinDir,
 		})
-		if err != nil {
-			done <- result{err: err}
-			return
+		if err == nil {
+			st = dp.Status()
+			_ = dp.Cleanup()
 		}
-		st := dp.Status()
-		_ = dp.Cleanup()
-		done <- result{st: st}
-	}()
-	r := <-done
-	if r.err != nil {
-		t.Fatalf("Load: %+v", r.err)
+	})
+	if err != nil {
+		t.Fatalf("Load: %+v", err)
 	}
 	// What the README's kernel requirements table (vmtests.Requirements)
 	// says this kernel does: each layer on from its minimum kernel (off
@@ -129,7 +111,7 @@ func TestAttachModes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ok, err := vmtests.KernelAtLeast(r.st.Kernel, min)
+		ok, err := vmtests.KernelAtLeast(st.Kernel, min)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -141,10 +123,10 @@ func TestAttachModes(t *testing.T) {
 		st   dataplane.LayerStatus
 		want string // attach mode from the layer's minimum kernel
 	}{
-		{"capture", r.st.Capture, "cgroup-link"},
-		{"fastpath", r.st.FastPath, "cgroup-link"},
-		{"tc", r.st.TC, map[bool]string{true: "tcx", false: "clsact"}[atLeast("tc/tcx")]},
-		{"inbound", r.st.Inbound, "netns-link"},
+		{"capture", st.Capture, "cgroup-link"},
+		{"fastpath", st.FastPath, "cgroup-link"},
+		{"tc", st.TC, map[bool]string{true: "tcx", false: "clsact"}[atLeast("tc/tcx")]},
+		{"inbound", st.Inbound, "netns-link"},
 	} {
 		mode := l.st.AttachMode
 		if !l.st.Loaded {
@@ -152,17 +134,17 @@ func TestAttachModes(t *testing.T) {
 		}
 		switch {
 		case !atLeast(l.name):
-			if l.st.Loaded || l.st.Reason == "" {
-				t.Errorf("kernel %s is older than layer %s needs: got %+v, want off with the kernel's reason", r.st.Kernel, l.name, l.st)
+			if l.st.Loaded || l.st.Err == nil {
+				t.Errorf("kernel %s is older than layer %s needs: got %+v, want off with the kernel's reason", st.Kernel, l.name, l.st)
 			}
 		case !l.st.Loaded:
-			t.Errorf("layer %s not loaded: %s", l.name, l.st.Reason)
+			t.Errorf("layer %s not loaded: %v", l.name, l.st.Err)
 		case mode != l.want:
-			t.Errorf("layer %s on kernel %s: attach mode %s, want %s", l.name, r.st.Kernel, mode, l.want)
+			t.Errorf("layer %s on kernel %s: attach mode %s, want %s", l.name, st.Kernel, mode, l.want)
 		}
 		modes = append(modes, l.name+"="+mode)
 	}
-	b, _ := json.Marshal(r.st)
+	b, _ := json.Marshal(st)
 	t.Logf("status: %s", b)
 	t.Logf("ATTACH-MODES %s", strings.Join(modes, " "))
 }
