@@ -121,7 +121,7 @@ func Start(ctx context.Context, cfg Config) (*Agent, error) {
 	if err := a.start(ctx); err != nil {
 		a.closeListeners()
 		if a.cluster != nil {
-			_ = a.cluster.Shutdown(false)
+			_ = a.cluster.Close(context.Background())
 		}
 		return nil, err
 	}
@@ -204,7 +204,10 @@ func (a *Agent) start(ctx context.Context) error {
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	if a.cluster, err = catalog.New(runCtx, cc); err != nil {
+	if a.cluster, err = catalog.New(cc); err != nil {
+		return err
+	}
+	if err := a.cluster.Start(); err != nil {
 		return err
 	}
 
@@ -597,7 +600,12 @@ func (a *Agent) Shutdown(leave bool) error {
 				a.log.Warn("deregister this node before leaving; the leader will do it", "err", err)
 			}
 		}
-		if err := a.cluster.Shutdown(leave); err != nil {
+		if leave {
+			if err := a.cluster.Leave(context.Background()); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := a.cluster.Close(context.Background()); err != nil {
 			errs = append(errs, err)
 		}
 		a.cancel()

@@ -137,10 +137,9 @@ type Cluster struct {
 	once   sync.Once
 }
 
-// New starts this node's membership (and raft, on servers). It returns once
-// the listeners are up; joining and bootstrapping continue in the background
-// until ctx ends or Shutdown is called.
-func New(ctx context.Context, cfg Config) (*Cluster, error) {
+// New validates cfg and allocates the member; it opens no socket and starts
+// no goroutine. Start brings it up; Close stops it.
+func New(cfg Config) (*Cluster, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("catalog config: %w", err)
 	}
@@ -165,37 +164,49 @@ func New(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	if cfg.Server {
 		c.meta.Role = "server"
+		store, err := state.NewStore()
+		if err != nil {
+			return nil, fmt.Errorf("create the state store: %w", err)
+		}
+		c.store = store
+	}
+	return c, nil
+}
+
+// Start opens the listeners (raft on servers, gossip, the mirror) and
+// starts the background work: joining RetryJoin and, on servers,
+// bootstrapping, the leader loop and the leader observer. It returns once
+// the listeners are up. If it fails, what it opened is closed again; Close
+// may still be called. Start may be called once.
+func (c *Cluster) Start() error {
+	if c.ctx.Err() != nil {
+		return ErrShutdown
+	}
+	if c.cfg.Server {
 		if err := c.startRaft(); err != nil {
-			c.closeAll()
-			return nil, err
+			_ = c.stop()
+			return err
 		}
 	}
 	if err := c.startGossip(); err != nil {
-		c.closeAll()
-		return nil, err
+		_ = c.stop()
+		return err
 	}
 	c.metrics = newClusterMetrics(c)
 	if err := c.startMirror(); err != nil {
-		c.closeAll()
-		return nil, err
+		_ = c.stop()
+		return err
 	}
 	c.wg.Add(1)
 	go func() { defer c.wg.Done(); c.joinLoop() }()
-	if cfg.Server {
+	if c.cfg.Server {
 		c.AddLeaderRoutine("virtual-ips", c.virtualIPLoop)
 		c.wg.Add(3)
 		go func() { defer c.wg.Done(); c.bootstrapLoop() }()
 		go func() { defer c.wg.Done(); c.leaderLoop() }()
 		go func() { defer c.wg.Done(); c.watchLeader() }()
 	}
-	go func() {
-		select {
-		case <-ctx.Done():
-			c.Shutdown(false)
-		case <-c.ctx.Done():
-		}
-	}()
-	return c, nil
+	return nil
 }
 
 func (c *Cluster) startRaft() error {
@@ -251,12 +262,7 @@ func (c *Cluster) startRaft() error {
 		}
 		logs, stable, snaps = cache, bolt, fss
 	}
-	store, err := state.NewStore()
-	if err != nil {
-		return err
-	}
-	c.store = store
-	r, err := raft.NewRaft(rc, &fsm{store: store}, logs, stable, snaps, c.transport)
+	r, err := raft.NewRaft(rc, &fsm{store: c.store}, logs, stable, snaps, c.transport)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -771,33 +777,62 @@ func (c *Cluster) WaitCaughtUp(ctx context.Context) error {
 	}
 }
 
-// Shutdown stops this member. With leave, it first announces a graceful
-// leave (so the leader removes its registrations rather than marking them
-// critical) and, if it is the leader, hands leadership over.
-func (c *Cluster) Shutdown(leave bool) error {
-	var errs []error
-	c.once.Do(func() {
-		if leave {
-			if c.IsLeader() && len(c.Servers()) > 1 {
-				if err := c.raft.LeadershipTransfer().Error(); err != nil {
-					c.log.Warn("leadership transfer before leaving failed", "err", err)
-				}
-			}
-			c.mu.Lock()
-			c.meta.Leaving = true
-			c.mu.Unlock()
-			if err := c.ml.UpdateNode(time.Second); err != nil {
-				c.log.Warn("announce leave intent", "err", err)
-			}
-			if err := c.ml.Leave(2 * time.Second); err != nil {
-				errs = append(errs, fmt.Errorf("leave gossip pool: %w", err))
-			}
+// Leave announces a graceful leave, so the leader removes this node's
+// registrations rather than marking them critical: a leader first hands
+// leadership over, then the member gossips its leave intent and leaves the
+// pool (each step bounded by ctx as well as by its own timeout, 1 s and 2 s).
+// The member keeps running until Close; call Close next.
+func (c *Cluster) Leave(ctx context.Context) error {
+	if c.ctx.Err() != nil || c.ml == nil {
+		return ErrShutdown
+	}
+	if c.IsLeader() && len(c.Servers()) > 1 {
+		if err := c.raft.LeadershipTransfer().Error(); err != nil {
+			c.log.Warn("leadership transfer before leaving failed", "err", err)
 		}
-		c.cancel()
-		errs = append(errs, c.closeAll())
-		c.wg.Wait()
-	})
-	return errors.Join(errs...)
+	}
+	c.mu.Lock()
+	c.meta.Leaving = true
+	c.mu.Unlock()
+	if err := c.ml.UpdateNode(within(ctx, time.Second)); err != nil {
+		c.log.Warn("announce leave intent", "err", err)
+	}
+	if err := c.ml.Leave(within(ctx, 2*time.Second)); err != nil {
+		return fmt.Errorf("leave gossip pool: %w", err)
+	}
+	return nil
+}
+
+// within is d, or less if ctx's deadline comes sooner.
+func within(ctx context.Context, d time.Duration) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return max(0, min(d, time.Until(dl)))
+	}
+	return d
+}
+
+// Close stops this member without leaving (the others see it fail; call
+// Leave first for a graceful leave): it shuts gossip, raft and its stores
+// down and waits, within ctx, for its goroutines. It is idempotent: a
+// second call waits the same way and returns nil.
+func (c *Cluster) Close(ctx context.Context) error {
+	err := c.stop()
+	done := make(chan struct{})
+	go func() { c.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = errors.Join(err, fmt.Errorf("wait for the cluster member's goroutines: %w", ctx.Err()))
+	}
+	return err
+}
+
+// stop cancels the member's context and closes what Start opened, once;
+// later calls return nil.
+func (c *Cluster) stop() error {
+	var err error
+	c.once.Do(func() { err = c.closeAll() })
+	return err
 }
 
 func (c *Cluster) closeAll() error {

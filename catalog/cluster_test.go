@@ -3,6 +3,7 @@ package catalog
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -19,11 +20,11 @@ func startServer(t *testing.T, name, dataDir string) *Cluster {
 	if dataDir != "" {
 		cfg.InMemory, cfg.DataDir = false, dataDir
 	}
-	c, err := New(context.Background(), cfg)
+	c, err := newStarted(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.Shutdown(false) })
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for !c.IsLeader() {
@@ -92,7 +93,7 @@ func TestServerKeepsStateAcrossRestart(t *testing.T) {
 		t.Fatalf("take raft snapshot: %v", err)
 	}
 	registerService(t, c, "after-snapshot") // replayed from the log
-	if err := c.Shutdown(false); err != nil {
+	if err := c.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	c2 := startServer(t, "s1", dir)
@@ -121,7 +122,7 @@ func TestLeaderRoutinesRunWhileLeading(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("a routine added while leading did not start")
 	}
-	if err := c.Shutdown(false); err != nil {
+	if err := c.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -151,5 +152,58 @@ func TestReapKeepsExternalNodes(t *testing.T) {
 	}
 	if fmt.Sprint(names) != "[ext s1]" {
 		t.Fatalf("got nodes %v after a reap, want [ext s1] (the vanished member ghost reaped)", names)
+	}
+}
+
+// newStarted is New followed by Start.
+func newStarted(cfg Config) (*Cluster, error) {
+	c, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Start(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func TestLifecycle(t *testing.T) {
+	cfg := DevConfig()
+	cfg.NodeName, cfg.NodeID = "s1", uuid.NewString()
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Store() == nil {
+		t.Fatal("a server's store is nil before Start, want allocated by New")
+	}
+	if err := c.Leave(context.Background()); !errors.Is(err, ErrShutdown) {
+		t.Fatalf("Leave before Start: got %v, want ErrShutdown", err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Leave(context.Background()); err != nil {
+		t.Fatalf("Leave: %v", err)
+	}
+	for i := range 2 {
+		if err := c.Close(context.Background()); err != nil {
+			t.Fatalf("Close #%d: %v", i+1, err)
+		}
+	}
+	if err := c.Start(); !errors.Is(err, ErrShutdown) {
+		t.Fatalf("Start after Close: got %v, want ErrShutdown", err)
+	}
+	if err := c.Leave(context.Background()); !errors.Is(err, ErrShutdown) {
+		t.Fatalf("Leave after Close: got %v, want ErrShutdown", err)
+	}
+
+	// Closing a member that never started is fine, too.
+	c2, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.Close(context.Background()); err != nil {
+		t.Fatalf("Close before Start: %v", err)
 	}
 }

@@ -41,11 +41,15 @@
 //
 // # Lifecycle
 //
-// New validates the Config, starts the listeners and returns; joining and
-// bootstrapping continue in the background. Shutdown(leave) stops the
-// member, after a graceful leave when leave is set; ending New's context
-// does the same without leaving. SaveSnapshot and RestoreSnapshot copy the
-// replicated state out and back (disaster recovery, on the leader).
+// New validates the Config and allocates the member (and, on a server, its
+// state.Store) without opening a socket or starting a goroutine. Start opens
+// the raft and gossip listeners and returns; joining and bootstrapping
+// continue in the background. Leave(ctx) is the graceful leave (leadership
+// handed over, the leave intent gossiped, the pool left) so the leader
+// removes this node's registrations rather than marking them critical; it is
+// optional and comes before Close. Close(ctx) stops the member, waits for its
+// goroutines within ctx, and is idempotent. SaveSnapshot and RestoreSnapshot
+// copy the replicated state out and back (disaster recovery, on the leader).
 //
 // # Errors
 //

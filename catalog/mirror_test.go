@@ -44,7 +44,7 @@ func startNode(t *testing.T, name string, expect int, join ...string) *testNode 
 		t.Fatal(err)
 	}
 	cfg.GRPCAddr = ln.Addr().String()
-	c, err := New(context.Background(), cfg)
+	c, err := newStarted(cfg)
 	if err != nil {
 		_ = ln.Close()
 		t.Fatal(err)
@@ -64,7 +64,7 @@ func (n *testNode) serve(ln net.Listener) {
 
 // stop shuts the member down without leaving, as a crash would.
 func (n *testNode) stop() {
-	_ = n.Shutdown(false)
+	_ = n.Close(context.Background())
 	n.grpc.Stop()
 }
 

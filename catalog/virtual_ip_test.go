@@ -62,11 +62,11 @@ func startVIPServer(t *testing.T, dataDir string, mod func(*Config)) *Cluster {
 	if mod != nil {
 		mod(&cfg)
 	}
-	c, err := New(context.Background(), cfg)
+	c, err := newStarted(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.Shutdown(false) })
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
 	waitFor(t, 10*time.Second, "leader", c.IsLeader)
 	return c
 }
@@ -121,7 +121,7 @@ func TestVirtualIPsStableAcrossRestartAndRestore(t *testing.T) {
 	if _, err := c.SaveSnapshot(&snap); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Shutdown(false); err != nil {
+	if err := c.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 

@@ -92,11 +92,14 @@ func TestForwarding(t *testing.T) {
 	cc := catalog.DefaultConfig()
 	cc.NodeName, cc.NodeID, cc.Datacenter = "b-client", uuid.NewString(), "dc2"
 	cc.Timing = catalog.FastTiming()
-	client, err := catalog.New(context.Background(), cc)
+	client, err := catalog.New(cc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = client.Shutdown(false) })
+	if err := client.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Close(context.Background()) })
 	if _, err := client.Join(b.cluster.GossipAddr()); err != nil {
 		t.Fatal(err)
 	}

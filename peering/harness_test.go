@@ -50,8 +50,11 @@ func newTestCluster(t *testing.T, name, dc string, mod func(*Config)) *testClust
 	cc := catalog.DevConfig()
 	cc.NodeName, cc.NodeID, cc.Datacenter = name, uuid.NewString(), dc
 	cc.GRPCAddr, cc.GRPCTLSAddr = internalLn.Addr().String(), tlsLn.Addr().String()
-	c, err := catalog.New(context.Background(), cc)
+	c, err := catalog.New(cc)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
 	pc := DefaultConfig()
@@ -76,7 +79,7 @@ func newTestCluster(t *testing.T, name, dc string, mod func(*Config)) *testClust
 	t.Cleanup(func() {
 		secure.Stop()
 		internal.Stop()
-		_ = c.Shutdown(false)
+		_ = c.Close(context.Background())
 	})
 	tc := &testCluster{name: name, cluster: c, peering: p, grpcAddr: cc.GRPCAddr, tlsAddr: cc.GRPCTLSAddr}
 	deadline := time.Now().Add(10 * time.Second)

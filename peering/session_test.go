@@ -372,8 +372,11 @@ func newFollower(t *testing.T, leader *testCluster) (*Server, string) {
 	cc.BootstrapExpect = 0
 	cc.GRPCTLSAddr = ln.Addr().String()
 	cc.RetryJoin = []string{leader.cluster.GossipAddr()}
-	c, err := catalog.New(context.Background(), cc)
+	c, err := catalog.New(cc)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
 	pc := DefaultConfig()
@@ -388,7 +391,7 @@ func newFollower(t *testing.T, leader *testCluster) (*Server, string) {
 	s.Start()
 	t.Cleanup(func() {
 		g.Stop()
-		_ = c.Shutdown(false)
+		_ = c.Close(context.Background())
 	})
 	waitFor(t, 15*time.Second, "the follower to know the leader and hold the CA", func() bool {
 		m, ok := c.LeaderMember()

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"hash/fnv"
@@ -87,7 +88,10 @@ func (s *Server) agentJoin(w http.ResponseWriter, r *http.Request) (any, error) 
 }
 
 func (s *Server) agentLeave(w http.ResponseWriter, r *http.Request) (any, error) {
-	go func() { _ = s.cluster.Shutdown(true) }()
+	go func() {
+		_ = s.cluster.Leave(context.Background())
+		_ = s.cluster.Close(context.Background())
+	}()
 	return nil, nil
 }
 

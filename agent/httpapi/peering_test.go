@@ -49,8 +49,11 @@ func startPeeringNode(t *testing.T, name, dc string, withPeering bool) *peeringN
 	cc := catalog.DevConfig()
 	cc.NodeName, cc.NodeID, cc.Datacenter, cc.Logger = name, uuid.NewString(), dc, quiet
 	cc.GRPCAddr, cc.GRPCTLSAddr = internalLn.Addr().String(), tlsLn.Addr().String()
-	c, err := catalog.New(context.Background(), cc)
+	c, err := catalog.New(cc)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
 	pc := peering.DefaultConfig()
@@ -85,7 +88,7 @@ func startPeeringNode(t *testing.T, name, dc string, withPeering bool) *peeringN
 		hs.Close()
 		secure.Stop()
 		internal.Stop()
-		_ = c.Shutdown(false)
+		_ = c.Close(context.Background())
 	})
 	client, err := api.NewClient(&api.Config{Address: strings.TrimPrefix(hs.URL, "http://")})
 	if err != nil {
