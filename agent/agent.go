@@ -4,6 +4,37 @@
 // no logic of its own beyond start-up order and shutdown. The node's parts it
 // wires sit beside it, under agent/: config (the settings), httpapi, local,
 // checks and dns; internal/ keeps only leaf packages.
+//
+// # Lifecycle
+//
+// An Agent follows the house shape: New(cfg) validates the configuration and
+// opens nothing; Start opens the listeners and starts the parts; Close(ctx)
+// stops them, waits for their goroutines within ctx, and is idempotent.
+// Leave(ctx), before Close, is the graceful leave. Run is the daemon's whole
+// life: New, Start, wait for ctx, then Leave (if LeaveOnTerminate) and Close.
+//
+// # Shutdown order
+//
+// Leave runs steps 1-6, Close steps 1-4 (unless Leave ran them) and 7-11:
+//
+//  1. The terminator (l7proxy) closes its listeners and drains open
+//     requests, up to 10 s, while the node still serves its state.
+//  2. The DNS server stops (within 5 s, shared with step 3).
+//  3. The HTTP API stops; in-flight requests drain.
+//  4. Anti-entropy (local state) and the server watch stop, and are waited
+//     for, so nothing re-registers the node after a leave.
+//  5. (Leave) The node deregisters itself from the catalog (up to 2 s; on
+//     failure the leader does it when it sees the leave).
+//  6. (Leave) The cluster member leaves: a leader hands leadership over,
+//     the leave intent is gossiped, the gossip pool is left.
+//  7. The cluster member closes: gossip, raft and their stores stop.
+//  8. The agent's run context ends: the dataplane's sync stops.
+//  9. The gRPC servers stop, the peering (TLS) one first, gracefully for up
+//     to 5 s, then forced.
+//  10. Close waits, within ctx, for the servers' and the sync's goroutines.
+//  11. The eBPF dataplane is released: closed with its pins kept, so a
+//     restarted agent keeps traffic flowing, or in dev mode cleaned up
+//     (nothing stays attached).
 package agent
 
 import (
@@ -66,26 +97,42 @@ type Agent struct {
 	// dns answers the catalog's names and forwards the rest (nil: off).
 	dns *dns.Server
 
+	// runCtx lives from New to Close (cancel); Start's listeners, config
+	// registrations and the dataplane's sync run under it.
+	runCtx context.Context
 	cancel context.CancelFunc
 	// stopLocal ends anti-entropy and the server watch (localWG), before a
 	// leave.
 	stopLocal context.CancelFunc
 	localWG   sync.WaitGroup
 	wg        sync.WaitGroup
-	once      sync.Once
+	// started is set once Start has succeeded: Leave and Close have
+	// nothing to stop before.
+	started bool
+	// drainOnce runs steps 1-4 of the shutdown (Leave or Close, whichever
+	// comes first), closeOnce the rest (Close).
+	drainOnce, closeOnce sync.Once
 }
 
 // Run starts the agent, prints its listeners to out, and runs until ctx ends;
-// then it shuts down gracefully (leaving the pool if LeaveOnTerminate).
+// then it shuts down gracefully: Leave first if LeaveOnTerminate, then Close.
 func Run(ctx context.Context, cfg Config, out io.Writer) error {
-	a, err := Start(ctx, cfg)
+	a, err := New(cfg)
 	if err != nil {
+		return err
+	}
+	if err := a.Start(); err != nil {
 		return err
 	}
 	a.PrintBanner(out)
 	<-ctx.Done()
 	a.log.Info("shutting down", "leave", cfg.LeaveOnTerminate)
-	return a.Shutdown(cfg.LeaveOnTerminate)
+	var errs []error
+	if cfg.LeaveOnTerminate {
+		errs = append(errs, a.Leave(context.Background()))
+	}
+	errs = append(errs, a.Close(context.Background()))
+	return errors.Join(errs...)
 }
 
 // NewLogger returns the slog logger the agent's flags describe.
@@ -108,24 +155,33 @@ func NewLogger(w io.Writer, level string, asJSON bool) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// Start brings the agent up: listeners first (so free ports are known and
-// advertised), then the cluster member, local state, and the servers. It
-// returns once everything is listening; joining and leader election continue
-// in the background.
-func Start(ctx context.Context, cfg Config) (*Agent, error) {
+// New validates cfg and returns an agent that is not running yet: it opens
+// no listener and starts no goroutine.
+func New(cfg Config) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid agent configuration:\n%w", err)
 	}
-	log := NewLogger(os.Stderr, cfg.LogLevel, cfg.LogJSON)
-	a := &Agent{cfg: cfg, log: log}
-	if err := a.start(ctx); err != nil {
+	a := &Agent{cfg: cfg, log: NewLogger(os.Stderr, cfg.LogLevel, cfg.LogJSON)}
+	a.runCtx, a.cancel = context.WithCancel(context.Background())
+	return a, nil
+}
+
+// Start brings the agent up: listeners first (so free ports are known and
+// advertised), then the cluster member, local state, and the servers. It
+// returns once everything is listening; joining and leader election continue
+// in the background. If it fails, its listeners and the cluster member are
+// closed again. Start may be called once.
+func (a *Agent) Start() error {
+	if err := a.start(a.runCtx); err != nil {
 		a.closeListeners()
 		if a.cluster != nil {
 			_ = a.cluster.Close(context.Background())
 		}
-		return nil, err
+		a.cancel()
+		return err
 	}
-	return a, nil
+	a.started = true
+	return nil
 }
 
 func (a *Agent) start(ctx context.Context) error {
@@ -202,8 +258,7 @@ func (a *Agent) start(ctx context.Context) error {
 	if cfg.Timing != (catalog.Timing{}) {
 		cc.Timing = cfg.Timing
 	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	a.cancel = cancel
+	runCtx := a.runCtx
 	if a.cluster, err = catalog.New(cc); err != nil {
 		return err
 	}
@@ -561,54 +616,52 @@ func dataplaneSummary(st dataplane.Status, transparent []net.Listener, dev bool)
 	return out
 }
 
-// Shutdown stops the agent: HTTP first (in-flight requests drain for up to 5
-// s), then the cluster member (leaving the pool if leave), then gRPC.
-func (a *Agent) Shutdown(leave bool) error {
+var errNotStarted = errors.New("the agent is not running (Start has not succeeded)")
+
+// Leave takes this node out of the cluster gracefully, so its services are
+// removed rather than left critical: it drains what could re-register the
+// node (steps 1-4 of the package doc's shutdown order), deregisters the node
+// and leaves the gossip pool (5-6). The agent stops serving; call Close next
+// to release the rest.
+func (a *Agent) Leave(ctx context.Context) error {
+	if !a.started {
+		return errNotStarted
+	}
+	errs := []error{a.drain(ctx)}
+	// Take this node out of the catalog ourselves rather than rely on the
+	// leader seeing the leave in gossip: under load the leave intent can
+	// arrive after the node is already suspected, and its services would
+	// then linger as critical.
+	dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
+	_, err := a.cluster.Apply(dctx, &catalog.Command{Type: catalog.CmdDeregister,
+		Deregister: &state.DeregisterRequest{Node: a.cfg.NodeName}})
+	dcancel()
+	if err != nil {
+		a.log.Warn("deregister this node before leaving; the leader will do it", "err", err)
+	}
+	if err := a.cluster.Leave(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("leave the cluster: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// Close stops the agent without leaving (the other nodes see it fail unless
+// Leave came first), in the package doc's shutdown order, and waits for its
+// goroutines within ctx. It is idempotent: later calls return nil.
+func (a *Agent) Close(ctx context.Context) error {
+	if !a.started {
+		a.cancel()
+		return nil
+	}
 	var errs []error
-	a.once.Do(func() {
-		// The terminator drains first: open requests finish (up to 10 s)
-		// while the node still serves its state.
-		if a.proxy != nil {
-			dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
-			if err := a.proxy.Close(dctx); err != nil {
-				errs = append(errs, fmt.Errorf("stop the terminator: %w", err))
-			}
-			dcancel()
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if a.dns != nil {
-			if err := a.dns.Close(ctx); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		if err := a.http.Shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("stop HTTP server: %w", err))
-		}
-		a.stopLocal()
-		a.localWG.Wait()
-		if leave {
-			// Take this node out of the catalog ourselves rather than rely on
-			// the leader seeing the leave in gossip: under load the leave
-			// intent can arrive after the node is already suspected, and
-			// its services would then linger as critical.
-			dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_, err := a.cluster.Apply(dctx, &catalog.Command{Type: catalog.CmdDeregister,
-				Deregister: &state.DeregisterRequest{Node: a.cfg.NodeName}})
-			dcancel()
-			if err != nil {
-				a.log.Warn("deregister this node before leaving; the leader will do it", "err", err)
-			}
-		}
-		if leave {
-			if err := a.cluster.Leave(context.Background()); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		if err := a.cluster.Close(context.Background()); err != nil {
+	a.closeOnce.Do(func() {
+		errs = append(errs, a.drain(ctx))
+		if err := a.cluster.Close(ctx); err != nil {
 			errs = append(errs, err)
 		}
 		a.cancel()
+		gctx, gcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer gcancel()
 		for _, g := range []*grpc.Server{a.grpcTLS, a.grpc} {
 			if g == nil {
 				continue
@@ -617,11 +670,17 @@ func (a *Agent) Shutdown(leave bool) error {
 			go func() { g.GracefulStop(); close(stopped) }()
 			select {
 			case <-stopped:
-			case <-ctx.Done():
+			case <-gctx.Done():
 				g.Stop()
 			}
 		}
-		a.wg.Wait()
+		done := make(chan struct{})
+		go func() { a.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("wait for the agent's servers: %w", ctx.Err()))
+		}
 		if a.dataplane != nil {
 			// A dev agent leaves nothing attached: its programs would go on
 			// redirecting connects to listeners that are gone. Otherwise the
@@ -634,6 +693,37 @@ func (a *Agent) Shutdown(leave bool) error {
 				errs = append(errs, fmt.Errorf("release the eBPF dataplane: %w", err))
 			}
 		}
+	})
+	return errors.Join(errs...)
+}
+
+// drain stops, once, what serves clients and what writes the node's state:
+// the terminator (open requests finish, up to 10 s, while the node still
+// serves its state), DNS and HTTP (in-flight requests drain for up to 5 s),
+// then anti-entropy and the server watch. The first call returns its
+// errors; later calls return nil.
+func (a *Agent) drain(ctx context.Context) error {
+	var errs []error
+	a.drainOnce.Do(func() {
+		if a.proxy != nil {
+			pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+			if err := a.proxy.Close(pctx); err != nil {
+				errs = append(errs, fmt.Errorf("stop the terminator: %w", err))
+			}
+			pcancel()
+		}
+		hctx, hcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer hcancel()
+		if a.dns != nil {
+			if err := a.dns.Close(hctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := a.http.Shutdown(hctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop HTTP server: %w", err))
+		}
+		a.stopLocal()
+		a.localWG.Wait()
 	})
 	return errors.Join(errs...)
 }

@@ -29,11 +29,11 @@ func devAgent(t *testing.T, mod func(*Config)) *Agent {
 	if mod != nil {
 		mod(&cfg)
 	}
-	a, err := Start(context.Background(), cfg)
+	a, err := startAgent(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = a.Shutdown(false) })
+	t.Cleanup(func() { _ = a.Close(context.Background()) })
 	eventually(t, 10*time.Second, "dev agent has a leader", func() error {
 		var leader string
 		if err := getJSON("http://"+a.HTTPAddr()+"/v1/status/leader", &leader); err != nil || leader == "" {
@@ -57,11 +57,11 @@ func TestWriteWithoutLeaderIs503(t *testing.T) {
 		cfg.GatewayAddr = "127.0.0.1:0"
 		cfg.SerfLANPort, cfg.ServerPort, cfg.LogLevel, cfg.Timing = 0, 0, "error", timing
 		cfg.RetryJoin, cfg.RetryInterval = join, 100*time.Millisecond
-		a, err := Start(context.Background(), cfg)
+		a, err := startAgent(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = a.Shutdown(false) })
+		t.Cleanup(func() { _ = a.Close(context.Background()) })
 		return a
 	}
 	s1 := start("s1")
@@ -72,7 +72,7 @@ func TestWriteWithoutLeaderIs503(t *testing.T) {
 		}
 		return fmt.Errorf("no leader")
 	})
-	_ = s1.Shutdown(false) // two voters, one left: no quorum
+	_ = s1.Close(context.Background()) // two voters, one left: no quorum
 	code, body, err := httpDo("PUT", "http://"+s2.HTTPAddr()+"/v1/config", map[string]any{
 		"Kind": "service-defaults", "Name": "web", "Protocol": "http",
 	})
@@ -297,4 +297,16 @@ func TestBannerDataplaneLine(t *testing.T) {
 			t.Errorf("dev %t: got %q, want %q", tt.dev, got, tt.want)
 		}
 	}
+}
+
+// startAgent is New followed by Start.
+func startAgent(cfg Config) (*Agent, error) {
+	a, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.Start(); err != nil {
+		return nil, err
+	}
+	return a, nil
 }

@@ -37,7 +37,7 @@ func TestClientReRegistersAfterServerLoss(t *testing.T) {
 	}
 	eventually(t, 5*time.Second, "db registered", seen(s1))
 
-	_ = s1.Shutdown(false) // the server and its data are gone
+	_ = s1.Close(context.Background()) // the server and its data are gone
 	s2 := testAgent(t, "s2", true, 1, c1.Cluster().GossipAddr())
 	eventually(t, 15*time.Second, "db re-registered on the new server", seen(s2))
 }
@@ -56,7 +56,7 @@ func TestRegisteredServicesSurviveRestart(t *testing.T) {
 		cfg.GatewayAddr = "127.0.0.1:0"
 		cfg.SerfLANPort, cfg.ServerPort, cfg.LogLevel = 0, 0, "error"
 		cfg.Timing = catalog.FastTiming()
-		a, err := Start(context.Background(), cfg)
+		a, err := startAgent(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -69,11 +69,11 @@ func TestRegisteredServicesSurviveRestart(t *testing.T) {
 	if err != nil || code != 200 {
 		t.Fatalf("register: %d %s %v", code, b, err)
 	}
-	if err := a.Shutdown(false); err != nil {
+	if err := a.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	a = start()
-	defer a.Shutdown(false)
+	defer a.Close(context.Background())
 	var svcs map[string]struct{ Service string }
 	if err := getJSON("http://"+a.HTTPAddr()+"/v1/agent/services", &svcs); err != nil {
 		t.Fatal(err)

@@ -31,11 +31,11 @@ func testAgent(t *testing.T, name string, server bool, expect int, join ...strin
 	cfg.LogLevel = "error"
 	cfg.SyncInterval = 2 * time.Second
 	cfg.Timing = catalog.FastTiming()
-	a, err := Start(context.Background(), cfg)
+	a, err := startAgent(cfg)
 	if err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
-	t.Cleanup(func() { _ = a.Shutdown(false) })
+	t.Cleanup(func() { _ = a.Close(context.Background()) })
 	return a
 }
 
@@ -163,7 +163,7 @@ func TestClusterThreeServersTwoClients(t *testing.T) {
 			t.Fatal("no server claims leadership")
 		}
 		oldLeaderAddr := leader.Cluster().Leader()
-		if err := leader.Shutdown(false); err != nil { // a crash: no graceful leave
+		if err := leader.Close(context.Background()); err != nil { // a crash: no graceful leave
 			t.Logf("shutdown leader: %v", err)
 		}
 		var survivors []*Agent
@@ -223,7 +223,7 @@ func TestClusterThreeServersTwoClients(t *testing.T) {
 			}
 			return nil
 		})
-		_ = c2.Shutdown(false) // fails, does not leave
+		_ = c2.Close(context.Background()) // fails, does not leave
 		eventually(t, 10*time.Second, "api critical after c2 failed", func() error {
 			var entries []healthEntry
 			if err := getJSON("http://"+c1.HTTPAddr()+"/v1/health/service/api", &entries); err != nil {
@@ -246,8 +246,11 @@ func TestClusterThreeServersTwoClients(t *testing.T) {
 	})
 
 	t.Run("a client that leaves has its services removed", func(t *testing.T) {
-		if err := c1.Shutdown(true); err != nil {
+		if err := c1.Leave(context.Background()); err != nil {
 			t.Logf("leave c1: %v", err)
+		}
+		if err := c1.Close(context.Background()); err != nil {
+			t.Logf("close c1: %v", err)
 		}
 		var reader *Agent
 		for _, s := range servers {

@@ -66,14 +66,12 @@ func capiStartDevAgent(t *testing.T, name string) (*Agent, *api.Client) {
 	cfg := DevConfig()
 	cfg.NodeName = name
 	cfg.LogLevel = "warn"
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	a, err := Start(ctx, cfg)
+	a, err := startAgent(cfg)
 	if err != nil {
 		t.Fatalf("start agent: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := a.Shutdown(false); err != nil {
+		if err := a.Close(context.Background()); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
 	})
@@ -1269,11 +1267,11 @@ func TestRegistrationSurvivesFirstSync(t *testing.T) {
 	cfg.LogLevel = "error"
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	a, err := Start(ctx, cfg)
+	a, err := startAgent(cfg)
 	if err != nil {
 		t.Fatalf("start agent: %v", err)
 	}
-	t.Cleanup(func() { _ = a.Shutdown(false) })
+	t.Cleanup(func() { _ = a.Close(context.Background()) })
 	c, err := api.NewClient(&api.Config{Address: a.HTTPAddr()})
 	if err != nil {
 		t.Fatal(err)

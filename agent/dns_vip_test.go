@@ -150,9 +150,9 @@ func TestVirtualIPRangeOverlappingAnInterfaceIsRefused(t *testing.T) {
 	cfg := DevConfig()
 	cfg.NodeName, cfg.LogLevel = "overlap", "error"
 	cfg.VirtualIPv4CIDR = "127.0.0.0/16" // the loopback interface's 127.0.0.1/8
-	a, err := Start(context.Background(), cfg)
+	a, err := startAgent(cfg)
 	if err == nil {
-		_ = a.Shutdown(false)
+		_ = a.Close(context.Background())
 		t.Fatal("started with a virtual IP range on the loopback network")
 	}
 	if !strings.Contains(err.Error(), "-virtual-ip-cidr") || !strings.Contains(err.Error(), "overlaps") {

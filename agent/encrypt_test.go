@@ -26,11 +26,11 @@ func TestGossipEncryption(t *testing.T) {
 		cfg.GatewayAddr = "127.0.0.1:0"
 		cfg.SerfLANPort, cfg.ServerPort, cfg.LogLevel, cfg.Timing = 0, 0, "error", catalog.FastTiming()
 		cfg.RetryJoin, cfg.RetryInterval = join, 100*time.Millisecond
-		a, err := Start(context.Background(), cfg)
+		a, err := startAgent(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = a.Shutdown(false) })
+		t.Cleanup(func() { _ = a.Close(context.Background()) })
 		return a
 	}
 	s1 := start("s1", key('a'), true)

@@ -94,7 +94,7 @@ func TestMeshGracefulDrain(t *testing.T) {
 	}()
 	time.Sleep(500 * time.Millisecond) // the request is now waiting on the instance
 	gw := m.b.agent.GatewayAddr()
-	if err := m.b.agent.Shutdown(false); err != nil {
+	if err := m.b.agent.Close(context.Background()); err != nil {
 		t.Fatalf("shutdown: %v", err)
 	}
 	if err := <-result; err != nil {

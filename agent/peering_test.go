@@ -42,11 +42,11 @@ func startPeeringCluster(t *testing.T, name, dc string) *peeringCluster {
 			pc.HeartbeatInterval, pc.HeartbeatTimeout = 200*time.Millisecond, 2*time.Second
 			pc.ReconnectMin, pc.ReconnectMax = 50*time.Millisecond, 500*time.Millisecond
 		}
-		a, err := Start(context.Background(), cfg)
+		a, err := startAgent(cfg)
 		if err != nil {
 			t.Fatalf("start %s: %v", node, err)
 		}
-		t.Cleanup(func() { _ = a.Shutdown(false) })
+		t.Cleanup(func() { _ = a.Close(context.Background()) })
 		return a
 	}
 	c := &peeringCluster{name: name}
@@ -227,7 +227,7 @@ func TestPeeringTwoClusters(t *testing.T) {
 
 	t.Run("the acceptor's leader dies: the stream resumes with a full resync", func(t *testing.T) {
 		dead := b.leader(t)
-		_ = dead.Shutdown(false)
+		_ = dead.Close(context.Background())
 		// Changed while the stream is down: the resync must drop billing-2.
 		if err := b.api.Agent().ServiceDeregister("billing-2"); err != nil {
 			t.Fatal(err)
@@ -239,7 +239,7 @@ func TestPeeringTwoClusters(t *testing.T) {
 
 	t.Run("the dialer's leader dies: the new leader dials again", func(t *testing.T) {
 		dead := a.leader(t)
-		_ = dead.Shutdown(false)
+		_ = dead.Close(context.Background())
 		a.leader(t)
 		b.register(t, "billing", "billing-3", api.HealthPassing)
 		a.waitImported(t, "billing", "b", map[string]string{"billing-1": "passing", "billing-3": "passing"})

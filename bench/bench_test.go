@@ -78,7 +78,7 @@ func BenchmarkRegister10k(b *testing.B) {
 		if err != nil {
 			b.Fatalf("register on the dev server: %v", err)
 		}
-		if err := dev.Shutdown(false); err != nil {
+		if err := dev.Close(context.Background()); err != nil {
 			b.Logf("shut down the dev server: %v", err)
 		}
 		devRate := benchInstances / devTook.Seconds()
@@ -161,7 +161,7 @@ func BenchmarkBlockingQueryWakeup(b *testing.B) {
 
 				dev := startDev(b)
 				devLat, devE2E := wakeups(b, dev.HTTPAddr(), dev.HTTPAddr(), false, "dev", func() string { return storeState(dev) })
-				_ = dev.Shutdown(false)
+				_ = dev.Close(context.Background())
 
 				servers := startCluster(b, tt.timing)
 				leader, follower := servers[0], servers[1]
@@ -221,11 +221,11 @@ func startDev(b *testing.B) *agent.Agent {
 	cfg := agent.DevConfig()
 	cfg.NodeName = "bench-dev"
 	cfg.LogLevel = "error"
-	a, err := agent.Start(context.Background(), cfg)
+	a, err := startAgent(cfg)
 	if err != nil {
 		b.Fatalf("start dev server: %v", err)
 	}
-	b.Cleanup(func() { _ = a.Shutdown(false) })
+	b.Cleanup(func() { _ = a.Close(context.Background()) })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := a.Cluster().WaitForLeader(ctx); err != nil {
@@ -255,11 +255,11 @@ func startCluster(b *testing.B, timing catalog.Timing) []*agent.Agent {
 		}
 		cfg.LogLevel = "error"
 		cfg.Timing = timing
-		a, err := agent.Start(context.Background(), cfg)
+		a, err := startAgent(cfg)
 		if err != nil {
 			b.Fatalf("start server %d: %v", i+1, err)
 		}
-		b.Cleanup(func() { _ = a.Shutdown(false) })
+		b.Cleanup(func() { _ = a.Close(context.Background()) })
 		servers = append(servers, a)
 	}
 	deadline := time.Now().Add(30 * time.Second)
@@ -286,7 +286,7 @@ func startCluster(b *testing.B, timing catalog.Timing) []*agent.Agent {
 func shutdown(servers []*agent.Agent) {
 	var wg sync.WaitGroup
 	for _, s := range servers {
-		wg.Go(func() { _ = s.Shutdown(false) })
+		wg.Go(func() { _ = s.Close(context.Background()) })
 	}
 	wg.Wait()
 }
@@ -635,4 +635,16 @@ func verdict(ok bool) string {
 		return "met"
 	}
 	return "MISSED"
+}
+
+// startAgent is agent.New followed by Start.
+func startAgent(cfg agent.Config) (*agent.Agent, error) {
+	a, err := agent.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.Start(); err != nil {
+		return nil, err
+	}
+	return a, nil
 }

@@ -198,11 +198,11 @@ func startPeeringDev(b *testing.B, name, dc string) *agent.Agent {
 	// nodes with a serfHealth check), and dev mode runs one every 5 s.
 	cfg.Timing = catalog.FastTiming()
 	cfg.Timing.ReconcileInterval = time.Hour
-	a, err := agent.Start(context.Background(), cfg)
+	a, err := startAgent(cfg)
 	if err != nil {
 		b.Fatalf("start %s: %v", name, err)
 	}
-	b.Cleanup(func() { _ = a.Shutdown(false) })
+	b.Cleanup(func() { _ = a.Close(context.Background()) })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := a.Cluster().WaitForLeader(ctx); err != nil {
