@@ -15,7 +15,7 @@
 //
 // # Shutdown order
 //
-// Leave runs steps 1-6, Close steps 1-4 (unless Leave ran them) and 7-11:
+// Leave runs steps 1-6, Close steps 1-4 (unless Leave ran them) and 7-12:
 //
 //  1. The terminator (l7proxy) closes its listeners and drains open
 //     requests, up to 10 s, while the node still serves its state.
@@ -27,12 +27,14 @@
 //     failure the leader does it when it sees the leave).
 //  6. (Leave) The cluster member leaves: a leader hands leadership over,
 //     the leave intent is gossiped, the gossip pool is left.
-//  7. The cluster member closes: gossip, raft and their stores stop.
-//  8. The agent's run context ends: the dataplane's sync stops.
-//  9. The gRPC servers stop, the peering (TLS) one first, gracefully for up
+//  7. The peering controller ends its leader work (the dialer's streams,
+//     CA bootstrap, deletions; the acceptor's streams with them).
+//  8. The cluster member closes: gossip, raft and their stores stop.
+//  9. The agent's run context ends: the dataplane's sync stops.
+//  10. The gRPC servers stop, the peering (TLS) one first, gracefully for up
 //     to 5 s, then forced.
-//  10. Close waits, within ctx, for the servers' and the sync's goroutines.
-//  11. The eBPF dataplane is released: closed with its pins kept, so a
+//  11. Close waits, within ctx, for the servers' and the sync's goroutines.
+//  12. The eBPF dataplane is released: closed with its pins kept, so a
 //     restarted agent keeps traffic flowing, or in dev mode cleaned up
 //     (nothing stays attached).
 package agent
@@ -348,7 +350,9 @@ func (a *Agent) start(ctx context.Context) error {
 		}()
 	}
 	a.setHealth(true) // until watchServers knows better
-	a.peering.Start()
+	if err := a.peering.Start(); err != nil {
+		return err
+	}
 	if err := a.startDataplane(ctx); err != nil {
 		return err
 	}
@@ -656,6 +660,9 @@ func (a *Agent) Close(ctx context.Context) error {
 	var errs []error
 	a.closeOnce.Do(func() {
 		errs = append(errs, a.drain(ctx))
+		if err := a.peering.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
 		if err := a.cluster.Close(ctx); err != nil {
 			errs = append(errs, err)
 		}

@@ -38,6 +38,13 @@
 //	config.go           Config, DefaultConfig, Validate
 //	metrics.go          the peering metrics
 //
+// Lifecycle: New(cfg) validates and allocates (the CA, the metrics) and
+// starts nothing; Start registers the leader routines with the cluster
+// (dialer, CA bootstrap, deletion, the leadership the acceptor's streams end
+// with); Close(ctx) ends them, waits for them within ctx, and is idempotent.
+// The gRPC services are served by the caller's servers (RegisterStream,
+// RegisterManagement). Close the Server before its catalog.Cluster.
+//
 // This package sits below the HTTP API, the agent wiring and the CLI: it must
 // not import agent/httpapi, agent or cmd/peerctl/cli.
 //

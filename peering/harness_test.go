@@ -75,7 +75,9 @@ func newTestCluster(t *testing.T, name, dc string, mod func(*Config)) *testClust
 	p.RegisterStream(secure)
 	go func() { _ = internal.Serve(internalLn) }()
 	go func() { _ = secure.Serve(tlsLn) }()
-	p.Start()
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		secure.Stop()
 		internal.Stop()

@@ -2,6 +2,7 @@ package peering
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -31,9 +32,21 @@ type Server struct {
 	// The acceptor's streams end with it.
 	leaderMu  sync.Mutex
 	leaderCtx context.Context
+
+	// ctx ends with Close; every leader routine's context ends with it too.
+	// routinesMu guards closed and the Add side of routines, so Close's
+	// Wait never races a routine starting.
+	ctx        context.Context
+	cancel     context.CancelFunc
+	routinesMu sync.Mutex
+	started    bool
+	closed     bool
+	routines   sync.WaitGroup
 }
 
-// New returns the controller; Start registers its leader routines.
+// New validates cfg and returns the controller, its CA and metrics
+// allocated; it starts nothing. Start registers its leader routines, Close
+// ends them.
 func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -49,6 +62,7 @@ func New(cfg Config) (*Server, error) {
 	if s.ca, err = s.newCA(); err != nil {
 		return nil, fmt.Errorf("peering: %w", err)
 	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.metrics = newMetrics(s)
 	if cfg.Registry != nil {
 		if err := s.metrics.register(cfg.Registry); err != nil {
@@ -59,12 +73,62 @@ func New(cfg Config) (*Server, error) {
 }
 
 // Start registers the leader's peering work with the cluster: it runs on
-// whichever server leads, and stops when leadership moves.
-func (s *Server) Start() {
-	s.cfg.Cluster.AddLeaderRoutine("peering-leadership", s.holdLeadership)
-	s.cfg.Cluster.AddLeaderRoutine("peering-ca", s.ca.KeepBootstrapping)
-	s.cfg.Cluster.AddLeaderRoutine("peering-dialer", s.dialerLoop)
-	s.cfg.Cluster.AddLeaderRoutine("peering-deletion", s.deletionLoop)
+// whichever server leads, and stops when leadership moves or at Close. It
+// fails after Close or a second time.
+func (s *Server) Start() error {
+	s.routinesMu.Lock()
+	defer s.routinesMu.Unlock()
+	switch {
+	case s.closed:
+		return errors.New("peering: closed")
+	case s.started:
+		return errors.New("peering: already started")
+	}
+	s.started = true
+	s.cfg.Cluster.AddLeaderRoutine("peering-leadership", s.routine(s.holdLeadership))
+	s.cfg.Cluster.AddLeaderRoutine("peering-ca", s.routine(s.ca.KeepBootstrapping))
+	s.cfg.Cluster.AddLeaderRoutine("peering-dialer", s.routine(s.dialerLoop))
+	s.cfg.Cluster.AddLeaderRoutine("peering-deletion", s.routine(s.deletionLoop))
+	return nil
+}
+
+// Close ends the leader's peering work (the dialer's streams, the CA's
+// bootstrap, deletions, and with the leadership's context the acceptor's
+// streams) and waits, within ctx, for those routines to return. Later
+// leaderships start none. It is idempotent.
+func (s *Server) Close(ctx context.Context) error {
+	s.routinesMu.Lock()
+	s.closed = true
+	s.routinesMu.Unlock()
+	s.cancel()
+	done := make(chan struct{})
+	go func() { s.routines.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("peering: wait for the leader routines: %w", ctx.Err())
+	}
+}
+
+// routine runs fn as a leader routine whose context also ends at Close,
+// counted so Close can wait for it.
+func (s *Server) routine(fn func(context.Context)) catalog.LeaderRoutine {
+	return func(lctx context.Context) {
+		s.routinesMu.Lock()
+		if s.closed {
+			s.routinesMu.Unlock()
+			return
+		}
+		s.routines.Add(1)
+		s.routinesMu.Unlock()
+		defer s.routines.Done()
+		ctx, cancel := context.WithCancel(lctx)
+		defer cancel()
+		stop := context.AfterFunc(s.ctx, cancel)
+		defer stop()
+		fn(ctx)
+	}
 }
 
 // holdLeadership publishes the leadership's context for the acceptor's

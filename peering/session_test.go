@@ -388,7 +388,9 @@ func newFollower(t *testing.T, leader *testCluster) (*Server, string) {
 	g := grpc.NewServer(s.StreamServerOptions()...)
 	s.RegisterStream(g)
 	go func() { _ = g.Serve(ln) }()
-	s.Start()
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		g.Stop()
 		_ = c.Close(context.Background())

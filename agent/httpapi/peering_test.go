@@ -69,7 +69,9 @@ func startPeeringNode(t *testing.T, name, dc string, withPeering bool) *peeringN
 	p.RegisterStream(secure)
 	go func() { _ = internal.Serve(internalLn) }()
 	go func() { _ = secure.Serve(tlsLn) }()
-	p.Start()
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
 
 	l, err := local.New(local.Config{Node: state.Node{Node: name, Address: "127.0.0.1", Datacenter: dc}, Logger: quiet}, c)
 	if err != nil {
