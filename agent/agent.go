@@ -375,7 +375,9 @@ func (a *Agent) start(ctx context.Context) error {
 		}
 		return err
 	}
-	a.proxy.Start()
+	if err := a.proxy.Start(); err != nil {
+		return err
+	}
 	if cfg.DNSAddr != "" {
 		a.dns, err = dns.New(dns.Config{Addr: cfg.DNSAddr, Domain: cfg.DNSDomain(), Recursors: cfg.Recursors,
 			View: a.cluster.View, Registerer: reg, Logger: a.log})

@@ -10,6 +10,12 @@
 // the mirrored view on client nodes) and obtains leaf certificates through a
 // Signer. It never imports the peering or dataplane packages; the agent
 // wires them together.
+//
+// Lifecycle: New(cfg) validates and allocates, opening nothing (the
+// listeners are the caller's, in Config); Start serves them and starts the
+// catalog watches; Close(ctx) stops accepting, drains open connections and
+// requests until ctx ends, closes the rest, waits for the proxy's goroutines
+// and is idempotent.
 package l7proxy
 
 import (

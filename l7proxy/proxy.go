@@ -3,6 +3,7 @@ package l7proxy
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"log/slog"
 	"net"
 	"sync"
@@ -45,6 +46,7 @@ type Proxy struct {
 
 	mu        sync.Mutex
 	upstreams map[string]*upstreamListener
+	started   bool
 	closed    bool
 	// conns tracks raw TCP streams (outbound and tcp inbound) for drain.
 	conns  map[net.Conn]struct{}
@@ -76,8 +78,18 @@ func New(cfg Config) (*Proxy, error) {
 
 // Start serves the gateway (if configured) and keeps the upstream
 // listeners and the compiled intentions in step with the catalog until
-// Close.
-func (p *Proxy) Start() {
+// Close. It fails after Close or a second time.
+func (p *Proxy) Start() error {
+	p.mu.Lock()
+	closed, started := p.closed, p.started
+	p.started = true
+	p.mu.Unlock()
+	switch {
+	case closed:
+		return errors.New("l7proxy: start: the proxy is closed")
+	case started:
+		return errors.New("l7proxy: start: already started")
+	}
 	if p.cfg.GatewayListener != nil {
 		p.gw = newGateway(p, p.cfg.GatewayListener)
 		p.wg.Add(1)
@@ -91,10 +103,13 @@ func (p *Proxy) Start() {
 	go func() { defer p.wg.Done(); p.watchIntentions() }()
 	go func() { defer p.wg.Done(); p.reconcileLoop() }()
 	go func() { defer p.wg.Done(); p.leafLoop() }()
+	return nil
 }
 
 // Close stops accepting, lets open connections and requests finish until
-// ctx ends (graceful drain), then closes what is left.
+// ctx ends (graceful drain), then closes what is left and waits for the
+// proxy's goroutines, which end promptly once its connections are closed.
+// It is idempotent: later calls return nil.
 func (p *Proxy) Close(ctx context.Context) error {
 	p.mu.Lock()
 	if p.closed {
