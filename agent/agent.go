@@ -371,7 +371,7 @@ func (a *Agent) start(ctx context.Context) error {
 	}
 	if a.proxy, err = l7proxy.New(proxyCfg); err != nil {
 		if a.dataplane != nil {
-			_ = a.dataplane.Cleanup() // nothing half-attached is left behind
+			_ = a.dataplane.Cleanup(ctx) // nothing half-attached is left behind
 		}
 		return err
 	}
@@ -698,7 +698,7 @@ func (a *Agent) Close(ctx context.Context) error {
 			if a.cfg.Dev {
 				release = a.dataplane.Cleanup
 			}
-			if err := release(); err != nil {
+			if err := release(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("release the eBPF dataplane: %w", err))
 			}
 		}

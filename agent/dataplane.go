@@ -62,14 +62,17 @@ func (a *Agent) startDataplane(ctx context.Context) error {
 		port := uint16(a.gatewayLn.Addr().(*net.TCPAddr).Port)
 		dc.InboundPorts, dc.InboundNetns = [2]uint16{port, port}, "/proc/self/ns/net"
 	}
-	dp, err := dataplane.Load(ctx, dc)
+	dp, err := dataplane.New(dc)
 	if err != nil {
+		return fmt.Errorf("eBPF dataplane: %w", err)
+	}
+	if err := dp.Start(); err != nil {
 		return fmt.Errorf("eBPF dataplane: %w", err)
 	}
 	a.dataplane = dp
 	if len(dc.InboundPrefixes) > 0 {
 		if err := dp.SetInboundListener(a.gatewayLn); err != nil && !errors.Is(err, dataplane.ErrLayerOff) {
-			_ = dp.Cleanup()
+			_ = dp.Cleanup(ctx)
 			a.dataplane = nil
 			return fmt.Errorf("eBPF dataplane: hand the gateway listener to the inbound layer: %w", err)
 		}

@@ -175,7 +175,7 @@ func (d progDelta) add(o progDelta) progDelta {
 func BenchmarkConnect4Cost(b *testing.B) {
 	testutil.RequireBPF(b)
 	cg, ns := testutil.NewCgroup(b), testutil.NewNetns(b)
-	dp, err := Load(context.Background(), Config{
+	dp, err := load(Config{
 		CgroupPath:   cg,
 		PinDir:       newPinDir(b),
 		Capture:      true,
@@ -186,7 +186,7 @@ func BenchmarkConnect4Cost(b *testing.B) {
 	if err != nil {
 		b.Fatalf("Load: %v", err)
 	}
-	b.Cleanup(func() { _ = dp.Close() })
+	b.Cleanup(func() { _ = dp.Close(context.Background()) })
 	if st := dp.Status(); !st.Capture.Loaded {
 		b.Fatalf("capture layer not loaded: %+v", st.Capture)
 	}

@@ -122,11 +122,11 @@ func newCaptureEnv(t *testing.T, mod func(*Config)) *captureEnv {
 	if mod != nil {
 		mod(&cfg)
 	}
-	e.dp, err = Load(context.Background(), cfg)
+	e.dp, err = load(cfg)
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
-	t.Cleanup(func() { _ = e.dp.Close() })
+	t.Cleanup(func() { _ = e.dp.Close(context.Background()) })
 	if st := e.dp.Status(); !st.Capture.Loaded {
 		t.Fatalf("capture layer not loaded: %+v", st.Capture)
 	}

@@ -72,7 +72,7 @@ type Config struct {
 	InboundNetns string
 
 	// PinDir is the bpffs directory for pins (DefaultPinDir when empty).
-	// A second Load with the same PinDir re-opens the pinned maps and
+	// A second dataplane Started with the same PinDir re-opens the pinned maps and
 	// updates the pinned links in place instead of re-attaching.
 	PinDir string
 

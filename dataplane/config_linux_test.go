@@ -41,9 +41,9 @@ func TestConfigErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dp, err := Load(context.Background(), tt.cfg)
+			dp, err := load(tt.cfg)
 			if err == nil {
-				dp.Close()
+				dp.Close(context.Background())
 				t.Fatal("Load succeeded")
 			}
 			if !strings.Contains(err.Error(), tt.want) {
@@ -53,11 +53,11 @@ func TestConfigErrors(t *testing.T) {
 	}
 	if root := testutil.Cgroup2Root(); root != "" {
 		t.Run("root cgroup", func(t *testing.T) {
-			_, err := Load(context.Background(), Config{Capture: true, CgroupPath: root, ListenerV4: lo, ListenerPort: 1})
+			_, err := load(Config{Capture: true, CgroupPath: root, ListenerV4: lo, ListenerPort: 1})
 			if !errors.Is(err, ErrRootCgroup) {
 				t.Fatalf("Load on the root cgroup: %v, want ErrRootCgroup", err)
 			}
-			_, err = Load(context.Background(), Config{Capture: true, CgroupPath: filepath.Join(root, "."), ListenerV4: lo, ListenerPort: 1})
+			_, err = load(Config{Capture: true, CgroupPath: filepath.Join(root, "."), ListenerV4: lo, ListenerPort: 1})
 			if !errors.Is(err, ErrRootCgroup) {
 				t.Fatalf("Load on root/.: %v, want ErrRootCgroup", err)
 			}
@@ -68,7 +68,7 @@ func TestConfigErrors(t *testing.T) {
 		if root == "" {
 			t.Skip("no cgroup v2 mount")
 		}
-		_, err := Load(context.Background(), Config{Capture: true, CgroupPath: root, AllowRootCgroup: true})
+		_, err := load(Config{Capture: true, CgroupPath: root, AllowRootCgroup: true})
 		if err == nil || !strings.Contains(err.Error(), "ListenerPort") {
 			t.Fatalf("err = %v", err)
 		}
@@ -91,11 +91,11 @@ func TestMissingFeatureDegrades(t *testing.T) {
 		}
 		return nil
 	}
-	dp, err := Load(context.Background(), cfg)
+	dp, err := load(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer dp.Close()
+	defer dp.Close(context.Background())
 	st := dp.Status()
 	if !st.Capture.Loaded || st.Capture.Err != nil || st.FastPath.Loaded || !errors.Is(st.FastPath.Err, ErrNotSupported) {
 		t.Fatalf("status capture %+v fastpath %+v", st.Capture, st.FastPath)

@@ -20,6 +20,7 @@ type Dataplane struct {
 	kernel string
 
 	mu      sync.Mutex
+	started bool
 	closed  bool
 	peers   *ebpf.Map // the peer-id registry, opened by the first Sync (sync_linux.go)
 	capture *captureLayer
@@ -30,17 +31,32 @@ type Dataplane struct {
 	offErrs map[string]error
 }
 
-// Load validates cfg, then probes, loads and attaches each requested
-// layer. Invalid configuration (a missing or root cgroup, an unknown
-// interface, a bad listener) is an error and nothing is attached. A layer
-// whose kernel features are missing, or that fails to load or attach, is
-// rolled back completely and reported off in Status with the reason; the
-// other layers are unaffected.
-func Load(ctx context.Context, cfg Config) (*Dataplane, error) {
+// New validates cfg and returns a dataplane with nothing loaded yet.
+// Invalid configuration (a missing or root cgroup, an unknown interface, a
+// bad listener) is an error.
+func New(cfg Config) (*Dataplane, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	d := &Dataplane{cfg: cfg, log: cfg.logger().With("component", "dataplane"), kernel: kernelRelease(), offErrs: map[string]error{}}
+	return &Dataplane{cfg: cfg, log: cfg.logger().With("component", "dataplane"), kernel: kernelRelease(), offErrs: map[string]error{}}, nil
+}
+
+// Start probes, loads, attaches and pins each requested layer. A layer
+// whose kernel features are missing, or that fails to load or attach, is
+// rolled back completely and reported off in Status with the reason; the
+// other layers are unaffected, and Start still succeeds. It fails only
+// after Close or a second time.
+func (d *Dataplane) Start() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case d.closed:
+		return errors.New("start the dataplane: dataplane closed")
+	case d.started:
+		return errors.New("start the dataplane: already started")
+	}
+	d.started = true
+	cfg := d.cfg
 	dir := cfg.pinDir()
 	// Kernels before 5.11 charge eBPF maps to RLIMIT_MEMLOCK (64 KiB by
 	// default), so every map create fails with EPERM; later kernels charge
@@ -88,10 +104,6 @@ func Load(ctx context.Context, cfg Config) (*Dataplane, error) {
 		}},
 	}
 	for _, s := range steps {
-		if err := ctx.Err(); err != nil {
-			d.Close()
-			return nil, err
-		}
 		if !s.on {
 			continue
 		}
@@ -105,7 +117,7 @@ func Load(ctx context.Context, cfg Config) (*Dataplane, error) {
 		}
 		d.log.Info("layer loaded", "layer", s.name, "pin_dir", filepath.Join(dir, s.name), "kernel", d.kernel)
 	}
-	return d, nil
+	return nil
 }
 
 func (d *Dataplane) off(layer string, err error) {
@@ -120,8 +132,10 @@ func (d *Dataplane) off(layer string, err error) {
 
 // Close releases the process's handles on programs, maps and links. The
 // pins stay, and with them every attachment: traffic keeps flowing until
-// the next Load updates them or Cleanup removes them.
-func (d *Dataplane) Close() error {
+// the next Start updates them or Cleanup removes them. It is idempotent;
+// it starts no goroutine, so there is nothing to wait for, and releasing
+// handles does not block on ctx.
+func (d *Dataplane) Close(_ context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
@@ -148,9 +162,10 @@ func (d *Dataplane) Close() error {
 }
 
 // Cleanup closes d and removes everything pinned under its PinDir (see the
-// package function Cleanup).
-func (d *Dataplane) Cleanup() error {
-	return errors.Join(d.Close(), Cleanup(d.cfg.pinDir()))
+// package function Cleanup), detaching what the pins held; use it instead
+// of Close when nothing should stay attached.
+func (d *Dataplane) Cleanup(ctx context.Context) error {
+	return errors.Join(d.Close(ctx), Cleanup(d.cfg.pinDir()))
 }
 
 // Status reports every layer. Counter read errors are reported in the

@@ -20,14 +20,17 @@ type Dataplane struct {
 	cfg Config
 }
 
-// Load validates cfg, then returns an error that matches ErrNotSupported:
+// New validates cfg, then returns an error that matches ErrNotSupported:
 // the eBPF layers need Linux.
-func Load(_ context.Context, cfg Config) (*Dataplane, error) {
+func New(cfg Config) (*Dataplane, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	return nil, notLinux("load")
 }
+
+// Start loads nothing outside Linux.
+func (d *Dataplane) Start() error { return notLinux("load") }
 
 // Cleanup removes nothing outside Linux: there are no pins.
 func Cleanup(string) error { return notLinux("cleanup") }
@@ -40,10 +43,10 @@ func checkNetns(path string) error { return notLinux("netns " + path) }
 func checkCgroup(path string, _ bool) error { return notLinux("cgroup " + path) }
 
 // Close releases nothing.
-func (d *Dataplane) Close() error { return nil }
+func (d *Dataplane) Close(context.Context) error { return nil }
 
 // Cleanup removes nothing.
-func (d *Dataplane) Cleanup() error { return notLinux("cleanup") }
+func (d *Dataplane) Cleanup(context.Context) error { return notLinux("cleanup") }
 
 // Status reports every requested layer off.
 func (d *Dataplane) Status() Status {

@@ -16,16 +16,23 @@
 //     gateway's listener (SetInboundListener) with bpf_sk_assign; the
 //     accepted connection's local address is the original destination.
 //
-// Everything is pinned under Config.PinDir: a new Load with the same
-// directory re-opens the maps and updates the links in place, so a daemon
-// restart drops no connection. Close releases the process's handles but
-// leaves the pins (and so the attachments) in place; Cleanup removes them.
+// # Lifecycle
+//
+// New(cfg) validates the configuration and allocates nothing in the
+// kernel; Start probes, loads, attaches and pins the requested layers (a
+// layer that cannot load is off, not an error); Close(ctx) releases the
+// process's handles but leaves the pins (and so the attachments) in place,
+// and is idempotent; Cleanup(ctx), instead of Close, also removes the pins
+// and detaches what they held. The dataplane runs no goroutine, so neither
+// has anything to wait for. Everything is pinned under Config.PinDir: a
+// new dataplane started with the same directory re-opens the maps and
+// updates the links in place, so a daemon restart drops no connection.
 //
 // # Platforms
 //
 // The dataplane is Linux's: its code sits in *_linux.go files. Elsewhere
 // (peerctl is built for macOS and Windows, and the tree must vet there) the
-// package keeps its API: Load, Cleanup, CgroupID and the methods of
+// package keeps its API: New, Cleanup, CgroupID and the methods of
 // Dataplane return an error that matches ErrNotSupported (Close has nothing
 // to release).
 //

@@ -20,7 +20,7 @@ func loadFastPathEnv(t testing.TB) (cg string, ns *testutil.Netns, dp *Dataplane
 	t.Helper()
 	testutil.RequireBPF(t)
 	cg, ns = testutil.NewCgroup(t), testutil.NewNetns(t)
-	dp, err := Load(context.Background(), Config{
+	dp, err := load(Config{
 		CgroupPath:    cg,
 		PinDir:        newPinDir(t),
 		FastPath:      true,
@@ -30,7 +30,7 @@ func loadFastPathEnv(t testing.TB) (cg string, ns *testutil.Netns, dp *Dataplane
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
-	t.Cleanup(func() { _ = dp.Close() })
+	t.Cleanup(func() { _ = dp.Close(context.Background()) })
 	if st := dp.Status(); !st.FastPath.Loaded {
 		t.Fatalf("fast path not loaded: %+v", st.FastPath)
 	}

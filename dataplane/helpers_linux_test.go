@@ -123,3 +123,15 @@ func (h *helper) recv(t testing.TB) string {
 	}
 	return ""
 }
+
+// load is New followed by Start.
+func load(cfg Config) (*Dataplane, error) {
+	dp, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := dp.Start(); err != nil {
+		return nil, err
+	}
+	return dp, nil
+}

@@ -307,8 +307,8 @@ func (d *Dataplane) ClearInboundListeners() error {
 }
 
 // SetInboundPrefixes replaces the inbound prefixes (Config.InboundPrefixes
-// at Load) with prefixes. The port range and network namespace are fixed
-// at Load.
+// at Start) with prefixes. The port range and network namespace are fixed
+// at Start.
 func (d *Dataplane) SetInboundPrefixes(prefixes []netip.Prefix) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -204,11 +204,11 @@ func wantCounters(t *testing.T, dp *Dataplane, want map[string]uint64) {
 func TestInboundCapture(t *testing.T) {
 	testutil.RequireBPF(t)
 	ns, pinDir := inboundNetns(t), newPinDir(t)
-	dp, err := Load(context.Background(), inboundConfig(ns, pinDir))
+	dp, err := load(inboundConfig(ns, pinDir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = dp.Close() })
+	t.Cleanup(func() { _ = dp.Close(context.Background()) })
 	st := dp.Status().Inbound
 	testutil.SkipIfNotSupported(t, st.Err) // sk_lookup: Linux 5.9
 	if !st.Enabled || !st.Loaded || st.Reused || st.AttachMode != "netns-link" || st.Err != nil {
@@ -308,11 +308,11 @@ func TestInboundCapture(t *testing.T) {
 func TestInboundDualStackListener(t *testing.T) {
 	testutil.RequireBPF(t)
 	ns, pinDir := inboundNetns(t), newPinDir(t)
-	dp, err := Load(context.Background(), inboundConfig(ns, pinDir))
+	dp, err := load(inboundConfig(ns, pinDir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = dp.Close() })
+	t.Cleanup(func() { _ = dp.Close(context.Background()) })
 	srv := echoIn(t, ns, fmt.Sprintf(":%d", inboundListenPort))
 	if err := dp.SetInboundListener(srv.ln); err != nil {
 		t.Fatal(err)
@@ -330,7 +330,7 @@ func TestInboundRestart(t *testing.T) {
 	testutil.RequireBPF(t)
 	ns, pinDir := inboundNetns(t), newPinDir(t)
 	cfg := inboundConfig(ns, pinDir)
-	dp1, err := Load(context.Background(), cfg)
+	dp1, err := load(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,17 +344,17 @@ func TestInboundRestart(t *testing.T) {
 	if len(before) != 1 {
 		t.Fatalf("pinned links %v, want 1", before)
 	}
-	if err := dp1.Close(); err != nil {
+	if err := dp1.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	// Closed: the pinned link keeps the program attached.
 	mustAccept(t, ns, srv, vip4)
 
-	dp2, err := Load(context.Background(), cfg)
+	dp2, err := load(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = dp2.Close() })
+	t.Cleanup(func() { _ = dp2.Close(context.Background()) })
 	st := dp2.Status().Inbound
 	if !st.Loaded || !st.Reused || st.Maps["inbound_socks"] != 1 || st.Maps["inbound_vips"] != 2 {
 		t.Fatalf("inbound status after restart %+v", st)
@@ -368,17 +368,17 @@ func TestInboundRestart(t *testing.T) {
 	echo(t, open, "after-restart")
 	mustAccept(t, ns, srv, vip4)
 	wantCounters(t, dp2, map[string]uint64{"matched": 3, "assigned": 3})
-	if err := dp2.Close(); err != nil {
+	if err := dp2.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 
 	// A new port range: the link is updated to the new program.
 	cfg.InboundPorts = [2]uint16{inboundLast + 10, inboundLast + 10}
-	dp3, err := Load(context.Background(), cfg)
+	dp3, err := load(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = dp3.Close() })
+	t.Cleanup(func() { _ = dp3.Close(context.Background()) })
 	if st := dp3.Status().Inbound; !st.Loaded || !st.Reused {
 		t.Fatalf("inbound status with new ports %+v", st)
 	}
@@ -386,7 +386,7 @@ func TestInboundRestart(t *testing.T) {
 	mustAccept(t, ns, srv, fmt.Sprintf("203.0.113.10:%d", inboundLast+10))
 	wantCounters(t, dp3, map[string]uint64{"matched": 4, "assigned": 4})
 
-	if err := dp3.Cleanup(); err != nil {
+	if err := dp3.Cleanup(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(pinDir); !errors.Is(err, os.ErrNotExist) {
@@ -407,7 +407,7 @@ func TestInboundCleanupDetachesAtOnce(t *testing.T) {
 	srv := echoIn(t, ns, fmt.Sprintf("127.0.0.1:%d", inboundListenPort))
 	vip4 := fmt.Sprintf("203.0.113.10:%d", inboundPortInRange)
 	for i := 0; i < 10; i++ {
-		dp, err := Load(context.Background(), inboundConfig(ns, newPinDir(t)))
+		dp, err := load(inboundConfig(ns, newPinDir(t)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -415,7 +415,7 @@ func TestInboundCleanupDetachesAtOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		mustAccept(t, ns, srv, vip4)
-		if err := dp.Cleanup(); err != nil {
+		if err := dp.Cleanup(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		mustRefuse(t, ns, vip4)
@@ -436,11 +436,11 @@ func TestInboundMissingFeature(t *testing.T) {
 		}
 		return nil
 	}
-	dp, err := Load(context.Background(), cfg)
+	dp, err := load(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer dp.Close()
+	defer dp.Close(context.Background())
 	st := dp.Status().Inbound
 	if !st.Enabled || st.Loaded || !errors.Is(st.Err, unix.EOPNOTSUPP) || errors.Is(st.Err, ErrNotSupported) {
 		t.Fatalf("inbound status %+v", st)

@@ -14,10 +14,10 @@ import (
 
 // Pin layout under Config.PinDir:
 //
-//	<layer>/<map name>          maps, by name (re-opened on the next Load)
+//	<layer>/<map name>          maps, by name (re-opened on the next Start)
 //	<layer>/prog_<program>      the programs last attached (for bpftool)
 //	<layer>/link_<attachment>   bpf_links (cgroup, TCX): updated in place
-//	                            on the next Load, so attachments never gap
+//	                            on the next Start, so attachments never gap
 //	peer_ids                    the peer-id registry (name -> id), written
 //	                            by Sync, so peers keep their ids and counters
 

@@ -68,7 +68,7 @@ func TestRestartReusesPins(t *testing.T) {
 		ListenerPort: testListenerPort,
 		Mark:         testMark,
 	}
-	dp1, err := Load(context.Background(), cfg)
+	dp1, err := load(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestRestartReusesPins(t *testing.T) {
 	if len(before) != 4 { // connect4, connect6, capture sockops, fast-path sockops
 		t.Fatalf("pinned links %v, want 4", before)
 	}
-	if err := dp1.Close(); err != nil {
+	if err := dp1.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	// Closed: the pinned links keep the programs attached.
@@ -99,12 +99,12 @@ func TestRestartReusesPins(t *testing.T) {
 		t.Fatalf("connection broke after Close: %q", got)
 	}
 
-	dp2, err := Load(context.Background(), cfg)
+	dp2, err := load(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	current.Store(dp2)
-	t.Cleanup(func() { _ = dp2.Close() })
+	t.Cleanup(func() { _ = dp2.Close(context.Background()) })
 	st := dp2.Status()
 	if !st.Capture.Reused || !st.FastPath.Reused {
 		t.Errorf("second Load did not reuse the pins: capture %+v fastpath %+v", st.Capture, st.FastPath)
@@ -138,7 +138,7 @@ func TestRestartReusesPins(t *testing.T) {
 	}
 
 	// Cleanup: nothing attached, nothing pinned, the VIP is plain again.
-	if err := dp2.Cleanup(); err != nil {
+	if err := dp2.Cleanup(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(pinDir); !errors.Is(err, os.ErrNotExist) {

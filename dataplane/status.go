@@ -25,7 +25,7 @@ type LayerStatus struct {
 	Enabled bool
 	// Loaded: programs loaded and attached.
 	Loaded bool
-	// Reused: this Load re-opened pinned maps and updated pinned links.
+	// Reused: this Start re-opened pinned maps and updated pinned links.
 	Reused bool `json:",omitempty"`
 	// AttachMode: "cgroup-link", "tcx", "clsact", "tcx+clsact" or
 	// "netns-link".

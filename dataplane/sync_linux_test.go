@@ -45,11 +45,11 @@ func (e *syncEnv) load() *Dataplane {
 	e.t.Helper()
 	var dp *Dataplane
 	var err error
-	e.ns.Run(func() { dp, err = Load(context.Background(), e.cfg) })
+	e.ns.Run(func() { dp, err = load(e.cfg) })
 	if err != nil {
 		e.t.Fatalf("Load: %v", err)
 	}
-	e.t.Cleanup(func() { _ = dp.Close() })
+	e.t.Cleanup(func() { _ = dp.Close(context.Background()) })
 	if st := dp.Status(); !st.Capture.Loaded || !st.TC.Loaded {
 		e.t.Fatalf("layers not loaded: capture %+v, tc %+v", st.Capture, st.TC)
 	}
@@ -185,7 +185,7 @@ func TestSyncRestart(t *testing.T) {
 	if err := dp1.SetVIP(netip.MustParseAddr("240.0.0.99"), 80, 1, 1); err != nil {
 		t.Fatal(err)
 	}
-	if err := dp1.Close(); err != nil {
+	if err := dp1.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 
@@ -255,7 +255,7 @@ func TestSyncRestart(t *testing.T) {
 	// Without the registry (a peerd that numbered peers in memory ran
 	// before), the pinned counters cannot be attributed: they go, and the
 	// peers are numbered afresh in name order.
-	if err := dp2.Close(); err != nil {
+	if err := dp2.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Remove(filepath.Join(e.cfg.PinDir, peerRegistryFile)); err != nil {
@@ -280,11 +280,11 @@ func TestSyncRestart(t *testing.T) {
 func TestSyncLayersOff(t *testing.T) {
 	testutil.RequireBPF(t)
 	pinDir := newPinDir(t)
-	dp, err := Load(context.Background(), Config{PinDir: pinDir})
+	dp, err := load(Config{PinDir: pinDir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer dp.Close()
+	defer dp.Close(context.Background())
 	mustSync(t, dp, Desired{
 		VIPs:          map[netip.Addr]VIPTarget{vip1: {Peer: "alpha", Service: "web"}},
 		FastPathPorts: []uint16{8080},
@@ -292,7 +292,7 @@ func TestSyncLayersOff(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(pinDir, peerRegistryFile)); !os.IsNotExist(err) {
 		t.Errorf("registry created with no layer that needs it: %v", err)
 	}
-	if err := dp.Close(); err != nil {
+	if err := dp.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if err := dp.Sync(Desired{}); err == nil {

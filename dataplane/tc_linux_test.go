@@ -88,13 +88,13 @@ func testTCCounters(t *testing.T, mode TCMode) {
 	pinDir := newPinDir(t)
 	var dp *Dataplane
 	a.Run(func() {
-		dp, err = Load(context.Background(), Config{Interfaces: []string{"pdA"}, TCMode: mode, PinDir: pinDir})
+		dp, err = load(Config{Interfaces: []string{"pdA"}, TCMode: mode, PinDir: pinDir})
 	})
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
 	t.Cleanup(func() {
-		_ = dp.Close()
+		_ = dp.Close(context.Background())
 		a.Run(func() { _ = Cleanup(pinDir) })
 	})
 	st := dp.Status().TC

@@ -35,7 +35,7 @@ func inGuest(t *testing.T) {
 // the kernel refuses one, prints the whole verifier log.
 func TestProgramsLoad(t *testing.T) {
 	inGuest(t)
-	// 5.10 charges maps to RLIMIT_MEMLOCK; dataplane.Load lifts it too.
+	// 5.10 charges maps to RLIMIT_MEMLOCK; the dataplane's Start lifts it too.
 	if err := rlimit.RemoveMemlock(); err != nil {
 		t.Fatalf("lift RLIMIT_MEMLOCK: %v", err)
 	}
@@ -85,7 +85,7 @@ func TestAttachModes(t *testing.T) {
 	ns := testutil.NewNetns(t)
 	ns.Run(func() {
 		var dp *dataplane.Dataplane
-		dp, err = dataplane.Load(context.Background(), dataplane.Config{
+		dp, err = dataplane.New(dataplane.Config{
 			CgroupPath: cg, Capture: true, FastPath: true,
 			ListenerV4: netip.MustParseAddr("127.0.0.1"), ListenerPort: 15001,
 			Interfaces:      []string{"lo"},
@@ -93,13 +93,16 @@ func TestAttachModes(t *testing.T) {
 			InboundPorts:    [2]uint16{1, 65535}, InboundNetns: ns.Path(),
 			PinDir: pinDir,
 		})
-		if err == nil {
-			st = dp.Status()
-			_ = dp.Cleanup()
+		if err != nil {
+			return
 		}
+		if err = dp.Start(); err == nil {
+			st = dp.Status()
+		}
+		_ = dp.Cleanup(context.Background())
 	})
 	if err != nil {
-		t.Fatalf("Load: %+v", err)
+		t.Fatalf("load the dataplane: %+v", err)
 	}
 	// What the README's kernel requirements table (vmtests.Requirements)
 	// says this kernel does: each layer on from its minimum kernel (off
