@@ -1,6 +1,12 @@
 // Package checks runs a node's health checks (TTL, HTTP and TCP) and reports
 // each status change through a callback. It knows nothing of the catalog's
 // replication: the agent's local state decides what to do with a change.
+//
+// Lifecycle: New allocates a Runner and starts nothing; each Add starts its
+// check (a goroutine, or a TTL timer) and Remove stops it; Close(ctx) stops
+// every check, waits for their goroutines within ctx, refuses later Adds
+// with ErrClosed, and is idempotent. There is no Start: a Runner with no
+// check runs nothing.
 package checks
 
 import (
@@ -24,6 +30,8 @@ import (
 var (
 	ErrUnknownCheck = errors.New("unknown check")
 	ErrNotTTL       = errors.New("check is not a TTL check")
+	// ErrClosed means the Runner was closed: it starts no more checks.
+	ErrClosed = errors.New("check runner closed")
 )
 
 // Defaults applied to a check definition that leaves them out.
@@ -48,6 +56,7 @@ type Runner struct {
 
 	mu     sync.Mutex
 	checks map[string]*running
+	closed bool
 }
 
 type running struct {
@@ -125,6 +134,11 @@ func (r *Runner) Add(id string, def state.CheckType) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	rc := &running{def: def, cancel: cancel, done: make(chan struct{})}
 	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		cancel()
+		return fmt.Errorf("check %q: %w", id, ErrClosed)
+	}
 	r.checks[id] = rc
 	r.mu.Unlock()
 	switch Kind(&def) {
@@ -174,17 +188,32 @@ func (r *Runner) UpdateTTL(id, status, output string) error {
 	return nil
 }
 
-// Close stops every check.
-func (r *Runner) Close() {
+// Close stops every check and waits, within ctx, for their goroutines to
+// return. Later calls to Add fail with ErrClosed; later calls to Close
+// return nil.
+func (r *Runner) Close(ctx context.Context) error {
 	r.mu.Lock()
-	ids := make([]string, 0, len(r.checks))
-	for id := range r.checks {
-		ids = append(ids, id)
+	r.closed = true
+	stopping := make([]*running, 0, len(r.checks))
+	for id, rc := range r.checks {
+		stopping = append(stopping, rc)
+		delete(r.checks, id)
 	}
 	r.mu.Unlock()
-	for _, id := range ids {
-		r.Remove(id)
+	for _, rc := range stopping {
+		rc.cancel()
+		if rc.ttl != nil {
+			rc.ttl.Stop()
+		}
 	}
+	for _, rc := range stopping {
+		select {
+		case <-rc.done:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the checks to stop: %w", ctx.Err())
+		}
+	}
+	return nil
 }
 
 func (r *Runner) loop(ctx context.Context, id string, def state.CheckType) {

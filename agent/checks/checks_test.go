@@ -1,6 +1,8 @@
 package checks
 
 import (
+	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -56,7 +58,7 @@ func TestHTTPCheck(t *testing.T) {
 	defer srv.Close()
 	var rec recorder
 	r := New(rec.notify, nil)
-	defer r.Close()
+	defer r.Close(context.Background())
 	if err := r.Add("h", state.CheckType{HTTP: srv.URL, Interval: ms(100)}); err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +96,7 @@ func TestTCPCheck(t *testing.T) {
 	}()
 	var rec recorder
 	r := New(rec.notify, nil)
-	defer r.Close()
+	defer r.Close(context.Background())
 	if err := r.Add("t", state.CheckType{TCP: addr, Interval: ms(100)}); err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +108,7 @@ func TestTCPCheck(t *testing.T) {
 func TestTTLCheckExpires(t *testing.T) {
 	var rec recorder
 	r := New(rec.notify, nil)
-	defer r.Close()
+	defer r.Close(context.Background())
 	if err := r.Add("ttl", state.CheckType{TTL: ms(200)}); err != nil {
 		t.Fatal(err)
 	}
@@ -141,5 +143,29 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("got %v, want ok=%v", err, tt.ok)
 			}
 		})
+	}
+}
+
+func TestCloseStopsChecks(t *testing.T) {
+	var rec recorder
+	r := New(rec.notify, nil)
+	if err := r.Add("t", state.CheckType{TCP: "127.0.0.1:1", Interval: ms(100)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Add("ttl", state.CheckType{TTL: ms(100)}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := range 2 {
+		if err := r.Close(ctx); err != nil {
+			t.Fatalf("Close #%d: %v", i+1, err)
+		}
+	}
+	if err := r.Add("late", state.CheckType{TTL: ms(100)}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Add after Close: got %v, want ErrClosed", err)
+	}
+	if err := r.UpdateTTL("ttl", state.HealthPassing, ""); !errors.Is(err, ErrUnknownCheck) {
+		t.Fatalf("UpdateTTL after Close: got %v, want ErrUnknownCheck", err)
 	}
 }

@@ -73,7 +73,7 @@ func (s *State) SyncNow(ctx context.Context) error {
 // SyncInterval, on Kick, and with backoff after a failure. Checks stop when it
 // returns.
 func (s *State) Run(ctx context.Context) {
-	defer s.runner.Close()
+	defer s.runner.Close(context.Background())
 	backoff := time.Second
 	next := time.Duration(0)
 	for {
