@@ -21,8 +21,9 @@
 //     requests, up to 10 s, while the node still serves its state.
 //  2. The DNS server stops (within 5 s, shared with step 3).
 //  3. The HTTP API stops; in-flight requests drain.
-//  4. Anti-entropy (local state) and the server watch stop, and are waited
-//     for, so nothing re-registers the node after a leave.
+//  4. The server watch and the local state (anti-entropy and the health
+//     checks) stop and are waited for, so nothing re-registers the node
+//     after a leave.
 //  5. (Leave) The node deregisters itself from the catalog (up to 2 s; on
 //     failure the leader does it when it sees the leave).
 //  6. (Leave) The cluster member leaves: a leader hands leadership over,
@@ -103,8 +104,8 @@ type Agent struct {
 	// registrations and the dataplane's sync run under it.
 	runCtx context.Context
 	cancel context.CancelFunc
-	// stopLocal ends anti-entropy and the server watch (localWG), before a
-	// leave.
+	// stopLocal ends the server watch (localWG), before a leave; the local
+	// state's anti-entropy stops with its Close.
 	stopLocal context.CancelFunc
 	localWG   sync.WaitGroup
 	wg        sync.WaitGroup
@@ -176,6 +177,9 @@ func New(cfg Config) (*Agent, error) {
 func (a *Agent) Start() error {
 	if err := a.start(a.runCtx); err != nil {
 		a.closeListeners()
+		if a.local != nil {
+			_ = a.local.Close(context.Background()) // its restored checks run
+		}
 		if a.cluster != nil {
 			_ = a.cluster.Close(context.Background())
 		}
@@ -411,8 +415,10 @@ func (a *Agent) start(ctx context.Context) error {
 		a.wg.Add(1)
 		go func() { defer a.wg.Done(); a.dpSync.run(runCtx) }()
 	}
-	a.localWG.Add(2)
-	go func() { defer a.localWG.Done(); a.local.Run(localCtx) }()
+	if err := a.local.Start(); err != nil {
+		return err
+	}
+	a.localWG.Add(1)
 	go func() { defer a.localWG.Done(); a.watchServers(localCtx) }()
 	return nil
 }
@@ -732,6 +738,9 @@ func (a *Agent) drain(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("stop HTTP server: %w", err))
 		}
 		a.stopLocal()
+		if err := a.local.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
 		a.localWG.Wait()
 	})
 	return errors.Join(errs...)

@@ -5,6 +5,7 @@ package local
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -69,11 +70,43 @@ func (s *State) SyncNow(ctx context.Context) error {
 	return nil
 }
 
-// Run runs anti-entropy until ctx ends: a full sync at start, every
-// SyncInterval, on Kick, and with backoff after a failure. Checks stop when it
-// returns.
-func (s *State) Run(ctx context.Context) {
-	defer s.runner.Close(context.Background())
+// Start starts anti-entropy: a full sync at once, then every SyncInterval,
+// on Kick, and with backoff after a failure, until Close. It fails after
+// Close or a second time.
+func (s *State) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.ctx.Err() != nil:
+		return errors.New("local state: start: closed")
+	case s.started:
+		return errors.New("local state: start: already started")
+	}
+	s.started = true
+	go func() { defer close(s.done); s.run(s.ctx) }()
+	return nil
+}
+
+// Close stops anti-entropy and every check and waits for them within ctx.
+// The services and checks stay registered (in the catalog and StateDir);
+// registering more after Close fails. It is idempotent.
+func (s *State) Close(ctx context.Context) error {
+	s.mu.Lock()
+	s.cancel()
+	started := s.started
+	s.mu.Unlock()
+	if started {
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			return fmt.Errorf("local state: wait for anti-entropy to stop: %w", ctx.Err())
+		}
+	}
+	return s.runner.Close(ctx)
+}
+
+// run is anti-entropy's loop, until ctx ends.
+func (s *State) run(ctx context.Context) {
 	backoff := time.Second
 	next := time.Duration(0)
 	for {

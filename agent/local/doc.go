@@ -4,6 +4,11 @@
 // the node runs periodically and whenever the set of servers changes, so
 // registrations come back after the servers lose them.
 //
+// Lifecycle: New validates, restores what StateDir holds and starts the
+// restored checks (each check runs from its registration); Start starts
+// anti-entropy; Close(ctx) stops anti-entropy and the checks, waits for them
+// within ctx, and is idempotent. The registrations stay in the catalog.
+//
 // It imports catalog and checks; nothing of ours imports it but the HTTP API
 // and the agent wiring.
 //

@@ -75,9 +75,16 @@ type State struct {
 	offline bool
 
 	kick chan struct{}
+
+	// ctx ends at Close and stops anti-entropy (done closes when it has).
+	ctx     context.Context
+	cancel  context.CancelFunc
+	started bool
+	done    chan struct{}
 }
 
-// New returns the local state; Run starts anti-entropy.
+// New returns the local state, restoring what StateDir holds and starting
+// the restored checks; Start starts anti-entropy, Close stops both.
 func New(cfg Config, apply Applier) (*State, error) {
 	if cfg.Node.Node == "" {
 		return nil, errors.New("local state: node name is required")
@@ -92,8 +99,9 @@ func New(cfg Config, apply Applier) (*State, error) {
 	s := &State{
 		cfg: cfg, log: l, apply: apply,
 		services: map[string]*Service{}, checks: map[string]*Check{},
-		kick: make(chan struct{}, 1),
+		kick: make(chan struct{}, 1), done: make(chan struct{}),
 	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.runner = checks.New(s.checkResult, l)
 	if err := s.load(); err != nil {
 		return nil, err
