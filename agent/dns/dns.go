@@ -16,6 +16,11 @@
 //
 // Answers carry TTL 0, as Consul's service lookups do by default: the
 // catalog changes faster than any cache should hold it.
+//
+// Lifecycle: New validates the Config and opens nothing (Handle answers a
+// query without a network); Start listens on UDP and TCP; Close(ctx) shuts
+// both listeners down within ctx, waits for the serving goroutines, and is
+// idempotent.
 package dns
 
 import (
