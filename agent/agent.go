@@ -15,7 +15,9 @@
 //
 // # Shutdown order
 //
-// Leave runs steps 1-6, Close steps 1-4 (unless Leave ran them) and 7-12:
+// Leave runs steps 1-6, Close steps 1-4 (unless Leave ran them) and 7-12,
+// from one table in the code (shutdownSteps) that a test checks this list
+// against:
 //
 //  1. The terminator (l7proxy) closes its listeners and drains open
 //     requests, up to 10 s, while the node still serves its state.
@@ -639,22 +641,8 @@ func (a *Agent) Leave(ctx context.Context) error {
 	if !a.started {
 		return errNotStarted
 	}
-	errs := []error{a.drain(ctx)}
-	// Take this node out of the catalog ourselves rather than rely on the
-	// leader seeing the leave in gossip: under load the leave intent can
-	// arrive after the node is already suspected, and its services would
-	// then linger as critical.
-	dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
-	_, err := a.cluster.Apply(dctx, &catalog.Command{Type: catalog.CmdDeregister,
-		Deregister: &state.DeregisterRequest{Node: a.cfg.NodeName}})
-	dcancel()
-	if err != nil {
-		a.log.Warn("deregister this node before leaving; the leader will do it", "err", err)
-	}
-	if err := a.cluster.Leave(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("leave the cluster: %w", err))
-	}
-	return errors.Join(errs...)
+	steps := a.shutdownSteps()
+	return errors.Join(a.drain(ctx, steps), runSteps(ctx, steps, leavePhase))
 }
 
 // Close stops the agent without leaving (the other nodes see it fail unless
@@ -665,38 +653,142 @@ func (a *Agent) Close(ctx context.Context) error {
 		a.cancel()
 		return nil
 	}
-	var errs []error
+	var err error
 	a.closeOnce.Do(func() {
-		errs = append(errs, a.drain(ctx))
-		if err := a.peering.Close(ctx); err != nil {
-			errs = append(errs, err)
+		steps := a.shutdownSteps()
+		err = errors.Join(a.drain(ctx, steps), runSteps(ctx, steps, closePhase))
+	})
+	return err
+}
+
+// drain runs the drain phase once, for Leave or Close, whichever comes
+// first; later calls return nil.
+func (a *Agent) drain(ctx context.Context, steps []shutdownStep) error {
+	var err error
+	a.drainOnce.Do(func() { err = runSteps(ctx, steps, drainPhase) })
+	return err
+}
+
+// The phases of the shutdown: drainPhase runs first (Leave or Close),
+// leavePhase only in Leave, closePhase only in Close.
+const (
+	drainPhase = iota
+	leavePhase
+	closePhase
+)
+
+// shutdownStep is one step of the agent's shutdown.
+type shutdownStep struct {
+	// name is a phrase of the step's item in the package doc's numbered
+	// list, which TestShutdownOrderDocumented checks item by item.
+	name  string
+	phase int
+	run   func(ctx context.Context) error
+}
+
+func runSteps(ctx context.Context, steps []shutdownStep, phase int) error {
+	var errs []error
+	for _, s := range steps {
+		if s.phase == phase {
+			errs = append(errs, s.run(ctx))
 		}
-		if err := a.cluster.Close(ctx); err != nil {
-			errs = append(errs, err)
-		}
-		a.cancel()
-		gctx, gcancel := context.WithTimeout(ctx, 5*time.Second)
-		defer gcancel()
-		for _, g := range []*grpc.Server{a.grpcTLS, a.grpc} {
-			if g == nil {
-				continue
+	}
+	return errors.Join(errs...)
+}
+
+// shutdownSteps is the agent's shutdown in the order it runs, the order
+// the package doc lists.
+func (a *Agent) shutdownSteps() []shutdownStep {
+	// DNS and HTTP share one budget for their in-flight requests.
+	var serveCtx context.Context
+	var serveCancel context.CancelFunc
+	return []shutdownStep{
+		{"terminator", drainPhase, func(ctx context.Context) error {
+			// Open requests finish while the node still serves its state.
+			if a.proxy == nil {
+				return nil
 			}
-			stopped := make(chan struct{})
-			go func() { g.GracefulStop(); close(stopped) }()
+			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if err := a.proxy.Close(ctx); err != nil {
+				return fmt.Errorf("stop the terminator: %w", err)
+			}
+			return nil
+		}},
+		{"DNS server", drainPhase, func(ctx context.Context) error {
+			serveCtx, serveCancel = context.WithTimeout(ctx, 5*time.Second)
+			if a.dns == nil {
+				return nil
+			}
+			return a.dns.Close(serveCtx)
+		}},
+		{"HTTP API", drainPhase, func(context.Context) error {
+			defer serveCancel()
+			if err := a.http.Shutdown(serveCtx); err != nil {
+				return fmt.Errorf("stop HTTP server: %w", err)
+			}
+			return nil
+		}},
+		{"local state", drainPhase, func(ctx context.Context) error {
+			a.stopLocal()
+			err := a.local.Close(ctx)
+			a.localWG.Wait()
+			return err
+		}},
+		{"deregisters", leavePhase, func(ctx context.Context) error {
+			// Take this node out of the catalog ourselves rather than rely
+			// on the leader seeing the leave in gossip: under load the
+			// leave intent can arrive after the node is already suspected,
+			// and its services would then linger as critical.
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			_, err := a.cluster.Apply(ctx, &catalog.Command{Type: catalog.CmdDeregister,
+				Deregister: &state.DeregisterRequest{Node: a.cfg.NodeName}})
+			if err != nil {
+				a.log.Warn("deregister this node before leaving; the leader will do it", "err", err)
+			}
+			return nil
+		}},
+		{"leaves", leavePhase, func(ctx context.Context) error {
+			if err := a.cluster.Leave(ctx); err != nil {
+				return fmt.Errorf("leave the cluster: %w", err)
+			}
+			return nil
+		}},
+		{"peering controller", closePhase, a.peering.Close},
+		{"cluster member closes", closePhase, a.cluster.Close},
+		{"run context", closePhase, func(context.Context) error { a.cancel(); return nil }},
+		{"gRPC servers", closePhase, func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			for _, g := range []*grpc.Server{a.grpcTLS, a.grpc} {
+				if g == nil {
+					continue
+				}
+				stopped := make(chan struct{})
+				go func() { g.GracefulStop(); close(stopped) }()
+				select {
+				case <-stopped:
+				case <-ctx.Done():
+					g.Stop()
+				}
+			}
+			return nil
+		}},
+		{"waits", closePhase, func(ctx context.Context) error {
+			done := make(chan struct{})
+			go func() { a.wg.Wait(); close(done) }()
 			select {
-			case <-stopped:
-			case <-gctx.Done():
-				g.Stop()
+			case <-done:
+				return nil
+			case <-ctx.Done():
+				return fmt.Errorf("wait for the agent's servers: %w", ctx.Err())
 			}
-		}
-		done := make(chan struct{})
-		go func() { a.wg.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			errs = append(errs, fmt.Errorf("wait for the agent's servers: %w", ctx.Err()))
-		}
-		if a.dataplane != nil {
+		}},
+		{"dataplane", closePhase, func(ctx context.Context) error {
+			if a.dataplane == nil {
+				return nil
+			}
 			// A dev agent leaves nothing attached: its programs would go on
 			// redirecting connects to listeners that are gone. Otherwise the
 			// pins stay, so a restarted agent keeps traffic flowing.
@@ -705,45 +797,11 @@ func (a *Agent) Close(ctx context.Context) error {
 				release = a.dataplane.Cleanup
 			}
 			if err := release(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("release the eBPF dataplane: %w", err))
+				return fmt.Errorf("release the eBPF dataplane: %w", err)
 			}
-		}
-	})
-	return errors.Join(errs...)
-}
-
-// drain stops, once, what serves clients and what writes the node's state:
-// the terminator (open requests finish, up to 10 s, while the node still
-// serves its state), DNS and HTTP (in-flight requests drain for up to 5 s),
-// then anti-entropy and the server watch. The first call returns its
-// errors; later calls return nil.
-func (a *Agent) drain(ctx context.Context) error {
-	var errs []error
-	a.drainOnce.Do(func() {
-		if a.proxy != nil {
-			pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
-			if err := a.proxy.Close(pctx); err != nil {
-				errs = append(errs, fmt.Errorf("stop the terminator: %w", err))
-			}
-			pcancel()
-		}
-		hctx, hcancel := context.WithTimeout(ctx, 5*time.Second)
-		defer hcancel()
-		if a.dns != nil {
-			if err := a.dns.Close(hctx); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		if err := a.http.Shutdown(hctx); err != nil {
-			errs = append(errs, fmt.Errorf("stop HTTP server: %w", err))
-		}
-		a.stopLocal()
-		if err := a.local.Close(ctx); err != nil {
-			errs = append(errs, err)
-		}
-		a.localWG.Wait()
-	})
-	return errors.Join(errs...)
+			return nil
+		}},
+	}
 }
 
 func (a *Agent) closeListeners() {
