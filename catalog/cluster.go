@@ -781,7 +781,8 @@ func (c *Cluster) WaitCaughtUp(ctx context.Context) error {
 // registrations rather than marking them critical: a leader first hands
 // leadership over, then the member gossips its leave intent and leaves the
 // pool (each step bounded by ctx as well as by its own timeout, 1 s and 2 s).
-// The member keeps running until Close; call Close next.
+// The member keeps running until Close; call Close next. Before Start or
+// after Close, Leave fails with ErrShutdown.
 func (c *Cluster) Leave(ctx context.Context) error {
 	if c.ctx.Err() != nil || c.ml == nil {
 		return ErrShutdown
