@@ -255,10 +255,11 @@ func parseSNI(sni string, td spiffeid.TrustDomain) (service, peer string, intern
 	return "", "", false, false
 }
 
-// configFor decides a handshake from its ClientHello: the server name must
-// name a local service exported to the peer it names (or be the internal
-// form); the client must present a certificate chaining to that peer's
-// trust bundle (or to this cluster's roots).
+// configFor decides a handshake from its ClientHello, before any leaf is
+// signed: the server name must name a service this cluster serves (see
+// served), exported to a live peering it names, or be the internal form of
+// this datacenter; the client must present a certificate chaining to that
+// peer's trust bundle (or to this cluster's roots).
 func (g *gateway) configFor(hello *tls.ClientHelloInfo, hs *handshake) (*tls.Config, error) {
 	p := g.p
 	hs.serverName = hello.ServerName
@@ -273,12 +274,24 @@ func (g *gateway) configFor(hello *tls.ClientHelloInfo, hs *handshake) (*tls.Con
 		hs.reason = "unknown_sni"
 		return nil, fmt.Errorf("server name %q is not a service of this cluster", hello.ServerName)
 	}
+	if internal && hello.ServerName != identity.InternalSNI(service, identity.DefaultNamespace, p.cfg.Datacenter, local.td) {
+		hs.reason = "unknown_sni"
+		return nil, fmt.Errorf("server name %q is not of datacenter %q", hello.ServerName, p.cfg.Datacenter)
+	}
 	ts := local
 	if !internal {
 		if reason, err := exportedTo(st, service, peer); err != nil {
 			hs.reason = reason
 			return nil, err
 		}
+	}
+	// Only then is a leaf signed (or taken from the cache): a name that
+	// no client could be routed by costs no signature and no memory.
+	if err := served(st, service); err != nil {
+		hs.reason = "unknown_service"
+		return nil, err
+	}
+	if !internal {
 		if ts, err = p.trust.peerTrust(st, peer); err != nil {
 			hs.reason = "no_trust_bundle"
 			return nil, err
@@ -348,6 +361,24 @@ func exportedTo(st *state.Store, service, peer string) (string, error) {
 		return "not_exported", fmt.Errorf("service %q is not exported to peer %q", service, peer)
 	}
 	return "", nil
+}
+
+// served checks that this cluster serves service: it has instances in the
+// catalog, or a service-resolver that routes it elsewhere (a redirect or a
+// failover). A wildcard export names every service; this is what keeps a
+// made-up name from being signed for.
+func served(st *state.Store, service string) error {
+	_, nodes, err := st.ServiceNodes(nil, "", service)
+	if err != nil {
+		return fmt.Errorf("instances of %q: %w", service, err)
+	}
+	if len(nodes) > 0 {
+		return nil
+	}
+	if _, e, err := st.ConfigEntry(nil, configentry.ServiceResolver, service); err == nil && e != nil {
+		return nil
+	}
+	return fmt.Errorf("service %q has no instance in this cluster", service)
 }
 
 // verifyReason names why a client certificate was refused.

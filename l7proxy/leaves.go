@@ -12,10 +12,20 @@ import (
 	"github.com/peerd/peerd/internal/identity"
 )
 
+// maxLeaves bounds the leaves cache: a node keeps the leaves of at most this
+// many identities (its services, the gateway, and the services its gateway
+// serves). An ECDSA P-256 leaf with its key and parsed certificate is about
+// 10 KiB, so the cache stays within about 10 MiB whatever clients ask for.
+// Past the bound, the least recently used identity is dropped; it is signed
+// again when next used.
+const maxLeaves = 1024
+
 // leaves holds the leaf certificates of this node's identities (every local
 // service, and the gateway) and renews them: at half their life, and when
 // the cluster's active root changes. A handshake never waits for a renewal
-// while the current leaf is still valid.
+// while the current leaf is still valid. The cache is bounded: at most
+// maxLeaves identities (least recently used evicted first), and an identity
+// unused for refresh's keep time is dropped.
 type leaves struct {
 	p  *Proxy
 	mu sync.Mutex
@@ -40,10 +50,42 @@ func (l *leaves) entry(id spiffeid.ID) *leaf {
 	}
 	e := l.m[id]
 	if e == nil {
-		e = &leaf{}
+		if len(l.m) >= maxLeaves {
+			l.evictLocked()
+		}
+		e = &leaf{lastUsed: l.p.cfg.Now()}
 		l.m[id] = e
+		l.p.m.leafCache.Set(float64(len(l.m)))
 	}
 	return e
+}
+
+// evictLocked drops the least recently used identity. l.mu is held; the
+// lock order is l.mu, then an entry's mu.
+func (l *leaves) evictLocked() {
+	var (
+		oldest   spiffeid.ID
+		oldestAt time.Time
+		found    bool
+	)
+	for id, e := range l.m {
+		e.mu.Lock()
+		used := e.lastUsed
+		e.mu.Unlock()
+		if !found || used.Before(oldestAt) {
+			oldest, oldestAt, found = id, used, true
+		}
+	}
+	if found {
+		delete(l.m, oldest)
+	}
+}
+
+// size is the number of identities cached.
+func (l *leaves) size() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.m)
 }
 
 // get returns a valid leaf for id, signing one first if there is none (or
@@ -138,7 +180,10 @@ func (l *leaves) refresh(keep time.Duration) {
 		e.mu.Unlock()
 		if stale {
 			l.mu.Lock()
-			delete(l.m, id)
+			if l.m[id] == e {
+				delete(l.m, id)
+			}
+			l.p.m.leafCache.Set(float64(len(l.m)))
 			l.mu.Unlock()
 			continue
 		}

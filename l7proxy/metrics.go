@@ -26,6 +26,7 @@ type metrics struct {
 	connectFail   *prometheus.CounterVec
 	ejections     *prometheus.CounterVec
 	leafRenewals  *prometheus.CounterVec
+	leafCache     prometheus.Gauge
 	listeners     prometheus.Gauge
 	markEnabled   prometheus.Gauge
 }
@@ -74,6 +75,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "peerd_proxy_leaf_certificates_signed_total",
 			Help: "Leaf certificates obtained from the CA, by result.",
 		}, []string{"result"}),
+		leafCache: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "peerd_proxy_leaf_cache_entries",
+			Help: "Identities whose leaf certificate the terminator keeps (at most " + strconv.Itoa(maxLeaves) + ").",
+		}),
 		listeners: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "peerd_proxy_upstream_listeners",
 			Help: "Upstream (outbound) listeners open.",
@@ -85,7 +90,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.requests, m.duration, m.bytes, m.connections, m.active, m.handshakeFail,
-			m.denials, m.connectFail, m.ejections, m.leafRenewals, m.listeners, m.markEnabled)
+			m.denials, m.connectFail, m.ejections, m.leafRenewals, m.leafCache, m.listeners, m.markEnabled)
 	}
 	return m
 }
