@@ -14,8 +14,9 @@ import (
 
 // maxLeaves bounds the leaves cache: a node keeps the leaves of at most this
 // many identities (its services, the gateway, and the services its gateway
-// serves). An ECDSA P-256 leaf with its key and parsed certificate is about
-// 10 KiB, so the cache stays within about 10 MiB whatever clients ask for.
+// serves). An ECDSA P-256 leaf with its key and parsed certificate holds
+// about 6 KiB of heap (measured: 3000 leaves took 17.5 MiB), so the cache
+// stays within about 6 MiB whatever clients ask for.
 // Past the bound, the least recently used identity is dropped; it is signed
 // again when next used.
 const maxLeaves = 1024
