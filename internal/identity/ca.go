@@ -106,7 +106,8 @@ type Root struct {
 // for td: URI SAN spiffe://<td>, CA with a path length constraint of 1 (see
 // CrossSign), key usage certificate and CRL signing, subject CN
 // "peerd CA <first 8 hex digits of ID>", valid from a minute before now for
-// RootTTL.
+// RootTTL, and critical name constraints (see nameConstraints): whatever its
+// key signs, verifiers accept only names of td.
 func (c CA) NewRoot(td spiffeid.TrustDomain) (Root, error) {
 	if err := c.Validate(); err != nil {
 		return Root{}, err
@@ -140,6 +141,7 @@ func (c CA) NewRoot(td spiffeid.TrustDomain) (Root, error) {
 		SubjectKeyId:          ski,
 		URIs:                  []*url.URL{td.ID().URL()},
 	}
+	nameConstraints(tmpl, td)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		return Root{}, fmt.Errorf("new root: create certificate: %w", err)
@@ -158,9 +160,27 @@ func (c CA) NewRoot(td spiffeid.TrustDomain) (Root, error) {
 	}, nil
 }
 
+// nameConstraints limits what a root vouches for to trust domain td, so
+// that a leaf signed with its key outside SignLeaf's rules still fails
+// verification: URI SANs (SPIFFE IDs) only of host td, DNS SANs only td and
+// names below it (the peering server name and the SNI forms end in td), no
+// IP SANs. The constraints are critical, as RFC 5280 requires. crypto/x509
+// enforces all three kinds (TestRootNameConstraints); OpenSSL and BoringSSL
+// (Envoy, on a Consul peer) implement URI constraints too, untested here.
+func nameConstraints(tmpl *x509.Certificate, td spiffeid.TrustDomain) {
+	tmpl.PermittedDNSDomainsCritical = true
+	tmpl.PermittedDNSDomains = []string{td.Name()}
+	tmpl.PermittedURIDomains = []string{td.Name()}
+	tmpl.ExcludedIPRanges = []*net.IPNet{
+		{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
+		{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)},
+	}
+}
+
 // CrossSign certifies newRoot's public key with oldRoot's key and returns
 // the certificate as PEM, to be stored as newRoot.CrossSignedPEM. The
-// certificate copies newRoot's subject, SubjectKeyId and URI SAN, so a
+// certificate copies newRoot's subject, SubjectKeyId, URI SAN and name
+// constraints, so a
 // client that trusts only oldRoot accepts a leaf of newRoot when the peer
 // sends this certificate after the leaf as an intermediate: leaf, then
 // cross-signed certificate, then oldRoot. It is a CA certificate with a path
@@ -210,6 +230,12 @@ func (c CA) CrossSign(newRoot, oldRoot Root) (string, error) {
 		MaxPathLenZero:        true,
 		SubjectKeyId:          newCert.SubjectKeyId,
 		URIs:                  newCert.URIs,
+		// The new root's name constraints bind its leaves on the old
+		// root's path too.
+		PermittedDNSDomainsCritical: newCert.PermittedDNSDomainsCritical,
+		PermittedDNSDomains:         newCert.PermittedDNSDomains,
+		PermittedURIDomains:         newCert.PermittedURIDomains,
+		ExcludedIPRanges:            newCert.ExcludedIPRanges,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, oldCert, newCert.PublicKey, oldKey)
 	if err != nil {

@@ -403,11 +403,20 @@ func TestVerifyLeaf(t *testing.T) {
 	httpURI := createCert(t, &x509.Certificate{
 		URIs: []*url.URL{{Scheme: "https", Host: "example.com", Path: "/x"}}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, BasicConstraintsValid: true,
 	}, rootCert, k.Public(), rootKey)
-	// The root of td mints an identity of otherTD: refused by the
-	// trust-domain check even when otherTD's root is in the pool.
+	// The root of td mints an identity of otherTD: refused by the root's
+	// name constraints even when otherTD's root is in the pool.
 	forged := createCert(t, &x509.Certificate{
 		URIs: []*url.URL{otherWeb.URL()}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, BasicConstraintsValid: true,
 	}, rootCert, k.Public(), rootKey)
+	// A root of td made before roots had name constraints: the
+	// trust-domain check refuses the same forgery.
+	legacyKey, _, _ := NewKey()
+	legacyTmpl := &x509.Certificate{Subject: pkix.Name{CommonName: "legacy"}, BasicConstraintsValid: true, IsCA: true,
+		KeyUsage: x509.KeyUsageCertSign, URIs: []*url.URL{td.ID().URL()}}
+	legacy := createCert(t, legacyTmpl, legacyTmpl, legacyKey.Public(), legacyKey)
+	forgedLegacy := createCert(t, &x509.Certificate{
+		URIs: []*url.URL{otherWeb.URL()}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, BasicConstraintsValid: true,
+	}, legacy, k.Public(), legacyKey)
 	// A CA without a URI SAN vouches for any trust domain.
 	plainKey, _, _ := NewKey()
 	plainCA := selfSigned(t, plainKey)
@@ -438,7 +447,8 @@ func TestVerifyLeaf(t *testing.T) {
 		{"trust domain URI", []*x509.Certificate{tdURI}, pool, t0, x509.ExtKeyUsageClientAuth, spiffeid.ID{}, "names a trust domain"},
 		{"https URI", []*x509.Certificate{httpURI}, pool, t0, x509.ExtKeyUsageClientAuth, spiffeid.ID{}, "not a SPIFFE ID"},
 		{"CA as leaf", []*x509.Certificate{rootCert}, pool, t0, x509.ExtKeyUsageAny, spiffeid.ID{}, "is a CA"},
-		{"forged other trust domain", []*x509.Certificate{forged}, both, t0, x509.ExtKeyUsageClientAuth, spiffeid.ID{}, "other trust domains"},
+		{"forged other trust domain", []*x509.Certificate{forged}, both, t0, x509.ExtKeyUsageClientAuth, spiffeid.ID{}, "not permitted"},
+		{"forged other trust domain, legacy root", []*x509.Certificate{forgedLegacy}, mustPool(t, encodeCert(legacy.Raw), otherRoot.CertPEM), t0, x509.ExtKeyUsageClientAuth, spiffeid.ID{}, "other trust domains"},
 		{"CA without URI SAN", []*x509.Certificate{fromPlain}, mustPool(t, encodeCert(plainCA.Raw)), t0, x509.ExtKeyUsageClientAuth, otherWeb, ""},
 		{"empty chain", nil, pool, t0, x509.ExtKeyUsageClientAuth, spiffeid.ID{}, "no certificate"},
 		{"nil certificate", []*x509.Certificate{client, nil}, pool, t0, x509.ExtKeyUsageClientAuth, spiffeid.ID{}, "certificate 1 is nil"},
@@ -647,5 +657,79 @@ func equal(a, b any) bool {
 		return ok && slices.Equal(a, b)
 	default:
 		return a == b
+	}
+}
+
+// TestRootNameConstraints signs, with a root's key but outside SignLeaf's
+// rules, leaves naming what the root must not vouch for, and checks that
+// verification (VerifyLeaf, and crypto/x509 with a host name as a peer
+// dialing the peering server does) refuses them, through the root and
+// through its successor's cross-signed certificate; the names peerd uses
+// keep verifying.
+func TestRootNameConstraints(t *testing.T) {
+	td := testTD(t)
+	old := newRoot(t, td)
+	ca := CA{Now: at(t0)}
+	next, err := ca.NewRoot(td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.CrossSignedPEM, err = ca.CrossSign(next, old); err != nil {
+		t.Fatal(err)
+	}
+	k, _, _ := NewKey()
+	web, _ := ServiceID(td, "default", "dc1", "web")
+	forge := func(r Root, uri string, dns []string, ips []net.IP) *x509.Certificate {
+		t.Helper()
+		tmpl := &x509.Certificate{DNSNames: dns, IPAddresses: ips, BasicConstraintsValid: true,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}}
+		if uri != "" {
+			tmpl.URIs = []*url.URL{spiffeURL(t, uri)}
+		}
+		return createCert(t, tmpl, mustCert(t, r.CertPEM), k.Public(), mustKey(t, r.KeyPEM))
+	}
+	oldPool := mustPool(t, old.CertPEM)
+	cross := mustCert(t, next.CrossSignedPEM)
+	for _, tc := range []struct {
+		name string
+		uri  string
+		dns  []string
+		ips  []net.IP
+		ok   bool
+	}{
+		{"service of the trust domain", web.String(), nil, nil, true},
+		{"peering server name", web.String(), []string{ServerName("dc1", td)}, nil, true},
+		{"SNI of a service", web.String(), []string{InternalSNI("web", "default", "dc1", td)}, nil, true},
+		{"another trust domain", "spiffe://other.peerd/ns/default/dc/dc1/svc/web", nil, nil, false},
+		{"a suffix of the trust domain", "spiffe://x" + td.Name() + "/ns/default/dc/dc1/svc/web", nil, nil, false},
+		{"a public DNS name", web.String(), []string{"www.example.com"}, nil, false},
+		{"a wildcard outside the trust domain", web.String(), []string{"*.com"}, nil, false},
+		{"an IP", web.String(), nil, []net.IP{net.ParseIP("127.0.0.1")}, false},
+		{"an IPv6 address", web.String(), nil, []net.IP{net.ParseIP("::1")}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, path := range []struct {
+				name  string
+				chain []*x509.Certificate
+			}{
+				{"root", []*x509.Certificate{forge(old, tc.uri, tc.dns, tc.ips)}},
+				{"cross-signed successor", []*x509.Certificate{forge(next, tc.uri, tc.dns, tc.ips), cross}},
+			} {
+				_, err := VerifyLeaf(path.chain, oldPool, t0, x509.ExtKeyUsageClientAuth)
+				if tc.ok != (err == nil) {
+					t.Errorf("%s: VerifyLeaf: %v, want ok=%v", path.name, err, tc.ok)
+				}
+				if tc.ok && len(tc.dns) > 0 {
+					inter := x509.NewCertPool()
+					for _, c := range path.chain[1:] {
+						inter.AddCert(c)
+					}
+					_, err := path.chain[0].Verify(x509.VerifyOptions{DNSName: tc.dns[0], Roots: oldPool, Intermediates: inter, CurrentTime: t0})
+					if err != nil {
+						t.Errorf("%s: host name verification of %s: %v", path.name, tc.dns[0], err)
+					}
+				}
+			}
+		})
 	}
 }

@@ -20,6 +20,10 @@
 // (keys, serial numbers) comes from crypto/rand. Certificates and keys go in
 // and out as PEM strings, which is how the catalog stores them.
 //
+// Roots carry critical name constraints for their trust domain (SPIFFE IDs
+// of the trust domain, DNS names under it, no IP addresses), so a leaf
+// signed with a root's key outside SignLeaf fails verification anyway.
+//
 // Keys that peerd generates, holds or certifies are ECDSA P-256: ParseKeyPEM,
 // SignLeaf and the CA's roots reject every other key type with an error
 // wrapping ErrUnsupportedKey. Certificates from peers (their trust bundles
@@ -43,6 +47,8 @@ var (
 	ErrInvalidName = errors.New("invalid name")
 	// ErrNotServiceID reports a SPIFFE ID that is not a service identity.
 	ErrNotServiceID = errors.New("not a service SPIFFE ID")
+	// ErrNotGatewayID reports a SPIFFE ID that is not a mesh gateway's.
+	ErrNotGatewayID = errors.New("not a mesh gateway SPIFFE ID")
 	// ErrInvalidPEM reports text that is not PEM, holds the wrong number of
 	// blocks, a block of the wrong type, or a block that does not parse.
 	ErrInvalidPEM = errors.New("invalid PEM")

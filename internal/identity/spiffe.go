@@ -145,6 +145,18 @@ func GatewayID(td spiffeid.TrustDomain, datacenter string) (spiffeid.ID, error) 
 	return id, nil
 }
 
+// ParseGatewayID returns the datacenter of a mesh gateway's SPIFFE ID,
+// spiffe://<td>/gateway/mesh/dc/<datacenter>, and an error wrapping
+// ErrNotGatewayID for any other ID. Like ParseServiceID it does not check
+// the trust domain.
+func ParseGatewayID(id spiffeid.ID) (string, error) {
+	segs := strings.Split(strings.TrimPrefix(id.Path(), "/"), "/")
+	if id.IsZero() || len(segs) != 4 || segs[0] != "gateway" || segs[1] != "mesh" || segs[2] != "dc" {
+		return "", fmt.Errorf("%q: %w", id, ErrNotGatewayID)
+	}
+	return segs[3], nil
+}
+
 // ServerName returns "server.<datacenter>.peering.<td>": the DNS SAN of the
 // peering server certificate and the TLS server name that a dialing peer
 // verifies (Consul's PeeringServerSAN).

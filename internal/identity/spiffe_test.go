@@ -171,6 +171,16 @@ func TestGatewayID(t *testing.T) {
 	if _, err := ParseServiceID(id); !errors.Is(err, ErrNotServiceID) {
 		t.Errorf("ParseServiceID(gateway): got %v, want ErrNotServiceID", err)
 	}
+	if dc, err := ParseGatewayID(id); err != nil || dc != "dc1" {
+		t.Errorf("ParseGatewayID(%s) = %q, %v; want dc1", id, dc, err)
+	}
+	web, _ := ServiceID(td, "default", "dc1", "web")
+	for _, bad := range []spiffeid.ID{{}, web, td.ID(), spiffeid.RequireFromSegments(td, "gateway", "mesh", "dc"),
+		spiffeid.RequireFromSegments(td, "gateway", "terminating", "dc", "dc1"), spiffeid.RequireFromSegments(td, "gateway", "mesh", "dc", "dc1", "x")} {
+		if dc, err := ParseGatewayID(bad); !errors.Is(err, ErrNotGatewayID) {
+			t.Errorf("ParseGatewayID(%q) = %q, %v; want ErrNotGatewayID", bad, dc, err)
+		}
+	}
 	for _, tt := range []struct {
 		name string
 		td   spiffeid.TrustDomain
