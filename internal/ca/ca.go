@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"errors"
@@ -76,6 +77,10 @@ type Config struct {
 	Forward func(ctx context.Context, req LeafRequest) (SignedLeaf, error)
 	// Now is the clock of the certificates; nil = time.Now.
 	Now func() time.Time
+	// MaxLeafTTL is the longest lifetime of a leaf this CA signs (the
+	// agent's -leaf-ttl); longer requests get it. 0 = identity.DefaultLeafTTL
+	// (72 hours).
+	MaxLeafTTL time.Duration
 	// Logger receives the CA's events (a root created or rotated); nil =
 	// slog.Default().
 	Logger *slog.Logger
@@ -87,6 +92,7 @@ type CA struct {
 	store   Store
 	forward func(ctx context.Context, req LeafRequest) (SignedLeaf, error)
 	now     func() time.Time
+	maxTTL  time.Duration
 	log     *slog.Logger
 }
 
@@ -96,6 +102,9 @@ func (cfg Config) Validate() error {
 	if cfg.Store == nil && cfg.Forward == nil {
 		return errors.New("CA config: a Store or a Forward is required")
 	}
+	if cfg.MaxLeafTTL < 0 {
+		return fmt.Errorf("CA config: MaxLeafTTL %v is negative", cfg.MaxLeafTTL)
+	}
 	return nil
 }
 
@@ -104,7 +113,7 @@ func New(cfg Config) (*CA, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	c := &CA{store: cfg.Store, forward: cfg.Forward, now: cfg.Now, log: cfg.Logger}
+	c := &CA{store: cfg.Store, forward: cfg.Forward, now: cfg.Now, maxTTL: cmp.Or(cfg.MaxLeafTTL, identity.DefaultLeafTTL), log: cfg.Logger}
 	if c.log == nil {
 		c.log = slog.Default()
 	}
@@ -199,7 +208,9 @@ func (c *CA) ActiveRoot() (identity.Root, []string, error) {
 }
 
 // Sign signs a leaf with the active root. A node with a Store signs with
-// the key it holds; one without forwards the request.
+// the key it holds, once the request passes the issuance rules (see
+// checkRequest; a refusal wraps ErrRefused); one without forwards the
+// request to a server, which applies them.
 func (c *CA) Sign(ctx context.Context, req LeafRequest) (SignedLeaf, error) {
 	if c.store == nil {
 		leaf, err := c.forward(ctx, req)
@@ -212,8 +223,16 @@ func (c *CA) Sign(ctx context.Context, req LeafRequest) (SignedLeaf, error) {
 	if err != nil {
 		return SignedLeaf{}, fmt.Errorf("sign leaf %s: %w", req.ID, err)
 	}
-	leaf, err := c.x509().SignLeaf(root, req.PublicKey, identity.LeafRequest{
-		ID: req.ID, DNSNames: req.DNSNames, TTL: req.TTL, Server: req.Server, Client: req.Client,
+	td, err := spiffeid.TrustDomainFromString(root.TrustDomain)
+	if err != nil {
+		return SignedLeaf{}, fmt.Errorf("sign leaf %s: trust domain of the active root: %w", req.ID, err)
+	}
+	ok, err := checkRequest(req, td, c.maxTTL)
+	if err != nil {
+		return SignedLeaf{}, fmt.Errorf("sign leaf %s: %w", req.ID, err)
+	}
+	leaf, err := c.x509().SignLeaf(root, ok.PublicKey, identity.LeafRequest{
+		ID: ok.ID, DNSNames: ok.DNSNames, TTL: ok.TTL, Server: ok.Server, Client: ok.Client,
 	})
 	if err != nil {
 		return SignedLeaf{}, fmt.Errorf("sign leaf %s: %w", req.ID, err)

@@ -62,7 +62,7 @@ var now = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 
 func clock() time.Time { return now }
 
-func newCA(t *testing.T, cfg Config) *CA {
+func newCA(t testing.TB, cfg Config) *CA {
 	t.Helper()
 	cfg.Now = clock
 	c, err := New(cfg)
@@ -73,7 +73,7 @@ func newCA(t *testing.T, cfg Config) *CA {
 }
 
 // bootstrapped returns a CA over a store that Bootstrap has filled.
-func bootstrapped(t *testing.T) (*CA, *memStore) {
+func bootstrapped(t testing.TB) (*CA, *memStore) {
 	t.Helper()
 	st := &memStore{}
 	c := newCA(t, Config{Store: st})

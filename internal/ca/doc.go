@@ -23,11 +23,18 @@
 //     A node without a Store (a client node) signs through Forward. SignLeaf
 //     is Sign's chain alone: *CA implements the terminator's Signer
 //     (l7proxy.LeafRequest is this package's LeafRequest).
+//   - Sign applies the issuance rules that need no caller identity before
+//     it signs (request.go): a SPIFFE ID of the cluster's trust domain, a
+//     service's or a mesh gateway's and nothing else; DNS SANs only the
+//     server names the gateway serves that service under, no wildcard; the
+//     lifetime capped at Config.MaxLeafTTL (the agent's -leaf-ttl). A
+//     refusal wraps ErrRefused. Who may ask for which identity is not
+//     checked here: that needs the caller's node identity.
 //   - The X.509 mechanics (key generation, root certificates, cross-signing,
 //     leaf templates) are internal/identity's CA; this package decides which
 //     root signs, when roots are made and what a chain holds.
 //
-// Errors: ErrNoCA when the cluster has no active root (or no ID) yet, which
+// Errors: ErrRefused for a request the rules refuse; ErrNoCA when the cluster has no active root (or no ID) yet, which
 // goes away once a leader has run Bootstrap; ErrNoStore when a node without
 // a Store is asked for what only the state can answer. Other errors are
 // wrapped with the step that failed ("sign leaf <id>: ...", "rotate CA:
