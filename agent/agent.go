@@ -308,6 +308,7 @@ func (a *Agent) start(ctx context.Context) error {
 		a.cluster.Collector())
 	pc := peering.DefaultConfig()
 	pc.Cluster, pc.Registry, pc.Logger = a.cluster, reg, a.log
+	pc.LeafTTL = cfg.LeafTTL
 	if cfg.PeeringHeartbeatInterval > 0 {
 		pc.HeartbeatInterval = cfg.PeeringHeartbeatInterval
 	}

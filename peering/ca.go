@@ -76,7 +76,7 @@ func (cs caStore) WriteRoots(ctx context.Context, roots []ca.Root) error {
 // newCA is the cluster CA of this node: on servers over the catalog, on
 // client nodes signing through a server.
 func (s *Server) newCA() (*ca.CA, error) {
-	cfg := ca.Config{Forward: s.forwardSignLeaf, Now: s.cfg.Now, Logger: s.log}
+	cfg := ca.Config{Forward: s.forwardSignLeaf, Now: s.cfg.Now, MaxLeafTTL: s.cfg.LeafTTL, Logger: s.log}
 	if s.cfg.Cluster.Store() != nil {
 		cfg.Store = caStore{s.cfg.Cluster}
 	}
@@ -98,9 +98,12 @@ func (s *Server) activeRoot() (identity.Root, []string, error) { return s.ca.Act
 // SignLeaf signs a leaf with the active CA root. Servers sign with the key
 // they hold through raft; client nodes forward the request to a server.
 //
-// Like every call on the cluster-internal gRPC port, a forwarded request is
-// not authenticated: any node of the cluster can obtain any identity of the
-// cluster (see the README's limits).
+// The CA signs only service and mesh gateway identities of the cluster's
+// trust domain, with no DNS SAN beyond the service's server names and a
+// lifetime capped at Config.LeafTTL (refusals wrap ca.ErrRefused). Like
+// every call on the cluster-internal gRPC port, a forwarded request is not
+// authenticated: any node of the cluster can still obtain any such identity
+// (see the README's limits).
 func (s *Server) SignLeaf(ctx context.Context, req LeafRequest) (SignedLeaf, error) {
 	return s.ca.Sign(ctx, req)
 }

@@ -34,6 +34,10 @@ type Config struct {
 	// PurgeBatch is how many imported nodes one raft write removes when a
 	// peering is deleted. Zero value: 128.
 	PurgeBatch int
+	// LeafTTL is the longest lifetime of a leaf the cluster CA signs on
+	// this server (the agent's -leaf-ttl); longer requests get it. Zero
+	// value: 72 h.
+	LeafTTL time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Registry receives the peering metrics; nil registers nothing.
@@ -98,6 +102,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxMessageBytes < 0 || (c.MaxMessageBytes > 0 && c.MaxMessageBytes < 1024) {
 		errs = append(errs, fmt.Errorf("peering: max message size %d bytes is too small (at least 1024)", c.MaxMessageBytes))
+	}
+	if c.LeafTTL < 0 {
+		errs = append(errs, fmt.Errorf("peering: leaf TTL %s is negative", c.LeafTTL))
 	}
 	if c.ReconnectMax != 0 && c.ReconnectMin > c.ReconnectMax {
 		errs = append(errs, fmt.Errorf("peering: reconnect minimum %s exceeds maximum %s", c.ReconnectMin, c.ReconnectMax))

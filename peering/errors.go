@@ -13,6 +13,7 @@ import (
 
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/state"
+	"github.com/peerd/peerd/internal/ca"
 )
 
 // Errors of the management API. Each travels between servers as a gRPC
@@ -88,6 +89,7 @@ var errorKinds = []struct {
 	{"unavailable", ErrUnavailable, codes.Unavailable},
 	{"no-leader", catalog.ErrNoLeader, codes.Unavailable},
 	{"no-servers", catalog.ErrNoServers, codes.Unavailable},
+	{"leaf-refused", ca.ErrRefused, codes.PermissionDenied},
 }
 
 // errorTrailer names the sentinel a management error matches.
