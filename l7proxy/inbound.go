@@ -385,6 +385,11 @@ func served(st *state.Store, service string) error {
 func verifyReason(err error) string {
 	msg := err.Error()
 	switch {
+	case strings.Contains(msg, "not authorized to sign for this name") && strings.Contains(msg, `URI "`):
+		// The root's name constraints: a SPIFFE ID outside its trust domain.
+		return "wrong_trust_domain"
+	case strings.Contains(msg, "not authorized to sign for this name"):
+		return "name_not_permitted"
 	case strings.Contains(msg, "expired") || strings.Contains(msg, "not yet valid"):
 		return "expired"
 	case strings.Contains(msg, "URI SAN") || strings.Contains(msg, "SPIFFE"):

@@ -2,7 +2,11 @@ package l7proxy
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/x509"
 	"fmt"
+	"math/big"
+	"net/url"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -76,5 +80,49 @@ func TestLeavesCacheIsBounded(t *testing.T) {
 	p.leaves.refresh(10 * time.Minute)
 	if n := p.leaves.size(); n != 0 {
 		t.Fatalf("%d leaves unused for an hour are still cached", n)
+	}
+}
+
+// TestVerifyReasonNameConstraints: a leaf signed with the cluster root's
+// key outside the CA's rules fails on the root's name constraints, and the
+// refusal is counted under a reason that says so.
+func TestVerifyReasonNameConstraints(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("11111111-2222-3333-4444-555555555555.peerd")
+	root, err := identity.CA{}.NewRoot(td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := identity.Pool(root.CertPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootCert, _ := identity.ParseCertPEM(root.CertPEM)
+	rootKey, _ := identity.ParseKeyPEM(root.KeyPEM)
+	key, _, _ := identity.NewKey()
+	web, _ := identity.ServiceID(td, identity.DefaultNamespace, "dc", "web")
+	for _, tc := range []struct {
+		uri, dns, want string
+	}{
+		{"spiffe://evil.peerd/ns/default/dc/dc/svc/web", "", "wrong_trust_domain"},
+		{web.String(), "bank.example.com", "name_not_permitted"},
+	} {
+		u, _ := url.Parse(tc.uri)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, URIs: []*url.URL{u}}
+		if tc.dns != "" {
+			tmpl.DNSNames = []string{tc.dns}
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, rootCert, key.Public(), rootKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, _ := x509.ParseCertificate(der)
+		_, err = identity.VerifyLeaf([]*x509.Certificate{leaf}, pool, time.Now(), x509.ExtKeyUsageClientAuth)
+		if err == nil {
+			t.Fatalf("%s %s: a leaf outside the root's names verified", tc.uri, tc.dns)
+		}
+		if got := verifyReason(err); got != tc.want {
+			t.Errorf("%s %s: reason %q for %v, want %q", tc.uri, tc.dns, got, err, tc.want)
+		}
 	}
 }
