@@ -80,7 +80,8 @@ type Config struct {
 	// ProxyMark is the SO_MARK of the terminator's sockets (0 = none).
 	ProxyMark int
 	// LeafTTL is the lifetime of the terminator's leaf certificates; they
-	// are renewed at half their life. Default 72h.
+	// are renewed at half their life. On a server it also caps the leaves
+	// its CA signs. Default 72h.
 	LeafTTL time.Duration
 	// ProxyTLSMinVersion is "1.3" (default) or "1.2".
 	ProxyTLSMinVersion string

@@ -110,7 +110,7 @@ var settings = []setting{
 	{name: "proxy-mark", flag: true, ptr: func(c *Config) any { return &c.ProxyMark }, def: l7proxy.DefaultMark,
 		usage: "SO_MARK of the terminator's sockets, so the eBPF layer skips them (0 = none; needs CAP_NET_ADMIN)"},
 	{name: "leaf-ttl", flag: true, ptr: func(c *Config) any { return &c.LeafTTL }, def: 72 * time.Hour,
-		usage: "lifetime of the terminator's leaf certificates (renewed at half life)"},
+		usage: "lifetime of the terminator's leaf certificates (renewed at half life); on servers also the longest leaf the CA signs"},
 	{name: "proxy-tls-min-version", flag: true, ptr: func(c *Config) any { return &c.ProxyTLSMinVersion }, def: "1.3",
 		usage: "lowest TLS version of the terminator: 1.3 or 1.2"},
 	{name: "cgroup-path", flag: true, ptr: func(c *Config) any { return &c.CgroupPath },
