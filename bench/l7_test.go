@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/peerd/peerd/bench/l7"
+	"github.com/peerd/peerd/internal/testutil"
 )
 
 // The cross-peer HTTP workload.
@@ -598,22 +598,13 @@ type l7Binaries struct{ peerd, peerctl, echo string }
 // working tree into dir/bin.
 func buildL7Binaries(b *testing.B, dir string) l7Binaries {
 	b.Helper()
-	gomod, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		b.Fatalf("go env GOMOD: %v", err)
-	}
-	root := filepath.Dir(strings.TrimSpace(string(gomod)))
 	out := filepath.Join(dir, "bin")
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		b.Fatal(err)
 	}
 	start := time.Now()
-	cmd := exec.Command("go", "build", "-o", out+string(filepath.Separator), "./cmd/peerd", "./cmd/peerctl", "./bench/l7/cmd/l7echo")
-	cmd.Dir = root
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("go build ./cmd/peerd ./cmd/peerctl ./bench/l7/cmd/l7echo: %v\n%s", err, msg)
-	}
-	b.Logf("built peerd, peerctl and l7echo from %s in %s", root, time.Since(start).Round(time.Millisecond))
+	testutil.GoBuild(b, out+string(filepath.Separator), "./cmd/peerd", "./cmd/peerctl", "./bench/l7/cmd/l7echo")
+	b.Logf("built peerd, peerctl and l7echo in %s", time.Since(start).Round(time.Millisecond))
 	return l7Binaries{
 		peerd:   filepath.Join(out, "peerd"),
 		peerctl: filepath.Join(out, "peerctl"),

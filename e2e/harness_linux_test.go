@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -128,37 +127,13 @@ func (l *lan) addHost(t testing.TB, name string) *host {
 	return h
 }
 
-// buildPeerd builds cmd/peerd once per test binary run.
-var buildOnce = struct {
-	sync.Once
-	path string
-	err  error
-}{}
-
+// peerdBinary builds cmd/peerd for one test (the build cache makes the
+// second test's build cheap).
 func peerdBinary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		root, err := filepath.Abs("..")
-		if err != nil {
-			buildOnce.err = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "peerd-e2e-bin-")
-		if err != nil {
-			buildOnce.err = err
-			return
-		}
-		buildOnce.path = filepath.Join(dir, "peerd")
-		cmd := exec.Command("go", "build", "-o", buildOnce.path, "./cmd/peerd")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildOnce.err = fmt.Errorf("go build ./cmd/peerd: %v\n%s", err, out)
-		}
-	})
-	if buildOnce.err != nil {
-		t.Fatal(buildOnce.err)
-	}
-	return buildOnce.path
+	path := filepath.Join(t.TempDir(), "peerd")
+	testutil.GoBuild(t, path, "./cmd/peerd")
+	return path
 }
 
 // node is a real peerd process on a host.

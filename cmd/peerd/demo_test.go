@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/peerd/peerd/internal/testutil"
 )
 
 // TestDemoWithRealProcesses runs scripts/demo.sh (what `make demo` runs)
@@ -30,18 +32,10 @@ func TestDemoWithRealProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	bin := t.TempDir()
+	testutil.GoBuild(t, bin+string(filepath.Separator), "./cmd/peerd", "./cmd/peerctl")
+	testutil.GoBuild(t, filepath.Join(bin, "demo-echo"), "./scripts/echo")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin+"/", "./cmd/peerd", "./cmd/peerctl")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	echo := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(bin, "demo-echo"), "./scripts/echo")
-	echo.Dir = root
-	if out, err := echo.CombinedOutput(); err != nil {
-		t.Fatalf("build echo: %v\n%s", err, out)
-	}
 	demo := exec.CommandContext(ctx, "bash", "scripts/demo.sh")
 	demo.Dir = root
 	demo.Env = append(os.Environ(), "PEERD_BIN="+bin, "PEERD_DEMO_DIR="+filepath.Join(t.TempDir(), "demo"))

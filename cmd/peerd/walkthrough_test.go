@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/peerd/peerd/internal/testutil"
 )
 
 // Markers around the README's walkthrough: every ```sh block between them
@@ -102,15 +104,10 @@ func TestReadmeWalkthrough(t *testing.T) {
 	}
 
 	bin := t.TempDir()
+	testutil.GoBuild(t, bin+string(filepath.Separator), "./cmd/peerd", "./cmd/peerctl")
+	testutil.GoBuild(t, filepath.Join(bin, "demo-echo"), "./scripts/echo")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	for _, b := range []struct{ out, pkg string }{{bin + "/", "./cmd/peerd"}, {bin + "/", "./cmd/peerctl"}, {filepath.Join(bin, "demo-echo"), "./scripts/echo"}} {
-		build := exec.CommandContext(ctx, "go", "build", "-o", b.out, b.pkg)
-		build.Dir = root
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", b.pkg, err, out)
-		}
-	}
 
 	work := t.TempDir()
 	script := "set -euo pipefail\n" + strings.Join(blocks, "")
