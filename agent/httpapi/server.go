@@ -58,6 +58,10 @@ type Server struct {
 	// dataplaneStatus reports the eBPF dataplane (see Config).
 	dataplaneStatus func() (any, bool)
 	mux             *http.ServeMux
+	// literalPaths are the paths some method routes without a wildcard
+	// (POST /v1/peering/token): only there can a wildcard route of another
+	// method (GET /v1/peering/{name}) match a request it must not serve.
+	literalPaths map[string]bool
 }
 
 // New returns the HTTP API server.
@@ -84,6 +88,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("register http metrics: %w", err)
 	}
 	s.mux = http.NewServeMux()
+	s.literalPaths = map[string]bool{}
 	s.routes()
 	return s, nil
 }
@@ -95,14 +100,34 @@ func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 // literal route (POST /v1/peering/token) shadows the wildcard routes of
 // other methods (GET /v1/peering/{name}) for that path, as in Consul, so
 // GET /v1/peering/token is a wrong method, not a peering named "token".
+// Only a literal route's path needs the check up front; any other wrong
+// method ends at the catch-all, which makes it there, off the hot path.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	if allowed, ok := s.routeMethods(r); !ok {
-		w.Header().Set("Allow", strings.Join(allowed, ", "))
-		s.writeError(w, r, &httpError{code: http.StatusMethodNotAllowed,
-			msg: fmt.Sprintf("method %s not allowed on %s: use %s", r.Method, r.URL.Path, strings.Join(allowed, " or "))})
+	if s.literalPaths[r.URL.Path] && s.refuseMethod(w, r) {
 		return
 	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// refuseMethod answers 405, naming the methods r's path takes, when r's
+// method is not one of them, and reports whether it did.
+func (s *Server) refuseMethod(w http.ResponseWriter, r *http.Request) bool {
+	allowed, ok := s.routeMethods(r)
+	if ok {
+		return false
+	}
+	w.Header().Set("Allow", strings.Join(allowed, ", "))
+	s.writeError(w, r, &httpError{code: http.StatusMethodNotAllowed,
+		msg: fmt.Sprintf("method %s not allowed on %s: use %s", r.Method, r.URL.Path, strings.Join(allowed, " or "))})
+	return true
+}
+
+// route registers pattern's path as literal when it has a method and no
+// wildcard.
+func (s *Server) route(pattern string) {
+	if _, path, found := strings.Cut(pattern, " "); found && !strings.Contains(path, "{") {
+		s.literalPaths[path] = true
+	}
 }
 
 // endpoint is a handler that returns a value to encode as JSON, or an error.
@@ -114,6 +139,7 @@ func (s *Server) handle(pattern string, ep endpoint) {
 
 // handleLimit is handle with a route-specific body limit.
 func (s *Server) handleLimit(pattern string, maxBody int64, ep endpoint) {
+	s.route(pattern)
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
@@ -136,6 +162,7 @@ func (s *Server) handleLimit(pattern string, maxBody int64, ep endpoint) {
 }
 
 func (s *Server) handleRaw(pattern string, h http.Handler) {
+	s.route(pattern)
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
@@ -231,9 +258,12 @@ func (s *Server) routes() {
 			msg: "peerd has no KV store: /v1/kv is not implemented (see Status and limits in the README)"}
 	})
 
-	// Wrong methods are answered by serveHTTP; what reaches the catch-all
-	// is a path no route has.
+	// The catch-all: a wrong method for a path some route has (405, see
+	// serveHTTP), or a path no route has.
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if s.refuseMethod(w, r) {
+			return
+		}
 		s.writeError(w, r, errNotFound("no such endpoint %s %s: see the API section of the README", r.Method, r.URL.Path))
 	})
 }
