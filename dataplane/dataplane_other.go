@@ -92,9 +92,6 @@ func (d *Dataplane) SetFastPathPorts([]uint16) error { return notLinux("fast-pat
 // SetPeerAddr needs the TC layer.
 func (d *Dataplane) SetPeerAddr(netip.Addr, uint32) error { return notLinux("set peer address") }
 
-// DeletePeerAddr needs the TC layer.
-func (d *Dataplane) DeletePeerAddr(netip.Addr) error { return notLinux("delete peer address") }
-
 // PeerCounters needs the TC layer.
 func (d *Dataplane) PeerCounters() (map[uint32]PeerCounters, error) {
 	return nil, notLinux("peer counters")

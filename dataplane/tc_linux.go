@@ -279,20 +279,6 @@ func (d *Dataplane) SetPeerAddr(addr netip.Addr, peerID uint32) error {
 	return nil
 }
 
-// DeletePeerAddr stops counting addr.
-func (d *Dataplane) DeletePeerAddr(addr netip.Addr) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := d.layerOn(d.tc); err != nil {
-		return err
-	}
-	k := bpf.TcPeerAddr{Addr: words(addr)}
-	if err := d.tc.objs.PeerAddrs.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("delete peer address %s: %w", addr, err)
-	}
-	return nil
-}
-
 // PeerCounters returns the TC counters per peer id, summed over CPUs.
 func (d *Dataplane) PeerCounters() (map[uint32]PeerCounters, error) {
 	d.mu.Lock()
