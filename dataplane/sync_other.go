@@ -2,24 +2,16 @@
 
 package dataplane
 
-import "fmt"
-
 // Sync needs Linux's eBPF maps.
-func (d *Dataplane) Sync(Desired) error {
-	return fmt.Errorf("sync the dataplane: %w", ErrNotSupported)
-}
+func (d *Dataplane) Sync(Desired) error { return notLinux("sync") }
 
 // PeerIDs needs Linux's eBPF maps.
-func (d *Dataplane) PeerIDs() (map[string]uint32, error) {
-	return nil, fmt.Errorf("peer ids: %w", ErrNotSupported)
-}
+func (d *Dataplane) PeerIDs() (map[string]uint32, error) { return nil, notLinux("peer ids") }
 
 // PeerCountersByName needs Linux's eBPF maps.
 func (d *Dataplane) PeerCountersByName() (map[string]PeerCounters, error) {
-	return nil, fmt.Errorf("peer counters: %w", ErrNotSupported)
+	return nil, notLinux("peer counters")
 }
 
 // PeerAddrs needs Linux's eBPF maps.
-func (d *Dataplane) PeerAddrs() ([]PeerAddr, error) {
-	return nil, fmt.Errorf("peer addresses: %w", ErrNotSupported)
-}
+func (d *Dataplane) PeerAddrs() ([]PeerAddr, error) { return nil, notLinux("peer addresses") }
