@@ -25,13 +25,20 @@ const (
 )
 
 // aptOptions returns the apt-get/apt-cache options that make apt use k's
-// suite: nil for the host's own apt, else a private configuration under
-// cache/apt-<suite>/ (sources, lists, package cache and an empty dpkg
-// status), whose lists it refreshes when missing or older than
-// aptListsMaxAge.
+// suite: none but the sandbox's for the host's own apt, else a private
+// configuration under cache/apt-<suite>/ (sources, lists, package cache
+// and an empty dpkg status), whose lists it refreshes when missing or
+// older than aptListsMaxAge.
 func aptOptions(ctx context.Context, k Kernel, cache string, logf func(string, ...any)) ([]string, error) {
+	var sandbox []string
+	if os.Geteuid() == 0 {
+		// As root apt drops to _apt, which cannot write to a private
+		// directory (the suite's, or the download's); run as root
+		// instead of warning about it.
+		sandbox = []string{"-o", "APT::Sandbox::User=root"}
+	}
 	if k.Suite == "" {
-		return nil, nil
+		return sandbox, nil
 	}
 	dir, err := filepath.Abs(filepath.Join(cache, "apt-"+k.Suite))
 	if err != nil {
@@ -70,11 +77,7 @@ func aptOptions(ctx context.Context, k Kernel, cache string, logf func(string, .
 		"-o", "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false",
 		"-o", "Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false",
 	}
-	if os.Geteuid() == 0 {
-		// As root apt drops to _apt, which cannot write to a private
-		// directory; run as root instead of warning about it.
-		opts = append(opts, "-o", "APT::Sandbox::User=root")
-	}
+	opts = append(opts, sandbox...)
 	stamp := filepath.Join(dir, "updated")
 	if st, err := os.Stat(stamp); changed || err != nil || time.Since(st.ModTime()) > aptListsMaxAge {
 		logf("kernel %s: apt-get update of %s's lists into %s", k.Name, k.Suite, dir)

@@ -175,11 +175,6 @@ func Ensure(ctx context.Context, k Kernel, cache string, logf func(string, ...an
 	}
 	defer os.RemoveAll(dl)
 	args := append(slices.Clone(apt), "-q", "download", pkg)
-	if os.Geteuid() == 0 && k.Suite == "" {
-		// As root apt drops to _apt, which cannot write to a private
-		// directory; download as root instead of warning about it.
-		args = append([]string{"-o", "APT::Sandbox::User=root"}, args...)
-	}
 	if _, err := runTool(ctx, downloadTimeout, dl, "apt-get", args...); err != nil {
 		return nil, fmt.Errorf("fetch kernel %s: %w", k.Name, err)
 	}
