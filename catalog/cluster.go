@@ -725,20 +725,26 @@ func (s *catalogServer) Apply(ctx context.Context, req *pbcatalog.ApplyRequest) 
 
 // WaitForLeader blocks until a leader is known or ctx ends.
 func (c *Cluster) WaitForLeader(ctx context.Context) error {
-	for {
+	return pollUntil(ctx, "wait for leader", func() bool {
 		if c.raft != nil {
-			if addr, _ := c.raft.LeaderWithID(); addr != "" {
-				return nil
-			}
-		} else if len(c.Servers()) > 0 {
-			return nil
+			addr, _ := c.raft.LeaderWithID()
+			return addr != ""
 		}
+		return len(c.Servers()) > 0
+	})
+}
+
+// pollUntil calls done every 20 ms until it reports true, or fails with
+// step once ctx ends.
+func pollUntil(ctx context.Context, step string, done func() bool) error {
+	for !done() {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for leader: %w", ctx.Err())
+			return fmt.Errorf("%s: %w", step, ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+	return nil
 }
 
 // WaitCaughtUp returns once this node's view holds what the cluster had
@@ -761,20 +767,12 @@ func (c *Cluster) WaitCaughtUp(ctx context.Context) error {
 		}
 	}
 	since := time.Now()
-	for {
+	return pollUntil(ctx, "wait for the raft log to apply", func() bool {
 		if c.raft.State() == raft.Leader {
-			if err := c.raft.Barrier(c.timing.ApplyTimeout).Error(); err == nil {
-				return nil
-			}
-		} else if c.raft.LastContact().After(since) && c.raft.AppliedIndex() >= c.raft.CommitIndex() {
-			return nil
+			return c.raft.Barrier(c.timing.ApplyTimeout).Error() == nil
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for the raft log to apply: %w", ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+		return c.raft.LastContact().After(since) && c.raft.AppliedIndex() >= c.raft.CommitIndex()
+	})
 }
 
 // Leave announces a graceful leave, so the leader removes this node's

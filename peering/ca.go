@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"time"
 
@@ -151,7 +150,7 @@ func (s *Server) RotateCA(ctx context.Context) (string, error) {
 func (s *Server) CARoots() (trustDomain string, roots []*state.CARoot, err error) {
 	st := s.cfg.Cluster.Store()
 	if st == nil {
-		return "", nil, errors.New("CA roots: only servers hold the cluster state")
+		return "", nil, fmt.Errorf("CA roots: %w", ca.ErrNoStore)
 	}
 	_, all, err := st.CARoots(nil)
 	if err != nil {

@@ -54,22 +54,24 @@ func ResolveExports(e *configentry.ExportedServicesConfigEntry) Exports {
 // those of the "*" entries. Whether a service matched by "*" exists is the
 // caller's concern.
 func (x Exports) Peers(service string) []string {
-	peers, named := x.exact[service]
-	if !named {
-		peers = x.wildcard
-	}
-	peers = slices.Clone(peers)
+	peers := slices.Clone(x.consumers(service))
 	slices.Sort(peers)
 	return slices.Compact(peers)
 }
 
 // ExportedTo reports whether service is exported to peer.
 func (x Exports) ExportedTo(service, peer string) bool {
-	peers, named := x.exact[service]
-	if !named {
-		peers = x.wildcard
+	return slices.Contains(x.consumers(service), peer)
+}
+
+// consumers is the rule itself: the peers of the entries naming service
+// when there are any (even none), else those of the "*" entries; unsorted,
+// possibly repeated, not to be modified.
+func (x Exports) consumers(service string) []string {
+	if peers, named := x.exact[service]; named {
+		return peers
 	}
-	return slices.Contains(peers, peer)
+	return x.wildcard
 }
 
 // ExportedService is one local service and the peers it is exported to.
