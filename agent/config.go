@@ -13,9 +13,6 @@ import (
 // defaults) and their validation live in package config.
 type Config = config.Config
 
-// DefaultDNSAddr is where `peerd agent` serves DNS unless told otherwise.
-const DefaultDNSAddr = config.DefaultDNSAddr
-
 // DefaultConfig is config.DefaultConfig: a production client agent.
 func DefaultConfig() Config { return config.DefaultConfig() }
 
