@@ -98,7 +98,6 @@ type Agent struct {
 	// transparentLns the terminator's listeners for captured connections.
 	dataplane      *dataplane.Dataplane
 	transparentLns []net.Listener
-	dpSync         *dataplaneSync
 	// dns answers the catalog's names and forwards the rest (nil: off).
 	dns *dns.Server
 
@@ -192,6 +191,8 @@ func (a *Agent) Start() error {
 	return nil
 }
 
+// start is Start's work; ctx is the run context, under which the
+// goroutines it starts run.
 func (a *Agent) start(ctx context.Context) error {
 	cfg := &a.cfg
 	var err error
@@ -266,7 +267,6 @@ func (a *Agent) start(ctx context.Context) error {
 	if cfg.Timing != (catalog.Timing{}) {
 		cc.Timing = cfg.Timing
 	}
-	runCtx := a.runCtx
 	if a.cluster, err = catalog.New(cc); err != nil {
 		return err
 	}
@@ -410,13 +410,13 @@ func (a *Agent) start(ctx context.Context) error {
 			a.log.Error("gRPC server stopped", "err", err)
 		}
 	}()
-	localCtx, stopLocal := context.WithCancel(runCtx)
+	localCtx, stopLocal := context.WithCancel(ctx)
 	a.stopLocal = stopLocal
 	if a.dataplane != nil {
-		a.dpSync = newDataplaneSync(a)
-		reg.MustRegister(a.dataplane.Collector(), peerCounters{a}, a.dpSync.errors)
+		dpSync := newDataplaneSync(a)
+		reg.MustRegister(a.dataplane.Collector(), peerCounters{a}, dpSync.errors)
 		a.wg.Add(1)
-		go func() { defer a.wg.Done(); a.dpSync.run(runCtx) }()
+		go func() { defer a.wg.Done(); dpSync.run(ctx) }()
 	}
 	if err := a.local.Start(); err != nil {
 		return err
