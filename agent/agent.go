@@ -66,6 +66,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/peerd/peerd/agent/config"
 	"github.com/peerd/peerd/agent/dns"
 	"github.com/peerd/peerd/agent/httpapi"
 	"github.com/peerd/peerd/agent/local"
@@ -139,19 +140,10 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	return errors.Join(errs...)
 }
 
-// NewLogger returns the slog logger the agent's flags describe.
+// NewLogger returns the slog logger the agent's flags describe: -log-level
+// as config.ParseLogLevel reads it, info when it names no level.
 func NewLogger(w io.Writer, level string, asJSON bool) *slog.Logger {
-	var lv slog.Level
-	switch strings.ToLower(level) {
-	case "debug", "trace":
-		lv = slog.LevelDebug
-	case "warn", "warning":
-		lv = slog.LevelWarn
-	case "error":
-		lv = slog.LevelError
-	default:
-		lv = slog.LevelInfo
-	}
+	lv, _ := config.ParseLogLevel(level) // Validate has reported a bad one; info then
 	opts := &slog.HandlerOptions{Level: lv}
 	if asJSON {
 		return slog.New(slog.NewJSONHandler(w, opts))

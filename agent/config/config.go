@@ -4,8 +4,10 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
+	"log/slog"
 	"net"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/peerd/peerd/agent/dns"
@@ -266,4 +268,21 @@ func (c *Config) TLSMinVersion() (uint16, error) {
 func peeringDefaults() (interval, timeout time.Duration) {
 	pc := peering.DefaultConfig()
 	return pc.HeartbeatInterval, pc.HeartbeatTimeout
+}
+
+// ParseLogLevel is the slog level -log-level names, in any case: debug (or
+// trace), info, warn (or warning), error. For anything else it returns
+// slog.LevelInfo and an error.
+func ParseLogLevel(level string) (slog.Level, error) {
+	switch strings.ToLower(level) {
+	case "debug", "trace":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return slog.LevelInfo, fmt.Errorf("log level %q: want debug, info, warn or error", level)
 }

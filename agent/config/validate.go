@@ -145,9 +145,7 @@ func (c *Config) validate(needDataDir bool) error {
 	if c.CgroupPath != "" && (c.TransparentPort < 1 || c.TransparentPort > 65535) {
 		add("transparent-port", "%d: want a port from 1 to 65535 for the transparent listeners", c.TransparentPort)
 	}
-	switch strings.ToLower(c.LogLevel) {
-	case "debug", "info", "warn", "warning", "error", "trace":
-	default:
+	if _, err := ParseLogLevel(c.LogLevel); err != nil {
 		add("log-level", "%q: want debug, info, warn or error", c.LogLevel)
 	}
 	errs = append(errs, c.validateDefinitions()...)
