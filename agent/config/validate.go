@@ -203,14 +203,8 @@ func (c *Config) validateDefinitions() []error {
 		}
 		// The defaults local.State.AddCheck fills in before validating.
 		cp := *cd
-		if cp.CheckID == "" {
-			cp.CheckID = cp.Name
-		}
-		if cp.Name == "" {
-			cp.Name = cp.CheckID
-		}
-		if cp.CheckID == "" {
-			errs = append(errs, fmt.Errorf("%s: check needs a Name (or ID)", c.defWhere(cd, "check", "")))
+		if err := local.CheckDefaults(&cp); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", c.defWhere(cd, "check", ""), err))
 			continue
 		}
 		if err := checks.Validate(&cp); err != nil {

@@ -168,6 +168,22 @@ func fieldErr(field, format string, a ...any) error {
 	return &decode.Error{Path: field, Msg: fmt.Sprintf(format, a...)}
 }
 
+// CheckDefaults fills in a stand-alone check's ID from its Name and its Name
+// from its ID, as Consul does, and refuses a check with neither: what
+// AddCheck applies before it validates and runs the check.
+func CheckDefaults(def *state.CheckType) error {
+	if def.CheckID == "" {
+		def.CheckID = def.Name
+	}
+	if def.CheckID == "" {
+		return errors.New("check needs a Name (or ID)")
+	}
+	if def.Name == "" {
+		def.Name = def.CheckID
+	}
+	return nil
+}
+
 // ValidateServiceName applies Consul's rule for names that must work in DNS:
 // letters, digits, dashes and underscores; other characters are refused.
 func ValidateServiceName(name string) error {

@@ -240,14 +240,8 @@ func (s *State) RemoveService(ctx context.Context, id string) error {
 // AddCheck registers a standalone check (node-level, or bound to a service
 // through ServiceID).
 func (s *State) AddCheck(ctx context.Context, def *state.CheckType, fromConfig bool) error {
-	if def.CheckID == "" {
-		def.CheckID = def.Name
-	}
-	if def.CheckID == "" {
-		return errors.New("check needs a Name (or ID)")
-	}
-	if def.Name == "" {
-		def.Name = def.CheckID
+	if err := CheckDefaults(def); err != nil {
+		return err
 	}
 	if err := checks.Validate(def); err != nil {
 		return fmt.Errorf("check %q: %w", def.CheckID, err)
