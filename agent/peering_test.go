@@ -151,29 +151,65 @@ func (c *peeringCluster) waitState(t *testing.T, peer, state string) {
 
 // cutTLS stops every server's peering listener (the connection is cut);
 // the returned function serves the same addresses again.
+//
+// The listening socket is never released: the port was an ephemeral one,
+// and once free it can become the source port of any outbound connection
+// in this process, after which it cannot be listened on again (this was a
+// CI flake). A duplicate of the socket keeps it bound while the gRPC server
+// is stopped, and connections arriving meanwhile are accepted and closed at
+// once, as a stopped server's peer would see them.
 func (c *peeringCluster) cutTLS(t *testing.T) (restore func()) {
 	t.Helper()
-	var addrs []string
+	type held struct {
+		s    *Agent
+		ln   *net.TCPListener
+		done chan struct{}
+	}
+	var hold []held
+	stop := make(chan struct{})
 	for _, s := range c.servers {
 		if s.grpcTLS == nil {
 			continue
 		}
-		addrs = append(addrs, s.grpcTLSLn.Addr().String())
+		f, err := s.grpcTLSLn.(*net.TCPListener).File()
+		if errors.Is(err, net.ErrClosed) {
+			continue // an agent an earlier step closed: it stays down
+		}
+		if err != nil {
+			t.Fatalf("duplicate the peering listener of %s: %v", s.grpcTLSLn.Addr(), err)
+		}
 		s.grpcTLS.Stop()
+		ln, err := net.FileListener(f)
+		_ = f.Close()
+		if err != nil {
+			t.Fatalf("hold the peering listener: %v", err)
+		}
+		h := held{s: s, ln: ln.(*net.TCPListener), done: make(chan struct{})}
+		hold = append(hold, h)
+		go func() {
+			defer close(h.done)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_ = h.ln.SetDeadline(time.Now().Add(20 * time.Millisecond))
+				if conn, err := h.ln.Accept(); err == nil {
+					_ = conn.Close()
+				}
+			}
+		}()
 	}
 	return func() {
-		for i, s := range c.servers {
-			if s.grpcTLS == nil || i >= len(addrs) {
-				continue
-			}
-			ln, err := net.Listen("tcp", addrs[i])
-			if err != nil {
-				t.Fatalf("re-listen on %s: %v", addrs[i], err)
-			}
-			g := grpc.NewServer(s.peering.StreamServerOptions()...)
-			s.peering.RegisterStream(g)
-			s.grpcTLS, s.grpcTLSLn = g, ln
-			go func() { _ = g.Serve(ln) }()
+		close(stop)
+		for _, h := range hold {
+			<-h.done
+			_ = h.ln.SetDeadline(time.Time{})
+			g := grpc.NewServer(h.s.peering.StreamServerOptions()...)
+			h.s.peering.RegisterStream(g)
+			h.s.grpcTLS, h.s.grpcTLSLn = g, h.ln
+			go func() { _ = g.Serve(h.ln) }()
 		}
 	}
 }
