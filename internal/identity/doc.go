@@ -49,6 +49,9 @@ var (
 	ErrNotServiceID = errors.New("not a service SPIFFE ID")
 	// ErrNotGatewayID reports a SPIFFE ID that is not a mesh gateway's.
 	ErrNotGatewayID = errors.New("not a mesh gateway SPIFFE ID")
+	// ErrNotAgentID reports a SPIFFE ID that is not a peerd agent's (a
+	// node certificate's).
+	ErrNotAgentID = errors.New("not a peerd agent SPIFFE ID")
 	// ErrInvalidPEM reports text that is not PEM, holds the wrong number of
 	// blocks, a block of the wrong type, or a block that does not parse.
 	ErrInvalidPEM = errors.New("invalid PEM")
