@@ -40,11 +40,11 @@ var rules = []rule{
 			"agent/local/...", "agent/checks/...", "l7proxy/...", "peering/..."},
 	},
 	{
-		why:  "catalog imports nothing of ours except catalog/... and internal/decode",
+		why:  "catalog imports nothing of ours except catalog/..., internal/decode and the node TLS identity (internal/nodetls, internal/identity)",
 		pkgs: []string{"catalog/..."},
 		// The floors below the cluster have stricter rules of their own.
 		except:   []string{"catalog/state/...", "catalog/configentry/..."},
-		onlyOurs: []string{"catalog/...", "internal/decode"},
+		onlyOurs: []string{"catalog/...", "internal/decode", "internal/nodetls", "internal/identity"},
 	},
 	{
 		why: "catalog/state (tables, queries, conventions) sits below the cluster: it imports nothing of ours " +
@@ -77,6 +77,11 @@ var rules = []rule{
 		onlyOurs: []string{"internal/identity/..."},
 	},
 	{
+		why:      "internal/nodetls (a node's TLS identity on internal channels) is a leaf beside identity: it imports nothing of ours but internal/identity",
+		pkgs:     []string{"internal/nodetls/..."},
+		onlyOurs: []string{"internal/nodetls/...", "internal/identity"},
+	},
+	{
 		why:       "internal/ca (the cluster CA) is a leaf beside identity: it knows identity and at most the catalog's state, never the cluster (raft), peering or the terminator",
 		pkgs:      []string{"internal/ca/..."},
 		onlyOurs:  []string{"internal/ca/...", "internal/identity", "catalog/state/..."},
@@ -85,7 +90,7 @@ var rules = []rule{
 	{
 		why:      "peering sits on catalog, identity and the CA; it never reaches up into the API, the CLI or the agent",
 		pkgs:     []string{"peering/..."},
-		onlyOurs: []string{"peering/...", "catalog/...", "internal/identity", "internal/ca", "internal/decode"},
+		onlyOurs: []string{"peering/...", "catalog/...", "internal/identity", "internal/ca", "internal/nodetls", "internal/decode"},
 	},
 	{
 		why:      "agent/checks and agent/local import nothing of ours except catalog/..., internal/decode and agent/checks",
