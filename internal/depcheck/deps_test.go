@@ -77,6 +77,11 @@ var rules = []rule{
 		onlyOurs: []string{"internal/identity/..."},
 	},
 	{
+		why:      "internal/jointoken (the join credential) is a leaf: it imports nothing of ours",
+		pkgs:     []string{"internal/jointoken/..."},
+		onlyOurs: []string{"internal/jointoken/..."},
+	},
+	{
 		why:      "internal/nodetls (a node's TLS identity on internal channels) is a leaf beside identity: it imports nothing of ours but internal/identity",
 		pkgs:     []string{"internal/nodetls/..."},
 		onlyOurs: []string{"internal/nodetls/...", "internal/identity"},
