@@ -81,6 +81,10 @@ type Config struct {
 	// agent's -leaf-ttl); longer requests get it. 0 = identity.DefaultLeafTTL
 	// (72 hours).
 	MaxLeafTTL time.Duration
+	// Seed, when set, is the CA this server created before raft held one
+	// (the first server of a cluster): Bootstrap writes its cluster ID and
+	// root instead of making new ones.
+	Seed *Seed
 	// Logger receives the CA's events (a root created or rotated); nil =
 	// slog.Default().
 	Logger *slog.Logger
@@ -93,6 +97,7 @@ type CA struct {
 	forward func(ctx context.Context, req LeafRequest) (SignedLeaf, error)
 	now     func() time.Time
 	maxTTL  time.Duration
+	seed    *Seed
 	log     *slog.Logger
 }
 
@@ -113,7 +118,7 @@ func New(cfg Config) (*CA, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	c := &CA{store: cfg.Store, forward: cfg.Forward, now: cfg.Now, maxTTL: cmp.Or(cfg.MaxLeafTTL, identity.DefaultLeafTTL), log: cfg.Logger}
+	c := &CA{store: cfg.Store, forward: cfg.Forward, now: cfg.Now, maxTTL: cmp.Or(cfg.MaxLeafTTL, identity.DefaultLeafTTL), seed: cfg.Seed, log: cfg.Logger}
 	if c.log == nil {
 		c.log = slog.Default()
 	}
@@ -131,7 +136,11 @@ func (c *CA) Bootstrap(ctx context.Context) error {
 		return fmt.Errorf("bootstrap CA: %w", ErrNoStore)
 	}
 	if c.store.ClusterID() == "" {
-		if err := c.store.SetClusterID(ctx, uuid.NewString()); err != nil {
+		id := uuid.NewString()
+		if c.seed != nil {
+			id = c.seed.ClusterID
+		}
+		if err := c.store.SetClusterID(ctx, id); err != nil {
 			return fmt.Errorf("set cluster ID: %w", err)
 		}
 	}
@@ -143,8 +152,10 @@ func (c *CA) Bootstrap(ctx context.Context) error {
 	if err != nil || len(roots) > 0 {
 		return err
 	}
-	root, err := c.x509().NewRoot(td)
-	if err != nil {
+	var root identity.Root
+	if c.seed != nil && c.seed.Root.TrustDomain == td.Name() {
+		root = c.seed.Root
+	} else if root, err = c.x509().NewRoot(td); err != nil {
 		return fmt.Errorf("create CA root: %w", err)
 	}
 	if err := c.store.WriteRoots(ctx, []Root{{Root: root, Active: true}}); err != nil {
