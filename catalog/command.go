@@ -27,6 +27,7 @@ const (
 	CmdMetaSet         CommandType = "meta-set"
 	CmdCARoots         CommandType = "ca-roots-set"
 	CmdVirtualIPs      CommandType = "virtual-ips"
+	CmdJoinToken       CommandType = "join-token"
 )
 
 // CheckStatusRequest sets a check's status and output.
@@ -71,6 +72,7 @@ type Command struct {
 	CheckStatus    *CheckStatusRequest          `json:",omitempty"`
 	ConfigEntry    *ConfigEntryRequest          `json:",omitempty"`
 	VirtualIPs     *state.VirtualIPsRequest     `json:",omitempty"`
+	JoinToken      *state.JoinTokenRequest      `json:",omitempty"`
 }
 
 // Encode returns the command as it is stored in the raft log.

@@ -113,6 +113,11 @@ func (f *fsm) apply(idx uint64, data []byte) (bool, error) {
 			return false, errors.New("config-delete command without a request")
 		}
 		return s.ConfigDelete(idx, r.Kind, r.Name, r.CAS, r.Index)
+	case CmdJoinToken:
+		if cmd.JoinToken == nil {
+			return false, errors.New("join-token command without a request")
+		}
+		return true, s.JoinTokenApply(idx, cmd.JoinToken)
 	default:
 		// A newer server wrote a command this one does not know. Failing the
 		// entry (rather than panicking) keeps this server running; the

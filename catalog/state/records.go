@@ -29,6 +29,7 @@ type record struct {
 	CARoot      *CARoot             `json:",omitempty"`
 	Meta        *metaRow            `json:",omitempty"`
 	VirtualIP   *VirtualIP          `json:",omitempty"`
+	JoinToken   *JoinToken          `json:",omitempty"`
 }
 
 type configRecord struct {
@@ -39,7 +40,7 @@ type configRecord struct {
 // snapshotTables are the tables a snapshot holds, in the order it writes
 // them.
 var snapshotTables = [...]string{tableIndex, tableNodes, tableServices, tableChecks, tableConfig,
-	tablePeerings, tableSecrets, tableTrustBundles, tableCARoots, tableMeta, tableVirtualIPs}
+	tablePeerings, tableSecrets, tableTrustBundles, tableCARoots, tableMeta, tableVirtualIPs, tableJoinTokens}
 
 // Snapshot is a point-in-time, read-only copy of the whole state. Taking one
 // is O(1) (memdb's immutable radix trees); Write does the IO.
@@ -128,6 +129,8 @@ func decodeRecords(r io.Reader) (*memdb.MemDB, error) {
 			table, row = tableMeta, rec.Meta
 		case rec.VirtualIP != nil:
 			table, row = tableVirtualIPs, rec.VirtualIP
+		case rec.JoinToken != nil:
+			table, row = tableJoinTokens, rec.JoinToken
 		case rec.Config != nil:
 			entry, err := configentry.DecodeKind(rec.Config.Kind, rec.Config.Entry)
 			if err != nil {
@@ -169,6 +172,8 @@ func recordOf(raw any) (*record, error) {
 		rec.Meta = r
 	case *VirtualIP:
 		rec.VirtualIP = r
+	case *JoinToken:
+		rec.JoinToken = r
 	case *configRow:
 		b, err := json.Marshal(r.Entry)
 		if err != nil {
@@ -184,13 +189,13 @@ func recordOf(raw any) (*record, error) {
 // ---- the mirror: what a client node may see ----
 
 // mirrorTables are the snapshot's tables in its order, less the peering
-// secrets.
+// secrets and the join tokens.
 var mirrorTables = [...]string{tableIndex, tableNodes, tableServices, tableChecks, tableConfig,
 	tablePeerings, tableTrustBundles, tableCARoots, tableMeta, tableVirtualIPs}
 
 // WriteMirror writes to w, in the record format, what a client node may
-// see: every table but the peering secrets, each CA root without its private
-// key. It returns the highest index written and adds to ws what fires when
+// see: every table but the peering secrets and the join tokens, each CA
+// root without its private key. It returns the highest index written and adds to ws what fires when
 // any of it changes. It reads one transaction, so the watches cover exactly
 // the state written.
 func (s *Store) WriteMirror(w io.Writer, ws memdb.WatchSet) (uint64, error) {
@@ -230,10 +235,10 @@ func (s *Store) WriteMirror(w io.Writer, ws memdb.WatchSet) (uint64, error) {
 func mirrorRecord(raw any) (rec *record, ok bool, err error) {
 	switch r := raw.(type) {
 	case *indexRow:
-		if r.Table == tableSecrets {
+		if r.Table == tableSecrets || r.Table == tableJoinTokens {
 			return nil, false, nil
 		}
-	case *PeeringSecrets:
+	case *PeeringSecrets, *JoinToken:
 		return nil, false, nil
 	case *nodeRow, *serviceRow, *checkRow, *configRow, *Peering, *PeeringTrustBundle, *metaRow, *VirtualIP:
 	case *CARoot:

@@ -161,5 +161,8 @@ func schema() *memdb.DBSchema {
 	for name, t := range virtualIPTables() {
 		tables[name] = t
 	}
+	for name, t := range joinTokenTables() {
+		tables[name] = t
+	}
 	return &memdb.DBSchema{Tables: tables}
 }
