@@ -66,6 +66,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/peerd/peerd/agent/admission"
 	"github.com/peerd/peerd/agent/config"
 	"github.com/peerd/peerd/agent/dns"
 	"github.com/peerd/peerd/agent/httpapi"
@@ -101,6 +102,10 @@ type Agent struct {
 	transparentLns []net.Listener
 	// dns answers the catalog's names and forwards the rest (nil: off).
 	dns *dns.Server
+	// trust is the node's certificate (nil without -internal-tls);
+	// admission admits new nodes (servers with trust only).
+	trust     *trust
+	admission *admission.Server
 
 	// runCtx lives from New to Close (cancel); Start's listeners, config
 	// registrations and the dataplane's sync run under it.
@@ -205,6 +210,12 @@ func (a *Agent) start(ctx context.Context) error {
 			return err
 		}
 	}
+	if cfg.InternalTLS {
+		// Before any listener: a node that cannot be admitted stops here.
+		if a.trust, err = a.setupTrust(ctx, nil); err != nil {
+			return err
+		}
+	}
 	key, err := cfg.GossipKey()
 	if err != nil {
 		return err
@@ -301,6 +312,9 @@ func (a *Agent) start(ctx context.Context) error {
 	pc := peering.DefaultConfig()
 	pc.Cluster, pc.Registry, pc.Logger = a.cluster, reg, a.log
 	pc.LeafTTL = cfg.LeafTTL
+	if a.trust != nil {
+		pc.CASeed = a.trust.material.Seed
+	}
 	if cfg.PeeringHeartbeatInterval > 0 {
 		pc.HeartbeatInterval = cfg.PeeringHeartbeatInterval
 	}
@@ -313,7 +327,24 @@ func (a *Agent) start(ctx context.Context) error {
 	if a.peering, err = peering.New(pc); err != nil {
 		return err
 	}
+	if a.trust != nil && cfg.Server {
+		ac := admission.Config{
+			Cluster: a.cluster, CA: a.peering.CA(), Datacenter: cfg.Datacenter,
+			GossipKey: func() string { return cfg.Encrypt }, Logger: a.log,
+		}
+		if cfg.Admission != nil {
+			cfg.Admission(&ac)
+		}
+		if a.admission, err = admission.NewServer(ac); err != nil {
+			return err
+		}
+	}
+	var tokens httpapi.JoinTokens
+	if a.admission != nil {
+		tokens = a.admission
+	}
 	api, err := httpapi.New(httpapi.Config{Cluster: a.cluster, Local: a.local, Peering: a.peering, Registry: reg, Version: cfg.Version, Logger: a.log,
+		JoinTokens: tokens,
 		DataplaneStatus: func() (any, bool) {
 			if a.dataplane == nil {
 				return nil, false
@@ -335,9 +366,17 @@ func (a *Agent) start(ctx context.Context) error {
 	reflection.Register(a.grpc)
 	a.cluster.RegisterGRPC(a.grpc)
 	a.peering.RegisterManagement(a.grpc)
+	if a.admission != nil {
+		a.admission.Register(a.grpc)
+	}
 	if a.grpcTLSLn != nil {
 		a.grpcTLS = grpc.NewServer(a.peering.StreamServerOptions()...)
 		a.peering.RegisterStream(a.grpcTLS)
+		if a.admission != nil {
+			// Joining nodes hold no certificate yet: they are admitted on
+			// the TLS port, beside the peering stream.
+			a.admission.Register(a.grpcTLS)
+		}
 		healthpb.RegisterHealthServer(a.grpcTLS, a.health)
 		reflection.Register(a.grpcTLS)
 		a.wg.Add(1)
@@ -347,6 +386,10 @@ func (a *Agent) start(ctx context.Context) error {
 				a.log.Error("TLS gRPC server stopped", "err", err)
 			}
 		}()
+	}
+	if a.trust != nil {
+		a.wg.Add(1)
+		go func() { defer a.wg.Done(); a.renewTrust(ctx, a.trust) }()
 	}
 	a.setHealth(true) // until watchServers knows better
 	if err := a.peering.Start(); err != nil {

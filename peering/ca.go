@@ -75,7 +75,7 @@ func (cs caStore) WriteRoots(ctx context.Context, roots []ca.Root) error {
 // newCA is the cluster CA of this node: on servers over the catalog, on
 // client nodes signing through a server.
 func (s *Server) newCA() (*ca.CA, error) {
-	cfg := ca.Config{Forward: s.forwardSignLeaf, Now: s.cfg.Now, MaxLeafTTL: s.cfg.LeafTTL, Logger: s.log}
+	cfg := ca.Config{Forward: s.forwardSignLeaf, Now: s.cfg.Now, MaxLeafTTL: s.cfg.LeafTTL, Seed: s.cfg.CASeed, Logger: s.log}
 	if s.cfg.Cluster.Store() != nil {
 		cfg.Store = caStore{s.cfg.Cluster}
 	}

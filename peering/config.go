@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/internal/ca"
 )
 
 // Config configures the peering controller.
@@ -38,6 +39,10 @@ type Config struct {
 	// this server (the agent's -leaf-ttl); longer requests get it. Zero
 	// value: 72 h.
 	LeafTTL time.Duration
+	// CASeed is the CA the first server of a cluster made before raft held
+	// one; the leader's CA bootstrap adopts it. nil: the first leader makes
+	// the CA.
+	CASeed *ca.Seed
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Registry receives the peering metrics; nil registers nothing.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/peerd/peerd/agent/admission"
 	"github.com/peerd/peerd/agent/dns"
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/state"
@@ -81,6 +82,14 @@ type Config struct {
 	VirtualIPGrace time.Duration
 	// ProxyMark is the SO_MARK of the terminator's sockets (0 = none).
 	ProxyMark int
+	// InternalTLS turns on cluster trust outside dev mode: every node holds
+	// a node certificate (the first server makes the cluster's CA; the
+	// others are admitted with JoinToken) and the internal channels are
+	// mutual TLS. Dev mode always has it, in memory.
+	InternalTLS bool
+	// JoinToken is the join credential (`peerd join-token create`) a new
+	// node is admitted with; unused once the node holds a certificate.
+	JoinToken string
 	// LeafTTL is the lifetime of the terminator's leaf certificates; they
 	// are renewed at half their life. On a server it also caps the leaves
 	// its CA signs. Default 72h.
@@ -139,6 +148,9 @@ type Config struct {
 	// Peering, when set, adjusts the peering controller's configuration
 	// (tests shorten heartbeats).
 	Peering func(*peering.Config)
+	// Admission, when set, adjusts the admission server's configuration
+	// (tests move its clock).
+	Admission func(*admission.Config)
 	// Proxy, when set, adjusts the terminator's configuration (tests
 	// shorten timeouts).
 	Proxy func(*l7proxy.Config)

@@ -53,7 +53,7 @@ func TestSettingsTable(t *testing.T) {
 		}
 	}
 	// Set in code only: by the command (Version) or by tests.
-	inCode := map[string]bool{"Version": true, "Timing": true, "Peering": true, "Proxy": true}
+	inCode := map[string]bool{"Version": true, "Timing": true, "Peering": true, "Admission": true, "Proxy": true}
 	rt := reflect.TypeFor[Config]()
 	for i := range rt.NumField() {
 		f := rt.Field(i)
@@ -118,6 +118,7 @@ func TestDefaults(t *testing.T) {
 	want.Dev, want.Server, want.BootstrapExpect, want.BindAddr = true, true, 1, "127.0.0.1"
 	want.HTTPAddr, want.GRPCAddr, want.GRPCTLSAddr, want.GatewayAddr, want.DNSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	want.SerfLANPort, want.ServerPort, want.RetryInterval, want.SyncInterval = 0, 0, time.Second, 30*time.Second
+	want.InternalTLS = true
 	if !reflect.DeepEqual(dev, want) {
 		t.Errorf("DevConfig:\ngot  %+v\nwant %+v", dev, want)
 	}

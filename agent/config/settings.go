@@ -109,6 +109,10 @@ var settings = []setting{
 
 	{name: "proxy-mark", flag: true, ptr: func(c *Config) any { return &c.ProxyMark }, def: l7proxy.DefaultMark,
 		usage: "SO_MARK of the terminator's sockets, so the eBPF layer skips them (0 = none; needs CAP_NET_ADMIN)"},
+	{name: "internal-tls", flag: true, key: "internal_tls", ptr: func(c *Config) any { return &c.InternalTLS }, def: false, dev: true,
+		usage: "cluster trust: node certificates from the cluster CA and mutual TLS between nodes (the first server makes the CA; other nodes need -join-token)"},
+	{name: "join-token", flag: true, key: "join_token", ptr: func(c *Config) any { return &c.JoinToken }, def: "",
+		usage: "join credential from `peerd join-token create`: admits this node (needs -internal-tls)"},
 	{name: "leaf-ttl", flag: true, ptr: func(c *Config) any { return &c.LeafTTL }, def: 72 * time.Hour,
 		usage: "lifetime of the terminator's leaf certificates (renewed at half life); on servers also the longest leaf the CA signs"},
 	{name: "proxy-tls-min-version", flag: true, ptr: func(c *Config) any { return &c.ProxyTLSMinVersion }, def: "1.3",

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/peerd/peerd/internal/jointoken"
+
 	"github.com/peerd/peerd/agent/checks"
 	"github.com/peerd/peerd/agent/dns"
 	"github.com/peerd/peerd/agent/local"
@@ -98,6 +100,14 @@ func (c *Config) validate(needDataDir bool) error {
 	}{{"serf-lan-port", c.SerfLANPort}, {"server-port", c.ServerPort}} {
 		if p.port < 0 || p.port > 65535 {
 			add(p.name, "%d: want a port from 0 (a free one) to 65535", p.port)
+		}
+	}
+	if c.JoinToken != "" {
+		if !c.InternalTLS {
+			add("join-token", "a join token admits a node to cluster trust: add -internal-tls")
+		}
+		if _, err := jointoken.Parse(c.JoinToken); err != nil {
+			add("join-token", "%v", err)
 		}
 	}
 	if c.Encrypt != "" {

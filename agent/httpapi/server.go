@@ -41,6 +41,9 @@ type Config struct {
 	Peering Peering
 	// Logger receives structured logs; nil means slog.Default().
 	Logger *slog.Logger
+	// JoinTokens makes, lists and revokes join tokens (servers with
+	// cluster trust); nil: /v1/operator/join-token* answer 501.
+	JoinTokens JoinTokens
 	// DataplaneStatus reports the eBPF dataplane's status (any value that
 	// encodes as JSON) and whether the node runs one; nil = never.
 	DataplaneStatus func() (status any, enabled bool)
@@ -53,6 +56,7 @@ type Server struct {
 	registry *prometheus.Registry
 	version  string
 	peering  Peering
+	tokens   JoinTokens
 	log      *slog.Logger
 	duration *prometheus.HistogramVec
 	// dataplaneStatus reports the eBPF dataplane (see Config).
@@ -71,7 +75,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cluster: cfg.Cluster, local: cfg.Local, registry: cfg.Registry, version: cfg.Version, log: cfg.Logger,
-		peering: cfg.Peering, dataplaneStatus: cfg.DataplaneStatus,
+		peering: cfg.Peering, tokens: cfg.JoinTokens, dataplaneStatus: cfg.DataplaneStatus,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -244,6 +248,9 @@ func (s *Server) routes() {
 	s.handle("GET /v1/status/leader", s.statusLeader)
 	s.handle("GET /v1/status/peers", s.statusPeers)
 	s.handle("GET /v1/snapshot", s.snapshotSave)
+	s.handle("POST /v1/operator/join-token", s.joinTokenCreate)
+	s.handle("GET /v1/operator/join-tokens", s.joinTokenList)
+	s.handle("DELETE /v1/operator/join-token/{id}", s.joinTokenRevoke)
 	s.handleLimit("PUT /v1/snapshot", maxSnapshotUpload, s.snapshotRestore)
 
 	metrics := promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})

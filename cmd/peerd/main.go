@@ -18,6 +18,7 @@ import (
 
 	"github.com/peerd/peerd/agent"
 	"github.com/peerd/peerd/agent/config"
+	"github.com/peerd/peerd/cmd/peerctl/cli"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -28,6 +29,8 @@ const usage = `Usage: peerd <command> [flags]
 Commands:
   agent     run a peerd node (peerd agent -dev for a single-node cluster in memory)
   keygen    print a new gossip encryption key for -encrypt
+  join-token create|list|revoke
+            join tokens that admit new nodes (run against a server; same as peerctl join-token)
   validate  check config files or directories without starting an agent
   dataplane cleanup [-bpf-pin-dir DIR]
             detach and remove every eBPF object peerd pinned (default /sys/fs/bpf/peerd)
@@ -67,6 +70,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(key))
 		return nil
+	case "join-token":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return cli.Run(ctx, args, stdout, stderr)
 	case "validate":
 		if len(args) < 2 {
 			return errors.New("validate: name at least one config file or directory")

@@ -115,6 +115,7 @@ Environment:
 		newPeeringCommand(a),
 		newSnapshotCommand(a),
 		newCACommand(a),
+		newJoinTokenCommand(a),
 		newDataplaneCommand(a),
 		newVersionCommand(),
 	)
