@@ -73,7 +73,7 @@ func (p *Proxy) clientTLS(ctx context.Context, ep *endpoint, as spiffeid.ID, alp
 	if err != nil {
 		return nil, err
 	}
-	cert, err := p.leaves.get(ctx, as)
+	cert, err := p.leaves.getClient(ctx, as)
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,9 @@ package l7proxy
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -97,6 +99,28 @@ func (l *leaves) get(ctx context.Context, id spiffeid.ID) (*tls.Certificate, err
 	e.lastUsed = l.p.cfg.Now()
 	e.mu.Unlock()
 	return l.ensure(ctx, id, e)
+}
+
+// getClient is get for dialing as id: the leaf must allow client use. The
+// CA signs a gateway node's leaves for services that are not on the node
+// for server use only; once such a service is on this node (and may dial
+// out), the leaf is signed again.
+func (l *leaves) getClient(ctx context.Context, id spiffeid.ID) (*tls.Certificate, error) {
+	cert, err := l.get(ctx, id)
+	if err != nil || clientUsage(cert.Leaf) {
+		return cert, err
+	}
+	if cert, err = l.sign(ctx, id, l.entry(id)); err != nil {
+		return nil, err
+	}
+	if !clientUsage(cert.Leaf) {
+		return nil, fmt.Errorf("leaf for %s allows server use only: the CA does not see the service registered on this node (yet)", id)
+	}
+	return cert, nil
+}
+
+func clientUsage(c *x509.Certificate) bool {
+	return slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageClientAuth) || slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageAny)
 }
 
 // ensure returns e's leaf, signing or renewing it as get describes.

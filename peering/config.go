@@ -39,6 +39,12 @@ type Config struct {
 	// this server (the agent's -leaf-ttl); longer requests get it. Zero
 	// value: 72 h.
 	LeafTTL time.Duration
+	// RequireNodeIdentity refuses SignLeaf calls that carry no verified
+	// node identity (cluster trust on: the internal port is mTLS).
+	RequireNodeIdentity bool
+	// Refused, when set, is told of every refused leaf request (listener,
+	// reason), for the security refusals counter.
+	Refused func(listener, reason string)
 	// CASeed is the CA the first server of a cluster made before raft held
 	// one; the leader's CA bootstrap adopts it. nil: the first leader makes
 	// the CA.
@@ -115,4 +121,10 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("peering: reconnect minimum %s exceeds maximum %s", c.ReconnectMin, c.ReconnectMax))
 	}
 	return errors.Join(errs...)
+}
+
+func (c *Config) refused(listener, reason string) {
+	if c.Refused != nil {
+		c.Refused(listener, reason)
+	}
 }

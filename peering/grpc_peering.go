@@ -192,10 +192,14 @@ func (m managementServer) SignLeaf(ctx context.Context, req *pbpeering.SignLeafR
 			return nil, status.Errorf(codes.InvalidArgument, "sign leaf: SPIFFE ID %q: %v", req.GetSpiffeId(), err)
 		}
 	}
-	leaf, err := m.s.SignLeaf(incoming(ctx), LeafRequest{
+	lr := LeafRequest{
 		PublicKey: pub, ID: id, DNSNames: req.GetDnsNames(), TTL: time.Duration(req.GetTtlSeconds()) * time.Second,
 		Server: req.GetServer(), Client: req.GetClient(),
-	})
+	}
+	if err := m.s.authorizeLeaf(ctx, &lr); err != nil {
+		return nil, toStatus(ctx, err)
+	}
+	leaf, err := m.s.SignLeaf(incoming(ctx), lr)
 	if err != nil {
 		return nil, toStatus(ctx, err)
 	}
