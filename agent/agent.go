@@ -405,6 +405,9 @@ func (a *Agent) start(ctx context.Context) error {
 		GatewayListener: a.gatewayLn, Logger: a.log, Registry: reg,
 		Mark: cfg.ProxyMark, MinTLSVersion: minTLS, LeafTTL: cfg.LeafTTL,
 	}
+	if a.trust != nil {
+		proxyCfg.NodeCertificate = a.trust.source.Certificate
+	}
 	if a.dataplane != nil && len(a.transparentLns) > 0 {
 		proxyCfg.TransparentListeners, proxyCfg.Capture, proxyCfg.CgroupID = a.transparentLns, a.dataplane, dataplane.CgroupID
 	}

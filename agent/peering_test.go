@@ -25,14 +25,18 @@ type peeringCluster struct {
 	api     *api.Client // talks to the client agent
 }
 
+// startPeeringCluster sets a cluster up as an operator would, with cluster
+// trust: the first server makes the CA and bootstraps alone, the other two
+// servers and the client are admitted with join tokens it issues.
 func startPeeringCluster(t *testing.T, name, dc string) *peeringCluster {
 	t.Helper()
-	start := func(node string, server bool, join ...string) *Agent {
+	start := func(node string, server bool, token string, join ...string) *Agent {
 		cfg := DefaultConfig()
 		cfg.NodeName, cfg.Datacenter, cfg.Server, cfg.DataDir = node, dc, server, t.TempDir()
-		if server {
-			cfg.BootstrapExpect = 3
+		if server && token == "" {
+			cfg.BootstrapExpect = 1
 		}
+		cfg.InternalTLS, cfg.JoinToken = true, token
 		cfg.BindAddr, cfg.HTTPAddr, cfg.GRPCAddr, cfg.GRPCTLSAddr = "127.0.0.1", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 		cfg.GatewayAddr = "127.0.0.1:0"
 		cfg.SerfLANPort, cfg.ServerPort, cfg.LogLevel = 0, 0, "error"
@@ -50,14 +54,25 @@ func startPeeringCluster(t *testing.T, name, dc string) *peeringCluster {
 		return a
 	}
 	c := &peeringCluster{name: name}
-	first := start(name+"-s1", true)
-	join := first.Cluster().GossipAddr()
-	c.servers = []*Agent{first, start(name+"-s2", true, join), start(name+"-s3", true, join)}
-	c.client = start(name+"-c1", false, join)
+	first := start(name+"-s1", true, "")
+	serverToken := createJoinToken(t, first, "server", "1h").Token
+	clientToken := createJoinToken(t, first, "client", "1h").Token
+	c.servers = []*Agent{first, start(name+"-s2", true, serverToken), start(name+"-s3", true, serverToken)}
+	c.client = start(name+"-c1", false, clientToken)
 	var err error
 	if c.api, err = api.NewClient(&api.Config{Address: c.client.HTTPAddr()}); err != nil {
 		t.Fatal(err)
 	}
+	eventually(t, 20*time.Second, name+": three voters", func() error {
+		peers, err := first.Cluster().Peers()
+		if err != nil {
+			return err
+		}
+		if len(peers) != 3 {
+			return fmt.Errorf("raft peers %v", peers)
+		}
+		return nil
+	})
 	eventually(t, 20*time.Second, name+": leader with a CA", func() error {
 		// GenerateToken needs the CA: a throwaway token proves it exists.
 		_, _, err := c.api.Peerings().GenerateToken(context.Background(), api.PeeringGenerateTokenRequest{PeerName: "probe"}, nil)

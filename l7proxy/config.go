@@ -69,6 +69,13 @@ type Config struct {
 	View func() *state.Store
 	// Signer signs the leaves of local services and of the gateway.
 	Signer Signer
+	// NodeCertificate, when set (cluster trust), is this node's certificate
+	// (spiffe://<td>/agent/<role>/dc/<dc>/node/<name>). The node-to-node
+	// hop then presents it instead of the shared gateway identity, and the
+	// gateway accepts a hop only from a node certificate of this cluster,
+	// which no workload can obtain: the caller's identity the first node
+	// vouched for (XFCC) is then trusted from admitted nodes alone.
+	NodeCertificate func() *tls.Certificate
 	// GatewayListener, when set, is the listener of the node's gateway
 	// (inbound mTLS); the proxy serves it and closes it on Close.
 	GatewayListener net.Listener

@@ -73,8 +73,10 @@ func (p *Proxy) clientTLS(ctx context.Context, ep *endpoint, as spiffeid.ID, alp
 	if err != nil {
 		return nil, err
 	}
-	cert, err := p.leaves.getClient(ctx, as)
-	if err != nil {
+	var cert *tls.Certificate
+	if ep.kind == epNode && p.cfg.NodeCertificate != nil {
+		cert = p.cfg.NodeCertificate()
+	} else if cert, err = p.leaves.getClient(ctx, as); err != nil {
 		return nil, err
 	}
 	ids := ep.ids

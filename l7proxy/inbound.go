@@ -335,15 +335,27 @@ func (g *gateway) configFor(hello *tls.ClientHelloInfo, hs *handshake) (*tls.Con
 			if sid, err := identity.ParseServiceID(id); err == nil {
 				ci.callerSvc = &sid
 			}
-			ci.hop = internal && id == gatewayID
+			ci.hop = internal && p.isHop(id, gatewayID, local.td)
 			if ci.callerSvc == nil && !ci.hop {
 				hs.reason = "not_a_service_identity"
-				return fmt.Errorf("client %s is neither a service nor this cluster's gateway", id)
+				return fmt.Errorf("client %s is neither a service nor a node of this cluster", id)
 			}
 			hs.info = ci
 			return nil
 		},
 	}, nil
+}
+
+// isHop reports whether a verified client identity is another node of this
+// cluster on the node-to-node hop: with cluster trust, a node certificate
+// of this trust domain and datacenter (the gateway identity is then not
+// enough: every gateway node can hold it); without, the gateway identity.
+func (p *Proxy) isHop(id, gatewayID spiffeid.ID, td spiffeid.TrustDomain) bool {
+	if p.cfg.NodeCertificate == nil {
+		return id == gatewayID
+	}
+	a, err := identity.ParseAgentID(id)
+	return err == nil && a.TrustDomain == td && a.Datacenter == p.cfg.Datacenter
 }
 
 // exportedTo checks that service is exported to peer and that the peering

@@ -144,6 +144,15 @@ func (s *Source) NotAfter() time.Time {
 	return s.leaf.NotAfter
 }
 
+// Certificate is the node certificate with its key, for presenting on
+// connections this package's configs do not make (the terminator's node
+// hop).
+func (s *Source) Certificate() *tls.Certificate {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.cert
+}
+
 // Leaf is the node certificate, parsed.
 func (s *Source) Leaf() *x509.Certificate {
 	s.mu.RLock()
