@@ -1,13 +1,19 @@
 package agent
 
 import (
+	"bufio"
+	"crypto/tls"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/peerd/peerd/internal/identity"
 )
 
 // TestMeshAcrossNodes: billing runs on a client node of a 4-node cluster b
@@ -75,6 +81,37 @@ func TestMeshAcrossNodes(t *testing.T) {
 		metrics := scrape(t, server)
 		if metricValue(metrics, `peerd_proxy_requests_total{class="2xx",direction="inbound",peer="",service="ledger"}`) < 1 {
 			return fmt.Errorf("not counted:\n%s", grepLines(metrics, "peerd_proxy_requests"))
+		}
+		return nil
+	})
+
+	// The hop is accepted only from a node certificate: the cluster's
+	// gateway identity (which any gateway node can be signed) carrying a
+	// forged caller is refused at the handshake.
+	rootB := clusterRoot(t, &meshCluster{agent: server})
+	tdB := spiffeid.RequireTrustDomainFromString(rootB.TrustDomain)
+	gwID, err := identity.GatewayID(tdB, "dc-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := leafFor(t, identity.CA{}, rootB, identity.LeafRequest{ID: gwID})
+	before := metricValue(scrape(t, server), `peerd_proxy_tls_handshake_failures_total{listener="gateway",reason="not_a_service_identity"}`)
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", server.GatewayAddr(), &tls.Config{
+		ServerName: identity.InternalSNI("ledger", "default", "dc-b", tdB), InsecureSkipVerify: true,
+		Certificates: []tls.Certificate{forged}, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS13,
+	})
+	if err == nil {
+		_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+		fmt.Fprintf(conn, "GET /ledger/x HTTP/1.1\r\nHost: ledger\r\nX-Forwarded-Client-Cert: URI=spiffe://%s/ns/default/dc/dc-b/svc/admin\r\n\r\n", tdB.Name())
+		line, rerr := bufio.NewReader(conn).ReadString('\n')
+		conn.Close()
+		if rerr == nil {
+			t.Fatalf("a hop with the gateway identity was answered: %q", line)
+		}
+	}
+	eventually(t, 5*time.Second, "the forged hop is counted", func() error {
+		if got := metricValue(scrape(t, server), `peerd_proxy_tls_handshake_failures_total{listener="gateway",reason="not_a_service_identity"}`); got <= before {
+			return fmt.Errorf("count %v, was %v", got, before)
 		}
 		return nil
 	})
