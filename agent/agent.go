@@ -270,6 +270,9 @@ func (a *Agent) start(ctx context.Context) error {
 	if cfg.Timing != (catalog.Timing{}) {
 		cc.Timing = cfg.Timing
 	}
+	if a.trust != nil {
+		cc.Secrets = a.trust.secrets
+	}
 	if a.cluster, err = catalog.New(cc); err != nil {
 		return err
 	}
@@ -328,9 +331,12 @@ func (a *Agent) start(ctx context.Context) error {
 		return err
 	}
 	if a.trust != nil && cfg.Server {
+		secretsKey := a.trust.material.SecretsKey
 		ac := admission.Config{
 			Cluster: a.cluster, CA: a.peering.CA(), Datacenter: cfg.Datacenter,
 			GossipKey: func() string { return cfg.Encrypt }, Logger: a.log,
+			// Read once: the renewal goroutine replaces the material.
+			SecretsKey: func() string { return secretsKey },
 		}
 		if cfg.Admission != nil {
 			cfg.Admission(&ac)

@@ -18,6 +18,7 @@ import (
 	"github.com/peerd/peerd/internal/ca"
 	"github.com/peerd/peerd/internal/identity"
 	"github.com/peerd/peerd/internal/nodetls"
+	"github.com/peerd/peerd/internal/seal"
 )
 
 // trust is this node's identity inside its cluster: the node certificate
@@ -28,6 +29,8 @@ type trust struct {
 	material admission.Material
 	// dir is where the material is kept ("" in dev mode: memory only).
 	dir string
+	// secrets seals the raft log and snapshots (servers only).
+	secrets *seal.Key
 }
 
 // trustDir is where a node keeps its identity.
@@ -85,6 +88,14 @@ func (a *Agent) setupTrust(ctx context.Context, refused func(listener, reason st
 	if t.source, err = nodetls.New(nodetls.Config{CertPEM: t.material.CertPEM, KeyPEM: t.material.KeyPEM, RootPEMs: t.material.RootPEMs, Refused: refused}); err != nil {
 		return nil, fmt.Errorf("node certificate: %w", err)
 	}
+	if cfg.Server {
+		if t.material.SecretsKey == "" {
+			return nil, fmt.Errorf("the node identity in %s has no secrets key for the raft log: this server was admitted with a client token; remove the file and join with a server token", admission.Path(t.dir))
+		}
+		if t.secrets, err = seal.Parse(t.material.SecretsKey); err != nil {
+			return nil, fmt.Errorf("node identity: %w", err)
+		}
+	}
 	self := t.source.Self()
 	if self.Node != cfg.NodeName || self.Role != role || self.Datacenter != cfg.Datacenter {
 		return nil, fmt.Errorf("the node certificate in %s names %s, but this node is the %s %q of datacenter %q: remove the file to join afresh",
@@ -119,7 +130,12 @@ func newClusterIdentity(cfg *Config) (admission.Material, error) {
 	if err != nil {
 		return admission.Material{}, err
 	}
-	return admission.Material{CertPEM: cert, KeyPEM: keyPEM, RootPEMs: []string{seed.Root.CertPEM}, Seed: &seed}, nil
+	secrets, err := seal.NewKey()
+	if err != nil {
+		return admission.Material{}, err
+	}
+	return admission.Material{CertPEM: cert, KeyPEM: keyPEM, RootPEMs: []string{seed.Root.CertPEM}, Seed: &seed,
+		SecretsKey: secrets.String()}, nil
 }
 
 // renewTrust keeps the node certificate and roots current: the roots

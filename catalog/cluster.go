@@ -262,7 +262,7 @@ func (c *Cluster) startRaft() error {
 		}
 		logs, stable, snaps = cache, bolt, fss
 	}
-	r, err := raft.NewRaft(rc, &fsm{store: c.store}, logs, stable, snaps, c.transport)
+	r, err := raft.NewRaft(rc, &fsm{store: c.store, secrets: c.cfg.Secrets}, logs, stable, snaps, c.transport)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -646,6 +646,9 @@ func (c *Cluster) applyLocal(ctx context.Context, data []byte) (*ApplyResult, er
 	timeout := c.timing.ApplyTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
+	}
+	if c.cfg.Secrets != nil {
+		data = c.cfg.Secrets.Seal(data) // the log on disk and on the wire holds ciphertext only
 	}
 	f := c.raft.Apply(data, timeout)
 	// f.Error() can block past a raft shutdown that races the commit;

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/peerd/peerd/catalog/state"
+	"github.com/peerd/peerd/internal/seal"
 )
 
 // Config configures a Cluster: this node's part in membership and, on
@@ -59,6 +60,11 @@ type Config struct {
 	// EncryptKey is the gossip encryption key (16, 24 or 32 bytes); nil
 	// leaves gossip unencrypted.
 	EncryptKey []byte
+
+	// Secrets, when set (servers with cluster trust), seals every raft log
+	// entry and snapshot: the CA's key and the peering secrets never reach
+	// the disk in plaintext. Every server of the cluster needs the same key.
+	Secrets *seal.Key
 
 	// Timing holds the protocol timers; zero value: DefaultTiming().
 	Timing Timing

@@ -9,12 +9,16 @@ import (
 
 	"github.com/peerd/peerd/catalog/configentry"
 	"github.com/peerd/peerd/catalog/state"
+	"github.com/peerd/peerd/internal/seal"
 )
 
 // fsm applies committed raft log entries to a state.Store. Apply is deterministic:
 // it reads no clock, no randomness and never depends on map iteration order.
 type fsm struct {
 	store *state.Store
+	// secrets opens sealed entries and snapshots, and seals snapshots
+	// (nil: sealing off; plaintext is read either way).
+	secrets *seal.Key
 }
 
 var _ raft.FSM = (*fsm)(nil)
@@ -31,6 +35,10 @@ func (f *fsm) Apply(l *raft.Log) any {
 }
 
 func (f *fsm) apply(idx uint64, data []byte) (bool, error) {
+	data, err := f.secrets.Open(data)
+	if err != nil {
+		return false, err
+	}
 	cmd, err := DecodeCommand(data)
 	if err != nil {
 		return false, err
@@ -129,19 +137,36 @@ func (f *fsm) apply(idx uint64, data []byte) (bool, error) {
 // Snapshot implements raft.FSM: it takes the store's O(1) immutable
 // snapshot; the IO happens in Persist.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
-	return &fsmSnapshot{snap: f.store.Snapshot()}, nil
+	return &fsmSnapshot{snap: f.store.Snapshot(), secrets: f.secrets}, nil
 }
 
 type fsmSnapshot struct {
-	snap *state.Snapshot
+	snap    *state.Snapshot
+	secrets *seal.Key
 }
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	if err := s.snap.Write(sink); err != nil {
+	if err := writeSealed(sink, s.secrets, s.snap.Write); err != nil {
 		_ = sink.Cancel()
 		return fmt.Errorf("persist snapshot: %w", err)
 	}
 	return sink.Close()
+}
+
+// writeSealed runs write on w, through key's sealing writer when there is a
+// key.
+func writeSealed(w io.Writer, key *seal.Key, write func(io.Writer) error) error {
+	if key == nil {
+		return write(w)
+	}
+	sw, err := key.SealWriter(w)
+	if err != nil {
+		return err
+	}
+	if err := write(sw); err != nil {
+		return err
+	}
+	return sw.Close()
 }
 
 func (s *fsmSnapshot) Release() {}
@@ -150,5 +175,9 @@ func (s *fsmSnapshot) Release() {}
 // swaps it in, dropping all previous state.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	return f.store.Restore(rc)
+	r, err := f.secrets.OpenReader(rc)
+	if err != nil {
+		return fmt.Errorf("restore snapshot: %w", err)
+	}
+	return f.store.Restore(r)
 }

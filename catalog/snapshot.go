@@ -43,7 +43,10 @@ func (c *Cluster) SaveSnapshot(w io.Writer) (SnapshotHeader, error) {
 	if err := json.NewEncoder(zw).Encode(&h); err != nil {
 		return h, fmt.Errorf("save snapshot: %w", err)
 	}
-	if err := snap.Write(zw); err != nil {
+	// The records are sealed like raft's own snapshots: the file holds the
+	// CA key and the peering secrets, and opens only on this cluster's
+	// servers.
+	if err := writeSealed(zw, c.cfg.Secrets, snap.Write); err != nil {
 		return h, fmt.Errorf("save snapshot: %w", err)
 	}
 	if err := zw.Close(); err != nil {
@@ -82,7 +85,11 @@ func (c *Cluster) RestoreSnapshot(r io.Reader) (SnapshotHeader, error) {
 	if err != nil {
 		return h, err
 	}
-	if err := scratch.Restore(bytes.NewReader(body)); err != nil {
+	plain, err := c.cfg.Secrets.OpenReader(bytes.NewReader(body))
+	if err != nil {
+		return h, fmt.Errorf("restore snapshot: %w (a snapshot opens only on the servers of the cluster that saved it)", err)
+	}
+	if err := scratch.Restore(plain); err != nil {
 		return h, fmt.Errorf("restore snapshot: %w", err)
 	}
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: h.Index, Term: 1, Size: int64(len(body))}

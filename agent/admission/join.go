@@ -117,7 +117,11 @@ func joinVia(ctx context.Context, addr string, tok jointoken.Token, cfg JoinConf
 	if err != nil {
 		return Material{}, err
 	}
-	m := Material{CertPEM: resp.GetChainPem(), RootPEMs: resp.GetRootPems(), GossipKey: resp.GetGossipKey(), GossipAddrs: resp.GetGossipAddrs()}
+	m := Material{CertPEM: resp.GetChainPem(), RootPEMs: resp.GetRootPems(), GossipKey: resp.GetGossipKey(),
+		GossipAddrs: resp.GetGossipAddrs(), SecretsKey: resp.GetSecretsKey()}
+	if cfg.Role == jointoken.RoleServer && m.SecretsKey == "" {
+		return Material{}, errors.New("the server sent no secrets key: a server cannot open the raft log without it")
+	}
 	if m.GossipKey == "" {
 		m.GossipKey = tok.GossipKey
 	}

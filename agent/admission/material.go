@@ -19,6 +19,9 @@ type Material struct {
 	RootPEMs    []string
 	GossipKey   string   `json:",omitempty"`
 	GossipAddrs []string `json:",omitempty"`
+	// SecretsKey (servers only) seals the raft log and snapshots at rest
+	// (seal.Key's String form).
+	SecretsKey string `json:",omitempty"`
 	// Seed is the CA a first server made before raft held one; kept until
 	// raft has it, so a restart before the first election keeps the CA.
 	Seed *ca.Seed `json:",omitempty"`

@@ -67,6 +67,9 @@ type Config struct {
 	// GossipKey returns the cluster's primary gossip key (base64), or ""
 	// when gossip is not encrypted.
 	GossipKey func() string
+	// SecretsKey returns the servers' secrets key (seal.Key's String), sent
+	// to joining servers only.
+	SecretsKey func() string
 	// NodeCertTTL is the lifetime of the node certificates it signs; 0 =
 	// ca.DefaultNodeTTL.
 	NodeCertTTL time.Duration
@@ -237,7 +240,11 @@ func (s *Server) Join(ctx context.Context, req *pbadmission.JoinRequest) (*pbadm
 		gossip = append(gossip, net.JoinHostPort(m.Addr, strconv.Itoa(m.Port)))
 	}
 	s.log.Info("node admitted", "node", req.GetNode(), "role", req.GetRole(), "token", tok.ID)
-	return &pbadmission.JoinResponse{ChainPem: leaf, RootPems: pems, GossipKey: s.cfg.GossipKey(), GossipAddrs: gossip}, nil
+	resp := &pbadmission.JoinResponse{ChainPem: leaf, RootPems: pems, GossipKey: s.cfg.GossipKey(), GossipAddrs: gossip}
+	if req.GetRole() == identity.RoleServer && s.cfg.SecretsKey != nil {
+		resp.SecretsKey = s.cfg.SecretsKey()
+	}
+	return resp, nil
 }
 
 // Renew implements AdmissionService on the internal mTLS port: the caller's

@@ -44,7 +44,7 @@ var rules = []rule{
 		pkgs: []string{"catalog/..."},
 		// The floors below the cluster have stricter rules of their own.
 		except:   []string{"catalog/state/...", "catalog/configentry/..."},
-		onlyOurs: []string{"catalog/...", "internal/decode", "internal/nodetls", "internal/identity"},
+		onlyOurs: []string{"catalog/...", "internal/decode", "internal/nodetls", "internal/identity", "internal/seal"},
 	},
 	{
 		why: "catalog/state (tables, queries, conventions) sits below the cluster: it imports nothing of ours " +
@@ -75,6 +75,11 @@ var rules = []rule{
 		why:      "internal/identity (SPIFFE naming, PEM, verification and the X.509 mechanics of issuing) is a leaf: it imports nothing of ours",
 		pkgs:     []string{"internal/identity/..."},
 		onlyOurs: []string{"internal/identity/..."},
+	},
+	{
+		why:      "internal/seal (encryption at rest) is a leaf: it imports nothing of ours",
+		pkgs:     []string{"internal/seal/..."},
+		onlyOurs: []string{"internal/seal/..."},
 	},
 	{
 		why:      "internal/jointoken (the join credential) is a leaf: it imports nothing of ours",

@@ -198,7 +198,10 @@ type JoinResponse struct {
 	// encrypted.
 	GossipKey string `protobuf:"bytes,3,opt,name=gossip_key,json=gossipKey,proto3" json:"gossip_key,omitempty"`
 	// gossip_addrs are the servers' gossip addresses (host:port) to join.
-	GossipAddrs   []string `protobuf:"bytes,4,rep,name=gossip_addrs,json=gossipAddrs,proto3" json:"gossip_addrs,omitempty"`
+	GossipAddrs []string `protobuf:"bytes,4,rep,name=gossip_addrs,json=gossipAddrs,proto3" json:"gossip_addrs,omitempty"`
+	// secrets_key seals the raft log and snapshots at rest; sent to servers
+	// only.
+	SecretsKey    string `protobuf:"bytes,5,opt,name=secrets_key,json=secretsKey,proto3" json:"secrets_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -259,6 +262,13 @@ func (x *JoinResponse) GetGossipAddrs() []string {
 		return x.GossipAddrs
 	}
 	return nil
+}
+
+func (x *JoinResponse) GetSecretsKey() string {
+	if x != nil {
+		return x.SecretsKey
+	}
+	return ""
 }
 
 type RenewRequest struct {
@@ -372,13 +382,15 @@ const file_admission_proto_rawDesc = "" +
 	"\n" +
 	"datacenter\x18\x04 \x01(\tR\n" +
 	"datacenter\x12$\n" +
-	"\x0epublic_key_pem\x18\x05 \x01(\tR\fpublicKeyPem\"\x8a\x01\n" +
+	"\x0epublic_key_pem\x18\x05 \x01(\tR\fpublicKeyPem\"\xab\x01\n" +
 	"\fJoinResponse\x12\x1b\n" +
 	"\tchain_pem\x18\x01 \x01(\tR\bchainPem\x12\x1b\n" +
 	"\troot_pems\x18\x02 \x03(\tR\brootPems\x12\x1d\n" +
 	"\n" +
 	"gossip_key\x18\x03 \x01(\tR\tgossipKey\x12!\n" +
-	"\fgossip_addrs\x18\x04 \x03(\tR\vgossipAddrs\"4\n" +
+	"\fgossip_addrs\x18\x04 \x03(\tR\vgossipAddrs\x12\x1f\n" +
+	"\vsecrets_key\x18\x05 \x01(\tR\n" +
+	"secretsKey\"4\n" +
 	"\fRenewRequest\x12$\n" +
 	"\x0epublic_key_pem\x18\x01 \x01(\tR\fpublicKeyPem\"I\n" +
 	"\rRenewResponse\x12\x1b\n" +
