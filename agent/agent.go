@@ -372,6 +372,7 @@ func (a *Agent) start(ctx context.Context) error {
 	reflection.Register(a.grpc)
 	a.cluster.RegisterGRPC(a.grpc)
 	a.peering.RegisterManagement(a.grpc)
+	api.RegisterRelay(a.grpc)
 	if a.admission != nil {
 		a.admission.Register(a.grpc)
 	}

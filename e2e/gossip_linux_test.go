@@ -118,6 +118,22 @@ func TestDefaultPortsAcrossHosts(t *testing.T) {
 		})
 	}
 
+	// A consistent read on the client and on every server is relayed to the
+	// leader over the internal gRPC port: the HTTP APIs listen on each
+	// host's loopback only (the default) and are never dialed across hosts.
+	for _, n := range nodes {
+		testutil.EventuallyEvery(t, 30*time.Second, 500*time.Millisecond, "a consistent read on "+n.name, func() error {
+			var out []struct{ ServiceID string }
+			if err := n.getJSON(ctx, "/v1/catalog/service/web", &out); err != nil {
+				return err
+			}
+			if len(out) != 1 || out[0].ServiceID != "web-1" {
+				return fmt.Errorf("%s answered %+v", n.name, out)
+			}
+			return nil
+		})
+	}
+
 	// They stay alive: a node probing a port nothing listens on would mark
 	// the others suspect and then failed within a few probe rounds.
 	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(2 * time.Second) {

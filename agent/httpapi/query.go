@@ -2,17 +2,13 @@ package httpapi
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"strconv"
 	"time"
 
 	"github.com/hashicorp/go-memdb"
 
-	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/decode"
 )
@@ -142,44 +138,6 @@ func (s *Server) setMeta(w http.ResponseWriter, idx uint64) {
 	known := s.cluster.Leader() != ""
 	h.Set("X-Consul-KnownLeader", strconv.FormatBool(known))
 	h.Set("X-Consul-LastContact", "0")
-}
-
-// relay forwards a read to a node that can serve it: the leader when known
-// (this node is a follower), else any live server (this node is a client;
-// that server relays on to its leader unless ?stale).
-func (s *Server) relay(w http.ResponseWriter, r *http.Request, stale bool) error {
-	var target string
-	if m, ok := s.cluster.LeaderMember(); ok {
-		target = m.Meta.HTTPAddr
-	} else if !s.cluster.IsServer() {
-		servers := s.cluster.Servers()
-		if len(servers) == 0 {
-			return fmt.Errorf("relay read: %w", catalog.ErrNoServers)
-		}
-		target = servers[rand.IntN(len(servers))].Meta.HTTPAddr
-	} else {
-		return fmt.Errorf("relay read: %w", catalog.ErrNoLeader)
-	}
-	if target == "" {
-		return fmt.Errorf("relay read: %w: the server advertises no HTTP address other nodes can reach "+
-			"(its HTTP API listens on loopback: give it -http-addr or addresses.http on an address the other nodes reach, or read with ?stale)", catalog.ErrNoServers)
-	}
-	u := &url.URL{Scheme: "http", Host: target}
-	fromServer := s.cluster.IsServer()
-	proxy := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(u)
-			if fromServer {
-				pr.Out.Header.Set(relayedHeader, "1")
-			}
-		},
-		FlushInterval: -1,
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			s.writeError(w, r, fmt.Errorf("relay read to %s: %w", target, catalog.ErrNoLeader))
-		},
-	}
-	proxy.ServeHTTP(w, r)
-	return nil
 }
 
 // decodeBody strictly decodes a JSON request body into v, naming the field

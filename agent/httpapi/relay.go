@@ -1,0 +1,175 @@
+package httpapi
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/peerd/peerd/agent/httpapi/pbrelay"
+	"github.com/peerd/peerd/catalog"
+)
+
+// relayChunk bounds one relayed body message (the internal gRPC port takes
+// messages up to 8 MiB).
+const relayChunk = 1 << 20
+
+// relay forwards a read to a node that can serve it, over the internal
+// gRPC port: the leader when this node is a follower, else any live server
+// (this node is a client; that server relays on to its leader unless
+// ?stale).
+func (s *Server) relay(w http.ResponseWriter, r *http.Request, stale bool) error {
+	conn, err := s.cluster.LeaderConn()
+	if err != nil {
+		if !s.cluster.IsServer() && errors.Is(err, catalog.ErrNoServers) {
+			return fmt.Errorf("relay read: %w", err)
+		}
+		return fmt.Errorf("relay read: %w", catalog.ErrNoLeader)
+	}
+	req := &pbrelay.ReadRequest{Path: r.URL.Path, RawQuery: r.URL.RawQuery, FromServer: s.cluster.IsServer()}
+	for name, values := range r.Header {
+		if hopByHop(name) {
+			continue
+		}
+		req.Headers = append(req.Headers, &pbrelay.Header{Name: name, Values: values})
+	}
+	stream, err := pbrelay.NewHTTPRelayClient(conn).Read(r.Context(), req)
+	if err != nil {
+		return fmt.Errorf("relay read: %w: %v", catalog.ErrNoLeader, err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return fmt.Errorf("relay read: %w: %v", catalog.ErrNoLeader, err)
+	}
+	for _, h := range first.GetHeaders() {
+		w.Header()[h.GetName()] = h.GetValues()
+	}
+	w.WriteHeader(int(first.GetStatus()))
+	_, _ = w.Write(first.GetBody())
+	for {
+		c, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			// The status is sent: the client sees a cut body.
+			s.log.Warn("relayed read cut", "path", r.URL.Path, "err", err)
+			return nil
+		}
+		_, _ = w.Write(c.GetBody())
+	}
+}
+
+func hopByHop(name string) bool {
+	for _, h := range hopHeaders {
+		if http.CanonicalHeaderKey(name) == h {
+			return true
+		}
+	}
+	return false
+}
+
+var hopHeaders = [...]string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// RegisterRelay serves the read relay on g (the internal gRPC port).
+func (s *Server) RegisterRelay(g *grpc.Server) {
+	pbrelay.RegisterHTTPRelayServer(g, relayServer{s: s})
+}
+
+type relayServer struct {
+	pbrelay.UnimplementedHTTPRelayServer
+	s *Server
+}
+
+// Read serves one relayed GET on this node's own handler.
+func (rs relayServer) Read(req *pbrelay.ReadRequest, stream grpc.ServerStreamingServer[pbrelay.ReadChunk]) error {
+	u := &url.URL{Path: req.GetPath(), RawQuery: req.GetRawQuery()}
+	if len(u.Path) == 0 || u.Path[0] != '/' {
+		return status.Errorf(codes.InvalidArgument, "relay: path %q is not absolute", req.GetPath())
+	}
+	hr, err := http.NewRequestWithContext(stream.Context(), http.MethodGet, u.String(), nil)
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "relay: %v", err)
+	}
+	for _, h := range req.GetHeaders() {
+		if !hopByHop(h.GetName()) {
+			hr.Header[http.CanonicalHeaderKey(h.GetName())] = h.GetValues()
+		}
+	}
+	hr.Header.Del(relayedHeader)
+	if req.GetFromServer() {
+		hr.Header.Set(relayedHeader, "1")
+	}
+	hr.RemoteAddr = "relay"
+	cw := &chunkWriter{stream: stream, header: http.Header{}}
+	rs.s.Handler().ServeHTTP(cw, hr)
+	return cw.finish()
+}
+
+// chunkWriter is an http.ResponseWriter that streams to a relay client.
+type chunkWriter struct {
+	stream  grpc.ServerStreamingServer[pbrelay.ReadChunk]
+	header  http.Header
+	status  int
+	sentHdr bool
+	buf     []byte
+	err     error
+}
+
+func (c *chunkWriter) Header() http.Header { return c.header }
+
+func (c *chunkWriter) WriteHeader(code int) {
+	if c.status == 0 {
+		c.status = code
+	}
+}
+
+func (c *chunkWriter) Write(b []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	c.WriteHeader(http.StatusOK)
+	c.buf = append(c.buf, b...)
+	for len(c.buf) >= relayChunk {
+		c.send(c.buf[:relayChunk])
+		c.buf = c.buf[relayChunk:]
+	}
+	return len(b), c.err
+}
+
+// Flush sends what is buffered (streamed answers).
+func (c *chunkWriter) Flush() {
+	if c.err == nil && (len(c.buf) > 0 || !c.sentHdr) {
+		c.WriteHeader(http.StatusOK)
+		c.send(c.buf)
+		c.buf = nil
+	}
+}
+
+func (c *chunkWriter) send(body []byte) {
+	if c.err != nil {
+		return
+	}
+	chunk := &pbrelay.ReadChunk{Body: body}
+	if !c.sentHdr {
+		chunk.Status = int32(c.status)
+		for name, values := range c.header {
+			chunk.Headers = append(chunk.Headers, &pbrelay.Header{Name: name, Values: values})
+		}
+		c.sentHdr = true
+	}
+	c.err = c.stream.Send(chunk)
+}
+
+func (c *chunkWriter) finish() error {
+	c.WriteHeader(http.StatusOK)
+	if len(c.buf) > 0 || !c.sentHdr {
+		c.send(c.buf)
+	}
+	return c.err
+}
