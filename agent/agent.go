@@ -64,7 +64,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
 
 	"github.com/peerd/peerd/agent/admission"
 	"github.com/peerd/peerd/agent/config"
@@ -369,7 +368,6 @@ func (a *Agent) start(ctx context.Context) error {
 	a.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(8 << 20))
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.grpc, a.health)
-	reflection.Register(a.grpc)
 	a.cluster.RegisterGRPC(a.grpc)
 	a.peering.RegisterManagement(a.grpc)
 	api.RegisterRelay(a.grpc)
@@ -385,7 +383,6 @@ func (a *Agent) start(ctx context.Context) error {
 			a.admission.Register(a.grpcTLS)
 		}
 		healthpb.RegisterHealthServer(a.grpcTLS, a.health)
-		reflection.Register(a.grpcTLS)
 		a.wg.Add(1)
 		go func() {
 			defer a.wg.Done()
