@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"time"
@@ -121,8 +123,13 @@ type Config struct {
 	// SerfLANPort and ServerPort default to 8301 and 8300 (dev: free ports).
 	SerfLANPort int
 	ServerPort  int
-	// Encrypt is the base64 gossip key (`peerd keygen`).
+	// Encrypt is the base64 gossip key (`peerd keygen`): the first key of
+	// the node's keyring, kept in DataDir/keyring once written. Required
+	// outside dev mode unless the keyring file exists or InsecureGossip.
 	Encrypt string
+	// InsecureGossip lets a non-dev agent run with unencrypted gossip; the
+	// agent logs a warning and /v1/agent/self shows it.
+	InsecureGossip bool
 	// LeaveOnTerminate leaves the gossip pool on SIGINT/SIGTERM, so the
 	// leader removes this node's registrations instead of marking them
 	// critical. Default true.
@@ -246,6 +253,16 @@ func (c *Config) CheckVirtualIPOverlap(addrs []net.Addr) error {
 		}
 	}
 	return nil
+}
+
+// HasKeyringFile reports whether DataDir holds a gossip keyring file from
+// an earlier run, whose keys the agent uses instead of Encrypt.
+func (c *Config) HasKeyringFile() bool {
+	if c.Dev || c.DataDir == "" {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(c.DataDir, catalog.KeyringFile))
+	return err == nil
 }
 
 // GossipKey decodes Encrypt; nil when gossip is not encrypted.

@@ -18,6 +18,11 @@ import (
 	"github.com/peerd/peerd/catalog/state"
 )
 
+// ErrNoGossipKey refuses a non-dev agent without a gossip key.
+var ErrNoGossipKey = errors.New("no gossip key: outside -dev gossip must be encrypted, or anyone who reaches the gossip port can join the cluster, pose as a server and receive its state. " +
+	"Generate a key once with `peerd keygen` and give it to every node with -encrypt KEY (encrypt = \"KEY\" in a config file), " +
+	"or pass -insecure-gossip (insecure_gossip = true) to accept the risk")
+
 // Validate reports every problem with c, each naming the file and key, or
 // the flag, to fix. agent.Start calls it; `peerd validate` runs it too (see
 // Check), so a configuration it passes is one the agent starts with, but
@@ -114,6 +119,8 @@ func (c *Config) validate(needDataDir bool) error {
 		if _, err := c.GossipKey(); err != nil {
 			errs = append(errs, err)
 		}
+	} else if !c.Dev && !c.InsecureGossip && !c.HasKeyringFile() {
+		errs = append(errs, ErrNoGossipKey)
 	}
 	if _, err := dns.ParseDomain(c.DNSDomain()); err != nil {
 		add("domain", "%v", err)
