@@ -162,7 +162,11 @@ func New(cfg Config) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid agent configuration:\n%w", err)
 	}
-	a := &Agent{cfg: cfg, log: NewLogger(os.Stderr, cfg.LogLevel, cfg.LogJSON)}
+	out := cfg.LogOutput
+	if out == nil {
+		out = os.Stderr
+	}
+	a := &Agent{cfg: cfg, log: NewLogger(out, cfg.LogLevel, cfg.LogJSON)}
 	a.runCtx, a.cancel = context.WithCancel(context.Background())
 	return a, nil
 }
@@ -279,6 +283,9 @@ func (a *Agent) start(ctx context.Context) error {
 	if err := a.cluster.Start(); err != nil {
 		return err
 	}
+	if !cfg.Dev && !a.cluster.GossipEncrypted() {
+		a.log.Warn("gossip is NOT encrypted (-insecure-gossip): anyone who can reach the gossip port can join this cluster, pose as a server and receive its state; generate a key with `peerd keygen` and start every agent with -encrypt KEY")
+	}
 
 	stateDir := ""
 	if !cfg.Dev {
@@ -350,7 +357,7 @@ func (a *Agent) start(ctx context.Context) error {
 		tokens = a.admission
 	}
 	api, err := httpapi.New(httpapi.Config{Cluster: a.cluster, Local: a.local, Peering: a.peering, Registry: reg, Version: cfg.Version, Logger: a.log,
-		JoinTokens: tokens,
+		JoinTokens: tokens, InsecureGossip: cfg.InsecureGossip,
 		DataplaneStatus: func() (any, bool) {
 			if a.dataplane == nil {
 				return nil, false

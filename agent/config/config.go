@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -161,6 +162,9 @@ type Config struct {
 	// Proxy, when set, adjusts the terminator's configuration (tests
 	// shorten timeouts).
 	Proxy func(*l7proxy.Config)
+	// LogOutput receives the agent's logs; nil means os.Stderr (tests read
+	// the log here).
+	LogOutput io.Writer
 
 	// origin says where each setting's value came from (a file and key, or
 	// a flag), so that Validate names what to fix. Nil for a Config built

@@ -54,7 +54,7 @@ func TestSettingsTable(t *testing.T) {
 		}
 	}
 	// Set in code only: by the command (Version) or by tests.
-	inCode := map[string]bool{"Version": true, "Timing": true, "Peering": true, "Admission": true, "Proxy": true}
+	inCode := map[string]bool{"Version": true, "Timing": true, "Peering": true, "Admission": true, "Proxy": true, "LogOutput": true}
 	rt := reflect.TypeFor[Config]()
 	for i := range rt.NumField() {
 		f := rt.Field(i)
