@@ -19,6 +19,7 @@ import (
 
 	"github.com/peerd/peerd/agent/config"
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/cmd/peerctl/cli"
 )
 
 // lockedBuffer is a bytes.Buffer an agent's logger can write to while the
@@ -222,7 +223,31 @@ func TestKeyringRotation(t *testing.T) {
 	})
 	keyringIs(t, client, 4, newKey, newKey)
 
-	for _, k := range []string{oldKey, newKey, notInstalled} {
+	// peerctl drives the same API.
+	peerctl := func(args ...string) string {
+		t.Helper()
+		var out, errb bytes.Buffer
+		if err := cli.Run(context.Background(), append([]string{"-http-addr", s3.HTTPAddr()}, args...), &out, &errb); err != nil {
+			t.Fatalf("peerctl %v: %v\n%s", args, err, errb.String())
+		}
+		return out.String()
+	}
+	third := base64.StdEncoding.EncodeToString([]byte("a-third-gossip-key-for-peerctl!!"))
+	if got := peerctl("keyring", "install", third); got != "Installed the key on 4 nodes\n" {
+		t.Fatalf("peerctl keyring install: got %q", got)
+	}
+	got := peerctl("keyring", "list")
+	for _, want := range []string{"LAN pool of dc1: 4 nodes", newKey + "  yes      4/4", third + "  no       4/4"} {
+		if !strings.Contains(got, want) {
+			t.Fatalf("peerctl keyring list: got\n%s\nwant it to contain %q", got, want)
+		}
+	}
+	if got := peerctl("keyring", "remove", third); got != "Removed the key from 4 nodes\n" {
+		t.Fatalf("peerctl keyring remove: got %q", got)
+	}
+	keyringIs(t, client, 4, newKey, newKey)
+
+	for _, k := range []string{oldKey, newKey, notInstalled, third} {
 		if strings.Contains(logs.String(), k) {
 			t.Fatalf("a gossip key is in s1's log")
 		}
