@@ -368,7 +368,7 @@ func (e *gossipEvents) NotifyLeave(n *memberlist.Node) {
 
 func (e *gossipEvents) record(n *memberlist.Node, st MemberStatus) {
 	cp := *n
-	cp.Meta = slices.Clone(n.Meta)
+	cp.Meta, cp.Addr = slices.Clone(n.Meta), slices.Clone(n.Addr)
 	e.c.mu.Lock()
 	e.c.state[n.Name] = st
 	e.c.nodes[n.Name] = &cp

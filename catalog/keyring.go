@@ -248,12 +248,7 @@ func (c *Cluster) Keyring(ctx context.Context, op KeyringOp, key []byte) ([]Keyr
 	defer cancel()
 
 	self := c.cfg.NodeName
-	var targets []*memberlist.Node
-	for _, n := range c.ml.Members() {
-		if n.Name != self {
-			targets = append(targets, n)
-		}
-	}
+	targets := c.aliveNodes(self)
 	id := c.keyringSeq.Add(1)
 	replies := make(chan KeyringResult, len(targets))
 	c.keyringMu.Lock()
@@ -317,6 +312,22 @@ func (c *Cluster) Keyring(ctx context.Context, op KeyringOp, key []byte) ([]Keyr
 	})
 	c.log.Info("gossip keyring operation", "op", string(op), "members", len(out), "failed", countFailed(out))
 	return out, nil
+}
+
+// aliveNodes returns copies of the alive members but except, from the
+// copies recorded from memberlist's events: the nodes memberlist's own
+// Members() returns point into state it keeps changing.
+func (c *Cluster) aliveNodes(except string) []*memberlist.Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*memberlist.Node
+	for name, n := range c.nodes {
+		if name != except && c.state[name] == StatusAlive {
+			cp := *n
+			out = append(out, &cp)
+		}
+	}
+	return out
 }
 
 func countFailed(rs []KeyringResult) int {
@@ -405,7 +416,7 @@ func (c *Cluster) handleKeyringMessage(msg []byte) {
 			return
 		}
 		var to *memberlist.Node
-		for _, n := range c.ml.Members() {
+		for _, n := range c.aliveNodes("") {
 			if n.Name == req.From {
 				to = n
 				break
