@@ -220,6 +220,9 @@ func (a *Agent) start(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := cfg.RequireGossipKey(); err != nil {
+		return err
+	}
 	key, err := cfg.GossipKey()
 	if err != nil {
 		return err
@@ -341,7 +344,7 @@ func (a *Agent) start(ctx context.Context) error {
 		secretsKey := a.trust.material.SecretsKey
 		ac := admission.Config{
 			Cluster: a.cluster, CA: a.peering.CA(), Datacenter: cfg.Datacenter,
-			GossipKey: func() string { return cfg.Encrypt }, Logger: a.log,
+			GossipKey: a.cluster.GossipPrimaryKey, Logger: a.log,
 			// Read once: the renewal goroutine replaces the material.
 			SecretsKey: func() string { return secretsKey },
 		}

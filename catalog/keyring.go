@@ -219,6 +219,15 @@ func (c *Cluster) GossipEncrypted() bool {
 	return c.keyring != nil && c.keyring.ring != nil
 }
 
+// GossipPrimaryKey is the base64 key gossip is encrypted with now (after
+// any rotation), for join tokens to carry; "" when gossip is not encrypted.
+func (c *Cluster) GossipPrimaryKey() string {
+	if !c.GossipEncrypted() {
+		return ""
+	}
+	return base64.StdEncoding.EncodeToString(c.keyring.ring.GetPrimaryKey())
+}
+
 // Keyring applies op to the keyring of every live member, this one last, and
 // returns each member's answer sorted by node name. key is the key to
 // install, use or remove (16, 24 or 32 bytes); nil for KeyringList. An

@@ -401,3 +401,18 @@ func TestGossipKeyRequired(t *testing.T) {
 		})
 	}
 }
+
+// A join token may carry the gossip key, so Validate lets a node with one
+// through; RequireGossipKey, run once the node is admitted, still refuses a
+// node the token gave no key.
+func TestRequireGossipKeyAfterAdmission(t *testing.T) {
+	c := DefaultConfig()
+	c.DataDir, c.JoinToken = t.TempDir(), "a-token"
+	if err := c.RequireGossipKey(); !errors.Is(err, ErrNoGossipKey) || !strings.Contains(err.Error(), "join token carries no gossip key") {
+		t.Fatalf("got %v, want ErrNoGossipKey naming the join token", err)
+	}
+	c.Encrypt = "YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWE=" // as the token's key sets it
+	if err := c.RequireGossipKey(); err != nil {
+		t.Fatalf("got %v with a key", err)
+	}
+}
