@@ -644,7 +644,7 @@ func (a *Agent) PrintBanner(w io.Writer) {
 	if lm.Meta.RaftAddr != "" {
 		fmt.Fprintf(w, "      raft: %s\n", lm.Meta.RaftAddr)
 	}
-	fmt.Fprintf(w, "   encrypt: %t\n", a.cfg.Encrypt != "")
+	fmt.Fprintf(w, "   encrypt: %t\n", a.cluster.GossipEncrypted())
 	if a.dataplane == nil {
 		fmt.Fprintf(w, " dataplane: off (no -cgroup-path, -dataplane-interface or -gateway-vip)\n")
 		return
