@@ -40,6 +40,9 @@ func trustedAgentWith(t *testing.T, name string, server bool, token string, mod 
 		cfg.BootstrapExpect = 1
 	}
 	cfg.InternalTLS, cfg.JoinToken = true, token
+	if token == "" {
+		cfg.Encrypt = testGossipKey // the others get it from their join token
+	}
 	cfg.DataDir = t.TempDir()
 	cfg.BindAddr = "127.0.0.1"
 	cfg.HTTPAddr, cfg.GRPCAddr, cfg.GRPCTLSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"

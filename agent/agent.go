@@ -161,7 +161,11 @@ func New(cfg Config) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid agent configuration:\n%w", err)
 	}
-	a := &Agent{cfg: cfg, log: NewLogger(os.Stderr, cfg.LogLevel, cfg.LogJSON)}
+	out := cfg.LogOutput
+	if out == nil {
+		out = os.Stderr
+	}
+	a := &Agent{cfg: cfg, log: NewLogger(out, cfg.LogLevel, cfg.LogJSON)}
 	a.runCtx, a.cancel = context.WithCancel(context.Background())
 	return a, nil
 }
@@ -214,6 +218,9 @@ func (a *Agent) start(ctx context.Context) error {
 		if a.trust, err = a.setupTrust(ctx, nil); err != nil {
 			return err
 		}
+	}
+	if err := cfg.RequireGossipKey(); err != nil {
+		return err
 	}
 	key, err := cfg.GossipKey()
 	if err != nil {
@@ -278,6 +285,9 @@ func (a *Agent) start(ctx context.Context) error {
 	if err := a.cluster.Start(); err != nil {
 		return err
 	}
+	if !cfg.Dev && !a.cluster.GossipEncrypted() {
+		a.log.Warn("gossip is NOT encrypted (-insecure-gossip): anyone who can reach the gossip port can join this cluster, pose as a server and receive its state; generate a key with `peerd keygen` and start every agent with -encrypt KEY")
+	}
 
 	stateDir := ""
 	if !cfg.Dev {
@@ -333,7 +343,7 @@ func (a *Agent) start(ctx context.Context) error {
 		secretsKey := a.trust.material.SecretsKey
 		ac := admission.Config{
 			Cluster: a.cluster, CA: a.peering.CA(), Datacenter: cfg.Datacenter,
-			GossipKey: func() string { return cfg.Encrypt }, Logger: a.log,
+			GossipKey: a.cluster.GossipPrimaryKey, Logger: a.log,
 			// Read once: the renewal goroutine replaces the material.
 			SecretsKey: func() string { return secretsKey },
 		}
@@ -349,7 +359,7 @@ func (a *Agent) start(ctx context.Context) error {
 		tokens = a.admission
 	}
 	api, err := httpapi.New(httpapi.Config{Cluster: a.cluster, Local: a.local, Peering: a.peering, Registry: reg, Version: cfg.Version, Logger: a.log,
-		JoinTokens: tokens,
+		JoinTokens: tokens, InsecureGossip: cfg.InsecureGossip,
 		DataplaneStatus: func() (any, bool) {
 			if a.dataplane == nil {
 				return nil, false
@@ -632,7 +642,7 @@ func (a *Agent) PrintBanner(w io.Writer) {
 	if lm.Meta.RaftAddr != "" {
 		fmt.Fprintf(w, "      raft: %s\n", lm.Meta.RaftAddr)
 	}
-	fmt.Fprintf(w, "   encrypt: %t\n", a.cfg.Encrypt != "")
+	fmt.Fprintf(w, "   encrypt: %t\n", a.cluster.GossipEncrypted())
 	if a.dataplane == nil {
 		fmt.Fprintf(w, " dataplane: off (no -cgroup-path, -dataplane-interface or -gateway-vip)\n")
 		return

@@ -16,13 +16,24 @@ import (
 	"github.com/peerd/peerd/internal/testutil"
 )
 
+// testGossipKey is the gossip key of the multi-node tests' clusters:
+// outside dev mode an agent refuses to start without one.
+const testGossipKey = "dGVzdC1nb3NzaXAta2V5LWZvci1wZWVyZC10ZXN0cyE="
+
 // testAgent starts an agent for a multi-node test on loopback with free
 // ports, real raft-boltdb storage in a temp dir, and fast timers.
 func testAgent(t *testing.T, name string, server bool, expect int, join ...string) *Agent {
 	t.Helper()
+	return startTestAgent(t, testAgentConfig(t, name, server, expect, join...))
+}
+
+// testAgentConfig is testAgent's configuration, for a test to change
+// before startTestAgent.
+func testAgentConfig(t *testing.T, name string, server bool, expect int, join ...string) Config {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.NodeName, cfg.Server, cfg.BootstrapExpect = name, server, expect
-	cfg.DataDir = t.TempDir()
+	cfg.DataDir, cfg.Encrypt = t.TempDir(), testGossipKey
 	cfg.BindAddr = "127.0.0.1"
 	cfg.HTTPAddr, cfg.GRPCAddr, cfg.GRPCTLSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.GatewayAddr = "127.0.0.1:0"
@@ -31,9 +42,15 @@ func testAgent(t *testing.T, name string, server bool, expect int, join ...strin
 	cfg.LogLevel = "error"
 	cfg.SyncInterval = 2 * time.Second
 	cfg.Timing = catalog.FastTiming()
+	return cfg
+}
+
+// startTestAgent starts cfg's agent and closes it when the test ends.
+func startTestAgent(t *testing.T, cfg Config) *Agent {
+	t.Helper()
 	a, err := startAgent(cfg)
 	if err != nil {
-		t.Fatalf("start %s: %v", name, err)
+		t.Fatalf("start %s: %v", cfg.NodeName, err)
 	}
 	t.Cleanup(func() { _ = a.Close(context.Background()) })
 	return a

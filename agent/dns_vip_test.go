@@ -122,6 +122,7 @@ virtual_ip_cidr = "10.240.0.0/16"
 virtual_ip6_cidr = ""
 ports { dns = 8653 }
 addresses { dns = "0.0.0.0" }
+encrypt = "`+testGossipKey+`"
 `)
 	c := DefaultConfig()
 	if err := c.LoadFiles(file); err != nil {

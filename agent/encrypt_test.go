@@ -19,6 +19,7 @@ func TestGossipEncryption(t *testing.T) {
 	start := func(name, encrypt string, server bool, join ...string) *Agent {
 		cfg := DefaultConfig()
 		cfg.NodeName, cfg.Server, cfg.DataDir, cfg.Encrypt = name, server, t.TempDir(), encrypt
+		cfg.InsecureGossip = encrypt == "" // the attacker's node
 		if server {
 			cfg.BootstrapExpect = 1
 		}

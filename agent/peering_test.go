@@ -34,6 +34,7 @@ func startPeeringCluster(t *testing.T, name, dc string) *peeringCluster {
 		cfg := DefaultConfig()
 		cfg.NodeName, cfg.Datacenter, cfg.Server, cfg.DataDir = node, dc, server, t.TempDir()
 		if server && token == "" {
+			cfg.Encrypt = testGossipKey // the others get it from their join token
 			cfg.BootstrapExpect = 1
 		}
 		cfg.InternalTLS, cfg.JoinToken = true, token

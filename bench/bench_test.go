@@ -237,6 +237,10 @@ func startDev(b *testing.B) *agent.Agent {
 // startCluster starts three servers (bootstrap-expect 3) with raft-boltdb in
 // temp dirs, the second and third retry-joining the first, and waits until
 // there is a leader with three voters that every server knows.
+// benchGossipKey is the benchmark clusters' gossip key: outside dev mode an
+// agent refuses to start without one, and a real cluster encrypts gossip.
+const benchGossipKey = "YmVuY2gtZ29zc2lwLWtleS1mb3ItcGVlcmQtYmVuY2g="
+
 func startCluster(b *testing.B, timing catalog.Timing) []*agent.Agent {
 	b.Helper()
 	var servers []*agent.Agent
@@ -245,6 +249,7 @@ func startCluster(b *testing.B, timing catalog.Timing) []*agent.Agent {
 		cfg.NodeName = fmt.Sprintf("bench-s%d", i+1)
 		cfg.Server, cfg.BootstrapExpect = true, 3
 		cfg.DataDir = b.TempDir()
+		cfg.Encrypt = benchGossipKey
 		cfg.BindAddr = "127.0.0.1"
 		cfg.HTTPAddr, cfg.GRPCAddr, cfg.GRPCTLSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 		cfg.GatewayAddr = "127.0.0.1:0"

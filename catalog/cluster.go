@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -112,6 +113,16 @@ type Cluster struct {
 	// gossipPort is the port memberlist bound (chosen by it when 0).
 	gossipPort int
 
+	// keyring is the gossip keyring (keyring.go); keyringMu serialises its
+	// changes and guards keyringPending, the Keyring calls waiting for
+	// replies by request ID. keyringInbox carries keyring messages from
+	// gossip's NotifyMsg to keyringMessages.
+	keyring        *keyring
+	keyringMu      sync.Mutex
+	keyringSeq     atomic.Uint64
+	keyringPending map[uint64]chan KeyringResult
+	keyringInbox   chan []byte
+
 	// routines run during each leadership; leadership is the current one.
 	routinesMu sync.Mutex
 	routines   []namedRoutine
@@ -156,6 +167,9 @@ func New(cfg Config) (*Cluster, error) {
 		state:  map[string]MemberStatus{},
 		nodes:  map[string]*memberlist.Node{},
 		conns:  newConnPool(),
+
+		keyringPending: map[uint64]chan KeyringResult{},
+		keyringInbox:   make(chan []byte, keyringInboxSize),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.meta = NodeMeta{
@@ -197,8 +211,9 @@ func (c *Cluster) Start() error {
 		_ = c.stop()
 		return err
 	}
-	c.wg.Add(1)
+	c.wg.Add(2)
 	go func() { defer c.wg.Done(); c.joinLoop() }()
+	go func() { defer c.wg.Done(); c.keyringMessages() }()
 	if c.cfg.Server {
 		c.AddLeaderRoutine("virtual-ips", c.virtualIPLoop)
 		c.wg.Add(3)
@@ -281,7 +296,11 @@ func (c *Cluster) startGossip() error {
 	mc.ProbeInterval, mc.ProbeTimeout = t.GossipProbeInterval, t.GossipProbeTimeout
 	mc.SuspicionMult, mc.GossipInterval = t.GossipSuspicionMult, t.GossipInterval
 	mc.Logger = stdlogFor(c.log)
-	mc.SecretKey = c.cfg.EncryptKey
+	kr, err := c.openKeyring()
+	if err != nil {
+		return err
+	}
+	c.keyring, mc.Keyring = kr, kr.ring
 	mc.Delegate = &gossipDelegate{c: c}
 	mc.Events = &gossipEvents{c: c}
 	// Advertise the port gossip listens on: memberlist's AdvertisePort
@@ -310,7 +329,20 @@ func (d *gossipDelegate) NodeMeta(limit int) []byte {
 	}
 	return b
 }
-func (d *gossipDelegate) NotifyMsg([]byte)                           {}
+
+// NotifyMsg hands keyring messages (the only user messages) to
+// keyringMessages without blocking gossip's receive loop.
+func (d *gossipDelegate) NotifyMsg(b []byte) {
+	if len(b) < 2 || (b[0] != keyringMsgRequest && b[0] != keyringMsgReply) {
+		return
+	}
+	select {
+	case d.c.keyringInbox <- slices.Clone(b):
+	default:
+		d.c.log.Warn("drop a keyring message from gossip: too many waiting")
+	}
+}
+
 func (d *gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (d *gossipDelegate) LocalState(join bool) []byte                { return nil }
 func (d *gossipDelegate) MergeRemoteState(buf []byte, join bool)     {}
@@ -336,7 +368,7 @@ func (e *gossipEvents) NotifyLeave(n *memberlist.Node) {
 
 func (e *gossipEvents) record(n *memberlist.Node, st MemberStatus) {
 	cp := *n
-	cp.Meta = slices.Clone(n.Meta)
+	cp.Meta, cp.Addr = slices.Clone(n.Meta), slices.Clone(n.Addr)
 	e.c.mu.Lock()
 	e.c.state[n.Name] = st
 	e.c.nodes[n.Name] = &cp

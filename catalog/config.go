@@ -31,7 +31,8 @@ type Config struct {
 	// InMemory keeps raft's log, stable store and snapshots in memory (dev
 	// mode); nothing is written to disk.
 	InMemory bool
-	// DataDir holds raft's bolt store and snapshots when InMemory is false.
+	// DataDir holds raft's bolt store and snapshots (servers) and the gossip
+	// keyring file (every node) when InMemory is false.
 	DataDir string
 
 	// BindAddr is the IP the gossip and raft listeners bind to.
@@ -57,8 +58,11 @@ type Config struct {
 	RetryJoin         []string
 	RetryJoinInterval time.Duration
 
-	// EncryptKey is the gossip encryption key (16, 24 or 32 bytes); nil
-	// leaves gossip unencrypted.
+	// EncryptKey is the gossip encryption key (16, 24 or 32 bytes): the
+	// first key of the keyring of a node that has no keyring file yet
+	// (DataDir/keyring, written then); once the file exists its keys, as
+	// the last rotation left them, win. nil and no file leaves gossip
+	// unencrypted.
 	EncryptKey []byte
 
 	// Secrets, when set (servers with cluster trust), seals every raft log

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -164,6 +165,10 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// e2eGossipKey is the gossip key startNode gives every node unless the
+// test passes -encrypt or -insecure-gossip itself.
+const e2eGossipKey = "ZTJlLWdvc3NpcC1rZXktZm9yLXBlZXJkLWUyZS10c3Q="
+
 // startNode runs `peerd agent args...` inside h's namespace with its own
 // data directory. The process is killed when the test ends; its log is
 // printed if the test failed.
@@ -176,6 +181,11 @@ func startNode(t testing.TB, h *host, args ...string) *node {
 	}
 	dataDir := t.TempDir()
 	n.args = append([]string{"agent", "-node", h.name, "-data-dir", dataDir, "-bind-addr", h.ip}, args...)
+	if !slices.Contains(args, "-encrypt") && !slices.Contains(args, "-insecure-gossip") {
+		// A real deployment encrypts gossip; an agent refuses to start
+		// without a key otherwise.
+		n.args = append(n.args, "-encrypt", e2eGossipKey)
+	}
 	logs := &syncBuffer{}
 	cmd := exec.Command(peerdBinary(t), n.args...)
 	cmd.Stdout, cmd.Stderr = logs, logs

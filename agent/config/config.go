@@ -4,8 +4,11 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"time"
@@ -121,8 +124,13 @@ type Config struct {
 	// SerfLANPort and ServerPort default to 8301 and 8300 (dev: free ports).
 	SerfLANPort int
 	ServerPort  int
-	// Encrypt is the base64 gossip key (`peerd keygen`).
+	// Encrypt is the base64 gossip key (`peerd keygen`): the first key of
+	// the node's keyring, kept in DataDir/keyring once written. Required
+	// outside dev mode unless the keyring file exists or InsecureGossip.
 	Encrypt string
+	// InsecureGossip lets a non-dev agent run with unencrypted gossip; the
+	// agent logs a warning and /v1/agent/self shows it.
+	InsecureGossip bool
 	// LeaveOnTerminate leaves the gossip pool on SIGINT/SIGTERM, so the
 	// leader removes this node's registrations instead of marking them
 	// critical. Default true.
@@ -154,6 +162,9 @@ type Config struct {
 	// Proxy, when set, adjusts the terminator's configuration (tests
 	// shorten timeouts).
 	Proxy func(*l7proxy.Config)
+	// LogOutput receives the agent's logs; nil means os.Stderr (tests read
+	// the log here).
+	LogOutput io.Writer
 
 	// origin says where each setting's value came from (a file and key, or
 	// a flag), so that Validate names what to fix. Nil for a Config built
@@ -246,6 +257,16 @@ func (c *Config) CheckVirtualIPOverlap(addrs []net.Addr) error {
 		}
 	}
 	return nil
+}
+
+// HasKeyringFile reports whether DataDir holds a gossip keyring file from
+// an earlier run, whose keys the agent uses instead of Encrypt.
+func (c *Config) HasKeyringFile() bool {
+	if c.Dev || c.DataDir == "" {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(c.DataDir, catalog.KeyringFile))
+	return err == nil
 }
 
 // GossipKey decodes Encrypt; nil when gossip is not encrypted.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"io"
 	"os"
@@ -53,7 +54,7 @@ func TestSettingsTable(t *testing.T) {
 		}
 	}
 	// Set in code only: by the command (Version) or by tests.
-	inCode := map[string]bool{"Version": true, "Timing": true, "Peering": true, "Admission": true, "Proxy": true}
+	inCode := map[string]bool{"Version": true, "Timing": true, "Peering": true, "Admission": true, "Proxy": true, "LogOutput": true}
 	rt := reflect.TypeFor[Config]()
 	for i := range rt.NumField() {
 		f := rt.Field(i)
@@ -155,6 +156,8 @@ advertise_addr = "192.0.2.9"
 leave_on_terminate = false
 log_level = "debug"
 LogJSON = true
+encrypt = "YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWE="
+insecure_gossip = true
 ports {
   http = 9500
   grpc = 9502
@@ -184,11 +187,11 @@ service {
 	got := []any{c.Datacenter, c.NodeName, c.NodeID, c.NodeMeta["rack"], c.Server, c.BootstrapExpect, c.RetryJoin,
 		c.RetryInterval, c.DataDir, c.BindAddr, c.AdvertiseAddr, c.LeaveOnTerminate, c.LogLevel, c.LogJSON,
 		c.HTTPAddr, c.GRPCAddr, c.GRPCTLSAddr, c.GatewayAddr, c.SerfLANPort, c.ServerPort, c.DNSAddr,
-		c.PeeringHeartbeatInterval, c.PeeringHeartbeatTimeout, len(c.Services), len(c.Checks)}
+		c.PeeringHeartbeatInterval, c.PeeringHeartbeatTimeout, len(c.Services), len(c.Checks), c.Encrypt, c.InsecureGossip}
 	want := []any{"east", "n1", "8f1a0b9e-3c1d-4d2e-9f00-000000000001", "r1", true, 3, []string{"10.0.0.1", "10.0.0.2"},
 		5 * time.Second, "/var/lib/peerd", "10.0.0.9", "192.0.2.9", false, "debug", true,
 		"0.0.0.0:9500", ":9502", ":9503", "10.0.0.9:9443", 9301, 9300, "127.0.0.1:9600",
-		10 * time.Second, time.Minute, 2, 1}
+		10 * time.Second, time.Minute, 2, 1, "YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWE=", true}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %v\nwant %v", got, want)
 	}
@@ -318,7 +321,7 @@ func TestValidateNamesWhatToFix(t *testing.T) {
 // peerd validate's check: all files, then the result; the data directory
 // may still come from the command line.
 func TestCheck(t *testing.T) {
-	good := writeFiles(t, map[string]string{"a.hcl": "server = true\nbootstrap_expect = 3\n", "b.hcl": "service {\n  name = \"web\"\n  port = 80\n}\n"})
+	good := writeFiles(t, map[string]string{"a.hcl": "server = true\nbootstrap_expect = 3\nencrypt = \"YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWE=\"\n", "b.hcl": "service {\n  name = \"web\"\n  port = 80\n}\n"})
 	if err := Check(good); err != nil {
 		t.Errorf("good files: %v", err)
 	}
@@ -352,5 +355,64 @@ func TestHelpListsTheFlags(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("help lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// Outside -dev an agent needs a gossip key, a keyring file from an earlier
+// run, or -insecure-gossip; the refusal says how to get a key.
+func TestGossipKeyRequired(t *testing.T) {
+	withKeyring := t.TempDir()
+	if err := os.WriteFile(filepath.Join(withKeyring, "keyring"), []byte(`["YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWE="]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		refused bool
+	}{
+		{"no key", []string{"-data-dir", t.TempDir()}, true},
+		{"server without key", []string{"-server", "-data-dir", t.TempDir()}, true},
+		{"key", []string{"-data-dir", t.TempDir(), "-encrypt", "YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWE="}, false},
+		{"insecure", []string{"-data-dir", t.TempDir(), "-insecure-gossip"}, false},
+		{"keyring file of an earlier run", []string{"-data-dir", withKeyring}, false},
+		{"dev", []string{"-dev"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse(tt.args, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = c.Validate()
+			if !tt.refused {
+				if err != nil {
+					t.Fatalf("got %v, want no error", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrNoGossipKey) {
+				t.Fatalf("got %v, want ErrNoGossipKey", err)
+			}
+			for _, want := range []string{"peerd keygen", "-encrypt", "-insecure-gossip"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("refusal %q does not mention %s", err, want)
+				}
+			}
+		})
+	}
+}
+
+// A join token may carry the gossip key, so Validate lets a node with one
+// through; RequireGossipKey, run once the node is admitted, still refuses a
+// node the token gave no key.
+func TestRequireGossipKeyAfterAdmission(t *testing.T) {
+	c := DefaultConfig()
+	c.DataDir, c.JoinToken = t.TempDir(), "a-token"
+	if err := c.RequireGossipKey(); !errors.Is(err, ErrNoGossipKey) || !strings.Contains(err.Error(), "join token carries no gossip key") {
+		t.Fatalf("got %v, want ErrNoGossipKey naming the join token", err)
+	}
+	c.Encrypt = "YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWE=" // as the token's key sets it
+	if err := c.RequireGossipKey(); err != nil {
+		t.Fatalf("got %v with a key", err)
 	}
 }

@@ -133,7 +133,9 @@ var settings = []setting{
 		usage: "bpffs directory for the dataplane's pins (default /sys/fs/bpf/peerd)"},
 
 	{name: "encrypt", flag: true, key: "encrypt", ptr: func(c *Config) any { return &c.Encrypt },
-		usage: "base64 gossip encryption key (peerd keygen)"},
+		usage: "base64 gossip encryption key (peerd keygen); required outside -dev unless -insecure-gossip. Only the first key: rotations are kept in <data-dir>/keyring"},
+	{name: "insecure-gossip", flag: true, key: "insecure_gossip", ptr: func(c *Config) any { return &c.InsecureGossip },
+		usage: "run without a gossip key outside -dev: anyone who reaches the gossip port can join the cluster and pose as a server"},
 	{name: "peering-heartbeat-interval", flag: true, key: "peering.heartbeat_interval", ptr: func(c *Config) any { return &c.PeeringHeartbeatInterval },
 		usage: "heartbeat period of peering streams (default 15s)"},
 	{name: "peering-heartbeat-timeout", flag: true, key: "peering.heartbeat_timeout", ptr: func(c *Config) any { return &c.PeeringHeartbeatTimeout },

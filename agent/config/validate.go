@@ -18,6 +18,25 @@ import (
 	"github.com/peerd/peerd/catalog/state"
 )
 
+// ErrNoGossipKey refuses a non-dev agent without a gossip key.
+var ErrNoGossipKey = errors.New("no gossip key: outside -dev gossip must be encrypted, or anyone who reaches the gossip port can join the cluster, pose as a server and receive its state. " +
+	"Generate a key once with `peerd keygen` and give it to every node with -encrypt KEY (encrypt = \"KEY\" in a config file), " +
+	"or pass -insecure-gossip (insecure_gossip = true) to accept the risk")
+
+// RequireGossipKey is the gossip key check of a node about to start its
+// cluster member, once a join token has had its say: ErrNoGossipKey
+// unless the node has a key, a keyring file, -insecure-gossip, or is in
+// dev mode.
+func (c *Config) RequireGossipKey() error {
+	if c.Dev || c.InsecureGossip || c.Encrypt != "" || c.HasKeyringFile() {
+		return nil
+	}
+	if c.JoinToken != "" {
+		return fmt.Errorf("the join token carries no gossip key: %w", ErrNoGossipKey)
+	}
+	return ErrNoGossipKey
+}
+
 // Validate reports every problem with c, each naming the file and key, or
 // the flag, to fix. agent.Start calls it; `peerd validate` runs it too (see
 // Check), so a configuration it passes is one the agent starts with, but
@@ -114,6 +133,10 @@ func (c *Config) validate(needDataDir bool) error {
 		if _, err := c.GossipKey(); err != nil {
 			errs = append(errs, err)
 		}
+	} else if !c.Dev && !c.InsecureGossip && c.JoinToken == "" && !c.HasKeyringFile() {
+		// With a join token the key may ride in it: agent.Start checks
+		// again once the node is admitted (RequireGossipKey).
+		errs = append(errs, ErrNoGossipKey)
 	}
 	if _, err := dns.ParseDomain(c.DNSDomain()); err != nil {
 		add("domain", "%v", err)

@@ -70,6 +70,11 @@ func (s *Server) agentSelf(w http.ResponseWriter, r *http.Request) (any, error) 
 		"Config": map[string]any{
 			"Datacenter": cfg.Datacenter, "NodeName": cfg.NodeName, "NodeID": cfg.NodeID,
 			"Server": cfg.Server, "Version": s.version, "Revision": "", "PrimaryDatacenter": cfg.Datacenter,
+			"EncryptEnabled": s.cluster.GossipEncrypted(), "InsecureGossip": s.insecureGossip,
+		},
+		// Consul's Stats carry serf_lan.encrypted, as a string.
+		"Stats": map[string]any{
+			"serf_lan": map[string]string{"encrypted": strconv.FormatBool(s.cluster.GossipEncrypted())},
 		},
 		"Member": toAgentMember(s.cluster.LocalMember()),
 		"Meta":   node.Meta,

@@ -47,6 +47,9 @@ type Config struct {
 	// DataplaneStatus reports the eBPF dataplane's status (any value that
 	// encodes as JSON) and whether the node runs one; nil = never.
 	DataplaneStatus func() (status any, enabled bool)
+	// InsecureGossip is the agent's -insecure-gossip, shown by
+	// /v1/agent/self.
+	InsecureGossip bool
 }
 
 // Server is the HTTP API. Its Handler is safe for concurrent use.
@@ -61,6 +64,7 @@ type Server struct {
 	duration *prometheus.HistogramVec
 	// dataplaneStatus reports the eBPF dataplane (see Config).
 	dataplaneStatus func() (any, bool)
+	insecureGossip  bool
 	mux             *http.ServeMux
 	// literalPaths are the paths some method routes without a wildcard
 	// (POST /v1/peering/token): only there can a wildcard route of another
@@ -75,7 +79,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cluster: cfg.Cluster, local: cfg.Local, registry: cfg.Registry, version: cfg.Version, log: cfg.Logger,
-		peering: cfg.Peering, tokens: cfg.JoinTokens, dataplaneStatus: cfg.DataplaneStatus,
+		peering: cfg.Peering, tokens: cfg.JoinTokens, dataplaneStatus: cfg.DataplaneStatus, insecureGossip: cfg.InsecureGossip,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -245,6 +249,10 @@ func (s *Server) routes() {
 	s.handle("GET /v1/agent/dataplane", s.agentDataplane)
 	s.handle("GET /v1/connect/ca/roots", s.caRoots)
 	s.handle("POST /v1/connect/ca/rotate", s.caRotate)
+	s.handle("GET /v1/operator/keyring", s.keyringList)
+	s.handle("POST /v1/operator/keyring", s.keyringOp(catalog.KeyringInstall))
+	s.handle("PUT /v1/operator/keyring", s.keyringOp(catalog.KeyringUse))
+	s.handle("DELETE /v1/operator/keyring", s.keyringOp(catalog.KeyringRemove))
 	s.handle("GET /v1/status/leader", s.statusLeader)
 	s.handle("GET /v1/status/peers", s.statusPeers)
 	s.handle("GET /v1/snapshot", s.snapshotSave)

@@ -22,7 +22,7 @@ func TestValidate(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.hcl")
 	bad := filepath.Join(dir, "bad.hcl")
-	_ = os.WriteFile(good, []byte("datacenter = \"east\"\nserver = true\nbootstrap_expect = 3\nservice {\n  name = \"web\"\n  port = 80\n}\n"), 0o600)
+	_ = os.WriteFile(good, []byte("datacenter = \"east\"\nserver = true\nbootstrap_expect = 3\nencrypt = \"YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWE=\"\nservice {\n  name = \"web\"\n  port = 80\n}\n"), 0o600)
 	_ = os.WriteFile(bad, []byte("bootstrap_expect = 3\n"), 0o600) // without server = true
 	var out, errb bytes.Buffer
 	if err := run([]string{"validate", good}, &out, &errb); err != nil || !strings.Contains(out.String(), "valid") {

@@ -22,7 +22,9 @@ retry_join = ["10.0.0.11"]
 bind_addr = "10.0.0.12"
 
 # Gossip encryption key, the same on every node of the cluster: replace with
-# the output of `peerd keygen`. The agent refuses to start until you do.
+# the output of `peerd keygen`. The agent refuses to start until you do. It
+# is only the first key: rotations (peerctl keyring) are kept in
+# /var/lib/peerd/keyring, which wins over this line on restart.
 encrypt = "REPLACE-WITH-OUTPUT-OF-peerd-keygen"
 
 ports {

@@ -116,6 +116,7 @@ Environment:
 		newSnapshotCommand(a),
 		newCACommand(a),
 		newJoinTokenCommand(a),
+		newKeyringCommand(a),
 		newDataplaneCommand(a),
 		newVersionCommand(),
 	)

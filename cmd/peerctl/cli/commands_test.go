@@ -190,6 +190,58 @@ func TestCommands(t *testing.T) {
 			wantExit: 1,
 		},
 
+		// keyring
+		{
+			name: "keyring list",
+			args: []string{"keyring", "list"},
+			replies: map[string]reply{"GET /v1/operator/keyring": {body: `[{"WAN":false,"Datacenter":"dc1","Segment":"",` +
+				`"Messages":{"n3":"no answer: context deadline exceeded"},"Keys":{"bmV3":2,"b2xk":1},"PrimaryKeys":{"bmV3":1,"b2xk":1},"NumNodes":2}]`}},
+			want: []wantRequest{{method: "GET", path: "/v1/operator/keyring"}},
+			wantOut: "" +
+				"LAN pool of dc1: 2 nodes\n" +
+				"Key   Primary  Installed\n" +
+				"b2xk  on 1/2   1/2\n" +
+				"bmV3  on 1/2   2/2\n" +
+				"\n" +
+				"Node  Error\n" +
+				"n3    no answer: context deadline exceeded\n",
+		},
+		{
+			name:    "keyring list json",
+			args:    []string{"keyring", "list", "-format", "json"},
+			replies: map[string]reply{"GET /v1/operator/keyring": {body: `[{"Keys":{"a2V5":1},"PrimaryKeys":{"a2V5":1},"NumNodes":1}]`}},
+			want:    []wantRequest{{method: "GET", path: "/v1/operator/keyring"}},
+			wantOut: "[\n    {\n        \"Keys\": {\n            \"a2V5\": 1\n        },\n        \"PrimaryKeys\": {\n            \"a2V5\": 1\n        },\n        \"NumNodes\": 1\n    }\n]\n",
+		},
+		{
+			name:    "keyring install",
+			args:    []string{"keyring", "install", "bmV3"},
+			replies: map[string]reply{"POST /v1/operator/keyring": {body: `[{"Keys":{"bmV3":3},"PrimaryKeys":{"b2xk":3},"NumNodes":3}]`}},
+			want:    []wantRequest{{method: "POST", path: "/v1/operator/keyring", body: `{"Key":"bmV3"}`}},
+			wantOut: "Installed the key on 3 nodes\n",
+		},
+		{
+			name:    "keyring use",
+			args:    []string{"keyring", "use", "bmV3"},
+			replies: map[string]reply{"PUT /v1/operator/keyring": {body: `[{"NumNodes":3}]`}},
+			want:    []wantRequest{{method: "PUT", path: "/v1/operator/keyring", body: `{"Key":"bmV3"}`}},
+			wantOut: "Made the key primary on 3 nodes\n",
+		},
+		{
+			name:     "keyring remove of the primary key",
+			args:     []string{"keyring", "remove", "bmV3"},
+			replies:  map[string]reply{"DELETE /v1/operator/keyring": {status: 400, body: "the key is the primary gossip key"}},
+			want:     []wantRequest{{method: "DELETE", path: "/v1/operator/keyring", body: `{"Key":"bmV3"}`}},
+			wantErr:  "remove the gossip key: Unexpected response code: 400 (the key is the primary gossip key)",
+			wantExit: 1,
+		},
+		{
+			name:     "keyring install without a key",
+			args:     []string{"keyring", "install"},
+			wantErr:  "missing argument: want the base64 gossip key",
+			wantExit: 2,
+		},
+
 		// dataplane
 		{
 			name: "dataplane status",
