@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -19,32 +20,61 @@ import (
 // messages up to 8 MiB).
 const relayChunk = 1 << 20
 
-// relay forwards a read to a node that can serve it, over the internal
+// relay forwards a request to a node that can serve it, over the internal
 // gRPC port: the leader when this node is a follower, else any live server
 // (this node is a client; that server relays on to its leader unless
-// ?stale).
+// ?stale). Reads and snapshot restores are relayed.
 func (s *Server) relay(w http.ResponseWriter, r *http.Request, stale bool) error {
 	conn, err := s.cluster.LeaderConn()
 	if err != nil {
 		if !s.cluster.IsServer() && errors.Is(err, catalog.ErrNoServers) {
-			return fmt.Errorf("relay read: %w", err)
+			return fmt.Errorf("relay: %w", err)
 		}
-		return fmt.Errorf("relay read: %w", catalog.ErrNoLeader)
+		return fmt.Errorf("relay: %w", catalog.ErrNoLeader)
 	}
-	req := &pbrelay.ReadRequest{Path: r.URL.Path, RawQuery: r.URL.RawQuery, FromServer: s.cluster.IsServer()}
+	method := r.Method
+	if method != http.MethodGet && method != http.MethodPut {
+		return errBadRequest("relay: %s requests are not relayed: send it to the leader", method)
+	}
+	req := &pbrelay.ReadRequest{Path: r.URL.Path, RawQuery: r.URL.RawQuery, FromServer: s.cluster.IsServer(), Method: method}
 	for name, values := range r.Header {
 		if hopByHop(name) {
 			continue
 		}
 		req.Headers = append(req.Headers, &pbrelay.Header{Name: name, Values: values})
 	}
-	stream, err := pbrelay.NewHTTPRelayClient(conn).Read(r.Context(), req)
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stream, err := pbrelay.NewHTTPRelayClient(conn).Do(ctx)
 	if err != nil {
-		return fmt.Errorf("relay read: %w: %v", catalog.ErrNoLeader, err)
+		return fmt.Errorf("relay: %w: %v", catalog.ErrNoLeader, err)
+	}
+	if err := stream.Send(req); err != nil {
+		return fmt.Errorf("relay: %w: %v", catalog.ErrNoLeader, err)
+	}
+	if method == http.MethodPut && r.Body != nil {
+		buf := make([]byte, relayChunk)
+		for {
+			n, rerr := r.Body.Read(buf)
+			if n > 0 {
+				if err := stream.Send(&pbrelay.ReadRequest{Body: buf[:n]}); err != nil {
+					return fmt.Errorf("relay: %w: %v", catalog.ErrNoLeader, err)
+				}
+			}
+			if rerr == io.EOF {
+				break
+			}
+			if rerr != nil {
+				return fmt.Errorf("relay: read the request body: %w", rerr)
+			}
+		}
+	}
+	if err := stream.CloseSend(); err != nil {
+		return fmt.Errorf("relay: %w: %v", catalog.ErrNoLeader, err)
 	}
 	first, err := stream.Recv()
 	if err != nil {
-		return fmt.Errorf("relay read: %w: %v", catalog.ErrNoLeader, err)
+		return fmt.Errorf("relay: %w: %v", catalog.ErrNoLeader, err)
 	}
 	for _, h := range first.GetHeaders() {
 		w.Header()[h.GetName()] = h.GetValues()
@@ -58,7 +88,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, stale bool) error
 		}
 		if err != nil {
 			// The status is sent: the client sees a cut body.
-			s.log.Warn("relayed read cut", "path", r.URL.Path, "err", err)
+			s.log.Warn("relayed answer cut", "path", r.URL.Path, "err", err)
 			return nil
 		}
 		_, _ = w.Write(c.GetBody())
@@ -86,13 +116,42 @@ type relayServer struct {
 	s *Server
 }
 
-// Read serves one relayed GET on this node's own handler.
-func (rs relayServer) Read(req *pbrelay.ReadRequest, stream grpc.ServerStreamingServer[pbrelay.ReadChunk]) error {
+// Do serves one relayed request on this node's own handler.
+func (rs relayServer) Do(stream grpc.BidiStreamingServer[pbrelay.ReadRequest, pbrelay.ReadChunk]) error {
+	req, err := stream.Recv()
+	if err != nil {
+		return err
+	}
 	u := &url.URL{Path: req.GetPath(), RawQuery: req.GetRawQuery()}
 	if len(u.Path) == 0 || u.Path[0] != '/' {
 		return status.Errorf(codes.InvalidArgument, "relay: path %q is not absolute", req.GetPath())
 	}
-	hr, err := http.NewRequestWithContext(stream.Context(), http.MethodGet, u.String(), nil)
+	method := req.GetMethod()
+	if method == "" {
+		method = http.MethodGet
+	}
+	if method != http.MethodGet && method != http.MethodPut {
+		return status.Errorf(codes.InvalidArgument, "relay: method %q is not relayed", method)
+	}
+	body, bw := io.Pipe()
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err == io.EOF {
+				_ = bw.Close()
+				return
+			}
+			if err != nil {
+				_ = bw.CloseWithError(err)
+				return
+			}
+			if _, err := bw.Write(m.GetBody()); err != nil {
+				return // the handler stopped reading
+			}
+		}
+	}()
+	defer body.Close()
+	hr, err := http.NewRequestWithContext(stream.Context(), method, u.String(), body)
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "relay: %v", err)
 	}
@@ -113,7 +172,9 @@ func (rs relayServer) Read(req *pbrelay.ReadRequest, stream grpc.ServerStreaming
 
 // chunkWriter is an http.ResponseWriter that streams to a relay client.
 type chunkWriter struct {
-	stream  grpc.ServerStreamingServer[pbrelay.ReadChunk]
+	stream interface {
+		Send(*pbrelay.ReadChunk) error
+	}
 	header  http.Header
 	status  int
 	sentHdr bool

@@ -87,7 +87,11 @@ type ReadRequest struct {
 	Headers []*Header `protobuf:"bytes,3,rep,name=headers,proto3" json:"headers,omitempty"`
 	// from_server is set when a server relays to its leader: the leader
 	// answers instead of relaying again.
-	FromServer    bool `protobuf:"varint,4,opt,name=from_server,json=fromServer,proto3" json:"from_server,omitempty"`
+	FromServer bool `protobuf:"varint,4,opt,name=from_server,json=fromServer,proto3" json:"from_server,omitempty"`
+	// method is GET (reads) or PUT (a snapshot restore).
+	Method string `protobuf:"bytes,5,opt,name=method,proto3" json:"method,omitempty"`
+	// body is the next part of the request body.
+	Body          []byte `protobuf:"bytes,6,opt,name=body,proto3" json:"body,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -148,6 +152,20 @@ func (x *ReadRequest) GetFromServer() bool {
 		return x.FromServer
 	}
 	return false
+}
+
+func (x *ReadRequest) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *ReadRequest) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
 }
 
 type ReadChunk struct {
@@ -217,19 +235,21 @@ const file_relay_proto_rawDesc = "" +
 	"\vrelay.proto\x12\x0epeerd.relay.v1\"4\n" +
 	"\x06Header\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
-	"\x06values\x18\x02 \x03(\tR\x06values\"\x91\x01\n" +
+	"\x06values\x18\x02 \x03(\tR\x06values\"\xbd\x01\n" +
 	"\vReadRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1b\n" +
 	"\traw_query\x18\x02 \x01(\tR\brawQuery\x120\n" +
 	"\aheaders\x18\x03 \x03(\v2\x16.peerd.relay.v1.HeaderR\aheaders\x12\x1f\n" +
 	"\vfrom_server\x18\x04 \x01(\bR\n" +
-	"fromServer\"i\n" +
+	"fromServer\x12\x16\n" +
+	"\x06method\x18\x05 \x01(\tR\x06method\x12\x12\n" +
+	"\x04body\x18\x06 \x01(\fR\x04body\"i\n" +
 	"\tReadChunk\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\x05R\x06status\x120\n" +
 	"\aheaders\x18\x02 \x03(\v2\x16.peerd.relay.v1.HeaderR\aheaders\x12\x12\n" +
 	"\x04body\x18\x03 \x01(\fR\x04body2M\n" +
 	"\tHTTPRelay\x12@\n" +
-	"\x04Read\x12\x1b.peerd.relay.v1.ReadRequest\x1a\x19.peerd.relay.v1.ReadChunk0\x01B.Z,github.com/peerd/peerd/agent/httpapi/pbrelayb\x06proto3"
+	"\x02Do\x12\x1b.peerd.relay.v1.ReadRequest\x1a\x19.peerd.relay.v1.ReadChunk(\x010\x01B.Z,github.com/peerd/peerd/agent/httpapi/pbrelayb\x06proto3"
 
 var (
 	file_relay_proto_rawDescOnce sync.Once
@@ -252,8 +272,8 @@ var file_relay_proto_goTypes = []any{
 var file_relay_proto_depIdxs = []int32{
 	0, // 0: peerd.relay.v1.ReadRequest.headers:type_name -> peerd.relay.v1.Header
 	0, // 1: peerd.relay.v1.ReadChunk.headers:type_name -> peerd.relay.v1.Header
-	1, // 2: peerd.relay.v1.HTTPRelay.Read:input_type -> peerd.relay.v1.ReadRequest
-	2, // 3: peerd.relay.v1.HTTPRelay.Read:output_type -> peerd.relay.v1.ReadChunk
+	1, // 2: peerd.relay.v1.HTTPRelay.Do:input_type -> peerd.relay.v1.ReadRequest
+	2, // 3: peerd.relay.v1.HTTPRelay.Do:output_type -> peerd.relay.v1.ReadChunk
 	3, // [3:4] is the sub-list for method output_type
 	2, // [2:3] is the sub-list for method input_type
 	2, // [2:2] is the sub-list for extension type_name

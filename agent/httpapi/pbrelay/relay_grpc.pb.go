@@ -24,16 +24,18 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	HTTPRelay_Read_FullMethodName = "/peerd.relay.v1.HTTPRelay/Read"
+	HTTPRelay_Do_FullMethodName = "/peerd.relay.v1.HTTPRelay/Do"
 )
 
 // HTTPRelayClient is the client API for HTTPRelay service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type HTTPRelayClient interface {
-	// Read serves one GET on this node's HTTP API and streams the answer: the
-	// first chunk has the status and headers, every chunk part of the body.
-	Read(ctx context.Context, in *ReadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadChunk], error)
+	// Do serves one request on this node's HTTP API: the first message has
+	// the request line and headers, every message part of the body (a
+	// snapshot restore's is large). The answer streams back: the first chunk
+	// has the status and headers, every chunk part of the body.
+	Do(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ReadRequest, ReadChunk], error)
 }
 
 type hTTPRelayClient struct {
@@ -44,32 +46,28 @@ func NewHTTPRelayClient(cc grpc.ClientConnInterface) HTTPRelayClient {
 	return &hTTPRelayClient{cc}
 }
 
-func (c *hTTPRelayClient) Read(ctx context.Context, in *ReadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadChunk], error) {
+func (c *hTTPRelayClient) Do(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ReadRequest, ReadChunk], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &HTTPRelay_ServiceDesc.Streams[0], HTTPRelay_Read_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &HTTPRelay_ServiceDesc.Streams[0], HTTPRelay_Do_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
 	x := &grpc.GenericClientStream[ReadRequest, ReadChunk]{ClientStream: stream}
-	if err := x.ClientStream.SendMsg(in); err != nil {
-		return nil, err
-	}
-	if err := x.ClientStream.CloseSend(); err != nil {
-		return nil, err
-	}
 	return x, nil
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type HTTPRelay_ReadClient = grpc.ServerStreamingClient[ReadChunk]
+type HTTPRelay_DoClient = grpc.BidiStreamingClient[ReadRequest, ReadChunk]
 
 // HTTPRelayServer is the server API for HTTPRelay service.
 // All implementations must embed UnimplementedHTTPRelayServer
 // for forward compatibility.
 type HTTPRelayServer interface {
-	// Read serves one GET on this node's HTTP API and streams the answer: the
-	// first chunk has the status and headers, every chunk part of the body.
-	Read(*ReadRequest, grpc.ServerStreamingServer[ReadChunk]) error
+	// Do serves one request on this node's HTTP API: the first message has
+	// the request line and headers, every message part of the body (a
+	// snapshot restore's is large). The answer streams back: the first chunk
+	// has the status and headers, every chunk part of the body.
+	Do(grpc.BidiStreamingServer[ReadRequest, ReadChunk]) error
 	mustEmbedUnimplementedHTTPRelayServer()
 }
 
@@ -80,8 +78,8 @@ type HTTPRelayServer interface {
 // pointer dereference when methods are called.
 type UnimplementedHTTPRelayServer struct{}
 
-func (UnimplementedHTTPRelayServer) Read(*ReadRequest, grpc.ServerStreamingServer[ReadChunk]) error {
-	return status.Error(codes.Unimplemented, "method Read not implemented")
+func (UnimplementedHTTPRelayServer) Do(grpc.BidiStreamingServer[ReadRequest, ReadChunk]) error {
+	return status.Error(codes.Unimplemented, "method Do not implemented")
 }
 func (UnimplementedHTTPRelayServer) mustEmbedUnimplementedHTTPRelayServer() {}
 func (UnimplementedHTTPRelayServer) testEmbeddedByValue()                   {}
@@ -104,16 +102,12 @@ func RegisterHTTPRelayServer(s grpc.ServiceRegistrar, srv HTTPRelayServer) {
 	s.RegisterService(&HTTPRelay_ServiceDesc, srv)
 }
 
-func _HTTPRelay_Read_Handler(srv interface{}, stream grpc.ServerStream) error {
-	m := new(ReadRequest)
-	if err := stream.RecvMsg(m); err != nil {
-		return err
-	}
-	return srv.(HTTPRelayServer).Read(m, &grpc.GenericServerStream[ReadRequest, ReadChunk]{ServerStream: stream})
+func _HTTPRelay_Do_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(HTTPRelayServer).Do(&grpc.GenericServerStream[ReadRequest, ReadChunk]{ServerStream: stream})
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type HTTPRelay_ReadServer = grpc.ServerStreamingServer[ReadChunk]
+type HTTPRelay_DoServer = grpc.BidiStreamingServer[ReadRequest, ReadChunk]
 
 // HTTPRelay_ServiceDesc is the grpc.ServiceDesc for HTTPRelay service.
 // It's only intended for direct use with grpc.RegisterService,
@@ -124,9 +118,10 @@ var HTTPRelay_ServiceDesc = grpc.ServiceDesc{
 	Methods:     []grpc.MethodDesc{},
 	Streams: []grpc.StreamDesc{
 		{
-			StreamName:    "Read",
-			Handler:       _HTTPRelay_Read_Handler,
+			StreamName:    "Do",
+			Handler:       _HTTPRelay_Do_Handler,
 			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "relay.proto",
