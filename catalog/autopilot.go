@@ -378,14 +378,27 @@ func (c *Cluster) autopilotPass(ctx context.Context) error {
 }
 
 // removeDeadServers removes, one at a time, the servers failed for at least
-// the reap time, and refuses a voter whose removal would leave the healthy
-// voters without quorum.
+// the reap time. Like Consul's autopilot it removes at most (voters-1)/2
+// voters, so never the last two, and it refuses a voter whose removal would
+// leave the healthy voters without quorum.
 func (c *Cluster) removeDeadServers(cfg AutopilotConfig, servers []raft.Server, failedSince map[raft.ServerID]time.Time, now time.Time) error {
 	// servers shrinks as they go; raft shares the slice it returned.
 	servers = slices.Clone(servers)
+	voters := 0
+	for _, s := range servers {
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	budget := (voters - 1) / 2
 	for _, s := range slices.Clone(servers) {
 		since, failed := failedSince[s.ID]
 		if !failed || now.Sub(since) < cfg.DeadServerReapTime || string(s.ID) == c.cfg.NodeName {
+			continue
+		}
+		if s.Suffrage == raft.Voter && budget < 1 {
+			c.refuseAutopilot("quorum", "autopilot: not removing failed server: it would remove more than half of the voters",
+				"id", s.ID, "voters", voters, "failed_for", now.Sub(since).Round(time.Second))
 			continue
 		}
 		if s.Suffrage == raft.Voter && !c.quorumAfterRemoval(servers, s.ID) {
@@ -399,6 +412,9 @@ func (c *Cluster) removeDeadServers(cfg AutopilotConfig, servers []raft.Server, 
 		}
 		if c.metrics != nil {
 			c.metrics.autopilotRemovals.Inc()
+		}
+		if s.Suffrage == raft.Voter {
+			budget--
 		}
 		servers = slices.DeleteFunc(servers, func(o raft.Server) bool { return o.ID == s.ID })
 	}

@@ -198,10 +198,31 @@ func TestAutopilotRemovesDeadServerAfterReapTime(t *testing.T) {
 		st, err = l.AutopilotState()
 		return err == nil && st.Healthy && len(st.Voters) == 2
 	})
+
+	// Of two voters, autopilot removes neither (Consul's at most
+	// (voters-1)/2): the other one failing in gossip only is kept.
+	var other *testNode
+	for _, n := range nodes {
+		if n != l && n != victim {
+			other = n
+		}
+	}
+	before := counterValue(t, l.metrics.autopilotRefusals.WithLabelValues("quorum"))
+	if err := other.ml.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the last follower refused removal", func() bool {
+		return counterValue(t, l.metrics.autopilotRefusals.WithLabelValues("quorum")) > before
+	})
+	if got := suffrage(t, l, other.cfg.NodeName); got != "voter" {
+		t.Fatalf("%s is %q, want kept: autopilot never removes one of the last two voters", other.cfg.NodeName, got)
+	}
 }
 
 func TestAutopilotCleanupNeverRemovesQuorum(t *testing.T) {
-	const reap = 300 * time.Millisecond
+	// Longer than the gap between the leader noticing the two failures, so
+	// that the first is not reaped while the second still looks alive.
+	const reap = time.Second
 	nodes := startThree(t, withAutopilot(time.Second, reap))
 	l := leaderOf(t, nodes...)
 	var cut []string
