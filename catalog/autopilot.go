@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/peerd/peerd/catalog/pbcatalog"
 )
@@ -176,16 +178,29 @@ func (c *Cluster) RaftConfiguration() ([]RaftServer, uint64, error) {
 	return out, f.Index(), nil
 }
 
-// ErrUnknownPeer means no server of the raft configuration has the ID.
-var ErrUnknownPeer = errors.New("no such server in the raft configuration")
+// Errors of RemovePeer.
+var (
+	// ErrUnknownPeer means no server of the raft configuration has the ID.
+	ErrUnknownPeer = errors.New("no such server in the raft configuration")
+	// ErrRemovalRefused means the leader refused the removal: the server is
+	// the leader itself, or the healthy voters would lose quorum.
+	ErrRemovalRefused = errors.New("removal refused")
+)
 
 // RemovePeer removes the server with raft ID id from the raft configuration
-// by hand (leader only). It refuses to remove the leader itself (have it
-// leave instead) and a server whose removal would leave the healthy voters
-// without quorum.
+// by hand, on the leader or relayed to it from any node. The leader refuses
+// to remove itself (have it leave instead) and a voter whose removal would
+// leave the healthy voters without quorum (ErrRemovalRefused).
 func (c *Cluster) RemovePeer(ctx context.Context, id string) error {
+	return c.removePeer(ctx, id, false)
+}
+
+func (c *Cluster) removePeer(ctx context.Context, id string, forwarded bool) error {
 	if !c.IsLeader() {
-		return ErrNotLeader
+		if forwarded {
+			return fmt.Errorf("remove peer %q: %w", id, ErrNoLeader)
+		}
+		return c.forwardRemovePeer(ctx, id)
 	}
 	f := c.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
@@ -199,17 +214,53 @@ func (c *Cluster) RemovePeer(ctx context.Context, id string) error {
 	}
 	if id == c.cfg.NodeName {
 		c.refuseAutopilot("remove_leader", "remove peer: refusing to remove the leader", "id", id)
-		return fmt.Errorf("remove peer %q: it is the leader; stop it with `peerctl leave` on it instead", id)
+		return fmt.Errorf("remove peer %q: %w: it is the leader; have it leave (stop its agent) instead", id, ErrRemovalRefused)
 	}
 	if servers[i].Suffrage == raft.Voter && !c.quorumAfterRemoval(servers, servers[i].ID) {
 		c.refuseAutopilot("quorum", "remove peer: refusing, the healthy voters would lose quorum", "id", id)
-		return fmt.Errorf("remove peer %q: the remaining healthy voters would have no quorum; bring servers back first", id)
+		return fmt.Errorf("remove peer %q: %w: the remaining healthy voters would have no quorum; bring servers back first", id, ErrRemovalRefused)
 	}
 	c.log.Info("removing server from raft by operator request", "id", id)
 	if err := c.raft.RemoveServer(servers[i].ID, f.Index(), within(ctx, c.timing.ApplyTimeout)).Error(); err != nil {
 		return fmt.Errorf("remove peer %q: %w", id, err)
 	}
 	return nil
+}
+
+// forwardRemovePeer sends a removal to the leader (from a client: to any
+// server, which relays it).
+func (c *Cluster) forwardRemovePeer(ctx context.Context, id string) error {
+	conn, err := c.LeaderConn()
+	if err != nil {
+		return fmt.Errorf("remove peer %q: %w", id, err)
+	}
+	_, err = pbcatalog.NewCatalogServiceClient(conn).RemovePeer(ctx, &pbcatalog.RemovePeerRequest{Id: id, Forwarded: c.raft != nil})
+	switch st, _ := status.FromError(err); {
+	case err == nil:
+		return nil
+	case st.Code() == codes.NotFound:
+		return fmt.Errorf("%s: %w", st.Message(), ErrUnknownPeer)
+	case st.Code() == codes.FailedPrecondition:
+		return fmt.Errorf("%s: %w", st.Message(), ErrRemovalRefused)
+	case st.Code() == codes.Unavailable:
+		return fmt.Errorf("remove peer %q: %w: %s", id, ErrNoLeader, st.Message())
+	default:
+		return fmt.Errorf("remove peer %q on the leader: %s", id, st.Message())
+	}
+}
+
+// RemovePeer serves a removal relayed from another node.
+func (s *catalogServer) RemovePeer(ctx context.Context, req *pbcatalog.RemovePeerRequest) (*pbcatalog.RemovePeerResponse, error) {
+	err := s.c.removePeer(ctx, req.GetId(), req.GetForwarded())
+	switch {
+	case err == nil:
+		return &pbcatalog.RemovePeerResponse{}, nil
+	case errors.Is(err, ErrUnknownPeer):
+		return nil, status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, ErrRemovalRefused):
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	return nil, toStatus(err)
 }
 
 // quorumAfterRemoval reports whether the voters that gossip calls alive,

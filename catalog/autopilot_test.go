@@ -253,14 +253,14 @@ func TestAutopilotCleanupNeverRemovesQuorum(t *testing.T) {
 		}
 	}
 	err := l.RemovePeer(context.Background(), cut[0])
-	if err == nil || suffrage(t, l, cut[0]) != "voter" {
+	if !errors.Is(err, ErrRemovalRefused) || suffrage(t, l, cut[0]) != "voter" {
 		t.Fatalf("remove %s by hand: got %v, want a quorum refusal and the server kept", cut[0], err)
 	}
 	if err := l.RemovePeer(context.Background(), "nope"); !errors.Is(err, ErrUnknownPeer) {
 		t.Fatalf("remove an unknown peer: got %v, want ErrUnknownPeer", err)
 	}
-	if err := l.RemovePeer(context.Background(), l.cfg.NodeName); err == nil {
-		t.Fatal("remove the leader by hand: got nil, want a refusal")
+	if err := l.RemovePeer(context.Background(), l.cfg.NodeName); !errors.Is(err, ErrRemovalRefused) {
+		t.Fatalf("remove the leader by hand: got %v, want ErrRemovalRefused", err)
 	}
 	// The raft quorum itself is intact: writes commit.
 	apply(t, l.Cluster, &Command{Type: CmdRegister, Register: reg("n1", "web")})
@@ -270,19 +270,26 @@ func TestRemovePeerByHand(t *testing.T) {
 	nodes := startThree(t, withAutopilot(time.Hour, time.Hour))
 	l := leaderOf(t, nodes...)
 	s4 := startNodeWith(t, "s4", 0, withAutopilot(time.Hour, time.Hour), nodes[0].GossipAddr())
+	c1 := startNode(t, "c1", -1, nodes[0].GossipAddr())
 	waitFor(t, 10*time.Second, "s4 added as a non-voter", func() bool { return suffrage(t, l, "s4") == "non-voter" })
+	var follower *testNode
 	for _, n := range nodes {
 		if n != l {
-			if err := n.RemovePeer(context.Background(), "s4"); !errors.Is(err, ErrNotLeader) {
-				t.Fatalf("remove peer on follower %s: got %v, want ErrNotLeader", n.cfg.NodeName, err)
-			}
+			follower = n
 			break
 		}
 	}
+	// Refusals travel back from the leader through a follower and a client.
+	if err := follower.RemovePeer(context.Background(), l.cfg.NodeName); !errors.Is(err, ErrRemovalRefused) {
+		t.Fatalf("remove the leader through follower %s: got %v, want ErrRemovalRefused", follower.cfg.NodeName, err)
+	}
+	if err := c1.RemovePeer(context.Background(), "nope"); !errors.Is(err, ErrUnknownPeer) {
+		t.Fatalf("remove an unknown peer through a client: got %v, want ErrUnknownPeer", err)
+	}
 	s4.stop()
 	waitFor(t, 10*time.Second, "s4 failed", func() bool { return l.memberStatus()["s4"] == StatusFailed })
-	if err := l.RemovePeer(context.Background(), "s4"); err != nil {
-		t.Fatalf("remove failed non-voter s4: %v", err)
+	if err := follower.RemovePeer(context.Background(), "s4"); err != nil {
+		t.Fatalf("remove failed non-voter s4 through follower %s: %v", follower.cfg.NodeName, err)
 	}
 	if got := suffrage(t, l, "s4"); got != "" {
 		t.Fatalf("s4 is %q after removal, want gone", got)

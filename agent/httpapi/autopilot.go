@@ -10,10 +10,10 @@ import (
 	"github.com/peerd/peerd/catalog"
 )
 
-// The operator endpoints in Consul's JSON shape. The raft configuration is
-// read from the serving server; the autopilot views exist on the leader
-// only, so a follower relays them to it and a client relays everything to
-// a server.
+// The raft and autopilot operator endpoints in Consul's JSON shape. The
+// raft configuration is read from the serving server; the autopilot views
+// exist on the leader only, so a follower relays them to it and a client
+// relays everything to a server. A peer removal is relayed by the cluster.
 
 type raftServerJSON struct {
 	ID, Node, Address string
@@ -178,16 +178,13 @@ func (s *Server) operatorRaftPeerDelete(w http.ResponseWriter, r *http.Request) 
 		}
 		return nil, errBadRequest("missing ?id= (the server's node name, see peerctl operator raft list-peers)")
 	}
-	if relayed, err := s.leaderOnly(w, r); relayed {
-		return nil, err
-	}
+	// The cluster relays the removal to the leader over the internal gRPC
+	// port (the HTTP relay carries reads only).
 	err := s.cluster.RemovePeer(r.Context(), id)
 	switch {
 	case errors.Is(err, catalog.ErrUnknownPeer):
 		return nil, &httpError{code: http.StatusNotFound, msg: err.Error()}
-	case errors.Is(err, catalog.ErrNotLeader):
-		return nil, catalog.ErrNoLeader
-	case err != nil && !errors.Is(err, catalog.ErrNoLeader):
+	case errors.Is(err, catalog.ErrRemovalRefused):
 		return nil, &httpError{code: http.StatusConflict, msg: err.Error()}
 	}
 	return nil, err

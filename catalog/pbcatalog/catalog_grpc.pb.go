@@ -23,9 +23,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	CatalogService_Apply_FullMethodName     = "/peerd.catalog.v1.CatalogService/Apply"
-	CatalogService_Watch_FullMethodName     = "/peerd.catalog.v1.CatalogService/Watch"
-	CatalogService_RaftStats_FullMethodName = "/peerd.catalog.v1.CatalogService/RaftStats"
+	CatalogService_Apply_FullMethodName      = "/peerd.catalog.v1.CatalogService/Apply"
+	CatalogService_Watch_FullMethodName      = "/peerd.catalog.v1.CatalogService/Watch"
+	CatalogService_RaftStats_FullMethodName  = "/peerd.catalog.v1.CatalogService/RaftStats"
+	CatalogService_RemovePeer_FullMethodName = "/peerd.catalog.v1.CatalogService/RemovePeer"
 )
 
 // CatalogServiceClient is the client API for CatalogService service.
@@ -48,6 +49,11 @@ type CatalogServiceClient interface {
 	// autopilot asks every server for it to judge whether the server is
 	// healthy (caught up and hearing from the leader).
 	RaftStats(ctx context.Context, in *RaftStatsRequest, opts ...grpc.CallOption) (*RaftStatsResponse, error)
+	// RemovePeer removes a server from the raft configuration by hand: on the
+	// leader, or relayed to it (once: a relayed request is not relayed again).
+	// NOT_FOUND: no such server; FAILED_PRECONDITION: refused (the leader
+	// itself, or the healthy voters would lose quorum); UNAVAILABLE: no leader.
+	RemovePeer(ctx context.Context, in *RemovePeerRequest, opts ...grpc.CallOption) (*RemovePeerResponse, error)
 }
 
 type catalogServiceClient struct {
@@ -97,6 +103,16 @@ func (c *catalogServiceClient) RaftStats(ctx context.Context, in *RaftStatsReque
 	return out, nil
 }
 
+func (c *catalogServiceClient) RemovePeer(ctx context.Context, in *RemovePeerRequest, opts ...grpc.CallOption) (*RemovePeerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemovePeerResponse)
+	err := c.cc.Invoke(ctx, CatalogService_RemovePeer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CatalogServiceServer is the server API for CatalogService service.
 // All implementations must embed UnimplementedCatalogServiceServer
 // for forward compatibility.
@@ -117,6 +133,11 @@ type CatalogServiceServer interface {
 	// autopilot asks every server for it to judge whether the server is
 	// healthy (caught up and hearing from the leader).
 	RaftStats(context.Context, *RaftStatsRequest) (*RaftStatsResponse, error)
+	// RemovePeer removes a server from the raft configuration by hand: on the
+	// leader, or relayed to it (once: a relayed request is not relayed again).
+	// NOT_FOUND: no such server; FAILED_PRECONDITION: refused (the leader
+	// itself, or the healthy voters would lose quorum); UNAVAILABLE: no leader.
+	RemovePeer(context.Context, *RemovePeerRequest) (*RemovePeerResponse, error)
 	mustEmbedUnimplementedCatalogServiceServer()
 }
 
@@ -135,6 +156,9 @@ func (UnimplementedCatalogServiceServer) Watch(*WatchRequest, grpc.ServerStreami
 }
 func (UnimplementedCatalogServiceServer) RaftStats(context.Context, *RaftStatsRequest) (*RaftStatsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RaftStats not implemented")
+}
+func (UnimplementedCatalogServiceServer) RemovePeer(context.Context, *RemovePeerRequest) (*RemovePeerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemovePeer not implemented")
 }
 func (UnimplementedCatalogServiceServer) mustEmbedUnimplementedCatalogServiceServer() {}
 func (UnimplementedCatalogServiceServer) testEmbeddedByValue()                        {}
@@ -204,6 +228,24 @@ func _CatalogService_RaftStats_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CatalogService_RemovePeer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemovePeerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CatalogServiceServer).RemovePeer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CatalogService_RemovePeer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CatalogServiceServer).RemovePeer(ctx, req.(*RemovePeerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CatalogService_ServiceDesc is the grpc.ServiceDesc for CatalogService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -218,6 +260,10 @@ var CatalogService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RaftStats",
 			Handler:    _CatalogService_RaftStats_Handler,
+		},
+		{
+			MethodName: "RemovePeer",
+			Handler:    _CatalogService_RemovePeer_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
