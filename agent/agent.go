@@ -279,6 +279,11 @@ func (a *Agent) start(ctx context.Context) error {
 	if a.trust != nil {
 		cc.Secrets = a.trust.secrets
 	}
+	cc.Autopilot = catalog.AutopilotConfig{
+		CleanupDeadServers: cfg.CleanupDeadServers, DeadServerReapTime: cfg.DeadServerReapTime,
+		LastContactThreshold: cfg.LastContactThreshold, MaxTrailingLogs: uint64(max(cfg.MaxTrailingLogs, 0)),
+		ServerStabilizationTime: cfg.ServerStabilizationTime,
+	}
 	if a.cluster, err = catalog.New(cc); err != nil {
 		return err
 	}

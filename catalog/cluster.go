@@ -136,6 +136,8 @@ type Cluster struct {
 
 	conns   *connPool
 	metrics *clusterMetrics
+	// ap is the leader's autopilot bookkeeping (servers only).
+	ap *autopilot
 
 	// mirror serves Watch (servers); view is what View returns: the store on
 	// a server, a copy kept in sync from a server on a client (mirror.go).
@@ -183,6 +185,7 @@ func New(cfg Config) (*Cluster, error) {
 			return nil, fmt.Errorf("create the state store: %w", err)
 		}
 		c.store = store
+		c.ap = &autopilot{}
 	}
 	return c, nil
 }
@@ -216,6 +219,7 @@ func (c *Cluster) Start() error {
 	go func() { defer c.wg.Done(); c.keyringMessages() }()
 	if c.cfg.Server {
 		c.AddLeaderRoutine("virtual-ips", c.virtualIPLoop)
+		c.AddLeaderRoutine("autopilot", c.autopilotLoop)
 		c.wg.Add(3)
 		go func() { defer c.wg.Done(); c.bootstrapLoop() }()
 		go func() { defer c.wg.Done(); c.leaderLoop() }()

@@ -73,6 +73,10 @@ type Config struct {
 	// Timing holds the protocol timers; zero value: DefaultTiming().
 	Timing Timing
 
+	// Autopilot is how the leader promotes new servers to voters and
+	// removes failed ones (servers only).
+	Autopilot AutopilotConfig
+
 	// VirtualIPv4Range is the CIDR the leader takes imported services'
 	// virtual IPv4 addresses from. Zero value: DefaultVirtualIPv4Range.
 	VirtualIPv4Range string
@@ -110,6 +114,12 @@ type Timing struct {
 	// ApplyTimeout bounds one write, including forwarding and waiting for a
 	// leader.
 	ApplyTimeout time.Duration
+	// AutopilotInterval is how often the leader judges the servers' health,
+	// promotes stable non-voters and removes dead servers.
+	AutopilotInterval time.Duration
+	// ServerStabilizationTime is the default of
+	// AutopilotConfig.ServerStabilizationTime.
+	ServerStabilizationTime time.Duration
 }
 
 // DefaultTiming returns Consul's LAN defaults.
@@ -129,6 +139,10 @@ func DefaultTiming() Timing {
 		GossipInterval:      200 * time.Millisecond,
 		ReconcileInterval:   60 * time.Second,
 		ApplyTimeout:        10 * time.Second,
+		// Consul's autopilot checks server health every 2 s and promotes
+		// after 10 s of health.
+		AutopilotInterval:       time.Second,
+		ServerStabilizationTime: 10 * time.Second,
 	}
 }
 
@@ -146,6 +160,10 @@ func FastTiming() Timing {
 		GossipInterval:       50 * time.Millisecond,
 		ReconcileInterval:    5 * time.Second,
 		ApplyTimeout:         10 * time.Second,
+		// Short enough that a test's added server votes within a second or
+		// two, long enough that a pass sees it several times first.
+		AutopilotInterval:       100 * time.Millisecond,
+		ServerStabilizationTime: time.Second,
 	}
 }
 
@@ -159,6 +177,7 @@ func DefaultConfig() Config {
 		Timing:            DefaultTiming(),
 		VirtualIPv4Range:  state.DefaultVirtualIPv4Range,
 		VirtualIPv6Range:  state.DefaultVirtualIPv6Range,
+		Autopilot:         AutopilotConfig{CleanupDeadServers: true},
 	}
 }
 
@@ -211,6 +230,9 @@ func (c *Config) Validate() error {
 	}
 	if c.VirtualIPGrace < 0 {
 		errs = append(errs, fmt.Errorf("virtual IP grace %v: must not be negative", c.VirtualIPGrace))
+	}
+	if err := c.Autopilot.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	switch len(c.EncryptKey) {
 	case 0, 16, 24, 32:
@@ -275,5 +297,14 @@ func (c *Config) timing() Timing {
 	if c.Timing == (Timing{}) {
 		return DefaultTiming()
 	}
-	return c.Timing
+	t := c.Timing
+	// Timings written before autopilot existed leave its timers zero.
+	d := DefaultTiming()
+	if t.AutopilotInterval <= 0 {
+		t.AutopilotInterval = d.AutopilotInterval
+	}
+	if t.ServerStabilizationTime <= 0 {
+		t.ServerStabilizationTime = d.ServerStabilizationTime
+	}
+	return t
 }

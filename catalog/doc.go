@@ -1,5 +1,5 @@
 // Package catalog is this node's part in its cluster: membership in the
-// gossip pool (hashicorp/memberlist) and, on server-mode nodes, a voter of
+// gossip pool (hashicorp/memberlist) and, on server-mode nodes, a member of
 // the raft log (hashicorp/raft, stored in bbolt through raft-boltdb or kept
 // in memory in dev mode) whose FSM applies every committed Command to a
 // state.Store. The state itself, its tables and queries, is package
@@ -25,8 +25,10 @@
 // # The leader's work
 //
 // While a server leads it reconciles the catalog with the gossip pool
-// (serfHealth checks, removing members that left, adding and removing raft
-// voters), keeps a virtual IP on every imported service (the plan of a
+// (serfHealth checks, removing members that left, adding new servers to raft
+// as non-voters), runs autopilot (autopilot.go: it promotes a non-voter once
+// it has been healthy for the stabilization time and removes servers failed
+// for the reap time, never below a healthy quorum), keeps a virtual IP on every imported service (the plan of a
 // state.VIPAllocator) and runs every LeaderRoutine registered with
 // AddLeaderRoutine (the peering controller's streams, CA bootstrap). A
 // routine runs from when every earlier entry is applied until its context

@@ -206,8 +206,8 @@ func drain[T any](ch chan T) {
 //   - a failed member's serfHealth turns critical, so its services stop
 //     passing;
 //   - a member that left has its node and everything on it removed;
-//   - an alive server missing from raft is added as a voter, a server that
-//     left is removed.
+//   - an alive server missing from raft is added as a non-voter (autopilot
+//     promotes it once stable), a server that left is removed.
 //
 // With reapUnknown, catalog nodes that the gossip pool no longer knows at all
 // are removed too.
@@ -264,7 +264,7 @@ func (c *Cluster) reconcile(ctx context.Context, reapUnknown bool) error {
 
 func (c *Cluster) reconcileAlive(ctx context.Context, m Member) error {
 	if m.Meta.Role == "server" && m.Meta.RaftAddr != "" {
-		if err := c.ensureVoter(m); err != nil {
+		if err := c.ensureServer(m); err != nil {
 			return err
 		}
 	}
@@ -327,7 +327,10 @@ func (c *Cluster) setSerfHealth(ctx context.Context, m Member, status, output st
 	return err
 }
 
-func (c *Cluster) ensureVoter(m Member) error {
+// ensureServer adds m to the raft configuration as a non-voter, or fixes
+// its address; a voter stays a voter. Autopilot promotes a non-voter once it
+// has been healthy for the stabilization time.
+func (c *Cluster) ensureServer(m Member) error {
 	f := c.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		return fmt.Errorf("read raft configuration: %w", err)
@@ -340,17 +343,15 @@ func (c *Cluster) ensureVoter(m Member) error {
 			break
 		}
 	}
-	// Gossip can still call a dead server alive; adding it as a voter could
-	// cost the cluster its quorum (Consul's autopilot waits for servers to
-	// stabilise for the same reason). Only a server that answers on its raft
-	// port is added; the next reconcile retries the others.
+	// Gossip can still call a dead server alive. Only a server that answers
+	// on its raft port is added; the next reconcile retries the others.
 	if !reachable(m.Meta.RaftAddr) {
 		c.log.Info("server not reachable on its raft port; not adding it yet", "member", m.Name, "addr", m.Meta.RaftAddr)
 		return nil
 	}
-	c.log.Info("adding server to raft", "member", m.Name, "addr", m.Meta.RaftAddr)
-	if err := c.raft.AddVoter(raft.ServerID(m.Name), raft.ServerAddress(m.Meta.RaftAddr), 0, c.timing.ApplyTimeout).Error(); err != nil {
-		return fmt.Errorf("add voter %s: %w", m.Name, err)
+	c.log.Info("adding server to raft as a non-voter", "member", m.Name, "addr", m.Meta.RaftAddr)
+	if err := c.raft.AddNonvoter(raft.ServerID(m.Name), raft.ServerAddress(m.Meta.RaftAddr), 0, c.timing.ApplyTimeout).Error(); err != nil {
+		return fmt.Errorf("add non-voter %s: %w", m.Name, err)
 	}
 	return nil
 }

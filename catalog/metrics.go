@@ -18,6 +18,13 @@ type clusterMetrics struct {
 	// number of imported services the last pass found no free address for.
 	vipAssigned   prometheus.Counter
 	vipUnassigned prometheus.Gauge
+	// autopilot* are the leader's server management: refusals by reason,
+	// promotions to voter, dead servers removed, and its last verdict.
+	autopilotRefusals         *prometheus.CounterVec
+	autopilotPromotions       prometheus.Counter
+	autopilotRemovals         prometheus.Counter
+	autopilotHealthy          prometheus.Gauge
+	autopilotFailureTolerance prometheus.Gauge
 
 	raftState, raftTerm, raftCommit, raftApplied, raftLastLog, raftPeers, raftLastContact *prometheus.Desc
 	members, health, tableRows                                                            *prometheus.Desc
@@ -41,6 +48,26 @@ func newClusterMetrics(c *Cluster) *clusterMetrics {
 		vipUnassigned: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "peerd_virtual_ips_unassigned",
 			Help: "Imported services without a virtual IP because the range is full (0 unless the range is too small).",
+		}),
+		autopilotRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "peerd_autopilot_refusals_total",
+			Help: "Server removals autopilot or an operator asked for and this leader refused, by reason (quorum, remove_leader, unknown_peer).",
+		}, []string{"reason"}),
+		autopilotPromotions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "peerd_autopilot_promotions_total",
+			Help: "Non-voting servers this leader promoted to voters after they were stable.",
+		}),
+		autopilotRemovals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "peerd_autopilot_dead_servers_removed_total",
+			Help: "Failed servers this leader removed from the raft configuration.",
+		}),
+		autopilotHealthy: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "peerd_autopilot_healthy",
+			Help: "1 if the leader's last autopilot pass found every server healthy and a healthy quorum (leader only).",
+		}),
+		autopilotFailureTolerance: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "peerd_autopilot_failure_tolerance",
+			Help: "Voters that can fail without losing quorum, by the leader's last autopilot pass.",
 		}),
 		raftState:       d("peerd_raft_state", "1 for the raft state this server is in.", "state"),
 		raftTerm:        d("peerd_raft_term", "Current raft term."),
@@ -70,6 +97,11 @@ func (m *clusterMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.apply.Describe(ch)
 	m.vipAssigned.Describe(ch)
 	m.vipUnassigned.Describe(ch)
+	m.autopilotRefusals.Describe(ch)
+	m.autopilotPromotions.Describe(ch)
+	m.autopilotRemovals.Describe(ch)
+	m.autopilotHealthy.Describe(ch)
+	m.autopilotFailureTolerance.Describe(ch)
 	for _, d := range []*prometheus.Desc{m.raftState, m.raftTerm, m.raftCommit, m.raftApplied, m.raftLastLog,
 		m.raftPeers, m.raftLastContact, m.members, m.health, m.tableRows} {
 		ch <- d
@@ -80,6 +112,11 @@ func (m *clusterMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.apply.Collect(ch)
 	m.vipAssigned.Collect(ch)
 	m.vipUnassigned.Collect(ch)
+	m.autopilotRefusals.Collect(ch)
+	m.autopilotPromotions.Collect(ch)
+	m.autopilotRemovals.Collect(ch)
+	m.autopilotHealthy.Collect(ch)
+	m.autopilotFailureTolerance.Collect(ch)
 	c := m.c
 	counts := map[MemberStatus]int{}
 	for _, mem := range c.Members() {

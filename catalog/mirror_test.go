@@ -35,6 +35,12 @@ type testNode struct {
 // or, with expect < 0, a client, joined to join when given.
 func startNode(t *testing.T, name string, expect int, join ...string) *testNode {
 	t.Helper()
+	return startNodeWith(t, name, expect, nil, join...)
+}
+
+// startNodeWith is startNode with mod applied to the configuration first.
+func startNodeWith(t *testing.T, name string, expect int, mod func(*Config), join ...string) *testNode {
+	t.Helper()
 	cfg := DevConfig()
 	cfg.Server, cfg.BootstrapExpect = expect >= 0, max(expect, 0)
 	cfg.NodeName, cfg.NodeID = name, uuid.NewString()
@@ -44,6 +50,9 @@ func startNode(t *testing.T, name string, expect int, join ...string) *testNode 
 		t.Fatal(err)
 	}
 	cfg.GRPCAddr = ln.Addr().String()
+	if mod != nil {
+		mod(&cfg)
+	}
 	c, err := newStarted(cfg)
 	if err != nil {
 		_ = ln.Close()

@@ -148,6 +148,19 @@ type Config struct {
 	// Timing overrides the protocol timers (tests); zero value: defaults
 	// (dev: fast).
 	Timing catalog.Timing
+	// Autopilot (servers; the leader's settings apply): a server added after
+	// bootstrap votes only once it has been healthy for
+	// ServerStabilizationTime (0 = 10s; tests' fast timing: 1s). With
+	// CleanupDeadServers (default true) a server failed for
+	// DeadServerReapTime (default 72h) is removed from raft, never leaving
+	// the healthy voters without quorum. A healthy server hears from the
+	// leader within LastContactThreshold (default 200ms) and trails it by
+	// at most MaxTrailingLogs entries (default 250).
+	ServerStabilizationTime time.Duration
+	CleanupDeadServers      bool
+	DeadServerReapTime      time.Duration
+	LastContactThreshold    time.Duration
+	MaxTrailingLogs         int
 	// PeeringHeartbeatInterval and PeeringHeartbeatTimeout tune the peering
 	// stream: a heartbeat every interval; FAILING (and a reconnect) after the
 	// timeout without one. Defaults: 15 s and 2 m, Consul's.

@@ -92,6 +92,8 @@ func TestFlagsAndKeysKept(t *testing.T) {
 		recursors virtual_ip_cidr virtual_ip6_cidr ports.http ports.grpc ports.grpc_tls ports.gateway
 		ports.serf_lan ports.server ports.dns addresses.http addresses.grpc addresses.grpc_tls
 		addresses.gateway addresses.dns peering.heartbeat_interval peering.heartbeat_timeout service services
+		autopilot.server_stabilization_time autopilot.cleanup_dead_servers autopilot.dead_server_reap_time
+		autopilot.last_contact_threshold autopilot.max_trailing_logs
 		check checks`) {
 		found := false
 		for _, s := range settings {
@@ -111,6 +113,8 @@ func TestDefaults(t *testing.T) {
 		VirtualIPv6CIDR: state.DefaultVirtualIPv6Range, ProxyMark: d.ProxyMark, LeafTTL: 72 * time.Hour,
 		ProxyTLSMinVersion: "1.3", TransparentPort: 15001, FastPath: true, SerfLANPort: 8301, ServerPort: 8300,
 		RetryInterval: 30 * time.Second, LeaveOnTerminate: true, LogLevel: "info", SyncInterval: time.Minute,
+		CleanupDeadServers: true, DeadServerReapTime: 72 * time.Hour, LastContactThreshold: 200 * time.Millisecond,
+		MaxTrailingLogs: 250,
 	}
 	if d.ProxyMark == 0 || !reflect.DeepEqual(d, want) {
 		t.Errorf("DefaultConfig:\ngot  %+v\nwant %+v", d, want)

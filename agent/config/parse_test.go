@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParse(t *testing.T) {
@@ -108,5 +109,35 @@ func TestPeeringHeartbeatFlagsAndFile(t *testing.T) {
 	if cfg.PeeringHeartbeatInterval.String() != "5s" || cfg.PeeringHeartbeatTimeout.String() != "45s" {
 		t.Fatalf("got interval %s timeout %s, want 5s from the file and 45s from the flag",
 			cfg.PeeringHeartbeatInterval, cfg.PeeringHeartbeatTimeout)
+	}
+}
+
+func TestAutopilotFlagsAndFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "autopilot.hcl")
+	body := "autopilot {\n  server_stabilization_time = \"30s\"\n  cleanup_dead_servers = false\n  max_trailing_logs = 100\n}\n"
+	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cfg, err := Parse([]string{"-dev", "-config-file", file, "-dead-server-reap-time", "1h"}, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ServerStabilizationTime != 30*time.Second || cfg.CleanupDeadServers || cfg.MaxTrailingLogs != 100 ||
+		cfg.DeadServerReapTime != time.Hour || cfg.LastContactThreshold != 200*time.Millisecond {
+		t.Fatalf("got stabilization %v cleanup %v trailing %d reap %v contact %v, want 30s false 100 (file) 1h (flag) 200ms (default)",
+			cfg.ServerStabilizationTime, cfg.CleanupDeadServers, cfg.MaxTrailingLogs, cfg.DeadServerReapTime, cfg.LastContactThreshold)
+	}
+	def := DefaultConfig()
+	if !def.CleanupDeadServers || def.DeadServerReapTime != 72*time.Hour || def.ServerStabilizationTime != 0 {
+		t.Fatalf("defaults: cleanup %v reap %v stabilization %v, want true 72h 0 (the catalog's 10s)",
+			def.CleanupDeadServers, def.DeadServerReapTime, def.ServerStabilizationTime)
+	}
+	bad, err := Parse([]string{"-dev", "-server-stabilization-time", "-1s"}, &stderr)
+	if err == nil {
+		err = bad.Validate()
+	}
+	if err == nil || !strings.Contains(err.Error(), "server-stabilization-time") {
+		t.Fatalf("negative stabilization time: got %v, want an error naming server-stabilization-time", err)
 	}
 }

@@ -158,6 +158,7 @@ func (c *Config) validate(needDataDir bool) error {
 		add("VirtualIPGrace", "%v: must not be negative", c.VirtualIPGrace)
 	}
 	c.validatePeering(add)
+	c.validateAutopilot(add)
 	if c.ProxyMark < 0 || c.ProxyMark > 0xffffffff {
 		add("proxy-mark", "%d: want 0 (none) to 4294967295", c.ProxyMark)
 	}
@@ -183,6 +184,25 @@ func (c *Config) validate(needDataDir bool) error {
 	}
 	errs = append(errs, c.validateDefinitions()...)
 	return errors.Join(errs...)
+}
+
+// validateAutopilot checks the autopilot settings.
+func (c *Config) validateAutopilot(add func(name, format string, a ...any)) {
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"server-stabilization-time", c.ServerStabilizationTime},
+		{"dead-server-reap-time", c.DeadServerReapTime},
+		{"autopilot-last-contact-threshold", c.LastContactThreshold},
+	} {
+		if d.v < 0 {
+			add(d.name, "%v: must not be negative", d.v)
+		}
+	}
+	if c.MaxTrailingLogs < 0 {
+		add("autopilot-max-trailing-logs", "%d: must not be negative", c.MaxTrailingLogs)
+	}
 }
 
 // validatePeering checks the heartbeat timers against each other as the

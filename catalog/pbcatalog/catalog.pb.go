@@ -256,6 +256,196 @@ func (x *WatchResponse) GetLast() bool {
 	return false
 }
 
+type RaftStatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftStatsRequest) Reset() {
+	*x = RaftStatsRequest{}
+	mi := &file_catalog_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftStatsRequest) ProtoMessage() {}
+
+func (x *RaftStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_catalog_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftStatsRequest.ProtoReflect.Descriptor instead.
+func (*RaftStatsRequest) Descriptor() ([]byte, []int) {
+	return file_catalog_proto_rawDescGZIP(), []int{4}
+}
+
+type RaftStatsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// last_contact_ms is how long ago the server last heard from the leader,
+	// in milliseconds; 0 on the leader, -1 if it never has.
+	LastContactMs int64 `protobuf:"varint,1,opt,name=last_contact_ms,json=lastContactMs,proto3" json:"last_contact_ms,omitempty"`
+	// last_term and last_index are the term and index of the server's last
+	// raft log entry.
+	LastTerm      uint64 `protobuf:"varint,2,opt,name=last_term,json=lastTerm,proto3" json:"last_term,omitempty"`
+	LastIndex     uint64 `protobuf:"varint,3,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftStatsResponse) Reset() {
+	*x = RaftStatsResponse{}
+	mi := &file_catalog_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftStatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftStatsResponse) ProtoMessage() {}
+
+func (x *RaftStatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_catalog_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftStatsResponse.ProtoReflect.Descriptor instead.
+func (*RaftStatsResponse) Descriptor() ([]byte, []int) {
+	return file_catalog_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RaftStatsResponse) GetLastContactMs() int64 {
+	if x != nil {
+		return x.LastContactMs
+	}
+	return 0
+}
+
+func (x *RaftStatsResponse) GetLastTerm() uint64 {
+	if x != nil {
+		return x.LastTerm
+	}
+	return 0
+}
+
+func (x *RaftStatsResponse) GetLastIndex() uint64 {
+	if x != nil {
+		return x.LastIndex
+	}
+	return 0
+}
+
+type RemovePeerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the server's raft ID (its node name).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// forwarded is set by a server that relays the request to its leader.
+	Forwarded     bool `protobuf:"varint,2,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovePeerRequest) Reset() {
+	*x = RemovePeerRequest{}
+	mi := &file_catalog_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePeerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePeerRequest) ProtoMessage() {}
+
+func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_catalog_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
+func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
+	return file_catalog_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RemovePeerRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RemovePeerRequest) GetForwarded() bool {
+	if x != nil {
+		return x.Forwarded
+	}
+	return false
+}
+
+type RemovePeerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovePeerResponse) Reset() {
+	*x = RemovePeerResponse{}
+	mi := &file_catalog_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePeerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePeerResponse) ProtoMessage() {}
+
+func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_catalog_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
+func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
+	return file_catalog_proto_rawDescGZIP(), []int{7}
+}
+
 var File_catalog_proto protoreflect.FileDescriptor
 
 const file_catalog_proto_rawDesc = "" +
@@ -273,10 +463,23 @@ const file_catalog_proto_rawDesc = "" +
 	"\x06format\x18\x01 \x01(\tR\x06format\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x12\n" +
-	"\x04last\x18\x04 \x01(\bR\x04last2\xa6\x01\n" +
+	"\x04last\x18\x04 \x01(\bR\x04last\"\x12\n" +
+	"\x10RaftStatsRequest\"w\n" +
+	"\x11RaftStatsResponse\x12&\n" +
+	"\x0flast_contact_ms\x18\x01 \x01(\x03R\rlastContactMs\x12\x1b\n" +
+	"\tlast_term\x18\x02 \x01(\x04R\blastTerm\x12\x1d\n" +
+	"\n" +
+	"last_index\x18\x03 \x01(\x04R\tlastIndex\"A\n" +
+	"\x11RemovePeerRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\tforwarded\x18\x02 \x01(\bR\tforwarded\"\x14\n" +
+	"\x12RemovePeerResponse2\xd5\x02\n" +
 	"\x0eCatalogService\x12H\n" +
 	"\x05Apply\x12\x1e.peerd.catalog.v1.ApplyRequest\x1a\x1f.peerd.catalog.v1.ApplyResponse\x12J\n" +
-	"\x05Watch\x12\x1e.peerd.catalog.v1.WatchRequest\x1a\x1f.peerd.catalog.v1.WatchResponse0\x01B*Z(github.com/peerd/peerd/catalog/pbcatalogb\x06proto3"
+	"\x05Watch\x12\x1e.peerd.catalog.v1.WatchRequest\x1a\x1f.peerd.catalog.v1.WatchResponse0\x01\x12T\n" +
+	"\tRaftStats\x12\".peerd.catalog.v1.RaftStatsRequest\x1a#.peerd.catalog.v1.RaftStatsResponse\x12W\n" +
+	"\n" +
+	"RemovePeer\x12#.peerd.catalog.v1.RemovePeerRequest\x1a$.peerd.catalog.v1.RemovePeerResponseB*Z(github.com/peerd/peerd/catalog/pbcatalogb\x06proto3"
 
 var (
 	file_catalog_proto_rawDescOnce sync.Once
@@ -290,20 +493,28 @@ func file_catalog_proto_rawDescGZIP() []byte {
 	return file_catalog_proto_rawDescData
 }
 
-var file_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_catalog_proto_goTypes = []any{
-	(*ApplyRequest)(nil),  // 0: peerd.catalog.v1.ApplyRequest
-	(*ApplyResponse)(nil), // 1: peerd.catalog.v1.ApplyResponse
-	(*WatchRequest)(nil),  // 2: peerd.catalog.v1.WatchRequest
-	(*WatchResponse)(nil), // 3: peerd.catalog.v1.WatchResponse
+	(*ApplyRequest)(nil),       // 0: peerd.catalog.v1.ApplyRequest
+	(*ApplyResponse)(nil),      // 1: peerd.catalog.v1.ApplyResponse
+	(*WatchRequest)(nil),       // 2: peerd.catalog.v1.WatchRequest
+	(*WatchResponse)(nil),      // 3: peerd.catalog.v1.WatchResponse
+	(*RaftStatsRequest)(nil),   // 4: peerd.catalog.v1.RaftStatsRequest
+	(*RaftStatsResponse)(nil),  // 5: peerd.catalog.v1.RaftStatsResponse
+	(*RemovePeerRequest)(nil),  // 6: peerd.catalog.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil), // 7: peerd.catalog.v1.RemovePeerResponse
 }
 var file_catalog_proto_depIdxs = []int32{
 	0, // 0: peerd.catalog.v1.CatalogService.Apply:input_type -> peerd.catalog.v1.ApplyRequest
 	2, // 1: peerd.catalog.v1.CatalogService.Watch:input_type -> peerd.catalog.v1.WatchRequest
-	1, // 2: peerd.catalog.v1.CatalogService.Apply:output_type -> peerd.catalog.v1.ApplyResponse
-	3, // 3: peerd.catalog.v1.CatalogService.Watch:output_type -> peerd.catalog.v1.WatchResponse
-	2, // [2:4] is the sub-list for method output_type
-	0, // [0:2] is the sub-list for method input_type
+	4, // 2: peerd.catalog.v1.CatalogService.RaftStats:input_type -> peerd.catalog.v1.RaftStatsRequest
+	6, // 3: peerd.catalog.v1.CatalogService.RemovePeer:input_type -> peerd.catalog.v1.RemovePeerRequest
+	1, // 4: peerd.catalog.v1.CatalogService.Apply:output_type -> peerd.catalog.v1.ApplyResponse
+	3, // 5: peerd.catalog.v1.CatalogService.Watch:output_type -> peerd.catalog.v1.WatchResponse
+	5, // 6: peerd.catalog.v1.CatalogService.RaftStats:output_type -> peerd.catalog.v1.RaftStatsResponse
+	7, // 7: peerd.catalog.v1.CatalogService.RemovePeer:output_type -> peerd.catalog.v1.RemovePeerResponse
+	4, // [4:8] is the sub-list for method output_type
+	0, // [0:4] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name
@@ -320,7 +531,7 @@ func file_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_catalog_proto_rawDesc), len(file_catalog_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

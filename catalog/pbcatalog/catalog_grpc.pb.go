@@ -23,8 +23,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	CatalogService_Apply_FullMethodName = "/peerd.catalog.v1.CatalogService/Apply"
-	CatalogService_Watch_FullMethodName = "/peerd.catalog.v1.CatalogService/Watch"
+	CatalogService_Apply_FullMethodName      = "/peerd.catalog.v1.CatalogService/Apply"
+	CatalogService_Watch_FullMethodName      = "/peerd.catalog.v1.CatalogService/Watch"
+	CatalogService_RaftStats_FullMethodName  = "/peerd.catalog.v1.CatalogService/RaftStats"
+	CatalogService_RemovePeer_FullMethodName = "/peerd.catalog.v1.CatalogService/RemovePeer"
 )
 
 // CatalogServiceClient is the client API for CatalogService service.
@@ -43,6 +45,15 @@ type CatalogServiceClient interface {
 	// the CA roots and the peering secrets are never sent. A server that knows
 	// no leader refuses with UNAVAILABLE.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
+	// RaftStats reports the serving server's view of raft: the leader's
+	// autopilot asks every server for it to judge whether the server is
+	// healthy (caught up and hearing from the leader).
+	RaftStats(ctx context.Context, in *RaftStatsRequest, opts ...grpc.CallOption) (*RaftStatsResponse, error)
+	// RemovePeer removes a server from the raft configuration by hand: on the
+	// leader, or relayed to it (once: a relayed request is not relayed again).
+	// NOT_FOUND: no such server; FAILED_PRECONDITION: refused (the leader
+	// itself, or the healthy voters would lose quorum); UNAVAILABLE: no leader.
+	RemovePeer(ctx context.Context, in *RemovePeerRequest, opts ...grpc.CallOption) (*RemovePeerResponse, error)
 }
 
 type catalogServiceClient struct {
@@ -82,6 +93,26 @@ func (c *catalogServiceClient) Watch(ctx context.Context, in *WatchRequest, opts
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CatalogService_WatchClient = grpc.ServerStreamingClient[WatchResponse]
 
+func (c *catalogServiceClient) RaftStats(ctx context.Context, in *RaftStatsRequest, opts ...grpc.CallOption) (*RaftStatsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RaftStatsResponse)
+	err := c.cc.Invoke(ctx, CatalogService_RaftStats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *catalogServiceClient) RemovePeer(ctx context.Context, in *RemovePeerRequest, opts ...grpc.CallOption) (*RemovePeerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemovePeerResponse)
+	err := c.cc.Invoke(ctx, CatalogService_RemovePeer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CatalogServiceServer is the server API for CatalogService service.
 // All implementations must embed UnimplementedCatalogServiceServer
 // for forward compatibility.
@@ -98,6 +129,15 @@ type CatalogServiceServer interface {
 	// the CA roots and the peering secrets are never sent. A server that knows
 	// no leader refuses with UNAVAILABLE.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
+	// RaftStats reports the serving server's view of raft: the leader's
+	// autopilot asks every server for it to judge whether the server is
+	// healthy (caught up and hearing from the leader).
+	RaftStats(context.Context, *RaftStatsRequest) (*RaftStatsResponse, error)
+	// RemovePeer removes a server from the raft configuration by hand: on the
+	// leader, or relayed to it (once: a relayed request is not relayed again).
+	// NOT_FOUND: no such server; FAILED_PRECONDITION: refused (the leader
+	// itself, or the healthy voters would lose quorum); UNAVAILABLE: no leader.
+	RemovePeer(context.Context, *RemovePeerRequest) (*RemovePeerResponse, error)
 	mustEmbedUnimplementedCatalogServiceServer()
 }
 
@@ -113,6 +153,12 @@ func (UnimplementedCatalogServiceServer) Apply(context.Context, *ApplyRequest) (
 }
 func (UnimplementedCatalogServiceServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedCatalogServiceServer) RaftStats(context.Context, *RaftStatsRequest) (*RaftStatsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RaftStats not implemented")
+}
+func (UnimplementedCatalogServiceServer) RemovePeer(context.Context, *RemovePeerRequest) (*RemovePeerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemovePeer not implemented")
 }
 func (UnimplementedCatalogServiceServer) mustEmbedUnimplementedCatalogServiceServer() {}
 func (UnimplementedCatalogServiceServer) testEmbeddedByValue()                        {}
@@ -164,6 +210,42 @@ func _CatalogService_Watch_Handler(srv interface{}, stream grpc.ServerStream) er
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CatalogService_WatchServer = grpc.ServerStreamingServer[WatchResponse]
 
+func _CatalogService_RaftStats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RaftStatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CatalogServiceServer).RaftStats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CatalogService_RaftStats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CatalogServiceServer).RaftStats(ctx, req.(*RaftStatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CatalogService_RemovePeer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemovePeerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CatalogServiceServer).RemovePeer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CatalogService_RemovePeer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CatalogServiceServer).RemovePeer(ctx, req.(*RemovePeerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CatalogService_ServiceDesc is the grpc.ServiceDesc for CatalogService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -174,6 +256,14 @@ var CatalogService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Apply",
 			Handler:    _CatalogService_Apply_Handler,
+		},
+		{
+			MethodName: "RaftStats",
+			Handler:    _CatalogService_RaftStats_Handler,
+		},
+		{
+			MethodName: "RemovePeer",
+			Handler:    _CatalogService_RemovePeer_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

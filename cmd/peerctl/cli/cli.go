@@ -118,6 +118,7 @@ Environment:
 		newJoinTokenCommand(a),
 		newKeyringCommand(a),
 		newDataplaneCommand(a),
+		newOperatorCommand(a),
 		newVersionCommand(),
 	)
 	return root
