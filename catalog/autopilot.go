@@ -250,7 +250,12 @@ func (c *Cluster) forwardRemovePeer(ctx context.Context, id string) error {
 }
 
 // RemovePeer serves a removal relayed from another node.
+// With TLS, a client node may ask (its HTTP API relays an operator's
+// removal, like a config write) but not relay.
 func (s *catalogServer) RemovePeer(ctx context.Context, req *pbcatalog.RemovePeerRequest) (*pbcatalog.RemovePeerResponse, error) {
+	if err := s.c.authorizeCall(ctx, "RemovePeer", false, req.GetForwarded()); err != nil {
+		return nil, err
+	}
 	err := s.c.removePeer(ctx, req.GetId(), req.GetForwarded())
 	switch {
 	case err == nil:
@@ -531,8 +536,12 @@ func (c *Cluster) fetchRaftStats(ctx context.Context, servers []raft.Server, mem
 	return out
 }
 
-// RaftStats answers the leader's autopilot with this server's raft view.
-func (s *catalogServer) RaftStats(context.Context, *pbcatalog.RaftStatsRequest) (*pbcatalog.RaftStatsResponse, error) {
+// RaftStats answers the leader's autopilot with this server's raft view
+// (with TLS, to servers only).
+func (s *catalogServer) RaftStats(ctx context.Context, _ *pbcatalog.RaftStatsRequest) (*pbcatalog.RaftStatsResponse, error) {
+	if err := s.c.authorizeCall(ctx, "RaftStats", true, false); err != nil {
+		return nil, err
+	}
 	rs := s.c.localRaftStats()
 	ms := int64(-1)
 	if rs.lastContact >= 0 {

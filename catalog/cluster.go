@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/peerd/peerd/catalog/pbcatalog"
@@ -131,6 +132,7 @@ type Cluster struct {
 	// Server-only.
 	store     *state.Store
 	raft      *raft.Raft
+	stream    raft.StreamLayer
 	transport *raft.NetworkTransport
 	closers   []func() error
 
@@ -168,11 +170,18 @@ func New(cfg Config) (*Cluster, error) {
 		subs:   map[chan struct{}]struct{}{},
 		state:  map[string]MemberStatus{},
 		nodes:  map[string]*memberlist.Node{},
-		conns:  newConnPool(),
 
 		keyringPending: map[uint64]chan KeyringResult{},
 		keyringInbox:   make(chan []byte, keyringInboxSize),
 	}
+	if c.cfg.Refusals == nil {
+		c.cfg.Refusals = NewRefusalCounter()
+	}
+	creds := insecure.NewCredentials()
+	if cfg.TLS != nil {
+		creds = grpcDialCredentials(cfg.TLS)
+	}
+	c.conns = newConnPool(creds)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.meta = NodeMeta{
 		ID: cfg.NodeID, Role: "client", Datacenter: cfg.datacenter(), Build: cfg.Build,
@@ -240,9 +249,14 @@ func (c *Cluster) startRaft() error {
 		return fmt.Errorf("listen for raft on %s: %w", bind, err)
 	}
 	adv.Port = ln.Addr().(*net.TCPAddr).Port
-	stream := &tcpStreamLayer{ln: ln, advertise: adv}
+	c.stream = &tcpStreamLayer{ln: ln, advertise: adv}
+	if c.cfg.TLS != nil {
+		c.stream = newTLSStreamLayer(ln, adv, c.cfg.TLS, func(remote net.Addr, err error) {
+			c.handshakeRefused(ListenerRaft, remote, err)
+		})
+	}
 	c.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: hclogFor(c.log, "raft-net"),
+		Stream: c.stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: hclogFor(c.log, "raft-net"),
 	})
 	c.closers = append(c.closers, c.transport.Close)
 	c.meta.RaftAddr = adv.String()
@@ -751,7 +765,11 @@ type catalogServer struct {
 var _ pbcatalog.CatalogServiceServer = (*catalogServer)(nil)
 
 func (s *catalogServer) Apply(ctx context.Context, req *pbcatalog.ApplyRequest) (*pbcatalog.ApplyResponse, error) {
-	res, err := s.c.applyRetry(ctx, req.GetCommand(), req.GetForwarded())
+	data, err := s.c.authorizeApply(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.c.applyRetry(ctx, data, req.GetForwarded())
 	var ae *ApplyError
 	if errors.As(err, &ae) {
 		return &pbcatalog.ApplyResponse{Index: res.Index, Ok: res.OK, Error: ae.Msg}, nil
@@ -897,13 +915,17 @@ func (c *Cluster) closeAll() error {
 	return errors.Join(errs...)
 }
 
-// connPool keeps one gRPC connection per server address.
+// connPool keeps one gRPC connection per server address, each dialed with
+// creds.
 type connPool struct {
+	creds credentials.TransportCredentials
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 }
 
-func newConnPool() *connPool { return &connPool{conns: map[string]*grpc.ClientConn{}} }
+func newConnPool(creds credentials.TransportCredentials) *connPool {
+	return &connPool{creds: creds, conns: map[string]*grpc.ClientConn{}}
+}
 
 func (p *connPool) get(addr string) (*grpc.ClientConn, error) {
 	p.mu.Lock()
@@ -911,7 +933,7 @@ func (p *connPool) get(addr string) (*grpc.ClientConn, error) {
 	if cc, ok := p.conns[addr]; ok {
 		return cc, nil
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(p.creds))
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}

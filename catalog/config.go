@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/peerd/peerd/catalog/state"
+	"github.com/peerd/peerd/internal/identity"
+	"github.com/peerd/peerd/internal/nodetls"
 	"github.com/peerd/peerd/internal/seal"
 )
 
@@ -87,6 +89,19 @@ type Config struct {
 	// virtual IP is released (a reconnect's resync must not renumber).
 	// Zero value: one minute.
 	VirtualIPGrace time.Duration
+
+	// TLS, when set, is this node's certificate and its cluster's roots:
+	// raft and the internal gRPC port then speak mutual TLS, admitting
+	// only nodes of this cluster, with raft for servers only, and Apply
+	// authorised by the caller's role (doc.go, "Trust"). The certificate
+	// must name this node (NodeName), its datacenter and its role (Server).
+	// Nil keeps both plaintext and unauthenticated.
+	TLS *nodetls.Source
+	// Refusals counts refused connections and calls
+	// (peerd_security_refusals_total); required with TLS, and it should be
+	// the counter whose Refused method TLS reports to. Nil without TLS
+	// means a counter of the cluster's own.
+	Refusals *RefusalCounter
 
 	// Build is the version string advertised to other members.
 	Build string
@@ -234,12 +249,37 @@ func (c *Config) Validate() error {
 	if err := c.Autopilot.validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if c.TLS != nil {
+		errs = append(errs, c.validateTLS()...)
+	}
 	switch len(c.EncryptKey) {
 	case 0, 16, 24, 32:
 	default:
 		errs = append(errs, fmt.Errorf("gossip key is %d bytes: want 16, 24 or 32 (base64 of `peerd keygen`)", len(c.EncryptKey)))
 	}
 	return errors.Join(errs...)
+}
+
+func (c *Config) validateTLS() []error {
+	var errs []error
+	self := c.TLS.Self()
+	role := identity.RoleClient
+	if c.Server {
+		role = identity.RoleServer
+	}
+	if self.Role != role {
+		errs = append(errs, fmt.Errorf("node certificate %s is a %s's, but this node is a %s: issue it a %s certificate", self, self.Role, role, role))
+	}
+	if self.Node != c.NodeName {
+		errs = append(errs, fmt.Errorf("node certificate %s names node %q, but this node is %q", self, self.Node, c.NodeName))
+	}
+	if self.Datacenter != c.datacenter() {
+		errs = append(errs, fmt.Errorf("node certificate %s is for datacenter %q, but this node is in %q", self, self.Datacenter, c.datacenter()))
+	}
+	if c.Refusals == nil {
+		errs = append(errs, errors.New("TLS needs a refusal counter (Refusals, the one the node's TLS source reports to)"))
+	}
+	return errs
 }
 
 // datacenterPattern is Consul's rule for datacenter names, which peering

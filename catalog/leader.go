@@ -3,7 +3,6 @@ package catalog
 import (
 	"context"
 	"fmt"
-	"net"
 	"slices"
 	"sync"
 	"time"
@@ -49,7 +48,7 @@ func (c *Cluster) bootstrapLoop() {
 			// bootstrapping with it would leave a configuration that can
 			// never reach quorum. Consul confirms each peer by RPC; we dial
 			// its raft port.
-			if m.Name != c.cfg.NodeName && !reachable(m.Meta.RaftAddr) {
+			if m.Name != c.cfg.NodeName && !c.reachable(m.Meta.RaftAddr) {
 				c.log.Info("bootstrap: server not reachable yet; waiting", "member", m.Name, "addr", m.Meta.RaftAddr)
 				continue
 			}
@@ -345,7 +344,7 @@ func (c *Cluster) ensureServer(m Member) error {
 	}
 	// Gossip can still call a dead server alive. Only a server that answers
 	// on its raft port is added; the next reconcile retries the others.
-	if !reachable(m.Meta.RaftAddr) {
+	if !c.reachable(m.Meta.RaftAddr) {
 		c.log.Info("server not reachable on its raft port; not adding it yet", "member", m.Name, "addr", m.Meta.RaftAddr)
 		return nil
 	}
@@ -372,8 +371,11 @@ func (c *Cluster) removeServer(m Member) error {
 	return nil
 }
 
-func reachable(addr string) bool {
-	conn, err := net.DialTimeout("tcp", addr, 500*time.Millisecond)
+// reachable reports whether a server answers on its raft address: a TCP
+// connection, or with TLS a completed handshake with a server certificate
+// of this cluster.
+func (c *Cluster) reachable(addr string) bool {
+	conn, err := c.stream.Dial(raft.ServerAddress(addr), 500*time.Millisecond)
 	if err != nil {
 		return false
 	}

@@ -95,6 +95,7 @@ func (c *Cluster) Collector() prometheus.Collector { return c.metrics }
 
 func (m *clusterMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.apply.Describe(ch)
+	m.c.cfg.Refusals.Describe(ch)
 	m.vipAssigned.Describe(ch)
 	m.vipUnassigned.Describe(ch)
 	m.autopilotRefusals.Describe(ch)
@@ -110,6 +111,7 @@ func (m *clusterMetrics) Describe(ch chan<- *prometheus.Desc) {
 
 func (m *clusterMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.apply.Collect(ch)
+	m.c.cfg.Refusals.Collect(ch)
 	m.vipAssigned.Collect(ch)
 	m.vipUnassigned.Collect(ch)
 	m.autopilotRefusals.Collect(ch)

@@ -65,7 +65,7 @@ func startNodeWith(t *testing.T, name string, expect int, mod func(*Config), joi
 }
 
 func (n *testNode) serve(ln net.Listener) {
-	n.grpc = grpc.NewServer()
+	n.grpc = grpc.NewServer(n.GRPCServerOptions()...)
 	n.RegisterGRPC(n.grpc)
 	g := n.grpc
 	go func() { _ = g.Serve(ln) }()
