@@ -419,7 +419,9 @@ func TestTLSCluster(t *testing.T) {
 		// The credentials make this impossible; the handler checks anyway.
 		before := follower.refused(ListenerGRPC, ReasonPermission)
 		data, _ := metaCmd("no-peer").Encode()
-		_, err := (&catalogServer{c: follower.Cluster}).Apply(context.Background(), &pbcatalog.ApplyRequest{Command: data, Forwarded: true})
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_, err := (&catalogServer{c: follower.Cluster}).Apply(ctx, &pbcatalog.ApplyRequest{Command: data, Forwarded: true})
 		if status.Code(err) != codes.PermissionDenied {
 			t.Fatalf("got %v, want PermissionDenied", err)
 		}
