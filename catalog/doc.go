@@ -34,6 +34,44 @@
 // routine runs from when every earlier entry is applied until its context
 // ends with the leadership, and must return promptly then.
 //
+// # Trust
+//
+// With Config.TLS (a nodetls.Source: this node's certificate and the
+// cluster's roots) both internal listeners speak mutual TLS 1.3; nil keeps
+// them plaintext and every caller admitted, as in dev mode.
+//
+//   - Raft admits and dials server certificates of this cluster only: a
+//     client certificate, another CA's, none at all or plaintext is refused
+//     at the handshake, so no fake leader's AppendEntries or RequestVote
+//     reaches raft. Handshakes run in a goroutine per connection with a
+//     10 s deadline, before Accept returns the connection, so a slow or
+//     plaintext peer never delays the others. The raft-port probe before
+//     bootstrap and AddVoter completes a handshake.
+//   - The internal gRPC port (GRPCServerOptions, which the agent passes to
+//     grpc.NewServer) admits server and client certificates of this
+//     cluster, and its interceptors put the verified caller in each call's
+//     context (nodetls.PeerFrom). Every node dials it (writes, the mirror,
+//     LeaderConn) as a client of a server certificate.
+//   - CatalogService.Apply is authorised by the caller's role: a server may
+//     send any command (followers forward to the leader); a client node may
+//     send only what a client originates, for its own node (the table
+//     clientCommands: its registrations, deregistrations and anti-entropy,
+//     and config entries from its HTTP API), and never with Forwarded set.
+//     Everything else (CA roots, cluster meta, peering state and secrets,
+//     trust bundles, imported services, virtual IPs, check status) is
+//     refused with codes.PermissionDenied naming the command and the caller.
+//     A client's command is re-encoded after the check, so what is
+//     committed is what was checked. Watch is open to every admitted node.
+//
+// Every refusal is logged at WARN and counted in
+// peerd_security_refusals_total{listener,reason} (listener raft or grpc;
+// reasons nodetls.Reason*, "handshake" and "permission"). One
+// RefusalCounter serves a node: create it with NewRefusalCounter, pass its
+// Refused method to nodetls.Config.Refused, and both the Source and the
+// counter to the Config (TLS, Refusals); the Cluster's Collector exports it.
+// Server TLS configs disable session tickets: a resumed session would skip
+// the certificate check.
+//
 // # Events
 //
 // MemberEvents is a coalescing channel woken by memberlist's event delegate
@@ -63,8 +101,9 @@
 //
 // # Imports
 //
-// catalog imports catalog/state, catalog/configentry, catalog/pbcatalog and
-// internal/decode of peerd's own, and owns the dependencies on raft,
+// catalog imports catalog/state, catalog/configentry, catalog/pbcatalog,
+// internal/decode and the node TLS identity (internal/nodetls,
+// internal/identity) of peerd's own, and owns the dependencies on raft,
 // memberlist, bbolt and gRPC: nothing below it may import them
 // (internal/depcheck).
 package catalog

@@ -454,3 +454,32 @@ func registryOf(t *testing.T, c prometheus.Collector) *prometheus.Registry {
 	}
 	return r
 }
+
+func TestValidateTLS(t *testing.T) {
+	pki := newTestPKI(t)
+	refusals := NewRefusalCounter()
+	server := pki.source(t, identity.RoleServer, "s1", refusals)
+	tests := []struct {
+		name    string
+		edit    func(*Config)
+		wantErr string
+	}{
+		{"server with its certificate", func(*Config) {}, ""},
+		{"client with a server certificate", func(c *Config) { c.Server, c.BootstrapExpect = false, 0 }, "is a server's, but this node is a client"},
+		{"another node's certificate", func(c *Config) { c.NodeName = "s2" }, `names node "s1", but this node is "s2"`},
+		{"another datacenter's certificate", func(c *Config) { c.Datacenter = "dc2" }, `for datacenter "dc1", but this node is in "dc2"`},
+		{"no refusal counter", func(c *Config) { c.Refusals = nil }, "TLS needs a refusal counter"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := DevConfig()
+			c.NodeName, c.NodeID = "s1", uuid.NewString()
+			c.TLS, c.Refusals = server, refusals
+			tt.edit(&c)
+			err := c.Validate()
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("got %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+}
