@@ -197,7 +197,7 @@ func fakeLeader(tr *raft.NetworkTransport, target *tlsNode) (appendErr, voteErr 
 	id, addr := raft.ServerID(target.cfg.NodeName), raft.ServerAddress(target.LocalMember().Meta.RaftAddr)
 	hdr := raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("evil"), Addr: []byte(tr.LocalAddr())}
 	var ae raft.AppendEntriesResponse
-	appendErr = tr.AppendEntries(id, addr, &raft.AppendEntriesRequest{RPCHeader: hdr, Term: term, Leader: []byte(tr.LocalAddr()),
+	appendErr = tr.AppendEntries(id, addr, &raft.AppendEntriesRequest{RPCHeader: hdr, Term: term,
 		Entries:           []*raft.Log{{Index: 1 << 20, Term: term, Type: raft.LogCommand, Data: []byte(`{"Type":"meta-set","MetaSet":{"Key":"evil","Value":"1"}}`)}},
 		LeaderCommitIndex: 1 << 20}, &ae)
 	var rv raft.RequestVoteResponse
