@@ -61,7 +61,10 @@
 //     trust bundles, imported services, virtual IPs, check status) is
 //     refused with codes.PermissionDenied naming the command and the caller.
 //     A client's command is re-encoded after the check, so what is
-//     committed is what was checked. Watch is open to every admitted node.
+//     committed is what was checked. Watch is open to every admitted node;
+//     RaftStats (the leader's autopilot) to servers only; RemovePeer may
+//     be asked by a client node (its HTTP API relays an operator's
+//     removal) but, like Apply, never relayed by one.
 //
 // Every refusal is logged at WARN and counted in
 // peerd_security_refusals_total{listener,reason} (listener raft or grpc;
