@@ -86,8 +86,16 @@ func TestSecretsAtRest(t *testing.T) {
 	if err != nil || len(got) != 1 || got[0].KeyPEM != marker {
 		t.Fatalf("after restart: %+v, %v", got, err)
 	}
-	if _, err := c2.RestoreSnapshot(bytes.NewReader(saved.Bytes())); err != nil {
-		t.Fatalf("restore own snapshot: %v", err)
+	// A restarted server restores only once its configuration entry is
+	// applied: retry until raft takes it.
+	var rerr error
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if _, rerr = c2.RestoreSnapshot(bytes.NewReader(saved.Bytes())); rerr == nil {
+			break
+		}
+	}
+	if rerr != nil {
+		t.Fatalf("restore own snapshot: %v", rerr)
 	}
 
 	// Another cluster cannot open it.

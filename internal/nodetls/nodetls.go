@@ -179,7 +179,7 @@ func (s *Source) current() (*tls.Certificate, *x509.CertPool, identity.Agent) {
 func (s *Source) ServerConfig(listener string, roles ...string) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
-		// Asked for, and required by VerifyPeerCertificate, which crypto/tls
+		// Asked for, and required by VerifyConnection, which crypto/tls
 		// calls with no certificate too: so a missing one is refused with a
 		// reason like every other refusal.
 		ClientAuth: tls.RequestClientCert,
@@ -187,8 +187,11 @@ func (s *Source) ServerConfig(listener string, roles ...string) *tls.Config {
 			c, _, _ := s.current()
 			return c, nil
 		},
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			_, err := s.verify(listener, raw, x509.ExtKeyUsageClientAuth, roles)
+		// A resumed session would skip VerifyPeerCertificate: no tickets,
+		// and the check in VerifyConnection, which runs on every handshake.
+		SessionTicketsDisabled: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			_, err := s.verify(listener, rawChain(cs), x509.ExtKeyUsageClientAuth, roles)
 			return err
 		},
 	}
@@ -202,13 +205,14 @@ func (s *Source) ClientConfig(listener string, roles ...string) *tls.Config {
 		MinVersion: tls.VersionTLS13,
 		// The chain is verified below, against the cluster's roots and
 		// the agent SPIFFE ID instead of a host name.
-		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyPeerCertificate
+		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyConnection
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			c, _, _ := s.current()
 			return c, nil
 		},
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			_, err := s.verify(listener, raw, x509.ExtKeyUsageServerAuth, roles)
+		SessionTicketsDisabled: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			_, err := s.verify(listener, rawChain(cs), x509.ExtKeyUsageServerAuth, roles)
 			return err
 		},
 	}
@@ -255,6 +259,15 @@ func (s *Source) check(raw [][]byte, usage x509.ExtKeyUsage, roles []string) (id
 		return identity.Agent{}, ReasonRole, fmt.Errorf("%s is a %s; only %v may connect here", id, a.Role, roles)
 	}
 	return a, "", nil
+}
+
+// rawChain is the peer's chain as it was sent.
+func rawChain(cs tls.ConnectionState) [][]byte {
+	raw := make([][]byte, 0, len(cs.PeerCertificates))
+	for _, c := range cs.PeerCertificates {
+		raw = append(raw, c.Raw)
+	}
+	return raw
 }
 
 func parseChain(raw [][]byte) ([]*x509.Certificate, error) {
