@@ -213,9 +213,13 @@ func (a *Agent) start(ctx context.Context) error {
 			return err
 		}
 	}
+	// Every refused connection or call of cluster trust is counted here
+	// (peerd_security_refusals_total{listener,reason}); the cluster
+	// member exports it.
+	refusals := catalog.NewRefusalCounter()
 	if cfg.InternalTLS {
 		// Before any listener: a node that cannot be admitted stops here.
-		if a.trust, err = a.setupTrust(ctx, nil); err != nil {
+		if a.trust, err = a.setupTrust(ctx, refusals.Refused); err != nil {
 			return err
 		}
 	}
@@ -277,7 +281,7 @@ func (a *Agent) start(ctx context.Context) error {
 		cc.Timing = cfg.Timing
 	}
 	if a.trust != nil {
-		cc.Secrets = a.trust.secrets
+		cc.Secrets, cc.TLS, cc.Refusals = a.trust.secrets, a.trust.source, refusals
 	}
 	cc.Autopilot = catalog.AutopilotConfig{
 		CleanupDeadServers: cfg.CleanupDeadServers, DeadServerReapTime: cfg.DeadServerReapTime,
@@ -330,7 +334,9 @@ func (a *Agent) start(ctx context.Context) error {
 	pc.Cluster, pc.Registry, pc.Logger = a.cluster, reg, a.log
 	pc.LeafTTL = cfg.LeafTTL
 	if a.trust != nil {
-		pc.CASeed = a.trust.material.Seed
+		// The internal port is mutual TLS: every SignLeaf call carries the
+		// caller's node identity, and one without is refused.
+		pc.CASeed, pc.RequireNodeIdentity, pc.Refused = a.trust.material.Seed, true, refusals.Refused
 	}
 	if cfg.PeeringHeartbeatInterval > 0 {
 		pc.HeartbeatInterval = cfg.PeeringHeartbeatInterval
@@ -348,7 +354,7 @@ func (a *Agent) start(ctx context.Context) error {
 		secretsKey := a.trust.material.SecretsKey
 		ac := admission.Config{
 			Cluster: a.cluster, CA: a.peering.CA(), Datacenter: cfg.Datacenter,
-			GossipKey: a.cluster.GossipPrimaryKey, Logger: a.log,
+			GossipKey: a.cluster.GossipPrimaryKey, Logger: a.log, Refused: refusals.Refused,
 			// Read once: the renewal goroutine replaces the material.
 			SecretsKey: func() string { return secretsKey },
 		}
@@ -380,7 +386,10 @@ func (a *Agent) start(ctx context.Context) error {
 		MaxHeaderBytes:    1 << 20,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
-	a.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(8 << 20))
+	// With cluster trust the internal port is mutual TLS between admitted
+	// nodes; the options carry the credentials and the interceptors that
+	// give every call its caller's node identity.
+	a.grpc = grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(8 << 20)}, a.cluster.GRPCServerOptions()...)...)
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.grpc, a.health)
 	a.cluster.RegisterGRPC(a.grpc)

@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -20,6 +21,7 @@ import (
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/cmd/peerctl/cli"
 	"github.com/peerd/peerd/dataplane"
+	"github.com/peerd/peerd/internal/identity"
 )
 
 func devAgent(t *testing.T, mod func(*Config)) *Agent {
@@ -236,9 +238,23 @@ Services = [{ Name = "web", Consumers = [{ Peer = "b", Partition = "p" }] }]
 // TestGRPCHealthNamesServedServices checks that the gRPC health service
 // answers for the name of every service the agent's gRPC servers serve (a
 // Kubernetes probe may name one), and NotFound for others.
+// The internal port is mutual TLS (a dev agent has cluster trust): the
+// check is made with the node's own certificate, and a plaintext one is
+// refused.
 func TestGRPCHealthNamesServedServices(t *testing.T) {
 	a := devAgent(t, nil)
-	conn, err := grpc.NewClient(a.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	plain, err := grpc.NewClient(a.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if _, err := healthpb.NewHealthClient(plain).Check(pctx, &healthpb.HealthCheckRequest{}); err == nil {
+		t.Error("a plaintext call on the internal port was answered")
+	}
+	pcancel()
+	conn, err := grpc.NewClient(a.GRPCAddr(), grpc.WithTransportCredentials(
+		credentials.NewTLS(a.trust.source.ClientConfig("grpc", identity.RoleServer))))
 	if err != nil {
 		t.Fatal(err)
 	}
