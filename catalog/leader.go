@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"slices"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/peerd/peerd/catalog/state"
+	"github.com/peerd/peerd/internal/nodetls"
 )
 
 // bootstrapLoop waits until BootstrapExpect servers of this datacenter are in
@@ -48,7 +50,7 @@ func (c *Cluster) bootstrapLoop() {
 			// bootstrapping with it would leave a configuration that can
 			// never reach quorum. Consul confirms each peer by RPC; we dial
 			// its raft port.
-			if m.Name != c.cfg.NodeName && !c.reachable(m.Meta.RaftAddr) {
+			if m.Name != c.cfg.NodeName && !c.reachable(m) {
 				c.log.Info("bootstrap: server not reachable yet; waiting", "member", m.Name, "addr", m.Meta.RaftAddr)
 				continue
 			}
@@ -344,7 +346,7 @@ func (c *Cluster) ensureServer(m Member) error {
 	}
 	// Gossip can still call a dead server alive. Only a server that answers
 	// on its raft port is added; the next reconcile retries the others.
-	if !c.reachable(m.Meta.RaftAddr) {
+	if !c.reachable(m) {
 		c.log.Info("server not reachable on its raft port; not adding it yet", "member", m.Name, "addr", m.Meta.RaftAddr)
 		return nil
 	}
@@ -374,11 +376,24 @@ func (c *Cluster) removeServer(m Member) error {
 // reachable reports whether a server answers on its raft address: a TCP
 // connection, or with TLS a completed handshake with a server certificate
 // of this cluster.
-func (c *Cluster) reachable(addr string) bool {
-	conn, err := c.stream.Dial(raft.ServerAddress(addr), 500*time.Millisecond)
+func (c *Cluster) reachable(m Member) bool {
+	conn, err := c.stream.Dial(raft.ServerAddress(m.Meta.RaftAddr), 500*time.Millisecond)
 	if err != nil {
 		return false
 	}
-	_ = conn.Close()
+	defer conn.Close()
+	tc, ok := conn.(*tls.Conn)
+	if !ok {
+		return true // no cluster trust: answering is all there is to check
+	}
+	// With cluster trust the handshake proved an admitted server; it must
+	// also be the server the member claims to be, or a gossip member could
+	// borrow another server's address to be added to raft.
+	peer, err := nodetls.PeerAgent(tc.ConnectionState())
+	if err != nil || peer.Node != m.Name {
+		c.log.Warn("server's raft port presents another node's certificate; not adding it to raft", "member", m.Name, "certificate", peer.String())
+		c.cfg.Refusals.Refused("raft", "node-mismatch")
+		return false
+	}
 	return true
 }

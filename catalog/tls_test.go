@@ -483,3 +483,22 @@ func TestValidateTLS(t *testing.T) {
 		})
 	}
 }
+
+// TestRaftProbeChecksTheNode: before the leader adds a gossip member to
+// raft, it checks the member's raft port presents a server certificate
+// naming that member, so a member cannot borrow another server's address.
+func TestRaftProbeChecksTheNode(t *testing.T) {
+	pki := newTestPKI(t)
+	s1 := startTLSNode(t, pki, "s1", 1)
+	addr := s1.LocalMember().Meta.RaftAddr
+	if !s1.reachable(Member{Name: "s1", Meta: NodeMeta{RaftAddr: addr}}) {
+		t.Fatal("the server's own name was refused")
+	}
+	before := s1.refused("raft", "node-mismatch")
+	if s1.reachable(Member{Name: "s4", Meta: NodeMeta{RaftAddr: addr}}) {
+		t.Fatal("a member named s4 at s1's raft address was accepted")
+	}
+	if s1.refused("raft", "node-mismatch") <= before {
+		t.Fatal("the mismatch is not counted")
+	}
+}
