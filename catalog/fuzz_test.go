@@ -1,6 +1,8 @@
 package catalog
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"testing"
 
@@ -52,6 +54,38 @@ func FuzzApplyCommand(f *testing.F) {
 			if _, ok := fsm.Apply(&raft.Log{Index: i, Data: data}).(*ApplyResult); !ok {
 				t.Fatal("Apply did not return an *ApplyResult")
 			}
+		}
+	})
+}
+
+// FuzzMirrorApply feeds a client node's mirror decoder what a server (or
+// anything that reached it) could send: a gzip of records. It must never
+// panic, and a state it refuses must leave the view as it was.
+func FuzzMirrorApply(f *testing.F) {
+	src := newTestStore(f)
+	if err := src.Register(5, reg("n1", "web")); err != nil {
+		f.Fatal(err)
+	}
+	var good bytes.Buffer
+	zw := gzip.NewWriter(&good)
+	if _, err := src.WriteMirror(zw, nil); err != nil {
+		f.Fatal(err)
+	}
+	_ = zw.Close()
+	f.Add(good.Bytes())
+	f.Add([]byte{})
+	f.Add([]byte("\x1f\x8b\x08\x00garbage"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		v, err := newMirrorView()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := v.apply(good.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		before := v.store.LastIndex()
+		if err := v.apply(data); err != nil && v.store.LastIndex() != before {
+			t.Fatalf("a refused state changed the view: index %d, was %d", v.store.LastIndex(), before)
 		}
 	})
 }

@@ -6,7 +6,7 @@ import (
 	"github.com/peerd/peerd/catalog/state"
 )
 
-func newTestStore(t *testing.T) *state.Store {
+func newTestStore(t testing.TB) *state.Store {
 	t.Helper()
 	s, err := state.NewStore()
 	if err != nil {

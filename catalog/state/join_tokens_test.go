@@ -66,3 +66,18 @@ func TestJoinTokens(t *testing.T) {
 		t.Fatalf("after delete: %+v", list)
 	}
 }
+
+// TestRestoreRefusesIncompleteRecords: a snapshot or mirror record missing
+// the part its table's index reads is an error, not a panic (found by
+// catalog's FuzzMirrorApply).
+func TestRestoreRefusesIncompleteRecords(t *testing.T) {
+	s, err := NewStore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rec := range []string{`{"Node":{}}`, `{"Service":{"Node":"n"}}`, `{"Check":{"Node":"n"}}`} {
+		if err := s.Restore(strings.NewReader(rec + "\n")); err == nil || !strings.Contains(err.Error(), "without") {
+			t.Errorf("%s: got %v", rec, err)
+		}
+	}
+}

@@ -140,12 +140,36 @@ func decodeRecords(r io.Reader) (*memdb.MemDB, error) {
 		default:
 			return nil, fmt.Errorf("restore snapshot record %d: empty record", n)
 		}
+		if err := completeRow(row); err != nil {
+			return nil, fmt.Errorf("restore snapshot record %d (%s): %w", n, table, err)
+		}
 		if err := tx.Insert(table, row); err != nil {
 			return nil, fmt.Errorf("restore snapshot record %d into %s: %w", n, table, err)
 		}
 	}
 	tx.Commit()
 	return db, nil
+}
+
+// completeRow refuses a row whose indexes would read a missing part: a
+// snapshot file or a mirror stream is external input, and a record such as
+// {"Node":{}} must be an error, not a crash of the server restoring it.
+func completeRow(row any) error {
+	switch r := row.(type) {
+	case *nodeRow:
+		if r.Node == nil {
+			return errors.New("a node record without its node")
+		}
+	case *serviceRow:
+		if r.Service == nil {
+			return errors.New("a service record without its service")
+		}
+	case *checkRow:
+		if r.Check == nil {
+			return errors.New("a check record without its check")
+		}
+	}
+	return nil
 }
 
 // recordOf wraps one row of any table in its record.
