@@ -100,6 +100,30 @@ func BenchmarkRegister10k(b *testing.B) {
 		}
 		rss1, heap1 := memoryNow()
 
+		shutdown(servers)
+
+		// The same workload on a cluster with cluster trust: writes on the
+		// followers are forwarded over mutual TLS, raft replicates over TLS,
+		// and every entry is sealed.
+		trusted := startTrustedCluster(b, catalog.DefaultTiming())
+		taddrs := make([]string, len(trusted))
+		for j, s := range trusted {
+			taddrs[j] = s.HTTPAddr()
+		}
+		ttook, tlat, err := registerInstances(taddrs, "t"+prefix)
+		if err != nil {
+			b.Fatalf("register on the trusted cluster: %v", err)
+		}
+		shutdown(trusted)
+		trate := benchInstances / ttook.Seconds()
+		b.ReportMetric(trate, "trusted-instances/s")
+		b.ReportMetric(trate/(benchInstances/took.Seconds()), "trust-ratio")
+		b.ReportMetric(ms(percentile(tlat, 50)), "trusted-write-p50-ms")
+		b.ReportMetric(ms(percentile(tlat, 99)), "trusted-write-p99-ms")
+		b.Logf("with cluster trust (mTLS forwarding and raft, sealed log): %.0f/s (plaintext %.0f/s, ratio %.2f); write p50/p99 %s/%s (plaintext %s/%s)",
+			trate, benchInstances/took.Seconds(), trate/(benchInstances/took.Seconds()),
+			percentile(tlat, 50), percentile(tlat, 99), percentile(lat, 50), percentile(lat, 99))
+
 		rate := benchInstances / took.Seconds()
 		b.ReportMetric(rate, "instances/s")
 		b.ReportMetric(devRate, "dev-instances/s")
@@ -119,7 +143,6 @@ func BenchmarkRegister10k(b *testing.B) {
 			benchInstances, rate, devRate, rate/devRate, visible.Round(time.Millisecond), targetVisibleAll, verdict(visible < targetVisibleAll))
 		b.Logf("RSS per server (process delta / 3): %.1f MB (target < %d MB: %s)",
 			rssPerServer, targetRSSMB, verdict(rssPerServer >= 0 && rssPerServer < targetRSSMB))
-		shutdown(servers)
 	}
 }
 
@@ -185,7 +208,34 @@ func BenchmarkBlockingQueryWakeup(b *testing.B) {
 				}
 				leaderLat, leaderE2E := wakeups(b, leader.HTTPAddr(), leader.HTTPAddr(), false, "leader", diag)
 				followerLat, followerE2E := wakeups(b, leader.HTTPAddr(), follower.HTTPAddr(), true, "follower", diag)
+				relayLat, _ := wakeups(b, leader.HTTPAddr(), follower.HTTPAddr(), false, "relayed", diag)
 				shutdown(servers)
+
+				// The same relayed read (a follower without ?stale, relayed to
+				// the leader over the internal gRPC port) on a cluster with
+				// cluster trust: the port is then mutual TLS.
+				trusted := startTrustedCluster(b, tt.timing)
+				tLeader, tFollower := trusted[0], trusted[1]
+				for _, s := range trusted {
+					if s.Cluster().IsLeader() {
+						tLeader = s
+					}
+				}
+				for _, s := range trusted {
+					if s != tLeader {
+						tFollower = s
+						break
+					}
+				}
+				tRelayLat, _ := wakeups(b, tLeader.HTTPAddr(), tFollower.HTTPAddr(), false, "trusted-relayed", diag)
+				shutdown(trusted)
+				b.ReportMetric(ms(percentile(relayLat, 50)), "relayed-p50-ms")
+				b.ReportMetric(ms(percentile(relayLat, 99)), "relayed-p99-ms")
+				b.ReportMetric(ms(percentile(tRelayLat, 50)), "trusted-relayed-p50-ms")
+				b.ReportMetric(ms(percentile(tRelayLat, 99)), "trusted-relayed-p99-ms")
+				b.ReportMetric(float64(percentile(tRelayLat, 50))/float64(max(percentile(relayLat, 50), time.Microsecond)), "trust-relay-p50-ratio")
+				b.Logf("relayed blocking read (follower -> leader over the internal port), p50/p99: plaintext %s/%s, mutual TLS %s/%s",
+					percentile(relayLat, 50), percentile(relayLat, 99), percentile(tRelayLat, 50), percentile(tRelayLat, 99))
 
 				report := func(name string, lat, e2e []time.Duration) {
 					b.ReportMetric(ms(percentile(lat, 50)), name+"-p50-ms")
