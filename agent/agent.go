@@ -434,7 +434,7 @@ func (a *Agent) start(ctx context.Context) error {
 		Mark: cfg.ProxyMark, MinTLSVersion: minTLS, LeafTTL: cfg.LeafTTL,
 	}
 	if a.trust != nil {
-		proxyCfg.NodeCertificate = a.trust.source.Certificate
+		proxyCfg.NodeCertificate, proxyCfg.NodeRevoked = a.trust.source.Certificate, a.cluster.NodeRevoked
 	}
 	if a.dataplane != nil && len(a.transparentLns) > 0 {
 		proxyCfg.TransparentListeners, proxyCfg.Capture, proxyCfg.CgroupID = a.transparentLns, a.dataplane, dataplane.CgroupID

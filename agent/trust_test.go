@@ -3,7 +3,9 @@ package agent
 import (
 	"context"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,7 +15,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/peerd/peerd/agent/admission/pbadmission"
+	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/pbcatalog"
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/identity"
 	"github.com/peerd/peerd/peering/pbpeering"
 )
@@ -76,4 +81,76 @@ func TestTrustedClusterRefusesOutsiders(t *testing.T) {
 			t.Fatalf("not counted: %v", got)
 		}
 	})
+}
+
+// TestRevokedClientIsCutOff: once a client node is revoked, its writes,
+// its renewals and its mirror stream are refused on connections it already
+// had open, and each refusal is counted.
+func TestRevokedClientIsCutOff(t *testing.T) {
+	if testing.Short() {
+		t.Skip("four agents in one process: skipped with -short")
+	}
+	c := startPeeringCluster(t, "v", "dc1")
+	client := c.client
+	ctx := context.Background()
+	reg := func(id string) error {
+		_, err := client.Cluster().Apply(ctx, &catalog.Command{Type: catalog.CmdRegister, Register: &state.RegisterRequest{
+			Node:    &state.Node{ID: client.cfg.NodeID, Node: client.cfg.NodeName, Address: "127.0.0.1"},
+			Service: &state.Service{ID: id, Service: id, Port: 1},
+		}})
+		return err
+	}
+	if err := reg("before"); err != nil {
+		t.Fatalf("the admitted client cannot write: %v", err)
+	}
+	eventually(t, 10*time.Second, "the client's mirror is synced", func() error {
+		if !client.Cluster().ViewSynced() {
+			return fmt.Errorf("not synced")
+		}
+		return nil
+	})
+
+	code, body, err := httpDo("POST", "http://"+c.servers[0].HTTPAddr()+"/v1/operator/revoke-node/"+client.cfg.NodeName, nil)
+	if err != nil || code != 200 {
+		t.Fatalf("revoke: %d %s %v", code, body, err)
+	}
+	eventually(t, 10*time.Second, "the revoked client's write is refused", func() error {
+		err := reg("after")
+		if err == nil {
+			return fmt.Errorf("still accepted")
+		}
+		if !strings.Contains(err.Error(), "revoked") {
+			return fmt.Errorf("refused for another reason: %v", err)
+		}
+		return nil
+	})
+	conn, err := client.Cluster().LeaderConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _, _ := identity.NewKey()
+	der, _ := x509.MarshalPKIXPublicKey(key.Public())
+	_, err = pbadmission.NewAdmissionServiceClient(conn).Renew(ctx, &pbadmission.RenewRequest{
+		PublicKeyPem: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})),
+	})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a revoked node renewed: %v", err)
+	}
+	var total float64
+	eventually(t, 10*time.Second, "the refusals are counted on the servers", func() error {
+		total = 0
+		for _, s := range c.servers {
+			total += metricValue(scrape(t, s), `peerd_security_refusals_total{listener="grpc",reason="revoked-node"}`)
+		}
+		if total < 2 {
+			return fmt.Errorf("%v counted", total)
+		}
+		return nil
+	})
+	// The servers still serve each other.
+	if _, err := c.servers[1].Cluster().Apply(ctx, &catalog.Command{Type: catalog.CmdRegister, Register: &state.RegisterRequest{
+		Node: &state.Node{ID: "6a0c1c7e-0000-4000-8000-000000000009", Node: "ext", Address: "127.0.0.9"},
+	}}); err != nil {
+		t.Fatalf("a server's write after the revocation: %v", err)
+	}
 }

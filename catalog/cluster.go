@@ -20,8 +20,10 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/peerd/peerd/catalog/pbcatalog"
 	"github.com/peerd/peerd/catalog/state"
@@ -208,6 +210,9 @@ func (c *Cluster) Start() error {
 	if c.ctx.Err() != nil {
 		return ErrShutdown
 	}
+	if c.cfg.TLS != nil && c.store != nil {
+		c.cfg.TLS.SetRevoked(c.NodeRevoked) // before raft accepts a handshake
+	}
 	if c.cfg.Server {
 		if err := c.startRaft(); err != nil {
 			_ = c.stop()
@@ -222,6 +227,9 @@ func (c *Cluster) Start() error {
 	if err := c.startMirror(); err != nil {
 		_ = c.stop()
 		return err
+	}
+	if c.cfg.TLS != nil && c.store == nil {
+		c.cfg.TLS.SetRevoked(c.NodeRevoked)
 	}
 	c.wg.Add(2)
 	go func() { defer c.wg.Done(); c.joinLoop() }()
@@ -652,6 +660,10 @@ func (c *Cluster) applyRetry(ctx context.Context, data []byte, forwarded bool) (
 }
 
 func retryable(err error) bool {
+	switch status.Code(err) {
+	case codes.PermissionDenied, codes.Unauthenticated, codes.InvalidArgument:
+		return false // a refusal: asking again gets the same answer
+	}
 	return errors.Is(err, ErrNoLeader) || errors.Is(err, ErrNoServers) ||
 		errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
 		errors.Is(err, raft.ErrLeadershipTransferInProgress) || errors.Is(err, errForward)

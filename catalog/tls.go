@@ -6,6 +6,7 @@ package catalog
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -220,6 +221,13 @@ func (c *Cluster) verifiedPeer(ctx context.Context, method string) (context.Cont
 		if info, isTLS := p.AuthInfo.(credentials.TLSInfo); isTLS {
 			var a identity.Agent
 			if a, err = nodetls.PeerAgent(info.State); err == nil {
+				// The handshake checked revocation; a connection opened
+				// before the node was revoked is checked on every call.
+				if c.NodeRevoked(a, info.State.PeerCertificates[0]) {
+					c.cfg.Refusals.Refused(ListenerGRPC, nodetls.ReasonRevoked)
+					c.log.Warn("refused a call from a revoked node", "listener", ListenerGRPC, "method", method, "node", a.Node, "remote", addrString(remote))
+					return nil, status.Errorf(codes.PermissionDenied, "%s: the certificate of node %s was revoked", method, a.Node)
+				}
 				return nodetls.WithPeer(ctx, a), nil
 			}
 		} else {
@@ -246,7 +254,41 @@ func (c *Cluster) streamPeer(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 	if err != nil {
 		return err
 	}
-	return handler(srv, &peerStream{ServerStream: ss, ctx: ctx})
+	// A stream (the mirror) outlives any one check: it ends within a
+	// second of its node's revocation.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if a, ok := nodetls.PeerFrom(ctx); ok {
+		if p, ok := peer.FromContext(ctx); ok {
+			if info, isTLS := p.AuthInfo.(credentials.TLSInfo); isTLS && len(info.State.PeerCertificates) > 0 {
+				go c.endIfRevoked(ctx, cancel, a, info.State.PeerCertificates[0])
+			}
+		}
+	}
+	err = handler(srv, &peerStream{ServerStream: ss, ctx: ctx})
+	if ctx.Err() != nil && ss.Context().Err() == nil && c.ctx.Err() == nil {
+		return status.Errorf(codes.PermissionDenied, "%s: the certificate of this node was revoked", info.FullMethod)
+	}
+	return err
+}
+
+// endIfRevoked cancels a stream's context once its node is revoked.
+func (c *Cluster) endIfRevoked(ctx context.Context, cancel context.CancelFunc, a identity.Agent, leaf *x509.Certificate) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if c.NodeRevoked(a, leaf) {
+				c.cfg.Refusals.Refused(ListenerGRPC, nodetls.ReasonRevoked)
+				c.log.Warn("ended the stream of a revoked node", "listener", ListenerGRPC, "node", a.Node)
+				cancel()
+				return
+			}
+		}
+	}
 }
 
 // peerStream is a server stream whose context carries the verified peer.

@@ -21,6 +21,7 @@ package l7proxy
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,6 +32,7 @@ import (
 
 	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/ca"
+	"github.com/peerd/peerd/internal/identity"
 )
 
 // DefaultMark is the SO_MARK the terminator's sockets carry unless
@@ -76,6 +78,9 @@ type Config struct {
 	// which no workload can obtain: the caller's identity the first node
 	// vouched for (XFCC) is then trusted from admitted nodes alone.
 	NodeCertificate func() *tls.Certificate
+	// NodeRevoked, with NodeCertificate, reports a revoked node
+	// certificate: a hop presenting one is refused.
+	NodeRevoked func(identity.Agent, *x509.Certificate) bool
 	// GatewayListener, when set, is the listener of the node's gateway
 	// (inbound mTLS); the proxy serves it and closes it on Close.
 	GatewayListener net.Listener

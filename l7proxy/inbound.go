@@ -335,7 +335,7 @@ func (g *gateway) configFor(hello *tls.ClientHelloInfo, hs *handshake) (*tls.Con
 			if sid, err := identity.ParseServiceID(id); err == nil {
 				ci.callerSvc = &sid
 			}
-			ci.hop = internal && p.isHop(id, gatewayID, local.td)
+			ci.hop = internal && p.isHop(id, gatewayID, local.td, cs.PeerCertificates[0])
 			if ci.callerSvc == nil && !ci.hop {
 				hs.reason = "not_a_service_identity"
 				return fmt.Errorf("client %s is neither a service nor a node of this cluster", id)
@@ -350,12 +350,15 @@ func (g *gateway) configFor(hello *tls.ClientHelloInfo, hs *handshake) (*tls.Con
 // cluster on the node-to-node hop: with cluster trust, a node certificate
 // of this trust domain and datacenter (the gateway identity is then not
 // enough: every gateway node can hold it); without, the gateway identity.
-func (p *Proxy) isHop(id, gatewayID spiffeid.ID, td spiffeid.TrustDomain) bool {
+func (p *Proxy) isHop(id, gatewayID spiffeid.ID, td spiffeid.TrustDomain, leaf *x509.Certificate) bool {
 	if p.cfg.NodeCertificate == nil {
 		return id == gatewayID
 	}
 	a, err := identity.ParseAgentID(id)
-	return err == nil && a.TrustDomain == td && a.Datacenter == p.cfg.Datacenter
+	if err != nil || a.TrustDomain != td || a.Datacenter != p.cfg.Datacenter {
+		return false
+	}
+	return p.cfg.NodeRevoked == nil || !p.cfg.NodeRevoked(a, leaf)
 }
 
 // exportedTo checks that service is exported to peer and that the peering

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/peerd/peerd/agent/admission"
+	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/decode"
 )
@@ -117,4 +118,19 @@ func (s *Server) joinTokenRevoke(w http.ResponseWriter, r *http.Request) (any, e
 		return nil, err
 	}
 	return true, nil
+}
+
+// nodeRevoke is POST /v1/operator/revoke-node/{node} (peerd's): every
+// certificate of the node signed so far stops working on raft, the
+// internal port and the node hop; its open streams end. Servers only.
+func (s *Server) nodeRevoke(w http.ResponseWriter, r *http.Request) (any, error) {
+	node := r.PathValue("node")
+	at, err := s.cluster.RevokeNode(r.Context(), node, time.Now())
+	if errors.Is(err, catalog.ErrNotServer) {
+		return nil, errBadRequest("%v: send it to a server's HTTP API", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"Node": node, "RevokedAt": at}, nil
 }

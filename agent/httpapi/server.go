@@ -264,6 +264,7 @@ func (s *Server) routes() {
 	s.handle("POST /v1/operator/join-token", s.joinTokenCreate)
 	s.handle("GET /v1/operator/join-tokens", s.joinTokenList)
 	s.handle("DELETE /v1/operator/join-token/{id}", s.joinTokenRevoke)
+	s.handle("POST /v1/operator/revoke-node/{node}", s.nodeRevoke)
 	s.handleLimit("PUT /v1/snapshot", maxSnapshotUpload, s.snapshotRestore)
 
 	metrics := promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})

@@ -26,7 +26,11 @@ const (
 
 // backdate is subtracted from NotBefore of every certificate the CA creates,
 // to tolerate clocks that lag ours, as Consul does.
-const backdate = time.Minute
+const backdate = Backdate
+
+// Backdate is how far before its signing a certificate's NotBefore is set
+// (clock skew between nodes); a certificate was signed at NotBefore+Backdate.
+const Backdate = time.Minute
 
 // rootMaxPathLen is the path length constraint of a root: 1, so that the
 // next root's cross-signed certificate (a CA certificate that is not

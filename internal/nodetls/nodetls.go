@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -46,6 +47,7 @@ const (
 	ReasonNotAgent       = "not-an-agent"
 	ReasonForeignCluster = "foreign-cluster"
 	ReasonRole           = "role-not-allowed"
+	ReasonRevoked        = "revoked-node"
 )
 
 // ErrRefused is wrapped by every verification failure.
@@ -72,6 +74,9 @@ type Config struct {
 type Source struct {
 	refused func(listener, reason string)
 	now     func() time.Time
+
+	// revoked, when set, names revoked node certificates (SetRevoked).
+	revoked atomic.Pointer[func(identity.Agent, *x509.Certificate) bool]
 
 	mu    sync.RWMutex
 	self  identity.Agent
@@ -128,6 +133,13 @@ func (s *Source) Update(certPEM, keyPEM string, rootPEMs []string) error {
 	pair.Leaf = chain[0]
 	s.self, s.cert, s.leaf, s.roots = self, &pair, chain[0], roots
 	return nil
+}
+
+// SetRevoked installs the check of revoked node certificates, called on
+// every handshake once the peer's chain verified (the cluster's revocation
+// list lives in its state, which exists only after the Source).
+func (s *Source) SetRevoked(fn func(identity.Agent, *x509.Certificate) bool) {
+	s.revoked.Store(&fn)
 }
 
 // Self is the identity the node certificate names.
@@ -257,6 +269,9 @@ func (s *Source) check(raw [][]byte, usage x509.ExtKeyUsage, roles []string) (id
 	}
 	if !slices.Contains(roles, a.Role) {
 		return identity.Agent{}, ReasonRole, fmt.Errorf("%s is a %s; only %v may connect here", id, a.Role, roles)
+	}
+	if fn := s.revoked.Load(); fn != nil && (*fn)(a, chain[0]) {
+		return identity.Agent{}, ReasonRevoked, fmt.Errorf("the certificate of node %s was revoked", a.Node)
 	}
 	return a, "", nil
 }

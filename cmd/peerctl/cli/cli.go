@@ -116,6 +116,7 @@ Environment:
 		newSnapshotCommand(a),
 		newCACommand(a),
 		newJoinTokenCommand(a),
+		newNodeCommand(a),
 		newKeyringCommand(a),
 		newDataplaneCommand(a),
 		newOperatorCommand(a),

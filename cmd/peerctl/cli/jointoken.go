@@ -126,3 +126,30 @@ admitted keep their certificates; the token admits no one more.`,
 		},
 	}
 }
+
+// newNodeCommand is `node`: operations on one admitted node.
+func newNodeCommand(a *app) *cobra.Command {
+	revoke := &cobra.Command{
+		Use:   "revoke <node>",
+		Short: "Revoke a node's certificate: it is cut off from the cluster",
+		Long: `Revoke every certificate of a node signed so far (POST
+/v1/operator/revoke-node/<node>, on a server). The node's handshakes on raft,
+the internal port and the node hop are refused from then on, its calls on
+connections already open too, and its streams end within a second. To let
+the node back, admit it again with a new join token.`,
+		Example: "  peerctl node revoke web-7",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			if _, err := c.Post(cmd.Context(), "/v1/operator/revoke-node/"+url.PathEscape(args[0]), nil, nil); err != nil {
+				return fmt.Errorf("revoke node %s: %w", args[0], err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Revoked the certificates of node %s\n", args[0])
+			return nil
+		},
+	}
+	return newGroupCommand("node", "Operate on one admitted node", revoke)
+}
