@@ -27,6 +27,7 @@ import (
 
 	"github.com/peerd/peerd/catalog/pbcatalog"
 	"github.com/peerd/peerd/catalog/state"
+	"github.com/peerd/peerd/internal/nodetls"
 )
 
 // Errors a write can fail with before it reaches the store.
@@ -673,6 +674,11 @@ var errForward = errors.New("forward write")
 
 func (c *Cluster) applyOnce(ctx context.Context, data []byte, forwarded bool) (*ApplyResult, error) {
 	if c.raft != nil && c.raft.State() == raft.Leader {
+		if o, ok := ctx.Value(originKey{}).(origin); ok && c.revokedOrigin(o) {
+			c.cfg.Refusals.Refused(ListenerGRPC, nodetls.ReasonRevoked)
+			c.log.Warn("refused a write relayed for a revoked node", "listener", ListenerGRPC, "node", o.node)
+			return nil, status.Errorf(codes.PermissionDenied, "the certificate of node %s was revoked", o.node)
+		}
 		return c.applyLocal(ctx, data)
 	}
 	if c.raft != nil && forwarded {
@@ -751,7 +757,11 @@ func (c *Cluster) forward(ctx context.Context, to Member, data []byte, forwarded
 	if err != nil {
 		return nil, fmt.Errorf("%w to %s: %w", errForward, to.Name, err)
 	}
-	resp, err := pbcatalog.NewCatalogServiceClient(conn).Apply(ctx, &pbcatalog.ApplyRequest{Command: data, Forwarded: forwarded})
+	req := &pbcatalog.ApplyRequest{Command: data, Forwarded: forwarded}
+	if o, ok := ctx.Value(originKey{}).(origin); ok {
+		req.OriginNode, req.OriginSignedUnixNano = o.node, o.signed.UnixNano()
+	}
+	resp, err := pbcatalog.NewCatalogServiceClient(conn).Apply(ctx, req)
 	if err != nil {
 		return nil, fmt.Errorf("%w to %s: %w", errForward, to.Name, err)
 	}
@@ -780,6 +790,9 @@ func (s *catalogServer) Apply(ctx context.Context, req *pbcatalog.ApplyRequest) 
 	data, err := s.c.authorizeApply(ctx, req)
 	if err != nil {
 		return nil, err
+	}
+	if o, ok := originOf(ctx, req); ok {
+		ctx = context.WithValue(ctx, originKey{}, o)
 	}
 	res, err := s.c.applyRetry(ctx, data, req.GetForwarded())
 	var ae *ApplyError

@@ -7,6 +7,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/peerd/peerd/catalog/pbcatalog"
+	"github.com/peerd/peerd/internal/nodetls"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+
 	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/identity"
 )
@@ -61,4 +66,73 @@ func (c *Cluster) NodeRevoked(a identity.Agent, leaf *x509.Certificate) bool {
 		return true // a revocation that does not parse still revokes
 	}
 	return !leaf.NotBefore.Add(identity.Backdate).After(at)
+}
+
+// origin is the client node a write is made for, as its certificate says.
+type origin struct {
+	node   string
+	signed time.Time // NotBefore + Backdate
+}
+
+type originKey struct{}
+
+// originOf is the client node of a call on the internal port, if its
+// caller is a client node.
+func originOf(ctx context.Context, req *pbcatalog.ApplyRequest) (origin, bool) {
+	a, ok := nodetls.PeerFrom(ctx)
+	if !ok {
+		return origin{}, false
+	}
+	if a.IsServer() {
+		// Only a server relays for a client; a client's own claim of an
+		// origin is never read.
+		if req.GetOriginNode() == "" {
+			return origin{}, false
+		}
+		return origin{node: req.GetOriginNode(), signed: time.Unix(0, req.GetOriginSignedUnixNano())}, true
+	}
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return origin{}, false
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return origin{}, false
+	}
+	return origin{node: a.Node, signed: info.State.PeerCertificates[0].NotBefore.Add(identity.Backdate)}, true
+}
+
+// revokedOrigin reports whether the write's client node is revoked, by this
+// server's state: the leader's is current, so a write relayed by a
+// follower that had not applied the revocation yet is still refused.
+func (c *Cluster) revokedOrigin(o origin) bool {
+	v := c.store.Meta(revokedNodePrefix + o.node)
+	if v == "" {
+		return false
+	}
+	at, err := time.Parse(time.RFC3339Nano, v)
+	return err != nil || !o.signed.After(at)
+}
+
+// CallerRevoked reports whether the client node calling on the internal
+// port (ctx of a call there) is revoked, by this server's state once it has
+// applied everything committed before the call: a follower that had not
+// yet applied a revocation must not renew the revoked node's certificate.
+func (c *Cluster) CallerRevoked(ctx context.Context) (bool, error) {
+	a, ok := nodetls.PeerFrom(ctx)
+	if !ok {
+		return false, nil
+	}
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return false, nil
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return false, nil
+	}
+	if err := c.WaitCaughtUp(ctx); err != nil {
+		return false, fmt.Errorf("catch up before checking revocation: %w", err)
+	}
+	return c.NodeRevoked(a, info.State.PeerCertificates[0]), nil
 }

@@ -30,6 +30,14 @@ func (t *tcpStreamLayer) Addr() net.Addr            { return t.advertise }
 // toStatus maps cluster errors onto gRPC codes so the forwarding side can
 // recover the sentinel it needs to decide whether to retry.
 func toStatus(err error) error {
+	// A refusal from further along (the leader refusing a relayed write)
+	// keeps its code, so the caller does not take it for an outage.
+	if st, ok := status.FromError(err); ok {
+		switch st.Code() {
+		case codes.PermissionDenied, codes.Unauthenticated, codes.InvalidArgument:
+			return status.Error(st.Code(), err.Error())
+		}
+	}
 	switch {
 	case errors.Is(err, ErrNoLeader), errors.Is(err, raft.ErrNotLeader),
 		errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):

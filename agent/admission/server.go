@@ -255,6 +255,13 @@ func (s *Server) Renew(ctx context.Context, req *pbadmission.RenewRequest) (*pba
 		return nil, s.refuse(codes.PermissionDenied, ReasonNoPeer, "", "",
 			errors.New("renewal needs the node's current certificate: call it on the internal mTLS port"))
 	}
+	// The interceptor checked revocation on this server's state; a renewal
+	// outlives it, so check again once caught up with the leader.
+	if revoked, err := s.cfg.Cluster.CallerRevoked(ctx); err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	} else if revoked {
+		return nil, s.refuse(codes.PermissionDenied, "revoked-node", "", peer.Node, fmt.Errorf("the certificate of node %s was revoked", peer.Node))
+	}
 	pub, err := parsePublicKey(req.GetPublicKeyPem())
 	if err != nil {
 		return nil, s.refuse(codes.InvalidArgument, ReasonBadRequest, "", peer.Node, err)

@@ -31,9 +31,14 @@ type ApplyRequest struct {
 	Command []byte `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"`
 	// forwarded is set by a server that relays the write to its leader, so the
 	// leader does not relay it again.
-	Forwarded     bool `protobuf:"varint,2,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Forwarded bool `protobuf:"varint,2,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	// origin_node and origin_signed_unix_nano name the client node a server
+	// relays the write for, and when that node's certificate was signed: the
+	// leader checks the node's revocation against its own, current state.
+	OriginNode           string `protobuf:"bytes,3,opt,name=origin_node,json=originNode,proto3" json:"origin_node,omitempty"`
+	OriginSignedUnixNano int64  `protobuf:"varint,4,opt,name=origin_signed_unix_nano,json=originSignedUnixNano,proto3" json:"origin_signed_unix_nano,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *ApplyRequest) Reset() {
@@ -78,6 +83,20 @@ func (x *ApplyRequest) GetForwarded() bool {
 		return x.Forwarded
 	}
 	return false
+}
+
+func (x *ApplyRequest) GetOriginNode() string {
+	if x != nil {
+		return x.OriginNode
+	}
+	return ""
+}
+
+func (x *ApplyRequest) GetOriginSignedUnixNano() int64 {
+	if x != nil {
+		return x.OriginSignedUnixNano
+	}
+	return 0
 }
 
 type ApplyResponse struct {
@@ -450,10 +469,13 @@ var File_catalog_proto protoreflect.FileDescriptor
 
 const file_catalog_proto_rawDesc = "" +
 	"\n" +
-	"\rcatalog.proto\x12\x10peerd.catalog.v1\"F\n" +
+	"\rcatalog.proto\x12\x10peerd.catalog.v1\"\x9e\x01\n" +
 	"\fApplyRequest\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\x12\x1c\n" +
-	"\tforwarded\x18\x02 \x01(\bR\tforwarded\"K\n" +
+	"\tforwarded\x18\x02 \x01(\bR\tforwarded\x12\x1f\n" +
+	"\vorigin_node\x18\x03 \x01(\tR\n" +
+	"originNode\x125\n" +
+	"\x17origin_signed_unix_nano\x18\x04 \x01(\x03R\x14originSignedUnixNano\"K\n" +
 	"\rApplyResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x0e\n" +
 	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x14\n" +
