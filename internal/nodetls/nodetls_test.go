@@ -91,9 +91,9 @@ func source(t *testing.T, root identity.Root, a identity.Agent, rec *recorder, r
 	return s
 }
 
-// handshake runs one TLS handshake over loopback and returns the two
-// sides' errors and the server's view of the client.
-func handshake(t *testing.T, server, client *tls.Config) (serverErr, clientErr error, peer identity.Agent) {
+// handshake runs one TLS handshake over loopback and returns the server's
+// view of the client and the two sides' errors.
+func handshake(t *testing.T, server, client *tls.Config) (peer identity.Agent, serverErr, clientErr error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -129,7 +129,7 @@ func handshake(t *testing.T, server, client *tls.Config) (serverErr, clientErr e
 		_, clientErr = tc.Read(make([]byte, 1))
 	}
 	<-done
-	return serverErr, clientErr, peer
+	return peer, serverErr, clientErr
 }
 
 func TestMutualAgents(t *testing.T) {
@@ -138,7 +138,7 @@ func TestMutualAgents(t *testing.T) {
 	srv := source(t, root, agent(t, root, identity.RoleServer, "s1"), rec)
 	cli := source(t, root, agent(t, root, identity.RoleClient, "c1"), rec)
 
-	serr, cerr, peer := handshake(t, srv.ServerConfig("grpc", identity.RoleServer, identity.RoleClient), cli.ClientConfig("grpc", identity.RoleServer))
+	peer, serr, cerr := handshake(t, srv.ServerConfig("grpc", identity.RoleServer, identity.RoleClient), cli.ClientConfig("grpc", identity.RoleServer))
 	if serr != nil || cerr != nil {
 		t.Fatalf("client to server: %v / %v", serr, cerr)
 	}
@@ -190,7 +190,7 @@ func TestRefusals(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			serr, cerr, _ := handshake(t, raftOnly, c.client)
+			_, serr, cerr := handshake(t, raftOnly, c.client)
 			if !errors.Is(serr, ErrRefused) && !strings.Contains(errString(serr), "certificate") {
 				t.Fatalf("server accepted: %v", serr)
 			}
@@ -206,7 +206,7 @@ func TestRefusals(t *testing.T) {
 	t.Run("a server that is not of this cluster, dialed by a node", func(t *testing.T) {
 		crec := &recorder{}
 		cli := source(t, root, agent(t, root, identity.RoleClient, "c1"), crec)
-		_, cerr, _ := handshake(t, foreign.ServerConfig("raft", identity.RoleServer, identity.RoleClient), cli.ClientConfig("grpc", identity.RoleServer))
+		_, _, cerr := handshake(t, foreign.ServerConfig("raft", identity.RoleServer, identity.RoleClient), cli.ClientConfig("grpc", identity.RoleServer))
 		if cerr == nil || crec.last() != "grpc/"+ReasonUntrusted {
 			t.Fatalf("dialer accepted a rogue server: %v (%s)", cerr, crec.last())
 		}
@@ -233,14 +233,14 @@ func TestRotationOverlap(t *testing.T) {
 	srv := source(t, newR, agent(t, newR, identity.RoleServer, "s1"), rec, oldRoot.CertPEM, newR.CertPEM)
 	stale := source(t, oldRoot, agent(t, oldRoot, identity.RoleServer, "s2"), &recorder{}, oldRoot.CertPEM, newR.CertPEM)
 
-	if serr, cerr, _ := handshake(t, srv.ServerConfig("raft", identity.RoleServer), stale.ClientConfig("raft", identity.RoleServer)); serr != nil || cerr != nil {
+	if _, serr, cerr := handshake(t, srv.ServerConfig("raft", identity.RoleServer), stale.ClientConfig("raft", identity.RoleServer)); serr != nil || cerr != nil {
 		t.Fatalf("during the overlap: %v / %v", serr, cerr)
 	}
 	cert, key := issue(t, newR, srv.Self(), spiffeid.ID{})
 	if err := srv.Update(cert, key, []string{newR.CertPEM}); err != nil {
 		t.Fatal(err)
 	}
-	if _, cerr, _ := handshake(t, srv.ServerConfig("raft", identity.RoleServer), stale.ClientConfig("raft", identity.RoleServer)); cerr == nil {
+	if _, _, cerr := handshake(t, srv.ServerConfig("raft", identity.RoleServer), stale.ClientConfig("raft", identity.RoleServer)); cerr == nil {
 		t.Fatal("a certificate of the dropped root was accepted after the overlap")
 	}
 	if rec.last() != "raft/"+ReasonUntrusted {
