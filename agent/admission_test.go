@@ -34,24 +34,15 @@ func trustedAgent(t *testing.T, name string, server bool, token string, join ...
 
 func trustedAgentWith(t *testing.T, name string, server bool, token string, mod func(*Config), join ...string) (*Agent, error) {
 	t.Helper()
-	cfg := DefaultConfig()
-	cfg.NodeName, cfg.Server = name, server
+	expect := 0
 	if server && token == "" {
-		cfg.BootstrapExpect = 1
+		expect = 1
 	}
+	cfg := testAgentConfig(t, name, server, expect, join...)
 	cfg.InternalTLS, cfg.JoinToken = true, token
-	if token == "" {
-		cfg.Encrypt = testGossipKey // the others get it from their join token
+	if token != "" {
+		cfg.Encrypt = "" // the token carries it
 	}
-	cfg.DataDir = t.TempDir()
-	cfg.BindAddr = "127.0.0.1"
-	cfg.HTTPAddr, cfg.GRPCAddr, cfg.GRPCTLSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.GatewayAddr = "127.0.0.1:0"
-	cfg.SerfLANPort, cfg.ServerPort = 0, 0
-	cfg.RetryJoin, cfg.RetryInterval = join, 200*time.Millisecond
-	cfg.LogLevel = "error"
-	cfg.SyncInterval = 2 * time.Second
-	cfg.Timing = catalog.FastTiming()
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,26 +19,8 @@ import (
 	"github.com/peerd/peerd/agent/config"
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/cmd/peerctl/cli"
+	"github.com/peerd/peerd/internal/testutil"
 )
-
-// lockedBuffer is a bytes.Buffer an agent's logger can write to while the
-// test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // memberNames is the names of the members a sees alive.
 func memberNames(a *Agent) map[string]bool {
@@ -92,7 +73,7 @@ func TestKeyringRotation(t *testing.T) {
 	}
 	oldKey := testGossipKey
 	newKey := base64.StdEncoding.EncodeToString([]byte("the-new-gossip-key-of-the-tests!"))
-	logs := &lockedBuffer{}
+	logs := &testutil.SyncBuffer{}
 	cfg := testAgentConfig(t, "s1", true, 3)
 	cfg.LogOutput, cfg.LogLevel = logs, "debug"
 	s1 := startTestAgent(t, cfg)
@@ -277,7 +258,7 @@ func TestInsecureGossip(t *testing.T) {
 		}
 	}
 
-	logs := &lockedBuffer{}
+	logs := &testutil.SyncBuffer{}
 	cfg.InsecureGossip, cfg.LogOutput, cfg.LogLevel = true, logs, "warn"
 	a := startTestAgent(t, cfg)
 	if n := strings.Count(logs.String(), "gossip is NOT encrypted"); n != 1 {
@@ -309,7 +290,7 @@ func TestInsecureGossip(t *testing.T) {
 		t.Fatalf("an unencrypted agent wrote a keyring file: %v", err)
 	}
 
-	devLogs := &lockedBuffer{}
+	devLogs := &testutil.SyncBuffer{}
 	dev := devAgent(t, func(c *Config) { c.LogOutput, c.LogLevel = devLogs, "warn" })
 	if strings.Contains(devLogs.String(), "NOT encrypted") {
 		t.Fatalf("dev mode warned about gossip: %s", devLogs.String())

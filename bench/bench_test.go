@@ -317,23 +317,8 @@ func startCluster(b *testing.B, timing catalog.Timing) []*agent.Agent {
 		b.Cleanup(func() { _ = a.Close(context.Background()) })
 		servers = append(servers, a)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ready := true
-		for _, s := range servers {
-			peers, err := s.Cluster().Peers()
-			if s.Cluster().Leader() == "" || err != nil || len(peers) != 3 {
-				ready = false
-			}
-		}
-		if ready {
-			return servers
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("no leader with 3 voters known to every server after 30s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitVoters(b, servers)
+	return servers
 }
 
 // shutdown stops the servers together, so none spends its last moments

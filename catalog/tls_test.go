@@ -1,14 +1,12 @@
 package catalog
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"io"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +25,7 @@ import (
 	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/identity"
 	"github.com/peerd/peerd/internal/nodetls"
+	"github.com/peerd/peerd/internal/testutil"
 )
 
 // testPKI is a cluster CA that issues node certificates.
@@ -92,30 +91,12 @@ func attackerTLS(t *testing.T, certPEM, keyPEM string) *tls.Config {
 	return cfg
 }
 
-// logBuffer collects a node's log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // tlsNode is a test node with TLS, its refusal counter and its WARN log.
 type tlsNode struct {
 	*testNode
 	src      *nodetls.Source
 	refusals *RefusalCounter
-	logs     *logBuffer
+	logs     *testutil.SyncBuffer
 }
 
 func startTLSNode(t *testing.T, pki *testPKI, name string, expect int, join ...string) *tlsNode {
@@ -124,7 +105,7 @@ func startTLSNode(t *testing.T, pki *testPKI, name string, expect int, join ...s
 	if expect < 0 {
 		role = identity.RoleClient
 	}
-	n := &tlsNode{refusals: NewRefusalCounter(), logs: &logBuffer{}}
+	n := &tlsNode{refusals: NewRefusalCounter(), logs: &testutil.SyncBuffer{}}
 	n.src = pki.source(t, role, name, n.refusals)
 	n.testNode = startNodeWith(t, name, expect, func(c *Config) {
 		c.TLS, c.Refusals = n.src, n.refusals

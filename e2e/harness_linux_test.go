@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -146,25 +145,6 @@ type node struct {
 	http *http.Client
 }
 
-// syncBuffer is a bytes.Buffer safe for the process's writes and the test's
-// reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // e2eGossipKey is the gossip key startNode gives every node unless the
 // test passes -encrypt or -insecure-gossip itself.
 const e2eGossipKey = "ZTJlLWdvc3NpcC1rZXktZm9yLXBlZXJkLWUyZS10c3Q="
@@ -186,7 +166,7 @@ func startNode(t testing.TB, h *host, args ...string) *node {
 		// without a key otherwise.
 		n.args = append(n.args, "-encrypt", e2eGossipKey)
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	cmd := exec.Command(peerdBinary(t), n.args...)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	// The namespace's thread outlives the process (it ends at cleanup), so
