@@ -6,8 +6,11 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
+	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -217,4 +220,97 @@ func TestAdmissionWithJoinTokens(t *testing.T) {
 			t.Fatalf("load: %v %v (a client must never hold the CA seed)", ok, err)
 		}
 	})
+}
+
+// TestTrustBootstrapStatefulSet starts servers as a Kubernetes StatefulSet
+// does: all at once, all with the same flags (-bootstrap-expect 3, the
+// trust bootstrap file, the server token file). Only the server the
+// bootstrap names starts the cluster; the others are admitted with the
+// token and become voters; a client joins with the client token.
+func TestTrustBootstrapStatefulSet(t *testing.T) {
+	if testing.Short() {
+		t.Skip("four agents in one process: skipped with -short")
+	}
+	dir := t.TempDir()
+	first := trustedAgentPort(t)
+	b, serverTok, clientTok, err := admission.NewBootstrap("p-0", "dc1", []string{first}, testGossipKey, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bootFile := filepath.Join(dir, "bootstrap.json")
+	if err := b.Save(bootFile); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, tok string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(tok+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	serverFile, clientFile := write("server.token", serverTok), write("client.token", clientTok)
+	pod := func(name string, server bool, tokenFile string) <-chan *Agent {
+		ch := make(chan *Agent, 1)
+		go func() {
+			a, err := trustedAgentWith(t, name, server, "", func(c *Config) {
+				c.Encrypt, c.BootstrapExpect = "", 0
+				if server {
+					c.BootstrapExpect, c.TrustBootstrap = 3, bootFile
+				}
+				c.JoinTokenFile = tokenFile
+				if name == "p-0" {
+					c.GRPCTLSAddr = first
+				}
+			})
+			if err != nil {
+				t.Errorf("start %s: %v", name, err)
+			}
+			ch <- a
+		}()
+		return ch
+	}
+	starts := []<-chan *Agent{pod("p-1", true, serverFile), pod("p-2", true, serverFile), pod("p-0", true, serverFile)}
+	var servers []*Agent
+	for _, ch := range starts {
+		if a := <-ch; a != nil {
+			servers = append(servers, a)
+		}
+	}
+	if len(servers) != 3 {
+		t.Fatalf("%d servers started", len(servers))
+	}
+	client := <-pod("c-0", false, clientFile)
+	if client == nil {
+		t.Fatal("the client did not start")
+	}
+	eventually(t, 30*time.Second, "three voters", func() error {
+		for _, s := range servers {
+			if s.cfg.NodeName != "p-0" {
+				continue
+			}
+			peers, err := s.Cluster().Peers()
+			if err != nil || len(peers) != 3 {
+				return fmt.Errorf("raft peers %v, %v", peers, err)
+			}
+		}
+		return nil
+	})
+	for _, s := range servers {
+		if s.trust.source.Self().TrustDomain.Name() != b.Seed.Root.TrustDomain {
+			t.Fatalf("%s is of trust domain %s, want the bootstrap's %s", s.cfg.NodeName, s.trust.source.Self().TrustDomain, b.Seed.Root.TrustDomain)
+		}
+	}
+}
+
+// trustedAgentPort is a free loopback address for the first server's TLS
+// gRPC listener, which the bootstrap's tokens must name before it runs.
+func trustedAgentPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
 }

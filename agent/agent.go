@@ -282,6 +282,18 @@ func (a *Agent) start(ctx context.Context) error {
 	}
 	if a.trust != nil {
 		cc.Secrets, cc.TLS, cc.Refusals = a.trust.secrets, a.trust.source, refusals
+		// With cluster trust only the server that made the CA bootstraps
+		// raft, alone; the others were admitted to its cluster and join it
+		// as non-voters (autopilot promotes them). A -bootstrap-expect N
+		// of a StatefulSet's pods would otherwise start several clusters.
+		expect := 0
+		if cfg.Server && (a.trust.material.Seed != nil || a.trust.bootstrap != nil) {
+			expect = 1
+		}
+		if cc.BootstrapExpect != expect && cfg.BootstrapExpect > 1 {
+			a.log.Info("cluster trust: the first server bootstraps alone and the others join it; -bootstrap-expect is not used", "bootstrap_expect", cfg.BootstrapExpect)
+		}
+		cc.BootstrapExpect = expect
 	}
 	cc.Autopilot = catalog.AutopilotConfig{
 		CleanupDeadServers: cfg.CleanupDeadServers, DeadServerReapTime: cfg.DeadServerReapTime,
@@ -293,6 +305,9 @@ func (a *Agent) start(ctx context.Context) error {
 	}
 	if err := a.cluster.Start(); err != nil {
 		return err
+	}
+	if a.trust != nil && a.trust.bootstrap != nil {
+		a.cluster.AddLeaderRoutine("trust-bootstrap-tokens", a.recordBootstrapTokens(a.trust.bootstrap))
 	}
 	if !cfg.Dev && !a.cluster.GossipEncrypted() {
 		a.log.Warn("gossip is NOT encrypted (-insecure-gossip): anyone who can reach the gossip port can join this cluster, pose as a server and receive its state; generate a key with `peerd keygen` and start every agent with -encrypt KEY")

@@ -34,6 +34,10 @@ func testAgentConfig(t *testing.T, name string, server bool, expect int, join ..
 	cfg := DefaultConfig()
 	cfg.NodeName, cfg.Server, cfg.BootstrapExpect = name, server, expect
 	cfg.DataDir, cfg.Encrypt = t.TempDir(), testGossipKey
+	// These tests start several servers together with -bootstrap-expect:
+	// the plaintext mode. The trusted set-up (first server, join tokens)
+	// is startPeeringCluster's and trustedAgent's.
+	cfg.InternalTLS = false
 	cfg.BindAddr = "127.0.0.1"
 	cfg.HTTPAddr, cfg.GRPCAddr, cfg.GRPCTLSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.GatewayAddr = "127.0.0.1:0"

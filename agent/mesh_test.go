@@ -295,10 +295,15 @@ func TestMeshHTTPAcrossPeers(t *testing.T) {
 			t.Fatalf("no denial metric in:\n%s", grepLines(metrics, "peerd_proxy_intention"))
 		}
 		// The request is counted under the class the README lists for
-		// denials, not as any 4xx.
-		if !strings.Contains(metrics, `peerd_proxy_requests_total{class="denied",direction="inbound",peer="a",service="billing"}`) {
-			t.Fatalf("no denied request class in:\n%s", grepLines(metrics, "peerd_proxy_requests_total"))
-		}
+		// denials, not as any 4xx. The count is taken after the response
+		// is written: poll for it.
+		eventually(t, 5*time.Second, "the denied request class", func() error {
+			metrics = scrape(t, m.b.agent)
+			if !strings.Contains(metrics, `peerd_proxy_requests_total{class="denied",direction="inbound",peer="a",service="billing"}`) {
+				return fmt.Errorf("no denied request class in:\n%s", grepLines(metrics, "peerd_proxy_requests_total"))
+			}
+			return nil
+		})
 		if strings.Contains(metrics, `peerd_proxy_requests_total{class="4xx",direction="inbound",peer="a",service="billing"}`) {
 			t.Fatalf("a denial counted as 4xx:\n%s", grepLines(metrics, "peerd_proxy_requests_total"))
 		}

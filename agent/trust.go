@@ -6,17 +6,21 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/peerd/peerd/agent/admission"
 	"github.com/peerd/peerd/agent/admission/pbadmission"
+	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/ca"
 	"github.com/peerd/peerd/internal/identity"
+	"github.com/peerd/peerd/internal/jointoken"
 	"github.com/peerd/peerd/internal/nodetls"
 	"github.com/peerd/peerd/internal/seal"
 )
@@ -31,6 +35,9 @@ type trust struct {
 	dir string
 	// secrets seals the raft log and snapshots (servers only).
 	secrets *seal.Key
+	// bootstrap is the trust bootstrap this first server started from:
+	// its join tokens are recorded once it leads.
+	bootstrap *admission.Bootstrap
 }
 
 // trustDir is where a node keeps its identity.
@@ -61,24 +68,55 @@ func (a *Agent) setupTrust(ctx context.Context, refused func(listener, reason st
 			return nil, err
 		}
 	}
+	token := cfg.JoinToken
+	if token == "" && cfg.JoinTokenFile != "" {
+		raw, err := os.ReadFile(cfg.JoinTokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("join token file: %w", err)
+		}
+		token = strings.TrimSpace(string(raw))
+	}
+	if cfg.TrustBootstrap != "" {
+		b, err := admission.LoadBootstrap(cfg.TrustBootstrap)
+		if err != nil {
+			return nil, err
+		}
+		if b.FirstNode == cfg.NodeName && cfg.Server {
+			t.bootstrap = &b
+		}
+	}
 	switch {
 	case ok:
-		if cfg.JoinToken != "" {
-			a.log.Info("this node is admitted already; -join-token is not used", "identity", admission.Path(t.dir))
+		if token != "" {
+			a.log.Info("this node is admitted already; its join token is not used", "identity", admission.Path(t.dir))
 		}
-	case cfg.JoinToken != "":
-		if t.material, err = admission.Join(ctx, admission.JoinConfig{
-			Token: cfg.JoinToken, Node: cfg.NodeName, Role: role, Datacenter: cfg.Datacenter, Logger: a.log,
+	case t.bootstrap != nil:
+		if t.material, err = clusterIdentity(cfg, t.bootstrap.Seed, t.bootstrap.SecretsKey); err != nil {
+			return nil, err
+		}
+		if cfg.Encrypt == "" {
+			t.material.GossipKey = t.bootstrap.GossipKey
+		}
+		a.log.Info("first server: starting the cluster from the trust bootstrap", "file", cfg.TrustBootstrap, "trust_domain", t.bootstrap.Seed.Root.TrustDomain)
+	case token != "":
+		if t.material, err = joinRetrying(ctx, admission.JoinConfig{
+			Token: token, Node: cfg.NodeName, Role: role, Datacenter: cfg.Datacenter, Logger: a.log,
 		}); err != nil {
 			return nil, err
 		}
-	case cfg.Server:
+	case cfg.Server && (cfg.Dev || cfg.BootstrapExpect == 1):
 		if t.material, err = newClusterIdentity(cfg); err != nil {
 			return nil, err
 		}
 		a.log.Info("first server of a new cluster: created its CA", "trust_domain", t.material.Seed.Root.TrustDomain)
+	case cfg.Server:
+		return nil, errors.New("a server with cluster trust starts a new cluster only with -bootstrap-expect 1: " +
+			"the first server makes the CA and bootstraps alone, every other server joins with a token from " +
+			"`peerd join-token create -role server` (-join-token), and becomes a voter once stable; " +
+			"for servers that start together make a -trust-bootstrap file with `peerd trust init`; " +
+			"-internal-tls=false runs the internal channels in plaintext instead")
 	default:
-		return nil, errors.New("a client node needs a join token: run `peerd join-token create -role client` against a server, then start this node with -join-token <token>")
+		return nil, errors.New("a client node needs a join token: run `peerd join-token create -role client` against a server, then start this node with -join-token <token> (or -join-token-file)")
 	}
 	if t.dir != "" {
 		if err := t.material.Save(t.dir); err != nil {
@@ -117,6 +155,16 @@ func newClusterIdentity(cfg *Config) (admission.Material, error) {
 	if err != nil {
 		return admission.Material{}, err
 	}
+	secrets, err := seal.NewKey()
+	if err != nil {
+		return admission.Material{}, err
+	}
+	return clusterIdentity(cfg, seed, secrets.String())
+}
+
+// clusterIdentity is the first server's material: its certificate signed
+// with the seed's root, and the seed and secrets key it starts raft with.
+func clusterIdentity(cfg *Config, seed ca.Seed, secretsKey string) (admission.Material, error) {
 	td, err := spiffeid.TrustDomainFromString(seed.Root.TrustDomain)
 	if err != nil {
 		return admission.Material{}, err
@@ -130,12 +178,61 @@ func newClusterIdentity(cfg *Config) (admission.Material, error) {
 	if err != nil {
 		return admission.Material{}, err
 	}
-	secrets, err := seal.NewKey()
-	if err != nil {
-		return admission.Material{}, err
-	}
 	return admission.Material{CertPEM: cert, KeyPEM: keyPEM, RootPEMs: []string{seed.Root.CertPEM}, Seed: &seed,
-		SecretsKey: secrets.String()}, nil
+		SecretsKey: secretsKey}, nil
+}
+
+// joinRetrying is admission.Join, retried for up to two minutes while the
+// servers cannot admit yet (no leader, or the first server has not recorded
+// its bootstrap tokens): nodes of one deployment start together. A server
+// that fails the CA pin check, or a token that is malformed, is not
+// retried.
+func joinRetrying(ctx context.Context, cfg admission.JoinConfig) (admission.Material, error) {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		m, err := admission.Join(ctx, cfg)
+		if err == nil || errors.Is(err, jointoken.ErrPin) || errors.Is(err, jointoken.ErrMalformed) ||
+			time.Now().After(deadline) || ctx.Err() != nil || !retryableJoin(err) {
+			return m, err
+		}
+		cfg.Logger.Warn("join the cluster; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return m, err
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// retryableJoin: the servers could not answer, or do not know the token
+// yet; a revoked, expired or wrong token stays so.
+func retryableJoin(err error) bool {
+	msg := err.Error()
+	for _, final := range []string{"revoked", "expired", "does not match", "grants"} {
+		if strings.Contains(msg, final) {
+			return false
+		}
+	}
+	return true
+}
+
+// recordBootstrapTokens is a leader routine of the first server: it records
+// the join tokens its trust bootstrap was made with, once, so that the
+// nodes started with them are admitted.
+func (a *Agent) recordBootstrapTokens(b *admission.Bootstrap) func(context.Context) {
+	return func(ctx context.Context) {
+		for _, rec := range b.Tokens {
+			if a.cluster.Store().JoinToken(rec.ID) != nil {
+				continue
+			}
+			r := rec
+			if _, err := a.cluster.Apply(ctx, &catalog.Command{Type: catalog.CmdJoinToken, JoinToken: &state.JoinTokenRequest{Token: &r}}); err != nil {
+				a.log.Warn("record the trust bootstrap's join token; at the next leadership again", "id", rec.ID, "err", err)
+				return
+			}
+			a.log.Info("recorded the trust bootstrap's join token", "id", rec.ID, "role", rec.Role)
+		}
+	}
 }
 
 // renewTrust keeps the node certificate and roots current: the roots

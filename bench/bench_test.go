@@ -300,6 +300,7 @@ func startCluster(b *testing.B, timing catalog.Timing) []*agent.Agent {
 		cfg.Server, cfg.BootstrapExpect = true, 3
 		cfg.DataDir = b.TempDir()
 		cfg.Encrypt = benchGossipKey
+		cfg.InternalTLS = false // the plaintext cluster; startTrustedCluster is the trusted one
 		cfg.BindAddr = "127.0.0.1"
 		cfg.HTTPAddr, cfg.GRPCAddr, cfg.GRPCTLSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 		cfg.GatewayAddr = "127.0.0.1:0"

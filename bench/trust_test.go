@@ -28,6 +28,7 @@ func serverConfig(b *testing.B, name string, timing catalog.Timing) agent.Config
 	cfg.RetryInterval = 200 * time.Millisecond
 	cfg.LogLevel = "error"
 	cfg.Timing = timing
+	cfg.InternalTLS = false // the plaintext baseline; startTrustedCluster turns it on
 	return cfg
 }
 

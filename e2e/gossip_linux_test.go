@@ -54,11 +54,14 @@ func TestDefaultPortsAcrossHosts(t *testing.T) {
 		}
 		return args
 	}
+	// Three servers bootstrapping together by -bootstrap-expect: the
+	// plaintext mode (TestClusterTrustAcrossHosts is the trusted set-up,
+	// on the same default ports).
 	var nodes []*node
 	for _, h := range hosts[:3] {
-		nodes = append(nodes, startNode(t, h, append([]string{"-server", "-bootstrap-expect", "3"}, join(h)...)...))
+		nodes = append(nodes, startNode(t, h, append([]string{"-server", "-bootstrap-expect", "3", "-internal-tls=false"}, join(h)...)...))
 	}
-	nodes = append(nodes, startNode(t, hosts[3], join(nil)...))
+	nodes = append(nodes, startNode(t, hosts[3], append([]string{"-internal-tls=false"}, join(nil)...)...))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()

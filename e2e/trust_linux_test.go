@@ -17,7 +17,8 @@ import (
 )
 
 // TestClusterTrustAcrossHosts sets a cluster up as the README says, with
-// real processes on separate hosts: the first server makes the CA, two more
+// real processes on separate hosts and default ports (cluster trust is the
+// default): the first server makes the CA, two more
 // servers and two clients are admitted with join tokens (nothing else: no
 // -retry-join, the token carries the servers and the gossip key). Then a
 // client's write reaches every server, a plaintext caller on the network
@@ -36,7 +37,7 @@ func TestClusterTrustAcrossHosts(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 
-	nodes := map[string]*node{"s1": startNode(t, hosts["s1"], "-server", "-bootstrap-expect", "1", "-internal-tls")}
+	nodes := map[string]*node{"s1": startNode(t, hosts["s1"], "-server", "-bootstrap-expect", "1")}
 	token := func(role string) string {
 		var out struct{ Token string }
 		testutil.EventuallyEvery(t, 30*time.Second, 200*time.Millisecond, "a "+role+" join token from s1", func() error {
@@ -47,10 +48,10 @@ func TestClusterTrustAcrossHosts(t *testing.T) {
 	serverToken, clientToken := token("server"), token("client")
 	start := time.Now()
 	for _, name := range []string{"s2", "s3"} {
-		nodes[name] = startNode(t, hosts[name], "-server", "-internal-tls", "-join-token", serverToken)
+		nodes[name] = startNode(t, hosts[name], "-server", "-join-token", serverToken)
 	}
 	for _, name := range []string{"c1", "c2"} {
-		nodes[name] = startNode(t, hosts[name], "-internal-tls", "-join-token", clientToken)
+		nodes[name] = startNode(t, hosts[name], "-join-token", clientToken)
 	}
 	testutil.EventuallyEvery(t, 90*time.Second, 500*time.Millisecond, "three voters", func() error {
 		var cfg struct {

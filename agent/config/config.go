@@ -85,14 +85,22 @@ type Config struct {
 	VirtualIPGrace time.Duration
 	// ProxyMark is the SO_MARK of the terminator's sockets (0 = none).
 	ProxyMark int
-	// InternalTLS turns on cluster trust outside dev mode: every node holds
-	// a node certificate (the first server makes the cluster's CA; the
-	// others are admitted with JoinToken) and the internal channels are
-	// mutual TLS. Dev mode always has it, in memory.
+	// InternalTLS is cluster trust: every node holds a node certificate
+	// (the first server makes the cluster's CA; the others are admitted
+	// with JoinToken) and the internal channels are mutual TLS. On by
+	// default; dev mode has it in memory. -internal-tls=false is the
+	// plaintext mode, for trusted networks only.
 	InternalTLS bool
 	// JoinToken is the join credential (`peerd join-token create`) a new
 	// node is admitted with; unused once the node holds a certificate.
-	JoinToken string
+	// JoinTokenFile names a file holding it instead (a mounted secret:
+	// arguments are visible to every user of the host).
+	JoinToken     string
+	JoinTokenFile string
+	// TrustBootstrap is a file made by `peerd trust init`: the server it
+	// names as first starts the cluster from it; any other node ignores it
+	// and joins with its token.
+	TrustBootstrap string
 	// LeafTTL is the lifetime of the terminator's leaf certificates; they
 	// are renewed at half their life. On a server it also caps the leaves
 	// its CA signs. Default 72h.

@@ -113,6 +113,7 @@ func TestDefaults(t *testing.T) {
 		VirtualIPv6CIDR: state.DefaultVirtualIPv6Range, ProxyMark: d.ProxyMark, LeafTTL: 72 * time.Hour,
 		ProxyTLSMinVersion: "1.3", TransparentPort: 15001, FastPath: true, SerfLANPort: 8301, ServerPort: 8300,
 		RetryInterval: 30 * time.Second, LeaveOnTerminate: true, LogLevel: "info", SyncInterval: time.Minute,
+		InternalTLS:        true,
 		CleanupDeadServers: true, DeadServerReapTime: 72 * time.Hour, LastContactThreshold: 200 * time.Millisecond,
 		MaxTrailingLogs: 250,
 	}
@@ -123,7 +124,6 @@ func TestDefaults(t *testing.T) {
 	want.Dev, want.Server, want.BootstrapExpect, want.BindAddr = true, true, 1, "127.0.0.1"
 	want.HTTPAddr, want.GRPCAddr, want.GRPCTLSAddr, want.GatewayAddr, want.DNSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	want.SerfLANPort, want.ServerPort, want.RetryInterval, want.SyncInterval = 0, 0, time.Second, 30*time.Second
-	want.InternalTLS = true
 	if !reflect.DeepEqual(dev, want) {
 		t.Errorf("DevConfig:\ngot  %+v\nwant %+v", dev, want)
 	}

@@ -31,7 +31,7 @@ func (c *Config) RequireGossipKey() error {
 	if c.Dev || c.InsecureGossip || c.Encrypt != "" || c.HasKeyringFile() {
 		return nil
 	}
-	if c.JoinToken != "" {
+	if c.JoinToken != "" || c.JoinTokenFile != "" {
 		return fmt.Errorf("the join token carries no gossip key: %w", ErrNoGossipKey)
 	}
 	return ErrNoGossipKey
@@ -121,10 +121,13 @@ func (c *Config) validate(needDataDir bool) error {
 			add(p.name, "%d: want a port from 0 (a free one) to 65535", p.port)
 		}
 	}
+	if c.JoinToken != "" && c.JoinTokenFile != "" {
+		add("join-token", "give the token once: -join-token or -join-token-file, not both")
+	}
+	if (c.JoinToken != "" || c.JoinTokenFile != "" || c.TrustBootstrap != "") && !c.InternalTLS {
+		add("join-token", "join tokens and -trust-bootstrap are for cluster trust, which -internal-tls=false turns off")
+	}
 	if c.JoinToken != "" {
-		if !c.InternalTLS {
-			add("join-token", "a join token admits a node to cluster trust: add -internal-tls")
-		}
 		if _, err := jointoken.Parse(c.JoinToken); err != nil {
 			add("join-token", "%v", err)
 		}
@@ -133,7 +136,7 @@ func (c *Config) validate(needDataDir bool) error {
 		if _, err := c.GossipKey(); err != nil {
 			errs = append(errs, err)
 		}
-	} else if !c.Dev && !c.InsecureGossip && c.JoinToken == "" && !c.HasKeyringFile() {
+	} else if !c.Dev && !c.InsecureGossip && c.JoinToken == "" && c.JoinTokenFile == "" && c.TrustBootstrap == "" && !c.HasKeyringFile() {
 		// With a join token the key may ride in it: agent.Start checks
 		// again once the node is admitted (RequireGossipKey).
 		errs = append(errs, ErrNoGossipKey)

@@ -14,9 +14,13 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/peerd/peerd/agent"
+	"github.com/peerd/peerd/agent/admission"
 	"github.com/peerd/peerd/agent/config"
 	"github.com/peerd/peerd/cmd/peerctl/cli"
 )
@@ -31,6 +35,8 @@ Commands:
   keygen    print a new gossip encryption key for -encrypt
   join-token create|list|revoke
             join tokens that admit new nodes (run against a server; same as peerctl join-token)
+  trust init -first-server NODE -server-addr HOST:PORT... -out DIR [-datacenter DC] [-ttl D] [-encrypt KEY]
+            make a cluster's CA and join tokens before any node runs (servers that start together)
   validate  check config files or directories without starting an agent
   dataplane cleanup [-bpf-pin-dir DIR]
             detach and remove every eBPF object peerd pinned (default /sys/fs/bpf/peerd)
@@ -74,6 +80,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		return cli.Run(ctx, args, stdout, stderr)
+	case "trust":
+		return trustInit(args[1:], stdout, stderr)
 	case "validate":
 		if len(args) < 2 {
 			return errors.New("validate: name at least one config file or directory")
@@ -108,3 +116,59 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("unknown command %q", args[0])
 }
+
+// trustInit is `peerd trust init`: a cluster's trust made before its nodes
+// run, for servers that start together (a Kubernetes StatefulSet).
+func trustInit(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "init" {
+		return errors.New("trust: the only subcommand is init (peerd trust init -first-server NODE -server-addr HOST:PORT -out DIR)")
+	}
+	fs := flag.NewFlagSet("peerd trust init", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	first := fs.String("first-server", "", "node name of the server that bootstraps the cluster (e.g. peerd-server-0)")
+	dc := fs.String("datacenter", "dc1", "the cluster's datacenter")
+	ttl := fs.Duration("ttl", 365*24*time.Hour, "how long the two join tokens admit nodes")
+	key := fs.String("encrypt", "", "gossip key the tokens carry (default: a new one)")
+	out := fs.String("out", "", "directory to write bootstrap.json, server.token and client.token to (created 0700)")
+	var servers stringList
+	fs.Var(&servers, "server-addr", "TLS gRPC address (host:port, 8503) joining nodes reach the first server at; repeatable")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if *out == "" || len(servers) == 0 {
+		return errors.New("trust init: -out DIR and at least one -server-addr HOST:PORT are required")
+	}
+	if *key == "" {
+		raw := make([]byte, 32)
+		if _, err := rand.Read(raw); err != nil {
+			return fmt.Errorf("trust init: gossip key: %w", err)
+		}
+		*key = base64.StdEncoding.EncodeToString(raw)
+	}
+	b, serverTok, clientTok, err := admission.NewBootstrap(*first, *dc, servers, *key, *ttl, time.Now())
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*out, 0o700); err != nil {
+		return fmt.Errorf("trust init: %w", err)
+	}
+	if err := b.Save(filepath.Join(*out, "bootstrap.json")); err != nil {
+		return fmt.Errorf("trust init: %w", err)
+	}
+	for name, tok := range map[string]string{"server.token": serverTok, "client.token": clientTok} {
+		if err := os.WriteFile(filepath.Join(*out, name), []byte(tok+"\n"), 0o600); err != nil {
+			return fmt.Errorf("trust init: %w", err)
+		}
+	}
+	fmt.Fprintf(stdout, "Cluster trust for datacenter %s (trust domain %s) in %s:\n", *dc, b.Seed.Root.TrustDomain, *out)
+	fmt.Fprintf(stdout, "  bootstrap.json  the CA and secrets key: only %s starts from it (-trust-bootstrap); keep it secret\n", *first)
+	fmt.Fprintf(stdout, "  server.token    admits servers (-join-token-file), expires %s\n", time.Now().Add(*ttl).UTC().Format(time.RFC3339))
+	fmt.Fprintf(stdout, "  client.token    admits clients (-join-token-file)\n")
+	return nil
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }

@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/peerd/peerd/agent/admission"
+	"github.com/peerd/peerd/internal/jointoken"
 )
 
 func TestKeygenMakesAValidKey(t *testing.T) {
@@ -70,5 +73,34 @@ func TestValidateReportsEveryProblemOfEveryFile(t *testing.T) {
 	}
 	if out.Len() != 0 {
 		t.Errorf("printed %q for an invalid configuration", out.String())
+	}
+}
+
+func TestTrustInit(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "trust")
+	var out, errb bytes.Buffer
+	if err := run([]string{"trust", "init", "-first-server", "s0", "-server-addr", "10.0.0.10:8503", "-out", dir}, &out, &errb); err != nil {
+		t.Fatalf("%v\n%s", err, errb.String())
+	}
+	for _, name := range []string{"bootstrap.json", "server.token", "client.token"} {
+		st, err := os.Stat(filepath.Join(dir, name))
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v %v", name, st, err)
+		}
+	}
+	b, err := admission.LoadBootstrap(filepath.Join(dir, "bootstrap.json"))
+	if err != nil || b.FirstNode != "s0" || len(b.Tokens) != 2 || b.GossipKey == "" {
+		t.Fatalf("bootstrap: %+v, %v", b.FirstNode, err)
+	}
+	raw, _ := os.ReadFile(filepath.Join(dir, "server.token"))
+	tok, err := jointoken.Parse(string(raw))
+	if err != nil || tok.Role != "server" || tok.Servers[0] != "10.0.0.10:8503" || tok.GossipKey != b.GossipKey {
+		t.Fatalf("server token: %+v, %v", tok, err)
+	}
+	if strings.Contains(out.String(), tok.Secret) {
+		t.Fatal("the output shows a token's secret")
+	}
+	if err := run([]string{"trust", "init", "-out", dir}, &out, &errb); err == nil {
+		t.Fatal("trust init without -server-addr and -first-server succeeded")
 	}
 }

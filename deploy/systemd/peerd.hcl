@@ -4,19 +4,21 @@
 # on the command line override files. Keys follow Consul's agent config.
 #
 # The 10.0.0.x addresses are documentation examples: put your servers' own
-# addresses here. Client (non-server) nodes drop server and bootstrap_expect.
+# addresses here. Client (non-server) nodes drop server and use a client
+# token.
 
 datacenter = "dc1"
 data_dir   = "/var/lib/peerd"
 
-# One of 3 servers (raft voters); the first leader is elected once all 3
-# have joined.
-server           = true
-bootstrap_expect = 3
-
-# Gossip address of a node to join, retried until it answers; list more than
-# one server so any of them will do.
-retry_join = ["10.0.0.11"]
+# One of 3 servers. Cluster trust is on by default: the first server of a
+# new cluster has `bootstrap_expect = 1` and no join token, and makes the
+# cluster's CA; every other node is admitted with a join token made on it
+# (`peerd join-token create -role server -out /etc/peerd.d/server.token`),
+# which carries the servers to join and the gossip key, and becomes a voter
+# once stable. Comment out join_token_file on the first server.
+server          = true
+join_token_file = "/etc/peerd.d/server.token"
+# bootstrap_expect = 1   # the first server only
 
 # This node's own address for gossip and raft.
 bind_addr = "10.0.0.12"
@@ -37,10 +39,7 @@ ports {
 }
 
 # Internal gRPC and TLS gRPC listen on bind_addr; the HTTP API on 127.0.0.1
-# only. Reads on a follower or a client are relayed to the leader's HTTP
-# API, so give it an address the other nodes reach (or read with ?stale):
-# addresses {
-#   http = "10.0.0.12"
-# }
+# only (reads on a follower or a client are relayed to the leader over the
+# internal gRPC port, mutual TLS).
 
 log_level = "info"

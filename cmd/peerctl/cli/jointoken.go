@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -27,7 +28,7 @@ type joinToken struct {
 }
 
 func newJoinTokenCreateCommand(a *app) *cobra.Command {
-	var role, description, format string
+	var role, description, format, out string
 	var ttl time.Duration
 	cmd := &cobra.Command{
 		Use:   "create",
@@ -37,12 +38,12 @@ admits nodes of one role until it expires or is revoked; it pins the
 cluster's CA, lists the servers to contact and carries the gossip key, so
 a new node needs only:
 
-  peerd agent -internal-tls -join-token <token> ...
+  peerd agent -join-token <token> ...   (or -join-token-file FILE)
 
 The token is shown once: the servers keep only a hash of its secret.
 Treat it as a password.`,
 		Example: `  peerctl join-token create -role client -ttl 24h
-  peerctl join-token create -role server -description "s2 in rack 4"`,
+  peerctl join-token create -role server -description "s2 in rack 4" -out server.token`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkFormat(cmd, &format); err != nil {
@@ -65,7 +66,15 @@ Treat it as a password.`,
 			if err := resp.Decode(&tok); err != nil {
 				return fmt.Errorf("create a join token: %w", err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Join token %s (%s, expires %s):\n\n%s\n\nStart the new node with: peerd agent -internal-tls -join-token <token> ...\n",
+			if out != "" {
+				if err := os.WriteFile(out, []byte(tok.Token+"\n"), 0o600); err != nil {
+					return fmt.Errorf("create a join token: %w", err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "Join token %s (%s, expires %s) written to %s (mode 0600)\nStart the new node with: peerd agent -join-token-file %s ...\n",
+					tok.ID, tok.Role, tok.ExpiresAt.Format(time.RFC3339), out, out)
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Join token %s (%s, expires %s):\n\n%s\n\nStart the new node with: peerd agent -join-token <token> ...\n",
 				tok.ID, tok.Role, tok.ExpiresAt.Format(time.RFC3339), tok.Token)
 			return nil
 		},
@@ -73,6 +82,7 @@ Treat it as a password.`,
 	cmd.Flags().StringVar(&role, "role", "client", "role the token grants: server or client")
 	cmd.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token admits nodes")
 	cmd.Flags().StringVar(&description, "description", "", "what the token is for (shown by list)")
+	cmd.Flags().StringVar(&out, "out", "", "write the token to this file (mode 0600) instead of the terminal")
 	addFormatFlag(cmd, &format)
 	return cmd
 }
