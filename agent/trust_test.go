@@ -154,3 +154,62 @@ func TestRevokedClientIsCutOff(t *testing.T) {
 		t.Fatalf("a server's write after the revocation: %v", err)
 	}
 }
+
+// TestTrustedClusterCARotation rotates the CA of a cluster set up with join
+// tokens while a client keeps writing: every node's certificate is renewed
+// under the new root, and no write fails.
+func TestTrustedClusterCARotation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("four agents in one process: skipped with -short")
+	}
+	c := startPeeringCluster(t, "rot", "dc1")
+	ctx := context.Background()
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		var n int
+		for {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			n++
+			_, err := c.client.Cluster().Apply(ctx, &catalog.Command{Type: catalog.CmdRegister, Register: &state.RegisterRequest{
+				Node:    &state.Node{ID: c.client.cfg.NodeID, Node: c.client.cfg.NodeName, Address: "127.0.0.1"},
+				Service: &state.Service{ID: fmt.Sprintf("w-%d", n), Service: "w", Port: 1},
+			}})
+			if err != nil {
+				done <- fmt.Errorf("write %d during the rotation: %w", n, err)
+				return
+			}
+		}
+	}()
+	code, body, err := httpDo("POST", "http://"+c.servers[0].HTTPAddr()+"/v1/connect/ca/rotate", nil)
+	if err != nil || code != 200 {
+		t.Fatalf("rotate: %d %s %v", code, body, err)
+	}
+	var active string
+	eventually(t, 10*time.Second, "the new active root", func() error {
+		_, roots, err := c.servers[0].Cluster().Store().CARoots(nil)
+		if err != nil || len(roots) < 2 {
+			return fmt.Errorf("roots %d, %v", len(roots), err)
+		}
+		active = roots[0].CertPEM
+		return nil
+	})
+	nodes := append([]*Agent{c.client}, c.servers...)
+	eventually(t, 20*time.Second, "every node certificate renewed under the new root", func() error {
+		for _, a := range nodes {
+			if !rootSigned(a.trust.source.Leaf(), active) {
+				return fmt.Errorf("%s still holds a certificate of the old root", a.cfg.NodeName)
+			}
+		}
+		return nil
+	})
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
