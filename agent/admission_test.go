@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -232,7 +231,7 @@ func TestTrustBootstrapStatefulSet(t *testing.T) {
 		t.Skip("four agents in one process: skipped with -short")
 	}
 	dir := t.TempDir()
-	first := trustedAgentPort(t)
+	first := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	b, serverTok, clientTok, err := admission.NewBootstrap("p-0", "dc1", []string{first}, testGossipKey, time.Hour, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -300,17 +299,4 @@ func TestTrustBootstrapStatefulSet(t *testing.T) {
 			t.Fatalf("%s is of trust domain %s, want the bootstrap's %s", s.cfg.NodeName, s.trust.source.Self().TrustDomain, b.Seed.Root.TrustDomain)
 		}
 	}
-}
-
-// trustedAgentPort is a free loopback address for the first server's TLS
-// gRPC listener, which the bootstrap's tokens must name before it runs.
-func trustedAgentPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
 }

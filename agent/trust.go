@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -35,6 +34,9 @@ type trust struct {
 	dir string
 	// secrets seals the raft log and snapshots (servers only).
 	secrets *seal.Key
+	// checked is the certificate last found signed by the active root
+	// (renewTrust's goroutine alone reads and writes it).
+	checked *x509.Certificate
 	// bootstrap is the trust bootstrap this first server started from:
 	// its join tokens are recorded once it leads.
 	bootstrap *admission.Bootstrap
@@ -271,8 +273,12 @@ func (a *Agent) refreshTrust(ctx context.Context, t *trust) error {
 		changed = true
 	}
 	leaf := t.source.Leaf()
-	activeSigned := leaf != nil && rootSigned(leaf, roots[0].CertPEM)
-	if !identity.NeedsRenewal(leaf, time.Now()) && activeSigned {
+	due := identity.NeedsRenewal(leaf, time.Now())
+	if !changed && !due && leaf == t.checked {
+		return nil // the roots and the certificate are the ones verified last time
+	}
+	if !due && rootSigned(leaf, roots[0].CertPEM) {
+		t.checked = leaf
 		if changed {
 			m.RootPEMs = pems
 			return a.storeTrust(t, m)
@@ -291,7 +297,7 @@ func (a *Agent) refreshTrust(ctx context.Context, t *trust) error {
 		}
 		chain = signed.ChainPEM
 	} else {
-		der, err := x509.MarshalPKIXPublicKey(key.Public())
+		pub, err := admission.PublicKeyPEM(key.Public())
 		if err != nil {
 			return err
 		}
@@ -299,9 +305,7 @@ func (a *Agent) refreshTrust(ctx context.Context, t *trust) error {
 		if err != nil {
 			return err
 		}
-		resp, err := pbadmission.NewAdmissionServiceClient(conn).Renew(ctx, &pbadmission.RenewRequest{
-			PublicKeyPem: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})),
-		})
+		resp, err := pbadmission.NewAdmissionServiceClient(conn).Renew(ctx, &pbadmission.RenewRequest{PublicKeyPem: pub})
 		if err != nil {
 			return fmt.Errorf("ask a server to renew: %w", err)
 		}

@@ -187,18 +187,7 @@ func BenchmarkBlockingQueryWakeup(b *testing.B) {
 				_ = dev.Close(context.Background())
 
 				servers := startCluster(b, tt.timing)
-				leader, follower := servers[0], servers[1]
-				for _, s := range servers {
-					if s.Cluster().IsLeader() {
-						leader = s
-					}
-				}
-				for _, s := range servers {
-					if s != leader {
-						follower = s
-						break
-					}
-				}
+				leader, follower := leaderAndFollower(servers)
 				diag := func() string {
 					var out []string
 					for _, s := range servers {
@@ -215,18 +204,7 @@ func BenchmarkBlockingQueryWakeup(b *testing.B) {
 				// the leader over the internal gRPC port) on a cluster with
 				// cluster trust: the port is then mutual TLS.
 				trusted := startTrustedCluster(b, tt.timing)
-				tLeader, tFollower := trusted[0], trusted[1]
-				for _, s := range trusted {
-					if s.Cluster().IsLeader() {
-						tLeader = s
-					}
-				}
-				for _, s := range trusted {
-					if s != tLeader {
-						tFollower = s
-						break
-					}
-				}
+				tLeader, tFollower := leaderAndFollower(trusted)
 				tRelayLat, _ := wakeups(b, tLeader.HTTPAddr(), tFollower.HTTPAddr(), false, "trusted-relayed", diag)
 				shutdown(trusted)
 				b.ReportMetric(ms(percentile(relayLat, 50)), "relayed-p50-ms")
@@ -295,22 +273,11 @@ func startCluster(b *testing.B, timing catalog.Timing) []*agent.Agent {
 	b.Helper()
 	var servers []*agent.Agent
 	for i := range 3 {
-		cfg := agent.DefaultConfig()
-		cfg.NodeName = fmt.Sprintf("bench-s%d", i+1)
-		cfg.Server, cfg.BootstrapExpect = true, 3
-		cfg.DataDir = b.TempDir()
-		cfg.Encrypt = benchGossipKey
-		cfg.InternalTLS = false // the plaintext cluster; startTrustedCluster is the trusted one
-		cfg.BindAddr = "127.0.0.1"
-		cfg.HTTPAddr, cfg.GRPCAddr, cfg.GRPCTLSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-		cfg.GatewayAddr = "127.0.0.1:0"
-		cfg.SerfLANPort, cfg.ServerPort = 0, 0
+		cfg := serverConfig(b, fmt.Sprintf("bench-s%d", i+1), timing) // plaintext: startTrustedCluster is the trusted one
+		cfg.BootstrapExpect = 3
 		if i > 0 {
 			cfg.RetryJoin = []string{servers[0].Cluster().GossipAddr()}
-			cfg.RetryInterval = 200 * time.Millisecond
 		}
-		cfg.LogLevel = "error"
-		cfg.Timing = timing
 		a, err := startAgent(cfg)
 		if err != nil {
 			b.Fatalf("start server %d: %v", i+1, err)
@@ -320,6 +287,22 @@ func startCluster(b *testing.B, timing catalog.Timing) []*agent.Agent {
 	}
 	waitVoters(b, servers)
 	return servers
+}
+
+// leaderAndFollower is the servers' leader and one of its followers.
+func leaderAndFollower(servers []*agent.Agent) (leader, follower *agent.Agent) {
+	leader, follower = servers[0], servers[1]
+	for _, s := range servers {
+		if s.Cluster().IsLeader() {
+			leader = s
+		}
+	}
+	for _, s := range servers {
+		if s != leader {
+			return leader, s
+		}
+	}
+	return leader, follower
 }
 
 // shutdown stops the servers together, so none spends its last moments

@@ -661,9 +661,8 @@ func (c *Cluster) applyRetry(ctx context.Context, data []byte, forwarded bool) (
 }
 
 func retryable(err error) bool {
-	switch status.Code(err) {
-	case codes.PermissionDenied, codes.Unauthenticated, codes.InvalidArgument:
-		return false // a refusal: asking again gets the same answer
+	if refusal(err) {
+		return false
 	}
 	return errors.Is(err, ErrNoLeader) || errors.Is(err, ErrNoServers) ||
 		errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||

@@ -57,15 +57,32 @@ func (c *Cluster) NodeRevoked(a identity.Agent, leaf *x509.Certificate) bool {
 	if st == nil {
 		st = c.View() // a client's mirror, there once Start set it up
 	}
-	v := st.Meta(revokedNodePrefix + a.Node)
-	if v == "" || leaf == nil {
+	return leaf != nil && revoked(st, a.Node, leaf.NotBefore.Add(identity.Backdate))
+}
+
+// revoked reports whether st holds a revocation of node's certificates
+// that covers one signed at signed.
+func revoked(st *state.Store, node string, signed time.Time) bool {
+	v := st.Meta(revokedNodePrefix + node)
+	if v == "" {
 		return false
 	}
 	at, err := time.Parse(time.RFC3339Nano, v)
-	if err != nil {
-		return true // a revocation that does not parse still revokes
+	return err != nil || !signed.After(at) // a revocation that does not parse still revokes
+}
+
+// peerLeaf is the leaf certificate of the TLS connection a call on the
+// internal port came on.
+func peerLeaf(ctx context.Context) (*x509.Certificate, bool) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil, false
 	}
-	return !leaf.NotBefore.Add(identity.Backdate).After(at)
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return nil, false
+	}
+	return info.State.PeerCertificates[0], true
 }
 
 // origin is the client node a write is made for, as its certificate says.
@@ -91,28 +108,17 @@ func originOf(ctx context.Context, req *pbcatalog.ApplyRequest) (origin, bool) {
 		}
 		return origin{node: req.GetOriginNode(), signed: time.Unix(0, req.GetOriginSignedUnixNano())}, true
 	}
-	p, ok := peer.FromContext(ctx)
+	leaf, ok := peerLeaf(ctx)
 	if !ok {
 		return origin{}, false
 	}
-	info, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(info.State.PeerCertificates) == 0 {
-		return origin{}, false
-	}
-	return origin{node: a.Node, signed: info.State.PeerCertificates[0].NotBefore.Add(identity.Backdate)}, true
+	return origin{node: a.Node, signed: leaf.NotBefore.Add(identity.Backdate)}, true
 }
 
 // revokedOrigin reports whether the write's client node is revoked, by this
 // server's state: the leader's is current, so a write relayed by a
 // follower that had not applied the revocation yet is still refused.
-func (c *Cluster) revokedOrigin(o origin) bool {
-	v := c.store.Meta(revokedNodePrefix + o.node)
-	if v == "" {
-		return false
-	}
-	at, err := time.Parse(time.RFC3339Nano, v)
-	return err != nil || !o.signed.After(at)
-}
+func (c *Cluster) revokedOrigin(o origin) bool { return revoked(c.store, o.node, o.signed) }
 
 // CallerRevoked reports whether the client node calling on the internal
 // port (ctx of a call there) is revoked, by this server's state once it has
@@ -123,16 +129,12 @@ func (c *Cluster) CallerRevoked(ctx context.Context) (bool, error) {
 	if !ok {
 		return false, nil
 	}
-	p, ok := peer.FromContext(ctx)
+	leaf, ok := peerLeaf(ctx)
 	if !ok {
-		return false, nil
-	}
-	info, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(info.State.PeerCertificates) == 0 {
 		return false, nil
 	}
 	if err := c.WaitCaughtUp(ctx); err != nil {
 		return false, fmt.Errorf("catch up before checking revocation: %w", err)
 	}
-	return c.NodeRevoked(a, info.State.PeerCertificates[0]), nil
+	return c.NodeRevoked(a, leaf), nil
 }

@@ -259,10 +259,8 @@ func (c *Cluster) streamPeer(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if a, ok := nodetls.PeerFrom(ctx); ok {
-		if p, ok := peer.FromContext(ctx); ok {
-			if info, isTLS := p.AuthInfo.(credentials.TLSInfo); isTLS && len(info.State.PeerCertificates) > 0 {
-				go c.endIfRevoked(ctx, cancel, a, info.State.PeerCertificates[0])
-			}
+		if leaf, ok := peerLeaf(ctx); ok {
+			go c.endIfRevoked(ctx, cancel, a, leaf)
 		}
 	}
 	err = handler(srv, &peerStream{ServerStream: ss, ctx: ctx})

@@ -27,16 +27,23 @@ func (t *tcpStreamLayer) Accept() (net.Conn, error) { return t.ln.Accept() }
 func (t *tcpStreamLayer) Close() error              { return t.ln.Close() }
 func (t *tcpStreamLayer) Addr() net.Addr            { return t.advertise }
 
+// refusal reports whether err carries a gRPC refusal: the caller may not,
+// or asked wrongly, so asking again gets the same answer.
+func refusal(err error) bool {
+	switch status.Code(err) {
+	case codes.PermissionDenied, codes.Unauthenticated, codes.InvalidArgument:
+		return true
+	}
+	return false
+}
+
 // toStatus maps cluster errors onto gRPC codes so the forwarding side can
 // recover the sentinel it needs to decide whether to retry.
 func toStatus(err error) error {
 	// A refusal from further along (the leader refusing a relayed write)
 	// keeps its code, so the caller does not take it for an outage.
-	if st, ok := status.FromError(err); ok {
-		switch st.Code() {
-		case codes.PermissionDenied, codes.Unauthenticated, codes.InvalidArgument:
-			return status.Error(st.Code(), err.Error())
-		}
+	if refusal(err) {
+		return status.Error(status.Code(err), err.Error())
 	}
 	switch {
 	case errors.Is(err, ErrNoLeader), errors.Is(err, raft.ErrNotLeader),

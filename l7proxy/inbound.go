@@ -383,17 +383,14 @@ func exportedTo(st *state.Store, service, peer string) (string, error) {
 // failover). A wildcard export names every service; this is what keeps a
 // made-up name from being signed for.
 func served(st *state.Store, service string) error {
-	_, nodes, err := st.ServiceNodes(nil, "", service)
+	ok, err := st.Served(service)
 	if err != nil {
-		return fmt.Errorf("instances of %q: %w", service, err)
+		return err
 	}
-	if len(nodes) > 0 {
-		return nil
+	if !ok {
+		return fmt.Errorf("service %q has no instance in this cluster", service)
 	}
-	if _, e, err := st.ConfigEntry(nil, configentry.ServiceResolver, service); err == nil && e != nil {
-		return nil
-	}
-	return fmt.Errorf("service %q has no instance in this cluster", service)
+	return nil
 }
 
 // verifyReason names why a client certificate was refused.

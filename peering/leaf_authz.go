@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/peerd/peerd/catalog/configentry"
 	"github.com/peerd/peerd/internal/ca"
 	"github.com/peerd/peerd/internal/identity"
 	"github.com/peerd/peerd/internal/nodetls"
@@ -72,22 +71,11 @@ func (s *Server) authorizeLeaf(ctx context.Context, req *LeafRequest) error {
 			return nil
 		}
 	}
-	if gateway && s.clusterServes(svc.Service) {
+	if ok, _ := st.Served(svc.Service); gateway && ok {
 		req.Client = false
 		return nil
 	}
 	return s.refuseLeaf(reasonNotOnNode, peer.Node, req, fmt.Errorf("service %q is not registered on node %s", svc.Service, peer.Node))
-}
-
-// clusterServes reports whether the cluster's gateways terminate
-// connections for service: it has instances here, or a resolver.
-func (s *Server) clusterServes(service string) bool {
-	st := s.cfg.Cluster.Store()
-	if _, nodes, err := st.ServiceNodes(nil, "", service); err == nil && len(nodes) > 0 {
-		return true
-	}
-	_, e, err := st.ConfigEntry(nil, configentry.ServiceResolver, service)
-	return err == nil && e != nil
 }
 
 func (s *Server) refuseLeaf(reason, node string, req *LeafRequest, err error) error {

@@ -57,9 +57,7 @@ func NewBootstrap(firstNode, datacenter string, servers []string, gossipKey stri
 		if err != nil {
 			return Bootstrap{}, "", "", fmt.Errorf("trust init: %w", err)
 		}
-		r := tok.Record("made by peerd trust init", now)
-		b.Tokens = append(b.Tokens, state.JoinToken{ID: r.ID, SecretHash: r.SecretHash, Role: r.Role,
-			Description: r.Description, CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt})
+		b.Tokens = append(b.Tokens, row(tok.Record("made by peerd trust init", now)))
 		out = append(out, tok.String())
 	}
 	return b, out[0], out[1], nil

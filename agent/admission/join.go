@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -48,11 +47,10 @@ func Join(ctx context.Context, cfg JoinConfig) (Material, error) {
 	if err != nil {
 		return Material{}, fmt.Errorf("node key: %w", err)
 	}
-	pubDER, err := x509.MarshalPKIXPublicKey(key.Public())
+	pubPEM, err := PublicKeyPEM(key.Public())
 	if err != nil {
 		return Material{}, fmt.Errorf("node key: %w", err)
 	}
-	pubPEM := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}))
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -175,15 +173,4 @@ func verifyServer(raw [][]byte, pool *x509.CertPool) error {
 		return fmt.Errorf("%w: the server's certificate does not chain to the pinned root: %v", jointoken.ErrPin, err)
 	}
 	return nil
-}
-
-func decodeOnePEM(text, typ string) ([]byte, error) {
-	b, rest := pem.Decode([]byte(text))
-	if b == nil || b.Type != typ {
-		return nil, fmt.Errorf("want one PEM block of type %q", typ)
-	}
-	if next, _ := pem.Decode(rest); next != nil {
-		return nil, fmt.Errorf("want one PEM block of type %q, got more", typ)
-	}
-	return b.Bytes, nil
 }

@@ -11,7 +11,6 @@ package admission
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -157,7 +156,7 @@ func (s *Server) CreateToken(ctx context.Context, role string, ttl time.Duration
 		return "", state.JoinToken{}, fmt.Errorf("create join token: %w", err)
 	}
 	r := tok.Record(description, now)
-	rec := state.JoinToken{ID: r.ID, SecretHash: r.SecretHash, Role: r.Role, Description: r.Description, CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt}
+	rec := row(r)
 	res, err := s.cfg.Cluster.Apply(ctx, &catalog.Command{Type: catalog.CmdJoinToken, JoinToken: &state.JoinTokenRequest{Token: &rec}})
 	if err != nil {
 		return "", state.JoinToken{}, fmt.Errorf("record join token: %w", err)
@@ -216,7 +215,8 @@ func (s *Server) Join(ctx context.Context, req *pbadmission.JoinRequest) (*pbadm
 	}
 	var rec *jointoken.Record
 	if r := s.cfg.Cluster.Store().JoinToken(tok.ID); r != nil {
-		rec = &jointoken.Record{ID: r.ID, SecretHash: r.SecretHash, Role: r.Role, CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt, RevokedAt: r.RevokedAt}
+		rec = &jointoken.Record{ID: r.ID, SecretHash: r.SecretHash, Role: r.Role, Description: r.Description,
+			CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt, RevokedAt: r.RevokedAt}
 	}
 	if err := jointoken.Check(tok, rec, req.GetRole(), s.cfg.Now()); err != nil {
 		return nil, s.refuse(codes.PermissionDenied, checkReason(err), tok.ID, req.GetNode(), err)
@@ -314,20 +314,4 @@ func checkReason(err error) string {
 		return ReasonWrongRole
 	}
 	return ReasonBadRequest
-}
-
-func parsePublicKey(pemText string) (any, error) {
-	certs, err := identity.ParseCertsPEM(pemText)
-	if err == nil && len(certs) > 0 {
-		return nil, errors.New("public_key_pem holds a certificate: send the public key")
-	}
-	der, err := decodeOnePEM(pemText, "PUBLIC KEY")
-	if err != nil {
-		return nil, err
-	}
-	pub, err := x509.ParsePKIXPublicKey(der)
-	if err != nil {
-		return nil, fmt.Errorf("public key: %w", err)
-	}
-	return pub, nil
 }

@@ -38,10 +38,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, stale bool) error
 	}
 	req := &pbrelay.ReadRequest{Path: r.URL.Path, RawQuery: r.URL.RawQuery, FromServer: s.cluster.IsServer(), Method: method}
 	for name, values := range r.Header {
-		if hopByHop(name) {
-			continue
-		}
-		req.Headers = append(req.Headers, &pbrelay.Header{Name: name, Values: values})
+		req.Headers = append(req.Headers, &pbrelay.Header{Name: name, Values: values}) // hop-by-hop ones are dropped where it is served
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()

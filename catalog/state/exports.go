@@ -159,3 +159,17 @@ func ServicesExportedTo(list []ExportedService, peer string) []string {
 	}
 	return out
 }
+
+// Served reports whether this cluster's gateways terminate connections for
+// service: it has instances here, or a resolver that sends them elsewhere.
+func (s *Store) Served(service string) (bool, error) {
+	_, nodes, err := s.ServiceNodes(nil, "", service)
+	if err != nil {
+		return false, fmt.Errorf("instances of %q: %w", service, err)
+	}
+	if len(nodes) > 0 {
+		return true, nil
+	}
+	_, e, err := s.ConfigEntry(nil, configentry.ServiceResolver, service)
+	return err == nil && e != nil, nil
+}
