@@ -410,12 +410,22 @@ func TestDialerFollowsRedirectToLeader(t *testing.T) {
 	export(t, a, map[string][]string{"web": {"b"}})
 	p := establish(t, a, b)
 	waitSettled(t, p)
-	// Re-point the dialer at the follower only.
-	_, row, _ := b.cluster.Store().Peering(nil, "a")
-	cp := *row
-	cp.ManualServerAddresses = []string{followerAddr}
-	apply(t, b, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &state.PeeringWriteRequest{Peering: &cp}})
+	// Re-point the dialer at the follower only. The controller writes the
+	// same row (stream status, replicated addresses) from a copy it read
+	// earlier, which can undo the test's write: write again until the row
+	// holds it.
+	repoint := func() {
+		_, row, _ := b.cluster.Store().Peering(nil, "a")
+		if slices.Equal(row.ManualServerAddresses, []string{followerAddr}) {
+			return
+		}
+		cp := *row
+		cp.ManualServerAddresses = []string{followerAddr}
+		apply(t, b, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &state.PeeringWriteRequest{Peering: &cp}})
+	}
+	repoint()
 	waitFor(t, 10*time.Second, "the follower to redirect the dialer", func() bool {
+		repoint()
 		return strings.Contains(b.peering.tracker.get(p.dialID).LastError, "not a leader")
 	})
 	redirected := time.Now()
