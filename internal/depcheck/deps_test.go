@@ -77,6 +77,11 @@ var rules = []rule{
 		onlyOurs: []string{"internal/identity/..."},
 	},
 	{
+		why:      "internal/acl (Consul's rules language and authorizers) is a leaf: it imports nothing of ours but internal/decode",
+		pkgs:     []string{"internal/acl/..."},
+		onlyOurs: []string{"internal/acl/...", "internal/decode"},
+	},
+	{
 		why:      "internal/seal (encryption at rest) is a leaf: it imports nothing of ours",
 		pkgs:     []string{"internal/seal/..."},
 		onlyOurs: []string{"internal/seal/..."},
