@@ -18,6 +18,7 @@ import (
 	"github.com/peerd/peerd/agent/local"
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/state"
+	"github.com/peerd/peerd/internal/acl"
 )
 
 // MaxBodyBytes bounds a request body; larger bodies get 413.
@@ -50,6 +51,8 @@ type Config struct {
 	// InsecureGossip is the agent's -insecure-gossip, shown by
 	// /v1/agent/self.
 	InsecureGossip bool
+	// ACL resolves request tokens; nil = ACLs off (everything allowed).
+	ACL ACLResolver
 }
 
 // Server is the HTTP API. Its Handler is safe for concurrent use.
@@ -65,6 +68,7 @@ type Server struct {
 	// dataplaneStatus reports the eBPF dataplane (see Config).
 	dataplaneStatus func() (any, bool)
 	insecureGossip  bool
+	acl             ACLResolver
 	mux             *http.ServeMux
 	// literalPaths are the paths some method routes without a wildcard
 	// (POST /v1/peering/token): only there can a wildcard route of another
@@ -80,6 +84,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cluster: cfg.Cluster, local: cfg.Local, registry: cfg.Registry, version: cfg.Version, log: cfg.Logger,
 		peering: cfg.Peering, tokens: cfg.JoinTokens, dataplaneStatus: cfg.DataplaneStatus, insecureGossip: cfg.InsecureGossip,
+		acl: cfg.ACL,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -355,6 +360,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.As(err, &he):
 		code = he.code
+	case errors.Is(err, acl.ErrPermissionDenied):
+		code = http.StatusForbidden
 	case errors.As(err, &mbe):
 		code = http.StatusRequestEntityTooLarge
 		msg = fmt.Sprintf("request body is larger than %d bytes: split it or trim it", mbe.Limit)
