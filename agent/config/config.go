@@ -187,10 +187,42 @@ type Config struct {
 	// the log here).
 	LogOutput io.Writer
 
+	// ACL is Consul's acl { ... } block: the ACL system guarding the HTTP
+	// API and DNS.
+	ACL ACLConfig
+
 	// origin says where each setting's value came from (a file and key, or
 	// a flag), so that Validate names what to fix. Nil for a Config built
 	// in code: messages then name the flag.
 	origin *origins
+}
+
+// ACLConfig is Consul's acl block.
+type ACLConfig struct {
+	// Enabled turns the ACL system on (default on outside -dev).
+	Enabled bool
+	// DefaultPolicy ("allow" or "deny") decides what no rule speaks to.
+	DefaultPolicy string
+	// DownPolicy is Consul's down_policy, accepted for compatibility.
+	DownPolicy string
+	// EnableTokenPersistence keeps tokens set through /v1/agent/token/* in
+	// the data directory.
+	EnableTokenPersistence bool
+	// Tokens are the agent's own tokens.
+	Tokens ACLTokens
+}
+
+// ACLTokens is the acl.tokens block. Each is a token's SecretID.
+type ACLTokens struct {
+	// InitialManagement is a management token the leader creates.
+	InitialManagement string
+	// Agent is the token of the agent's own calls.
+	Agent string
+	// Default is the token of requests that carry none (and of DNS).
+	Default string
+	// AgentRecovery works on this agent's agent endpoints when the servers
+	// cannot be reached.
+	AgentRecovery string
 }
 
 // DefaultDNSAddr is where `peerd agent` serves DNS unless told otherwise.
