@@ -2,21 +2,20 @@ package httpapi
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"mime"
-	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/peerd/peerd/internal/weborigin"
 )
 
 // Reasons of peerd_http_refusals_total, one per check of the edge.
@@ -49,11 +48,11 @@ type EdgeConfig struct {
 	NodeName string
 	// AllowedOrigins are the origins ("https://ui.example.com:8443") whose
 	// pages may change state through the API, besides the API's own; the
-	// same origins get CORS answers. Check them with ParseOrigin.
+	// same origins get CORS answers. Check them with weborigin.Parse.
 	AllowedOrigins []string
 	// AllowedHosts are the names accepted in the Host header besides IP
 	// addresses, localhost and NodeName, case-insensitive, without port.
-	// Check them with ValidateAllowedHost.
+	// Check them with weborigin.ValidateHost.
 	AllowedHosts []string
 	// Registry is where peerd_http_refusals_total is registered; nil
 	// means it is not exported.
@@ -100,17 +99,17 @@ func NewEdge(cfg EdgeConfig, next http.Handler) (*Edge, error) {
 		e.log = slog.Default()
 	}
 	for _, o := range cfg.AllowedOrigins {
-		norm, err := ParseOrigin(o)
+		norm, err := weborigin.Parse(o)
 		if err != nil {
 			return nil, fmt.Errorf("http edge: allowed origin: %w", err)
 		}
 		e.origins[norm] = true
 	}
 	for _, h := range cfg.AllowedHosts {
-		if err := ValidateAllowedHost(h); err != nil {
+		if err := weborigin.ValidateHost(h); err != nil {
 			return nil, fmt.Errorf("http edge: allowed host: %w", err)
 		}
-		e.hosts[canonicalHost(h)] = true
+		e.hosts[weborigin.Canonical(h)] = true
 	}
 	e.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "peerd_http_refusals_total",
@@ -154,7 +153,7 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if origin := r.Header.Get("Origin"); origin != "" {
-		if norm, err := ParseOrigin(origin); err == nil && e.origins[norm] {
+		if norm, err := weborigin.Parse(origin); err == nil && e.origins[norm] {
 			e.cors(w, r, origin)
 			if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 				w.WriteHeader(http.StatusNoContent) // the preflight's answer
@@ -203,7 +202,7 @@ func (e *Edge) check(r *http.Request) (code int, reason, msg string) {
 // checkHost refuses a Host header that could be a rebound name: it must
 // be an IP address, localhost, the node name or an allowed host.
 func (e *Edge) checkHost(hostport string) string {
-	host, ok := splitHost(hostport)
+	host, ok := weborigin.SplitHost(hostport)
 	switch {
 	case !ok:
 		return fmt.Sprintf("request refused: Host %q is not a host name or IP address", hostport)
@@ -213,7 +212,7 @@ func (e *Edge) checkHost(hostport string) string {
 	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
 		return ""
 	}
-	name := canonicalHost(host)
+	name := weborigin.Canonical(host)
 	if name == "localhost" || (e.node != "" && name == e.node) || e.hosts[name] {
 		return ""
 	}
@@ -229,7 +228,7 @@ func (e *Edge) checkOrigin(values []string, r *http.Request) string {
 		return fmt.Sprintf("request refused: %d Origin headers; a browser sends one", len(values))
 	}
 	origin := values[0]
-	norm, err := ParseOrigin(origin)
+	norm, err := weborigin.Parse(origin)
 	if err != nil {
 		return fmt.Sprintf("request refused: Origin %q: %v; changes from a browser page need an allowed origin (-http-allowed-origins)", origin, err)
 	}
@@ -272,99 +271,9 @@ func ownOrigin(r *http.Request) string {
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	norm, err := ParseOrigin(scheme + "://" + r.Host)
+	norm, err := weborigin.Parse(scheme + "://" + r.Host)
 	if err != nil {
 		return ""
 	}
 	return norm
-}
-
-// ParseOrigin checks an origin (scheme://host[:port], as a browser's
-// Origin header has it) and returns it normalised: lowercase, without the
-// scheme's default port. "null" (a sandboxed or file: page) is no origin
-// that can be allowed.
-func ParseOrigin(origin string) (string, error) {
-	if origin == "null" {
-		return "", errors.New(`origin "null" (a sandboxed page or a file) cannot be allowed`)
-	}
-	u, err := url.Parse(origin)
-	if err != nil {
-		return "", fmt.Errorf("origin %q does not parse: %w", origin, err)
-	}
-	scheme := strings.ToLower(u.Scheme)
-	if scheme != "http" && scheme != "https" {
-		return "", fmt.Errorf("origin %q: want http:// or https://", origin)
-	}
-	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
-		return "", fmt.Errorf("origin %q: want scheme://host[:port] only, no user, path or query", origin)
-	}
-	host, ok := splitHost(u.Host)
-	if !ok || host == "" {
-		return "", fmt.Errorf("origin %q: no valid host", origin)
-	}
-	port := u.Port()
-	if (scheme == "http" && port == "80") || (scheme == "https" && port == "443") {
-		port = ""
-	}
-	host = canonicalHost(host)
-	if strings.Contains(host, ":") {
-		host = "[" + host + "]"
-	}
-	out := scheme + "://" + host
-	if port != "" {
-		out += ":" + port
-	}
-	return out, nil
-}
-
-// ValidateAllowedHost checks a name for EdgeConfig.AllowedHosts: a host
-// name without port or scheme (IP addresses pass without being listed).
-func ValidateAllowedHost(name string) error {
-	if name == "" || len(name) > 253 {
-		return fmt.Errorf("host %q: want a DNS name of 1 to 253 characters", name)
-	}
-	if strings.ContainsAny(name, ":/[]@ *") {
-		return fmt.Errorf("host %q: want a bare name such as consul.example.com: no scheme, port or wildcard", name)
-	}
-	for _, label := range strings.Split(strings.TrimSuffix(name, "."), ".") {
-		if label == "" || len(label) > 63 {
-			return fmt.Errorf("host %q: empty or overlong label", name)
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-				return fmt.Errorf("host %q: invalid character %q", name, c)
-			}
-		}
-	}
-	return nil
-}
-
-// splitHost returns the host of a Host header value (host, host:port,
-// [v6] or [v6]:port); ok is false when it is malformed.
-func splitHost(hostport string) (host string, ok bool) {
-	if hostport == "" {
-		return "", true
-	}
-	if strings.ContainsAny(hostport, " \t/\\@?#%") {
-		return "", false
-	}
-	if h, port, err := net.SplitHostPort(hostport); err == nil {
-		if port == "" || strings.Trim(port, "0123456789") != "" || strings.Contains(h, ":") && !strings.HasPrefix(hostport, "[") {
-			return "", false
-		}
-		return h, h != ""
-	}
-	if strings.HasPrefix(hostport, "[") && strings.HasSuffix(hostport, "]") {
-		return hostport[1 : len(hostport)-1], true
-	}
-	if strings.ContainsAny(hostport, "[]:") {
-		return "", false
-	}
-	return hostport, true
-}
-
-// canonicalHost lowercases a name and drops one trailing dot.
-func canonicalHost(h string) string {
-	return strings.TrimSuffix(strings.ToLower(h), ".")
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/peerd/peerd/internal/weborigin"
 )
 
 // newTestEdge returns an edge whose API counts the requests that reach it.
@@ -225,7 +227,7 @@ func FuzzEdge(f *testing.F) {
 		if w.Code != http.StatusTeapot {
 			return // refused
 		}
-		h, ok := splitHost(host)
+		h, ok := weborigin.SplitHost(host)
 		if !ok || h == "" {
 			t.Fatalf("Host %q passed", host)
 		}
@@ -239,7 +241,7 @@ func FuzzEdge(f *testing.F) {
 			}
 		}
 		if origin != "" {
-			norm, err := ParseOrigin(origin)
+			norm, err := weborigin.Parse(origin)
 			if err != nil || (norm != ownOrigin(r) && norm != "https://ui.example.com") {
 				t.Fatalf("%s from origin %q to Host %q passed", method, origin, host)
 			}

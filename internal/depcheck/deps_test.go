@@ -37,7 +37,10 @@ var rules = []rule{
 			"never the wiring (agent), the HTTP API or the CLI",
 		pkgs: []string{"agent/config/..."},
 		onlyOurs: []string{"agent/config/...", "catalog/...", "internal/decode", "agent/dns/...",
-			"agent/local/...", "agent/checks/...", "l7proxy/...", "peering/...", "agent/admission/...", "internal/jointoken"},
+			"agent/local/...", "agent/checks/...", "l7proxy/...", "peering/...", "agent/admission/...", "internal/jointoken",
+			// The allowed origins and hosts of the HTTP API are checked
+			// with the parser the API's edge uses.
+			"internal/weborigin"},
 	},
 	{
 		why:  "catalog imports nothing of ours except catalog/..., internal/decode and the node TLS identity (internal/nodetls, internal/identity)",
@@ -159,6 +162,11 @@ var rules = []rule{
 		why:      "internal/testutil is a leaf: it imports nothing of ours but internal/netutil (for ErrNotSupported)",
 		pkgs:     []string{"internal/testutil/..."},
 		onlyOurs: []string{"internal/testutil/...", "internal/netutil"},
+	},
+	{
+		why:      "internal/weborigin (Origin and Host parsing, shared by the API's edge and the settings) is a leaf: it imports nothing of ours",
+		pkgs:     []string{"internal/weborigin/..."},
+		onlyOurs: []string{"internal/weborigin/..."},
 	},
 	{
 		why:      "internal/netutil (socket options, ErrNotSupported) is a leaf: it imports nothing of ours",
