@@ -51,6 +51,24 @@ type Config struct {
 	// HTTPAddr is the HTTP API's host:port; port 0 picks a free port.
 	// Default 127.0.0.1:8500, this host only (dev: 127.0.0.1:0).
 	HTTPAddr string
+	// HTTPSAddr is the HTTPS API's host:port; "" (the default, dev mode
+	// too) = no HTTPS. Its certificate is HTTPSCertFile and HTTPSKeyFile,
+	// else one the cluster CA signs for the node (with cluster trust),
+	// renewed like the node certificate. With HTTPSVerifyIncoming clients
+	// must present a certificate signed by HTTPSCAFile (default: the
+	// cluster CA). HTTPSTLSMinVersion is "1.2" (default) or "1.3".
+	HTTPSAddr           string
+	HTTPSCertFile       string
+	HTTPSKeyFile        string
+	HTTPSCAFile         string
+	HTTPSVerifyIncoming bool
+	HTTPSTLSMinVersion  string
+	// HTTPAllowedOrigins are the origins (scheme://host[:port]) whose
+	// browser pages may change state through the API besides its own;
+	// HTTPAllowedHosts the names accepted in its Host header besides IP
+	// addresses, localhost and the node name. Empty = only those.
+	HTTPAllowedOrigins []string
+	HTTPAllowedHosts   []string
 	// GRPCAddr is the internal gRPC listener the cluster's other nodes dial
 	// (write forwarding, the mirror, SignLeaf). An empty host means the bind
 	// address, so a multi-host cluster works on the defaults. Default :8502
@@ -347,6 +365,17 @@ func (c *Config) TLSMinVersion() (uint16, error) {
 		return tls.VersionTLS12, nil
 	}
 	return 0, fmt.Errorf("%s %q: want 1.3 or 1.2", c.where("proxy-tls-min-version"), c.ProxyTLSMinVersion)
+}
+
+// HTTPSMinVersion parses HTTPSTLSMinVersion.
+func (c *Config) HTTPSMinVersion() (uint16, error) {
+	switch c.HTTPSTLSMinVersion {
+	case "", "1.2":
+		return tls.VersionTLS12, nil
+	case "1.3":
+		return tls.VersionTLS13, nil
+	}
+	return 0, fmt.Errorf("%s %q: want 1.2 or 1.3", c.where("https-tls-min-version"), c.HTTPSTLSMinVersion)
 }
 
 // peeringDefaults are the heartbeat timers the agent uses when

@@ -52,6 +52,16 @@ func (c *Config) where(name string) string {
 	return name
 }
 
+// originOf returns where the setting called name was set, if a file or
+// flag set it.
+func (c *Config) originOf(name string) (string, bool) {
+	if c.origin == nil {
+		return "", false
+	}
+	w, ok := c.origin.settings[name]
+	return w, ok
+}
+
 // defWhere names a service or check definition for a message: where a
 // file defined it, else its kind and name.
 func (c *Config) defWhere(def any, kind, name string) string {

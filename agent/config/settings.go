@@ -1,11 +1,15 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/peerd/peerd/agent/dns"
 	"github.com/peerd/peerd/catalog/state"
+	"github.com/peerd/peerd/internal/decode"
 	"github.com/peerd/peerd/l7proxy"
 )
 
@@ -70,7 +74,24 @@ var settings = []setting{
 		usage: "IP other nodes reach this one at (default: -bind-addr)"},
 
 	{name: "http-addr", flag: true, ptr: func(c *Config) any { return &c.HTTPAddr }, def: "127.0.0.1:8500", dev: "127.0.0.1:0",
-		usage: "HTTP API address host:port (port 0 = free port)"},
+		usage: "HTTP API address host:port (port 0 = free port; \"\" = no plaintext API, with -https-addr)"},
+	{name: "https-addr", flag: true, ptr: func(c *Config) any { return &c.HTTPSAddr },
+		usage: "HTTPS API address host:port (port 0 = free port; \"\" = none, the default). Certificate: -https-cert-file, else one from the cluster CA"},
+	{name: "https-cert-file", flag: true, ptr: func(c *Config) any { return &c.HTTPSCertFile },
+		usage: "PEM certificate (and chain) of the HTTPS API; with -https-key-file (default: a certificate from the cluster CA)"},
+	{name: "https-key-file", flag: true, ptr: func(c *Config) any { return &c.HTTPSKeyFile },
+		usage: "PEM private key of -https-cert-file"},
+	{name: "https-ca-file", flag: true, ptr: func(c *Config) any { return &c.HTTPSCAFile },
+		usage: "PEM CA certificates that sign HTTPS client certificates, for -https-verify-incoming (default: the cluster CA)"},
+	{name: "https-verify-incoming", flag: true, ptr: func(c *Config) any { return &c.HTTPSVerifyIncoming },
+		usage: "HTTPS clients must present a certificate signed by -https-ca-file (or the cluster CA)"},
+	{name: "https-tls-min-version", flag: true, ptr: func(c *Config) any { return &c.HTTPSTLSMinVersion },
+		usage: "lowest TLS version of the HTTPS API: 1.2 or 1.3 (default 1.2)"},
+	tlsBlock(),
+	{name: "http-allowed-origins", flag: true, key: "http_config.allowed_origins", ptr: func(c *Config) any { return &c.HTTPAllowedOrigins },
+		usage: "origin (scheme://host[:port]) whose browser pages may change state through the API, besides its own (repeatable)"},
+	{name: "http-allowed-hosts", flag: true, key: "http_config.allowed_hosts", ptr: func(c *Config) any { return &c.HTTPAllowedHosts },
+		usage: "name accepted in the API's Host header besides IP addresses, localhost and the node name (repeatable; DNS rebinding protection)"},
 	{name: "grpc-addr", flag: true, ptr: func(c *Config) any { return &c.GRPCAddr }, def: ":8502", dev: "127.0.0.1:0",
 		usage: "internal gRPC address host:port (port 0 = free port)"},
 	{name: "grpc-tls-addr", flag: true, ptr: func(c *Config) any { return &c.GRPCTLSAddr }, def: ":8503", dev: "127.0.0.1:0",
@@ -84,11 +105,13 @@ var settings = []setting{
 	{name: "server-port", flag: true, key: "ports.server", ptr: func(c *Config) any { return &c.ServerPort }, def: 8300, dev: 0,
 		usage: "raft port of a server"},
 	portOf("http-addr", "ports.http", func(c *Config) *string { return &c.HTTPAddr }),
+	portOf("https-addr", "ports.https", func(c *Config) *string { return &c.HTTPSAddr }),
 	portOf("grpc-addr", "ports.grpc", func(c *Config) *string { return &c.GRPCAddr }),
 	portOf("grpc-tls-addr", "ports.grpc_tls", func(c *Config) *string { return &c.GRPCTLSAddr }),
 	portOf("gateway-addr", "ports.gateway", func(c *Config) *string { return &c.GatewayAddr }),
 	portOf("dns-addr", "ports.dns", func(c *Config) *string { return &c.DNSAddr }),
 	hostOf("http-addr", "addresses.http", func(c *Config) *string { return &c.HTTPAddr }),
+	hostOf("https-addr", "addresses.https", func(c *Config) *string { return &c.HTTPSAddr }),
 	hostOf("grpc-addr", "addresses.grpc", func(c *Config) *string { return &c.GRPCAddr }),
 	hostOf("grpc-tls-addr", "addresses.grpc_tls", func(c *Config) *string { return &c.GRPCTLSAddr }),
 	hostOf("gateway-addr", "addresses.gateway", func(c *Config) *string { return &c.GatewayAddr }),
@@ -175,8 +198,14 @@ var settings = []setting{
 	defs("checks", func(c *Config) *[]*state.CheckType { return &c.Checks }),
 }
 
+// offable are the listeners a negative port turns off, as in Consul
+// (ports { dns = -1 }, ports { http = -1 }; HTTPS is off unless a port is
+// given).
+var offable = []string{"dns-addr", "http-addr", "https-addr"}
+
 // portOf is the file key that sets the port of the host:port field named
-// name. For DNS, a negative port turns the server off, as in Consul.
+// name. For DNS, HTTP and HTTPS, a negative port turns the server off, as
+// in Consul.
 func portOf(name, key string, field func(*Config) *string) setting {
 	return setting{name: name, key: key, ptr: func(c *Config) any { return field(c) },
 		fromFile: func(c *Config, file, key string, raw any) error {
@@ -184,7 +213,7 @@ func portOf(name, key string, field func(*Config) *string) setting {
 			if err != nil {
 				return err
 			}
-			if port < 0 && name == "dns-addr" {
+			if port < 0 && slices.Contains(offable, name) {
 				*field(c) = ""
 				return nil
 			}
@@ -194,7 +223,8 @@ func portOf(name, key string, field func(*Config) *string) setting {
 }
 
 // hostOf is the file key that sets the host of the host:port field named
-// name. A DNS server turned off stays off.
+// name. A DNS, HTTP or HTTPS server that is off stays off: HTTPS needs a
+// port (ports.https or -https-addr).
 func hostOf(name, key string, field func(*Config) *string) setting {
 	return setting{name: name, key: key, ptr: func(c *Config) any { return field(c) },
 		fromFile: func(c *Config, file, key string, raw any) error {
@@ -202,7 +232,7 @@ func hostOf(name, key string, field func(*Config) *string) setting {
 			if err != nil {
 				return err
 			}
-			if name == "dns-addr" && *field(c) == "" {
+			if slices.Contains(offable, name) && *field(c) == "" {
 				return nil
 			}
 			*field(c) = replaceHost(*field(c), host)
@@ -229,4 +259,101 @@ func defs[T any](key string, field func(*Config) *[]*T) setting {
 			}
 			return nil
 		}}
+}
+
+// tlsKeys are the keys of Consul's tls.defaults and tls.https blocks that
+// peerd takes, each with the flag of the setting it sets.
+var tlsKeys = []struct{ key, flag string }{
+	{"ca_file", "https-ca-file"},
+	{"cert_file", "https-cert-file"},
+	{"key_file", "https-key-file"},
+	{"verify_incoming", "https-verify-incoming"},
+	{"tls_min_version", "https-tls-min-version"},
+}
+
+// tlsBlock is Consul's tls block, of which peerd reads the HTTPS API's
+// part: tls { defaults { ca_file cert_file key_file verify_incoming
+// tls_min_version } https { ... } }, https's keys overriding defaults'.
+// The internal channels use cluster trust, so tls.internal_rpc and
+// tls.grpc are refused with that reason.
+func tlsBlock() setting {
+	return setting{name: "tls", key: "tls", ptr: func(c *Config) any { return &c.HTTPSCertFile },
+		fromFile: func(c *Config, file, key string, raw any) error {
+			m, err := decodeValue[map[string]any](key, raw)
+			if err != nil {
+				return err
+			}
+			var errs []error
+			fail := func(err error) { errs = append(errs, err) }
+			top := indexKeys("tls.", m, fail)
+			for _, group := range []string{"defaults", "https"} {
+				raw, ok := top.take(group)
+				if !ok || raw == nil {
+					continue
+				}
+				prefix := "tls." + group
+				gm, err := decodeValue[map[string]any](prefix, raw)
+				if err != nil {
+					fail(err)
+					continue
+				}
+				idx := indexKeys(prefix+".", gm, fail)
+				for _, k := range tlsKeys {
+					raw, ok := idx.take(k.key)
+					if !ok || raw == nil {
+						continue
+					}
+					if err := c.setTLSKey(prefix+"."+k.key, k.flag, raw); err != nil {
+						fail(err)
+						continue
+					}
+					c.origins().settings[k.flag] = file + ": " + prefix + "." + k.key
+				}
+				var names []string
+				for _, k := range tlsKeys {
+					names = append(names, k.key)
+				}
+				for _, k := range idx.unused() {
+					fail(fmt.Errorf("%s.%s: unknown key; %s takes %s", prefix, k, prefix, strings.Join(names, ", ")))
+				}
+			}
+			for _, k := range top.unused() {
+				switch decode.CanonicalKey(k) {
+				case decode.CanonicalKey("internal_rpc"), decode.CanonicalKey("grpc"):
+					fail(fmt.Errorf("tls.%s: peerd's internal channels use cluster trust (node certificates from the cluster CA, -internal-tls), not certificate files: remove the block", k))
+				default:
+					fail(fmt.Errorf("tls.%s: unknown key; tls takes defaults and https", k))
+				}
+			}
+			return errors.Join(errs...)
+		}}
+}
+
+// setTLSKey sets the HTTPS setting named flag from the file key key.
+func (c *Config) setTLSKey(key, flag string, raw any) error {
+	switch flag {
+	case "https-ca-file":
+		return setFrom(&c.HTTPSCAFile, key, raw)
+	case "https-cert-file":
+		return setFrom(&c.HTTPSCertFile, key, raw)
+	case "https-key-file":
+		return setFrom(&c.HTTPSKeyFile, key, raw)
+	case "https-verify-incoming":
+		return setFrom(&c.HTTPSVerifyIncoming, key, raw)
+	case "https-tls-min-version":
+		v, err := decodeValue[string](key, raw)
+		if err != nil {
+			return err
+		}
+		switch v {
+		case "TLSv1_2", "tlsv1_2", "1.2":
+			c.HTTPSTLSMinVersion = "1.2"
+		case "TLSv1_3", "tlsv1_3", "1.3":
+			c.HTTPSTLSMinVersion = "1.3"
+		default:
+			return fmt.Errorf("%s %q: want TLSv1_2 or TLSv1_3", key, v)
+		}
+		return nil
+	}
+	return fmt.Errorf("%s: no such setting", key)
 }

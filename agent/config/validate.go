@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/peerd/peerd/internal/jointoken"
+	"github.com/peerd/peerd/internal/weborigin"
 
 	"github.com/peerd/peerd/agent/checks"
 	"github.com/peerd/peerd/agent/dns"
@@ -100,7 +101,8 @@ func (c *Config) validate(needDataDir bool) error {
 		name, addr, example string
 		optional            bool
 	}{
-		{"http-addr", c.HTTPAddr, "127.0.0.1:8500", false},
+		{"http-addr", c.HTTPAddr, "127.0.0.1:8500, or \"\" for no plaintext API", true},
+		{"https-addr", c.HTTPSAddr, "127.0.0.1:8501, or \"\" for no HTTPS", true},
 		{"grpc-addr", c.GRPCAddr, "127.0.0.1:8502", false},
 		{"grpc-tls-addr", c.GRPCTLSAddr, "127.0.0.1:8503", false},
 		{"gateway-addr", c.GatewayAddr, "0.0.0.0:8443, or \"\" for no gateway", true},
@@ -171,6 +173,7 @@ func (c *Config) validate(needDataDir bool) error {
 	if _, err := c.TLSMinVersion(); err != nil {
 		errs = append(errs, err)
 	}
+	c.validateHTTP(add, &errs)
 	for _, p := range c.GatewayVIPs {
 		if _, err := netip.ParsePrefix(p); err != nil {
 			add("gateway-vip", "%q: want a CIDR prefix such as 203.0.113.0/24: %v", p, err)
@@ -187,6 +190,43 @@ func (c *Config) validate(needDataDir bool) error {
 	}
 	errs = append(errs, c.validateDefinitions()...)
 	return errors.Join(errs...)
+}
+
+// validateHTTP checks the API's listeners, HTTPS certificate settings and
+// browser protections.
+func (c *Config) validateHTTP(add func(name, format string, a ...any), errs *[]error) {
+	if c.HTTPAddr == "" && c.HTTPSAddr == "" {
+		add("http-addr", "no HTTP API at all: keep -http-addr, or set -https-addr (ports { https = 8501 })")
+	}
+	if (c.HTTPSCertFile == "") != (c.HTTPSKeyFile == "") {
+		add("https-cert-file", "give the certificate and its key together: -https-cert-file and -https-key-file (tls { https { cert_file key_file } })")
+	}
+	if c.HTTPSAddr != "" && c.HTTPSCertFile == "" && !c.InternalTLS {
+		add("https-addr", "HTTPS needs a certificate: -https-cert-file and -https-key-file, or cluster trust (-internal-tls, the default), whose CA signs one")
+	}
+	if c.HTTPSVerifyIncoming && c.HTTPSCAFile == "" && !c.InternalTLS {
+		add("https-verify-incoming", "client certificates need a CA to verify them: -https-ca-file (tls { https { ca_file } }), or cluster trust")
+	}
+	if c.HTTPSAddr == "" {
+		for _, name := range []string{"https-cert-file", "https-ca-file", "https-verify-incoming"} {
+			if w, ok := c.originOf(name); ok {
+				*errs = append(*errs, fmt.Errorf("%s: no HTTPS listener to use it: set -https-addr (ports { https = 8501 })", w))
+			}
+		}
+	}
+	if _, err := c.HTTPSMinVersion(); err != nil {
+		*errs = append(*errs, err)
+	}
+	for _, o := range c.HTTPAllowedOrigins {
+		if _, err := weborigin.Parse(o); err != nil {
+			add("http-allowed-origins", "%v", err)
+		}
+	}
+	for _, h := range c.HTTPAllowedHosts {
+		if err := weborigin.ValidateHost(h); err != nil {
+			add("http-allowed-hosts", "%v", err)
+		}
+	}
 }
 
 // validateAutopilot checks the autopilot settings.
