@@ -274,6 +274,37 @@ func (s *Server) Renew(ctx context.Context, req *pbadmission.RenewRequest) (*pba
 	return &pbadmission.RenewResponse{ChainPem: leaf, RootPems: pems}, nil
 }
 
+// SignAPI implements AdmissionService on the internal mTLS port: the
+// serving certificate of the caller's own HTTPS API, named for the
+// caller's verified node identity, never another's.
+func (s *Server) SignAPI(ctx context.Context, req *pbadmission.SignAPIRequest) (*pbadmission.SignAPIResponse, error) {
+	peer, ok := nodetls.PeerFrom(ctx)
+	if !ok {
+		return nil, s.refuse(codes.PermissionDenied, ReasonNoPeer, "", "",
+			errors.New("an API certificate needs the node's certificate: call it on the internal mTLS port"))
+	}
+	if revoked, err := s.cfg.Cluster.CallerRevoked(ctx); err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	} else if revoked {
+		return nil, s.refuse(codes.PermissionDenied, "revoked-node", "", peer.Node, fmt.Errorf("the certificate of node %s was revoked", peer.Node))
+	}
+	pub, err := parsePublicKey(req.GetPublicKeyPem())
+	if err != nil {
+		return nil, s.refuse(codes.InvalidArgument, ReasonBadRequest, "", peer.Node, err)
+	}
+	td, err := s.cfg.CA.TrustDomain()
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	a := identity.Agent{TrustDomain: td, Role: peer.Role, Datacenter: s.cfg.Datacenter, Node: peer.Node}
+	leaf, err := s.cfg.CA.SignAPI(ctx, ca.APIRequest{PublicKey: pub, Agent: a, TTL: s.cfg.NodeCertTTL})
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	s.log.Info("HTTPS API certificate signed", "node", peer.Node)
+	return &pbadmission.SignAPIResponse{ChainPem: leaf.ChainPEM}, nil
+}
+
 func (s *Server) sign(ctx context.Context, role, node string, pub any) (string, []string, error) {
 	td, err := s.cfg.CA.TrustDomain()
 	if err != nil {

@@ -229,3 +229,28 @@ func validateLabel(label string) error {
 func InternalSNI(service, namespace, datacenter string, td spiffeid.TrustDomain) string {
 	return service + "." + namespace + "." + datacenter + ".internal." + td.Name()
 }
+
+// APIServerName returns "api.<td>", the DNS SAN every node's HTTPS API
+// certificate from the cluster CA carries: the TLS server name a client
+// of any node of the cluster verifies (peerctl -tls-server-name,
+// CONSUL_TLS_SERVER_NAME).
+func APIServerName(td spiffeid.TrustDomain) string {
+	return "api." + td.Name()
+}
+
+// NodeAPIServerName returns "<node>.node.api.<td>", the DNS SAN that names
+// one node's HTTPS API, for a client that must reach that node and no
+// other.
+func NodeAPIServerName(node string, td spiffeid.TrustDomain) string {
+	return node + ".node.api." + td.Name()
+}
+
+// APINames are the DNS SANs of a's HTTPS API certificate: APIServerName,
+// and NodeAPIServerName when the node's name makes a valid DNS name.
+func APINames(a Agent) []string {
+	names := []string{APIServerName(a.TrustDomain)}
+	if n := NodeAPIServerName(strings.ToLower(a.Node), a.TrustDomain); ValidateDNSName(n) == nil {
+		names = append(names, n)
+	}
+	return names
+}

@@ -367,6 +367,94 @@ func (x *RenewResponse) GetRootPems() []string {
 	return nil
 }
 
+type SignAPIRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PublicKeyPem  string                 `protobuf:"bytes,1,opt,name=public_key_pem,json=publicKeyPem,proto3" json:"public_key_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignAPIRequest) Reset() {
+	*x = SignAPIRequest{}
+	mi := &file_admission_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignAPIRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignAPIRequest) ProtoMessage() {}
+
+func (x *SignAPIRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admission_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignAPIRequest.ProtoReflect.Descriptor instead.
+func (*SignAPIRequest) Descriptor() ([]byte, []int) {
+	return file_admission_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SignAPIRequest) GetPublicKeyPem() string {
+	if x != nil {
+		return x.PublicKeyPem
+	}
+	return ""
+}
+
+type SignAPIResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ChainPem      string                 `protobuf:"bytes,1,opt,name=chain_pem,json=chainPem,proto3" json:"chain_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignAPIResponse) Reset() {
+	*x = SignAPIResponse{}
+	mi := &file_admission_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignAPIResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignAPIResponse) ProtoMessage() {}
+
+func (x *SignAPIResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admission_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignAPIResponse.ProtoReflect.Descriptor instead.
+func (*SignAPIResponse) Descriptor() ([]byte, []int) {
+	return file_admission_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SignAPIResponse) GetChainPem() string {
+	if x != nil {
+		return x.ChainPem
+	}
+	return ""
+}
+
 var File_admission_proto protoreflect.FileDescriptor
 
 const file_admission_proto_rawDesc = "" +
@@ -395,11 +483,16 @@ const file_admission_proto_rawDesc = "" +
 	"\x0epublic_key_pem\x18\x01 \x01(\tR\fpublicKeyPem\"I\n" +
 	"\rRenewResponse\x12\x1b\n" +
 	"\tchain_pem\x18\x01 \x01(\tR\bchainPem\x12\x1b\n" +
-	"\troot_pems\x18\x02 \x03(\tR\brootPems2\xf9\x01\n" +
+	"\troot_pems\x18\x02 \x03(\tR\brootPems\"6\n" +
+	"\x0eSignAPIRequest\x12$\n" +
+	"\x0epublic_key_pem\x18\x01 \x01(\tR\fpublicKeyPem\".\n" +
+	"\x0fSignAPIResponse\x12\x1b\n" +
+	"\tchain_pem\x18\x01 \x01(\tR\bchainPem2\xcd\x02\n" +
 	"\x10AdmissionService\x12L\n" +
 	"\x05Roots\x12 .peerd.admission.v1.RootsRequest\x1a!.peerd.admission.v1.RootsResponse\x12I\n" +
 	"\x04Join\x12\x1f.peerd.admission.v1.JoinRequest\x1a .peerd.admission.v1.JoinResponse\x12L\n" +
-	"\x05Renew\x12 .peerd.admission.v1.RenewRequest\x1a!.peerd.admission.v1.RenewResponseB4Z2github.com/peerd/peerd/agent/admission/pbadmissionb\x06proto3"
+	"\x05Renew\x12 .peerd.admission.v1.RenewRequest\x1a!.peerd.admission.v1.RenewResponse\x12R\n" +
+	"\aSignAPI\x12\".peerd.admission.v1.SignAPIRequest\x1a#.peerd.admission.v1.SignAPIResponseB4Z2github.com/peerd/peerd/agent/admission/pbadmissionb\x06proto3"
 
 var (
 	file_admission_proto_rawDescOnce sync.Once
@@ -413,24 +506,28 @@ func file_admission_proto_rawDescGZIP() []byte {
 	return file_admission_proto_rawDescData
 }
 
-var file_admission_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_admission_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_admission_proto_goTypes = []any{
-	(*RootsRequest)(nil),  // 0: peerd.admission.v1.RootsRequest
-	(*RootsResponse)(nil), // 1: peerd.admission.v1.RootsResponse
-	(*JoinRequest)(nil),   // 2: peerd.admission.v1.JoinRequest
-	(*JoinResponse)(nil),  // 3: peerd.admission.v1.JoinResponse
-	(*RenewRequest)(nil),  // 4: peerd.admission.v1.RenewRequest
-	(*RenewResponse)(nil), // 5: peerd.admission.v1.RenewResponse
+	(*RootsRequest)(nil),    // 0: peerd.admission.v1.RootsRequest
+	(*RootsResponse)(nil),   // 1: peerd.admission.v1.RootsResponse
+	(*JoinRequest)(nil),     // 2: peerd.admission.v1.JoinRequest
+	(*JoinResponse)(nil),    // 3: peerd.admission.v1.JoinResponse
+	(*RenewRequest)(nil),    // 4: peerd.admission.v1.RenewRequest
+	(*RenewResponse)(nil),   // 5: peerd.admission.v1.RenewResponse
+	(*SignAPIRequest)(nil),  // 6: peerd.admission.v1.SignAPIRequest
+	(*SignAPIResponse)(nil), // 7: peerd.admission.v1.SignAPIResponse
 }
 var file_admission_proto_depIdxs = []int32{
 	0, // 0: peerd.admission.v1.AdmissionService.Roots:input_type -> peerd.admission.v1.RootsRequest
 	2, // 1: peerd.admission.v1.AdmissionService.Join:input_type -> peerd.admission.v1.JoinRequest
 	4, // 2: peerd.admission.v1.AdmissionService.Renew:input_type -> peerd.admission.v1.RenewRequest
-	1, // 3: peerd.admission.v1.AdmissionService.Roots:output_type -> peerd.admission.v1.RootsResponse
-	3, // 4: peerd.admission.v1.AdmissionService.Join:output_type -> peerd.admission.v1.JoinResponse
-	5, // 5: peerd.admission.v1.AdmissionService.Renew:output_type -> peerd.admission.v1.RenewResponse
-	3, // [3:6] is the sub-list for method output_type
-	0, // [0:3] is the sub-list for method input_type
+	6, // 3: peerd.admission.v1.AdmissionService.SignAPI:input_type -> peerd.admission.v1.SignAPIRequest
+	1, // 4: peerd.admission.v1.AdmissionService.Roots:output_type -> peerd.admission.v1.RootsResponse
+	3, // 5: peerd.admission.v1.AdmissionService.Join:output_type -> peerd.admission.v1.JoinResponse
+	5, // 6: peerd.admission.v1.AdmissionService.Renew:output_type -> peerd.admission.v1.RenewResponse
+	7, // 7: peerd.admission.v1.AdmissionService.SignAPI:output_type -> peerd.admission.v1.SignAPIResponse
+	4, // [4:8] is the sub-list for method output_type
+	0, // [0:4] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name
@@ -447,7 +544,7 @@ func file_admission_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_admission_proto_rawDesc), len(file_admission_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

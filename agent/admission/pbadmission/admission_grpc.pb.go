@@ -24,9 +24,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdmissionService_Roots_FullMethodName = "/peerd.admission.v1.AdmissionService/Roots"
-	AdmissionService_Join_FullMethodName  = "/peerd.admission.v1.AdmissionService/Join"
-	AdmissionService_Renew_FullMethodName = "/peerd.admission.v1.AdmissionService/Renew"
+	AdmissionService_Roots_FullMethodName   = "/peerd.admission.v1.AdmissionService/Roots"
+	AdmissionService_Join_FullMethodName    = "/peerd.admission.v1.AdmissionService/Join"
+	AdmissionService_Renew_FullMethodName   = "/peerd.admission.v1.AdmissionService/Renew"
+	AdmissionService_SignAPI_FullMethodName = "/peerd.admission.v1.AdmissionService/SignAPI"
 )
 
 // AdmissionServiceClient is the client API for AdmissionService service.
@@ -44,6 +45,10 @@ type AdmissionServiceClient interface {
 	// Renew signs a new node certificate for the calling node (internal
 	// mTLS port only): same node, same role, a new key.
 	Renew(ctx context.Context, in *RenewRequest, opts ...grpc.CallOption) (*RenewResponse, error)
+	// SignAPI signs the serving certificate of the calling node's HTTPS API
+	// (internal mTLS port only): DNS names of the cluster's trust domain for
+	// that node, server authentication only, for the given key.
+	SignAPI(ctx context.Context, in *SignAPIRequest, opts ...grpc.CallOption) (*SignAPIResponse, error)
 }
 
 type admissionServiceClient struct {
@@ -84,6 +89,16 @@ func (c *admissionServiceClient) Renew(ctx context.Context, in *RenewRequest, op
 	return out, nil
 }
 
+func (c *admissionServiceClient) SignAPI(ctx context.Context, in *SignAPIRequest, opts ...grpc.CallOption) (*SignAPIResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SignAPIResponse)
+	err := c.cc.Invoke(ctx, AdmissionService_SignAPI_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdmissionServiceServer is the server API for AdmissionService service.
 // All implementations must embed UnimplementedAdmissionServiceServer
 // for forward compatibility.
@@ -99,6 +114,10 @@ type AdmissionServiceServer interface {
 	// Renew signs a new node certificate for the calling node (internal
 	// mTLS port only): same node, same role, a new key.
 	Renew(context.Context, *RenewRequest) (*RenewResponse, error)
+	// SignAPI signs the serving certificate of the calling node's HTTPS API
+	// (internal mTLS port only): DNS names of the cluster's trust domain for
+	// that node, server authentication only, for the given key.
+	SignAPI(context.Context, *SignAPIRequest) (*SignAPIResponse, error)
 	mustEmbedUnimplementedAdmissionServiceServer()
 }
 
@@ -117,6 +136,9 @@ func (UnimplementedAdmissionServiceServer) Join(context.Context, *JoinRequest) (
 }
 func (UnimplementedAdmissionServiceServer) Renew(context.Context, *RenewRequest) (*RenewResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Renew not implemented")
+}
+func (UnimplementedAdmissionServiceServer) SignAPI(context.Context, *SignAPIRequest) (*SignAPIResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SignAPI not implemented")
 }
 func (UnimplementedAdmissionServiceServer) mustEmbedUnimplementedAdmissionServiceServer() {}
 func (UnimplementedAdmissionServiceServer) testEmbeddedByValue()                          {}
@@ -193,6 +215,24 @@ func _AdmissionService_Renew_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdmissionService_SignAPI_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignAPIRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdmissionServiceServer).SignAPI(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdmissionService_SignAPI_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdmissionServiceServer).SignAPI(ctx, req.(*SignAPIRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdmissionService_ServiceDesc is the grpc.ServiceDesc for AdmissionService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -211,6 +251,10 @@ var AdmissionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Renew",
 			Handler:    _AdmissionService_Renew_Handler,
+		},
+		{
+			MethodName: "SignAPI",
+			Handler:    _AdmissionService_SignAPI_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
