@@ -83,8 +83,12 @@ type Agent struct {
 	log     *slog.Logger
 	cluster *catalog.Cluster
 	local   *local.State
+	// http serves the API in plaintext on httpLn, https over TLS on
+	// httpsLn; either listener may be off (nil).
 	http    *http.Server
 	httpLn  net.Listener
+	https   *http.Server
+	httpsLn net.Listener
 	grpc    *grpc.Server
 	grpcLn  net.Listener
 	health  *health.Server
@@ -240,8 +244,15 @@ func (a *Agent) start(ctx context.Context) error {
 	// The node-to-node listeners default to the bind address: the other
 	// nodes (and peers, for TLS gRPC) must reach what is advertised.
 	cfg.GRPCAddr, cfg.GRPCTLSAddr = onBindAddr(cfg.GRPCAddr, cfg.BindAddr), onBindAddr(cfg.GRPCTLSAddr, cfg.BindAddr)
-	if a.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
-		return fmt.Errorf("listen for HTTP on %s: %w", cfg.HTTPAddr, err)
+	if cfg.HTTPAddr != "" {
+		if a.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return fmt.Errorf("listen for HTTP on %s: %w", cfg.HTTPAddr, err)
+		}
+	}
+	if cfg.HTTPSAddr != "" {
+		if a.httpsLn, err = net.Listen("tcp", cfg.HTTPSAddr); err != nil {
+			return fmt.Errorf("listen for HTTPS on %s: %w", cfg.HTTPSAddr, err)
+		}
 	}
 	if a.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
 		return fmt.Errorf("listen for gRPC on %s: %w", cfg.GRPCAddr, err)
@@ -270,7 +281,10 @@ func (a *Agent) start(ctx context.Context) error {
 	cc.DataDir = cfg.DataDir
 	cc.BindAddr, cc.AdvertiseAddr = cfg.BindAddr, cfg.AdvertiseAddr
 	cc.SerfPort, cc.ServerPort = cfg.SerfLANPort, cfg.ServerPort
-	cc.GRPCAddr, cc.HTTPAddr = advertised(a.grpcLn, cc), advertised(a.httpLn, cc)
+	cc.GRPCAddr = advertised(a.grpcLn, cc)
+	if a.httpLn != nil {
+		cc.HTTPAddr = advertised(a.httpLn, cc)
+	}
 	if a.grpcTLSLn != nil {
 		cc.GRPCTLSAddr = advertised(a.grpcTLSLn, cc)
 	}
@@ -395,11 +409,31 @@ func (a *Agent) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.http = &http.Server{
-		Handler:           api.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		MaxHeaderBytes:    1 << 20,
-		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	// The browser protections stand in front of both listeners.
+	edge, err := httpapi.NewEdge(httpapi.EdgeConfig{NodeName: cfg.NodeName, AllowedOrigins: cfg.HTTPAllowedOrigins,
+		AllowedHosts: cfg.HTTPAllowedHosts, Registry: reg, Logger: a.log}, api.Handler())
+	if err != nil {
+		return err
+	}
+	newServer := func() *http.Server {
+		return &http.Server{
+			Handler:           edge,
+			ReadHeaderTimeout: 10 * time.Second,
+			MaxHeaderBytes:    1 << 20,
+			ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+		}
+	}
+	a.http = newServer()
+	if a.httpsLn != nil {
+		cert := &apiCert{}
+		a.https = newServer()
+		if a.https.TLSConfig, err = a.httpsConfig(cert, edge); err != nil {
+			return err
+		}
+		if cfg.HTTPSCertFile == "" {
+			a.wg.Add(1)
+			go func() { defer a.wg.Done(); a.renewAPICert(ctx, cert) }()
+		}
 	}
 	// With cluster trust the internal port is mutual TLS between admitted
 	// nodes; the options carry the credentials and the interceptors that
@@ -478,13 +512,26 @@ func (a *Agent) start(ctx context.Context) error {
 		}
 	}
 
-	a.wg.Add(2)
-	go func() {
-		defer a.wg.Done()
-		if err := a.http.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			a.log.Error("HTTP server stopped", "err", err)
-		}
-	}()
+	if a.httpLn != nil {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			if err := a.http.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.log.Error("HTTP server stopped", "err", err)
+			}
+		}()
+	}
+	if a.httpsLn != nil {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			// The certificate comes from TLSConfig.GetCertificate.
+			if err := a.https.ServeTLS(a.httpsLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.log.Error("HTTPS server stopped", "err", err)
+			}
+		}()
+	}
+	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
 		if err := a.grpc.Serve(a.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -614,8 +661,23 @@ func nodeID(dataDir string, dev bool) (string, error) {
 	return id, nil
 }
 
-// HTTPAddr returns the address the HTTP API listens on.
-func (a *Agent) HTTPAddr() string { return a.httpLn.Addr().String() }
+// HTTPAddr returns the address the HTTP API listens on ("" when plaintext
+// HTTP is off).
+func (a *Agent) HTTPAddr() string {
+	if a.httpLn == nil {
+		return ""
+	}
+	return a.httpLn.Addr().String()
+}
+
+// HTTPSAddr returns the address the HTTPS API listens on ("" when it has
+// none).
+func (a *Agent) HTTPSAddr() string {
+	if a.httpsLn == nil {
+		return ""
+	}
+	return a.httpsLn.Addr().String()
+}
 
 // GRPCAddr returns the address the gRPC server listens on.
 func (a *Agent) GRPCAddr() string { return a.grpcLn.Addr().String() }
@@ -656,7 +718,12 @@ func (a *Agent) PrintBanner(w io.Writer) {
 	fmt.Fprintf(w, "      node: %s (%s)\n", a.cfg.NodeName, a.cfg.NodeID)
 	fmt.Fprintf(w, "        dc: %s\n", a.cfg.Datacenter)
 	fmt.Fprintf(w, "      mode: %s\n", mode)
-	fmt.Fprintf(w, "      http: %s\n", a.HTTPAddr())
+	if a.httpLn != nil {
+		fmt.Fprintf(w, "      http: %s\n", a.HTTPAddr())
+	}
+	if a.httpsLn != nil {
+		fmt.Fprintf(w, "     https: %s\n", a.HTTPSAddr())
+	}
 	fmt.Fprintf(w, "      grpc: %s\n", a.GRPCAddr())
 	if a.grpcTLSLn != nil {
 		fmt.Fprintf(w, "  grpc-tls: %s\n", a.grpcTLSLn.Addr())
@@ -806,10 +873,16 @@ func (a *Agent) shutdownSteps() []shutdownStep {
 		}},
 		{"HTTP API", drainPhase, func(context.Context) error {
 			defer serveCancel()
+			var errs []error
 			if err := a.http.Shutdown(serveCtx); err != nil {
-				return fmt.Errorf("stop HTTP server: %w", err)
+				errs = append(errs, fmt.Errorf("stop HTTP server: %w", err))
 			}
-			return nil
+			if a.https != nil {
+				if err := a.https.Shutdown(serveCtx); err != nil {
+					errs = append(errs, fmt.Errorf("stop HTTPS server: %w", err))
+				}
+			}
+			return errors.Join(errs...)
 		}},
 		{"local state", drainPhase, func(ctx context.Context) error {
 			a.stopLocal()
@@ -887,7 +960,7 @@ func (a *Agent) shutdownSteps() []shutdownStep {
 }
 
 func (a *Agent) closeListeners() {
-	for _, ln := range append([]net.Listener{a.httpLn, a.grpcLn, a.grpcTLSLn, a.gatewayLn}, a.transparentLns...) {
+	for _, ln := range append([]net.Listener{a.httpLn, a.httpsLn, a.grpcLn, a.grpcTLSLn, a.gatewayLn}, a.transparentLns...) {
 		if ln != nil {
 			_ = ln.Close()
 		}
