@@ -63,20 +63,26 @@ type app struct {
 	env      *env
 	httpAddr string
 	token    string
+	tls      tlsFlags
 }
 
 // client returns an HTTP client for the agent chosen by -http-addr,
-// PEERD_HTTP_ADDR or the default, in that order.
+// PEERD_HTTP_ADDR, CONSUL_HTTP_ADDR or the default, in that order, with
+// the HTTPS settings of tlsConfig.
 func (a *app) client() (*Client, error) {
-	addr := a.httpAddr
-	if addr == "" {
-		addr = a.env.getenv(EnvHTTPAddr)
+	addr, err := a.address()
+	if err != nil {
+		return nil, err
+	}
+	tlsCfg, err := a.tlsConfig()
+	if err != nil {
+		return nil, err
 	}
 	token := a.token
 	if token == "" {
 		token = a.env.getenv(EnvHTTPToken)
 	}
-	return NewClient(ClientConfig{Address: addr, Token: token})
+	return NewClient(ClientConfig{Address: addr, Token: token, TLS: tlsCfg})
 }
 
 // newRootCommand builds the whole command tree. New command groups add one
@@ -91,8 +97,12 @@ func newRootCommand(e *env) *cobra.Command {
 Flags take one or two dashes: -http-addr and --http-addr are the same flag.
 
 Environment:
-  ` + EnvHTTPAddr + `   agent address, host:port or http://host:port (default ` + DefaultHTTPAddr + `)
-  ` + EnvHTTPToken + `  ACL token sent as X-Consul-Token`,
+  ` + EnvHTTPAddr + `   agent address, host:port, http://host:port or https://host:port (default ` + DefaultHTTPAddr + `;
+                    then ` + EnvConsulHTTPAddr + `, and ` + EnvConsulHTTPSSL + `=true for https)
+  ` + EnvHTTPToken + `  ACL token sent as X-Consul-Token
+  ` + EnvCACert + `      CA file of the agent's HTTPS certificate (or ` + EnvConsulCACert + `)
+  ` + EnvClientCert + `, ` + EnvClientKey + `  client certificate and key
+  ` + EnvTLSServerName + `  name the agent's certificate must carry`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		Args:          cobra.ArbitraryArgs,
@@ -106,6 +116,10 @@ Environment:
 	pf.StringVar(&a.httpAddr, "http-addr", "",
 		"agent HTTP address, host:port or http://host:port (default $"+EnvHTTPAddr+" or "+DefaultHTTPAddr+")")
 	pf.StringVar(&a.token, "token", "", "ACL token sent as X-Consul-Token (default $"+EnvHTTPToken+")")
+	pf.StringVar(&a.tls.caFile, "ca-file", "", "PEM CA file that verifies the agent's HTTPS certificate (default $"+EnvCACert+" or $"+EnvConsulCACert+")")
+	pf.StringVar(&a.tls.clientCert, "client-cert", "", "PEM client certificate, for an agent that verifies incoming HTTPS (default $"+EnvClientCert+")")
+	pf.StringVar(&a.tls.clientKey, "client-key", "", "PEM key of -client-cert (default $"+EnvClientKey+")")
+	pf.StringVar(&a.tls.serverName, "tls-server-name", "", "name the agent's HTTPS certificate must carry, e.g. api.<trust domain> (default $"+EnvTLSServerName+")")
 
 	root.AddCommand(
 		newMembersCommand(a),

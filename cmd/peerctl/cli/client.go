@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,6 +50,11 @@ type ClientConfig struct {
 	// Zero means DefaultTimeout.
 	Timeout time.Duration
 
+	// TLS configures https:// connections (a CA, a client certificate, a
+	// server name); nil = Go's defaults (the system's roots). Unused with
+	// Transport.
+	TLS *tls.Config
+
 	// Transport sends the requests. Nil means a clone of
 	// http.DefaultTransport whose dials time out after DefaultDialTimeout.
 	Transport http.RoundTripper
@@ -79,6 +85,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if rt == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.DialContext = (&net.Dialer{Timeout: DefaultDialTimeout, KeepAlive: 30 * time.Second}).DialContext
+		if cfg.TLS != nil {
+			t.TLSClientConfig = cfg.TLS.Clone()
+		}
 		rt = t
 	}
 	return &Client{
@@ -101,7 +110,7 @@ func parseAddress(addr string) (string, error) {
 		return "", fmt.Errorf("invalid agent address %q: %w", addr, err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return "", fmt.Errorf("invalid agent address %q: scheme %q is not supported, want http:// or host:port", addr, u.Scheme)
+		return "", fmt.Errorf("invalid agent address %q: scheme %q is not supported, want http://, https:// or host:port", addr, u.Scheme)
 	}
 	if u.Host == "" {
 		return "", fmt.Errorf("invalid agent address %q: no host, want host:port or http://host:port", addr)
@@ -197,6 +206,9 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 	if err != nil {
 		if ctx.Err() == nil && isDialError(err) {
 			return nil, &ConnectError{Address: c.base, Err: err}
+		}
+		if hint := tlsHint(err); hint != "" {
+			return nil, fmt.Errorf("%s %s: %w (%s)", method, u, err, hint)
 		}
 		return nil, fmt.Errorf("%s %s: %w", method, u, err)
 	}
