@@ -431,8 +431,9 @@ func (a *Agent) start(ctx context.Context) error {
 			return err
 		}
 		if cfg.HTTPSCertFile == "" {
+			seed := a.trust.material.Seed // read before renewTrust runs
 			a.wg.Add(1)
-			go func() { defer a.wg.Done(); a.renewAPICert(ctx, cert) }()
+			go func() { defer a.wg.Done(); a.renewAPICert(ctx, cert, seed) }()
 		}
 	}
 	// With cluster trust the internal port is mutual TLS between admitted

@@ -128,12 +128,14 @@ func verifyClient(chain []*x509.Certificate, roots *x509.CertPool) error {
 // renewAPICert keeps the HTTPS API's certificate from the cluster CA
 // current, as renewTrust does the node certificate: a new one when there
 // is none, at half its life, or when the active root changed. It checks
-// at once, then every second.
-func (a *Agent) renewAPICert(ctx context.Context, cert *apiCert) {
+// at once, then every second. seed is the first server's seed CA as it
+// was at start (renewTrust replaces the material, and drops the seed once
+// raft holds the CA, which is then used first).
+func (a *Agent) renewAPICert(ctx context.Context, cert *apiCert, seed *ca.Seed) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
-		if err := a.refreshAPICert(ctx, cert); err != nil && ctx.Err() == nil {
+		if err := a.refreshAPICert(ctx, cert, seed); err != nil && ctx.Err() == nil {
 			a.log.Warn("obtain the HTTPS API certificate from the cluster CA; retrying", "err", err)
 		}
 		select {
@@ -144,9 +146,8 @@ func (a *Agent) renewAPICert(ctx context.Context, cert *apiCert) {
 	}
 }
 
-func (a *Agent) refreshAPICert(ctx context.Context, cert *apiCert) error {
+func (a *Agent) refreshAPICert(ctx context.Context, cert *apiCert, seed *ca.Seed) error {
 	t := a.trust
-	seed := t.material.Seed
 	var active string
 	if _, roots, err := a.cluster.View().CARoots(nil); err == nil && len(roots) > 0 {
 		active = roots[0].CertPEM
