@@ -350,3 +350,67 @@ func TestBrowserAttacksOnAgent(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTPSClientNodeClusterCA: a client node holds no CA key: a server
+// signs its HTTPS API certificate over the internal mTLS port, named for
+// that node. With verify_incoming and no CA file, client certificates of
+// the cluster CA (a node certificate here) get in, and nothing else.
+func TestHTTPSClientNodeClusterCA(t *testing.T) {
+	if testing.Short() {
+		t.Skip("two agents with cluster trust: skipped with -short")
+	}
+	s1, err := trustedAgent(t, "s1", true, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := createJoinToken(t, s1, "client", "1h")
+	c1, err := trustedAgentWith(t, "c1", false, tok.Token, func(c *Config) {
+		c.HTTPSAddr, c.HTTPSVerifyIncoming = "127.0.0.1:0", true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := api.NewClient(&api.Config{Address: s1.HTTPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, _, err := plain.Connect().CARoots(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	caFile, certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "s1.pem"), filepath.Join(dir, "s1-key.pem")
+	var bundle string
+	for _, r := range roots.Roots {
+		bundle += r.RootCertPEM
+	}
+	m := s1.trust.source // the server's node certificate stands in for an operator's client certificate
+	for path, body := range map[string]string{caFile: bundle, certFile: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: m.Leaf().Raw}))} {
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(m.Certificate().PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writePEM(t, keyFile, "PRIVATE KEY", kder)
+
+	name := "c1.node.api." + roots.TrustDomain
+	c := httpsClient(t, c1.HTTPSAddr(), api.TLSConfig{CAFile: caFile, Address: name, CertFile: certFile, KeyFile: keyFile})
+	eventually(t, 20*time.Second, "the client node's HTTPS API has a certificate signed for c1", func() error {
+		_, err := c.Agent().Self()
+		return err
+	})
+	if _, err := httpsClient(t, c1.HTTPSAddr(), api.TLSConfig{CAFile: caFile, Address: "s1.node.api." + roots.TrustDomain, CertFile: certFile, KeyFile: keyFile}).Agent().Self(); err == nil {
+		t.Fatal("the client node's certificate names another node")
+	}
+	if _, err := httpsClient(t, c1.HTTPSAddr(), api.TLSConfig{CAFile: caFile, Address: name}).Agent().Self(); err == nil {
+		t.Fatal("a client without a certificate got in")
+	}
+	other := newTestCA(t)
+	oc, ok := other.issue(t, "intruder", x509.ExtKeyUsageClientAuth)
+	if _, err := httpsClient(t, c1.HTTPSAddr(), api.TLSConfig{CAFile: caFile, Address: name, CertFile: oc, KeyFile: ok}).Agent().Self(); err == nil {
+		t.Fatal("a client certificate of another CA got in")
+	}
+}
