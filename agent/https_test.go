@@ -178,6 +178,10 @@ func TestHTTPSClusterCA(t *testing.T) {
 		err := cli.Run(context.Background(), args, &out, &errb)
 		return out.String(), err
 	}
+	pemOut, err := run("-http-addr", a.HTTPAddr(), "ca", "roots", "-pem")
+	if err != nil || pemOut != string(bundle) {
+		t.Fatalf("peerctl ca roots -pem: got %q, %v; want the roots' PEM %q", pemOut, err, bundle)
+	}
 	out, err := run("-http-addr", "https://"+a.HTTPSAddr(), "-ca-file", caFile, "-tls-server-name", serverName, "catalog", "services")
 	if err != nil || !strings.Contains(out, "web") {
 		t.Fatalf("peerctl over HTTPS: got %q, %v; want web", out, err)

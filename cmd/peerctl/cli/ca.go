@@ -2,6 +2,8 @@ package cli
 
 import (
 	"fmt"
+	"io"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -19,18 +21,24 @@ type caRoot struct {
 	NotBefore         time.Time
 	NotAfter          time.Time
 	IntermediateCerts []string
+	RootCert          string
 }
 
 func newCARootsCommand(a *app) *cobra.Command {
 	var format string
+	var pemOut bool
 	cmd := &cobra.Command{
 		Use:   "roots",
 		Short: "List the CA roots (GET /v1/connect/ca/roots)",
 		Long: `List this cluster's CA roots, the active one first. After a rotation the
 previous root stays listed (inactive) so that leaves it signed keep
-verifying; the trust domain is the cluster's SPIFFE trust domain.`,
+verifying; the trust domain is the cluster's SPIFFE trust domain.
+
+-pem prints the roots' certificates alone: the CA file that verifies an
+HTTPS API certificate from the cluster CA (peerctl -ca-file, CONSUL_CACERT).`,
 		Example: `  peerctl ca roots
-  peerctl ca roots -format json`,
+  peerctl ca roots -format json
+  peerctl ca roots -pem > peerd-ca.pem`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			resp, err := a.list(cmd, format, "list CA roots", "/v1/connect/ca/roots", nil)
@@ -43,6 +51,14 @@ verifying; the trust domain is the cluster's SPIFFE trust domain.`,
 			}
 			if err := resp.Decode(&list); err != nil {
 				return fmt.Errorf("list CA roots: %w", err)
+			}
+			if pemOut {
+				for _, r := range list.Roots {
+					if _, err := io.WriteString(cmd.OutOrStdout(), strings.TrimRight(r.RootCert, "\n")+"\n"); err != nil {
+						return err
+					}
+				}
+				return nil
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Trust domain: %s\n\n", list.TrustDomain)
 			rows := [][]string{}
@@ -57,6 +73,7 @@ verifying; the trust domain is the cluster's SPIFFE trust domain.`,
 		},
 	}
 	addFormatFlag(cmd, &format)
+	cmd.Flags().BoolVar(&pemOut, "pem", false, "print the roots' PEM certificates only (a CA file for -ca-file)")
 	return cmd
 }
 
