@@ -420,7 +420,7 @@ func (a *Agent) start(ctx context.Context) error {
 			Handler:           edge,
 			ReadHeaderTimeout: 10 * time.Second,
 			MaxHeaderBytes:    1 << 20,
-			ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+			ErrorLog:          serverErrorLog(a.log),
 		}
 	}
 	a.http = newServer()
@@ -434,6 +434,9 @@ func (a *Agent) start(ctx context.Context) error {
 			seed := a.trust.material.Seed // read before renewTrust runs
 			a.wg.Add(1)
 			go func() { defer a.wg.Done(); a.renewAPICert(ctx, cert, seed) }()
+		} else {
+			a.wg.Add(1)
+			go func() { defer a.wg.Done(); a.watchCertFiles(ctx, cert) }()
 		}
 	}
 	// With cluster trust the internal port is mutual TLS between admitted

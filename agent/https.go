@@ -6,7 +6,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log"
+	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -205,4 +208,68 @@ func (a *Agent) refreshAPICert(ctx context.Context, cert *apiCert, seed *ca.Seed
 func (a *Agent) hasCA() bool {
 	_, _, err := a.peering.CA().ActiveRoot()
 	return err == nil
+}
+
+// certFileInterval is how often the HTTPS certificate files are checked
+// for a change.
+const certFileInterval = 2 * time.Second
+
+// watchCertFiles reloads -https-cert-file and -https-key-file when either
+// changes (a renewal by cert-manager or an ACME client): new handshakes
+// use the new pair. A pair that does not load keeps the old one serving
+// and is logged until it is fixed.
+func (a *Agent) watchCertFiles(ctx context.Context, cert *apiCert) {
+	certFile, keyFile := a.cfg.HTTPSCertFile, a.cfg.HTTPSKeyFile
+	stamp := func() string {
+		var s strings.Builder
+		for _, f := range []string{certFile, keyFile} {
+			if st, err := os.Stat(f); err == nil {
+				fmt.Fprintf(&s, "%d/%d;", st.ModTime().UnixNano(), st.Size())
+			}
+		}
+		return s.String()
+	}
+	last, failed := stamp(), ""
+	tick := time.NewTicker(certFileInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := stamp()
+		if now == last || now == failed {
+			continue
+		}
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			failed = now
+			a.log.Warn("reload the HTTPS certificate files; the previous certificate keeps serving", "cert_file", certFile, "key_file", keyFile, "err", err)
+			continue
+		}
+		last, failed = now, ""
+		cert.set(&pair)
+		a.log.Info("HTTPS certificate reloaded from its files", "cert_file", certFile, "expires", pair.Leaf.NotAfter)
+	}
+}
+
+// serverErrorLog is the API servers' ErrorLog. Failed TLS handshakes (a
+// refused client certificate, which the edge has counted and logged; a
+// scanner; a client that distrusts the certificate) go to Debug, so that
+// nobody can flood the log with them; anything else to Warn.
+func serverErrorLog(l *slog.Logger) *log.Logger {
+	return log.New(errorLogWriter{l}, "", 0)
+}
+
+type errorLogWriter struct{ log *slog.Logger }
+
+func (w errorLogWriter) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	level := slog.LevelWarn
+	if strings.Contains(msg, "TLS handshake error") {
+		level = slog.LevelDebug
+	}
+	w.log.Log(context.Background(), level, msg)
+	return len(p), nil
 }

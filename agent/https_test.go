@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -16,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -417,4 +419,75 @@ func TestHTTPSClientNodeClusterCA(t *testing.T) {
 	if _, err := httpsClient(t, c1.HTTPSAddr(), api.TLSConfig{CAFile: caFile, Address: name, CertFile: oc, KeyFile: ok}).Agent().Self(); err == nil {
 		t.Fatal("a client certificate of another CA got in")
 	}
+}
+
+// TestHTTPSCertFileReload: a renewed certificate written over the files
+// serves new handshakes; a broken pair keeps the previous one serving.
+func TestHTTPSCertFileReload(t *testing.T) {
+	ca := newTestCA(t)
+	certFile, keyFile := ca.issue(t, "one", x509.ExtKeyUsageServerAuth, net.IPv4(127, 0, 0, 1))
+	logs := &lockedBuffer{}
+	a := devAgent(t, func(c *Config) {
+		c.HTTPSAddr, c.HTTPSCertFile, c.HTTPSKeyFile = "127.0.0.1:0", certFile, keyFile
+		c.LogLevel, c.LogOutput = "warn", logs
+	})
+	served := func() string {
+		pool := x509.NewCertPool()
+		pool.AddCert(ca.cert)
+		conn, err := tls.Dial("tcp", a.HTTPSAddr(), &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	if got := served(); got != "one" {
+		t.Fatalf("served %q, want one", got)
+	}
+	copyOver := func(from, to string) {
+		b, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(to, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A broken pair (the new certificate with the old key) is not loaded.
+	twoCert, twoKey := ca.issue(t, "two", x509.ExtKeyUsageServerAuth, net.IPv4(127, 0, 0, 1))
+	copyOver(twoCert, certFile)
+	eventually(t, 10*time.Second, "the mismatched pair is refused and logged", func() error {
+		if !strings.Contains(logs.String(), "reload the HTTPS certificate files") {
+			return fmt.Errorf("not logged yet")
+		}
+		return nil
+	})
+	if got := served(); got != "one" {
+		t.Fatalf("a certificate without its key is served: %q", got)
+	}
+	copyOver(twoKey, keyFile)
+	eventually(t, 10*time.Second, "the renewed certificate is served", func() error {
+		if got := served(); got != "two" {
+			return fmt.Errorf("served %q", got)
+		}
+		return nil
+	})
+}
+
+// lockedBuffer is an agent's log output that a test reads while it runs.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
