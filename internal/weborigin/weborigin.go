@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 )
@@ -40,9 +41,18 @@ func Parse(origin string) (string, error) {
 	if (scheme == "http" && port == "80") || (scheme == "https" && port == "443") {
 		port = ""
 	}
-	host = Canonical(host)
-	if strings.Contains(host, ":") {
-		host = "[" + host + "]"
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if ip.Zone() != "" {
+			return "", fmt.Errorf("origin %q: an address with a zone is no origin", origin)
+		}
+		host = ip.String() // one spelling of each address
+		if ip.Is6() {
+			host = "[" + host + "]"
+		}
+	} else if err := ValidateHost(host); err != nil {
+		return "", fmt.Errorf("origin %q: %w", origin, err)
+	} else {
+		host = Canonical(host)
 	}
 	out := scheme + "://" + host
 	if port != "" {

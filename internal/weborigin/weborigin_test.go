@@ -1,6 +1,9 @@
 package weborigin
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestParse(t *testing.T) {
 	tests := []struct {
@@ -62,4 +65,25 @@ func TestSplitHost(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzParse: Parse never panics, and what it returns is a fixed point: an
+// allowed origin compares equal however a browser spells it.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"https://UI.example.com:443", "http://[::1]:8500", "null", "http://a:b@c", "https://x/%2e", "http://[fe80::1%25eth0]:1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, origin string) {
+		norm, err := Parse(origin)
+		if err != nil {
+			return
+		}
+		again, err := Parse(norm)
+		if err != nil || again != norm {
+			t.Fatalf("Parse(%q) = %q, which parses to %q, %v", origin, norm, again, err)
+		}
+		if h, ok := SplitHost(norm[strings.Index(norm, "://")+3:]); !ok || h == "" {
+			t.Fatalf("Parse(%q) = %q, whose host does not split", origin, norm)
+		}
+	})
 }
