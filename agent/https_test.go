@@ -17,13 +17,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
 	"github.com/peerd/peerd/cmd/peerctl/cli"
+	"github.com/peerd/peerd/internal/testutil"
 )
 
 // testCA is a CA made by a test, standing in for an operator's own.
@@ -426,7 +426,7 @@ func TestHTTPSClientNodeClusterCA(t *testing.T) {
 func TestHTTPSCertFileReload(t *testing.T) {
 	ca := newTestCA(t)
 	certFile, keyFile := ca.issue(t, "one", x509.ExtKeyUsageServerAuth, net.IPv4(127, 0, 0, 1))
-	logs := &lockedBuffer{}
+	logs := &testutil.SyncBuffer{}
 	a := devAgent(t, func(c *Config) {
 		c.HTTPSAddr, c.HTTPSCertFile, c.HTTPSKeyFile = "127.0.0.1:0", certFile, keyFile
 		c.LogLevel, c.LogOutput = "warn", logs
@@ -472,22 +472,4 @@ func TestHTTPSCertFileReload(t *testing.T) {
 		}
 		return nil
 	})
-}
-
-// lockedBuffer is an agent's log output that a test reads while it runs.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
