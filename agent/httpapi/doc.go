@@ -9,4 +9,9 @@
 // catalog.Cluster.Apply from any node. Errors are plain text, as Consul's:
 // 400 for a bad request (the message names the field and the fix), 404 for
 // something missing, 413 for an oversized body, 503 while there is no leader.
+//
+// The listeners serve Handler behind an Edge (NewEdge), which refuses what
+// a browser page could send on a user's behalf before any endpoint sees
+// it: rebound Host names (421), other origins' changes (403) and simple
+// content types (415). Relayed requests enter Handler directly.
 package httpapi
