@@ -194,6 +194,33 @@ func TestHTTPSClusterCA(t *testing.T) {
 	if _, err := run("-http-addr", "https://"+a.HTTPSAddr(), "-ca-file", other.file, "-tls-server-name", serverName, "members"); err == nil || !strings.Contains(err.Error(), "-ca-file") {
 		t.Fatalf("peerctl with another CA: got %v, want a hint naming -ca-file", err)
 	}
+
+	// A CA rotation renews the API certificate under the new root, as it
+	// does the node certificate.
+	if _, err := run("-http-addr", a.HTTPAddr(), "ca", "rotate"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "the HTTPS certificate is signed by the new root", func() error {
+		roots, _, err := plain.Connect().CARoots(nil)
+		if err != nil {
+			return err
+		}
+		conn, err := tls.Dial("tcp", a.HTTPSAddr(), &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // only the served chain is read
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		leaf := conn.ConnectionState().PeerCertificates[0]
+		if got := fmt.Sprintf("%x", leaf.AuthorityKeyId); got != roots.ActiveRootID {
+			return fmt.Errorf("served certificate signed by %s, active root %s", got, roots.ActiveRootID)
+		}
+		return nil
+	})
+	// A client holding only the previous root still verifies it, through
+	// the cross-signed certificate served with it.
+	if _, err := httpsClient(t, a.HTTPSAddr(), api.TLSConfig{CAFile: caFile, Address: serverName}).Agent().Self(); err != nil {
+		t.Fatalf("a client with the previous root after a rotation: %v", err)
+	}
 }
 
 // TestHTTPSFilesVerifyIncoming: an operator's certificate files, HTTP
