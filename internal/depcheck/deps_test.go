@@ -50,7 +50,7 @@ var rules = []rule{
 		why: "catalog/state (tables, queries, conventions) sits below the cluster: it imports nothing of ours " +
 			"but catalog/configentry and leaves, and nothing of raft, memberlist, bbolt or gRPC",
 		pkgs:      []string{"catalog/state/..."},
-		onlyOurs:  []string{"catalog/state/...", "catalog/configentry/...", "internal/decode", "internal/identity"},
+		onlyOurs:  []string{"catalog/state/...", "catalog/configentry/...", "internal/decode", "internal/identity", "internal/acl"},
 		forbidden: clusterDeps,
 	},
 	{
