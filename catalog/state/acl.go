@@ -273,6 +273,19 @@ func ValidUUID(what, id string) error {
 	return nil
 }
 
+// validSecret reports whether a secret is a UUID; the error never holds
+// the secret.
+func validSecret(what, secret string) error {
+	if _, err := uuid.Parse(secret); err != nil || len(secret) != 36 {
+		return invalid("%s is not a UUID", what)
+	}
+	return nil
+}
+
+// ValidSecret reports why secret is not a usable SecretID (a UUID), in
+// words that never repeat it.
+func ValidSecret(what, secret string) error { return validSecret(what, secret) }
+
 // ---- writes ----
 
 // ACLApply applies an ACLRequest.
@@ -356,7 +369,7 @@ func aclTokenSet(tx *memdb.Txn, idx uint64, req *ACLTokenRequest) error {
 		return invalid("Invalid Token: SecretID %q is the anonymous token's", ACLAnonymousSecret)
 	}
 	if t.SecretID != ACLAnonymousSecret {
-		if err := ValidUUID("SecretID", t.SecretID); err != nil && (req.Create || t.SecretID != "") {
+		if err := validSecret("SecretID", t.SecretID); err != nil && (req.Create || t.SecretID != "") {
 			return err
 		}
 	}
