@@ -609,6 +609,29 @@ func (s *Store) ACLIndex() uint64 {
 	return tablesIndex(tx, nil, aclTables[:]...)
 }
 
+// ACLWatch returns the ACL tables' index and channels of which one
+// closes once any of them changes (or the whole state is replaced): a
+// cache checks them with a non-blocking receive instead of reading the
+// store on every request.
+func (s *Store) ACLWatch() (uint64, []<-chan struct{}) {
+	db, abandon := s.current()
+	tx := db.Txn(false)
+	defer tx.Abort()
+	chans := []<-chan struct{}{abandon}
+	var idx uint64
+	for _, t := range aclTables {
+		ch, raw, err := tx.FirstWatch(tableIndex, "id", t)
+		if err != nil {
+			continue
+		}
+		chans = append(chans, ch)
+		if raw != nil {
+			idx = max(idx, raw.(*indexRow).Index)
+		}
+	}
+	return idx, chans
+}
+
 // ACLBootstrapRecord returns the bootstrap record, or nil before the
 // first bootstrap.
 func (s *Store) ACLBootstrapRecord() *ACLBootstrap {

@@ -134,6 +134,12 @@ var rules = []rule{
 		forbidden: []string{"agent/...", "cmd/peerctl/cli/..."},
 	},
 	{
+		why: "agent/aclresolve compiles tokens from the state: it imports nothing of ours but catalog/state " +
+			"(the ACL tables, a server's or a client's mirror) and internal/acl, so the HTTP API and DNS can share it without the cluster",
+		pkgs:     []string{"agent/aclresolve/..."},
+		onlyOurs: []string{"agent/aclresolve/...", "catalog/state/...", "catalog/configentry/...", "internal/acl", "internal/decode", "internal/identity"},
+	},
+	{
 		why:       "agent/httpapi sits below the wiring and beside the CLI",
 		pkgs:      []string{"agent/httpapi/..."},
 		forbidden: []string{"agent", "agent/config/...", "cmd/peerctl/cli/..."},
