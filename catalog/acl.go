@@ -37,10 +37,11 @@ func NewManagementToken(secret, description string, now time.Time) *state.ACLTok
 // token, unless the state says bootstrap already happened (a
 // *state.ACLBootstrapDoneError crosses raft as an *ApplyError whose text
 // starts with "ACL bootstrap no longer allowed"). resetIndex is the reset
-// index an operator wrote to allow another (0 = none). The FSM decides,
-// so of two racing bootstraps exactly one wins.
-func (c *Cluster) ACLBootstrap(ctx context.Context, resetIndex uint64) (*state.ACLToken, error) {
-	tok := NewManagementToken("", "Bootstrap Token (Global Management)", time.Now())
+// index an operator wrote to allow another (0 = none); secret is the
+// SecretID to give the token ("" = a new one). The FSM decides, so of two
+// racing bootstraps exactly one wins.
+func (c *Cluster) ACLBootstrap(ctx context.Context, secret string, resetIndex uint64) (*state.ACLToken, error) {
+	tok := NewManagementToken(secret, "Bootstrap Token (Global Management)", time.Now())
 	_, err := c.Apply(ctx, &Command{Type: CmdACL, ACL: &state.ACLRequest{Bootstrap: &state.ACLBootstrapRequest{Token: tok, ResetIndex: resetIndex}}})
 	if err != nil {
 		return nil, err
