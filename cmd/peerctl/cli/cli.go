@@ -60,9 +60,10 @@ func run(ctx context.Context, args []string, e *env) error {
 // app holds the global flags and the environment one run shares between its
 // commands.
 type app struct {
-	env      *env
-	httpAddr string
-	token    string
+	env       *env
+	httpAddr  string
+	token     string
+	tokenFile string
 }
 
 // client returns an HTTP client for the agent chosen by -http-addr,
@@ -72,11 +73,41 @@ func (a *app) client() (*Client, error) {
 	if addr == "" {
 		addr = a.env.getenv(EnvHTTPAddr)
 	}
-	token := a.token
-	if token == "" {
-		token = a.env.getenv(EnvHTTPToken)
+	token, err := a.requestToken()
+	if err != nil {
+		return nil, err
 	}
 	return NewClient(ClientConfig{Address: addr, Token: token})
+}
+
+// requestToken is the ACL token to send, from the first source set:
+// -token, -token-file, $PEERD_HTTP_TOKEN, $CONSUL_HTTP_TOKEN,
+// $CONSUL_HTTP_TOKEN_FILE (Consul's order, with peerd's variable first).
+func (a *app) requestToken() (string, error) {
+	fromFile := func(what, path string) (string, error) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("read the ACL token from %s %s: %w", what, path, err)
+		}
+		t := strings.TrimSpace(string(b))
+		if t == "" {
+			return "", fmt.Errorf("read the ACL token from %s %s: the file is empty", what, path)
+		}
+		return t, nil
+	}
+	switch {
+	case a.token != "":
+		return a.token, nil
+	case a.tokenFile != "":
+		return fromFile("-token-file", a.tokenFile)
+	case a.env.getenv(EnvHTTPToken) != "":
+		return a.env.getenv(EnvHTTPToken), nil
+	case a.env.getenv(EnvConsulHTTPToken) != "":
+		return a.env.getenv(EnvConsulHTTPToken), nil
+	case a.env.getenv(EnvConsulHTTPTokenFile) != "":
+		return fromFile("$"+EnvConsulHTTPTokenFile, a.env.getenv(EnvConsulHTTPTokenFile))
+	}
+	return "", nil
 }
 
 // newRootCommand builds the whole command tree. New command groups add one
@@ -92,7 +123,8 @@ Flags take one or two dashes: -http-addr and --http-addr are the same flag.
 
 Environment:
   ` + EnvHTTPAddr + `   agent address, host:port or http://host:port (default ` + DefaultHTTPAddr + `)
-  ` + EnvHTTPToken + `  ACL token sent as X-Consul-Token`,
+  ` + EnvHTTPToken + `  ACL token sent as X-Consul-Token
+  ` + EnvConsulHTTPToken + `, ` + EnvConsulHTTPTokenFile + `  Consul's, read after the above`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		Args:          cobra.ArbitraryArgs,
@@ -105,7 +137,8 @@ Environment:
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.httpAddr, "http-addr", "",
 		"agent HTTP address, host:port or http://host:port (default $"+EnvHTTPAddr+" or "+DefaultHTTPAddr+")")
-	pf.StringVar(&a.token, "token", "", "ACL token sent as X-Consul-Token (default $"+EnvHTTPToken+")")
+	pf.StringVar(&a.token, "token", "", "ACL token sent as X-Consul-Token (default: -token-file, $"+EnvHTTPToken+", $"+EnvConsulHTTPToken+", $"+EnvConsulHTTPTokenFile+")")
+	pf.StringVar(&a.tokenFile, "token-file", "", "file holding the ACL token")
 
 	root.AddCommand(
 		newMembersCommand(a),
@@ -120,6 +153,7 @@ Environment:
 		newKeyringCommand(a),
 		newDataplaneCommand(a),
 		newOperatorCommand(a),
+		newACLCommand(a),
 		newVersionCommand(),
 	)
 	return root
