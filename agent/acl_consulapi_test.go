@@ -15,6 +15,9 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/peerd/peerd/agent/aclresolve"
+	"github.com/peerd/peerd/catalog/state"
+	"github.com/peerd/peerd/internal/acl"
 	"github.com/peerd/peerd/internal/testutil"
 )
 
@@ -413,4 +416,93 @@ func TestACLBootstrapRace(t *testing.T) {
 	}
 	_, _, err = aclClient(t, leader.HTTPAddr(), "").ACL().Bootstrap()
 	wantStatus(t, err, http.StatusForbidden, "ACL bootstrap no longer allowed")
+}
+
+// TestACLInitialManagement: tokens.initial_management is a management token
+// the leader makes, and making it is the bootstrap.
+func TestACLInitialManagement(t *testing.T) {
+	const secret = "55555555-0000-4000-8000-000000000001"
+	a := devAgent(t, func(c *Config) {
+		c.ACL.Enabled, c.ACL.DefaultPolicy, c.ACL.Tokens.InitialManagement = true, "deny", secret
+	})
+	mgmt := aclClient(t, a.HTTPAddr(), secret).ACL()
+	eventually(t, 10*time.Second, "the initial management token", func() error {
+		tok, _, err := mgmt.TokenReadSelf(nil)
+		if err != nil {
+			return err
+		}
+		if len(tok.Policies) != 1 || tok.Policies[0].Name != "global-management" {
+			return fmt.Errorf("token %+v: want global-management", tok)
+		}
+		return nil
+	})
+	if _, _, err := mgmt.TokenList(nil); err != nil {
+		t.Fatalf("list with the initial management token: %v", err)
+	}
+	_, _, err := aclClient(t, a.HTTPAddr(), "").ACL().Bootstrap()
+	wantStatus(t, err, http.StatusForbidden, "ACL bootstrap no longer allowed")
+}
+
+// TestACLClientNode: a client node's HTTP API relays the ACL endpoints to
+// the servers, and its mirror holds the tokens without their secrets, so
+// it resolves a presented secret by its hash.
+func TestACLClientNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-node cluster test: skipped with -short")
+	}
+	scfg := testAgentConfig(t, "s1", true, 1)
+	scfg.ACL.Enabled, scfg.ACL.DefaultPolicy = true, "deny"
+	s1 := startTestAgent(t, scfg)
+	ccfg := testAgentConfig(t, "c1", false, 0, s1.Cluster().GossipAddr())
+	ccfg.ACL.Enabled, ccfg.ACL.DefaultPolicy = true, "deny"
+	c1 := startTestAgent(t, ccfg)
+	anon := aclClient(t, c1.HTTPAddr(), "")
+	eventually(t, 20*time.Second, "the anonymous token, through the client", func() error {
+		_, _, err := anon.ACL().TokenReadSelf(nil)
+		return err
+	})
+	boot, _, err := anon.ACL().Bootstrap()
+	if err != nil {
+		t.Fatalf("bootstrap through the client: %v", err)
+	}
+	mgmt := aclClient(t, c1.HTTPAddr(), boot.SecretID).ACL()
+	if _, _, err := mgmt.PolicyCreate(&api.ACLPolicy{Name: "web", Rules: `service "web" { policy = "write" }`}, nil); err != nil {
+		t.Fatalf("policy through the client: %v", err)
+	}
+	tok, _, err := mgmt.TokenCreate(&api.ACLToken{Policies: []*api.ACLTokenPolicyLink{{Name: "web"}}}, nil)
+	if err != nil {
+		t.Fatalf("token through the client: %v", err)
+	}
+	r, err := aclresolve.New(aclresolve.Config{Store: c1.Cluster().View(), Enabled: true, DefaultPolicy: "deny", Datacenter: "dc1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the client's mirror resolves the token", func() error {
+		e, _, err := r.Resolve(tok.SecretID)
+		if err != nil {
+			return err
+		}
+		if !e.Allowed(acl.ResourceService, "web", acl.AccessWrite) {
+			return errors.New("no write on web")
+		}
+		return nil
+	})
+	_, list, err := c1.Cluster().View().ACLTokens(nil, state.ACLTokenFilter{})
+	if err != nil || len(list) != 3 {
+		t.Fatalf("client's tokens: %d %v, want 3", len(list), err)
+	}
+	for _, t0 := range list {
+		if t0.SecretID != "" {
+			t.Fatalf("the client's mirror holds the SecretID of %s", t0.AccessorID)
+		}
+	}
+	if _, err := mgmt.TokenDelete(tok.AccessorID, nil); err != nil {
+		t.Fatalf("delete through the client: %v", err)
+	}
+	eventually(t, 10*time.Second, "the client refuses the deleted token", func() error {
+		if _, _, err := r.Resolve(tok.SecretID); !errors.Is(err, aclresolve.ErrTokenNotFound) {
+			return fmt.Errorf("got %v, want ACL not found", err)
+		}
+		return nil
+	})
 }
