@@ -49,16 +49,21 @@ func (c *Cluster) ACLBootstrap(ctx context.Context, secret string, resetIndex ui
 	return tok, nil
 }
 
+// aclReapInterval is how often the leader deletes expired tokens.
+const aclReapInterval = time.Minute
+
 // aclLeader is the leader's ACL routine: it makes sure the builtin
 // policy, the anonymous token and the initial management token exist,
-// retrying until they do or the leadership ends. It never overwrites
-// what an operator changed (the anonymous token's policies, say).
+// retrying until they do, then deletes expired tokens every
+// aclReapInterval (they resolve to "ACL not found" from their expiry on
+// anyway), until the leadership ends. It never overwrites what an
+// operator changed (the anonymous token's policies, say).
 func (c *Cluster) aclLeader(ctx context.Context) {
 	backoff := 100 * time.Millisecond
 	for {
 		err := c.ensureACLBuiltins(ctx)
 		if err == nil {
-			return
+			break
 		}
 		if ctx.Err() != nil {
 			return
@@ -71,6 +76,36 @@ func (c *Cluster) aclLeader(ctx context.Context) {
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
+	tick := time.NewTicker(aclReapInterval)
+	defer tick.Stop()
+	for {
+		if err := c.reapExpiredTokens(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			c.log.Warn("delete expired ACL tokens; at the next pass again", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// reapExpiredTokens deletes the tokens expired at now.
+func (c *Cluster) reapExpiredTokens(ctx context.Context, now time.Time) error {
+	_, list, err := c.store.ACLTokens(nil, state.ACLTokenFilter{})
+	if err != nil {
+		return err
+	}
+	for _, t := range list {
+		if !t.Expired(now) {
+			continue
+		}
+		if _, err := c.Apply(ctx, &Command{Type: CmdACL, ACL: &state.ACLRequest{DeleteToken: t.AccessorID}}); err != nil {
+			return fmt.Errorf("delete expired token %s: %w", t.AccessorID, err)
+		}
+		c.log.Info("ACL system: deleted an expired token", "accessor", t.AccessorID)
+	}
+	return nil
 }
 
 func (c *Cluster) ensureACLBuiltins(ctx context.Context) error {

@@ -75,6 +75,15 @@ func FuzzMirrorApply(f *testing.F) {
 	if err := src.Register(5, reg("n1", "web")); err != nil {
 		f.Fatal(err)
 	}
+	// The ACL tables are mirrored too (tokens without their secrets).
+	if err := src.ACLApply(6, &state.ACLRequest{Policy: &state.ACLPolicy{ID: "8f5d0c8e-0000-4000-8000-000000000010", Name: "p"}}); err != nil {
+		f.Fatal(err)
+	}
+	if err := src.ACLApply(7, &state.ACLRequest{Token: &state.ACLTokenRequest{Create: true, Token: &state.ACLToken{
+		AccessorID: "8f5d0c8e-0000-4000-8000-000000000011", SecretID: "8f5d0c8e-0000-4000-8000-000000000012",
+		Policies: []state.ACLLink{{Name: "p"}}}}}); err != nil {
+		f.Fatal(err)
+	}
 	var good bytes.Buffer
 	zw := gzip.NewWriter(&good)
 	if _, err := src.WriteMirror(zw, nil); err != nil {
