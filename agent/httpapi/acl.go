@@ -124,8 +124,13 @@ func (s *Server) aclOn() error {
 // leader, or r was relayed to it by a server (the leader moved meanwhile:
 // a write is then forwarded by Apply), or r is a ?stale read and this node
 // is a server. It reports whether it relayed (the answer is written).
+//
+// Only the relay itself can say a request was relayed: the header alone
+// comes from anyone, and a follower that served writes on it would
+// authorize them against its own, possibly lagging, state.
 func (s *Server) aclRelay(w http.ResponseWriter, r *http.Request, stale bool) (bool, error) {
-	if s.cluster.IsLeader() || (s.cluster.Store() != nil && (stale || r.Header.Get(relayedHeader) != "")) {
+	relayed := r.Header.Get(relayedHeader) != "" && r.RemoteAddr == relayRemoteAddr
+	if s.cluster.IsLeader() || (s.cluster.Store() != nil && (stale || relayed)) {
 		return false, nil
 	}
 	return true, s.relay(w, r, stale)

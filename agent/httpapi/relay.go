@@ -16,6 +16,10 @@ import (
 	"github.com/peerd/peerd/catalog"
 )
 
+// relayRemoteAddr is the RemoteAddr of a relayed request: net/http never
+// gives a request from the network one without a port.
+const relayRemoteAddr = "relay"
+
 // relayChunk bounds one relayed body message (the internal gRPC port takes
 // messages up to 8 MiB).
 const relayChunk = 1 << 20
@@ -162,7 +166,7 @@ func (rs relayServer) Do(stream grpc.BidiStreamingServer[pbrelay.ReadRequest, pb
 	if req.GetFromServer() {
 		hr.Header.Set(relayedHeader, "1")
 	}
-	hr.RemoteAddr = "relay"
+	hr.RemoteAddr = relayRemoteAddr
 	cw := &chunkWriter{stream: stream, header: http.Header{}}
 	rs.s.Handler().ServeHTTP(cw, hr)
 	return cw.finish()
