@@ -65,6 +65,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/peerd/peerd/agent/aclresolve"
 	"github.com/peerd/peerd/agent/admission"
 	"github.com/peerd/peerd/agent/config"
 	"github.com/peerd/peerd/agent/dns"
@@ -314,6 +315,7 @@ func (a *Agent) start(ctx context.Context) error {
 		LastContactThreshold: cfg.LastContactThreshold, MaxTrailingLogs: uint64(max(cfg.MaxTrailingLogs, 0)),
 		ServerStabilizationTime: cfg.ServerStabilizationTime,
 	}
+	cc.ACL = catalog.ACLConfig{Enabled: cfg.ACL.Enabled, InitialManagement: cfg.ACL.Tokens.InitialManagement}
 	if a.cluster, err = catalog.New(cc); err != nil {
 		return err
 	}
@@ -398,8 +400,18 @@ func (a *Agent) start(ctx context.Context) error {
 	if a.admission != nil {
 		tokens = a.admission
 	}
+	resolver, err := aclresolve.New(aclresolve.Config{Store: a.cluster.View(), Enabled: cfg.ACL.Enabled,
+		DefaultPolicy: cfg.ACL.DefaultPolicy, Datacenter: cfg.Datacenter})
+	if err != nil {
+		return err
+	}
+	resetFile := ""
+	if !cfg.Dev {
+		resetFile = filepath.Join(cfg.DataDir, "acl-bootstrap-reset")
+	}
 	api, err := httpapi.New(httpapi.Config{Cluster: a.cluster, Local: a.local, Peering: a.peering, Registry: reg, Version: cfg.Version, Logger: a.log,
 		JoinTokens: tokens, InsecureGossip: cfg.InsecureGossip,
+		ACL: aclAdapter{resolver}, ACLBootstrapResetFile: resetFile,
 		DataplaneStatus: func() (any, bool) {
 			if a.dataplane == nil {
 				return nil, false

@@ -23,9 +23,11 @@ type clientRule func(cmd *Command, node string) error
 // gRPC port (CatalogService.Apply), with the rule it must meet: the writes a
 // client node originates itself. Every other type (CA roots, cluster meta,
 // peering state and secrets, trust bundles, imported services, virtual IPs,
-// check status, batches) is written by servers only: the leader's routines
-// and the peering controller, which run on servers, and a server's own
-// HTTP API. Servers may send anything (followers forward every write to
+// check status, batches, the ACL system) is written by servers only: the
+// leader's routines and the peering controller, which run on servers, and a
+// server's own HTTP API. A client node's /v1/acl requests are relayed as
+// HTTP to the leader, whose API checks the caller's token, so no client
+// ever sends an ACL write here. Servers may send anything (followers forward every write to
 // the leader). The table is read-only.
 var clientCommands = map[CommandType]clientRule{
 	// agent/local: registering the node's own services and checks

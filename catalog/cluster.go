@@ -238,6 +238,9 @@ func (c *Cluster) Start() error {
 	if c.cfg.Server {
 		c.AddLeaderRoutine("virtual-ips", c.virtualIPLoop)
 		c.AddLeaderRoutine("autopilot", c.autopilotLoop)
+		if c.cfg.ACL.Enabled {
+			c.AddLeaderRoutine("acl-builtins", c.aclLeader)
+		}
 		c.wg.Add(3)
 		go func() { defer c.wg.Done(); c.bootstrapLoop() }()
 		go func() { defer c.wg.Done(); c.leaderLoop() }()

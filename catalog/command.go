@@ -28,6 +28,10 @@ const (
 	CmdCARoots         CommandType = "ca-roots-set"
 	CmdVirtualIPs      CommandType = "virtual-ips"
 	CmdJoinToken       CommandType = "join-token"
+	// CmdACL writes the ACL system (tokens, policies, roles, the
+	// bootstrap). It carries token secrets: like every entry, it is sealed
+	// in the log when the cluster has a secrets key (Config.Secrets).
+	CmdACL CommandType = "acl"
 )
 
 // CheckStatusRequest sets a check's status and output.
@@ -73,6 +77,7 @@ type Command struct {
 	ConfigEntry    *ConfigEntryRequest          `json:",omitempty"`
 	VirtualIPs     *state.VirtualIPsRequest     `json:",omitempty"`
 	JoinToken      *state.JoinTokenRequest      `json:",omitempty"`
+	ACL            *state.ACLRequest            `json:",omitempty"`
 }
 
 // Encode returns the command as it is stored in the raft log.

@@ -75,6 +75,11 @@ type Config struct {
 	// Timing holds the protocol timers; zero value: DefaultTiming().
 	Timing Timing
 
+	// ACL is the ACL system's cluster side: with Enabled, the leader keeps
+	// the builtins (the global-management policy, the anonymous token) and
+	// the initial management token in the state. Zero value: ACLs off.
+	ACL ACLConfig
+
 	// Autopilot is how the leader promotes new servers to voters and
 	// removes failed ones (servers only).
 	Autopilot AutopilotConfig
@@ -222,6 +227,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Server && !c.InMemory && c.DataDir == "" {
 		errs = append(errs, errors.New("a server needs -data-dir (or -dev for an in-memory server)"))
+	}
+	if c.ACL.InitialManagement != "" {
+		if err := state.ValidSecret("acl.tokens.initial_management", c.ACL.InitialManagement); err != nil {
+			errs = append(errs, fmt.Errorf("%v: generate one with uuidgen", err))
+		}
 	}
 	if c.Datacenter != "" {
 		if err := ValidateDatacenter(c.Datacenter); err != nil {

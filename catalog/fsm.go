@@ -126,6 +126,11 @@ func (f *fsm) apply(idx uint64, data []byte) (bool, error) {
 			return false, errors.New("join-token command without a request")
 		}
 		return true, s.JoinTokenApply(idx, cmd.JoinToken)
+	case CmdACL:
+		if cmd.ACL == nil {
+			return false, errors.New("acl command without a request")
+		}
+		return true, s.ACLApply(idx, cmd.ACL)
 	default:
 		// A newer server wrote a command this one does not know. Failing the
 		// entry (rather than panicking) keeps this server running; the

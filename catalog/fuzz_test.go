@@ -32,6 +32,15 @@ func FuzzApplyCommand(f *testing.F) {
 		{Type: CmdMetaSet, MetaSet: &state.MetaSetRequest{Key: "k", Value: "v", OnlyIfAbsent: true}},
 		{Type: CmdCARoots, CARoots: &state.CARootsRequest{Roots: []*state.CARoot{{ID: "r", Active: true}}}},
 		{Type: CmdVirtualIPs, VirtualIPs: &state.VirtualIPsRequest{}},
+		{Type: CmdACL, ACL: &state.ACLRequest{Policy: &state.ACLPolicy{ID: "8f5d0c8e-0000-4000-8000-000000000003", Name: "p", Rules: `service "web" { policy = "read" }`}}},
+		{Type: CmdACL, ACL: &state.ACLRequest{Token: &state.ACLTokenRequest{Create: true, Token: &state.ACLToken{
+			AccessorID: "8f5d0c8e-0000-4000-8000-000000000004", SecretID: "8f5d0c8e-0000-4000-8000-000000000005",
+			Policies: []state.ACLLink{{Name: "p"}}, ServiceIdentities: []*state.ACLServiceIdentity{{ServiceName: "web"}}}}}},
+		{Type: CmdACL, ACL: &state.ACLRequest{Role: &state.ACLRole{ID: "8f5d0c8e-0000-4000-8000-000000000006", Name: "r", Policies: []state.ACLLink{{ID: "8f5d0c8e-0000-4000-8000-000000000003"}}}}},
+		{Type: CmdACL, ACL: &state.ACLRequest{Bootstrap: &state.ACLBootstrapRequest{Token: &state.ACLToken{
+			AccessorID: "8f5d0c8e-0000-4000-8000-000000000007", SecretID: "8f5d0c8e-0000-4000-8000-000000000008"}}}},
+		{Type: CmdACL, ACL: &state.ACLRequest{DeletePolicy: "8f5d0c8e-0000-4000-8000-000000000003"}},
+		{Type: CmdACL, ACL: &state.ACLRequest{DeleteToken: "00000000-0000-0000-0000-000000000002"}},
 	}
 	for _, c := range seeds {
 		b, err := c.Encode()
@@ -64,6 +73,15 @@ func FuzzApplyCommand(f *testing.F) {
 func FuzzMirrorApply(f *testing.F) {
 	src := newTestStore(f)
 	if err := src.Register(5, reg("n1", "web")); err != nil {
+		f.Fatal(err)
+	}
+	// The ACL tables are mirrored too (tokens without their secrets).
+	if err := src.ACLApply(6, &state.ACLRequest{Policy: &state.ACLPolicy{ID: "8f5d0c8e-0000-4000-8000-000000000010", Name: "p"}}); err != nil {
+		f.Fatal(err)
+	}
+	if err := src.ACLApply(7, &state.ACLRequest{Token: &state.ACLTokenRequest{Create: true, Token: &state.ACLToken{
+		AccessorID: "8f5d0c8e-0000-4000-8000-000000000011", SecretID: "8f5d0c8e-0000-4000-8000-000000000012",
+		Policies: []state.ACLLink{{Name: "p"}}}}}); err != nil {
 		f.Fatal(err)
 	}
 	var good bytes.Buffer

@@ -19,6 +19,9 @@ import (
 // marker stands for a CA private key in the state.
 const marker = "PRIVATE-KEY-MARKER-5d1f"
 
+// aclSecretMarker stands for an ACL token's SecretID.
+const aclSecretMarker = "5d1f5d1f-0000-4000-8000-00000000a11c"
+
 func startSealedServer(t *testing.T, key *seal.Key, dir string) *Cluster {
 	t.Helper()
 	cfg := DevConfig()
@@ -51,6 +54,12 @@ func TestSecretsAtRest(t *testing.T) {
 	if _, err := c.Apply(context.Background(), &Command{Type: CmdCARoots, CARoots: roots}); err != nil {
 		t.Fatal(err)
 	}
+	// An ACL token's secret is sealed like the CA key.
+	tok := NewManagementToken(aclSecretMarker, "sealed", time.Now())
+	tok.Policies = nil
+	if _, err := c.Apply(context.Background(), &Command{Type: CmdACL, ACL: &state.ACLRequest{Token: &state.ACLTokenRequest{Create: true, Token: tok}}}); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.raft.Snapshot().Error(); err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +83,9 @@ func TestSecretsAtRest(t *testing.T) {
 		if bytes.Contains(b, []byte(marker)) {
 			t.Errorf("%s holds the CA key in plaintext", p)
 		}
+		if bytes.Contains(b, []byte(aclSecretMarker)) {
+			t.Errorf("%s holds an ACL token's secret in plaintext", p)
+		}
 		return nil
 	})
 	if err != nil || files < 2 {
@@ -85,6 +97,9 @@ func TestSecretsAtRest(t *testing.T) {
 	_, got, err := c2.Store().CARoots(nil)
 	if err != nil || len(got) != 1 || got[0].KeyPEM != marker {
 		t.Fatalf("after restart: %+v, %v", got, err)
+	}
+	if _, tok, err := c2.Store().ACLTokenBySecret(nil, aclSecretMarker); err != nil || tok == nil {
+		t.Fatalf("the ACL token after restart: %+v, %v", tok, err)
 	}
 	// A restarted server restores only once its configuration entry is
 	// applied: retry until raft takes it.

@@ -16,6 +16,10 @@ import (
 	"github.com/peerd/peerd/catalog"
 )
 
+// relayRemoteAddr is the RemoteAddr of a relayed request: net/http never
+// gives a request from the network one without a port.
+const relayRemoteAddr = "relay"
+
 // relayChunk bounds one relayed body message (the internal gRPC port takes
 // messages up to 8 MiB).
 const relayChunk = 1 << 20
@@ -23,7 +27,8 @@ const relayChunk = 1 << 20
 // relay forwards a request to a node that can serve it, over the internal
 // gRPC port: the leader when this node is a follower, else any live server
 // (this node is a client; that server relays on to its leader unless
-// ?stale). Reads and snapshot restores are relayed.
+// ?stale). Reads, snapshot restores and the ACL system's writes (GET, PUT,
+// DELETE) are relayed.
 func (s *Server) relay(w http.ResponseWriter, r *http.Request, stale bool) error {
 	conn, err := s.cluster.LeaderConn()
 	if err != nil {
@@ -33,7 +38,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, stale bool) error
 		return fmt.Errorf("relay: %w", catalog.ErrNoLeader)
 	}
 	method := r.Method
-	if method != http.MethodGet && method != http.MethodPut {
+	if method != http.MethodGet && method != http.MethodPut && method != http.MethodDelete {
 		return errBadRequest("relay: %s requests are not relayed: send it to the leader", method)
 	}
 	req := &pbrelay.ReadRequest{Path: r.URL.Path, RawQuery: r.URL.RawQuery, FromServer: s.cluster.IsServer(), Method: method}
@@ -127,7 +132,7 @@ func (rs relayServer) Do(stream grpc.BidiStreamingServer[pbrelay.ReadRequest, pb
 	if method == "" {
 		method = http.MethodGet
 	}
-	if method != http.MethodGet && method != http.MethodPut {
+	if method != http.MethodGet && method != http.MethodPut && method != http.MethodDelete {
 		return status.Errorf(codes.InvalidArgument, "relay: method %q is not relayed", method)
 	}
 	body, bw := io.Pipe()
@@ -161,7 +166,7 @@ func (rs relayServer) Do(stream grpc.BidiStreamingServer[pbrelay.ReadRequest, pb
 	if req.GetFromServer() {
 		hr.Header.Set(relayedHeader, "1")
 	}
-	hr.RemoteAddr = "relay"
+	hr.RemoteAddr = relayRemoteAddr
 	cw := &chunkWriter{stream: stream, header: http.Header{}}
 	rs.s.Handler().ServeHTTP(cw, hr)
 	return cw.finish()

@@ -53,6 +53,10 @@ type Config struct {
 	InsecureGossip bool
 	// ACL resolves request tokens; nil = ACLs off (everything allowed).
 	ACL ACLResolver
+	// ACLBootstrapResetFile is Consul's <data-dir>/acl-bootstrap-reset: a
+	// reset index written there allows one more PUT /v1/acl/bootstrap.
+	// "" = no reset (dev mode).
+	ACLBootstrapResetFile string
 }
 
 // Server is the HTTP API. Its Handler is safe for concurrent use.
@@ -69,6 +73,8 @@ type Server struct {
 	dataplaneStatus func() (any, bool)
 	insecureGossip  bool
 	acl             ACLResolver
+	aclm            *aclMetrics
+	aclResetFile    string
 	mux             *http.ServeMux
 	// literalPaths are the paths some method routes without a wildcard
 	// (POST /v1/peering/token): only there can a wildcard route of another
@@ -84,7 +90,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cluster: cfg.Cluster, local: cfg.Local, registry: cfg.Registry, version: cfg.Version, log: cfg.Logger,
 		peering: cfg.Peering, tokens: cfg.JoinTokens, dataplaneStatus: cfg.DataplaneStatus, insecureGossip: cfg.InsecureGossip,
-		acl: cfg.ACL,
+		acl: cfg.ACL, aclResetFile: cfg.ACLBootstrapResetFile,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -99,6 +105,9 @@ func New(cfg Config) (*Server, error) {
 	}, []string{"route", "method", "code"})
 	if err := s.registry.Register(s.duration); err != nil {
 		return nil, fmt.Errorf("register http metrics: %w", err)
+	}
+	if err := s.initACL(); err != nil {
+		return nil, err
 	}
 	s.mux = http.NewServeMux()
 	s.literalPaths = map[string]bool{}
@@ -272,6 +281,9 @@ func (s *Server) routes() {
 	s.handle("POST /v1/operator/revoke-node/{node}", s.nodeRevoke)
 	s.handleLimit("PUT /v1/snapshot", maxSnapshotUpload, s.snapshotRestore)
 
+	// The ACL system (acl.go, acl_policy.go).
+	s.aclRoutes()
+
 	metrics := promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})
 	s.handleRaw("GET /metrics", metrics)
 	s.handleRaw("GET /v1/agent/metrics", metrics)
@@ -337,6 +349,9 @@ func (s *Server) routeMethods(r *http.Request) (allowed []string, ok bool) {
 type httpError struct {
 	code int
 	msg  string
+	// reason, when set, is the refusal's label in a refusal counter (the
+	// ACL endpoints').
+	reason string
 }
 
 func (e *httpError) Error() string { return e.msg }

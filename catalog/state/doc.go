@@ -1,6 +1,7 @@
 // Package state is the cluster's replicated state as data: the go-memdb
 // tables (nodes, services, checks, config entries, peerings, peering
-// secrets, trust bundles, CA roots, cluster meta, virtual IPs), the writes
+// secrets, trust bundles, CA roots, cluster meta, virtual IPs, the ACL
+// system's tokens, policies, roles and bootstrap record), the writes
 // and queries on them, the structs they hold, the conventions shared by
 // the exporter, importer, terminator and DNS, and the pure virtual IP
 // allocation. Replicating it is package catalog's business: a raft FSM
@@ -51,8 +52,10 @@
 // Snapshot.Write writes the whole state, secrets included, as JSON
 // records, one a line; Restore reads them back (raft snapshots and `peerd
 // snapshot save` files). WriteMirror writes what a client node may see:
-// never the peering secrets, never a CA root's private key; RestoreMirror
-// refuses a state that holds either. Restore and RestoreMirror read all of
+// never the peering secrets, never a CA root's private key, never an ACL
+// token's SecretID (tokens go with the SHA-256 of it, which is what every
+// node resolves a presented secret by); RestoreMirror refuses a state that
+// holds any of them. Restore and RestoreMirror read all of
 // their input before changing anything.
 //
 // # Virtual IPs
@@ -74,7 +77,8 @@
 // # Imports
 //
 // The package imports nothing of peerd's but catalog/configentry and leaf
-// packages (internal/decode, internal/identity), and nothing of raft,
+// packages (internal/decode, internal/identity, internal/acl to refuse a
+// policy whose rules do not parse), and nothing of raft,
 // memberlist, bbolt or gRPC: internal/depcheck enforces it. Packages that
 // only read the state (l7proxy/policy, DNS, the HTTP API's handlers) depend
 // on it without pulling in the cluster.

@@ -18,18 +18,22 @@ import (
 
 // record is one line of the format: exactly one field is set.
 type record struct {
-	Node        *nodeRow            `json:",omitempty"`
-	Service     *serviceRow         `json:",omitempty"`
-	Check       *checkRow           `json:",omitempty"`
-	Config      *configRecord       `json:",omitempty"`
-	Index       *indexRow           `json:",omitempty"`
-	Peering     *Peering            `json:",omitempty"`
-	Secrets     *PeeringSecrets     `json:",omitempty"`
-	TrustBundle *PeeringTrustBundle `json:",omitempty"`
-	CARoot      *CARoot             `json:",omitempty"`
-	Meta        *metaRow            `json:",omitempty"`
-	VirtualIP   *VirtualIP          `json:",omitempty"`
-	JoinToken   *JoinToken          `json:",omitempty"`
+	Node         *nodeRow            `json:",omitempty"`
+	Service      *serviceRow         `json:",omitempty"`
+	Check        *checkRow           `json:",omitempty"`
+	Config       *configRecord       `json:",omitempty"`
+	Index        *indexRow           `json:",omitempty"`
+	Peering      *Peering            `json:",omitempty"`
+	Secrets      *PeeringSecrets     `json:",omitempty"`
+	TrustBundle  *PeeringTrustBundle `json:",omitempty"`
+	CARoot       *CARoot             `json:",omitempty"`
+	Meta         *metaRow            `json:",omitempty"`
+	VirtualIP    *VirtualIP          `json:",omitempty"`
+	JoinToken    *JoinToken          `json:",omitempty"`
+	ACLToken     *ACLToken           `json:",omitempty"`
+	ACLPolicy    *ACLPolicy          `json:",omitempty"`
+	ACLRole      *ACLRole            `json:",omitempty"`
+	ACLBootstrap *aclBootstrapRow    `json:",omitempty"`
 }
 
 type configRecord struct {
@@ -40,7 +44,8 @@ type configRecord struct {
 // snapshotTables are the tables a snapshot holds, in the order it writes
 // them.
 var snapshotTables = [...]string{tableIndex, tableNodes, tableServices, tableChecks, tableConfig,
-	tablePeerings, tableSecrets, tableTrustBundles, tableCARoots, tableMeta, tableVirtualIPs, tableJoinTokens}
+	tablePeerings, tableSecrets, tableTrustBundles, tableCARoots, tableMeta, tableVirtualIPs, tableJoinTokens,
+	tableACLPolicies, tableACLRoles, tableACLTokens, tableACLBootstrap}
 
 // Snapshot is a point-in-time, read-only copy of the whole state. Taking one
 // is O(1) (memdb's immutable radix trees); Write does the IO.
@@ -131,6 +136,14 @@ func decodeRecords(r io.Reader) (*memdb.MemDB, error) {
 			table, row = tableVirtualIPs, rec.VirtualIP
 		case rec.JoinToken != nil:
 			table, row = tableJoinTokens, rec.JoinToken
+		case rec.ACLToken != nil:
+			table, row = tableACLTokens, rec.ACLToken
+		case rec.ACLPolicy != nil:
+			table, row = tableACLPolicies, rec.ACLPolicy
+		case rec.ACLRole != nil:
+			table, row = tableACLRoles, rec.ACLRole
+		case rec.ACLBootstrap != nil:
+			table, row = tableACLBootstrap, rec.ACLBootstrap
 		case rec.Config != nil:
 			entry, err := configentry.DecodeKind(rec.Config.Kind, rec.Config.Entry)
 			if err != nil {
@@ -168,6 +181,21 @@ func completeRow(row any) error {
 		if r.Check == nil {
 			return errors.New("a check record without its check")
 		}
+	case *ACLToken:
+		if r.AccessorID == "" || r.SecretHash == "" {
+			return errors.New("an ACL token record without its AccessorID or secret hash")
+		}
+		if r.SecretID != "" && HashSecret(r.SecretID) != r.SecretHash {
+			return errors.New("an ACL token record whose secret hash is not its SecretID's")
+		}
+	case *ACLPolicy:
+		if r.ID == "" || r.Name == "" {
+			return errors.New("an ACL policy record without its ID or Name")
+		}
+	case *ACLRole:
+		if r.ID == "" || r.Name == "" {
+			return errors.New("an ACL role record without its ID or Name")
+		}
 	}
 	return nil
 }
@@ -198,6 +226,14 @@ func recordOf(raw any) (*record, error) {
 		rec.VirtualIP = r
 	case *JoinToken:
 		rec.JoinToken = r
+	case *ACLToken:
+		rec.ACLToken = r
+	case *ACLPolicy:
+		rec.ACLPolicy = r
+	case *ACLRole:
+		rec.ACLRole = r
+	case *aclBootstrapRow:
+		rec.ACLBootstrap = r
 	case *configRow:
 		b, err := json.Marshal(r.Entry)
 		if err != nil {
@@ -213,9 +249,12 @@ func recordOf(raw any) (*record, error) {
 // ---- the mirror: what a client node may see ----
 
 // mirrorTables are the snapshot's tables in its order, less the peering
-// secrets and the join tokens.
+// secrets and the join tokens. The ACL tables are mirrored so that client
+// nodes resolve tokens, but a token without its SecretID: a client finds
+// it by the SHA-256 of the secret presented, and holds no secret.
 var mirrorTables = [...]string{tableIndex, tableNodes, tableServices, tableChecks, tableConfig,
-	tablePeerings, tableTrustBundles, tableCARoots, tableMeta, tableVirtualIPs}
+	tablePeerings, tableTrustBundles, tableCARoots, tableMeta, tableVirtualIPs,
+	tableACLPolicies, tableACLRoles, tableACLTokens, tableACLBootstrap}
 
 // WriteMirror writes to w, in the record format, what a client node may
 // see: every table but the peering secrets and the join tokens, each CA
@@ -264,7 +303,12 @@ func mirrorRecord(raw any) (rec *record, ok bool, err error) {
 		}
 	case *PeeringSecrets, *JoinToken:
 		return nil, false, nil
-	case *nodeRow, *serviceRow, *checkRow, *configRow, *Peering, *PeeringTrustBundle, *metaRow, *VirtualIP:
+	case *nodeRow, *serviceRow, *checkRow, *configRow, *Peering, *PeeringTrustBundle, *metaRow, *VirtualIP,
+		*ACLPolicy, *ACLRole, *aclBootstrapRow:
+	case *ACLToken:
+		cp := *r
+		cp.SecretID = ""
+		raw = &cp
 	case *CARoot:
 		cp := *r // rows are shared with the store: never modify one
 		cp.KeyPEM = ""
@@ -315,6 +359,15 @@ func checkNoSecrets(db *memdb.MemDB) error {
 	for raw := it.Next(); raw != nil; raw = it.Next() {
 		if r := raw.(*CARoot); r.KeyPEM != "" {
 			return fmt.Errorf("refuse state: CA root %s carries its private key", r.ID)
+		}
+	}
+	it, err = tx.Get(tableACLTokens, "id")
+	if err != nil {
+		return fmt.Errorf("refuse state: read ACL tokens: %w", err)
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		if r := raw.(*ACLToken); r.SecretID != "" {
+			return fmt.Errorf("refuse state: ACL token %s carries its SecretID", r.AccessorID)
 		}
 	}
 	return nil

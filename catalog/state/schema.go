@@ -161,6 +161,9 @@ func schema() *memdb.DBSchema {
 	for name, t := range virtualIPTables() {
 		tables[name] = t
 	}
+	for name, t := range aclSchema() {
+		tables[name] = t
+	}
 	for name, t := range joinTokenTables() {
 		tables[name] = t
 	}

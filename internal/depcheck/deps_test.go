@@ -53,7 +53,7 @@ var rules = []rule{
 		why: "catalog/state (tables, queries, conventions) sits below the cluster: it imports nothing of ours " +
 			"but catalog/configentry and leaves, and nothing of raft, memberlist, bbolt or gRPC",
 		pkgs:      []string{"catalog/state/..."},
-		onlyOurs:  []string{"catalog/state/...", "catalog/configentry/...", "internal/decode", "internal/identity"},
+		onlyOurs:  []string{"catalog/state/...", "catalog/configentry/...", "internal/decode", "internal/identity", "internal/acl"},
 		forbidden: clusterDeps,
 	},
 	{
@@ -135,6 +135,12 @@ var rules = []rule{
 		why:       "peering, l7proxy and dataplane sit below the HTTP API, the wiring and the CLI",
 		pkgs:      []string{"peering/...", "l7proxy/...", "dataplane/..."},
 		forbidden: []string{"agent/...", "cmd/peerctl/cli/..."},
+	},
+	{
+		why: "agent/aclresolve compiles tokens from the state: it imports nothing of ours but catalog/state " +
+			"(the ACL tables, a server's or a client's mirror) and internal/acl, so the HTTP API and DNS can share it without the cluster",
+		pkgs:     []string{"agent/aclresolve/..."},
+		onlyOurs: []string{"agent/aclresolve/...", "catalog/state/...", "catalog/configentry/...", "internal/acl", "internal/decode", "internal/identity"},
 	},
 	{
 		why:       "agent/httpapi sits below the wiring and beside the CLI",

@@ -60,10 +60,11 @@ func run(ctx context.Context, args []string, e *env) error {
 // app holds the global flags and the environment one run shares between its
 // commands.
 type app struct {
-	env      *env
-	httpAddr string
-	token    string
-	tls      tlsFlags
+	env       *env
+	httpAddr  string
+	token     string
+	tokenFile string
+	tls       tlsFlags
 }
 
 // client returns an HTTP client for the agent chosen by -http-addr,
@@ -78,11 +79,41 @@ func (a *app) client() (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	token := a.token
-	if token == "" {
-		token = a.env.getenv(EnvHTTPToken)
+	token, err := a.requestToken()
+	if err != nil {
+		return nil, err
 	}
 	return NewClient(ClientConfig{Address: addr, Token: token, TLS: tlsCfg})
+}
+
+// requestToken is the ACL token to send, from the first source set:
+// -token, -token-file, $PEERD_HTTP_TOKEN, $CONSUL_HTTP_TOKEN,
+// $CONSUL_HTTP_TOKEN_FILE (Consul's order, with peerd's variable first).
+func (a *app) requestToken() (string, error) {
+	fromFile := func(what, path string) (string, error) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("read the ACL token from %s %s: %w", what, path, err)
+		}
+		t := strings.TrimSpace(string(b))
+		if t == "" {
+			return "", fmt.Errorf("read the ACL token from %s %s: the file is empty", what, path)
+		}
+		return t, nil
+	}
+	switch {
+	case a.token != "":
+		return a.token, nil
+	case a.tokenFile != "":
+		return fromFile("-token-file", a.tokenFile)
+	case a.env.getenv(EnvHTTPToken) != "":
+		return a.env.getenv(EnvHTTPToken), nil
+	case a.env.getenv(EnvConsulHTTPToken) != "":
+		return a.env.getenv(EnvConsulHTTPToken), nil
+	case a.env.getenv(EnvConsulHTTPTokenFile) != "":
+		return fromFile("$"+EnvConsulHTTPTokenFile, a.env.getenv(EnvConsulHTTPTokenFile))
+	}
+	return "", nil
 }
 
 // newRootCommand builds the whole command tree. New command groups add one
@@ -100,6 +131,7 @@ Environment:
   ` + EnvHTTPAddr + `   agent address, host:port, http://host:port or https://host:port (default ` + DefaultHTTPAddr + `;
                     then ` + EnvConsulHTTPAddr + `, and ` + EnvConsulHTTPSSL + `=true for https)
   ` + EnvHTTPToken + `  ACL token sent as X-Consul-Token
+  ` + EnvConsulHTTPToken + `, ` + EnvConsulHTTPTokenFile + `  Consul's, read after the above
   ` + EnvCACert + `      CA file of the agent's HTTPS certificate (or ` + EnvConsulCACert + `)
   ` + EnvClientCert + `, ` + EnvClientKey + `  client certificate and key
   ` + EnvTLSServerName + `  name the agent's certificate must carry`,
@@ -115,7 +147,8 @@ Environment:
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.httpAddr, "http-addr", "",
 		"agent HTTP address, host:port or http://host:port (default $"+EnvHTTPAddr+" or "+DefaultHTTPAddr+")")
-	pf.StringVar(&a.token, "token", "", "ACL token sent as X-Consul-Token (default $"+EnvHTTPToken+")")
+	pf.StringVar(&a.token, "token", "", "ACL token sent as X-Consul-Token (default: -token-file, $"+EnvHTTPToken+", $"+EnvConsulHTTPToken+", $"+EnvConsulHTTPTokenFile+")")
+	pf.StringVar(&a.tokenFile, "token-file", "", "file holding the ACL token")
 	pf.StringVar(&a.tls.caFile, "ca-file", "", "PEM CA file that verifies the agent's HTTPS certificate (default $"+EnvCACert+" or $"+EnvConsulCACert+")")
 	pf.StringVar(&a.tls.clientCert, "client-cert", "", "PEM client certificate, for an agent that verifies incoming HTTPS (default $"+EnvClientCert+")")
 	pf.StringVar(&a.tls.clientKey, "client-key", "", "PEM key of -client-cert (default $"+EnvClientKey+")")
@@ -134,6 +167,7 @@ Environment:
 		newKeyringCommand(a),
 		newDataplaneCommand(a),
 		newOperatorCommand(a),
+		newACLCommand(a),
 		newVersionCommand(),
 	)
 	return root

@@ -26,6 +26,10 @@ const (
 	EnvHTTPAddr = "PEERD_HTTP_ADDR"
 	// EnvHTTPToken names the environment variable holding the ACL token.
 	EnvHTTPToken = "PEERD_HTTP_TOKEN"
+	// EnvConsulHTTPToken and EnvConsulHTTPTokenFile are Consul's, read
+	// when neither -token, -token-file nor PEERD_HTTP_TOKEN is set.
+	EnvConsulHTTPToken     = "CONSUL_HTTP_TOKEN"
+	EnvConsulHTTPTokenFile = "CONSUL_HTTP_TOKEN_FILE"
 
 	// DefaultTimeout bounds a whole request when ClientConfig.Timeout is 0.
 	DefaultTimeout = 30 * time.Second

@@ -669,6 +669,10 @@ Services = [
 
 func TestAgentAddressAndToken(t *testing.T) {
 	refused := refusedAddr(t)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("file-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name      string
 		environ   func(agentURL string) map[string]string
@@ -707,6 +711,38 @@ func TestAgentAddressAndToken(t *testing.T) {
 			},
 			args:      func(string) []string { return []string{"-token", "flag-token", "catalog", "services"} },
 			wantToken: "flag-token",
+		},
+		{
+			name: "token file beats env",
+			environ: func(u string) map[string]string {
+				return map[string]string{EnvHTTPAddr: u, EnvHTTPToken: "env-token", EnvConsulHTTPToken: "consul-token"}
+			},
+			args:      func(string) []string { return []string{"-token-file", tokenFile, "catalog", "services"} },
+			wantToken: "file-token",
+		},
+		{
+			name: "peerd's env beats Consul's",
+			environ: func(u string) map[string]string {
+				return map[string]string{EnvHTTPAddr: u, EnvHTTPToken: "env-token", EnvConsulHTTPToken: "consul-token"}
+			},
+			args:      func(string) []string { return []string{"catalog", "services"} },
+			wantToken: "env-token",
+		},
+		{
+			name: "Consul's env token beats Consul's token file",
+			environ: func(u string) map[string]string {
+				return map[string]string{EnvHTTPAddr: u, EnvConsulHTTPToken: "consul-token", EnvConsulHTTPTokenFile: tokenFile}
+			},
+			args:      func(string) []string { return []string{"catalog", "services"} },
+			wantToken: "consul-token",
+		},
+		{
+			name: "Consul's token file",
+			environ: func(u string) map[string]string {
+				return map[string]string{EnvHTTPAddr: u, EnvConsulHTTPTokenFile: tokenFile}
+			},
+			args:      func(string) []string { return []string{"catalog", "services"} },
+			wantToken: "file-token",
 		},
 	}
 	for _, tt := range tests {
