@@ -234,3 +234,29 @@ func statusLine(line string) (int, bool) {
 	code, err := strconv.Atoi(line[9:12])
 	return code, err == nil
 }
+
+// TestGatewayBrokenBodyIs400 checks that a request whose body ends before
+// its Content-Length, or whose chunks are malformed, is answered as a bad
+// request, not as the instance's failure (502), and closes the connection.
+func TestGatewayBrokenBodyIs400(t *testing.T) {
+	g := startFuzzGateway(t)
+	for _, tt := range []struct{ name, in string }{
+		{"body shorter than its Content-Length", "POST / HTTP/1.1\r\nHost: billing\r\nContent-Length: 10\r\n\r\nabc"},
+		{"malformed chunks", "POST / HTTP/1.1\r\nHost: billing\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"},
+		{"chunks that stop", "POST / HTTP/1.1\r\nHost: billing\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := g.send([]byte(tt.in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := "HTTP/1.1 400 Bad Request\r\n"
+			if !bytes.HasPrefix(out, []byte(want)) || !bytes.Contains(out, []byte("Connection: close\r\n")) {
+				t.Fatalf("got %q, want a 400 that closes the connection", out)
+			}
+		})
+	}
+	if out, err := g.send([]byte("POST / HTTP/1.1\r\nHost: billing\r\nContent-Length: 3\r\n\r\nabc")); err != nil || !bytes.HasPrefix(out, []byte("HTTP/1.1 200 ")) {
+		t.Fatalf("a whole body: got %q, %v; want 200", out, err)
+	}
+}
