@@ -53,68 +53,94 @@ func sealRecords(t testing.TB, key *seal.Key, records []byte) []byte {
 	return buf.Bytes()
 }
 
-// FuzzRestoreSnapshot feeds the snapshot restore path what an operator's
-// upload (PUT /v1/snapshot, `peerctl snapshot restore`) could hold. Each
-// input is used twice: file as the uploaded bytes, and records as the
-// records of an otherwise well-formed file (unsealed, which a restore
-// accepts too), so that the fuzzer reaches the record decoder behind the
-// gzip stream. readSnapshot must never panic. A state it accepts must
-// install on every server as raft does (fsm.Restore), answer every read,
-// save and restore again, be mirrored to client nodes, and take the writes
-// that follow it.
-//
-// The seeds are short, a table or two each: the fuzzer minimizes every
-// input that finds new code, and that costs time in proportion to the
-// input's length, time in which a worker runs no new input.
-func FuzzRestoreSnapshot(f *testing.F) {
+// restoreSeeds are snapshot records, a table or two each, and as short as a
+// record can be: the fuzzer minimizes every input that finds new code, in
+// a time that grows with the square of the input's length, during which
+// the worker runs no new input.
+var restoreSeeds = []string{
+	`{"Node":{"Node":{"Node":"n","Address":"10.0.0.1"}}}`,
+	`{"Index":{"Table":"nodes","Index":3}}`,
+	`{"Service":{"Node":"n","Service":{"ID":"w","Service":"w"}}}`,
+	`{"Check":{"Node":"n","Check":{"CheckID":"c","Status":"passing"}}}`,
+	`{"Config":{"Kind":"service-defaults","Entry":{"Name":"w"}}}`,
+	`{"Config":{"Kind":"service-intentions","Entry":{"Name":"w","Sources":[{"Name":"*","Action":"allow"}]}}}`,
+	`{"Peering":{"ID":"8f5d0c8e-0000-4000-8000-000000000001","Name":"p"}}`,
+	`{"Secrets":{"PeeringID":"p","ActiveStreamSecret":"s"}}`,
+	`{"TrustBundle":{"PeerName":"p","TrustDomain":"t"}}`,
+	`{"CARoot":{"ID":"r","Active":true}}`,
+	`{"Meta":{"Key":"k","Value":"v"}}`,
+	`{"VirtualIP":{"Peer":"p","Service":"w","IPv4":"240.0.0.1"}}`,
+	`{"JoinToken":{"ID":"j","Role":"client"}}`,
+}
+
+// restoreFixture is what both restore fuzz targets share: the cluster's
+// secrets key, a snapshot header, a snapshot writer and the writes that
+// follow a restore (encoded once).
+type restoreFixture struct {
+	key    *seal.Key
+	h      SnapshotHeader
+	sw     *snapshotWriter
+	writes [][]byte
+}
+
+func newRestoreFixture(f *testing.F) *restoreFixture {
 	key, err := seal.NewKey()
 	if err != nil {
 		f.Fatal(err)
 	}
-	seeds := []string{
-		`{"Index":{"Table":"nodes","Index":3}}` + "\n" + `{"Node":{"Node":{"Node":"n","Address":"10.0.0.1"}}}`,
-		`{"Service":{"Node":"n","Service":{"ID":"w","Service":"w","Port":80}}}` + "\n" + `{"Check":{"Node":"n","Check":{"CheckID":"c","ServiceID":"w","Status":"passing"}}}`,
-		`{"Config":{"Kind":"service-defaults","Entry":{"Kind":"service-defaults","Name":"w","Protocol":"http"}}}`,
-		`{"Config":{"Kind":"service-intentions","Entry":{"Kind":"service-intentions","Name":"w","Sources":[{"Name":"*","Action":"allow"}]}}}`,
-		`{"Peering":{"ID":"8f5d0c8e-0000-4000-8000-000000000001","Name":"p","State":"ACTIVE"}}` + "\n" + `{"Secrets":{"PeeringID":"8f5d0c8e-0000-4000-8000-000000000001","ActiveStreamSecret":"s"}}`,
-		`{"TrustBundle":{"PeerName":"p","TrustDomain":"t.peerd"}}` + "\n" + `{"CARoot":{"ID":"r","Active":true}}`,
-		`{"Meta":{"Key":"k","Value":"v"}}` + "\n" + `{"VirtualIP":{"Peer":"p","Service":"w","IPv4":"240.0.0.1"}}`,
-		`{"JoinToken":{"ID":"j","SecretHash":"h","Role":"client"}}`,
-		`{"Node":{}}`,
-	}
-	h := SnapshotHeader{Format: snapshotFormat, Datacenter: "dc1", Index: 3}
-	sw := &snapshotWriter{}
-	for i, rec := range seeds {
-		if err := newTestStore(f).Restore(strings.NewReader(rec)); (err != nil) != (i == len(seeds)-1) {
-			f.Fatalf("seed %q: restore: %v", rec, err)
-		}
-		// The upload as SaveSnapshot writes it (sealed) with the first
-		// seed, the bare records with the others.
-		file := sw.file(f, h, []byte(rec))
-		if i == 0 {
-			file = sw.file(f, h, sealRecords(f, key, []byte(rec)))
-		}
-		f.Add(file, []byte(rec))
-	}
-	f.Add([]byte("\x1f\x8b\x08\x00garbage"), []byte{})
-	// The writes that follow a restore, encoded once.
-	var writes [][]byte
+	rf := &restoreFixture{key: key, h: SnapshotHeader{Format: snapshotFormat, Datacenter: "dc1", Index: 3}, sw: &snapshotWriter{}}
 	for _, c := range commandSeeds() {
 		b, err := c.Encode()
 		if err != nil {
 			f.Fatal(err)
 		}
-		writes = append(writes, b)
+		rf.writes = append(rf.writes, b)
 	}
-	f.Fuzz(func(t *testing.T, file, records []byte) {
-		if _, body, err := readSnapshot(bytes.NewReader(file), key); err == nil {
-			checkRestored(t, key, body, writes)
+	for _, rec := range restoreSeeds {
+		if err := newTestStore(f).Restore(strings.NewReader(rec)); err != nil {
+			f.Fatalf("seed %s: %v", rec, err)
 		}
-		_, body, err := readSnapshot(bytes.NewReader(sw.file(t, h, records)), key)
+	}
+	return rf
+}
+
+// FuzzRestoreSnapshot feeds the snapshot restore path (readSnapshot) what
+// an operator's upload (PUT /v1/snapshot, `peerctl snapshot restore`)
+// could hold: the gzip stream, the header line, the seal and the records.
+// It must never panic, and a state it accepts must work (checkRestored).
+// FuzzRestoreRecords reaches further into the records.
+func FuzzRestoreSnapshot(f *testing.F) {
+	rf := newRestoreFixture(f)
+	f.Add(rf.sw.file(f, rf.h, sealRecords(f, rf.key, []byte(restoreSeeds[0]))))
+	f.Add(rf.sw.file(f, rf.h, []byte(restoreSeeds[0]+"\n"+restoreSeeds[2])))
+	f.Add(rf.sw.file(f, SnapshotHeader{Format: "peerd-snapshot/2"}, nil))
+	f.Add([]byte("\x1f\x8b\x08\x00garbage"))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, file []byte) {
+		if _, body, err := readSnapshot(bytes.NewReader(file), rf.key); err == nil {
+			checkRestored(t, rf.key, body, rf.writes)
+		}
+	})
+}
+
+// FuzzRestoreRecords feeds readSnapshot records in an otherwise
+// well-formed upload (unsealed, which a restore accepts too), so that the
+// fuzzer works on the records rather than on the gzip stream around them.
+// It must never panic. A state it accepts must install on every server as
+// raft does (fsm.Restore), answer every read, save and restore again, be
+// mirrored to client nodes, and take the writes that follow it.
+func FuzzRestoreRecords(f *testing.F) {
+	rf := newRestoreFixture(f)
+	for _, rec := range restoreSeeds {
+		f.Add([]byte(rec))
+	}
+	f.Add([]byte(`{"Node":{}}`))
+	f.Fuzz(func(t *testing.T, records []byte) {
+		_, body, err := readSnapshot(bytes.NewReader(rf.sw.file(t, rf.h, records)), rf.key)
 		if err != nil {
 			return
 		}
-		checkRestored(t, key, body, writes)
+		checkRestored(t, rf.key, body, rf.writes)
 	})
 }
 
