@@ -4,6 +4,7 @@
 GO      ?= go
 BIN     := bin
 BENCH   ?= .
+FUZZTIME ?= 60s
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
 # Where `go install` puts tools: GOBIN if set, else GOPATH/bin. Evaluated only
@@ -15,7 +16,7 @@ PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 
 .DEFAULT_GOAL := build
-.PHONY: build test test-short demo bench generate generate-check lint cross tools clean vmtest e2e
+.PHONY: build test test-short demo bench generate generate-check lint cross tools clean vmtest e2e fuzz
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/ ./cmd/peerd ./cmd/peerctl
@@ -35,6 +36,20 @@ test-short:
 # VMTEST_FLAGS: e.g. -kernels 6.1 -run TestTC -v
 vmtest:
 	$(GO) run ./vmtests/cmd/vmmatrix $(VMTEST_FLAGS)
+
+# Every fuzz target of the tree, one after another, FUZZTIME each (e.g.
+# make fuzz FUZZTIME=10s). The targets are found with go test -list, so a
+# new Fuzz* function is picked up without editing this file. Stops at the
+# first target that fails; its crasher is then in the package's
+# testdata/fuzz/<target>/.
+fuzz:
+	@list=$$($(GO) test -list '^Fuzz' ./...) || { echo "$$list" >&2; exit 1; }; \
+	echo "$$list" | \
+		awk '/^Fuzz/ { names = names " " $$1; next } /^ok/ { n = split(names, f, " "); for (i = 1; i <= n; i++) print $$2, f[i]; names = "" }' | \
+		while read -r pkg target; do \
+			echo "== $$target ($$pkg), $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) "$$pkg" || exit 1; \
+		done
 
 # Real peerd processes, each in a network namespace of its own, on bridges
 # the tests create (root; part of make test too).

@@ -1228,6 +1228,7 @@ func capiTestBadInput(t *testing.T, a *Agent) {
 		{"unsupported agent filter", "GET", "/v1/agent/services?filter=" + url.QueryEscape(`Service == "x"`), "", 400, []string{"filter"}},
 		{"bad index", "GET", "/v1/catalog/services?index=abc", "", 400, []string{"index"}},
 		{"bad wait", "GET", "/v1/catalog/services?index=1&wait=forever", "", 400, []string{"wait"}},
+		{"negative wait", "GET", "/v1/catalog/services?index=1&wait=-5s", "", 400, []string{"wait"}},
 		{"unknown service on deregister", "PUT", "/v1/agent/service/deregister/no-such-service", "", 404, []string{"no-such-service"}},
 		{"unknown check on deregister", "PUT", "/v1/agent/check/deregister/no-such-check", "", 404, []string{"no-such-check"}},
 		{"unknown path", "GET", "/v1/no/such/endpoint", "", 404, []string{"/v1/no/such/endpoint"}},

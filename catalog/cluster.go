@@ -387,8 +387,9 @@ func (e *gossipEvents) NotifyUpdate(n *memberlist.Node) {
 func (e *gossipEvents) NotifyLeave(n *memberlist.Node) {
 	// memberlist reports both a graceful leave and a failure here, and does
 	// not say which: a leaving node first gossips metadata with Leaving set.
-	var meta NodeMeta
-	_ = json.Unmarshal(n.Meta, &meta)
+	// Metadata that does not parse counts as not leaving: record has
+	// already logged and counted it when it arrived.
+	meta, _ := ParseNodeMeta(n.Meta)
 	st := StatusFailed
 	if meta.Leaving {
 		st = StatusLeft
@@ -397,6 +398,11 @@ func (e *gossipEvents) NotifyLeave(n *memberlist.Node) {
 }
 
 func (e *gossipEvents) record(n *memberlist.Node, st MemberStatus) {
+	if _, err := ParseNodeMeta(n.Meta); err != nil && n.Name != e.c.cfg.NodeName {
+		e.c.cfg.Refusals.Refused(ListenerGossip, ReasonBadMeta)
+		e.c.log.Warn("refused a member's metadata: it is treated as a node without role or addresses",
+			"member", n.Name, "addr", n.Address(), "err", err)
+	}
 	cp := *n
 	cp.Meta, cp.Addr = slices.Clone(n.Meta), slices.Clone(n.Addr)
 	e.c.mu.Lock()
@@ -497,8 +503,9 @@ func (c *Cluster) Members() []Member {
 }
 
 func (c *Cluster) member(n *memberlist.Node, st MemberStatus) Member {
-	var meta NodeMeta
-	_ = json.Unmarshal(n.Meta, &meta)
+	// Refused metadata (see record) leaves the member without role or
+	// addresses: nothing connects to what it claims.
+	meta, _ := ParseNodeMeta(n.Meta)
 	if n.Name == c.cfg.NodeName {
 		meta = c.localMeta()
 	}

@@ -11,11 +11,9 @@ import (
 	"github.com/peerd/peerd/catalog/state"
 )
 
-// FuzzApplyCommand feeds arbitrary log entries to the FSM on a fresh store:
-// whatever a raft log holds (a bug, a newer server, a forged entry), Apply
-// must return an *ApplyResult and never panic.
-func FuzzApplyCommand(f *testing.F) {
-	seeds := []*Command{
+// commandSeeds is one command of every type, as the FSM applies them.
+func commandSeeds() []*Command {
+	return []*Command{
 		{Type: CmdRegister, Register: reg("n1", "web", &state.HealthCheck{CheckID: "c1", ServiceID: "web", Status: state.HealthPassing})},
 		{Type: CmdRegisterBatch, Registers: []*state.RegisterRequest{imported("p", "n2", "api")}},
 		{Type: CmdDeregister, Deregister: &state.DeregisterRequest{Node: "n1", ServiceID: "web"}},
@@ -42,6 +40,13 @@ func FuzzApplyCommand(f *testing.F) {
 		{Type: CmdACL, ACL: &state.ACLRequest{DeletePolicy: "8f5d0c8e-0000-4000-8000-000000000003"}},
 		{Type: CmdACL, ACL: &state.ACLRequest{DeleteToken: "00000000-0000-0000-0000-000000000002"}},
 	}
+}
+
+// FuzzApplyCommand feeds arbitrary log entries to the FSM on a fresh store:
+// whatever a raft log holds (a bug, a newer server, a forged entry), Apply
+// must return an *ApplyResult and never panic.
+func FuzzApplyCommand(f *testing.F) {
+	seeds := commandSeeds()
 	for _, c := range seeds {
 		b, err := c.Encode()
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/peerd/peerd/catalog/state"
+	"github.com/peerd/peerd/internal/seal"
 )
 
 // snapshotFormat identifies peerd's snapshot files.
@@ -64,37 +65,50 @@ func (c *Cluster) RestoreSnapshot(r io.Reader) (SnapshotHeader, error) {
 	if c.raft == nil || c.raft.State() != raft.Leader {
 		return h, fmt.Errorf("restore snapshot: %w: send it to the leader", ErrNoLeader)
 	}
-	zr, err := gzip.NewReader(r)
-	if err != nil {
-		return h, fmt.Errorf("restore snapshot: not a peerd snapshot (gzip): %w", err)
-	}
-	br := bufio.NewReader(io.LimitReader(zr, maxSnapshotBytes))
-	line, err := br.ReadBytes('\n')
-	if err != nil {
-		return h, fmt.Errorf("restore snapshot: read header: %w", err)
-	}
-	if err := json.Unmarshal(line, &h); err != nil || h.Format != snapshotFormat {
-		return h, fmt.Errorf("restore snapshot: not a %s file", snapshotFormat)
-	}
-	body, err := io.ReadAll(br)
-	if err != nil {
-		return h, fmt.Errorf("restore snapshot: %w", err)
-	}
-	// Check every record before raft takes the state over.
-	scratch, err := state.NewStore()
+	h, body, err := readSnapshot(r, c.cfg.Secrets)
 	if err != nil {
 		return h, err
-	}
-	plain, err := c.cfg.Secrets.OpenReader(bytes.NewReader(body))
-	if err != nil {
-		return h, fmt.Errorf("restore snapshot: %w (a snapshot opens only on the servers of the cluster that saved it)", err)
-	}
-	if err := scratch.Restore(plain); err != nil {
-		return h, fmt.Errorf("restore snapshot: %w", err)
 	}
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: h.Index, Term: 1, Size: int64(len(body))}
 	if err := c.raft.Restore(meta, bytes.NewReader(body), 2*time.Minute); err != nil {
 		return h, fmt.Errorf("restore snapshot: %w", err)
 	}
 	return h, nil
+}
+
+// readSnapshot reads a snapshot file (an operator's upload: external input)
+// and checks all of it before raft may take it over: the gzip stream, the
+// header, the seal (key is the cluster's; nil = unsealed records) and every
+// record, decoded into a scratch store. It returns the header and the
+// sealed records, which raft installs as they are.
+func readSnapshot(r io.Reader, key *seal.Key) (SnapshotHeader, []byte, error) {
+	var h SnapshotHeader
+	zr, err := gzip.NewReader(r)
+	if err != nil {
+		return h, nil, fmt.Errorf("restore snapshot: not a peerd snapshot (gzip): %w", err)
+	}
+	br := bufio.NewReader(io.LimitReader(zr, maxSnapshotBytes))
+	line, err := br.ReadBytes('\n')
+	if err != nil {
+		return h, nil, fmt.Errorf("restore snapshot: read header: %w", err)
+	}
+	if err := json.Unmarshal(line, &h); err != nil || h.Format != snapshotFormat {
+		return h, nil, fmt.Errorf("restore snapshot: not a %s file", snapshotFormat)
+	}
+	body, err := io.ReadAll(br)
+	if err != nil {
+		return h, nil, fmt.Errorf("restore snapshot: %w", err)
+	}
+	scratch, err := state.NewStore()
+	if err != nil {
+		return h, nil, err
+	}
+	plain, err := key.OpenReader(bytes.NewReader(body))
+	if err != nil {
+		return h, nil, fmt.Errorf("restore snapshot: %w (a snapshot opens only on the servers of the cluster that saved it)", err)
+	}
+	if err := scratch.Restore(plain); err != nil {
+		return h, nil, fmt.Errorf("restore snapshot: %w", err)
+	}
+	return h, body, nil
 }

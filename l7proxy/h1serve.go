@@ -126,6 +126,17 @@ func (g *gateway) serveH1Request(tc *tls.Conn, ci *connInfo, req *http.Request, 
 	}
 	defer cancel()
 	resp, err := g.fwd.roundTrip(req.WithContext(ctx))
+	if err != nil && body.broken.Load() {
+		// The client's body, not the instance, failed: it ended early or
+		// its chunks are malformed. Answer as for a malformed request
+		// (the connection cannot carry another), not with a 502.
+		code = http.StatusBadRequest
+		g.p.m.handshakeFail.WithLabelValues("gateway", "bad_request").Inc()
+		g.p.log.Info("gateway refused a request: its body ended early or is malformed", "service", ci.service, "caller", ci.callerName(), "peer", ci.peer, "err", err)
+		writeSimple(bw, code, "malformed HTTP request body\n", true)
+		_ = bw.Flush()
+		return false
+	}
 	if err != nil {
 		code = g.fwd.errorCode(pl, err, ctx.Err())
 		writeSimple(bw, code, errorMessage(code)+"\n", !keep)

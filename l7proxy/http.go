@@ -483,15 +483,21 @@ type trackedBody struct {
 	rc   io.ReadCloser
 	read atomic.Bool
 	eof  atomic.Bool
-	n    atomic.Int64
+	// broken is set when the client's body failed to read: it ended
+	// before its Content-Length, or its chunked encoding is malformed.
+	broken atomic.Bool
+	n      atomic.Int64
 }
 
 func (b *trackedBody) Read(p []byte) (int, error) {
 	b.read.Store(true)
 	n, err := b.rc.Read(p)
 	b.n.Add(int64(n))
-	if err == io.EOF {
+	switch {
+	case err == io.EOF:
 		b.eof.Store(true)
+	case err != nil:
+		b.broken.Store(true)
 	}
 	return n, err
 }

@@ -29,13 +29,14 @@ import (
 type peeringNode struct {
 	cluster *catalog.Cluster
 	peering *peering.Server
+	srv     *Server
 	url     string
 	client  *api.Client
 }
 
 // startPeeringNode starts a dev server in datacenter dc and waits until it
 // leads and has a CA. Without withPeering the HTTP API has no controller.
-func startPeeringNode(t *testing.T, name, dc string, withPeering bool) *peeringNode {
+func startPeeringNode(t testing.TB, name, dc string, withPeering bool) *peeringNode {
 	t.Helper()
 	quiet := slog.New(slog.DiscardHandler)
 	internalLn, err := net.Listen("tcp", "127.0.0.1:0")
@@ -108,7 +109,7 @@ func startPeeringNode(t *testing.T, name, dc string, withPeering bool) *peeringN
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return &peeringNode{cluster: c, peering: p, url: hs.URL, client: client}
+	return &peeringNode{cluster: c, peering: p, srv: srv, url: hs.URL, client: client}
 }
 
 // call sends method path with body and returns the status and body.

@@ -44,7 +44,7 @@ func parseQuery(r *http.Request) (queryOptions, error) {
 	o.wait = defaultWait
 	if v := q.Get("wait"); v != "" {
 		d, err := time.ParseDuration(v)
-		if err != nil {
+		if err != nil || d < 0 {
 			return o, errBadRequest("invalid wait %q: use a duration such as \"30s\" or \"5m\"", v)
 		}
 		o.wait = min(d, maxWait)
