@@ -177,6 +177,7 @@ func Chain(as ...Authorizer) Authorizer { return chain(as) }
 
 // ErrPermissionDenied is what every PermissionDeniedError matches with
 // errors.Is.
+//lint:ignore ST1005 the text is Consul's, which its clients match
 var ErrPermissionDenied = errors.New("Permission denied")
 
 // PermissionDeniedError names the permission a token lacks.
