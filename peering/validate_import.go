@@ -164,6 +164,21 @@ func reservedMetaKey(k string) bool {
 	return len(k) >= len(state.ReservedMetaPrefix) && strings.EqualFold(k[:len(state.ReservedMetaPrefix)], state.ReservedMetaPrefix)
 }
 
+// withoutReservedMeta copies meta without the keys of local meaning: the
+// exporter does not send them (the importer would strip them).
+func withoutReservedMeta(meta map[string]string) map[string]string {
+	if meta == nil {
+		return nil
+	}
+	out := make(map[string]string, len(meta))
+	for k, v := range meta {
+		if !reservedMetaKey(k) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
 // refusalCode is the NACK code of a refused import.
 func refusalCode(err error) codes.Code {
 	var r *importRefusal

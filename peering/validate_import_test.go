@@ -8,6 +8,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/identity"
 	"github.com/peerd/peerd/peering/pbpeerstream"
 )
@@ -158,4 +159,20 @@ func FuzzValidateImport(f *testing.F) {
 			t.Fatalf("registered SNI %q, sent %q", req.Service.Meta[MetaPeerSNI], in.GetSni())
 		}
 	})
+}
+
+// The exporter does not send meta keys of local meaning (the terminator's
+// cgroup claim): the peer would strip them, and count each.
+func TestExportDropsReservedMeta(t *testing.T) {
+	csn := state.CheckServiceNode{
+		Node:    &state.Node{Node: "n1", Address: "10.0.0.1"},
+		Service: &state.Service{ID: "web-1", Service: "web", Port: 80, Meta: map[string]string{"peerd-cgroup": "/sys/fs/cgroup/web", "team": "x"}},
+	}
+	in := exportInstance(csn, "http", spiffeid.RequireTrustDomainFromString("a.peerd"), "dc1", "b")
+	if len(in.GetMeta()) != 1 || in.GetMeta()["team"] != "x" {
+		t.Fatalf("exported meta: got %v, want team only", in.GetMeta())
+	}
+	if csn.Service.Meta["peerd-cgroup"] == "" {
+		t.Fatal("the local registration's meta was changed")
+	}
 }
