@@ -98,7 +98,9 @@ func FuzzValidateImport(f *testing.F) {
 		func(in *pbpeerstream.ServiceInstance) { in.GatewayAddress = "10.9.9.9" },
 		func(in *pbpeerstream.ServiceInstance) { in.Sni = "web.default.default.a.external.other.peerd" },
 		func(in *pbpeerstream.ServiceInstance) { in.SpiffeIds = []string{"spiffe://other.peerd/x"} },
-		func(in *pbpeerstream.ServiceInstance) { in.Meta = map[string]string{"peerd-cgroup": "/", "Peerd-Peer-Sni": "x", "ok": "v"} },
+		func(in *pbpeerstream.ServiceInstance) {
+			in.Meta = map[string]string{"peerd-cgroup": "/", "Peerd-Peer-Sni": "x", "ok": "v"}
+		},
 		func(in *pbpeerstream.ServiceInstance) { in.Meta = map[string]string{"bad key": "v"} },
 	} {
 		in := base()
