@@ -104,7 +104,7 @@ func (im *importer) refuseRate(ctx context.Context, r *pbpeerstream.Response) er
 			set[id] = true
 		}
 	}
-	if r.GetSyncEnd() || (id == "" && r.GetFullSync()) {
+	if r.GetSyncEnd() || id == "" { // as handle ends a sync
 		if _, err := im.endSync(ctx, url); err != nil {
 			im.sess.log().Warn("ending a sync after a refused response", "url", url, "err", err)
 		}
@@ -518,7 +518,7 @@ func (im *importer) strippedMeta(service string, n int) {
 	msg := fmt.Sprintf("exported service %s: %d meta keys with the reserved prefix %q stripped", shortID(service), n, state.ReservedMetaPrefix)
 	ss.srv.metrics.importRefusals.WithLabelValues(ss.name, refuseReservedMeta).Add(float64(n))
 	ss.srv.tracker.refused(ss.id, "", refuseReservedMeta, msg)
-	ss.log().Warn("stripped reserved meta from an import", "service", service, "keys", n)
+	ss.logRefusal("stripped reserved meta from an import", "service", service, "keys", n)
 }
 
 // cmpErr returns err, or def when err is nil.

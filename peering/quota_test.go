@@ -331,3 +331,28 @@ func TestQuotasValidate(t *testing.T) {
 		t.Fatalf("withDefaults: got %+v", q)
 	}
 }
+
+// TestPeerThatDoesNotRead: every response is answered, so a peer that
+// sends without reading would grow the queue of answers without bound; the
+// stream is reset instead.
+func TestPeerThatDoesNotRead(t *testing.T) {
+	a := newTestCluster(t, "a", "dc1", func(c *Config) { c.HeartbeatTimeout = time.Minute })
+	a.peering.maxQueuedControl = 100
+	rp, id := openRaw(t, a) // its reader stops once 1,024 messages wait in rp.msgs
+	bad := mustMarshal(t, &pbpeerstream.ExportedService{Name: "x"})
+	for i := 0; ; i++ {
+		err := rp.stream.Send(&pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Response{Response: &pbpeerstream.Response{
+			ResourceUrl: pbpeerstream.TypeURLExportedService, ResourceId: "y", Nonce: fmt.Sprintf("n%d", i), Version: 1,
+			Operation: pbpeerstream.Operation_OPERATION_UPSERT, Resource: bad,
+		}}})
+		if err != nil || strings.Contains(a.peering.tracker.get(id).LastError, "the peer is not reading") {
+			break
+		}
+		if i > 1_000_000 {
+			t.Fatal("a million responses sent, the stream still open")
+		}
+	}
+	waitFor(t, 10*time.Second, "the stream reset for not reading", func() bool {
+		return strings.Contains(a.peering.tracker.get(id).LastError, "the peer is not reading")
+	})
+}

@@ -151,12 +151,23 @@ type session struct {
 	// finished is closed once every goroutine that writes to the catalog
 	// has stopped.
 	finished chan struct{}
+	// logLimit and logSuppressed bound the refusal log lines (the receive
+	// loop's only).
+	logLimit      *tokenBucket
+	logSuppressed int
 }
+
+// refusalLogRate and refusalLogBurst bound the log lines of refusals.
+const (
+	refusalLogRate  = 10
+	refusalLogBurst = 50
+)
 
 func (s *Server) newSession(ctx context.Context, cancel context.CancelCauseFunc, stream msgStream, p *state.Peering, dialer bool) *session {
 	sess := &session{
 		srv: s, id: p.ID, name: p.Name, peerDC: p.Remote.Datacenter, dialer: dialer, stream: stream,
 		ctx: ctx, cancel: cancel, out: newOutbox(), finished: make(chan struct{}), recvRoom: make(chan struct{}, 1),
+		logLimit: newTokenBucket(refusalLogRate, refusalLogBurst, s.cfg.Now()),
 	}
 	sess.exp = newExporter(sess)
 	sess.imp = newImporter(sess, p.PeerTrustDomain)
@@ -361,12 +372,21 @@ func (ss *session) dispatch(in <-chan received) {
 		default:
 			err = ss.handle(item.m)
 		}
+		if err == nil && ss.out.prioLen() > ss.srv.maxQueuedControl {
+			// Each message it sends is answered: a peer that sends without
+			// reading would grow the queue without bound.
+			err = status.Errorf(codes.ResourceExhausted, "the peer is not reading: %d ACKs and NACKs queued for it", ss.out.prioLen())
+		}
 		if err != nil {
 			ss.fail(err)
 			return
 		}
 	}
 }
+
+// defaultMaxQueuedControl bounds the ACKs, NACKs and other control
+// messages queued for a peer that does not read them.
+const defaultMaxQueuedControl = 65536
 
 // handleBatch imports first and the batchable messages queued behind it in
 // one commit, then ACKs or NACKs each. It returns the queued item that
@@ -494,8 +514,42 @@ func (ss *session) overRate(m *pbpeerstream.ReplicationMessage) bool {
 	err := ss.imp.refuseRate(ss.ctx, r)
 	if r.GetNonce() != "" {
 		ss.nack(r, codes.ResourceExhausted, err)
+	} else {
+		ss.logRefusal("refusing a resource from the peer", append([]any{"url", r.GetResourceUrl(), "id", r.GetResourceId(), "err", err.Error()}, ss.countRefusal(err)...)...)
 	}
 	return true
+}
+
+// countRefusal counts a refused import (a quota, an invalid resource) by
+// its quota or reason, and records it in the peering's status; it returns
+// the log attributes that name it (none for other errors).
+func (ss *session) countRefusal(err error) []any {
+	var ref *importRefusal
+	if !errors.As(err, &ref) {
+		return nil
+	}
+	ss.srv.tracker.refused(ss.id, ref.quota, ref.reason, err.Error())
+	if ref.quota != "" {
+		ss.srv.metrics.quotaRefusals.WithLabelValues(ss.name, ref.quota).Inc()
+		return []any{"quota", ref.quota}
+	}
+	ss.srv.metrics.importRefusals.WithLabelValues(ss.name, ref.reason).Inc()
+	return []any{"reason", ref.reason}
+}
+
+// logRefusal logs a refusal, at most refusalLogRate a second (with a
+// burst): a flooding peer cannot flood the log. The next line logged says
+// how many were left out.
+func (ss *session) logRefusal(msg string, attrs ...any) {
+	if !ss.logLimit.allow(ss.srv.cfg.Now()) {
+		ss.logSuppressed++
+		return
+	}
+	if ss.logSuppressed > 0 {
+		attrs = append(attrs, "suppressed_since_last", ss.logSuppressed)
+		ss.logSuppressed = 0
+	}
+	ss.log().Warn(msg, attrs...)
 }
 
 // nack refuses a response; a refused import (a quota, an invalid
@@ -504,19 +558,9 @@ func (ss *session) overRate(m *pbpeerstream.ReplicationMessage) bool {
 func (ss *session) nack(r *pbpeerstream.Response, code codes.Code, err error) {
 	msg := err.Error()
 	ss.srv.metrics.nacks.WithLabelValues(ss.name, "sent").Inc()
-	attrs := []any{"url", r.GetResourceUrl(), "id", r.GetResourceId(), "nonce", r.GetNonce(), "code", code.String(), "err", msg}
-	var ref *importRefusal
-	if errors.As(err, &ref) {
-		if ref.quota != "" {
-			ss.srv.metrics.quotaRefusals.WithLabelValues(ss.name, ref.quota).Inc()
-			attrs = append(attrs, "quota", ref.quota)
-		} else {
-			ss.srv.metrics.importRefusals.WithLabelValues(ss.name, ref.reason).Inc()
-			attrs = append(attrs, "reason", ref.reason)
-		}
-		ss.srv.tracker.refused(ss.id, ref.quota, ref.reason, msg)
-	}
-	ss.log().Warn("refusing a resource from the peer", attrs...)
+	attrs := append([]any{"url", r.GetResourceUrl(), "id", r.GetResourceId(), "nonce", r.GetNonce(), "code", code.String(), "err", msg},
+		ss.countRefusal(err)...)
+	ss.logRefusal("refusing a resource from the peer", attrs...)
 	ss.out.push(&pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Request{Request: &pbpeerstream.Request{
 		ResourceUrl: r.GetResourceUrl(), ResponseNonce: r.GetNonce(),
 		Error: &pbpeerstream.Status{Code: int32(code), Message: msg},
