@@ -375,6 +375,7 @@ func (a *Agent) start(ctx context.Context) error {
 	if cfg.PeeringHeartbeatTimeout > 0 {
 		pc.HeartbeatTimeout = cfg.PeeringHeartbeatTimeout
 	}
+	pc.Quotas, pc.AllowLocalGateways = cfg.PeeringQuotas, cfg.PeeringAllowLocalGateways
 	if cfg.Peering != nil {
 		cfg.Peering(&pc)
 	}

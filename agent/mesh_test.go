@@ -30,6 +30,7 @@ func startMeshCluster(t *testing.T, name string, mod func(*Config)) *meshCluster
 	a := devAgent(t, func(c *Config) {
 		c.NodeName, c.Datacenter = "node-"+name, "dc-"+name
 		c.LeafTTL = time.Hour
+		c.PeeringAllowLocalGateways = true // every cluster's gateway is on 127.0.0.1 (dev's default, said)
 		c.Peering = func(pc *peering.Config) {
 			pc.HeartbeatInterval, pc.HeartbeatTimeout = 200*time.Millisecond, 2*time.Second
 			pc.ReconnectMin, pc.ReconnectMax = 50*time.Millisecond, 500*time.Millisecond

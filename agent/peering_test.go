@@ -40,6 +40,7 @@ func startPeeringCluster(t *testing.T, name, dc string) *peeringCluster {
 		cfg.InternalTLS, cfg.JoinToken = true, token
 		cfg.BindAddr, cfg.HTTPAddr, cfg.GRPCAddr, cfg.GRPCTLSAddr = "127.0.0.1", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 		cfg.GatewayAddr = "127.0.0.1:0"
+		cfg.PeeringAllowLocalGateways = true // both clusters' gateways are on 127.0.0.1 (off outside -dev)
 		cfg.SerfLANPort, cfg.ServerPort, cfg.LogLevel = 0, 0, "error"
 		cfg.RetryJoin, cfg.RetryInterval = join, 100*time.Millisecond
 		cfg.SyncInterval, cfg.Timing = 2*time.Second, catalog.FastTiming()

@@ -192,6 +192,7 @@ func startPeeringDev(b *testing.B, name, dc string) *agent.Agent {
 	cfg := agent.DevConfig()
 	cfg.NodeName, cfg.Datacenter = name, dc
 	cfg.LogLevel = "error"
+	cfg.PeeringAllowLocalGateways = true // both clusters' gateways are on 127.0.0.1 (dev's default, said)
 	// The dev server's timers, except the periodic reconcile: each pass
 	// deregisters every catalog node the gossip pool does not know, which
 	// includes the 1,000 external nodes registered here (Consul reaps only

@@ -71,6 +71,13 @@ type StreamStatus struct {
 	LastErrorAt      time.Time
 	ReplicationLag   time.Duration
 	Reconnects       int
+	// QuotaRefusals and ImportRefusals count the peer's messages refused
+	// for a quota (by quota) or as invalid (by reason); LastRefusal is the
+	// latest one's message (see Status).
+	QuotaRefusals  map[string]uint64
+	ImportRefusals map[string]uint64
+	LastRefusal    string
+	LastRefusalAt  time.Time
 }
 
 // ImportedService is one service imported from a peer.
@@ -187,6 +194,10 @@ func (s *Server) info(st *state.Store, p *state.Peering, exported []state.Export
 			LastErrorAt:      ts.LastErrorAt,
 			ReplicationLag:   ts.ReplicationLag,
 			Reconnects:       ts.Reconnects,
+			QuotaRefusals:    ts.QuotaRefusals,
+			ImportRefusals:   ts.ImportRefusals,
+			LastRefusal:      ts.LastRefusal,
+			LastRefusalAt:    ts.LastRefusalAt,
 		},
 		CreateIndex: p.CreateIndex,
 		ModifyIndex: p.ModifyIndex,

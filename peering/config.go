@@ -32,6 +32,15 @@ type Config struct {
 	// resources are split into chunks. Zero value: 4 MiB (half of the 8 MiB
 	// gRPC limit, leaving room for framing).
 	MaxMessageBytes int
+	// Quotas bound what the peer of each peering can make this cluster
+	// import and do (see Quotas); zero fields mean DefaultQuotas.
+	Quotas Quotas
+	// AllowLocalGateways accepts imported instances whose gateway address
+	// is loopback, link-local, unspecified, multicast or one of this
+	// cluster's node addresses. Off by default: a peer could otherwise
+	// point this cluster's traffic at itself. Clusters peered on one host
+	// (dev mode, tests) need it.
+	AllowLocalGateways bool
 	// PurgeBatch is how many imported nodes one raft write removes when a
 	// peering is deleted. Zero value: 128.
 	PurgeBatch int
@@ -66,6 +75,7 @@ func DefaultConfig() Config {
 		ReconnectMax:      time.Minute,
 		MaxMessageBytes:   4 << 20,
 		PurgeBatch:        128,
+		Quotas:            DefaultQuotas(),
 	}
 }
 
@@ -90,6 +100,7 @@ func (c Config) withDefaults() Config {
 	if c.PurgeBatch == 0 {
 		c.PurgeBatch = d.PurgeBatch
 	}
+	c.Quotas = c.Quotas.withDefaults()
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -119,6 +130,9 @@ func (c Config) Validate() error {
 	}
 	if c.ReconnectMax != 0 && c.ReconnectMin > c.ReconnectMax {
 		errs = append(errs, fmt.Errorf("peering: reconnect minimum %s exceeds maximum %s", c.ReconnectMin, c.ReconnectMax))
+	}
+	if err := c.Quotas.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

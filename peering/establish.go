@@ -225,6 +225,12 @@ func (s *Server) establish(ctx context.Context, req EstablishRequest) error {
 			id = existing.ID
 		}
 	}
+	if err := checkTokenTrustDomain(st, tok, id); err != nil {
+		if used := s.alreadyPeered(st, tok); used != nil {
+			return used // the token was used here: say that first
+		}
+		return err
+	}
 
 	secret, err := s.exchangeSecret(ctx, tok)
 	if errors.Is(err, ErrTokenUsed) {

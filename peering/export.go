@@ -18,11 +18,13 @@ import (
 // maxPendingNonces bounds the responses awaiting an ACK per stream.
 const maxPendingNonces = 1 << 16
 
-// typeOrder is the order in which the exporter serves the resource types.
+// typeOrder is the order in which the exporter serves the resource types:
+// the trust bundle first, as the importer checks the SNI and SPIFFE IDs of
+// services against the trust domain it pins from it.
 var typeOrder = []string{
+	pbpeerstream.TypeURLTrustBundle,
 	pbpeerstream.TypeURLExportedServiceList,
 	pbpeerstream.TypeURLExportedService,
-	pbpeerstream.TypeURLTrustBundle,
 	pbpeerstream.TypeURLServerAddresses,
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
-	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -163,7 +162,7 @@ func exportInstance(csn state.CheckServiceNode, protocol string, td spiffeid.Tru
 	in := &pbpeerstream.ServiceInstance{
 		NodeName: n.Node, NodeAddress: n.Address, NodeId: n.ID,
 		ServiceId: svc.ID, Service: svc.Service, Tags: slices.Clone(svc.Tags),
-		Address: svc.Address, Port: uint32(max(svc.Port, 0)), Meta: maps.Clone(svc.Meta),
+		Address: svc.Address, Port: uint32(max(svc.Port, 0)), Meta: withoutReservedMeta(svc.Meta),
 		WeightsPassing: int32(svc.Weights.Passing), WeightsWarning: int32(svc.Weights.Warning),
 		HealthStatus: health, HealthOutput: output,
 		Sni:            identity.PeeredSNI(svc.Service, identity.DefaultNamespace, identity.DefaultPartition, peer, td),

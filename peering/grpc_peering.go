@@ -147,6 +147,8 @@ func infoToProto(i *PeeringInfo) *pbpeering.Peering {
 			LastSendUnixNano: unixNano(i.StreamStatus.LastSend), LastError: i.StreamStatus.LastError,
 			LastErrorUnixNano: unixNano(i.StreamStatus.LastErrorAt), ReplicationLagMs: i.StreamStatus.ReplicationLag.Milliseconds(),
 			Connected: i.StreamStatus.Connected, Reconnects: uint64(max(i.StreamStatus.Reconnects, 0)),
+			QuotaRefusals: i.StreamStatus.QuotaRefusals, ImportRefusals: i.StreamStatus.ImportRefusals,
+			LastRefusal: i.StreamStatus.LastRefusal, LastRefusalUnixNano: unixNano(i.StreamStatus.LastRefusalAt),
 		},
 		ExportedServiceCount: uint64(len(i.StreamStatus.ExportedServices)),
 		ImportedServiceCount: uint64(len(i.StreamStatus.ImportedServices)),
@@ -176,6 +178,8 @@ func infoFromProto(p *pbpeering.Peering) *PeeringInfo {
 			LastErrorAt:    fromUnixNano(ss.GetLastErrorUnixNano()),
 			ReplicationLag: time.Duration(ss.GetReplicationLagMs()) * time.Millisecond,
 			Reconnects:     int(min(ss.GetReconnects(), uint64(1<<31-1))),
+			QuotaRefusals:  ss.GetQuotaRefusals(), ImportRefusals: ss.GetImportRefusals(),
+			LastRefusal: ss.GetLastRefusal(), LastRefusalAt: fromUnixNano(ss.GetLastRefusalUnixNano()),
 		},
 		CreateIndex: p.GetCreateIndex(), ModifyIndex: p.GetModifyIndex(),
 	}

@@ -61,6 +61,8 @@ func newTestCluster(t *testing.T, name, dc string, mod func(*Config)) *testClust
 	pc.Cluster = c
 	pc.HeartbeatInterval, pc.HeartbeatTimeout = 200*time.Millisecond, 2*time.Second
 	pc.ReconnectMin, pc.ReconnectMax = 50*time.Millisecond, 500*time.Millisecond
+	// Both clusters run on 127.0.0.1: their gateways are loopback addresses.
+	pc.AllowLocalGateways = true
 	if mod != nil {
 		mod(&pc)
 	}

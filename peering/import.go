@@ -36,7 +36,8 @@ const (
 	importedCheckSuffix = ":overall-check"
 )
 
-// maxAssembledBytes bounds a resource reassembled from chunks.
+// maxAssembledBytes bounds a resource reassembled from chunks, whatever
+// Quotas.MaxInFlightBytes says.
 const maxAssembledBytes = 256 << 20
 
 // importer applies the peer's responses to the local catalog: one raft
@@ -48,6 +49,16 @@ type importer struct {
 	chunks   map[string]*chunkBuf
 	syncs    map[string]map[string]bool
 	versions map[string]uint64
+	// inFlight is the memory the unfinished chunked resources hold (see
+	// Quotas.MaxInFlightBytes, maxInFlight here).
+	inFlight, maxInFlight int
+	// counts is what is imported from the peer, loaded at the first write.
+	counts *importCounts
+	// rate limits the responses the peer sends.
+	rate *tokenBucket
+	// peerTD is the peer's trust domain pinned with the peering ("" until
+	// the acceptor's first trust bundle).
+	peerTD string
 	// writes counts the raft writes made (for tests).
 	writes int
 }
@@ -60,8 +71,46 @@ type chunkBuf struct {
 	first   time.Time
 }
 
-func newImporter(sess *session) *importer {
-	return &importer{sess: sess, chunks: map[string]*chunkBuf{}, syncs: map[string]map[string]bool{}, versions: map[string]uint64{}}
+func newImporter(sess *session, peerTD string) *importer {
+	q := sess.srv.cfg.Quotas
+	return &importer{
+		sess: sess, chunks: map[string]*chunkBuf{}, syncs: map[string]map[string]bool{}, versions: map[string]uint64{},
+		maxInFlight: min(q.MaxInFlightBytes, maxAssembledBytes), peerTD: peerTD,
+		rate: newTokenBucket(q.MaxMessagesPerSecond, q.MessageBurst, sess.srv.cfg.Now()),
+	}
+}
+
+// checks is what the peer's instances are checked against now.
+func (im *importer) checks() (importChecks, error) {
+	s := im.sess.srv
+	c := importChecks{peerTD: im.peerTD, allowLocal: s.cfg.AllowLocalGateways}
+	if !c.allowLocal {
+		var err error
+		if c.local, err = localAddrs(s.cfg.Cluster.Store()); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
+}
+
+// refuseRate refuses a response over the message rate, keeping the sync
+// bookkeeping as for any refused upsert: what was imported stays, and a
+// sync it ends still ends.
+func (im *importer) refuseRate(ctx context.Context, r *pbpeerstream.Response) error {
+	url, id := r.GetResourceUrl(), r.GetResourceId()
+	if id != "" {
+		im.dropChunks(resKey(url, id))
+		if set := im.syncs[url]; r.GetFullSync() && set != nil {
+			set[id] = true
+		}
+	}
+	if r.GetSyncEnd() || id == "" { // as handle ends a sync
+		if _, err := im.endSync(ctx, url); err != nil {
+			im.sess.log().Warn("ending a sync after a refused response", "url", url, "err", err)
+		}
+	}
+	q := im.sess.srv.cfg.Quotas
+	return quotaErr(quotaMessageRate, "more than %d responses per second (burst %d) from this peer; resend later", q.MaxMessagesPerSecond, q.MessageBurst)
 }
 
 // subscribed starts tracking the full sync of url.
@@ -79,7 +128,7 @@ func (im *importer) handle(ctx context.Context, r *pbpeerstream.Response, arrive
 	key := resKey(url, id)
 	payload, start, complete, err := im.assemble(r, arrived)
 	if err != nil {
-		return codes.InvalidArgument, err
+		return refusalCode(err), err
 	}
 	if !complete {
 		return codes.OK, nil // a chunk: ACKed, applied with the last one
@@ -120,22 +169,27 @@ func (im *importer) assemble(r *pbpeerstream.Response, arrived time.Time) ([]byt
 	buf := im.chunks[key]
 	switch {
 	case r.GetChunkIndex() == 0:
+		im.dropChunks(key) // a new version restarts the resource
+		if cost := chunkOverhead + len(key); im.inFlight+cost+len(r.GetResource()) > im.maxInFlight {
+			return nil, time.Time{}, false, quotaErr(quotaInFlight, "resource %s: its first chunk would make unfinished chunked resources from this peer hold %d bytes, above the limit of %d",
+				shortID(r.GetResourceId()), im.inFlight+cost+len(r.GetResource()), im.maxInFlight)
+		}
 		buf = &chunkBuf{version: r.GetVersion(), count: r.GetChunkCount(), first: arrived}
 		im.chunks[key] = buf
+		im.inFlight += chunkOverhead + len(key)
 	case buf == nil || buf.version != r.GetVersion() || buf.count != r.GetChunkCount() || buf.next != r.GetChunkIndex():
-		delete(im.chunks, key)
+		im.dropChunks(key)
 		return nil, time.Time{}, false, fmt.Errorf("resource %s: chunk %d of %d out of order", shortID(r.GetResourceId()), r.GetChunkIndex(), r.GetChunkCount())
 	}
-	if len(buf.buf)+len(r.GetResource()) > maxAssembledBytes {
-		delete(im.chunks, key)
-		return nil, time.Time{}, false, fmt.Errorf("resource %s: chunks exceed %d bytes", shortID(r.GetResourceId()), maxAssembledBytes)
+	if err := im.bufferChunk(buf, r.GetResource()); err != nil {
+		im.dropChunks(key)
+		return nil, time.Time{}, false, fmt.Errorf("resource %s: %w", shortID(r.GetResourceId()), err)
 	}
-	buf.buf = append(buf.buf, r.GetResource()...)
 	buf.next++
 	if buf.next < buf.count {
 		return nil, time.Time{}, false, nil
 	}
-	delete(im.chunks, key)
+	im.dropChunks(key)
 	return buf.buf, buf.first, true, nil
 }
 
@@ -308,6 +362,22 @@ func (im *importer) apply(ctx context.Context, r *pbpeerstream.Response, payload
 	}
 	st := s.cfg.Cluster.Store()
 	switch {
+	case d.svc != nil:
+		c, err := im.checks()
+		if err != nil {
+			return codes.Internal, err
+		}
+		stripped, err := validateService(d.svc, c)
+		if err != nil {
+			return refusalCode(err), err
+		}
+		im.strippedMeta(d.svc.GetName(), stripped)
+	case d.list != nil:
+		if err := im.checkListQuota(d.list.GetServices()); err != nil {
+			return refusalCode(err), err
+		}
+	}
+	switch {
 	case d.bundle != nil:
 		return im.applyBundle(ctx, d.bundle)
 	case d.addrs != nil:
@@ -331,9 +401,14 @@ func (im *importer) apply(ctx context.Context, r *pbpeerstream.Response, payload
 	if err != nil {
 		return codes.Internal, err
 	}
+	delta, err := im.admitPlan(plan)
+	if err != nil {
+		return refusalCode(err), err
+	}
 	if err := im.commit(ctx, plan); err != nil {
 		return codes.Internal, err
 	}
+	im.settle(delta)
 	if r.GetResourceUrl() == pbpeerstream.TypeURLExportedServiceList {
 		s.tracker.setImported(ss.id, d.list.GetServices())
 	}
@@ -361,7 +436,15 @@ func (im *importer) commit(ctx context.Context, plan *importPlan) error {
 func (im *importer) applyBundle(ctx context.Context, b *pbpeerstream.TrustBundle) (codes.Code, error) {
 	ss := im.sess
 	s := ss.srv
-	_, old, err := s.cfg.Cluster.Store().TrustBundle(nil, ss.name)
+	st := s.cfg.Cluster.Store()
+	_, row, err := st.PeeringByID(nil, ss.id)
+	if err != nil || row == nil {
+		return codes.Internal, fmt.Errorf("read the peering: %w", cmpErr(err, errDeletedLocally))
+	}
+	if err := s.checkBundleTrustDomain(st, ss.id, row.PeerTrustDomain, b); err != nil {
+		return refusalCode(err), err
+	}
+	_, old, err := st.TrustBundle(nil, ss.name)
 	if err != nil {
 		return codes.Internal, err
 	}
@@ -383,6 +466,10 @@ func (im *importer) applyBundle(ctx context.Context, b *pbpeerstream.TrustBundle
 	if err != nil {
 		return codes.Internal, fmt.Errorf("store the peer's CA roots: %w", err)
 	}
+	if im.peerTD == "" {
+		ss.log().Info("pinned the peer's trust domain", "trust_domain", b.GetTrustDomain())
+	}
+	im.peerTD = b.GetTrustDomain()
 	return codes.OK, nil
 }
 
@@ -410,8 +497,34 @@ func (im *importer) endSync(ctx context.Context, url string) (codes.Code, error)
 	if err != nil {
 		return codes.Internal, err
 	}
+	delta, err := im.admitPlan(plan) // removals only: always admitted
+	if err != nil {
+		return codes.Internal, err
+	}
 	if err := im.commit(ctx, plan); err != nil {
 		return codes.Internal, fmt.Errorf("drop stale imports: %w", err)
 	}
+	im.settle(delta)
 	return codes.OK, nil
+}
+
+// strippedMeta counts and logs the reserved meta keys stripped from a
+// service's instances.
+func (im *importer) strippedMeta(service string, n int) {
+	if n == 0 {
+		return
+	}
+	ss := im.sess
+	msg := fmt.Sprintf("exported service %s: %d meta keys with the reserved prefix %q stripped", shortID(service), n, state.ReservedMetaPrefix)
+	ss.srv.metrics.importRefusals.WithLabelValues(ss.name, refuseReservedMeta).Add(float64(n))
+	ss.srv.tracker.refused(ss.id, "", refuseReservedMeta, msg)
+	ss.logRefusal("stripped reserved meta from an import", "service", service, "keys", n)
+}
+
+// cmpErr returns err, or def when err is nil.
+func cmpErr(err, def error) error {
+	if err != nil {
+		return err
+	}
+	return def
 }

@@ -49,6 +49,12 @@ type importBatch struct {
 	registers []*state.RegisterRequest
 	remove    map[string]bool
 	bytes     int
+	// delta is the import counts the batch leaves, admitted message by
+	// message against the quotas; checks what instances are checked
+	// against (read once per batch, with checksErr).
+	delta     *countDelta
+	checks    importChecks
+	checksErr error
 }
 
 // batchItem is one message of a batch and its outcome.
@@ -62,10 +68,16 @@ type batchItem struct {
 }
 
 func (im *importer) newBatch() *importBatch {
-	return &importBatch{
+	b := &importBatch{
 		im: im, st: im.sess.srv.cfg.Cluster.Store(),
 		services: map[string]bool{}, touched: map[string]bool{}, remove: map[string]bool{},
+		delta: newCountDelta(),
 	}
+	b.checks, b.checksErr = im.checks()
+	if b.checksErr == nil {
+		b.checksErr = im.loadCounts()
+	}
+	return b
 }
 
 // full reports whether the batch takes no more messages.
@@ -90,7 +102,14 @@ func (b *importBatch) add(r *pbpeerstream.Response, arrived time.Time) bool {
 		it.stale = true // a newer version was applied: ACKed
 	case err != nil:
 		it.code, it.err = codes.InvalidArgument, err
+	case b.checksErr != nil:
+		it.code, it.err = codes.Internal, b.checksErr
 	default:
+		stripped, err := validateService(d.svc, b.checks)
+		if err != nil {
+			it.code, it.err = refusalCode(err), err
+			break
+		}
 		plan, remove, err := planServiceWrites(b.st, im.sess.name, im.sess.peerDC, id, d)
 		if errors.Is(err, errUnknownInstance) {
 			it.code, it.err = codes.FailedPrecondition, err
@@ -114,6 +133,11 @@ func (b *importBatch) add(r *pbpeerstream.Response, arrived time.Time) bool {
 				}
 			}
 		}
+		if err := im.admit(b.delta, id, plan.counts[id]); err != nil {
+			it.code, it.err = refusalCode(err), err
+			break
+		}
+		im.strippedMeta(id, stripped)
 		for _, iid := range ids {
 			b.touched[iid] = true
 		}
@@ -144,6 +168,8 @@ func (im *importer) commitBatch(ctx context.Context, b *importBatch) []*batchIte
 					it.code, it.err = codes.Internal, err
 				}
 			}
+		} else {
+			im.settle(b.delta)
 		}
 	}
 	url := pbpeerstream.TypeURLExportedService

@@ -19,6 +19,9 @@ var errUnknownInstance = errors.New("health update for an instance that is not i
 type importPlan struct {
 	registers   []*state.RegisterRequest
 	deregisters []*state.DeregisterRequest
+	// counts is the instances each service it changes will have, for the
+	// quotas.
+	counts map[string]int
 }
 
 // planImport computes the writes that apply d for peer, reading the
@@ -97,6 +100,13 @@ func planServiceWrites(st *state.Store, peer, dc, name string, d *decodedResourc
 		}
 		plan.registers = append(plan.registers, req)
 	}
+	after := len(have) - len(remove)
+	for _, in := range d.svc.GetInstances() {
+		if _, ok := have[in.InstanceID()]; !ok {
+			after++
+		}
+	}
+	plan.counts = map[string]int{name: after}
 	return plan, remove, nil
 }
 
@@ -111,10 +121,12 @@ func planKeepOnly(st *state.Store, peer string, keep []string) (*importPlan, err
 		keepSet[n] = struct{}{}
 	}
 	remove := map[string]bool{}
+	plan := &importPlan{counts: map[string]int{}}
 	for _, name := range slices.Sorted(maps.Keys(svcs)) {
 		if _, ok := keepSet[name]; ok {
 			continue
 		}
+		plan.counts[name] = 0
 		_, sns, err := st.ServiceNodes(nil, peer, name)
 		if err != nil {
 			return nil, fmt.Errorf("read imported %q: %w", name, err)
@@ -123,7 +135,6 @@ func planKeepOnly(st *state.Store, peer string, keep []string) (*importPlan, err
 			remove[sn.Node.Node+"/"+sn.Service.ID] = true
 		}
 	}
-	plan := &importPlan{}
 	return plan, addRemovals(st, peer, plan, remove)
 }
 
@@ -178,9 +189,11 @@ var healthStatuses = map[pbpeerstream.HealthStatus]string{
 // the service (carrying the gateway, SNI, SPIFFE IDs and protocol) and one
 // flattened check. dc is the peer's datacenter, the node's.
 func importRequest(peer, dc string, in *pbpeerstream.ServiceInstance) *state.RegisterRequest {
-	meta := maps.Clone(in.GetMeta())
-	if meta == nil {
-		meta = map[string]string{}
+	meta := make(map[string]string, len(in.GetMeta())+3)
+	for k, v := range in.GetMeta() {
+		if !reservedMetaKey(k) { // keys with a local meaning are not the peer's to set
+			meta[k] = v
+		}
 	}
 	meta[MetaPeerSNI] = in.GetSni()
 	meta[MetaPeerSPIFFEIDs] = strings.Join(in.GetSpiffeIds(), ",")

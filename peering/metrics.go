@@ -15,8 +15,12 @@ type metrics struct {
 	nacks         *prometheus.CounterVec
 	bytes         *prometheus.CounterVec
 	unknownNonces *prometheus.CounterVec
-	lag           *prometheus.HistogramVec
-	gauges        *gaugeCollector
+	// quotaRefusals and importRefusals count the peer's messages refused
+	// for a quota, or as invalid (by reason).
+	quotaRefusals  *prometheus.CounterVec
+	importRefusals *prometheus.CounterVec
+	lag            *prometheus.HistogramVec
+	gauges         *gaugeCollector
 }
 
 func newMetrics(s *Server) *metrics {
@@ -37,6 +41,14 @@ func newMetrics(s *Server) *metrics {
 			Name: "peerd_peering_unknown_nonces_total",
 			Help: "ACKs and NACKs from the peer quoting a nonce this stream did not send or already settled; they are ignored.",
 		}, []string{"peer"}),
+		quotaRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "peerd_peering_quota_refusals_total",
+			Help: "Responses from the peer refused (NACKed) for reaching a quota: services, instances, in_flight_bytes, messages_per_second.",
+		}, []string{"peer", "quota"}),
+		importRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "peerd_peering_import_refusals_total",
+			Help: "Imports from the peer refused (NACKed) as invalid, by reason (trust_domain, no_trust_bundle, sni, gateway_address, spiffe_id, meta); reserved_meta counts meta keys stripped.",
+		}, []string{"peer", "reason"}),
 		lag: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "peerd_peering_replication_lag_seconds",
 			Help:    "Delay from a response's arrival from the peer (its first chunk) to its commit in the local catalog.",
@@ -47,7 +59,7 @@ func newMetrics(s *Server) *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.reconnects, m.nacks, m.bytes, m.unknownNonces, m.lag, m.gauges}
+	return []prometheus.Collector{m.reconnects, m.nacks, m.bytes, m.unknownNonces, m.quotaRefusals, m.importRefusals, m.lag, m.gauges}
 }
 
 // register registers every metric on reg, or none.
@@ -70,6 +82,8 @@ func (m *metrics) forget(peer string) {
 	m.reconnects.DeleteLabelValues(peer)
 	m.unknownNonces.DeleteLabelValues(peer)
 	m.lag.DeleteLabelValues(peer)
+	m.quotaRefusals.DeletePartialMatch(prometheus.Labels{"peer": peer})
+	m.importRefusals.DeletePartialMatch(prometheus.Labels{"peer": peer})
 	for _, dir := range []string{"sent", "received"} {
 		m.nacks.DeleteLabelValues(peer, dir)
 		m.bytes.DeleteLabelValues(peer, dir)

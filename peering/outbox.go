@@ -84,6 +84,13 @@ func (o *outbox) pop() (outEntry, bool) {
 	return outEntry{}, false
 }
 
+// prioLen is how many control messages are queued.
+func (o *outbox) prioLen() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.prio)
+}
+
 // waitRoom blocks while more than limit bytes of responses are queued.
 func (o *outbox) waitRoom(ctx context.Context, limit int) error {
 	for {

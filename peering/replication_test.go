@@ -209,7 +209,7 @@ func FuzzApplyReplicationMessage(f *testing.F) {
 		if r == nil || r.GetResourceId() == "" {
 			return
 		}
-		im := &importer{chunks: map[string]*chunkBuf{}}
+		im := &importer{chunks: map[string]*chunkBuf{}, maxInFlight: DefaultQuotas().MaxInFlightBytes}
 		payload, _, complete, err := im.assemble(r, time.Now())
 		if err != nil || !complete {
 			return

@@ -26,6 +26,9 @@ type Server struct {
 	// one per peering ID), on the leader.
 	streams *streamRegistry
 	metrics *metrics
+	// maxQueuedControl bounds the control messages queued for a peer
+	// (defaultMaxQueuedControl; tests lower it).
+	maxQueuedControl int
 
 	// leaderMu guards leaderCtx: the context of the current leadership, nil
 	// while this server does not lead (or before its leader routines ran).
@@ -57,6 +60,8 @@ func New(cfg Config) (*Server, error) {
 		log:     cfg.Logger.With("component", "peering"),
 		tracker: newTracker(cfg.Now),
 		streams: newStreamRegistry(),
+
+		maxQueuedControl: defaultMaxQueuedControl,
 	}
 	var err error
 	if s.ca, err = s.newCA(); err != nil {

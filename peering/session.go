@@ -151,15 +151,26 @@ type session struct {
 	// finished is closed once every goroutine that writes to the catalog
 	// has stopped.
 	finished chan struct{}
+	// logLimit and logSuppressed bound the refusal log lines (the receive
+	// loop's only).
+	logLimit      *tokenBucket
+	logSuppressed int
 }
+
+// refusalLogRate and refusalLogBurst bound the log lines of refusals.
+const (
+	refusalLogRate  = 10
+	refusalLogBurst = 50
+)
 
 func (s *Server) newSession(ctx context.Context, cancel context.CancelCauseFunc, stream msgStream, p *state.Peering, dialer bool) *session {
 	sess := &session{
 		srv: s, id: p.ID, name: p.Name, peerDC: p.Remote.Datacenter, dialer: dialer, stream: stream,
 		ctx: ctx, cancel: cancel, out: newOutbox(), finished: make(chan struct{}), recvRoom: make(chan struct{}, 1),
+		logLimit: newTokenBucket(refusalLogRate, refusalLogBurst, s.cfg.Now()),
 	}
 	sess.exp = newExporter(sess)
-	sess.imp = newImporter(sess)
+	sess.imp = newImporter(sess, p.PeerTrustDomain)
 	return sess
 }
 
@@ -168,10 +179,11 @@ func (ss *session) log() *slog.Logger { return ss.srv.log.With("peer", ss.name, 
 // nextNonce returns a nonce unique on this stream.
 func (ss *session) nextNonce() string { return fmt.Sprintf("%08x", ss.nonce.Add(1)) }
 
-// subscriptions are the types this end imports: the dialer also takes the
-// acceptor's server addresses.
+// subscriptions are the types this end imports, the trust bundle first
+// (it pins the peer's trust domain the services are checked against): the
+// dialer also takes the acceptor's server addresses.
 func (ss *session) subscriptions() []string {
-	urls := []string{pbpeerstream.TypeURLExportedServiceList, pbpeerstream.TypeURLExportedService, pbpeerstream.TypeURLTrustBundle}
+	urls := []string{pbpeerstream.TypeURLTrustBundle, pbpeerstream.TypeURLExportedServiceList, pbpeerstream.TypeURLExportedService}
 	if ss.dialer {
 		urls = append(urls, pbpeerstream.TypeURLServerAddresses)
 	}
@@ -354,10 +366,16 @@ func (ss *session) dispatch(in <-chan received) {
 		err := item.err
 		switch {
 		case err != nil:
+		case ss.overRate(item.m):
 		case batchable(item.m):
 			next, err = ss.handleBatch(item.m, in)
 		default:
 			err = ss.handle(item.m)
+		}
+		if err == nil && ss.out.prioLen() > ss.srv.maxQueuedControl {
+			// Each message it sends is answered: a peer that sends without
+			// reading would grow the queue without bound.
+			err = status.Errorf(codes.ResourceExhausted, "the peer is not reading: %d ACKs and NACKs queued for it", ss.out.prioLen())
 		}
 		if err != nil {
 			ss.fail(err)
@@ -365,6 +383,10 @@ func (ss *session) dispatch(in <-chan received) {
 		}
 	}
 }
+
+// defaultMaxQueuedControl bounds the ACKs, NACKs and other control
+// messages queued for a peer that does not read them.
+const defaultMaxQueuedControl = 65536
 
 // handleBatch imports first and the batchable messages queued behind it in
 // one commit, then ACKs or NACKs each. It returns the queued item that
@@ -385,10 +407,16 @@ func (ss *session) handleBatch(first *pbpeerstream.ReplicationMessage, in <-chan
 		}
 		var more received
 		var ok bool
-		select {
-		case more, ok = <-in:
-			ss.taken(more)
-		default:
+		for { // the next queued message within the rate (others are NACKed)
+			more, ok = received{}, false
+			select {
+			case more, ok = <-in:
+				ss.taken(more)
+			default:
+			}
+			if !ok || more.err != nil || !ss.overRate(more.m) {
+				break
+			}
 		}
 		if !ok {
 			break // nothing queued (or the stream ended)
@@ -405,7 +433,7 @@ func (ss *session) handleBatch(first *pbpeerstream.ReplicationMessage, in <-chan
 	}
 	for _, res := range results {
 		if res.err != nil {
-			ss.nack(res.r, res.code, res.err.Error())
+			ss.nack(res.r, res.code, res.err)
 			continue
 		}
 		ss.out.push(&pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Request{Request: &pbpeerstream.Request{
@@ -420,7 +448,7 @@ func (ss *session) handle(m *pbpeerstream.ReplicationMessage) error {
 	s := ss.srv
 	if err := m.Validate(); err != nil {
 		if r := m.GetResponse(); r != nil && r.GetNonce() != "" {
-			ss.nack(r, codes.InvalidArgument, err.Error())
+			ss.nack(r, codes.InvalidArgument, err)
 			return nil
 		}
 		return status.Error(codes.InvalidArgument, err.Error())
@@ -466,7 +494,7 @@ func (ss *session) handle(m *pbpeerstream.ReplicationMessage) error {
 			return context.Cause(ss.ctx)
 		}
 		if err != nil {
-			ss.nack(p.Response, code, err.Error())
+			ss.nack(p.Response, code, err)
 			return nil
 		}
 		ss.out.push(&pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Request{Request: &pbpeerstream.Request{
@@ -476,10 +504,63 @@ func (ss *session) handle(m *pbpeerstream.ReplicationMessage) error {
 	return nil
 }
 
-// nack refuses a response.
-func (ss *session) nack(r *pbpeerstream.Response, code codes.Code, msg string) {
+// overRate refuses (NACKs) a response beyond the message rate quota.
+func (ss *session) overRate(m *pbpeerstream.ReplicationMessage) bool {
+	r := m.GetResponse()
+	if r == nil || ss.imp.rate.allow(ss.srv.cfg.Now()) {
+		return false
+	}
+	ss.srv.tracker.received(ss.id)
+	err := ss.imp.refuseRate(ss.ctx, r)
+	if r.GetNonce() != "" {
+		ss.nack(r, codes.ResourceExhausted, err)
+	} else {
+		ss.logRefusal("refusing a resource from the peer", append([]any{"url", r.GetResourceUrl(), "id", r.GetResourceId(), "err", err.Error()}, ss.countRefusal(err)...)...)
+	}
+	return true
+}
+
+// countRefusal counts a refused import (a quota, an invalid resource) by
+// its quota or reason, and records it in the peering's status; it returns
+// the log attributes that name it (none for other errors).
+func (ss *session) countRefusal(err error) []any {
+	var ref *importRefusal
+	if !errors.As(err, &ref) {
+		return nil
+	}
+	ss.srv.tracker.refused(ss.id, ref.quota, ref.reason, err.Error())
+	if ref.quota != "" {
+		ss.srv.metrics.quotaRefusals.WithLabelValues(ss.name, ref.quota).Inc()
+		return []any{"quota", ref.quota}
+	}
+	ss.srv.metrics.importRefusals.WithLabelValues(ss.name, ref.reason).Inc()
+	return []any{"reason", ref.reason}
+}
+
+// logRefusal logs a refusal, at most refusalLogRate a second (with a
+// burst): a flooding peer cannot flood the log. The next line logged says
+// how many were left out.
+func (ss *session) logRefusal(msg string, attrs ...any) {
+	if !ss.logLimit.allow(ss.srv.cfg.Now()) {
+		ss.logSuppressed++
+		return
+	}
+	if ss.logSuppressed > 0 {
+		attrs = append(attrs, "suppressed_since_last", ss.logSuppressed)
+		ss.logSuppressed = 0
+	}
+	ss.log().Warn(msg, attrs...)
+}
+
+// nack refuses a response; a refused import (a quota, an invalid
+// resource) is also counted by its quota or reason and shown in the
+// peering's status.
+func (ss *session) nack(r *pbpeerstream.Response, code codes.Code, err error) {
+	msg := err.Error()
 	ss.srv.metrics.nacks.WithLabelValues(ss.name, "sent").Inc()
-	ss.log().Warn("refusing a resource from the peer", "url", r.GetResourceUrl(), "id", r.GetResourceId(), "nonce", r.GetNonce(), "err", msg)
+	attrs := append([]any{"url", r.GetResourceUrl(), "id", r.GetResourceId(), "nonce", r.GetNonce(), "code", code.String(), "err", msg},
+		ss.countRefusal(err)...)
+	ss.logRefusal("refusing a resource from the peer", attrs...)
 	ss.out.push(&pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Request{Request: &pbpeerstream.Request{
 		ResourceUrl: r.GetResourceUrl(), ResponseNonce: r.GetNonce(),
 		Error: &pbpeerstream.Status{Code: int32(code), Message: msg},

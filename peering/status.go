@@ -1,6 +1,7 @@
 package peering
 
 import (
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -29,6 +30,14 @@ type Status struct {
 	ReplicationLag time.Duration
 	// Reconnects counts streams opened after the first.
 	Reconnects int
+	// QuotaRefusals counts the peer's responses refused for a quota, by
+	// quota (services, instances, in_flight_bytes, messages_per_second);
+	// ImportRefusals the imports refused as invalid, by reason. LastRefusal
+	// is the latest refusal's message, LastRefusalAt when it happened.
+	QuotaRefusals  map[string]uint64
+	ImportRefusals map[string]uint64
+	LastRefusal    string
+	LastRefusalAt  time.Time
 }
 
 // Healthy reports whether the stream is up and heard from within timeout.
@@ -98,6 +107,8 @@ func (t *tracker) get(id string) Status {
 	cp := *s
 	cp.ImportedServices = slices.Clone(s.ImportedServices)
 	cp.ExportedServices = slices.Clone(s.ExportedServices)
+	cp.QuotaRefusals = maps.Clone(s.QuotaRefusals)
+	cp.ImportRefusals = maps.Clone(s.ImportRefusals)
 	return cp
 }
 

@@ -192,6 +192,15 @@ type Config struct {
 	// timeout without one. Defaults: 15 s and 2 m, Consul's.
 	PeeringHeartbeatInterval time.Duration
 	PeeringHeartbeatTimeout  time.Duration
+	// PeeringQuotas bound what each peer can make this cluster import and
+	// do (peering.Quotas; defaults peering.DefaultQuotas, zero fields mean
+	// them).
+	PeeringQuotas peering.Quotas
+	// PeeringAllowLocalGateways imports instances whose gateway is a
+	// loopback, link-local, unspecified or multicast address or one of
+	// this cluster's node addresses. Off by default; on in dev mode, whose
+	// clusters all run on 127.0.0.1.
+	PeeringAllowLocalGateways bool
 	// Peering, when set, adjusts the peering controller's configuration
 	// (tests shorten heartbeats).
 	Peering func(*peering.Config)

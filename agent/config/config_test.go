@@ -15,6 +15,7 @@ import (
 
 	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/decode"
+	"github.com/peerd/peerd/peering"
 )
 
 // Every field an operator sets is in the table, and the table is consistent:
@@ -116,6 +117,9 @@ func TestDefaults(t *testing.T) {
 		InternalTLS:        true,
 		CleanupDeadServers: true, DeadServerReapTime: 72 * time.Hour, LastContactThreshold: 200 * time.Millisecond,
 		MaxTrailingLogs: 250,
+		// Room for issue 15's 100,000 instances per peer.
+		PeeringQuotas: peering.Quotas{MaxImportedServices: 10_000, MaxImportedInstances: 250_000, MaxInFlightBytes: 64 << 20,
+			MaxMessagesPerSecond: 5_000, MessageBurst: 20_000},
 	}
 	if d.ProxyMark == 0 || !reflect.DeepEqual(d, want) {
 		t.Errorf("DefaultConfig:\ngot  %+v\nwant %+v", d, want)
@@ -124,6 +128,7 @@ func TestDefaults(t *testing.T) {
 	want.Dev, want.Server, want.BootstrapExpect, want.BindAddr = true, true, 1, "127.0.0.1"
 	want.HTTPAddr, want.GRPCAddr, want.GRPCTLSAddr, want.GatewayAddr, want.DNSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	want.SerfLANPort, want.ServerPort, want.RetryInterval, want.SyncInterval = 0, 0, time.Second, 30*time.Second
+	want.PeeringAllowLocalGateways = true // dev clusters all run on 127.0.0.1
 	if !reflect.DeepEqual(dev, want) {
 		t.Errorf("DevConfig:\ngot  %+v\nwant %+v", dev, want)
 	}
@@ -300,6 +305,8 @@ func TestValidateNamesWhatToFix(t *testing.T) {
 		{"bind on all without advertise", `bind_addr = "0.0.0.0"`, nil, `f.hcl: bind_addr: "0.0.0.0": other nodes cannot reach`},
 		{"advertise", `advertise_addr = "::"`, nil, `f.hcl: advertise_addr: "::": want an IP address`},
 		{"heartbeats", "peering {\n  heartbeat_interval = \"5m\"\n}\n", nil, "f.hcl: peering.heartbeat_interval: 5m0s: the heartbeat timeout (2m0s) must be longer"},
+		{"negative quota", "peering {\n  max_imported_instances = -1\n}\n", nil, "f.hcl: peering.max_imported_instances: -1: must not be negative"},
+		{"negative rate flag", "", []string{"-peering-max-messages-per-second", "-5"}, "-peering-max-messages-per-second: -5: must not be negative"},
 		{"log level flag", "", []string{"-log-level", "loud"}, `-log-level: "loud"`},
 		{"gossip key", `encrypt = "abc"`, nil, "f.hcl: encrypt: not base64"},
 		{"domain", `domain = "."`, nil, "f.hcl: domain: "},

@@ -112,6 +112,27 @@ func TestPeeringHeartbeatFlagsAndFile(t *testing.T) {
 	}
 }
 
+func TestPeeringQuotaFlagsAndFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "peering.hcl")
+	body := "peering {\n  max_imported_services = 50\n  max_in_flight_bytes = 1048576\n  allow_local_gateways = false\n}\n"
+	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cfg, err := Parse([]string{"-dev", "-config-file", file, "-peering-max-messages-per-second", "10"}, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := cfg.PeeringQuotas
+	if q.MaxImportedServices != 50 || q.MaxInFlightBytes != 1<<20 || q.MaxMessagesPerSecond != 10 || q.MaxImportedInstances != 250_000 || cfg.PeeringAllowLocalGateways {
+		t.Fatalf("got %+v, allow local gateways %v; want 50 services and 1 MiB from the file, 10/s from the flag, the default instances, and the file's false over -dev's true",
+			q, cfg.PeeringAllowLocalGateways)
+	}
+	if cfg, err = Parse([]string{"-data-dir", t.TempDir()}, &stderr); err != nil || cfg.PeeringAllowLocalGateways {
+		t.Fatalf("non-dev: got allow local gateways %v (%v), want false", cfg.PeeringAllowLocalGateways, err)
+	}
+}
+
 func TestAutopilotFlagsAndFile(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "autopilot.hcl")
 	body := "autopilot {\n  server_stabilization_time = \"30s\"\n  cleanup_dead_servers = false\n  max_trailing_logs = 100\n}\n"

@@ -11,6 +11,7 @@ import (
 	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/decode"
 	"github.com/peerd/peerd/l7proxy"
+	"github.com/peerd/peerd/peering"
 )
 
 // setting is one knob of the agent: the Config field it sets, its flag, its
@@ -183,6 +184,18 @@ var settings = []setting{
 		usage: "heartbeat period of peering streams (default 15s)"},
 	{name: "peering-heartbeat-timeout", flag: true, key: "peering.heartbeat_timeout", ptr: func(c *Config) any { return &c.PeeringHeartbeatTimeout },
 		usage: "a peering with no heartbeat for this long is FAILING and redialed (default 2m)"},
+	{name: "peering-max-imported-services", flag: true, key: "peering.max_imported_services", ptr: func(c *Config) any { return &c.PeeringQuotas.MaxImportedServices },
+		def: peering.DefaultQuotas().MaxImportedServices, usage: "services one peer may have imported here; an upsert past it is NACKed"},
+	{name: "peering-max-imported-instances", flag: true, key: "peering.max_imported_instances", ptr: func(c *Config) any { return &c.PeeringQuotas.MaxImportedInstances },
+		def: peering.DefaultQuotas().MaxImportedInstances, usage: "service instances one peer may have imported here, over all its services"},
+	{name: "peering-max-in-flight-bytes", flag: true, key: "peering.max_in_flight_bytes", ptr: func(c *Config) any { return &c.PeeringQuotas.MaxInFlightBytes },
+		def: peering.DefaultQuotas().MaxInFlightBytes, usage: "bytes one peer's unfinished chunked resources may hold (also the largest resource)"},
+	{name: "peering-max-messages-per-second", flag: true, key: "peering.max_messages_per_second", ptr: func(c *Config) any { return &c.PeeringQuotas.MaxMessagesPerSecond },
+		def: peering.DefaultQuotas().MaxMessagesPerSecond, usage: "resources per second one peer may send, past -peering-message-burst"},
+	{name: "peering-message-burst", flag: true, key: "peering.message_burst", ptr: func(c *Config) any { return &c.PeeringQuotas.MessageBurst },
+		def: peering.DefaultQuotas().MessageBurst, usage: "resources one peer may send at once before -peering-max-messages-per-second applies"},
+	{name: "peering-allow-local-gateways", flag: true, key: "peering.allow_local_gateways", ptr: func(c *Config) any { return &c.PeeringAllowLocalGateways },
+		dev: true, usage: "import peer instances whose gateway is loopback, link-local, unspecified, multicast or this cluster's node address (default on in -dev only)"},
 	{name: "leave-on-terminate", flag: true, key: "leave_on_terminate", ptr: func(c *Config) any { return &c.LeaveOnTerminate }, def: true,
 		usage: "leave the pool on SIGINT/SIGTERM"},
 	{name: "log-level", flag: true, key: "log_level", ptr: func(c *Config) any { return &c.LogLevel }, def: "info",

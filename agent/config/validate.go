@@ -257,6 +257,20 @@ func (c *Config) validatePeering(add func(name, format string, a ...any)) {
 	if c.PeeringHeartbeatTimeout < 0 {
 		add("peering-heartbeat-timeout", "%v: must not be negative", c.PeeringHeartbeatTimeout)
 	}
+	for _, q := range []struct {
+		name string
+		v    int
+	}{
+		{"peering-max-imported-services", c.PeeringQuotas.MaxImportedServices},
+		{"peering-max-imported-instances", c.PeeringQuotas.MaxImportedInstances},
+		{"peering-max-in-flight-bytes", c.PeeringQuotas.MaxInFlightBytes},
+		{"peering-max-messages-per-second", c.PeeringQuotas.MaxMessagesPerSecond},
+		{"peering-message-burst", c.PeeringQuotas.MessageBurst},
+	} {
+		if q.v < 0 {
+			add(q.name, "%d: must not be negative", q.v)
+		}
+	}
 	interval, timeout := peeringDefaults()
 	if c.PeeringHeartbeatInterval > 0 {
 		interval = c.PeeringHeartbeatInterval

@@ -83,6 +83,16 @@ type peeringJSON struct {
 	LastError string `json:",omitempty"`
 	// ReplicationLagMs is the delay of the last applied update.
 	ReplicationLagMs int64
+	// PeerTrustDomain is the peer's trust domain, pinned at establishment
+	// (the acceptor's at its first trust bundle).
+	PeerTrustDomain string `json:",omitempty"`
+	// QuotaRefusals and ImportRefusals count the peer's messages refused
+	// for a quota (by quota) or as invalid imports (by reason);
+	// LastRefusal is the latest one's message, LastRefusalAt its time.
+	QuotaRefusals  map[string]uint64 `json:",omitempty"`
+	ImportRefusals map[string]uint64 `json:",omitempty"`
+	LastRefusal    string            `json:",omitempty"`
+	LastRefusalAt  *time.Time        `json:",omitempty"`
 }
 
 type peeringStreamStatus struct {
@@ -159,6 +169,11 @@ func toPeeringJSON(p *peering.PeeringInfo) peeringJSON {
 		ModifyIndex:      p.ModifyIndex,
 		LastError:        p.StreamStatus.LastError,
 		ReplicationLagMs: p.StreamStatus.ReplicationLag.Milliseconds(),
+		PeerTrustDomain:  p.PeerTrustDomain,
+		QuotaRefusals:    p.StreamStatus.QuotaRefusals,
+		ImportRefusals:   p.StreamStatus.ImportRefusals,
+		LastRefusal:      p.StreamStatus.LastRefusal,
+		LastRefusalAt:    timePtr(p.StreamStatus.LastRefusalAt),
 	}
 }
 

@@ -59,6 +59,7 @@ func startPeeringNode(t testing.TB, name, dc string, withPeering bool) *peeringN
 	}
 	pc := peering.DefaultConfig()
 	pc.Cluster, pc.Logger = c, quiet
+	pc.AllowLocalGateways = true // the clusters' gateways are on 127.0.0.1
 	p, err := peering.New(pc)
 	if err != nil {
 		t.Fatal(err)

@@ -208,7 +208,9 @@ func startAgent(env Env, cgroup, peerd, name, node, dc string, extra ...string) 
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"agent", "-dev", "-node", node, "-datacenter", dc, "-log-level", "warn", "-gateway-addr", gw}, extra...)
+	// Both clusters' gateways are on 127.0.0.1: -dev's default, said.
+	args := append([]string{"agent", "-dev", "-node", node, "-datacenter", dc, "-log-level", "warn", "-gateway-addr", gw,
+		"-peering-allow-local-gateways=true"}, extra...)
 	p, err := StartInCgroup(env, cgroup, name, agentStopTimeout, peerd, args...)
 	if err != nil {
 		return nil, err

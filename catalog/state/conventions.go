@@ -17,4 +17,10 @@ const (
 	// TaggedAddressGateway is the tagged address of an imported instance
 	// holding the exporter's gateway address and port.
 	TaggedAddressGateway = "peerd-gateway"
+	// ReservedMetaPrefix starts every service meta key peerd gives a meaning
+	// to locally: the terminator's cgroup claim (l7proxy.CgroupMeta,
+	// "peerd-cgroup"), the gateway port, and the imported-instance keys
+	// above. The peering importer strips keys with this prefix from what a
+	// peer sends, so a peer cannot claim a local meaning.
+	ReservedMetaPrefix = "peerd-"
 )

@@ -620,9 +620,20 @@ type StreamStatus struct {
 	// last_error_unix_nano is when last_error happened.
 	LastErrorUnixNano int64 `protobuf:"varint,9,opt,name=last_error_unix_nano,json=lastErrorUnixNano,proto3" json:"last_error_unix_nano,omitempty"`
 	// reconnects counts streams opened after the first.
-	Reconnects    uint64 `protobuf:"varint,10,opt,name=reconnects,proto3" json:"reconnects,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Reconnects uint64 `protobuf:"varint,10,opt,name=reconnects,proto3" json:"reconnects,omitempty"`
+	// quota_refusals counts the peer's responses refused for reaching a
+	// quota, by quota (services, instances, in_flight_bytes,
+	// messages_per_second).
+	QuotaRefusals map[string]uint64 `protobuf:"bytes,11,rep,name=quota_refusals,json=quotaRefusals,proto3" json:"quota_refusals,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// import_refusals counts the peer's imports refused as invalid, by
+	// reason (trust_domain, sni, gateway_address, spiffe_id, meta, ...).
+	ImportRefusals map[string]uint64 `protobuf:"bytes,12,rep,name=import_refusals,json=importRefusals,proto3" json:"import_refusals,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// last_refusal is the latest refusal's message; last_refusal_unix_nano
+	// when it happened.
+	LastRefusal         string `protobuf:"bytes,13,opt,name=last_refusal,json=lastRefusal,proto3" json:"last_refusal,omitempty"`
+	LastRefusalUnixNano int64  `protobuf:"varint,14,opt,name=last_refusal_unix_nano,json=lastRefusalUnixNano,proto3" json:"last_refusal_unix_nano,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *StreamStatus) Reset() {
@@ -721,6 +732,34 @@ func (x *StreamStatus) GetLastErrorUnixNano() int64 {
 func (x *StreamStatus) GetReconnects() uint64 {
 	if x != nil {
 		return x.Reconnects
+	}
+	return 0
+}
+
+func (x *StreamStatus) GetQuotaRefusals() map[string]uint64 {
+	if x != nil {
+		return x.QuotaRefusals
+	}
+	return nil
+}
+
+func (x *StreamStatus) GetImportRefusals() map[string]uint64 {
+	if x != nil {
+		return x.ImportRefusals
+	}
+	return nil
+}
+
+func (x *StreamStatus) GetLastRefusal() string {
+	if x != nil {
+		return x.LastRefusal
+	}
+	return ""
+}
+
+func (x *StreamStatus) GetLastRefusalUnixNano() int64 {
+	if x != nil {
+		return x.LastRefusalUnixNano
 	}
 	return 0
 }
@@ -1445,7 +1484,7 @@ const file_peering_proto_rawDesc = "" +
 	"\tpartition\x18\x01 \x01(\tR\tpartition\x12\x1e\n" +
 	"\n" +
 	"datacenter\x18\x02 \x01(\tR\n" +
-	"datacenter\"\xc1\x03\n" +
+	"datacenter\"\xd5\x06\n" +
 	"\fStreamStatus\x12+\n" +
 	"\x11imported_services\x18\x01 \x03(\tR\x10importedServices\x12+\n" +
 	"\x11exported_services\x18\x02 \x03(\tR\x10exportedServices\x127\n" +
@@ -1460,7 +1499,17 @@ const file_peering_proto_rawDesc = "" +
 	"\n" +
 	"reconnects\x18\n" +
 	" \x01(\x04R\n" +
-	"reconnects\"\xe6\x01\n" +
+	"reconnects\x12X\n" +
+	"\x0equota_refusals\x18\v \x03(\v21.peerd.peering.v1.StreamStatus.QuotaRefusalsEntryR\rquotaRefusals\x12[\n" +
+	"\x0fimport_refusals\x18\f \x03(\v22.peerd.peering.v1.StreamStatus.ImportRefusalsEntryR\x0eimportRefusals\x12!\n" +
+	"\flast_refusal\x18\r \x01(\tR\vlastRefusal\x123\n" +
+	"\x16last_refusal_unix_nano\x18\x0e \x01(\x03R\x13lastRefusalUnixNano\x1a@\n" +
+	"\x12QuotaRefusalsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1aA\n" +
+	"\x13ImportRefusalsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xe6\x01\n" +
 	"\x12PeeringTrustBundle\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x1b\n" +
 	"\tpeer_name\x18\x02 \x01(\tR\bpeerName\x12\x1b\n" +
@@ -1534,7 +1583,7 @@ func file_peering_proto_rawDescGZIP() []byte {
 }
 
 var file_peering_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_peering_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_peering_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_peering_proto_goTypes = []any{
 	(PeeringState)(0),               // 0: peerd.peering.v1.PeeringState
 	(*SignLeafRequest)(nil),         // 1: peerd.peering.v1.SignLeafRequest
@@ -1558,40 +1607,44 @@ var file_peering_proto_goTypes = []any{
 	(*TrustBundleReadRequest)(nil),  // 19: peerd.peering.v1.TrustBundleReadRequest
 	(*TrustBundleReadResponse)(nil), // 20: peerd.peering.v1.TrustBundleReadResponse
 	nil,                             // 21: peerd.peering.v1.Peering.MetaEntry
-	nil,                             // 22: peerd.peering.v1.GenerateTokenRequest.MetaEntry
-	nil,                             // 23: peerd.peering.v1.EstablishRequest.MetaEntry
+	nil,                             // 22: peerd.peering.v1.StreamStatus.QuotaRefusalsEntry
+	nil,                             // 23: peerd.peering.v1.StreamStatus.ImportRefusalsEntry
+	nil,                             // 24: peerd.peering.v1.GenerateTokenRequest.MetaEntry
+	nil,                             // 25: peerd.peering.v1.EstablishRequest.MetaEntry
 }
 var file_peering_proto_depIdxs = []int32{
 	21, // 0: peerd.peering.v1.Peering.meta:type_name -> peerd.peering.v1.Peering.MetaEntry
 	0,  // 1: peerd.peering.v1.Peering.state:type_name -> peerd.peering.v1.PeeringState
 	6,  // 2: peerd.peering.v1.Peering.remote:type_name -> peerd.peering.v1.Remote
 	7,  // 3: peerd.peering.v1.Peering.stream_status:type_name -> peerd.peering.v1.StreamStatus
-	22, // 4: peerd.peering.v1.GenerateTokenRequest.meta:type_name -> peerd.peering.v1.GenerateTokenRequest.MetaEntry
-	23, // 5: peerd.peering.v1.EstablishRequest.meta:type_name -> peerd.peering.v1.EstablishRequest.MetaEntry
-	5,  // 6: peerd.peering.v1.PeeringReadResponse.peering:type_name -> peerd.peering.v1.Peering
-	5,  // 7: peerd.peering.v1.PeeringListResponse.peerings:type_name -> peerd.peering.v1.Peering
-	8,  // 8: peerd.peering.v1.TrustBundleReadResponse.bundle:type_name -> peerd.peering.v1.PeeringTrustBundle
-	9,  // 9: peerd.peering.v1.PeeringService.GenerateToken:input_type -> peerd.peering.v1.GenerateTokenRequest
-	11, // 10: peerd.peering.v1.PeeringService.Establish:input_type -> peerd.peering.v1.EstablishRequest
-	13, // 11: peerd.peering.v1.PeeringService.PeeringRead:input_type -> peerd.peering.v1.PeeringReadRequest
-	15, // 12: peerd.peering.v1.PeeringService.PeeringList:input_type -> peerd.peering.v1.PeeringListRequest
-	17, // 13: peerd.peering.v1.PeeringService.PeeringDelete:input_type -> peerd.peering.v1.PeeringDeleteRequest
-	19, // 14: peerd.peering.v1.PeeringService.TrustBundleRead:input_type -> peerd.peering.v1.TrustBundleReadRequest
-	1,  // 15: peerd.peering.v1.PeeringService.SignLeaf:input_type -> peerd.peering.v1.SignLeafRequest
-	3,  // 16: peerd.peering.v1.PeeringService.RotateCA:input_type -> peerd.peering.v1.RotateCARequest
-	10, // 17: peerd.peering.v1.PeeringService.GenerateToken:output_type -> peerd.peering.v1.GenerateTokenResponse
-	12, // 18: peerd.peering.v1.PeeringService.Establish:output_type -> peerd.peering.v1.EstablishResponse
-	14, // 19: peerd.peering.v1.PeeringService.PeeringRead:output_type -> peerd.peering.v1.PeeringReadResponse
-	16, // 20: peerd.peering.v1.PeeringService.PeeringList:output_type -> peerd.peering.v1.PeeringListResponse
-	18, // 21: peerd.peering.v1.PeeringService.PeeringDelete:output_type -> peerd.peering.v1.PeeringDeleteResponse
-	20, // 22: peerd.peering.v1.PeeringService.TrustBundleRead:output_type -> peerd.peering.v1.TrustBundleReadResponse
-	2,  // 23: peerd.peering.v1.PeeringService.SignLeaf:output_type -> peerd.peering.v1.SignLeafResponse
-	4,  // 24: peerd.peering.v1.PeeringService.RotateCA:output_type -> peerd.peering.v1.RotateCAResponse
-	17, // [17:25] is the sub-list for method output_type
-	9,  // [9:17] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	22, // 4: peerd.peering.v1.StreamStatus.quota_refusals:type_name -> peerd.peering.v1.StreamStatus.QuotaRefusalsEntry
+	23, // 5: peerd.peering.v1.StreamStatus.import_refusals:type_name -> peerd.peering.v1.StreamStatus.ImportRefusalsEntry
+	24, // 6: peerd.peering.v1.GenerateTokenRequest.meta:type_name -> peerd.peering.v1.GenerateTokenRequest.MetaEntry
+	25, // 7: peerd.peering.v1.EstablishRequest.meta:type_name -> peerd.peering.v1.EstablishRequest.MetaEntry
+	5,  // 8: peerd.peering.v1.PeeringReadResponse.peering:type_name -> peerd.peering.v1.Peering
+	5,  // 9: peerd.peering.v1.PeeringListResponse.peerings:type_name -> peerd.peering.v1.Peering
+	8,  // 10: peerd.peering.v1.TrustBundleReadResponse.bundle:type_name -> peerd.peering.v1.PeeringTrustBundle
+	9,  // 11: peerd.peering.v1.PeeringService.GenerateToken:input_type -> peerd.peering.v1.GenerateTokenRequest
+	11, // 12: peerd.peering.v1.PeeringService.Establish:input_type -> peerd.peering.v1.EstablishRequest
+	13, // 13: peerd.peering.v1.PeeringService.PeeringRead:input_type -> peerd.peering.v1.PeeringReadRequest
+	15, // 14: peerd.peering.v1.PeeringService.PeeringList:input_type -> peerd.peering.v1.PeeringListRequest
+	17, // 15: peerd.peering.v1.PeeringService.PeeringDelete:input_type -> peerd.peering.v1.PeeringDeleteRequest
+	19, // 16: peerd.peering.v1.PeeringService.TrustBundleRead:input_type -> peerd.peering.v1.TrustBundleReadRequest
+	1,  // 17: peerd.peering.v1.PeeringService.SignLeaf:input_type -> peerd.peering.v1.SignLeafRequest
+	3,  // 18: peerd.peering.v1.PeeringService.RotateCA:input_type -> peerd.peering.v1.RotateCARequest
+	10, // 19: peerd.peering.v1.PeeringService.GenerateToken:output_type -> peerd.peering.v1.GenerateTokenResponse
+	12, // 20: peerd.peering.v1.PeeringService.Establish:output_type -> peerd.peering.v1.EstablishResponse
+	14, // 21: peerd.peering.v1.PeeringService.PeeringRead:output_type -> peerd.peering.v1.PeeringReadResponse
+	16, // 22: peerd.peering.v1.PeeringService.PeeringList:output_type -> peerd.peering.v1.PeeringListResponse
+	18, // 23: peerd.peering.v1.PeeringService.PeeringDelete:output_type -> peerd.peering.v1.PeeringDeleteResponse
+	20, // 24: peerd.peering.v1.PeeringService.TrustBundleRead:output_type -> peerd.peering.v1.TrustBundleReadResponse
+	2,  // 25: peerd.peering.v1.PeeringService.SignLeaf:output_type -> peerd.peering.v1.SignLeafResponse
+	4,  // 26: peerd.peering.v1.PeeringService.RotateCA:output_type -> peerd.peering.v1.RotateCAResponse
+	19, // [19:27] is the sub-list for method output_type
+	11, // [11:19] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_peering_proto_init() }
@@ -1605,7 +1658,7 @@ func file_peering_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_peering_proto_rawDesc), len(file_peering_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -25,7 +26,8 @@ func newPeeringCommand(a *app) *cobra.Command {
 }
 
 // peeringObject is the part of GET /v1/peering/:name that peerctl shows
-// (Consul's api.Peering, plus peerd's LastError and ReplicationLagMs).
+// (Consul's api.Peering, plus peerd's LastError, ReplicationLagMs, the
+// pinned PeerTrustDomain and the refusals of the peer's messages).
 type peeringObject struct {
 	ID                  string
 	Name                string
@@ -52,6 +54,11 @@ type peeringObject struct {
 	ModifyIndex      uint64
 	LastError        string
 	ReplicationLagMs int64
+	PeerTrustDomain  string
+	QuotaRefusals    map[string]uint64
+	ImportRefusals   map[string]uint64
+	LastRefusal      string
+	LastRefusalAt    *time.Time
 }
 
 func peeringPath(name string) string { return "/v1/peering/" + url.PathEscape(name) }
@@ -319,6 +326,9 @@ func formatPeering(p *peeringObject) string {
 	b.WriteString("\n")
 	line("Peer ID", p.PeerID)
 	line("Peer Server Name", p.PeerServerName)
+	if p.PeerTrustDomain != "" {
+		line("Peer Trust Domain", p.PeerTrustDomain)
+	}
 	line("Peer CA Pems", fmt.Sprint(len(p.PeerCAPems)))
 	if len(p.PeerServerAddresses) > 0 {
 		b.WriteString("Peer Server Addresses:\n")
@@ -340,6 +350,23 @@ func formatPeering(p *peeringObject) string {
 		line("Last Error", p.LastError)
 	}
 	line("Replication Lag", (time.Duration(p.ReplicationLagMs) * time.Millisecond).String())
+	if len(p.QuotaRefusals) > 0 || len(p.ImportRefusals) > 0 {
+		b.WriteString("\n")
+		for _, group := range []struct {
+			title  string
+			counts map[string]uint64
+		}{{"Quota Refusals", p.QuotaRefusals}, {"Import Refusals", p.ImportRefusals}} {
+			if len(group.counts) == 0 {
+				continue
+			}
+			b.WriteString(group.title + ":\n")
+			for _, k := range slices.Sorted(maps.Keys(group.counts)) {
+				fmt.Fprintf(&b, "    %s = %d\n", k, group.counts[k])
+			}
+		}
+		line("Last Refusal", p.LastRefusal)
+		line("Last Refusal At", when(p.LastRefusalAt))
+	}
 	b.WriteString("\n")
 	line("Create Index", fmt.Sprint(p.CreateIndex))
 	line("Modify Index", fmt.Sprint(p.ModifyIndex))
