@@ -54,6 +54,18 @@ type Config struct {
 	// Refused, when set, is told of every refused leaf request (listener,
 	// reason), for the security refusals counter.
 	Refused func(listener, reason string)
+	// StreamSecretRotation is how long an acceptor's active stream secret
+	// lives before the leader rotates it: a new pending secret, handed to
+	// the dialer over the open stream and promoted once the dialer stored
+	// it; the old one then stops working. Zero value: 24 h; negative: never
+	// on a schedule (RotateStreamSecret still rotates on demand).
+	StreamSecretRotation time.Duration
+	// SecretAttemptRate and SecretAttemptBurst bound, per peering ID, the
+	// secret exchanges and the refused stream opens peers may make: a token
+	// bucket of SecretAttemptBurst attempts refilled at SecretAttemptRate
+	// per second. Zero values: 1 per second, 5.
+	SecretAttemptRate  float64
+	SecretAttemptBurst int
 	// CASeed is the CA the first server of a cluster made before raft held
 	// one; the leader's CA bootstrap adopts it. nil: the first leader makes
 	// the CA.
@@ -76,6 +88,10 @@ func DefaultConfig() Config {
 		MaxMessageBytes:   4 << 20,
 		PurgeBatch:        128,
 		Quotas:            DefaultQuotas(),
+
+		StreamSecretRotation: 24 * time.Hour,
+		SecretAttemptRate:    1,
+		SecretAttemptBurst:   5,
 	}
 }
 
@@ -101,6 +117,15 @@ func (c Config) withDefaults() Config {
 		c.PurgeBatch = d.PurgeBatch
 	}
 	c.Quotas = c.Quotas.withDefaults()
+	if c.StreamSecretRotation == 0 {
+		c.StreamSecretRotation = d.StreamSecretRotation
+	}
+	if c.SecretAttemptRate == 0 {
+		c.SecretAttemptRate = d.SecretAttemptRate
+	}
+	if c.SecretAttemptBurst == 0 {
+		c.SecretAttemptBurst = d.SecretAttemptBurst
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -133,6 +158,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.Quotas.validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.SecretAttemptRate < 0 || c.SecretAttemptBurst < 0 {
+		errs = append(errs, fmt.Errorf("peering: secret attempt rate %v and burst %d must not be negative", c.SecretAttemptRate, c.SecretAttemptBurst))
 	}
 	return errors.Join(errs...)
 }

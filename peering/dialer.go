@@ -20,9 +20,24 @@ import (
 
 // dialTask is the stream goroutine of one dialer peering.
 type dialTask struct {
+	mu     sync.Mutex
 	key    string
 	cancel context.CancelFunc
 	done   chan struct{}
+}
+
+func (t *dialTask) getKey() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.key
+}
+
+// setKey records a change the task made itself (a rotated stream secret),
+// so the dialer loop does not restart it for that change.
+func (t *dialTask) setKey(k string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.key = k
 }
 
 // dialable reports whether the dialer should hold a stream for p.
@@ -39,6 +54,11 @@ func (s *Server) dialKey(p *state.Peering) string {
 	if sec, err := s.cfg.Cluster.Store().PeeringSecrets(p.ID); err == nil && sec != nil {
 		secret = sec.DialerStreamSecret
 	}
+	return s.dialKeyWith(p, secret)
+}
+
+// dialKeyWith is dialKey with the given stream secret.
+func (s *Server) dialKeyWith(p *state.Peering, secret string) string {
 	return strings.Join([]string{p.ID, p.PeerID, p.PeerServerName, strings.Join(p.ManualServerAddresses, ","), secret}, "\x00")
 }
 
@@ -83,7 +103,7 @@ func (s *Server) dialerLoop(ctx context.Context) {
 			switch {
 			case p != nil && p.State == state.PeeringDeleting:
 				// Finishes by itself after sending Terminated.
-			case p == nil || !dialable(p) || s.dialKey(p) != t.key:
+			case p == nil || !dialable(p) || s.dialKey(p) != t.getKey():
 				t.cancel()
 				<-t.done
 				delete(tasks, id)
@@ -103,7 +123,7 @@ func (s *Server) dialerLoop(ctx context.Context) {
 			go func(id string) {
 				defer wg.Done()
 				defer close(t.done)
-				s.dialLoop(tctx, id)
+				s.dialLoop(tctx, id, t)
 			}(p.ID)
 		}
 		if err := ws.WatchCtx(ctx); err != nil {
@@ -144,7 +164,7 @@ func (s *Server) backoff(n int) time.Duration {
 // dialLoop holds the stream of one dialer peering: it connects, runs the
 // session, and reconnects with backoff, rotating through the addresses,
 // until ctx ends or the peering no longer wants a stream.
-func (s *Server) dialLoop(ctx context.Context, id string) {
+func (s *Server) dialLoop(ctx context.Context, id string, task *dialTask) {
 	st := s.cfg.Cluster.Store()
 	attempt, next := 0, 0
 	redirect := ""
@@ -167,7 +187,7 @@ func (s *Server) dialLoop(ctx context.Context, id string) {
 			addr = addrs[next%len(addrs)]
 		}
 		began := time.Now()
-		opened, err := s.dialOnce(ctx, p, addr)
+		opened, err := s.dialOnce(ctx, p, addr, task)
 		if ctx.Err() != nil {
 			return
 		}
@@ -213,7 +233,7 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 
 // dialOnce opens one stream to addr and serves it until it ends. opened
 // reports whether the acceptor accepted it.
-func (s *Server) dialOnce(ctx context.Context, p *state.Peering, addr string) (opened bool, err error) {
+func (s *Server) dialOnce(ctx context.Context, p *state.Peering, addr string, task *dialTask) (opened bool, err error) {
 	sec, err := s.cfg.Cluster.Store().PeeringSecrets(p.ID)
 	if err != nil {
 		return false, fmt.Errorf("read stream secret: %w", err)
@@ -221,7 +241,7 @@ func (s *Server) dialOnce(ctx context.Context, p *state.Peering, addr string) (o
 	if sec == nil || sec.DialerStreamSecret == "" {
 		return false, errors.New("no stream secret: establish the peering again")
 	}
-	tlsCfg, err := dialTLSConfig(p.PeerCAPems, p.PeerServerName)
+	tlsCfg, err := s.peerTLSConfig(p.PeerCAPems, p.PeerServerName)
 	if err != nil {
 		return false, err
 	}
@@ -241,7 +261,8 @@ func (s *Server) dialOnce(ctx context.Context, p *state.Peering, addr string) (o
 	}
 	err = stream.Send(&pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Open{Open: &pbpeerstream.Open{
 		PeerId: p.PeerID, StreamSecretId: sec.DialerStreamSecret,
-		Remote: &pbpeerstream.Remote{Datacenter: s.datacenter()},
+		Remote:         &pbpeerstream.Remote{Datacenter: s.datacenter()},
+		SecretRotation: true,
 	}}})
 	if err != nil {
 		// The status comes with Recv.
@@ -274,7 +295,9 @@ func (s *Server) dialOnce(ctx context.Context, p *state.Peering, addr string) (o
 			return true, fmt.Errorf("activate peering %q: %w", p.Name, err)
 		}
 	}
-	return true, s.newSession(sctx, cancel, stream, p, true).run(first)
+	sess := s.newSession(sctx, cancel, stream, p, true)
+	sess.task = task
+	return true, sess.run(first)
 }
 
 // markTerminated records that the peer deleted the peering.

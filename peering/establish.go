@@ -164,6 +164,8 @@ func (s *Server) generateToken(ctx context.Context, req GenerateTokenRequest) (s
 	// die with it.
 	if old != nil && existing.State != state.PeeringTerminated {
 		sec.PendingStreamSecret, sec.ActiveStreamSecret = old.PendingStreamSecret, old.ActiveStreamSecret
+		sec.PendingIdentity, sec.ActiveIdentity, sec.ActiveSince = old.PendingIdentity, old.ActiveIdentity, old.ActiveSince
+		sec.PendingRotated = old.PendingRotated
 	}
 	if _, err := s.cfg.Cluster.Apply(ctx, &catalog.Command{Type: catalog.CmdPeeringWrite,
 		Peering: &state.PeeringWriteRequest{Peering: p, Secrets: sec}}); err != nil {
@@ -291,7 +293,7 @@ func (s *Server) alreadyPeered(st *state.Store, tok *Token) error {
 // secret with the acceptor, trying the manual addresses first, then the
 // others, each with its own timeout.
 func (s *Server) exchangeSecret(ctx context.Context, tok *Token) (string, error) {
-	tlsCfg, err := dialTLSConfig(tok.CA, tok.ServerName)
+	tlsCfg, err := s.peerTLSConfig(tok.CA, tok.ServerName)
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
@@ -369,7 +371,11 @@ func grpcMessage(err error) string {
 }
 
 // ExchangeSecret trades the token's establishment secret for a stream
-// secret. Apply forwards the write to the leader, so any server answers.
+// secret. A wrong secret costs no raft write: it is compared (in constant
+// time) against the store first, and only a match is written, where the
+// state store compares again to close the race with a newer token.
+// Attempts are rate-limited per peering ID. Apply forwards the write to
+// the leader, so any server answers.
 func (ss *streamServer) ExchangeSecret(ctx context.Context, req *pbpeerstream.ExchangeSecretRequest) (*pbpeerstream.ExchangeSecretResponse, error) {
 	s := ss.s
 	st, err := s.requireServer()
@@ -377,7 +383,7 @@ func (ss *streamServer) ExchangeSecret(ctx context.Context, req *pbpeerstream.Ex
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
 	if req.GetPeerId() == "" || req.GetEstablishmentSecret() == "" {
-		return nil, status.Error(codes.InvalidArgument, "exchange secret: peer_id and establishment_secret are required")
+		return nil, s.refuseSecret(ctx, callExchange, reasonBadRequest, codes.InvalidArgument, "exchange secret: peer_id and establishment_secret are required")
 	}
 	// The token was written through the leader; a follower serving this
 	// call may not have applied it yet, so an unknown ID is given a moment
@@ -396,7 +402,12 @@ func (ss *streamServer) ExchangeSecret(ctx context.Context, req *pbpeerstream.Ex
 		}
 	}
 	if p == nil {
-		return nil, status.Errorf(codes.NotFound, "exchange secret: no peering with ID %s here: generate a new peering token", shortID(req.GetPeerId()))
+		return nil, s.refuseSecret(ctx, callExchange, reasonUnknownPeering, codes.NotFound,
+			fmt.Sprintf("exchange secret: no peering with ID %s here: generate a new peering token", shortID(req.GetPeerId())))
+	}
+	if !s.attempts.allow(callExchange + "/" + p.ID) {
+		return nil, s.refuseSecret(ctx, callExchange, reasonRateLimited, codes.ResourceExhausted,
+			"exchange secret: too many attempts for this peering: wait a few seconds and try again", "peer", p.Name)
 	}
 	if p.ShouldDial {
 		return nil, status.Error(codes.InvalidArgument, "exchange secret: wrong end of peering: this cluster dials that peering")
@@ -404,19 +415,47 @@ func (ss *streamServer) ExchangeSecret(ctx context.Context, req *pbpeerstream.Ex
 	if p.State == state.PeeringDeleting || p.State == state.PeeringTerminated {
 		return nil, status.Errorf(codes.PermissionDenied, "exchange secret: peering %q is %s: generate a new peering token", p.Name, strings.ToLower(p.State))
 	}
+	now := s.cfg.Now()
+	sec, err := st.PeeringSecrets(p.ID)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "exchange secret: read secrets: %v", err)
+	}
+	if sec == nil || !state.SecretMatches(sec.EstablishmentSecret, req.GetEstablishmentSecret()) {
+		return nil, s.refuseSecret(ctx, callExchange, reasonInvalidSecret, codes.PermissionDenied,
+			"invalid peering establishment secret: generate a new peering token", "peer", p.Name)
+	}
+	if sec.EstablishmentExpiresAt != 0 && now.UnixNano() > sec.EstablishmentExpiresAt {
+		return nil, s.refuseSecret(ctx, callExchange, reasonExpired, codes.PermissionDenied,
+			"peering token expired: generate a new peering token", "peer", p.Name)
+	}
+	td, err := s.trustDomain()
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "exchange secret: %v", err)
+	}
+	bound, err := exchangeIdentity(peerCertificates(ctx), td.Name())
+	if err != nil {
+		return nil, s.refuseSecret(ctx, callExchange, reasonIdentity, codes.InvalidArgument,
+			fmt.Sprintf("exchange secret: client certificate refused: %v", err), "peer", p.Name)
+	}
 	secret := uuid.NewString()
 	_, err = s.apply(ctx, &catalog.Command{Type: catalog.CmdPeeringSecrets, PeeringSecrets: &state.PeeringSecretsRequest{
-		Op: state.SecretsExchange, PeeringID: p.ID, Presented: req.GetEstablishmentSecret(), New: secret, Now: s.cfg.Now().UnixNano(),
+		Op: state.SecretsExchange, PeeringID: p.ID, Presented: req.GetEstablishmentSecret(), New: secret, Now: now.UnixNano(), Identity: bound,
 	}})
 	if err != nil {
 		if isInvalidSecret(err) {
+			// A newer token (or another exchange) won the race.
 			msg := "invalid peering establishment secret: generate a new peering token"
 			if strings.Contains(err.Error(), "expired") {
 				msg = "peering token expired: generate a new peering token"
 			}
-			return nil, status.Error(codes.PermissionDenied, msg)
+			return nil, s.refuseSecret(ctx, callExchange, reasonInvalidSecret, codes.PermissionDenied, msg, "peer", p.Name)
 		}
 		return nil, status.Errorf(codes.Unavailable, "exchange secret: %v", err)
+	}
+	if bound == nil {
+		s.log.Warn("peering stream secret issued unbound: the dialer presented no client certificate, so the secret alone opens the stream", "peer", p.Name)
+	} else {
+		s.log.Info("peering stream secret issued, bound to the dialer's certificate", "peer", p.Name, "trust_domain", bound.TrustDomain)
 	}
 	return &pbpeerstream.ExchangeSecretResponse{StreamSecret: secret}, nil
 }
@@ -432,23 +471,60 @@ func isInvalidSecret(err error) bool {
 }
 
 // checkStreamSecret accepts the active stream secret, or the pending one,
-// which it promotes (through raft) to active.
-func (s *Server) checkStreamSecret(ctx context.Context, peeringID, presented string) error {
-	sec, err := s.cfg.Cluster.Store().PeeringSecrets(peeringID)
+// which it promotes (through raft) to active, if the stream's client
+// certificates match the identity the secret is bound to. Refusals cost no
+// raft write, and a peering's refusals are rate-limited.
+func (s *Server) checkStreamSecret(ctx context.Context, p *state.Peering, presented string) error {
+	key := callStream + "/" + p.ID
+	if s.attempts.exhausted(key) {
+		return s.refuseSecret(ctx, callStream, reasonRateLimited, codes.ResourceExhausted,
+			"stream: too many refused attempts for this peering: wait a few seconds and try again", "peer", p.Name)
+	}
+	st := s.cfg.Cluster.Store()
+	sec, err := st.PeeringSecrets(p.ID)
 	if err != nil {
 		return status.Errorf(codes.Internal, "stream: read secrets: %v", err)
 	}
-	if sec != nil && state.SecretMatches(sec.ActiveStreamSecret, presented) {
+	var bound *state.StreamIdentity
+	pending := false
+	switch {
+	case sec != nil && state.SecretMatches(sec.ActiveStreamSecret, presented):
+		bound = sec.ActiveIdentity
+	case sec != nil && state.SecretMatches(sec.PendingStreamSecret, presented):
+		bound, pending = sec.PendingIdentity, true
+	default:
+		s.attempts.allow(key)
+		return s.refuseSecret(ctx, callStream, reasonInvalidSecret, codes.PermissionDenied,
+			"stream: invalid stream secret: establish the peering again with a new peering token", "peer", p.Name)
+	}
+	if bound != nil {
+		_, bundle, err := st.TrustBundle(nil, p.Name)
+		if err != nil {
+			return status.Errorf(codes.Internal, "stream: read the peer's trust bundle: %v", err)
+		}
+		if err := verifyBinding(bound, peerCertificates(ctx), bundle); err != nil {
+			s.attempts.allow(key)
+			return s.refuseSecret(ctx, callStream, reasonIdentity, codes.PermissionDenied,
+				fmt.Sprintf("stream: the stream secret is bound to the peer's TLS identity (trust domain %s), which this connection does not have: %v", bound.TrustDomain, err),
+				"peer", p.Name)
+		}
+	}
+	if !pending {
 		return nil
 	}
 	_, err = s.apply(ctx, &catalog.Command{Type: catalog.CmdPeeringSecrets, PeeringSecrets: &state.PeeringSecretsRequest{
-		Op: state.SecretsPromote, PeeringID: peeringID, Presented: presented, Now: s.cfg.Now().UnixNano(),
+		Op: state.SecretsPromote, PeeringID: p.ID, Presented: presented, Now: s.cfg.Now().UnixNano(),
 	}})
 	if err != nil {
 		if isInvalidSecret(err) {
-			return status.Error(codes.PermissionDenied, "stream: invalid stream secret: establish the peering again with a new peering token")
+			return s.refuseSecret(ctx, callStream, reasonInvalidSecret, codes.PermissionDenied,
+				"stream: invalid stream secret: establish the peering again with a new peering token", "peer", p.Name)
 		}
 		return status.Errorf(codes.Unavailable, "stream: promote stream secret: %v", err)
+	}
+	if sec.ActiveStreamSecret != "" {
+		s.metrics.rotations.WithLabelValues(p.Name, "promoted").Inc()
+		s.log.Info("stream secret rotated: the dialer opened with the pending secret; the old one no longer works", "peer", p.Name)
 	}
 	return nil
 }

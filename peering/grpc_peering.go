@@ -217,3 +217,10 @@ func (m managementServer) RotateCA(ctx context.Context, _ *pbpeering.RotateCAReq
 	}
 	return &pbpeering.RotateCAResponse{RootId: id}, nil
 }
+
+func (m managementServer) RotateStreamSecret(ctx context.Context, req *pbpeering.RotateStreamSecretRequest) (*pbpeering.RotateStreamSecretResponse, error) {
+	if err := m.s.RotateStreamSecret(incoming(ctx), req.GetPeerName()); err != nil {
+		return nil, toStatus(ctx, err)
+	}
+	return &pbpeering.RotateStreamSecretResponse{}, nil
+}

@@ -84,7 +84,7 @@ func (ss *streamServer) StreamResources(stream pbpeerstream.PeerStreamService_St
 		_ = stream.Send(&pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Terminated{Terminated: &pbpeerstream.Terminated{}}})
 		return status.Errorf(codes.Aborted, "stream: peering %q is %s", p.Name, strings.ToLower(p.State))
 	}
-	if err := s.checkStreamSecret(stream.Context(), p.ID, open.GetStreamSecretId()); err != nil {
+	if err := s.checkStreamSecret(stream.Context(), p, open.GetStreamSecretId()); err != nil {
 		return err
 	}
 	if p.State == state.PeeringPending || p.Remote.Datacenter == "" {
@@ -109,6 +109,7 @@ func (ss *streamServer) StreamResources(stream pbpeerstream.PeerStreamService_St
 	stop := context.AfterFunc(lctx, func() { cancel(errNotLeader) })
 	defer stop()
 	sess := s.newSession(ctx, cancel, stream, p, false)
+	sess.rotation = open.GetSecretRotation()
 	if sess.peerDC == "" {
 		sess.peerDC = open.GetRemote().GetDatacenter() // stored just above
 	}

@@ -20,6 +20,8 @@ type metrics struct {
 	quotaRefusals  *prometheus.CounterVec
 	importRefusals *prometheus.CounterVec
 	lag            *prometheus.HistogramVec
+	refusals       *prometheus.CounterVec
+	rotations      *prometheus.CounterVec
 	gauges         *gaugeCollector
 }
 
@@ -54,12 +56,20 @@ func newMetrics(s *Server) *metrics {
 			Help:    "Delay from a response's arrival from the peer (its first chunk) to its commit in the local catalog.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"peer"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "peerd_peering_secret_refusals_total",
+			Help: "Secret exchanges (call=exchange) and stream opens (call=stream) refused, by reason: invalid_secret, expired, rate_limited, identity, unknown_peering.",
+		}, []string{"call", "reason"}),
+		rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "peerd_peering_stream_secret_rotations_total",
+			Help: "Stream secret rotations, by step: started = a new pending secret (acceptor), promoted = the dialer took it and the old one stopped working (acceptor), stored = took one from the acceptor (dialer).",
+		}, []string{"peer", "step"}),
 		gauges: newGaugeCollector(s),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.reconnects, m.nacks, m.bytes, m.unknownNonces, m.quotaRefusals, m.importRefusals, m.lag, m.gauges}
+	return []prometheus.Collector{m.reconnects, m.nacks, m.bytes, m.unknownNonces, m.quotaRefusals, m.importRefusals, m.lag, m.refusals, m.rotations, m.gauges}
 }
 
 // register registers every metric on reg, or none.
@@ -84,6 +94,9 @@ func (m *metrics) forget(peer string) {
 	m.lag.DeleteLabelValues(peer)
 	m.quotaRefusals.DeletePartialMatch(prometheus.Labels{"peer": peer})
 	m.importRefusals.DeletePartialMatch(prometheus.Labels{"peer": peer})
+	for _, step := range []string{"started", "promoted", "stored"} {
+		m.rotations.DeleteLabelValues(peer, step)
+	}
 	for _, dir := range []string{"sent", "received"} {
 		m.nacks.DeleteLabelValues(peer, dir)
 		m.bytes.DeleteLabelValues(peer, dir)

@@ -29,6 +29,8 @@ type Server struct {
 	// maxQueuedControl bounds the control messages queued for a peer
 	// (defaultMaxQueuedControl; tests lower it).
 	maxQueuedControl int
+	// attempts rate-limits the secret checks peers drive, per peering ID.
+	attempts *attemptLimiter
 
 	// leaderMu guards leaderCtx: the context of the current leadership, nil
 	// while this server does not lead (or before its leader routines ran).
@@ -62,6 +64,7 @@ func New(cfg Config) (*Server, error) {
 		streams: newStreamRegistry(),
 
 		maxQueuedControl: defaultMaxQueuedControl,
+		attempts:         newAttemptLimiter(cfg.SecretAttemptRate, cfg.SecretAttemptBurst, maxLimitedPeerings, cfg.Now),
 	}
 	var err error
 	if s.ca, err = s.newCA(); err != nil {
@@ -94,6 +97,7 @@ func (s *Server) Start() error {
 	s.cfg.Cluster.AddLeaderRoutine("peering-ca", s.routine(s.ca.KeepBootstrapping))
 	s.cfg.Cluster.AddLeaderRoutine("peering-dialer", s.routine(s.dialerLoop))
 	s.cfg.Cluster.AddLeaderRoutine("peering-deletion", s.routine(s.deletionLoop))
+	s.cfg.Cluster.AddLeaderRoutine("peering-secret-rotation", s.routine(s.rotationLoop))
 	return nil
 }
 

@@ -132,13 +132,17 @@ type session struct {
 	name   string // this side's name for the peer
 	peerDC string // the peer's datacenter, given to the nodes imported
 	dialer bool
-	stream msgStream
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	out    *outbox
-	exp    *exporter
-	imp    *importer
-	nonce  atomic.Uint64
+	// rotation (acceptor) is set when the dialer takes SecretRotation
+	// messages; task (dialer) is the dial task running the stream.
+	rotation bool
+	task     *dialTask
+	stream   msgStream
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
+	out      *outbox
+	exp      *exporter
+	imp      *importer
+	nonce    atomic.Uint64
 	// queued is the size of the messages received but not yet handled;
 	// recvRoom is signalled when it shrinks.
 	queued   atomic.Int64
@@ -209,7 +213,11 @@ func (ss *session) run(first *pbpeerstream.ReplicationMessage) error {
 	}
 
 	var wg sync.WaitGroup
-	for _, f := range []func(){ss.writeLoop, ss.exp.run, ss.heartbeatLoop, ss.watchPeering} {
+	loops := []func(){ss.writeLoop, ss.exp.run, ss.heartbeatLoop, ss.watchPeering}
+	if !ss.dialer && ss.rotation {
+		loops = append(loops, ss.offerRotations)
+	}
+	for _, f := range loops {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -458,6 +466,9 @@ func (ss *session) handle(m *pbpeerstream.ReplicationMessage) error {
 		s.tracker.heartbeat(ss.id)
 	case *pbpeerstream.ReplicationMessage_Open:
 		return status.Error(codes.InvalidArgument, "open received on an open stream")
+	case *pbpeerstream.ReplicationMessage_SecretRotation:
+		s.tracker.received(ss.id)
+		return ss.handleRotation(p.SecretRotation)
 	case *pbpeerstream.ReplicationMessage_Terminated:
 		s.tracker.received(ss.id)
 		ss.log().Info("the peer terminated the peering")

@@ -69,6 +69,10 @@ func (s *Server) ServerTLSConfig() *tls.Config {
 		MinVersion:     tls.VersionTLS12,
 		GetCertificate: s.getCertificate,
 		NextProtos:     []string{"h2"},
+		// Dialers may present their peering certificate; it is checked
+		// per peering (binding.go), against roots TLS cannot know here.
+		// None is required: a Consul dialer presents none.
+		ClientAuth: tls.RequestClientCert,
 	}
 }
 

@@ -31,6 +31,9 @@ var (
 	// ErrPeeringDeleting refuses a write that would move a peering being
 	// deleted back to another state.
 	ErrPeeringDeleting = errors.New("peering is being deleted")
+	// ErrNoActiveSecret refuses rotating the stream secret of a peering
+	// whose stream never opened: there is nothing to rotate yet.
+	ErrNoActiveSecret = errors.New("no active stream secret to rotate: the peer has not opened a stream yet")
 )
 
 // PeeringRemote is where the other side of a peering lives.
@@ -76,6 +79,31 @@ type PeeringSecrets struct {
 	EstablishmentExpiresAt int64 `json:",omitempty"`
 	// DialerStreamSecret is the dialer's copy of its stream secret.
 	DialerStreamSecret string `json:",omitempty"`
+	// ActiveSince (unix nanoseconds) is when the active stream secret was
+	// promoted; the rotation schedule counts from it. 0 on rows written
+	// before it existed: the next scheduled check rotates them.
+	ActiveSince int64 `json:",omitempty"`
+	// ActiveIdentity and PendingIdentity are the dialer TLS identities the
+	// active and pending stream secrets are bound to; nil = unbound (the
+	// dialer presented no client certificate at the exchange, as a Consul
+	// dialer does): the secret alone opens the stream.
+	ActiveIdentity  *StreamIdentity `json:",omitempty"`
+	PendingIdentity *StreamIdentity `json:",omitempty"`
+	// PendingRotated marks a pending secret made by a rotation (for the
+	// dialer that holds the active one), which the acceptor may hand over
+	// the open stream; one made by an exchange belongs to whoever redeemed
+	// the token and is never sent.
+	PendingRotated bool `json:",omitempty"`
+}
+
+// StreamIdentity is the dialer's TLS identity recorded at the secret
+// exchange: the trust domain named by its peering certificate and the CA
+// certificates it presented with it, pinned. A stream bound to it must
+// present a client certificate of that trust domain chaining to a pinned
+// root or to the peer's replicated trust bundle.
+type StreamIdentity struct {
+	TrustDomain string
+	RootPEMs    []string
 }
 
 // PeeringTrustBundle is a peer's CA roots, as replicated to us.
@@ -117,6 +145,14 @@ const (
 	// SecretsPromote is a stream opening with Presented: the active secret
 	// passes; the pending one is promoted to active. Anything else fails.
 	SecretsPromote SecretsOp = "promote"
+	// SecretsRotate stores New as the pending stream secret, bound to the
+	// active secret's identity, when a secret is active and none is
+	// pending; with one pending already it changes nothing (the dialer may
+	// hold that one). Presented is not used.
+	SecretsRotate SecretsOp = "rotate"
+	// SecretsStore is the dialer storing New, the stream secret the
+	// acceptor rotated to, as its DialerStreamSecret.
+	SecretsStore SecretsOp = "store"
 )
 
 // PeeringSecretsRequest changes a peering's secrets.
@@ -128,6 +164,9 @@ type PeeringSecretsRequest struct {
 	// Now (unix nanoseconds) is when the leader received the request; it is
 	// in the log so expiry is decided the same way on every server.
 	Now int64 `json:",omitempty"`
+	// Identity is the dialer's TLS identity an exchange binds the new
+	// pending secret to; nil = unbound.
+	Identity *StreamIdentity `json:",omitempty"`
 }
 
 // MetaSetRequest sets a cluster-wide value, only if it is unset when
@@ -251,7 +290,7 @@ func (s *Store) PeeringSecretsUpdate(idx uint64, req *PeeringSecretsRequest) err
 	if err != nil {
 		return fmt.Errorf("look up peering secrets: %w", err)
 	}
-	if raw == nil || req.Presented == "" {
+	if raw == nil || (req.Presented == "" && req.Op != SecretsRotate && req.Op != SecretsStore) {
 		return ErrInvalidSecret
 	}
 	sec := *raw.(*PeeringSecrets)
@@ -267,15 +306,36 @@ func (s *Store) PeeringSecretsUpdate(idx uint64, req *PeeringSecretsRequest) err
 			return errors.New("exchange: new stream secret missing")
 		}
 		sec.EstablishmentSecret, sec.EstablishmentExpiresAt, sec.PendingStreamSecret = "", 0, req.New
+		sec.PendingIdentity, sec.PendingRotated = req.Identity.clone(), false
 	case SecretsPromote:
 		switch {
 		case SecretMatches(sec.ActiveStreamSecret, req.Presented):
 			return nil // nothing to change
 		case SecretMatches(sec.PendingStreamSecret, req.Presented):
 			sec.ActiveStreamSecret, sec.PendingStreamSecret = sec.PendingStreamSecret, ""
+			sec.ActiveIdentity, sec.PendingIdentity, sec.PendingRotated = sec.PendingIdentity, nil, false
+			sec.ActiveSince = req.Now
 		default:
 			return ErrInvalidSecret
 		}
+	case SecretsRotate:
+		switch {
+		case sec.ActiveStreamSecret == "":
+			return ErrNoActiveSecret
+		case sec.PendingStreamSecret != "":
+			return nil // the dialer may hold it already: keep it
+		case req.New == "":
+			return errors.New("rotate: new stream secret missing")
+		}
+		sec.PendingStreamSecret, sec.PendingIdentity, sec.PendingRotated = req.New, sec.ActiveIdentity.clone(), true
+	case SecretsStore:
+		if req.New == "" {
+			return errors.New("store: stream secret missing")
+		}
+		if sec.DialerStreamSecret == req.New {
+			return nil
+		}
+		sec.DialerStreamSecret = req.New
 	default:
 		return fmt.Errorf("unknown secrets operation %q", req.Op)
 	}
@@ -287,6 +347,13 @@ func (s *Store) PeeringSecretsUpdate(idx uint64, req *PeeringSecretsRequest) err
 	}
 	tx.Commit()
 	return nil
+}
+
+func (id *StreamIdentity) clone() *StreamIdentity {
+	if id == nil {
+		return nil
+	}
+	return &StreamIdentity{TrustDomain: id.TrustDomain, RootPEMs: slices.Clone(id.RootPEMs)}
 }
 
 // SecretMatches reports whether a presented peering secret is the stored
@@ -477,11 +544,23 @@ func (s *Store) Peerings(ws memdb.WatchSet) (uint64, []*Peering, error) {
 
 // PeeringSecrets returns a peering's secrets, or nil.
 func (s *Store) PeeringSecrets(peeringID string) (*PeeringSecrets, error) {
-	tx := s.read(nil)
+	return s.PeeringSecretsWatch(nil, peeringID)
+}
+
+// PeeringSecretsWatch returns a peering's secrets, or nil, adding to ws
+// (when not nil) a channel that fires when they change.
+func (s *Store) PeeringSecretsWatch(ws memdb.WatchSet, peeringID string) (*PeeringSecrets, error) {
+	tx := s.read(ws)
 	defer tx.Abort()
-	raw, err := tx.First(tableSecrets, "id", peeringID)
-	if err != nil || raw == nil {
+	ch, raw, err := tx.FirstWatch(tableSecrets, "id", peeringID)
+	if err != nil {
 		return nil, err
+	}
+	if ws != nil {
+		ws.Add(ch)
+	}
+	if raw == nil {
+		return nil, nil
 	}
 	cp := *raw.(*PeeringSecrets)
 	return &cp, nil

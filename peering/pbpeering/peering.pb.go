@@ -284,6 +284,86 @@ func (*RotateCARequest) Descriptor() ([]byte, []int) {
 	return file_peering_proto_rawDescGZIP(), []int{2}
 }
 
+type RotateStreamSecretRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PeerName      string                 `protobuf:"bytes,1,opt,name=peer_name,json=peerName,proto3" json:"peer_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateStreamSecretRequest) Reset() {
+	*x = RotateStreamSecretRequest{}
+	mi := &file_peering_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateStreamSecretRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateStreamSecretRequest) ProtoMessage() {}
+
+func (x *RotateStreamSecretRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_peering_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateStreamSecretRequest.ProtoReflect.Descriptor instead.
+func (*RotateStreamSecretRequest) Descriptor() ([]byte, []int) {
+	return file_peering_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RotateStreamSecretRequest) GetPeerName() string {
+	if x != nil {
+		return x.PeerName
+	}
+	return ""
+}
+
+type RotateStreamSecretResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateStreamSecretResponse) Reset() {
+	*x = RotateStreamSecretResponse{}
+	mi := &file_peering_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateStreamSecretResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateStreamSecretResponse) ProtoMessage() {}
+
+func (x *RotateStreamSecretResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_peering_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateStreamSecretResponse.ProtoReflect.Descriptor instead.
+func (*RotateStreamSecretResponse) Descriptor() ([]byte, []int) {
+	return file_peering_proto_rawDescGZIP(), []int{4}
+}
+
 type RotateCAResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// root_id is the new active root's ID.
@@ -294,7 +374,7 @@ type RotateCAResponse struct {
 
 func (x *RotateCAResponse) Reset() {
 	*x = RotateCAResponse{}
-	mi := &file_peering_proto_msgTypes[3]
+	mi := &file_peering_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -306,7 +386,7 @@ func (x *RotateCAResponse) String() string {
 func (*RotateCAResponse) ProtoMessage() {}
 
 func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[3]
+	mi := &file_peering_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -319,7 +399,7 @@ func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
 func (*RotateCAResponse) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{3}
+	return file_peering_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RotateCAResponse) GetRootId() string {
@@ -382,7 +462,7 @@ type Peering struct {
 
 func (x *Peering) Reset() {
 	*x = Peering{}
-	mi := &file_peering_proto_msgTypes[4]
+	mi := &file_peering_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -394,7 +474,7 @@ func (x *Peering) String() string {
 func (*Peering) ProtoMessage() {}
 
 func (x *Peering) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[4]
+	mi := &file_peering_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -407,7 +487,7 @@ func (x *Peering) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peering.ProtoReflect.Descriptor instead.
 func (*Peering) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{4}
+	return file_peering_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Peering) GetId() string {
@@ -554,7 +634,7 @@ type Remote struct {
 
 func (x *Remote) Reset() {
 	*x = Remote{}
-	mi := &file_peering_proto_msgTypes[5]
+	mi := &file_peering_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -566,7 +646,7 @@ func (x *Remote) String() string {
 func (*Remote) ProtoMessage() {}
 
 func (x *Remote) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[5]
+	mi := &file_peering_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -579,7 +659,7 @@ func (x *Remote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Remote.ProtoReflect.Descriptor instead.
 func (*Remote) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{5}
+	return file_peering_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Remote) GetPartition() string {
@@ -638,7 +718,7 @@ type StreamStatus struct {
 
 func (x *StreamStatus) Reset() {
 	*x = StreamStatus{}
-	mi := &file_peering_proto_msgTypes[6]
+	mi := &file_peering_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -650,7 +730,7 @@ func (x *StreamStatus) String() string {
 func (*StreamStatus) ProtoMessage() {}
 
 func (x *StreamStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[6]
+	mi := &file_peering_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -663,7 +743,7 @@ func (x *StreamStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamStatus.ProtoReflect.Descriptor instead.
 func (*StreamStatus) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{6}
+	return file_peering_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StreamStatus) GetImportedServices() []string {
@@ -783,7 +863,7 @@ type PeeringTrustBundle struct {
 
 func (x *PeeringTrustBundle) Reset() {
 	*x = PeeringTrustBundle{}
-	mi := &file_peering_proto_msgTypes[7]
+	mi := &file_peering_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -795,7 +875,7 @@ func (x *PeeringTrustBundle) String() string {
 func (*PeeringTrustBundle) ProtoMessage() {}
 
 func (x *PeeringTrustBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[7]
+	mi := &file_peering_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -808,7 +888,7 @@ func (x *PeeringTrustBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeeringTrustBundle.ProtoReflect.Descriptor instead.
 func (*PeeringTrustBundle) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{7}
+	return file_peering_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PeeringTrustBundle) GetTrustDomain() string {
@@ -871,7 +951,7 @@ type GenerateTokenRequest struct {
 
 func (x *GenerateTokenRequest) Reset() {
 	*x = GenerateTokenRequest{}
-	mi := &file_peering_proto_msgTypes[8]
+	mi := &file_peering_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -883,7 +963,7 @@ func (x *GenerateTokenRequest) String() string {
 func (*GenerateTokenRequest) ProtoMessage() {}
 
 func (x *GenerateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[8]
+	mi := &file_peering_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -896,7 +976,7 @@ func (x *GenerateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateTokenRequest.ProtoReflect.Descriptor instead.
 func (*GenerateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{8}
+	return file_peering_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GenerateTokenRequest) GetPeerName() string {
@@ -937,7 +1017,7 @@ type GenerateTokenResponse struct {
 
 func (x *GenerateTokenResponse) Reset() {
 	*x = GenerateTokenResponse{}
-	mi := &file_peering_proto_msgTypes[9]
+	mi := &file_peering_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -949,7 +1029,7 @@ func (x *GenerateTokenResponse) String() string {
 func (*GenerateTokenResponse) ProtoMessage() {}
 
 func (x *GenerateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[9]
+	mi := &file_peering_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -962,7 +1042,7 @@ func (x *GenerateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateTokenResponse.ProtoReflect.Descriptor instead.
 func (*GenerateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{9}
+	return file_peering_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GenerateTokenResponse) GetPeeringToken() string {
@@ -984,7 +1064,7 @@ type EstablishRequest struct {
 
 func (x *EstablishRequest) Reset() {
 	*x = EstablishRequest{}
-	mi := &file_peering_proto_msgTypes[10]
+	mi := &file_peering_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -996,7 +1076,7 @@ func (x *EstablishRequest) String() string {
 func (*EstablishRequest) ProtoMessage() {}
 
 func (x *EstablishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[10]
+	mi := &file_peering_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1009,7 +1089,7 @@ func (x *EstablishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EstablishRequest.ProtoReflect.Descriptor instead.
 func (*EstablishRequest) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{10}
+	return file_peering_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *EstablishRequest) GetPeerName() string {
@@ -1041,7 +1121,7 @@ type EstablishResponse struct {
 
 func (x *EstablishResponse) Reset() {
 	*x = EstablishResponse{}
-	mi := &file_peering_proto_msgTypes[11]
+	mi := &file_peering_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1133,7 @@ func (x *EstablishResponse) String() string {
 func (*EstablishResponse) ProtoMessage() {}
 
 func (x *EstablishResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[11]
+	mi := &file_peering_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1146,7 @@ func (x *EstablishResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EstablishResponse.ProtoReflect.Descriptor instead.
 func (*EstablishResponse) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{11}
+	return file_peering_proto_rawDescGZIP(), []int{13}
 }
 
 type PeeringReadRequest struct {
@@ -1078,7 +1158,7 @@ type PeeringReadRequest struct {
 
 func (x *PeeringReadRequest) Reset() {
 	*x = PeeringReadRequest{}
-	mi := &file_peering_proto_msgTypes[12]
+	mi := &file_peering_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1090,7 +1170,7 @@ func (x *PeeringReadRequest) String() string {
 func (*PeeringReadRequest) ProtoMessage() {}
 
 func (x *PeeringReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[12]
+	mi := &file_peering_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1103,7 +1183,7 @@ func (x *PeeringReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeeringReadRequest.ProtoReflect.Descriptor instead.
 func (*PeeringReadRequest) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{12}
+	return file_peering_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PeeringReadRequest) GetName() string {
@@ -1125,7 +1205,7 @@ type PeeringReadResponse struct {
 
 func (x *PeeringReadResponse) Reset() {
 	*x = PeeringReadResponse{}
-	mi := &file_peering_proto_msgTypes[13]
+	mi := &file_peering_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1137,7 +1217,7 @@ func (x *PeeringReadResponse) String() string {
 func (*PeeringReadResponse) ProtoMessage() {}
 
 func (x *PeeringReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[13]
+	mi := &file_peering_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1150,7 +1230,7 @@ func (x *PeeringReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeeringReadResponse.ProtoReflect.Descriptor instead.
 func (*PeeringReadResponse) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{13}
+	return file_peering_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PeeringReadResponse) GetPeering() *Peering {
@@ -1175,7 +1255,7 @@ type PeeringListRequest struct {
 
 func (x *PeeringListRequest) Reset() {
 	*x = PeeringListRequest{}
-	mi := &file_peering_proto_msgTypes[14]
+	mi := &file_peering_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1267,7 @@ func (x *PeeringListRequest) String() string {
 func (*PeeringListRequest) ProtoMessage() {}
 
 func (x *PeeringListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[14]
+	mi := &file_peering_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1280,7 @@ func (x *PeeringListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeeringListRequest.ProtoReflect.Descriptor instead.
 func (*PeeringListRequest) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{14}
+	return file_peering_proto_rawDescGZIP(), []int{16}
 }
 
 type PeeringListResponse struct {
@@ -1214,7 +1294,7 @@ type PeeringListResponse struct {
 
 func (x *PeeringListResponse) Reset() {
 	*x = PeeringListResponse{}
-	mi := &file_peering_proto_msgTypes[15]
+	mi := &file_peering_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1226,7 +1306,7 @@ func (x *PeeringListResponse) String() string {
 func (*PeeringListResponse) ProtoMessage() {}
 
 func (x *PeeringListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[15]
+	mi := &file_peering_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1239,7 +1319,7 @@ func (x *PeeringListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeeringListResponse.ProtoReflect.Descriptor instead.
 func (*PeeringListResponse) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{15}
+	return file_peering_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PeeringListResponse) GetPeerings() []*Peering {
@@ -1265,7 +1345,7 @@ type PeeringDeleteRequest struct {
 
 func (x *PeeringDeleteRequest) Reset() {
 	*x = PeeringDeleteRequest{}
-	mi := &file_peering_proto_msgTypes[16]
+	mi := &file_peering_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1277,7 +1357,7 @@ func (x *PeeringDeleteRequest) String() string {
 func (*PeeringDeleteRequest) ProtoMessage() {}
 
 func (x *PeeringDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[16]
+	mi := &file_peering_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1290,7 +1370,7 @@ func (x *PeeringDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeeringDeleteRequest.ProtoReflect.Descriptor instead.
 func (*PeeringDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{16}
+	return file_peering_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PeeringDeleteRequest) GetName() string {
@@ -1308,7 +1388,7 @@ type PeeringDeleteResponse struct {
 
 func (x *PeeringDeleteResponse) Reset() {
 	*x = PeeringDeleteResponse{}
-	mi := &file_peering_proto_msgTypes[17]
+	mi := &file_peering_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +1400,7 @@ func (x *PeeringDeleteResponse) String() string {
 func (*PeeringDeleteResponse) ProtoMessage() {}
 
 func (x *PeeringDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[17]
+	mi := &file_peering_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +1413,7 @@ func (x *PeeringDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeeringDeleteResponse.ProtoReflect.Descriptor instead.
 func (*PeeringDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{17}
+	return file_peering_proto_rawDescGZIP(), []int{19}
 }
 
 type TrustBundleReadRequest struct {
@@ -1346,7 +1426,7 @@ type TrustBundleReadRequest struct {
 
 func (x *TrustBundleReadRequest) Reset() {
 	*x = TrustBundleReadRequest{}
-	mi := &file_peering_proto_msgTypes[18]
+	mi := &file_peering_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1358,7 +1438,7 @@ func (x *TrustBundleReadRequest) String() string {
 func (*TrustBundleReadRequest) ProtoMessage() {}
 
 func (x *TrustBundleReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[18]
+	mi := &file_peering_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1371,7 +1451,7 @@ func (x *TrustBundleReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustBundleReadRequest.ProtoReflect.Descriptor instead.
 func (*TrustBundleReadRequest) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{18}
+	return file_peering_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TrustBundleReadRequest) GetName() string {
@@ -1392,7 +1472,7 @@ type TrustBundleReadResponse struct {
 
 func (x *TrustBundleReadResponse) Reset() {
 	*x = TrustBundleReadResponse{}
-	mi := &file_peering_proto_msgTypes[19]
+	mi := &file_peering_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1404,7 +1484,7 @@ func (x *TrustBundleReadResponse) String() string {
 func (*TrustBundleReadResponse) ProtoMessage() {}
 
 func (x *TrustBundleReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[19]
+	mi := &file_peering_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1417,7 +1497,7 @@ func (x *TrustBundleReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustBundleReadResponse.ProtoReflect.Descriptor instead.
 func (*TrustBundleReadResponse) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{19}
+	return file_peering_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TrustBundleReadResponse) GetBundle() *PeeringTrustBundle {
@@ -1451,7 +1531,10 @@ const file_peering_proto_rawDesc = "" +
 	"\x10SignLeafResponse\x12\x1b\n" +
 	"\tchain_pem\x18\x01 \x01(\tR\bchainPem\x12\x17\n" +
 	"\aroot_id\x18\x02 \x01(\tR\x06rootId\"\x11\n" +
-	"\x0fRotateCARequest\"+\n" +
+	"\x0fRotateCARequest\"8\n" +
+	"\x19RotateStreamSecretRequest\x12\x1b\n" +
+	"\tpeer_name\x18\x01 \x01(\tR\bpeerName\"\x1c\n" +
+	"\x1aRotateStreamSecretResponse\"+\n" +
 	"\x10RotateCAResponse\x12\x17\n" +
 	"\aroot_id\x18\x01 \x01(\tR\x06rootId\"\xeb\x06\n" +
 	"\aPeering\x12\x0e\n" +
@@ -1559,7 +1642,7 @@ const file_peering_proto_rawDesc = "" +
 	"\x14PEERING_STATE_ACTIVE\x10\x03\x12\x19\n" +
 	"\x15PEERING_STATE_FAILING\x10\x04\x12\x1a\n" +
 	"\x16PEERING_STATE_DELETING\x10\x05\x12\x1c\n" +
-	"\x18PEERING_STATE_TERMINATED\x10\x062\xf0\x05\n" +
+	"\x18PEERING_STATE_TERMINATED\x10\x062\xe1\x06\n" +
 	"\x0ePeeringService\x12`\n" +
 	"\rGenerateToken\x12&.peerd.peering.v1.GenerateTokenRequest\x1a'.peerd.peering.v1.GenerateTokenResponse\x12T\n" +
 	"\tEstablish\x12\".peerd.peering.v1.EstablishRequest\x1a#.peerd.peering.v1.EstablishResponse\x12Z\n" +
@@ -1568,7 +1651,8 @@ const file_peering_proto_rawDesc = "" +
 	"\rPeeringDelete\x12&.peerd.peering.v1.PeeringDeleteRequest\x1a'.peerd.peering.v1.PeeringDeleteResponse\x12f\n" +
 	"\x0fTrustBundleRead\x12(.peerd.peering.v1.TrustBundleReadRequest\x1a).peerd.peering.v1.TrustBundleReadResponse\x12Q\n" +
 	"\bSignLeaf\x12!.peerd.peering.v1.SignLeafRequest\x1a\".peerd.peering.v1.SignLeafResponse\x12Q\n" +
-	"\bRotateCA\x12!.peerd.peering.v1.RotateCARequest\x1a\".peerd.peering.v1.RotateCAResponseB*Z(github.com/peerd/peerd/peering/pbpeeringb\x06proto3"
+	"\bRotateCA\x12!.peerd.peering.v1.RotateCARequest\x1a\".peerd.peering.v1.RotateCAResponse\x12o\n" +
+	"\x12RotateStreamSecret\x12+.peerd.peering.v1.RotateStreamSecretRequest\x1a,.peerd.peering.v1.RotateStreamSecretResponseB*Z(github.com/peerd/peerd/peering/pbpeeringb\x06proto3"
 
 var (
 	file_peering_proto_rawDescOnce sync.Once
@@ -1583,65 +1667,69 @@ func file_peering_proto_rawDescGZIP() []byte {
 }
 
 var file_peering_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_peering_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_peering_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_peering_proto_goTypes = []any{
-	(PeeringState)(0),               // 0: peerd.peering.v1.PeeringState
-	(*SignLeafRequest)(nil),         // 1: peerd.peering.v1.SignLeafRequest
-	(*SignLeafResponse)(nil),        // 2: peerd.peering.v1.SignLeafResponse
-	(*RotateCARequest)(nil),         // 3: peerd.peering.v1.RotateCARequest
-	(*RotateCAResponse)(nil),        // 4: peerd.peering.v1.RotateCAResponse
-	(*Peering)(nil),                 // 5: peerd.peering.v1.Peering
-	(*Remote)(nil),                  // 6: peerd.peering.v1.Remote
-	(*StreamStatus)(nil),            // 7: peerd.peering.v1.StreamStatus
-	(*PeeringTrustBundle)(nil),      // 8: peerd.peering.v1.PeeringTrustBundle
-	(*GenerateTokenRequest)(nil),    // 9: peerd.peering.v1.GenerateTokenRequest
-	(*GenerateTokenResponse)(nil),   // 10: peerd.peering.v1.GenerateTokenResponse
-	(*EstablishRequest)(nil),        // 11: peerd.peering.v1.EstablishRequest
-	(*EstablishResponse)(nil),       // 12: peerd.peering.v1.EstablishResponse
-	(*PeeringReadRequest)(nil),      // 13: peerd.peering.v1.PeeringReadRequest
-	(*PeeringReadResponse)(nil),     // 14: peerd.peering.v1.PeeringReadResponse
-	(*PeeringListRequest)(nil),      // 15: peerd.peering.v1.PeeringListRequest
-	(*PeeringListResponse)(nil),     // 16: peerd.peering.v1.PeeringListResponse
-	(*PeeringDeleteRequest)(nil),    // 17: peerd.peering.v1.PeeringDeleteRequest
-	(*PeeringDeleteResponse)(nil),   // 18: peerd.peering.v1.PeeringDeleteResponse
-	(*TrustBundleReadRequest)(nil),  // 19: peerd.peering.v1.TrustBundleReadRequest
-	(*TrustBundleReadResponse)(nil), // 20: peerd.peering.v1.TrustBundleReadResponse
-	nil,                             // 21: peerd.peering.v1.Peering.MetaEntry
-	nil,                             // 22: peerd.peering.v1.StreamStatus.QuotaRefusalsEntry
-	nil,                             // 23: peerd.peering.v1.StreamStatus.ImportRefusalsEntry
-	nil,                             // 24: peerd.peering.v1.GenerateTokenRequest.MetaEntry
-	nil,                             // 25: peerd.peering.v1.EstablishRequest.MetaEntry
+	(PeeringState)(0),                  // 0: peerd.peering.v1.PeeringState
+	(*SignLeafRequest)(nil),            // 1: peerd.peering.v1.SignLeafRequest
+	(*SignLeafResponse)(nil),           // 2: peerd.peering.v1.SignLeafResponse
+	(*RotateCARequest)(nil),            // 3: peerd.peering.v1.RotateCARequest
+	(*RotateStreamSecretRequest)(nil),  // 4: peerd.peering.v1.RotateStreamSecretRequest
+	(*RotateStreamSecretResponse)(nil), // 5: peerd.peering.v1.RotateStreamSecretResponse
+	(*RotateCAResponse)(nil),           // 6: peerd.peering.v1.RotateCAResponse
+	(*Peering)(nil),                    // 7: peerd.peering.v1.Peering
+	(*Remote)(nil),                     // 8: peerd.peering.v1.Remote
+	(*StreamStatus)(nil),               // 9: peerd.peering.v1.StreamStatus
+	(*PeeringTrustBundle)(nil),         // 10: peerd.peering.v1.PeeringTrustBundle
+	(*GenerateTokenRequest)(nil),       // 11: peerd.peering.v1.GenerateTokenRequest
+	(*GenerateTokenResponse)(nil),      // 12: peerd.peering.v1.GenerateTokenResponse
+	(*EstablishRequest)(nil),           // 13: peerd.peering.v1.EstablishRequest
+	(*EstablishResponse)(nil),          // 14: peerd.peering.v1.EstablishResponse
+	(*PeeringReadRequest)(nil),         // 15: peerd.peering.v1.PeeringReadRequest
+	(*PeeringReadResponse)(nil),        // 16: peerd.peering.v1.PeeringReadResponse
+	(*PeeringListRequest)(nil),         // 17: peerd.peering.v1.PeeringListRequest
+	(*PeeringListResponse)(nil),        // 18: peerd.peering.v1.PeeringListResponse
+	(*PeeringDeleteRequest)(nil),       // 19: peerd.peering.v1.PeeringDeleteRequest
+	(*PeeringDeleteResponse)(nil),      // 20: peerd.peering.v1.PeeringDeleteResponse
+	(*TrustBundleReadRequest)(nil),     // 21: peerd.peering.v1.TrustBundleReadRequest
+	(*TrustBundleReadResponse)(nil),    // 22: peerd.peering.v1.TrustBundleReadResponse
+	nil,                                // 23: peerd.peering.v1.Peering.MetaEntry
+	nil,                                // 24: peerd.peering.v1.StreamStatus.QuotaRefusalsEntry
+	nil,                                // 25: peerd.peering.v1.StreamStatus.ImportRefusalsEntry
+	nil,                                // 26: peerd.peering.v1.GenerateTokenRequest.MetaEntry
+	nil,                                // 27: peerd.peering.v1.EstablishRequest.MetaEntry
 }
 var file_peering_proto_depIdxs = []int32{
-	21, // 0: peerd.peering.v1.Peering.meta:type_name -> peerd.peering.v1.Peering.MetaEntry
+	23, // 0: peerd.peering.v1.Peering.meta:type_name -> peerd.peering.v1.Peering.MetaEntry
 	0,  // 1: peerd.peering.v1.Peering.state:type_name -> peerd.peering.v1.PeeringState
-	6,  // 2: peerd.peering.v1.Peering.remote:type_name -> peerd.peering.v1.Remote
-	7,  // 3: peerd.peering.v1.Peering.stream_status:type_name -> peerd.peering.v1.StreamStatus
-	22, // 4: peerd.peering.v1.StreamStatus.quota_refusals:type_name -> peerd.peering.v1.StreamStatus.QuotaRefusalsEntry
-	23, // 5: peerd.peering.v1.StreamStatus.import_refusals:type_name -> peerd.peering.v1.StreamStatus.ImportRefusalsEntry
-	24, // 6: peerd.peering.v1.GenerateTokenRequest.meta:type_name -> peerd.peering.v1.GenerateTokenRequest.MetaEntry
-	25, // 7: peerd.peering.v1.EstablishRequest.meta:type_name -> peerd.peering.v1.EstablishRequest.MetaEntry
-	5,  // 8: peerd.peering.v1.PeeringReadResponse.peering:type_name -> peerd.peering.v1.Peering
-	5,  // 9: peerd.peering.v1.PeeringListResponse.peerings:type_name -> peerd.peering.v1.Peering
-	8,  // 10: peerd.peering.v1.TrustBundleReadResponse.bundle:type_name -> peerd.peering.v1.PeeringTrustBundle
-	9,  // 11: peerd.peering.v1.PeeringService.GenerateToken:input_type -> peerd.peering.v1.GenerateTokenRequest
-	11, // 12: peerd.peering.v1.PeeringService.Establish:input_type -> peerd.peering.v1.EstablishRequest
-	13, // 13: peerd.peering.v1.PeeringService.PeeringRead:input_type -> peerd.peering.v1.PeeringReadRequest
-	15, // 14: peerd.peering.v1.PeeringService.PeeringList:input_type -> peerd.peering.v1.PeeringListRequest
-	17, // 15: peerd.peering.v1.PeeringService.PeeringDelete:input_type -> peerd.peering.v1.PeeringDeleteRequest
-	19, // 16: peerd.peering.v1.PeeringService.TrustBundleRead:input_type -> peerd.peering.v1.TrustBundleReadRequest
+	8,  // 2: peerd.peering.v1.Peering.remote:type_name -> peerd.peering.v1.Remote
+	9,  // 3: peerd.peering.v1.Peering.stream_status:type_name -> peerd.peering.v1.StreamStatus
+	24, // 4: peerd.peering.v1.StreamStatus.quota_refusals:type_name -> peerd.peering.v1.StreamStatus.QuotaRefusalsEntry
+	25, // 5: peerd.peering.v1.StreamStatus.import_refusals:type_name -> peerd.peering.v1.StreamStatus.ImportRefusalsEntry
+	26, // 6: peerd.peering.v1.GenerateTokenRequest.meta:type_name -> peerd.peering.v1.GenerateTokenRequest.MetaEntry
+	27, // 7: peerd.peering.v1.EstablishRequest.meta:type_name -> peerd.peering.v1.EstablishRequest.MetaEntry
+	7,  // 8: peerd.peering.v1.PeeringReadResponse.peering:type_name -> peerd.peering.v1.Peering
+	7,  // 9: peerd.peering.v1.PeeringListResponse.peerings:type_name -> peerd.peering.v1.Peering
+	10, // 10: peerd.peering.v1.TrustBundleReadResponse.bundle:type_name -> peerd.peering.v1.PeeringTrustBundle
+	11, // 11: peerd.peering.v1.PeeringService.GenerateToken:input_type -> peerd.peering.v1.GenerateTokenRequest
+	13, // 12: peerd.peering.v1.PeeringService.Establish:input_type -> peerd.peering.v1.EstablishRequest
+	15, // 13: peerd.peering.v1.PeeringService.PeeringRead:input_type -> peerd.peering.v1.PeeringReadRequest
+	17, // 14: peerd.peering.v1.PeeringService.PeeringList:input_type -> peerd.peering.v1.PeeringListRequest
+	19, // 15: peerd.peering.v1.PeeringService.PeeringDelete:input_type -> peerd.peering.v1.PeeringDeleteRequest
+	21, // 16: peerd.peering.v1.PeeringService.TrustBundleRead:input_type -> peerd.peering.v1.TrustBundleReadRequest
 	1,  // 17: peerd.peering.v1.PeeringService.SignLeaf:input_type -> peerd.peering.v1.SignLeafRequest
 	3,  // 18: peerd.peering.v1.PeeringService.RotateCA:input_type -> peerd.peering.v1.RotateCARequest
-	10, // 19: peerd.peering.v1.PeeringService.GenerateToken:output_type -> peerd.peering.v1.GenerateTokenResponse
-	12, // 20: peerd.peering.v1.PeeringService.Establish:output_type -> peerd.peering.v1.EstablishResponse
-	14, // 21: peerd.peering.v1.PeeringService.PeeringRead:output_type -> peerd.peering.v1.PeeringReadResponse
-	16, // 22: peerd.peering.v1.PeeringService.PeeringList:output_type -> peerd.peering.v1.PeeringListResponse
-	18, // 23: peerd.peering.v1.PeeringService.PeeringDelete:output_type -> peerd.peering.v1.PeeringDeleteResponse
-	20, // 24: peerd.peering.v1.PeeringService.TrustBundleRead:output_type -> peerd.peering.v1.TrustBundleReadResponse
-	2,  // 25: peerd.peering.v1.PeeringService.SignLeaf:output_type -> peerd.peering.v1.SignLeafResponse
-	4,  // 26: peerd.peering.v1.PeeringService.RotateCA:output_type -> peerd.peering.v1.RotateCAResponse
-	19, // [19:27] is the sub-list for method output_type
-	11, // [11:19] is the sub-list for method input_type
+	4,  // 19: peerd.peering.v1.PeeringService.RotateStreamSecret:input_type -> peerd.peering.v1.RotateStreamSecretRequest
+	12, // 20: peerd.peering.v1.PeeringService.GenerateToken:output_type -> peerd.peering.v1.GenerateTokenResponse
+	14, // 21: peerd.peering.v1.PeeringService.Establish:output_type -> peerd.peering.v1.EstablishResponse
+	16, // 22: peerd.peering.v1.PeeringService.PeeringRead:output_type -> peerd.peering.v1.PeeringReadResponse
+	18, // 23: peerd.peering.v1.PeeringService.PeeringList:output_type -> peerd.peering.v1.PeeringListResponse
+	20, // 24: peerd.peering.v1.PeeringService.PeeringDelete:output_type -> peerd.peering.v1.PeeringDeleteResponse
+	22, // 25: peerd.peering.v1.PeeringService.TrustBundleRead:output_type -> peerd.peering.v1.TrustBundleReadResponse
+	2,  // 26: peerd.peering.v1.PeeringService.SignLeaf:output_type -> peerd.peering.v1.SignLeafResponse
+	6,  // 27: peerd.peering.v1.PeeringService.RotateCA:output_type -> peerd.peering.v1.RotateCAResponse
+	5,  // 28: peerd.peering.v1.PeeringService.RotateStreamSecret:output_type -> peerd.peering.v1.RotateStreamSecretResponse
+	20, // [20:29] is the sub-list for method output_type
+	11, // [11:20] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -1658,7 +1746,7 @@ func file_peering_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_peering_proto_rawDesc), len(file_peering_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

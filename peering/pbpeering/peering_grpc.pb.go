@@ -28,14 +28,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PeeringService_GenerateToken_FullMethodName   = "/peerd.peering.v1.PeeringService/GenerateToken"
-	PeeringService_Establish_FullMethodName       = "/peerd.peering.v1.PeeringService/Establish"
-	PeeringService_PeeringRead_FullMethodName     = "/peerd.peering.v1.PeeringService/PeeringRead"
-	PeeringService_PeeringList_FullMethodName     = "/peerd.peering.v1.PeeringService/PeeringList"
-	PeeringService_PeeringDelete_FullMethodName   = "/peerd.peering.v1.PeeringService/PeeringDelete"
-	PeeringService_TrustBundleRead_FullMethodName = "/peerd.peering.v1.PeeringService/TrustBundleRead"
-	PeeringService_SignLeaf_FullMethodName        = "/peerd.peering.v1.PeeringService/SignLeaf"
-	PeeringService_RotateCA_FullMethodName        = "/peerd.peering.v1.PeeringService/RotateCA"
+	PeeringService_GenerateToken_FullMethodName      = "/peerd.peering.v1.PeeringService/GenerateToken"
+	PeeringService_Establish_FullMethodName          = "/peerd.peering.v1.PeeringService/Establish"
+	PeeringService_PeeringRead_FullMethodName        = "/peerd.peering.v1.PeeringService/PeeringRead"
+	PeeringService_PeeringList_FullMethodName        = "/peerd.peering.v1.PeeringService/PeeringList"
+	PeeringService_PeeringDelete_FullMethodName      = "/peerd.peering.v1.PeeringService/PeeringDelete"
+	PeeringService_TrustBundleRead_FullMethodName    = "/peerd.peering.v1.PeeringService/TrustBundleRead"
+	PeeringService_SignLeaf_FullMethodName           = "/peerd.peering.v1.PeeringService/SignLeaf"
+	PeeringService_RotateCA_FullMethodName           = "/peerd.peering.v1.PeeringService/RotateCA"
+	PeeringService_RotateStreamSecret_FullMethodName = "/peerd.peering.v1.PeeringService/RotateStreamSecret"
 )
 
 // PeeringServiceClient is the client API for PeeringService service.
@@ -76,6 +77,9 @@ type PeeringServiceClient interface {
 	// RotateCA makes a new active CA root, cross-signed by the current one so
 	// that leaves signed by either verify against either.
 	RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (*RotateCAResponse, error)
+	// RotateStreamSecret makes a new pending stream secret for an acceptor
+	// peering; the open stream hands it to the dialer.
+	RotateStreamSecret(ctx context.Context, in *RotateStreamSecretRequest, opts ...grpc.CallOption) (*RotateStreamSecretResponse, error)
 }
 
 type peeringServiceClient struct {
@@ -166,6 +170,16 @@ func (c *peeringServiceClient) RotateCA(ctx context.Context, in *RotateCARequest
 	return out, nil
 }
 
+func (c *peeringServiceClient) RotateStreamSecret(ctx context.Context, in *RotateStreamSecretRequest, opts ...grpc.CallOption) (*RotateStreamSecretResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateStreamSecretResponse)
+	err := c.cc.Invoke(ctx, PeeringService_RotateStreamSecret_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeeringServiceServer is the server API for PeeringService service.
 // All implementations must embed UnimplementedPeeringServiceServer
 // for forward compatibility.
@@ -204,6 +218,9 @@ type PeeringServiceServer interface {
 	// RotateCA makes a new active CA root, cross-signed by the current one so
 	// that leaves signed by either verify against either.
 	RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error)
+	// RotateStreamSecret makes a new pending stream secret for an acceptor
+	// peering; the open stream hands it to the dialer.
+	RotateStreamSecret(context.Context, *RotateStreamSecretRequest) (*RotateStreamSecretResponse, error)
 	mustEmbedUnimplementedPeeringServiceServer()
 }
 
@@ -237,6 +254,9 @@ func (UnimplementedPeeringServiceServer) SignLeaf(context.Context, *SignLeafRequ
 }
 func (UnimplementedPeeringServiceServer) RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RotateCA not implemented")
+}
+func (UnimplementedPeeringServiceServer) RotateStreamSecret(context.Context, *RotateStreamSecretRequest) (*RotateStreamSecretResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateStreamSecret not implemented")
 }
 func (UnimplementedPeeringServiceServer) mustEmbedUnimplementedPeeringServiceServer() {}
 func (UnimplementedPeeringServiceServer) testEmbeddedByValue()                        {}
@@ -403,6 +423,24 @@ func _PeeringService_RotateCA_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PeeringService_RotateStreamSecret_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateStreamSecretRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeeringServiceServer).RotateStreamSecret(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PeeringService_RotateStreamSecret_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeeringServiceServer).RotateStreamSecret(ctx, req.(*RotateStreamSecretRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PeeringService_ServiceDesc is the grpc.ServiceDesc for PeeringService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -441,6 +479,10 @@ var PeeringService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RotateCA",
 			Handler:    _PeeringService_RotateCA_Handler,
+		},
+		{
+			MethodName: "RotateStreamSecret",
+			Handler:    _PeeringService_RotateStreamSecret_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

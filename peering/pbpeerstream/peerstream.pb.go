@@ -253,6 +253,7 @@ type ReplicationMessage struct {
 	//	*ReplicationMessage_Response
 	//	*ReplicationMessage_Terminated
 	//	*ReplicationMessage_Heartbeat
+	//	*ReplicationMessage_SecretRotation
 	Payload       isReplicationMessage_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -340,6 +341,15 @@ func (x *ReplicationMessage) GetHeartbeat() *Heartbeat {
 	return nil
 }
 
+func (x *ReplicationMessage) GetSecretRotation() *SecretRotation {
+	if x != nil {
+		if x, ok := x.Payload.(*ReplicationMessage_SecretRotation); ok {
+			return x.SecretRotation
+		}
+	}
+	return nil
+}
+
 type isReplicationMessage_Payload interface {
 	isReplicationMessage_Payload()
 }
@@ -364,6 +374,10 @@ type ReplicationMessage_Heartbeat struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,5,opt,name=heartbeat,proto3,oneof"`
 }
 
+type ReplicationMessage_SecretRotation struct {
+	SecretRotation *SecretRotation `protobuf:"bytes,6,opt,name=secret_rotation,json=secretRotation,proto3,oneof"`
+}
+
 func (*ReplicationMessage_Open) isReplicationMessage_Payload() {}
 
 func (*ReplicationMessage_Request) isReplicationMessage_Payload() {}
@@ -373,6 +387,8 @@ func (*ReplicationMessage_Response) isReplicationMessage_Payload() {}
 func (*ReplicationMessage_Terminated) isReplicationMessage_Payload() {}
 
 func (*ReplicationMessage_Heartbeat) isReplicationMessage_Payload() {}
+
+func (*ReplicationMessage_SecretRotation) isReplicationMessage_Payload() {}
 
 // Open is the dialer's first message. The acceptor refuses the stream with
 // FailedPrecondition (plus LeaderAddress) if it is not the leader,
@@ -386,9 +402,13 @@ type Open struct {
 	// stream_secret_id is the active or pending stream secret.
 	StreamSecretId string `protobuf:"bytes,2,opt,name=stream_secret_id,json=streamSecretId,proto3" json:"stream_secret_id,omitempty"`
 	// remote is the dialer's location.
-	Remote        *Remote `protobuf:"bytes,3,opt,name=remote,proto3" json:"remote,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Remote *Remote `protobuf:"bytes,3,opt,name=remote,proto3" json:"remote,omitempty"`
+	// secret_rotation says the dialer takes SecretRotation messages (peerd
+	// does, Consul does not): the acceptor sends its pending stream secret
+	// over the open stream only to such dialers.
+	SecretRotation bool `protobuf:"varint,4,opt,name=secret_rotation,json=secretRotation,proto3" json:"secret_rotation,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Open) Reset() {
@@ -440,6 +460,13 @@ func (x *Open) GetRemote() *Remote {
 		return x.Remote
 	}
 	return nil
+}
+
+func (x *Open) GetSecretRotation() bool {
+	if x != nil {
+		return x.SecretRotation
+	}
+	return false
 }
 
 type Remote struct {
@@ -860,6 +887,56 @@ func (*Heartbeat) Descriptor() ([]byte, []int) {
 	return file_peerstream_proto_rawDescGZIP(), []int{9}
 }
 
+// SecretRotation rotates the stream secret without closing the stream.
+// From the acceptor: stream_secret is its new pending secret; the dialer
+// stores it and sends it back. From the dialer: the secret it stored, which
+// the acceptor then promotes to active (the old one stops working). A dialer
+// that reconnects before sending it back opens with it instead, which
+// promotes it too.
+type SecretRotation struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StreamSecret  string                 `protobuf:"bytes,1,opt,name=stream_secret,json=streamSecret,proto3" json:"stream_secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecretRotation) Reset() {
+	*x = SecretRotation{}
+	mi := &file_peerstream_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecretRotation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecretRotation) ProtoMessage() {}
+
+func (x *SecretRotation) ProtoReflect() protoreflect.Message {
+	mi := &file_peerstream_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecretRotation.ProtoReflect.Descriptor instead.
+func (*SecretRotation) Descriptor() ([]byte, []int) {
+	return file_peerstream_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SecretRotation) GetStreamSecret() string {
+	if x != nil {
+		return x.StreamSecret
+	}
+	return ""
+}
+
 // LeaderAddress is the detail of a FailedPrecondition error from a follower:
 // where the leader's gRPC server is.
 type LeaderAddress struct {
@@ -871,7 +948,7 @@ type LeaderAddress struct {
 
 func (x *LeaderAddress) Reset() {
 	*x = LeaderAddress{}
-	mi := &file_peerstream_proto_msgTypes[10]
+	mi := &file_peerstream_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -883,7 +960,7 @@ func (x *LeaderAddress) String() string {
 func (*LeaderAddress) ProtoMessage() {}
 
 func (x *LeaderAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_peerstream_proto_msgTypes[10]
+	mi := &file_peerstream_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -896,7 +973,7 @@ func (x *LeaderAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderAddress.ProtoReflect.Descriptor instead.
 func (*LeaderAddress) Descriptor() ([]byte, []int) {
-	return file_peerstream_proto_rawDescGZIP(), []int{10}
+	return file_peerstream_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LeaderAddress) GetAddress() string {
@@ -920,7 +997,7 @@ type ExportedServiceList struct {
 
 func (x *ExportedServiceList) Reset() {
 	*x = ExportedServiceList{}
-	mi := &file_peerstream_proto_msgTypes[11]
+	mi := &file_peerstream_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -932,7 +1009,7 @@ func (x *ExportedServiceList) String() string {
 func (*ExportedServiceList) ProtoMessage() {}
 
 func (x *ExportedServiceList) ProtoReflect() protoreflect.Message {
-	mi := &file_peerstream_proto_msgTypes[11]
+	mi := &file_peerstream_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -945,7 +1022,7 @@ func (x *ExportedServiceList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportedServiceList.ProtoReflect.Descriptor instead.
 func (*ExportedServiceList) Descriptor() ([]byte, []int) {
-	return file_peerstream_proto_rawDescGZIP(), []int{11}
+	return file_peerstream_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExportedServiceList) GetServices() []string {
@@ -982,7 +1059,7 @@ type ExportedService struct {
 
 func (x *ExportedService) Reset() {
 	*x = ExportedService{}
-	mi := &file_peerstream_proto_msgTypes[12]
+	mi := &file_peerstream_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -994,7 +1071,7 @@ func (x *ExportedService) String() string {
 func (*ExportedService) ProtoMessage() {}
 
 func (x *ExportedService) ProtoReflect() protoreflect.Message {
-	mi := &file_peerstream_proto_msgTypes[12]
+	mi := &file_peerstream_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1007,7 +1084,7 @@ func (x *ExportedService) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportedService.ProtoReflect.Descriptor instead.
 func (*ExportedService) Descriptor() ([]byte, []int) {
-	return file_peerstream_proto_rawDescGZIP(), []int{12}
+	return file_peerstream_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ExportedService) GetName() string {
@@ -1060,7 +1137,7 @@ type InstanceHealth struct {
 
 func (x *InstanceHealth) Reset() {
 	*x = InstanceHealth{}
-	mi := &file_peerstream_proto_msgTypes[13]
+	mi := &file_peerstream_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +1149,7 @@ func (x *InstanceHealth) String() string {
 func (*InstanceHealth) ProtoMessage() {}
 
 func (x *InstanceHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_peerstream_proto_msgTypes[13]
+	mi := &file_peerstream_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +1162,7 @@ func (x *InstanceHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceHealth.ProtoReflect.Descriptor instead.
 func (*InstanceHealth) Descriptor() ([]byte, []int) {
-	return file_peerstream_proto_rawDescGZIP(), []int{13}
+	return file_peerstream_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *InstanceHealth) GetInstanceId() string {
@@ -1145,7 +1222,7 @@ type ServiceInstance struct {
 
 func (x *ServiceInstance) Reset() {
 	*x = ServiceInstance{}
-	mi := &file_peerstream_proto_msgTypes[14]
+	mi := &file_peerstream_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1157,7 +1234,7 @@ func (x *ServiceInstance) String() string {
 func (*ServiceInstance) ProtoMessage() {}
 
 func (x *ServiceInstance) ProtoReflect() protoreflect.Message {
-	mi := &file_peerstream_proto_msgTypes[14]
+	mi := &file_peerstream_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1170,7 +1247,7 @@ func (x *ServiceInstance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceInstance.ProtoReflect.Descriptor instead.
 func (*ServiceInstance) Descriptor() ([]byte, []int) {
-	return file_peerstream_proto_rawDescGZIP(), []int{14}
+	return file_peerstream_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ServiceInstance) GetNodeName() string {
@@ -1311,7 +1388,7 @@ type ServerAddresses struct {
 
 func (x *ServerAddresses) Reset() {
 	*x = ServerAddresses{}
-	mi := &file_peerstream_proto_msgTypes[15]
+	mi := &file_peerstream_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1323,7 +1400,7 @@ func (x *ServerAddresses) String() string {
 func (*ServerAddresses) ProtoMessage() {}
 
 func (x *ServerAddresses) ProtoReflect() protoreflect.Message {
-	mi := &file_peerstream_proto_msgTypes[15]
+	mi := &file_peerstream_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1336,7 +1413,7 @@ func (x *ServerAddresses) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerAddresses.ProtoReflect.Descriptor instead.
 func (*ServerAddresses) Descriptor() ([]byte, []int) {
-	return file_peerstream_proto_rawDescGZIP(), []int{15}
+	return file_peerstream_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ServerAddresses) GetAddresses() []string {
@@ -1361,7 +1438,7 @@ type TrustBundle struct {
 
 func (x *TrustBundle) Reset() {
 	*x = TrustBundle{}
-	mi := &file_peerstream_proto_msgTypes[16]
+	mi := &file_peerstream_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1373,7 +1450,7 @@ func (x *TrustBundle) String() string {
 func (*TrustBundle) ProtoMessage() {}
 
 func (x *TrustBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_peerstream_proto_msgTypes[16]
+	mi := &file_peerstream_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1386,7 +1463,7 @@ func (x *TrustBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustBundle.ProtoReflect.Descriptor instead.
 func (*TrustBundle) Descriptor() ([]byte, []int) {
-	return file_peerstream_proto_rawDescGZIP(), []int{16}
+	return file_peerstream_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TrustBundle) GetTrustDomain() string {
@@ -1419,7 +1496,7 @@ const file_peerstream_proto_rawDesc = "" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x121\n" +
 	"\x14establishment_secret\x18\x02 \x01(\tR\x13establishmentSecret\"=\n" +
 	"\x16ExchangeSecretResponse\x12#\n" +
-	"\rstream_secret\x18\x01 \x01(\tR\fstreamSecret\"\xca\x02\n" +
+	"\rstream_secret\x18\x01 \x01(\tR\fstreamSecret\"\x9a\x03\n" +
 	"\x12ReplicationMessage\x12/\n" +
 	"\x04open\x18\x01 \x01(\v2\x19.peerd.peerstream.v1.OpenH\x00R\x04open\x128\n" +
 	"\arequest\x18\x02 \x01(\v2\x1c.peerd.peerstream.v1.RequestH\x00R\arequest\x12;\n" +
@@ -1427,12 +1504,14 @@ const file_peerstream_proto_rawDesc = "" +
 	"\n" +
 	"terminated\x18\x04 \x01(\v2\x1f.peerd.peerstream.v1.TerminatedH\x00R\n" +
 	"terminated\x12>\n" +
-	"\theartbeat\x18\x05 \x01(\v2\x1e.peerd.peerstream.v1.HeartbeatH\x00R\theartbeatB\t\n" +
-	"\apayload\"~\n" +
+	"\theartbeat\x18\x05 \x01(\v2\x1e.peerd.peerstream.v1.HeartbeatH\x00R\theartbeat\x12N\n" +
+	"\x0fsecret_rotation\x18\x06 \x01(\v2#.peerd.peerstream.v1.SecretRotationH\x00R\x0esecretRotationB\t\n" +
+	"\apayload\"\xa7\x01\n" +
 	"\x04Open\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12(\n" +
 	"\x10stream_secret_id\x18\x02 \x01(\tR\x0estreamSecretId\x123\n" +
-	"\x06remote\x18\x03 \x01(\v2\x1b.peerd.peerstream.v1.RemoteR\x06remote\"F\n" +
+	"\x06remote\x18\x03 \x01(\v2\x1b.peerd.peerstream.v1.RemoteR\x06remote\x12'\n" +
+	"\x0fsecret_rotation\x18\x04 \x01(\bR\x0esecretRotation\"F\n" +
 	"\x06Remote\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\tR\tpartition\x12\x1e\n" +
 	"\n" +
@@ -1466,7 +1545,9 @@ const file_peerstream_proto_rawDesc = "" +
 	" \x01(\bR\asyncEnd\"\f\n" +
 	"\n" +
 	"Terminated\"\v\n" +
-	"\tHeartbeat\")\n" +
+	"\tHeartbeat\"5\n" +
+	"\x0eSecretRotation\x12#\n" +
+	"\rstream_secret\x18\x01 \x01(\tR\fstreamSecret\")\n" +
 	"\rLeaderAddress\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\"1\n" +
 	"\x13ExportedServiceList\x12\x1a\n" +
@@ -1540,7 +1621,7 @@ func file_peerstream_proto_rawDescGZIP() []byte {
 }
 
 var file_peerstream_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_peerstream_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_peerstream_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_peerstream_proto_goTypes = []any{
 	(Operation)(0),                 // 0: peerd.peerstream.v1.Operation
 	(HealthStatus)(0),              // 1: peerd.peerstream.v1.HealthStatus
@@ -1554,15 +1635,16 @@ var file_peerstream_proto_goTypes = []any{
 	(*Response)(nil),               // 9: peerd.peerstream.v1.Response
 	(*Terminated)(nil),             // 10: peerd.peerstream.v1.Terminated
 	(*Heartbeat)(nil),              // 11: peerd.peerstream.v1.Heartbeat
-	(*LeaderAddress)(nil),          // 12: peerd.peerstream.v1.LeaderAddress
-	(*ExportedServiceList)(nil),    // 13: peerd.peerstream.v1.ExportedServiceList
-	(*ExportedService)(nil),        // 14: peerd.peerstream.v1.ExportedService
-	(*InstanceHealth)(nil),         // 15: peerd.peerstream.v1.InstanceHealth
-	(*ServiceInstance)(nil),        // 16: peerd.peerstream.v1.ServiceInstance
-	(*ServerAddresses)(nil),        // 17: peerd.peerstream.v1.ServerAddresses
-	(*TrustBundle)(nil),            // 18: peerd.peerstream.v1.TrustBundle
-	nil,                            // 19: peerd.peerstream.v1.Request.InitialVersionsEntry
-	nil,                            // 20: peerd.peerstream.v1.ServiceInstance.MetaEntry
+	(*SecretRotation)(nil),         // 12: peerd.peerstream.v1.SecretRotation
+	(*LeaderAddress)(nil),          // 13: peerd.peerstream.v1.LeaderAddress
+	(*ExportedServiceList)(nil),    // 14: peerd.peerstream.v1.ExportedServiceList
+	(*ExportedService)(nil),        // 15: peerd.peerstream.v1.ExportedService
+	(*InstanceHealth)(nil),         // 16: peerd.peerstream.v1.InstanceHealth
+	(*ServiceInstance)(nil),        // 17: peerd.peerstream.v1.ServiceInstance
+	(*ServerAddresses)(nil),        // 18: peerd.peerstream.v1.ServerAddresses
+	(*TrustBundle)(nil),            // 19: peerd.peerstream.v1.TrustBundle
+	nil,                            // 20: peerd.peerstream.v1.Request.InitialVersionsEntry
+	nil,                            // 21: peerd.peerstream.v1.ServiceInstance.MetaEntry
 }
 var file_peerstream_proto_depIdxs = []int32{
 	5,  // 0: peerd.peerstream.v1.ReplicationMessage.open:type_name -> peerd.peerstream.v1.Open
@@ -1570,24 +1652,25 @@ var file_peerstream_proto_depIdxs = []int32{
 	9,  // 2: peerd.peerstream.v1.ReplicationMessage.response:type_name -> peerd.peerstream.v1.Response
 	10, // 3: peerd.peerstream.v1.ReplicationMessage.terminated:type_name -> peerd.peerstream.v1.Terminated
 	11, // 4: peerd.peerstream.v1.ReplicationMessage.heartbeat:type_name -> peerd.peerstream.v1.Heartbeat
-	6,  // 5: peerd.peerstream.v1.Open.remote:type_name -> peerd.peerstream.v1.Remote
-	8,  // 6: peerd.peerstream.v1.Request.error:type_name -> peerd.peerstream.v1.Status
-	19, // 7: peerd.peerstream.v1.Request.initial_versions:type_name -> peerd.peerstream.v1.Request.InitialVersionsEntry
-	0,  // 8: peerd.peerstream.v1.Response.operation:type_name -> peerd.peerstream.v1.Operation
-	16, // 9: peerd.peerstream.v1.ExportedService.instances:type_name -> peerd.peerstream.v1.ServiceInstance
-	15, // 10: peerd.peerstream.v1.ExportedService.health_updates:type_name -> peerd.peerstream.v1.InstanceHealth
-	1,  // 11: peerd.peerstream.v1.InstanceHealth.health_status:type_name -> peerd.peerstream.v1.HealthStatus
-	20, // 12: peerd.peerstream.v1.ServiceInstance.meta:type_name -> peerd.peerstream.v1.ServiceInstance.MetaEntry
-	1,  // 13: peerd.peerstream.v1.ServiceInstance.health_status:type_name -> peerd.peerstream.v1.HealthStatus
-	2,  // 14: peerd.peerstream.v1.PeerStreamService.ExchangeSecret:input_type -> peerd.peerstream.v1.ExchangeSecretRequest
-	4,  // 15: peerd.peerstream.v1.PeerStreamService.StreamResources:input_type -> peerd.peerstream.v1.ReplicationMessage
-	3,  // 16: peerd.peerstream.v1.PeerStreamService.ExchangeSecret:output_type -> peerd.peerstream.v1.ExchangeSecretResponse
-	4,  // 17: peerd.peerstream.v1.PeerStreamService.StreamResources:output_type -> peerd.peerstream.v1.ReplicationMessage
-	16, // [16:18] is the sub-list for method output_type
-	14, // [14:16] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	12, // 5: peerd.peerstream.v1.ReplicationMessage.secret_rotation:type_name -> peerd.peerstream.v1.SecretRotation
+	6,  // 6: peerd.peerstream.v1.Open.remote:type_name -> peerd.peerstream.v1.Remote
+	8,  // 7: peerd.peerstream.v1.Request.error:type_name -> peerd.peerstream.v1.Status
+	20, // 8: peerd.peerstream.v1.Request.initial_versions:type_name -> peerd.peerstream.v1.Request.InitialVersionsEntry
+	0,  // 9: peerd.peerstream.v1.Response.operation:type_name -> peerd.peerstream.v1.Operation
+	17, // 10: peerd.peerstream.v1.ExportedService.instances:type_name -> peerd.peerstream.v1.ServiceInstance
+	16, // 11: peerd.peerstream.v1.ExportedService.health_updates:type_name -> peerd.peerstream.v1.InstanceHealth
+	1,  // 12: peerd.peerstream.v1.InstanceHealth.health_status:type_name -> peerd.peerstream.v1.HealthStatus
+	21, // 13: peerd.peerstream.v1.ServiceInstance.meta:type_name -> peerd.peerstream.v1.ServiceInstance.MetaEntry
+	1,  // 14: peerd.peerstream.v1.ServiceInstance.health_status:type_name -> peerd.peerstream.v1.HealthStatus
+	2,  // 15: peerd.peerstream.v1.PeerStreamService.ExchangeSecret:input_type -> peerd.peerstream.v1.ExchangeSecretRequest
+	4,  // 16: peerd.peerstream.v1.PeerStreamService.StreamResources:input_type -> peerd.peerstream.v1.ReplicationMessage
+	3,  // 17: peerd.peerstream.v1.PeerStreamService.ExchangeSecret:output_type -> peerd.peerstream.v1.ExchangeSecretResponse
+	4,  // 18: peerd.peerstream.v1.PeerStreamService.StreamResources:output_type -> peerd.peerstream.v1.ReplicationMessage
+	17, // [17:19] is the sub-list for method output_type
+	15, // [15:17] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_peerstream_proto_init() }
@@ -1601,6 +1684,7 @@ func file_peerstream_proto_init() {
 		(*ReplicationMessage_Response)(nil),
 		(*ReplicationMessage_Terminated)(nil),
 		(*ReplicationMessage_Heartbeat)(nil),
+		(*ReplicationMessage_SecretRotation)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1608,7 +1692,7 @@ func file_peerstream_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_peerstream_proto_rawDesc), len(file_peerstream_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

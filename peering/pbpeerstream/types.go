@@ -75,7 +75,7 @@ func (m *ReplicationMessage) Validate() error {
 	}
 	switch p := m.GetPayload().(type) {
 	case nil:
-		return errors.New("replication message: no payload set (want one of open, request, response, terminated, heartbeat)")
+		return errors.New("replication message: no payload set (want one of open, request, response, terminated, heartbeat, secret_rotation)")
 	case *ReplicationMessage_Open:
 		return p.Open.validate()
 	case *ReplicationMessage_Request:
@@ -89,6 +89,10 @@ func (m *ReplicationMessage) Validate() error {
 	case *ReplicationMessage_Heartbeat:
 		if p.Heartbeat == nil {
 			return errors.New("replication message: heartbeat is set but nil")
+		}
+	case *ReplicationMessage_SecretRotation:
+		if p.SecretRotation.GetStreamSecret() == "" {
+			return errors.New("replication message: secret_rotation without a stream secret")
 		}
 	default:
 		return fmt.Errorf("replication message: unknown payload %T", p)
