@@ -542,6 +542,14 @@ func (s *Store) Peerings(ws memdb.WatchSet) (uint64, []*Peering, error) {
 	return idx, out, nil
 }
 
+// PeeringIndex returns the highest raft index applied to the peering
+// tables (peerings, their secrets, trust bundles).
+func (s *Store) PeeringIndex() uint64 {
+	tx := s.read(nil)
+	defer tx.Abort()
+	return tablesIndex(tx, nil, tablePeerings, tableSecrets, tableTrustBundles)
+}
+
 // PeeringSecrets returns a peering's secrets, or nil.
 func (s *Store) PeeringSecrets(peeringID string) (*PeeringSecrets, error) {
 	return s.PeeringSecretsWatch(nil, peeringID)

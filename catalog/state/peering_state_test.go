@@ -204,3 +204,63 @@ func TestSecretMatches(t *testing.T) {
 		})
 	}
 }
+
+func TestStreamSecretRotation(t *testing.T) {
+	s := newTestStore(t)
+	bound := &StreamIdentity{TrustDomain: "dialer.peerd", RootPEMs: []string{"root"}}
+	if err := s.PeeringWrite(1, &PeeringWriteRequest{Peering: acceptor("b", "p1"),
+		Secrets: &PeeringSecrets{EstablishmentSecret: "est-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name    string
+		req     PeeringSecretsRequest
+		wantErr error
+	}{
+		{"rotate before any stream", PeeringSecretsRequest{Op: SecretsRotate, PeeringID: "p1", New: "r0"}, ErrNoActiveSecret},
+		{"exchange binds", PeeringSecretsRequest{Op: SecretsExchange, PeeringID: "p1", Presented: "est-1", New: "s1", Identity: bound}, nil},
+		{"first stream promotes", PeeringSecretsRequest{Op: SecretsPromote, PeeringID: "p1", Presented: "s1", Now: 100}, nil},
+		{"rotate", PeeringSecretsRequest{Op: SecretsRotate, PeeringID: "p1", New: "s2", Now: 200}, nil},
+		{"rotate again keeps the pending one", PeeringSecretsRequest{Op: SecretsRotate, PeeringID: "p1", New: "s3", Now: 300}, nil},
+		{"old secret still opens before promotion", PeeringSecretsRequest{Op: SecretsPromote, PeeringID: "p1", Presented: "s1", Now: 350}, nil},
+		{"the dialer takes the new one", PeeringSecretsRequest{Op: SecretsPromote, PeeringID: "p1", Presented: "s2", Now: 400}, nil},
+		{"the old one is refused", PeeringSecretsRequest{Op: SecretsPromote, PeeringID: "p1", Presented: "s1", Now: 500}, ErrInvalidSecret},
+		{"the never-offered one is refused", PeeringSecretsRequest{Op: SecretsPromote, PeeringID: "p1", Presented: "s3", Now: 500}, ErrInvalidSecret},
+	}
+	for i, tt := range steps {
+		t.Run(tt.name, func(t *testing.T) {
+			err := s.PeeringSecretsUpdate(uint64(10+i), &tt.req)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("got %v, want %v", err, tt.wantErr)
+			}
+			if tt.name == "rotate again keeps the pending one" {
+				sec, _ := s.PeeringSecrets("p1")
+				if sec.PendingStreamSecret != "s2" || !sec.PendingRotated || sec.PendingIdentity == nil || sec.PendingIdentity.TrustDomain != "dialer.peerd" {
+					t.Fatalf("got pending %q rotated=%v identity=%+v, want s2, rotated, bound to dialer.peerd", sec.PendingStreamSecret, sec.PendingRotated, sec.PendingIdentity)
+				}
+			}
+		})
+	}
+	sec, _ := s.PeeringSecrets("p1")
+	if sec.ActiveStreamSecret != "s2" || sec.PendingStreamSecret != "" || sec.PendingRotated || sec.ActiveSince != 400 {
+		t.Fatalf("got %+v, want active s2 since 400, nothing pending", sec)
+	}
+	if sec.ActiveIdentity == nil || sec.ActiveIdentity.TrustDomain != "dialer.peerd" {
+		t.Fatalf("got active identity %+v, want the exchange's binding kept through the rotation", sec.ActiveIdentity)
+	}
+
+	// The dialer's side stores what it was given.
+	if err := s.PeeringWrite(40, &PeeringWriteRequest{Peering: &Peering{ID: "d1", Name: "a", State: PeeringActive, ShouldDial: true},
+		Secrets: &PeeringSecrets{DialerStreamSecret: "x1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PeeringSecretsUpdate(41, &PeeringSecretsRequest{Op: SecretsStore, PeeringID: "d1", New: "x2"}); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := s.PeeringSecrets("d1"); d.DialerStreamSecret != "x2" {
+		t.Fatalf("got dialer secret %q, want x2", d.DialerStreamSecret)
+	}
+	if got := s.PeeringIndex(); got != 41 {
+		t.Fatalf("got peering index %d, want 41", got)
+	}
+}
