@@ -8,8 +8,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -219,6 +221,33 @@ func TestGatewayRefusesBadClients(t *testing.T) {
 		if !strings.Contains(line, "431") {
 			t.Fatalf("got %q, want 431", line)
 		}
+	})
+
+	t.Run("Content-Length with Transfer-Encoding (request smuggling) gets 400 and a close", func(t *testing.T) {
+		conn := dialGood(t)
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		// Read as chunked, the body ends at once and "GET /smuggled" is a
+		// second request; read by its Content-Length, it is body.
+		fmt.Fprintf(conn, "POST /front HTTP/1.1\r\nHost: billing\r\nContent-Length: 28\r\nTransfer-Encoding: chunked\r\n\r\n"+
+			"0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusBadRequest || !resp.Close || !strings.Contains(string(body), "Content-Length and Transfer-Encoding") {
+			t.Fatalf("got %d (close %v) %q, want 400 with Connection: close naming both headers", resp.StatusCode, resp.Close, body)
+		}
+		if n, err := conn.Read(make([]byte, 1)); err == nil {
+			t.Fatalf("the connection stayed open (read %d bytes): the smuggled request could follow", n)
+		}
+		eventually(t, 5*time.Second, "counted", func() error {
+			if metricValue(scrape(t, m.b.agent), `peerd_proxy_tls_handshake_failures_total{listener="gateway",reason="conflicting_length"}`) < 1 {
+				return fmt.Errorf("not counted")
+			}
+			return nil
+		})
 	})
 
 	t.Run("the good client is still served", func(t *testing.T) {

@@ -2,6 +2,7 @@ package l7proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -55,8 +56,20 @@ func (g *gateway) serveH1(tc *tls.Conn, ci *connInfo) {
 		waiting.Store(false)
 		_ = tc.SetReadDeadline(time.Now().Add(p.cfg.ReadHeaderTimeout))
 		lim.n = int64(p.cfg.MaxHeaderBytes) + 4096
+		framing := peekFraming(br)
 		req, err := http.ReadRequest(br)
 		lim.n = -1
+		if err == nil && (framing == framingConflict || (framing == framingUnknown && len(req.TransferEncoding) > 0)) {
+			// net/http takes Transfer-Encoding over Content-Length and
+			// drops the latter; a hop that reads them the other way would
+			// see another request boundary (request smuggling).
+			p.m.handshakeFail.WithLabelValues("gateway", "conflicting_length").Inc()
+			p.log.Warn("gateway refused a request carrying both Content-Length and Transfer-Encoding (request smuggling)",
+				"remote", tc.RemoteAddr().String(), "service", ci.service, "caller", ci.callerName(), "peer", ci.peer, "complete_header_seen", framing != framingUnknown)
+			writeSimple(bw, http.StatusBadRequest, "request carries both Content-Length and Transfer-Encoding\n", true)
+			_ = bw.Flush()
+			return
+		}
 		if err != nil {
 			switch {
 			case errors.Is(err, errHeaderTooLarge):
@@ -78,6 +91,92 @@ func (g *gateway) serveH1(tc *tls.Conn, ci *connInfo) {
 			return
 		}
 	}
+}
+
+// Framing verdicts of peekFraming.
+const (
+	framingOK       = iota // at most one of Content-Length and Transfer-Encoding
+	framingConflict        // both
+	framingUnknown         // the header block did not fit the read buffer
+)
+
+// peekFraming looks at the next request's header block in br, without
+// consuming it, and reports whether it carries both Content-Length and
+// Transfer-Encoding (net/http accepts that and deletes Content-Length, so
+// the request cannot tell afterwards). It reads more only while the block
+// is incomplete and fits br's buffer; on a read error it returns what it
+// saw and lets ReadRequest report the error. framingUnknown means the
+// block is larger than the buffer: the caller refuses such a request when
+// it is chunked, since it cannot rule the conflict out.
+func peekFraming(br *bufio.Reader) int {
+	n := max(br.Buffered(), 1)
+	for {
+		b, err := br.Peek(n)
+		if end := headerEnd(b); end >= 0 {
+			return scanFraming(b[:end])
+		}
+		if err != nil {
+			if len(b) >= br.Size() {
+				return framingUnknown
+			}
+			return framingOK
+		}
+		if n >= br.Size() {
+			return framingUnknown
+		}
+		n = min(max(br.Buffered(), len(b))+1, br.Size())
+	}
+}
+
+// headerEnd is the length of the header block at the start of b (through
+// its blank line; net/textproto also takes bare LF line ends), or -1.
+func headerEnd(b []byte) int {
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\n' {
+			continue
+		}
+		switch {
+		case i+1 < len(b) && b[i+1] == '\n':
+			return i + 2
+		case i+2 < len(b) && b[i+1] == '\r' && b[i+2] == '\n':
+			return i + 3
+		}
+	}
+	return -1
+}
+
+// scanFraming reports whether a header block names both Content-Length
+// and Transfer-Encoding (names compared case-insensitively, continuation
+// lines skipped, the request line ignored).
+func scanFraming(block []byte) int {
+	cl, te := false, false
+	first := true
+	for len(block) > 0 {
+		line := block
+		if i := bytes.IndexByte(block, '\n'); i >= 0 {
+			line, block = block[:i], block[i+1:]
+		} else {
+			block = nil
+		}
+		if first {
+			first = false
+			continue
+		}
+		if len(line) == 0 || line[0] == ' ' || line[0] == '\t' {
+			continue
+		}
+		name, _, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		name = bytes.TrimSpace(name)
+		cl = cl || bytes.EqualFold(name, []byte("Content-Length"))
+		te = te || bytes.EqualFold(name, []byte("Transfer-Encoding"))
+	}
+	if cl && te {
+		return framingConflict
+	}
+	return framingOK
 }
 
 // noRequest counts a connection that ended before a complete request.
