@@ -376,6 +376,13 @@ func (a *Agent) start(ctx context.Context) error {
 		pc.HeartbeatTimeout = cfg.PeeringHeartbeatTimeout
 	}
 	pc.Quotas, pc.AllowLocalGateways = cfg.PeeringQuotas, cfg.PeeringAllowLocalGateways
+	if cfg.PeeringStreamSecretRotation != 0 {
+		pc.StreamSecretRotation = cfg.PeeringStreamSecretRotation
+	}
+	if pc.Refused == nil {
+		// Secret refusals on the peering listener count there too.
+		pc.Refused = refusals.Refused
+	}
 	if cfg.Peering != nil {
 		cfg.Peering(&pc)
 	}

@@ -201,6 +201,10 @@ type Config struct {
 	// this cluster's node addresses. Off by default; on in dev mode, whose
 	// clusters all run on 127.0.0.1.
 	PeeringAllowLocalGateways bool
+	// PeeringStreamSecretRotation is how long an acceptor's stream secret
+	// lives before the leader rotates it. Zero: 24 h; negative: no schedule
+	// (POST /v1/peering/<name>/rotate-secret still rotates).
+	PeeringStreamSecretRotation time.Duration
 	// Peering, when set, adjusts the peering controller's configuration
 	// (tests shorten heartbeats).
 	Peering func(*peering.Config)

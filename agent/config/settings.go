@@ -196,6 +196,8 @@ var settings = []setting{
 		def: peering.DefaultQuotas().MessageBurst, usage: "resources one peer may send at once before -peering-max-messages-per-second applies"},
 	{name: "peering-allow-local-gateways", flag: true, key: "peering.allow_local_gateways", ptr: func(c *Config) any { return &c.PeeringAllowLocalGateways },
 		dev: true, usage: "import peer instances whose gateway is loopback, link-local, unspecified, multicast or this cluster's node address (default on in -dev only)"},
+	{name: "peering-stream-secret-rotation", flag: true, key: "peering.stream_secret_rotation", ptr: func(c *Config) any { return &c.PeeringStreamSecretRotation },
+		usage: "rotate acceptor peerings' stream secrets this often (default 24h; negative = only on demand)"},
 	{name: "leave-on-terminate", flag: true, key: "leave_on_terminate", ptr: func(c *Config) any { return &c.LeaveOnTerminate }, def: true,
 		usage: "leave the pool on SIGINT/SIGTERM"},
 	{name: "log-level", flag: true, key: "log_level", ptr: func(c *Config) any { return &c.LogLevel }, def: "info",

@@ -27,6 +27,8 @@ type Peering interface {
 	// RotateCA makes a new active CA root, cross-signed by the current one,
 	// and returns its ID.
 	RotateCA(ctx context.Context) (string, error)
+	// RotateStreamSecret rotates an acceptor peering's stream secret.
+	RotateStreamSecret(ctx context.Context, name string) error
 }
 
 var _ Peering = (*peering.Server)(nil)
@@ -303,6 +305,22 @@ func (s *Server) peeringDelete(w http.ResponseWriter, r *http.Request) (any, err
 		return nil, err
 	}
 	if err := p.Delete(r.Context(), r.PathValue("name")); err != nil {
+		return nil, peeringError(err)
+	}
+	return nil, nil
+}
+
+// peeringRotateSecret is POST /v1/peering/{name}/rotate-secret (peerd's;
+// Consul rotates only by re-establishing with a new token).
+func (s *Server) peeringRotateSecret(w http.ResponseWriter, r *http.Request) (any, error) {
+	p, err := s.peeringController()
+	if err != nil {
+		return nil, err
+	}
+	if err := partitionParam(r); err != nil {
+		return nil, err
+	}
+	if err := p.RotateStreamSecret(r.Context(), r.PathValue("name")); err != nil {
 		return nil, peeringError(err)
 	}
 	return nil, nil

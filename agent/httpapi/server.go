@@ -254,6 +254,7 @@ func (s *Server) routes() {
 	s.handle("POST /v1/peering/establish", s.peeringEstablish)
 	s.handle("GET /v1/peering/{name}", s.peeringRead)
 	s.handle("DELETE /v1/peering/{name}", s.peeringDelete)
+	s.handle("POST /v1/peering/{name}/rotate-secret", s.peeringRotateSecret)
 	s.handle("GET /v1/peerings", s.peeringList)
 	s.handle("GET /v1/exported-services", s.exportedServices)
 	s.handle("GET /v1/imported-services", s.importedServices)

@@ -21,6 +21,7 @@ func newPeeringCommand(a *app) *cobra.Command {
 		newPeeringListCommand(a),
 		newPeeringReadCommand(a),
 		newPeeringDeleteCommand(a),
+		newPeeringRotateSecretCommand(a),
 		newPeeringExportedServicesCommand(a),
 	)
 }
@@ -396,6 +397,38 @@ the peering as TERMINATED.`,
 				return fmt.Errorf("delete peering %s: %w", name, err)
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "Successfully submitted peering connection, %s, for deletion\n", name)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "local name of the peer")
+	return cmd
+}
+
+func newPeeringRotateSecretCommand(a *app) *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   "rotate-secret -name NAME",
+		Short: "Rotate a peering's stream secret",
+		Long: `Rotate the stream secret of the peering NAME (POST
+/v1/peering/<name>/rotate-secret). Run it in the cluster that generated the
+peering token (the acceptor), which owns the secrets. The new secret is
+handed to the peer over the open stream and replaces the old one once the
+peer stored it; the stream stays open, and the old secret stops working.
+Secrets also rotate on a schedule (peering { stream_secret_rotation }).`,
+		Example: `  peerctl peering rotate-secret -name cluster-01`,
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := requireFlags(cmd, "name"); err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			if _, err := c.Post(cmd.Context(), peeringPath(name)+"/rotate-secret", nil, nil); err != nil {
+				return fmt.Errorf("rotate the stream secret of peering %s: %w", name, err)
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "Rotating the stream secret of peering %s: the peer takes the new one over the open stream\n", name)
 			return err
 		},
 	}

@@ -148,6 +148,27 @@ func TestPeeringCommands(t *testing.T) {
 			wantOut: "Successfully submitted peering connection, cluster-02, for deletion\n",
 		},
 		{
+			name:    "rotate-secret",
+			args:    []string{"peering", "rotate-secret", "-name", "cluster-01"},
+			replies: map[string]reply{"POST /v1/peering/cluster-01/rotate-secret": {}},
+			want:    []wantRequest{{method: "POST", path: "/v1/peering/cluster-01/rotate-secret"}},
+			wantOut: "Rotating the stream secret of peering cluster-01: the peer takes the new one over the open stream\n",
+		},
+		{
+			name:     "rotate-secret on the dialer",
+			args:     []string{"peering", "rotate-secret", "-name", "cluster-02"},
+			replies:  map[string]reply{"POST /v1/peering/cluster-02/rotate-secret": {status: 409, body: "stream secrets are the acceptor's"}},
+			want:     []wantRequest{{method: "POST", path: "/v1/peering/cluster-02/rotate-secret"}},
+			wantErr:  "stream secrets are the acceptor's",
+			wantExit: 1,
+		},
+		{
+			name:     "rotate-secret without a name",
+			args:     []string{"peering", "rotate-secret"},
+			wantErr:  "missing required flag -name",
+			wantExit: 2,
+		},
+		{
 			name:    "peering exported-services",
 			args:    []string{"peering", "exported-services", "-name", "cluster-02"},
 			replies: map[string]reply{"GET /v1/peering/cluster-02": {body: peeringJSON}},
