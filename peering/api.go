@@ -54,8 +54,23 @@ type PeeringInfo struct {
 	DeletedAt    time.Time
 	Remote       state.PeeringRemote
 	StreamStatus StreamStatus
+	// StreamSecret is the acceptor's stream secret status; nil on the
+	// dialer.
+	StreamSecret *StreamSecretStatus
 	CreateIndex  uint64
 	ModifyIndex  uint64
+}
+
+// StreamSecretStatus says how an acceptor's stream secret stands.
+type StreamSecretStatus struct {
+	// BoundTrustDomain is the trust domain of the dialer certificate the
+	// active secret is bound to; empty = unbound (the secret alone opens
+	// the stream, as with a Consul dialer).
+	BoundTrustDomain string
+	// ActiveSince is when the active secret was promoted; zero if none yet.
+	ActiveSince time.Time
+	// RotationPending is set while a rotated secret waits for the dialer.
+	RotationPending bool
 }
 
 // StreamStatus is the leader's view of a peering's replication stream.
@@ -204,6 +219,22 @@ func (s *Server) info(st *state.Store, p *state.Peering, exported []state.Export
 	}
 	if info.Partition == "" {
 		info.Partition = "default"
+	}
+	if !p.ShouldDial {
+		sec, err := st.PeeringSecrets(p.ID)
+		if err != nil {
+			return nil, err
+		}
+		if sec != nil {
+			ss := &StreamSecretStatus{RotationPending: sec.PendingRotated && sec.PendingStreamSecret != ""}
+			if sec.ActiveIdentity != nil {
+				ss.BoundTrustDomain = sec.ActiveIdentity.TrustDomain
+			}
+			if sec.ActiveStreamSecret != "" && sec.ActiveSince != 0 {
+				ss.ActiveSince = time.Unix(0, sec.ActiveSince).UTC()
+			}
+			info.StreamSecret = ss
+		}
 	}
 	if p.DeletedAt != 0 {
 		info.DeletedAt = time.Unix(0, p.DeletedAt).UTC()

@@ -153,7 +153,22 @@ func infoToProto(i *PeeringInfo) *pbpeering.Peering {
 		ExportedServiceCount: uint64(len(i.StreamStatus.ExportedServices)),
 		ImportedServiceCount: uint64(len(i.StreamStatus.ImportedServices)),
 		CreateIndex:          i.CreateIndex, ModifyIndex: i.ModifyIndex,
+		StreamSecret: secretStatusToProto(i.StreamSecret),
 	}
+}
+
+func secretStatusToProto(s *StreamSecretStatus) *pbpeering.StreamSecretStatus {
+	if s == nil {
+		return nil
+	}
+	return &pbpeering.StreamSecretStatus{BoundTrustDomain: s.BoundTrustDomain, ActiveSinceUnixNano: unixNano(s.ActiveSince), RotationPending: s.RotationPending}
+}
+
+func secretStatusFromProto(p *pbpeering.StreamSecretStatus) *StreamSecretStatus {
+	if p == nil {
+		return nil
+	}
+	return &StreamSecretStatus{BoundTrustDomain: p.GetBoundTrustDomain(), ActiveSince: fromUnixNano(p.GetActiveSinceUnixNano()), RotationPending: p.GetRotationPending()}
 }
 
 func infoFromProto(p *pbpeering.Peering) *PeeringInfo {
@@ -182,6 +197,7 @@ func infoFromProto(p *pbpeering.Peering) *PeeringInfo {
 			LastRefusal: ss.GetLastRefusal(), LastRefusalAt: fromUnixNano(ss.GetLastRefusalUnixNano()),
 		},
 		CreateIndex: p.GetCreateIndex(), ModifyIndex: p.GetModifyIndex(),
+		StreamSecret: secretStatusFromProto(p.GetStreamSecret()),
 	}
 }
 

@@ -94,6 +94,9 @@ func (s *Server) RotateStreamSecret(ctx context.Context, name string) error {
 	case p.State == state.PeeringDeleting || p.State == state.PeeringTerminated:
 		return conflict("cannot rotate the stream secret of peering %q: it is %s", name, p.State)
 	}
+	if sess := s.streams.get(p.ID); sess != nil && !sess.rotation {
+		return conflict("cannot rotate the stream secret of peering %q over its stream: the peer's dialer does not take rotated secrets (a Consul dialer): generate a new peering token and establish again, as with Consul", name)
+	}
 	return s.rotate(ctx, p)
 }
 
@@ -121,7 +124,8 @@ func (s *Server) rotate(ctx context.Context, p *state.Peering) error {
 }
 
 // rotationLoop is the leader routine that rotates every acceptor
-// peering's stream secret once it is StreamSecretRotation old.
+// peering's stream secret once it is StreamSecretRotation old and its
+// dialer is connected and takes rotated secrets.
 func (s *Server) rotationLoop(ctx context.Context) {
 	period := s.cfg.StreamSecretRotation
 	if period < 0 {
@@ -156,6 +160,11 @@ func (s *Server) rotateDue(ctx context.Context, period time.Duration) {
 			continue
 		}
 		if now.Sub(time.Unix(0, sec.ActiveSince)) < period {
+			continue
+		}
+		if sess := s.streams.get(p.ID); sess == nil || !sess.rotation {
+			// Rotated when a dialer that takes rotated secrets is
+			// connected: a Consul dialer rotates by re-establishing.
 			continue
 		}
 		if err := s.rotate(ctx, p); err != nil && ctx.Err() == nil {

@@ -208,6 +208,43 @@ func TestStreamSecretRotationWhileDisconnected(t *testing.T) {
 	})
 }
 
+// TestRotationNeedsACapableDialer: a dialer that did not announce it takes
+// rotated secrets (a Consul dialer, with no client certificate either)
+// keeps Consul's semantics: an unbound secret, and no in-band rotation.
+func TestRotationNeedsACapableDialer(t *testing.T) {
+	b := newTestCluster(t, "b", "dc2", func(c *Config) { c.StreamSecretRotation = -1 })
+	id, secret := acceptorPeering(t, b, "consul")
+	client := streamClient(t, b)
+	ctx := testContext(t)
+	resp, err := client.ExchangeSecret(ctx, &pbpeerstream.ExchangeSecretRequest{PeerId: id, EstablishmentSecret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := client.StreamResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Open{Open: &pbpeerstream.Open{
+		PeerId: id, StreamSecretId: resp.GetStreamSecret(),
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatalf("open an unbound stream: %v", err)
+	}
+	if sec := storedSecrets(t, b, id); sec.ActiveIdentity != nil {
+		t.Fatalf("binding without a client certificate: got %+v, want none", sec.ActiveIdentity)
+	}
+	if err := b.peering.RotateStreamSecret(ctx, "consul"); !errors.Is(err, ErrPeeringConflict) || !strings.Contains(err.Error(), "does not take rotated secrets") {
+		t.Fatalf("rotate over a Consul-like stream: got %v, want a conflict saying why", err)
+	}
+	// The schedule passes it over, however old its secret.
+	b.peering.rotateDue(ctx, time.Nanosecond)
+	if sec := storedSecrets(t, b, id); sec.PendingStreamSecret != "" || sec.ActiveStreamSecret != resp.GetStreamSecret() {
+		t.Fatalf("secrets after the schedule ran: got %+v, want the first secret active and nothing pending", sec)
+	}
+}
+
 func TestStreamBoundToDialerIdentity(t *testing.T) {
 	a, b := twoClusters(t, nil, nil)
 	c := newTestCluster(t, "c", "dc3", nil)
@@ -244,6 +281,21 @@ func TestStreamBoundToDialerIdentity(t *testing.T) {
 	if s := userState(b, "a"); s != "ACTIVE" {
 		t.Fatalf("the real dialer's peering: got %s, want ACTIVE", s)
 	}
+	info, err := b.peering.Read(testContext(t), "a")
+	if err != nil || info.StreamSecret == nil || info.StreamSecret.BoundTrustDomain != aTD.Name() || info.StreamSecret.ActiveSince.IsZero() {
+		t.Fatalf("stream secret status: got %+v, %v; want bound to %s with an activation time", info.StreamSecret, err, aTD.Name())
+	}
+
+	// The dialer's CA rotates: its new certificate chains to the pinned
+	// root through the cross-signed one, and the stream reopens.
+	if _, err := a.peering.RotateCA(testContext(t)); err != nil {
+		t.Fatalf("rotate the dialer's CA: %v", err)
+	}
+	reconnects := b.peering.tracker.get(accID).Reconnects
+	b.peering.streams.get(accID).fail(errors.New("test: drop the stream"))
+	waitFor(t, 15*time.Second, "the stream back after the dialer's CA rotation", func() bool {
+		return b.peering.tracker.get(accID).Reconnects > reconnects && userState(b, "a") == "ACTIVE"
+	})
 
 	// A certificate claiming the acceptor's own trust domain is no binding.
 	id, secret := acceptorPeering(t, b, "x")

@@ -95,6 +95,17 @@ type peeringJSON struct {
 	ImportRefusals map[string]uint64 `json:",omitempty"`
 	LastRefusal    string            `json:",omitempty"`
 	LastRefusalAt  *time.Time        `json:",omitempty"`
+	// StreamSecret is the acceptor's stream secret status (peerd's);
+	// absent on the dialer.
+	StreamSecret *peeringStreamSecret `json:",omitempty"`
+}
+
+type peeringStreamSecret struct {
+	// BoundTrustDomain is the dialer trust domain the secret is bound to;
+	// empty = unbound.
+	BoundTrustDomain string
+	ActiveSince      *time.Time `json:",omitempty"`
+	RotationPending  bool
 }
 
 type peeringStreamStatus struct {
@@ -176,7 +187,15 @@ func toPeeringJSON(p *peering.PeeringInfo) peeringJSON {
 		ImportRefusals:   p.StreamStatus.ImportRefusals,
 		LastRefusal:      p.StreamStatus.LastRefusal,
 		LastRefusalAt:    timePtr(p.StreamStatus.LastRefusalAt),
+		StreamSecret:     toStreamSecretJSON(p.StreamSecret),
 	}
+}
+
+func toStreamSecretJSON(s *peering.StreamSecretStatus) *peeringStreamSecret {
+	if s == nil {
+		return nil
+	}
+	return &peeringStreamSecret{BoundTrustDomain: s.BoundTrustDomain, ActiveSince: timePtr(s.ActiveSince), RotationPending: s.RotationPending}
 }
 
 // ---- endpoints ----

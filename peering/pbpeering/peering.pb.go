@@ -456,8 +456,11 @@ type Peering struct {
 	ImportedServiceCount uint64 `protobuf:"varint,17,opt,name=imported_service_count,json=importedServiceCount,proto3" json:"imported_service_count,omitempty"`
 	CreateIndex          uint64 `protobuf:"varint,18,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
 	ModifyIndex          uint64 `protobuf:"varint,19,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// stream_secret is the acceptor's stream secret status; unset on the
+	// dialer.
+	StreamSecret  *StreamSecretStatus `protobuf:"bytes,20,opt,name=stream_secret,json=streamSecret,proto3" json:"stream_secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Peering) Reset() {
@@ -623,6 +626,78 @@ func (x *Peering) GetModifyIndex() uint64 {
 	return 0
 }
 
+func (x *Peering) GetStreamSecret() *StreamSecretStatus {
+	if x != nil {
+		return x.StreamSecret
+	}
+	return nil
+}
+
+// StreamSecretStatus says how an acceptor's stream secret stands.
+type StreamSecretStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// bound_trust_domain is the dialer's trust domain the active secret is
+	// bound to (its client certificate); empty = unbound.
+	BoundTrustDomain string `protobuf:"bytes,1,opt,name=bound_trust_domain,json=boundTrustDomain,proto3" json:"bound_trust_domain,omitempty"`
+	// active_since_unix_nano is when the active secret was promoted.
+	ActiveSinceUnixNano int64 `protobuf:"varint,2,opt,name=active_since_unix_nano,json=activeSinceUnixNano,proto3" json:"active_since_unix_nano,omitempty"`
+	// rotation_pending is set while a rotated secret waits for the dialer.
+	RotationPending bool `protobuf:"varint,3,opt,name=rotation_pending,json=rotationPending,proto3" json:"rotation_pending,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *StreamSecretStatus) Reset() {
+	*x = StreamSecretStatus{}
+	mi := &file_peering_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamSecretStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamSecretStatus) ProtoMessage() {}
+
+func (x *StreamSecretStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_peering_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamSecretStatus.ProtoReflect.Descriptor instead.
+func (*StreamSecretStatus) Descriptor() ([]byte, []int) {
+	return file_peering_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *StreamSecretStatus) GetBoundTrustDomain() string {
+	if x != nil {
+		return x.BoundTrustDomain
+	}
+	return ""
+}
+
+func (x *StreamSecretStatus) GetActiveSinceUnixNano() int64 {
+	if x != nil {
+		return x.ActiveSinceUnixNano
+	}
+	return 0
+}
+
+func (x *StreamSecretStatus) GetRotationPending() bool {
+	if x != nil {
+		return x.RotationPending
+	}
+	return false
+}
+
 // Remote is where the other side of a peering lives.
 type Remote struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -634,7 +709,7 @@ type Remote struct {
 
 func (x *Remote) Reset() {
 	*x = Remote{}
-	mi := &file_peering_proto_msgTypes[7]
+	mi := &file_peering_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -646,7 +721,7 @@ func (x *Remote) String() string {
 func (*Remote) ProtoMessage() {}
 
 func (x *Remote) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[7]
+	mi := &file_peering_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -659,7 +734,7 @@ func (x *Remote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Remote.ProtoReflect.Descriptor instead.
 func (*Remote) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{7}
+	return file_peering_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Remote) GetPartition() string {
@@ -718,7 +793,7 @@ type StreamStatus struct {
 
 func (x *StreamStatus) Reset() {
 	*x = StreamStatus{}
-	mi := &file_peering_proto_msgTypes[8]
+	mi := &file_peering_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -730,7 +805,7 @@ func (x *StreamStatus) String() string {
 func (*StreamStatus) ProtoMessage() {}
 
 func (x *StreamStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[8]
+	mi := &file_peering_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -743,7 +818,7 @@ func (x *StreamStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamStatus.ProtoReflect.Descriptor instead.
 func (*StreamStatus) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{8}
+	return file_peering_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StreamStatus) GetImportedServices() []string {
@@ -863,7 +938,7 @@ type PeeringTrustBundle struct {
 
 func (x *PeeringTrustBundle) Reset() {
 	*x = PeeringTrustBundle{}
-	mi := &file_peering_proto_msgTypes[9]
+	mi := &file_peering_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -875,7 +950,7 @@ func (x *PeeringTrustBundle) String() string {
 func (*PeeringTrustBundle) ProtoMessage() {}
 
 func (x *PeeringTrustBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[9]
+	mi := &file_peering_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -888,7 +963,7 @@ func (x *PeeringTrustBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeeringTrustBundle.ProtoReflect.Descriptor instead.
 func (*PeeringTrustBundle) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{9}
+	return file_peering_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PeeringTrustBundle) GetTrustDomain() string {
@@ -951,7 +1026,7 @@ type GenerateTokenRequest struct {
 
 func (x *GenerateTokenRequest) Reset() {
 	*x = GenerateTokenRequest{}
-	mi := &file_peering_proto_msgTypes[10]
+	mi := &file_peering_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1038,7 @@ func (x *GenerateTokenRequest) String() string {
 func (*GenerateTokenRequest) ProtoMessage() {}
 
 func (x *GenerateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[10]
+	mi := &file_peering_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1051,7 @@ func (x *GenerateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateTokenRequest.ProtoReflect.Descriptor instead.
 func (*GenerateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{10}
+	return file_peering_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GenerateTokenRequest) GetPeerName() string {
@@ -1017,7 +1092,7 @@ type GenerateTokenResponse struct {
 
 func (x *GenerateTokenResponse) Reset() {
 	*x = GenerateTokenResponse{}
-	mi := &file_peering_proto_msgTypes[11]
+	mi := &file_peering_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1029,7 +1104,7 @@ func (x *GenerateTokenResponse) String() string {
 func (*GenerateTokenResponse) ProtoMessage() {}
 
 func (x *GenerateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[11]
+	mi := &file_peering_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1042,7 +1117,7 @@ func (x *GenerateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateTokenResponse.ProtoReflect.Descriptor instead.
 func (*GenerateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{11}
+	return file_peering_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GenerateTokenResponse) GetPeeringToken() string {
@@ -1064,7 +1139,7 @@ type EstablishRequest struct {
 
 func (x *EstablishRequest) Reset() {
 	*x = EstablishRequest{}
-	mi := &file_peering_proto_msgTypes[12]
+	mi := &file_peering_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1076,7 +1151,7 @@ func (x *EstablishRequest) String() string {
 func (*EstablishRequest) ProtoMessage() {}
 
 func (x *EstablishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[12]
+	mi := &file_peering_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1089,7 +1164,7 @@ func (x *EstablishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EstablishRequest.ProtoReflect.Descriptor instead.
 func (*EstablishRequest) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{12}
+	return file_peering_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EstablishRequest) GetPeerName() string {
@@ -1121,7 +1196,7 @@ type EstablishResponse struct {
 
 func (x *EstablishResponse) Reset() {
 	*x = EstablishResponse{}
-	mi := &file_peering_proto_msgTypes[13]
+	mi := &file_peering_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1133,7 +1208,7 @@ func (x *EstablishResponse) String() string {
 func (*EstablishResponse) ProtoMessage() {}
 
 func (x *EstablishResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[13]
+	mi := &file_peering_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1146,7 +1221,7 @@ func (x *EstablishResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EstablishResponse.ProtoReflect.Descriptor instead.
 func (*EstablishResponse) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{13}
+	return file_peering_proto_rawDescGZIP(), []int{14}
 }
 
 type PeeringReadRequest struct {
@@ -1158,7 +1233,7 @@ type PeeringReadRequest struct {
 
 func (x *PeeringReadRequest) Reset() {
 	*x = PeeringReadRequest{}
-	mi := &file_peering_proto_msgTypes[14]
+	mi := &file_peering_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1170,7 +1245,7 @@ func (x *PeeringReadRequest) String() string {
 func (*PeeringReadRequest) ProtoMessage() {}
 
 func (x *PeeringReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[14]
+	mi := &file_peering_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1183,7 +1258,7 @@ func (x *PeeringReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeeringReadRequest.ProtoReflect.Descriptor instead.
 func (*PeeringReadRequest) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{14}
+	return file_peering_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PeeringReadRequest) GetName() string {
@@ -1205,7 +1280,7 @@ type PeeringReadResponse struct {
 
 func (x *PeeringReadResponse) Reset() {
 	*x = PeeringReadResponse{}
-	mi := &file_peering_proto_msgTypes[15]
+	mi := &file_peering_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1292,7 @@ func (x *PeeringReadResponse) String() string {
 func (*PeeringReadResponse) ProtoMessage() {}
 
 func (x *PeeringReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[15]
+	mi := &file_peering_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1305,7 @@ func (x *PeeringReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeeringReadResponse.ProtoReflect.Descriptor instead.
 func (*PeeringReadResponse) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{15}
+	return file_peering_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PeeringReadResponse) GetPeering() *Peering {
@@ -1255,7 +1330,7 @@ type PeeringListRequest struct {
 
 func (x *PeeringListRequest) Reset() {
 	*x = PeeringListRequest{}
-	mi := &file_peering_proto_msgTypes[16]
+	mi := &file_peering_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1342,7 @@ func (x *PeeringListRequest) String() string {
 func (*PeeringListRequest) ProtoMessage() {}
 
 func (x *PeeringListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[16]
+	mi := &file_peering_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1355,7 @@ func (x *PeeringListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeeringListRequest.ProtoReflect.Descriptor instead.
 func (*PeeringListRequest) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{16}
+	return file_peering_proto_rawDescGZIP(), []int{17}
 }
 
 type PeeringListResponse struct {
@@ -1294,7 +1369,7 @@ type PeeringListResponse struct {
 
 func (x *PeeringListResponse) Reset() {
 	*x = PeeringListResponse{}
-	mi := &file_peering_proto_msgTypes[17]
+	mi := &file_peering_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1306,7 +1381,7 @@ func (x *PeeringListResponse) String() string {
 func (*PeeringListResponse) ProtoMessage() {}
 
 func (x *PeeringListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[17]
+	mi := &file_peering_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1319,7 +1394,7 @@ func (x *PeeringListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeeringListResponse.ProtoReflect.Descriptor instead.
 func (*PeeringListResponse) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{17}
+	return file_peering_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PeeringListResponse) GetPeerings() []*Peering {
@@ -1345,7 +1420,7 @@ type PeeringDeleteRequest struct {
 
 func (x *PeeringDeleteRequest) Reset() {
 	*x = PeeringDeleteRequest{}
-	mi := &file_peering_proto_msgTypes[18]
+	mi := &file_peering_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1432,7 @@ func (x *PeeringDeleteRequest) String() string {
 func (*PeeringDeleteRequest) ProtoMessage() {}
 
 func (x *PeeringDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[18]
+	mi := &file_peering_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +1445,7 @@ func (x *PeeringDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeeringDeleteRequest.ProtoReflect.Descriptor instead.
 func (*PeeringDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{18}
+	return file_peering_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PeeringDeleteRequest) GetName() string {
@@ -1388,7 +1463,7 @@ type PeeringDeleteResponse struct {
 
 func (x *PeeringDeleteResponse) Reset() {
 	*x = PeeringDeleteResponse{}
-	mi := &file_peering_proto_msgTypes[19]
+	mi := &file_peering_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1400,7 +1475,7 @@ func (x *PeeringDeleteResponse) String() string {
 func (*PeeringDeleteResponse) ProtoMessage() {}
 
 func (x *PeeringDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[19]
+	mi := &file_peering_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1413,7 +1488,7 @@ func (x *PeeringDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeeringDeleteResponse.ProtoReflect.Descriptor instead.
 func (*PeeringDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{19}
+	return file_peering_proto_rawDescGZIP(), []int{20}
 }
 
 type TrustBundleReadRequest struct {
@@ -1426,7 +1501,7 @@ type TrustBundleReadRequest struct {
 
 func (x *TrustBundleReadRequest) Reset() {
 	*x = TrustBundleReadRequest{}
-	mi := &file_peering_proto_msgTypes[20]
+	mi := &file_peering_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1438,7 +1513,7 @@ func (x *TrustBundleReadRequest) String() string {
 func (*TrustBundleReadRequest) ProtoMessage() {}
 
 func (x *TrustBundleReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[20]
+	mi := &file_peering_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1451,7 +1526,7 @@ func (x *TrustBundleReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustBundleReadRequest.ProtoReflect.Descriptor instead.
 func (*TrustBundleReadRequest) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{20}
+	return file_peering_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TrustBundleReadRequest) GetName() string {
@@ -1472,7 +1547,7 @@ type TrustBundleReadResponse struct {
 
 func (x *TrustBundleReadResponse) Reset() {
 	*x = TrustBundleReadResponse{}
-	mi := &file_peering_proto_msgTypes[21]
+	mi := &file_peering_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1484,7 +1559,7 @@ func (x *TrustBundleReadResponse) String() string {
 func (*TrustBundleReadResponse) ProtoMessage() {}
 
 func (x *TrustBundleReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_peering_proto_msgTypes[21]
+	mi := &file_peering_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1497,7 +1572,7 @@ func (x *TrustBundleReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustBundleReadResponse.ProtoReflect.Descriptor instead.
 func (*TrustBundleReadResponse) Descriptor() ([]byte, []int) {
-	return file_peering_proto_rawDescGZIP(), []int{21}
+	return file_peering_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TrustBundleReadResponse) GetBundle() *PeeringTrustBundle {
@@ -1536,7 +1611,7 @@ const file_peering_proto_rawDesc = "" +
 	"\tpeer_name\x18\x01 \x01(\tR\bpeerName\"\x1c\n" +
 	"\x1aRotateStreamSecretResponse\"+\n" +
 	"\x10RotateCAResponse\x12\x17\n" +
-	"\aroot_id\x18\x01 \x01(\tR\x06rootId\"\xeb\x06\n" +
+	"\aroot_id\x18\x01 \x01(\tR\x06rootId\"\xb6\a\n" +
 	"\aPeering\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
@@ -1559,10 +1634,15 @@ const file_peering_proto_rawDesc = "" +
 	"\x16exported_service_count\x18\x10 \x01(\x04R\x14exportedServiceCount\x124\n" +
 	"\x16imported_service_count\x18\x11 \x01(\x04R\x14importedServiceCount\x12!\n" +
 	"\fcreate_index\x18\x12 \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\x13 \x01(\x04R\vmodifyIndex\x1a7\n" +
+	"\fmodify_index\x18\x13 \x01(\x04R\vmodifyIndex\x12I\n" +
+	"\rstream_secret\x18\x14 \x01(\v2$.peerd.peering.v1.StreamSecretStatusR\fstreamSecret\x1a7\n" +
 	"\tMetaEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"F\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa2\x01\n" +
+	"\x12StreamSecretStatus\x12,\n" +
+	"\x12bound_trust_domain\x18\x01 \x01(\tR\x10boundTrustDomain\x123\n" +
+	"\x16active_since_unix_nano\x18\x02 \x01(\x03R\x13activeSinceUnixNano\x12)\n" +
+	"\x10rotation_pending\x18\x03 \x01(\bR\x0frotationPending\"F\n" +
 	"\x06Remote\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\tR\tpartition\x12\x1e\n" +
 	"\n" +
@@ -1667,7 +1747,7 @@ func file_peering_proto_rawDescGZIP() []byte {
 }
 
 var file_peering_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_peering_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_peering_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_peering_proto_goTypes = []any{
 	(PeeringState)(0),                  // 0: peerd.peering.v1.PeeringState
 	(*SignLeafRequest)(nil),            // 1: peerd.peering.v1.SignLeafRequest
@@ -1677,62 +1757,64 @@ var file_peering_proto_goTypes = []any{
 	(*RotateStreamSecretResponse)(nil), // 5: peerd.peering.v1.RotateStreamSecretResponse
 	(*RotateCAResponse)(nil),           // 6: peerd.peering.v1.RotateCAResponse
 	(*Peering)(nil),                    // 7: peerd.peering.v1.Peering
-	(*Remote)(nil),                     // 8: peerd.peering.v1.Remote
-	(*StreamStatus)(nil),               // 9: peerd.peering.v1.StreamStatus
-	(*PeeringTrustBundle)(nil),         // 10: peerd.peering.v1.PeeringTrustBundle
-	(*GenerateTokenRequest)(nil),       // 11: peerd.peering.v1.GenerateTokenRequest
-	(*GenerateTokenResponse)(nil),      // 12: peerd.peering.v1.GenerateTokenResponse
-	(*EstablishRequest)(nil),           // 13: peerd.peering.v1.EstablishRequest
-	(*EstablishResponse)(nil),          // 14: peerd.peering.v1.EstablishResponse
-	(*PeeringReadRequest)(nil),         // 15: peerd.peering.v1.PeeringReadRequest
-	(*PeeringReadResponse)(nil),        // 16: peerd.peering.v1.PeeringReadResponse
-	(*PeeringListRequest)(nil),         // 17: peerd.peering.v1.PeeringListRequest
-	(*PeeringListResponse)(nil),        // 18: peerd.peering.v1.PeeringListResponse
-	(*PeeringDeleteRequest)(nil),       // 19: peerd.peering.v1.PeeringDeleteRequest
-	(*PeeringDeleteResponse)(nil),      // 20: peerd.peering.v1.PeeringDeleteResponse
-	(*TrustBundleReadRequest)(nil),     // 21: peerd.peering.v1.TrustBundleReadRequest
-	(*TrustBundleReadResponse)(nil),    // 22: peerd.peering.v1.TrustBundleReadResponse
-	nil,                                // 23: peerd.peering.v1.Peering.MetaEntry
-	nil,                                // 24: peerd.peering.v1.StreamStatus.QuotaRefusalsEntry
-	nil,                                // 25: peerd.peering.v1.StreamStatus.ImportRefusalsEntry
-	nil,                                // 26: peerd.peering.v1.GenerateTokenRequest.MetaEntry
-	nil,                                // 27: peerd.peering.v1.EstablishRequest.MetaEntry
+	(*StreamSecretStatus)(nil),         // 8: peerd.peering.v1.StreamSecretStatus
+	(*Remote)(nil),                     // 9: peerd.peering.v1.Remote
+	(*StreamStatus)(nil),               // 10: peerd.peering.v1.StreamStatus
+	(*PeeringTrustBundle)(nil),         // 11: peerd.peering.v1.PeeringTrustBundle
+	(*GenerateTokenRequest)(nil),       // 12: peerd.peering.v1.GenerateTokenRequest
+	(*GenerateTokenResponse)(nil),      // 13: peerd.peering.v1.GenerateTokenResponse
+	(*EstablishRequest)(nil),           // 14: peerd.peering.v1.EstablishRequest
+	(*EstablishResponse)(nil),          // 15: peerd.peering.v1.EstablishResponse
+	(*PeeringReadRequest)(nil),         // 16: peerd.peering.v1.PeeringReadRequest
+	(*PeeringReadResponse)(nil),        // 17: peerd.peering.v1.PeeringReadResponse
+	(*PeeringListRequest)(nil),         // 18: peerd.peering.v1.PeeringListRequest
+	(*PeeringListResponse)(nil),        // 19: peerd.peering.v1.PeeringListResponse
+	(*PeeringDeleteRequest)(nil),       // 20: peerd.peering.v1.PeeringDeleteRequest
+	(*PeeringDeleteResponse)(nil),      // 21: peerd.peering.v1.PeeringDeleteResponse
+	(*TrustBundleReadRequest)(nil),     // 22: peerd.peering.v1.TrustBundleReadRequest
+	(*TrustBundleReadResponse)(nil),    // 23: peerd.peering.v1.TrustBundleReadResponse
+	nil,                                // 24: peerd.peering.v1.Peering.MetaEntry
+	nil,                                // 25: peerd.peering.v1.StreamStatus.QuotaRefusalsEntry
+	nil,                                // 26: peerd.peering.v1.StreamStatus.ImportRefusalsEntry
+	nil,                                // 27: peerd.peering.v1.GenerateTokenRequest.MetaEntry
+	nil,                                // 28: peerd.peering.v1.EstablishRequest.MetaEntry
 }
 var file_peering_proto_depIdxs = []int32{
-	23, // 0: peerd.peering.v1.Peering.meta:type_name -> peerd.peering.v1.Peering.MetaEntry
+	24, // 0: peerd.peering.v1.Peering.meta:type_name -> peerd.peering.v1.Peering.MetaEntry
 	0,  // 1: peerd.peering.v1.Peering.state:type_name -> peerd.peering.v1.PeeringState
-	8,  // 2: peerd.peering.v1.Peering.remote:type_name -> peerd.peering.v1.Remote
-	9,  // 3: peerd.peering.v1.Peering.stream_status:type_name -> peerd.peering.v1.StreamStatus
-	24, // 4: peerd.peering.v1.StreamStatus.quota_refusals:type_name -> peerd.peering.v1.StreamStatus.QuotaRefusalsEntry
-	25, // 5: peerd.peering.v1.StreamStatus.import_refusals:type_name -> peerd.peering.v1.StreamStatus.ImportRefusalsEntry
-	26, // 6: peerd.peering.v1.GenerateTokenRequest.meta:type_name -> peerd.peering.v1.GenerateTokenRequest.MetaEntry
-	27, // 7: peerd.peering.v1.EstablishRequest.meta:type_name -> peerd.peering.v1.EstablishRequest.MetaEntry
-	7,  // 8: peerd.peering.v1.PeeringReadResponse.peering:type_name -> peerd.peering.v1.Peering
-	7,  // 9: peerd.peering.v1.PeeringListResponse.peerings:type_name -> peerd.peering.v1.Peering
-	10, // 10: peerd.peering.v1.TrustBundleReadResponse.bundle:type_name -> peerd.peering.v1.PeeringTrustBundle
-	11, // 11: peerd.peering.v1.PeeringService.GenerateToken:input_type -> peerd.peering.v1.GenerateTokenRequest
-	13, // 12: peerd.peering.v1.PeeringService.Establish:input_type -> peerd.peering.v1.EstablishRequest
-	15, // 13: peerd.peering.v1.PeeringService.PeeringRead:input_type -> peerd.peering.v1.PeeringReadRequest
-	17, // 14: peerd.peering.v1.PeeringService.PeeringList:input_type -> peerd.peering.v1.PeeringListRequest
-	19, // 15: peerd.peering.v1.PeeringService.PeeringDelete:input_type -> peerd.peering.v1.PeeringDeleteRequest
-	21, // 16: peerd.peering.v1.PeeringService.TrustBundleRead:input_type -> peerd.peering.v1.TrustBundleReadRequest
-	1,  // 17: peerd.peering.v1.PeeringService.SignLeaf:input_type -> peerd.peering.v1.SignLeafRequest
-	3,  // 18: peerd.peering.v1.PeeringService.RotateCA:input_type -> peerd.peering.v1.RotateCARequest
-	4,  // 19: peerd.peering.v1.PeeringService.RotateStreamSecret:input_type -> peerd.peering.v1.RotateStreamSecretRequest
-	12, // 20: peerd.peering.v1.PeeringService.GenerateToken:output_type -> peerd.peering.v1.GenerateTokenResponse
-	14, // 21: peerd.peering.v1.PeeringService.Establish:output_type -> peerd.peering.v1.EstablishResponse
-	16, // 22: peerd.peering.v1.PeeringService.PeeringRead:output_type -> peerd.peering.v1.PeeringReadResponse
-	18, // 23: peerd.peering.v1.PeeringService.PeeringList:output_type -> peerd.peering.v1.PeeringListResponse
-	20, // 24: peerd.peering.v1.PeeringService.PeeringDelete:output_type -> peerd.peering.v1.PeeringDeleteResponse
-	22, // 25: peerd.peering.v1.PeeringService.TrustBundleRead:output_type -> peerd.peering.v1.TrustBundleReadResponse
-	2,  // 26: peerd.peering.v1.PeeringService.SignLeaf:output_type -> peerd.peering.v1.SignLeafResponse
-	6,  // 27: peerd.peering.v1.PeeringService.RotateCA:output_type -> peerd.peering.v1.RotateCAResponse
-	5,  // 28: peerd.peering.v1.PeeringService.RotateStreamSecret:output_type -> peerd.peering.v1.RotateStreamSecretResponse
-	20, // [20:29] is the sub-list for method output_type
-	11, // [11:20] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	9,  // 2: peerd.peering.v1.Peering.remote:type_name -> peerd.peering.v1.Remote
+	10, // 3: peerd.peering.v1.Peering.stream_status:type_name -> peerd.peering.v1.StreamStatus
+	8,  // 4: peerd.peering.v1.Peering.stream_secret:type_name -> peerd.peering.v1.StreamSecretStatus
+	25, // 5: peerd.peering.v1.StreamStatus.quota_refusals:type_name -> peerd.peering.v1.StreamStatus.QuotaRefusalsEntry
+	26, // 6: peerd.peering.v1.StreamStatus.import_refusals:type_name -> peerd.peering.v1.StreamStatus.ImportRefusalsEntry
+	27, // 7: peerd.peering.v1.GenerateTokenRequest.meta:type_name -> peerd.peering.v1.GenerateTokenRequest.MetaEntry
+	28, // 8: peerd.peering.v1.EstablishRequest.meta:type_name -> peerd.peering.v1.EstablishRequest.MetaEntry
+	7,  // 9: peerd.peering.v1.PeeringReadResponse.peering:type_name -> peerd.peering.v1.Peering
+	7,  // 10: peerd.peering.v1.PeeringListResponse.peerings:type_name -> peerd.peering.v1.Peering
+	11, // 11: peerd.peering.v1.TrustBundleReadResponse.bundle:type_name -> peerd.peering.v1.PeeringTrustBundle
+	12, // 12: peerd.peering.v1.PeeringService.GenerateToken:input_type -> peerd.peering.v1.GenerateTokenRequest
+	14, // 13: peerd.peering.v1.PeeringService.Establish:input_type -> peerd.peering.v1.EstablishRequest
+	16, // 14: peerd.peering.v1.PeeringService.PeeringRead:input_type -> peerd.peering.v1.PeeringReadRequest
+	18, // 15: peerd.peering.v1.PeeringService.PeeringList:input_type -> peerd.peering.v1.PeeringListRequest
+	20, // 16: peerd.peering.v1.PeeringService.PeeringDelete:input_type -> peerd.peering.v1.PeeringDeleteRequest
+	22, // 17: peerd.peering.v1.PeeringService.TrustBundleRead:input_type -> peerd.peering.v1.TrustBundleReadRequest
+	1,  // 18: peerd.peering.v1.PeeringService.SignLeaf:input_type -> peerd.peering.v1.SignLeafRequest
+	3,  // 19: peerd.peering.v1.PeeringService.RotateCA:input_type -> peerd.peering.v1.RotateCARequest
+	4,  // 20: peerd.peering.v1.PeeringService.RotateStreamSecret:input_type -> peerd.peering.v1.RotateStreamSecretRequest
+	13, // 21: peerd.peering.v1.PeeringService.GenerateToken:output_type -> peerd.peering.v1.GenerateTokenResponse
+	15, // 22: peerd.peering.v1.PeeringService.Establish:output_type -> peerd.peering.v1.EstablishResponse
+	17, // 23: peerd.peering.v1.PeeringService.PeeringRead:output_type -> peerd.peering.v1.PeeringReadResponse
+	19, // 24: peerd.peering.v1.PeeringService.PeeringList:output_type -> peerd.peering.v1.PeeringListResponse
+	21, // 25: peerd.peering.v1.PeeringService.PeeringDelete:output_type -> peerd.peering.v1.PeeringDeleteResponse
+	23, // 26: peerd.peering.v1.PeeringService.TrustBundleRead:output_type -> peerd.peering.v1.TrustBundleReadResponse
+	2,  // 27: peerd.peering.v1.PeeringService.SignLeaf:output_type -> peerd.peering.v1.SignLeafResponse
+	6,  // 28: peerd.peering.v1.PeeringService.RotateCA:output_type -> peerd.peering.v1.RotateCAResponse
+	5,  // 29: peerd.peering.v1.PeeringService.RotateStreamSecret:output_type -> peerd.peering.v1.RotateStreamSecretResponse
+	21, // [21:30] is the sub-list for method output_type
+	12, // [12:21] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_peering_proto_init() }
@@ -1746,7 +1828,7 @@ func file_peering_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_peering_proto_rawDesc), len(file_peering_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
