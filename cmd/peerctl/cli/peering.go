@@ -60,6 +60,12 @@ type peeringObject struct {
 	ImportRefusals   map[string]uint64
 	LastRefusal      string
 	LastRefusalAt    *time.Time
+	// StreamSecret is set on the acceptor only.
+	StreamSecret *struct {
+		BoundTrustDomain string
+		ActiveSince      *time.Time
+		RotationPending  bool
+	}
 }
 
 func peeringPath(name string) string { return "/v1/peering/" + url.PathEscape(name) }
@@ -367,6 +373,17 @@ func formatPeering(p *peeringObject) string {
 		}
 		line("Last Refusal", p.LastRefusal)
 		line("Last Refusal At", when(p.LastRefusalAt))
+	}
+	if ss := p.StreamSecret; ss != nil {
+		bound := "no (the secret alone opens the stream)"
+		if ss.BoundTrustDomain != "" {
+			bound = ss.BoundTrustDomain
+		}
+		line("Secret Bound To", bound)
+		line("Secret Active Since", when(ss.ActiveSince))
+		if ss.RotationPending {
+			line("Secret Rotation", "pending (waiting for the peer)")
+		}
 	}
 	b.WriteString("\n")
 	line("Create Index", fmt.Sprint(p.CreateIndex))

@@ -134,6 +134,18 @@ func TestPeeringCommands(t *testing.T) {
 			wantExit: 1,
 		},
 		{
+			name: "read shows the acceptor's stream secret",
+			args: []string{"peering", "read", "-name", "cluster-01"},
+			replies: map[string]reply{"GET /v1/peering/cluster-01": {body: `{"Name":"cluster-01","State":"ACTIVE",
+"StreamSecret":{"BoundTrustDomain":"abc.peerd","ActiveSince":null,"RotationPending":true}}`}},
+			want: []wantRequest{{method: "GET", path: "/v1/peering/cluster-01"}},
+			wantOuts: []string{
+				"Secret Bound To:       abc.peerd\n",
+				"Secret Active Since:   never\n",
+				"Secret Rotation:       pending (waiting for the peer)\n",
+			},
+		},
+		{
 			name:    "read json",
 			args:    []string{"peering", "read", "-name", "b-peer", "-format", "json"},
 			replies: map[string]reply{"GET /v1/peering/b-peer": {body: `{"Name":"b-peer"}`}},
