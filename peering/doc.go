@@ -14,6 +14,11 @@
 //	token.go            the peering token: what the acceptor hands out, DecodeToken, its checks
 //	establish.go        establishment: GenerateToken and Establish, the dialer's secret exchange
 //	                    next to the acceptor's ExchangeSecret, and the stream-secret check
+//	binding.go          a stream secret bound to the dialer's TLS identity: what the exchange
+//	                    records from the dialer's certificate, what a stream must present
+//	secrets.go          stream secret rotation (on schedule, on demand, over the open stream)
+//	                    and how secret refusals are counted and logged
+//	ratelimit.go        the per-peering token buckets of the secret checks peers drive
 //	dialer.go           the dialer's leader routine: one stream per peering, backoff, redirects
 //	grpc_peerstream.go  PeerStreamService: the TLS listener's options, the acceptor's Open
 //	session.go          one open stream, either end: the registry of streams, the read, dispatch,
@@ -40,7 +45,7 @@
 //
 // Lifecycle: New(cfg) validates and allocates (the CA, the metrics) and
 // starts nothing; Start registers the leader routines with the cluster
-// (dialer, CA bootstrap, deletion, the leadership the acceptor's streams end
+// (dialer, CA bootstrap, deletion, secret rotation, the leadership the acceptor's streams end
 // with); Close(ctx) ends them, waits for them within ctx, and is idempotent.
 // The gRPC services are served by the caller's servers (RegisterStream,
 // RegisterManagement). Close the Server before its catalog.Cluster.
