@@ -190,6 +190,8 @@ func FuzzReplicationMessage(f *testing.F) {
 		{Payload: &ReplicationMessage_Request{Request: &Request{ResourceUrl: TypeURLExportedService, InitialVersions: map[string]uint64{"web": 3}}}},
 		{Payload: &ReplicationMessage_Response{Response: &Response{ResourceUrl: TypeURLTrustBundle, ResourceId: ResourceIDTrustBundle, Nonce: "1", Version: 1, Operation: Operation_OPERATION_UPSERT, ChunkCount: 2}}},
 		{Payload: &ReplicationMessage_Heartbeat{Heartbeat: &Heartbeat{}}},
+		{Payload: &ReplicationMessage_SecretRotation{SecretRotation: &SecretRotation{StreamSecret: "s2"}}},
+		{Payload: &ReplicationMessage_Open{Open: &Open{PeerId: "p", StreamSecretId: "s", SecretRotation: true}}},
 	} {
 		b, err := proto.Marshal(m)
 		if err != nil {
