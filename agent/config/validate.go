@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -105,6 +106,7 @@ func (c *Config) validate(needDataDir bool) error {
 		{"grpc-tls-addr", c.GRPCTLSAddr, "127.0.0.1:8503", false},
 		{"gateway-addr", c.GatewayAddr, "0.0.0.0:8443, or \"\" for no gateway", true},
 		{"dns-addr", c.DNSAddr, "127.0.0.1:8600, or \"\" for no DNS server", true},
+		{"metrics-addr", c.MetricsAddr, "10.0.0.5:9102, or \"\" for /metrics on the HTTP API only", true},
 	} {
 		if a.optional && a.addr == "" {
 			continue
@@ -162,6 +164,7 @@ func (c *Config) validate(needDataDir bool) error {
 	}
 	c.validatePeering(add)
 	c.validateAutopilot(add)
+	c.validateACL(add)
 	if c.ProxyMark < 0 || c.ProxyMark > 0xffffffff {
 		add("proxy-mark", "%d: want 0 (none) to 4294967295", c.ProxyMark)
 	}
@@ -187,6 +190,52 @@ func (c *Config) validate(needDataDir bool) error {
 	}
 	errs = append(errs, c.validateDefinitions()...)
 	return errors.Join(errs...)
+}
+
+// ACL down policies, as Consul names them.
+var aclDownPolicies = []string{"extend-cache", "async-cache", "allow", "deny"}
+
+// maxTokenLen bounds a configured token's secret.
+const maxTokenLen = 256
+
+// validateACL checks the acl block.
+func (c *Config) validateACL(add func(name, format string, a ...any)) {
+	switch c.ACL.DefaultPolicy {
+	case "allow", "deny":
+	default:
+		add("acl-default-policy", "%q: want \"deny\" (refuse what no rule allows) or \"allow\"", c.ACL.DefaultPolicy)
+	}
+	if !slices.Contains(aclDownPolicies, c.ACL.DownPolicy) {
+		add("acl.down_policy", "%q: want one of %s", c.ACL.DownPolicy, strings.Join(aclDownPolicies, ", "))
+	}
+	for _, t := range []struct{ name, v string }{
+		{"acl.tokens.initial_management", c.ACL.Tokens.InitialManagement},
+		{"acl.tokens.agent", c.ACL.Tokens.Agent},
+		{"acl.tokens.default", c.ACL.Tokens.Default},
+		{"acl.tokens.agent_recovery", c.ACL.Tokens.AgentRecovery},
+	} {
+		if err := ValidateTokenSecret(t.v); err != nil {
+			add(t.name, "%v", err) // the secret itself is never in the message
+		}
+	}
+	if c.ACL.Tokens.InitialManagement != "" && c.ACL.Tokens.InitialManagement == c.ACL.Tokens.Default {
+		add("acl.tokens.default", "is the initial management token: every request without a token would be a management request")
+	}
+}
+
+// ValidateTokenSecret checks a token secret set in a file or through
+// PUT /v1/agent/token: "" (none) or up to 256 printable characters without
+// spaces. The error never contains the secret.
+func ValidateTokenSecret(v string) error {
+	if len(v) > maxTokenLen {
+		return fmt.Errorf("%d characters: a token secret has at most %d", len(v), maxTokenLen)
+	}
+	for _, r := range v {
+		if r <= ' ' || r == 0x7f || r > '~' {
+			return errors.New("holds a space or a character that is not printable ASCII: paste the SecretID only")
+		}
+	}
+	return nil
 }
 
 // validateAutopilot checks the autopilot settings.
