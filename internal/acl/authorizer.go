@@ -77,7 +77,13 @@ func mergeRules(into, from map[Resource]map[string]Rule) {
 // matching prefix.
 func (p *policyAuthorizer) Decide(r Resource, segment string, a Access) Decision {
 	if !r.named() {
-		return decide(p.p.Levels[r], a)
+		level := p.p.Levels[r]
+		if level == AccessUnknown && (r == ResourceMesh || r == ResourcePeering) {
+			// As in Consul: without a mesh (peering) rule, the operator
+			// rule decides ("mesh:read or operator:read").
+			level = p.p.Levels[ResourceOperator]
+		}
+		return decide(level, a)
 	}
 	lookup := r
 	if r == ResourceIntention {
