@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/peerd/peerd/internal/acl"
 	"github.com/peerd/peerd/internal/jointoken"
 
 	"github.com/peerd/peerd/agent/checks"
@@ -195,9 +196,6 @@ func (c *Config) validate(needDataDir bool) error {
 // ACL down policies, as Consul names them.
 var aclDownPolicies = []string{"extend-cache", "async-cache", "allow", "deny"}
 
-// maxTokenLen bounds a configured token's secret.
-const maxTokenLen = 256
-
 // validateACL checks the acl block.
 func (c *Config) validateACL(add func(name, format string, a ...any)) {
 	switch c.ACL.DefaultPolicy {
@@ -214,28 +212,13 @@ func (c *Config) validateACL(add func(name, format string, a ...any)) {
 		{"acl.tokens.default", c.ACL.Tokens.Default},
 		{"acl.tokens.agent_recovery", c.ACL.Tokens.AgentRecovery},
 	} {
-		if err := ValidateTokenSecret(t.v); err != nil {
+		if err := acl.ValidateSecret(t.v); err != nil {
 			add(t.name, "%v", err) // the secret itself is never in the message
 		}
 	}
 	if c.ACL.Tokens.InitialManagement != "" && c.ACL.Tokens.InitialManagement == c.ACL.Tokens.Default {
 		add("acl.tokens.default", "is the initial management token: every request without a token would be a management request")
 	}
-}
-
-// ValidateTokenSecret checks a token secret set in a file or through
-// PUT /v1/agent/token: "" (none) or up to 256 printable characters without
-// spaces. The error never contains the secret.
-func ValidateTokenSecret(v string) error {
-	if len(v) > maxTokenLen {
-		return fmt.Errorf("%d characters: a token secret has at most %d", len(v), maxTokenLen)
-	}
-	for _, r := range v {
-		if r <= ' ' || r == 0x7f || r > '~' {
-			return errors.New("holds a space or a character that is not printable ASCII: paste the SecretID only")
-		}
-	}
-	return nil
 }
 
 // validateAutopilot checks the autopilot settings.

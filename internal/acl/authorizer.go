@@ -252,3 +252,22 @@ func NodeIdentityPolicy(node string) *Policy {
 		Levels: map[Resource]Access{},
 	}
 }
+
+// MaxSecretLen bounds a token secret given to an agent (its
+// configuration, PUT /v1/agent/token).
+const MaxSecretLen = 256
+
+// ValidateSecret checks a token secret given to an agent: "" (none) or up
+// to MaxSecretLen printable ASCII characters without spaces. The error
+// never contains the secret.
+func ValidateSecret(v string) error {
+	if len(v) > MaxSecretLen {
+		return fmt.Errorf("%d characters: a token secret has at most %d", len(v), MaxSecretLen)
+	}
+	for _, r := range v {
+		if r <= ' ' || r == 0x7f || r > '~' {
+			return errors.New("holds a space or a character that is not printable ASCII: give the SecretID only")
+		}
+	}
+	return nil
+}
