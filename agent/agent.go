@@ -101,6 +101,11 @@ type Agent struct {
 	transparentLns []net.Listener
 	// dns answers the catalog's names and forwards the rest (nil: off).
 	dns *dns.Server
+	// aclTokens are the agent's ACL tokens; metrics/metricsLn the metrics
+	// listener outside the API's ACLs (nil: none).
+	aclTokens *httpapi.Tokens
+	metrics   *http.Server
+	metricsLn net.Listener
 	// trust is the node's certificate (nil without -internal-tls);
 	// admission admits new nodes (servers with trust only).
 	trust     *trust
@@ -384,8 +389,16 @@ func (a *Agent) start(ctx context.Context) error {
 	if a.admission != nil {
 		tokens = a.admission
 	}
+	if a.aclTokens, err = aclTokens(*cfg); err != nil {
+		return err
+	}
+	// The resolver of the ACL system; nil = not wired (nothing enforced).
+	var resolver httpapi.ACLResolver
+	if cfg.ACL.Enabled && resolver == nil {
+		a.log.Warn("ACLs are configured on but no ACL resolver is wired in this build: the HTTP API and DNS enforce nothing")
+	}
 	api, err := httpapi.New(httpapi.Config{Cluster: a.cluster, Local: a.local, Peering: a.peering, Registry: reg, Version: cfg.Version, Logger: a.log,
-		JoinTokens: tokens, InsecureGossip: cfg.InsecureGossip,
+		JoinTokens: tokens, InsecureGossip: cfg.InsecureGossip, ACL: resolver, Tokens: a.aclTokens,
 		DataplaneStatus: func() (any, bool) {
 			if a.dataplane == nil {
 				return nil, false
@@ -394,6 +407,11 @@ func (a *Agent) start(ctx context.Context) error {
 		}})
 	if err != nil {
 		return err
+	}
+	if cfg.MetricsAddr != "" {
+		if err := a.startMetricsListener(cfg.MetricsAddr, api.MetricsHandler()); err != nil {
+			return err
+		}
 	}
 	a.http = &http.Server{
 		Handler:           api.Handler(),
@@ -468,7 +486,7 @@ func (a *Agent) start(ctx context.Context) error {
 	}
 	if cfg.DNSAddr != "" {
 		a.dns, err = dns.New(dns.Config{Addr: cfg.DNSAddr, Domain: cfg.DNSDomain(), Recursors: cfg.Recursors,
-			View: a.cluster.View, Registerer: reg, Logger: a.log})
+			View: a.cluster.View, Registerer: reg, Logger: a.log, Authorizer: dnsAuthorizer(resolver, a.aclTokens)})
 		if err != nil {
 			return err
 		}
@@ -667,6 +685,9 @@ func (a *Agent) PrintBanner(w io.Writer) {
 	if a.dns != nil {
 		fmt.Fprintf(w, "       dns: %s\n", a.dns.Addr())
 	}
+	if a.metricsLn != nil {
+		fmt.Fprintf(w, "   metrics: %s\n", a.metricsLn.Addr())
+	}
 	fmt.Fprintf(w, "    gossip: %s\n", net.JoinHostPort(lm.Addr, strconv.Itoa(lm.Port)))
 	if lm.Meta.RaftAddr != "" {
 		fmt.Fprintf(w, "      raft: %s\n", lm.Meta.RaftAddr)
@@ -806,10 +827,16 @@ func (a *Agent) shutdownSteps() []shutdownStep {
 		}},
 		{"HTTP API", drainPhase, func(context.Context) error {
 			defer serveCancel()
-			if err := a.http.Shutdown(serveCtx); err != nil {
-				return fmt.Errorf("stop HTTP server: %w", err)
+			var errs []error
+			if a.metrics != nil {
+				if err := a.metrics.Shutdown(serveCtx); err != nil {
+					errs = append(errs, fmt.Errorf("stop the metrics listener: %w", err))
+				}
 			}
-			return nil
+			if err := a.http.Shutdown(serveCtx); err != nil {
+				errs = append(errs, fmt.Errorf("stop HTTP server: %w", err))
+			}
+			return errors.Join(errs...)
 		}},
 		{"local state", drainPhase, func(ctx context.Context) error {
 			a.stopLocal()
