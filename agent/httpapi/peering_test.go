@@ -39,14 +39,14 @@ type peeringNode struct {
 
 // startPeeringNode starts a dev server in datacenter dc and waits until it
 // leads and has a CA. Without withPeering the HTTP API has no controller.
-func startPeeringNode(t *testing.T, name, dc string, withPeering bool) *peeringNode {
+func startPeeringNode(t testing.TB, name, dc string, withPeering bool) *peeringNode {
 	t.Helper()
 	return startPeeringNodeWith(t, name, dc, withPeering, nil)
 }
 
 // startPeeringNodeWith is startPeeringNode with adjust changing the HTTP
 // API's configuration (nil: none).
-func startPeeringNodeWith(t *testing.T, name, dc string, withPeering bool, adjust func(*Config)) *peeringNode {
+func startPeeringNodeWith(t testing.TB, name, dc string, withPeering bool, adjust func(*Config)) *peeringNode {
 	t.Helper()
 	quiet := slog.New(slog.DiscardHandler)
 	internalLn, err := net.Listen("tcp", "127.0.0.1:0")
