@@ -310,7 +310,8 @@ func TestValidateNamesWhatToFix(t *testing.T) {
 		{"acl default policy flag", "", []string{"-acl-default-policy", "maybe"}, `-acl-default-policy: "maybe": want "deny"`},
 		{"acl down policy", "acl {\n  down_policy = \"retry\"\n}\n", nil, `f.hcl: acl.down_policy: "retry": want one of extend-cache, async-cache, allow, deny`},
 		{"acl token with a space", "acl {\n  tokens {\n    agent = \"abc def\"\n  }\n}\n", nil, "f.hcl: acl.tokens.agent: holds a space"},
-		{"acl default token is management", "acl {\n  tokens {\n    initial_management = \"m1\"\n    default = \"m1\"\n  }\n}\n", nil, "f.hcl: acl.tokens.default: is the initial management token"},
+		{"acl default token is management", "acl {\n  tokens {\n    initial_management = \"6a1253d2-1785-24fd-91c2-f8e78c745511\"\n    default = \"6a1253d2-1785-24fd-91c2-f8e78c745511\"\n  }\n}\n", nil, "f.hcl: acl.tokens.default: is the initial management token"},
+		{"acl initial management not a UUID", "acl {\n  tokens {\n    initial_management = \"root\"\n  }\n}\n", nil, "f.hcl: acl.tokens.initial_management: is not a UUID"},
 		{"metrics address", `telemetry { prometheus_addr = "nowhere" }`, nil, `f.hcl: telemetry.prometheus_addr: "nowhere": want host:port`},
 	}
 	for _, tt := range tests {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/peerd/peerd/internal/acl"
 	"github.com/peerd/peerd/internal/jointoken"
 
@@ -214,6 +216,11 @@ func (c *Config) validateACL(add func(name, format string, a ...any)) {
 	} {
 		if err := acl.ValidateSecret(t.v); err != nil {
 			add(t.name, "%v", err) // the secret itself is never in the message
+		}
+	}
+	if m := c.ACL.Tokens.InitialManagement; m != "" && acl.ValidateSecret(m) == nil {
+		if _, err := uuid.Parse(m); err != nil || len(m) != 36 {
+			add("acl.tokens.initial_management", "is not a UUID: the leader makes a token with it as SecretID, which is a UUID (make one with `cat /proc/sys/kernel/random/uuid`)")
 		}
 	}
 	if c.ACL.Tokens.InitialManagement != "" && c.ACL.Tokens.InitialManagement == c.ACL.Tokens.Default {
