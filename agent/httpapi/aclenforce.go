@@ -21,14 +21,14 @@ import (
 // may not see, as Consul does.
 const filteredHeader = "X-Consul-Results-Filtered-By-ACLs"
 
-// aclMetrics are the enforcement's counters.
-type aclMetrics struct {
+// enforceMetrics are the enforcement's counters.
+type enforceMetrics struct {
 	denials  *prometheus.CounterVec
 	filtered *prometheus.CounterVec
 }
 
-func newACLMetrics(reg prometheus.Registerer) (aclMetrics, error) {
-	m := aclMetrics{
+func newEnforceMetrics(reg prometheus.Registerer) (enforceMetrics, error) {
+	m := enforceMetrics{
 		denials: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "peerd_acl_denials_total",
 			Help: "HTTP API requests refused by ACLs (403), by route.",
@@ -40,7 +40,7 @@ func newACLMetrics(reg prometheus.Registerer) (aclMetrics, error) {
 	}
 	for _, c := range []prometheus.Collector{m.denials, m.filtered} {
 		if err := reg.Register(c); err != nil {
-			return aclMetrics{}, fmt.Errorf("register ACL metrics: %w", err)
+			return enforceMetrics{}, fmt.Errorf("register ACL metrics: %w", err)
 		}
 	}
 	return m, nil
@@ -59,7 +59,7 @@ func isACLRefusal(err error) bool {
 // refused logs and counts an ACL refusal. The message names the accessor
 // and the permission, never the secret.
 func (s *Server) refused(route string, r *http.Request, err error) {
-	s.aclm.denials.WithLabelValues(route).Inc()
+	s.enforcem.denials.WithLabelValues(route).Inc()
 	s.log.Info("ACL refused a request", "route", route, "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
 }
 
@@ -145,7 +145,7 @@ func (s *Server) filterDone(w http.ResponseWriter, r *http.Request, f *aclFilter
 	if f == nil || !f.dropped {
 		return
 	}
-	s.aclm.filtered.WithLabelValues(r.Pattern).Inc()
+	s.enforcem.filtered.WithLabelValues(r.Pattern).Inc()
 	if requestToken(r) != "" {
 		w.Header().Set(filteredHeader, "true")
 	}

@@ -75,7 +75,7 @@ type Server struct {
 	insecureGossip  bool
 	acl             ACLResolver
 	aclTokens       *Tokens
-	aclm            aclMetrics
+	enforcem        enforceMetrics
 	mux             *http.ServeMux
 	// literalPaths are the paths some method routes without a wildcard
 	// (POST /v1/peering/token): only there can a wildcard route of another
@@ -111,7 +111,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("register http metrics: %w", err)
 	}
 	var err error
-	if s.aclm, err = newACLMetrics(s.registry); err != nil {
+	if s.enforcem, err = newEnforceMetrics(s.registry); err != nil {
 		return nil, err
 	}
 	s.mux = http.NewServeMux()
