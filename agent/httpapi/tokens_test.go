@@ -1,10 +1,13 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/peerd/peerd/internal/acl"
 )
 
 // PUT /v1/agent/token/{kind} changes the agent's tokens (acl:write), keeps
@@ -80,4 +83,45 @@ func TestNewTokensBadFile(t *testing.T) {
 	if _, err := NewTokens(AgentTokens{}, file); err == nil || !strings.Contains(err.Error(), file) {
 		t.Errorf("got %v, want an error naming %s", err, file)
 	}
+}
+
+// FuzzTokenInputs feeds the two external inputs of the agent's tokens:
+// the persisted file and PUT /v1/agent/token's body. Neither panics; a
+// file that loads gives back what it held, and a body that is refused
+// changes nothing.
+func FuzzTokenInputs(f *testing.F) {
+	f.Add([]byte(`{"default":"a","agent":"b","agent_recovery":"c","dns":"d"}`), "default", []byte(`{"Token": "x"}`))
+	f.Add([]byte(`{`), "agent_master", []byte(`{"Token": "has space"}`))
+	f.Add([]byte(`null`), "replication", []byte(`[]`))
+	f.Fuzz(func(t *testing.T, file []byte, kind string, body []byte) {
+		path := filepath.Join(t.TempDir(), TokensFile)
+		if err := os.WriteFile(path, file, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		tokens, err := NewTokens(AgentTokens{Default: "configured"}, path)
+		if err != nil {
+			return
+		}
+		before := tokens.Default()
+		var req struct{ Token string }
+		if json.Unmarshal(body, &req) != nil || acl.ValidateSecret(req.Token) != nil {
+			if tokens.Default() != before {
+				t.Fatalf("a refused body changed the default token")
+			}
+			return
+		}
+		if err := tokens.Set(kind, req.Token); err != nil {
+			if tokens.Default() != before {
+				t.Fatalf("a refused Set changed the default token")
+			}
+			return
+		}
+		again, err := NewTokens(AgentTokens{}, path)
+		if err != nil {
+			t.Fatalf("the file Set wrote does not load: %v", err)
+		}
+		if again.Default() != tokens.Default() || again.DNS() != tokens.DNS() || again.Agent() != tokens.Agent() {
+			t.Fatalf("reloaded %q/%q/%q, had %q/%q/%q", again.Default(), again.DNS(), again.Agent(), tokens.Default(), tokens.DNS(), tokens.Agent())
+		}
+	})
 }
