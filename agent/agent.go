@@ -106,6 +106,11 @@ type Agent struct {
 	transparentLns []net.Listener
 	// dns answers the catalog's names and forwards the rest (nil: off).
 	dns *dns.Server
+	// aclTokens are the agent's ACL tokens; metrics/metricsLn the metrics
+	// listener outside the API's ACLs (nil: none).
+	aclTokens *httpapi.Tokens
+	metrics   *http.Server
+	metricsLn net.Listener
 	// trust is the node's certificate (nil without -internal-tls);
 	// admission admits new nodes (servers with trust only).
 	trust     *trust
@@ -408,6 +413,9 @@ func (a *Agent) start(ctx context.Context) error {
 	if a.admission != nil {
 		tokens = a.admission
 	}
+	if a.aclTokens, err = aclTokens(*cfg); err != nil {
+		return err
+	}
 	resolver, err := aclresolve.New(aclresolve.Config{Store: a.cluster.View(), Enabled: cfg.ACL.Enabled,
 		DefaultPolicy: cfg.ACL.DefaultPolicy, Datacenter: cfg.Datacenter})
 	if err != nil {
@@ -419,7 +427,7 @@ func (a *Agent) start(ctx context.Context) error {
 	}
 	api, err := httpapi.New(httpapi.Config{Cluster: a.cluster, Local: a.local, Peering: a.peering, Registry: reg, Version: cfg.Version, Logger: a.log,
 		JoinTokens: tokens, InsecureGossip: cfg.InsecureGossip,
-		ACL: aclAdapter{resolver}, ACLBootstrapResetFile: resetFile,
+		ACL: aclAdapter{resolver}, ACLBootstrapResetFile: resetFile, Tokens: a.aclTokens,
 		DataplaneStatus: func() (any, bool) {
 			if a.dataplane == nil {
 				return nil, false
@@ -428,6 +436,11 @@ func (a *Agent) start(ctx context.Context) error {
 		}})
 	if err != nil {
 		return err
+	}
+	if cfg.MetricsAddr != "" {
+		if err := a.startMetricsListener(cfg.MetricsAddr, api.MetricsHandler()); err != nil {
+			return err
+		}
 	}
 	// The browser protections stand in front of both listeners.
 	edge, err := httpapi.NewEdge(httpapi.EdgeConfig{NodeName: cfg.NodeName, AllowedOrigins: cfg.HTTPAllowedOrigins,
@@ -526,7 +539,7 @@ func (a *Agent) start(ctx context.Context) error {
 	}
 	if cfg.DNSAddr != "" {
 		a.dns, err = dns.New(dns.Config{Addr: cfg.DNSAddr, Domain: cfg.DNSDomain(), Recursors: cfg.Recursors,
-			View: a.cluster.View, Registerer: reg, Logger: a.log})
+			View: a.cluster.View, Registerer: reg, Logger: a.log, Authorizer: dnsAuthorizer(resolver, a.aclTokens)})
 		if err != nil {
 			return err
 		}
@@ -758,6 +771,9 @@ func (a *Agent) PrintBanner(w io.Writer) {
 	if a.dns != nil {
 		fmt.Fprintf(w, "       dns: %s\n", a.dns.Addr())
 	}
+	if a.metricsLn != nil {
+		fmt.Fprintf(w, "   metrics: %s\n", a.metricsLn.Addr())
+	}
 	fmt.Fprintf(w, "    gossip: %s\n", net.JoinHostPort(lm.Addr, strconv.Itoa(lm.Port)))
 	if lm.Meta.RaftAddr != "" {
 		fmt.Fprintf(w, "      raft: %s\n", lm.Meta.RaftAddr)
@@ -898,6 +914,11 @@ func (a *Agent) shutdownSteps() []shutdownStep {
 		{"HTTP API", drainPhase, func(context.Context) error {
 			defer serveCancel()
 			var errs []error
+			if a.metrics != nil {
+				if err := a.metrics.Shutdown(serveCtx); err != nil {
+					errs = append(errs, fmt.Errorf("stop the metrics listener: %w", err))
+				}
+			}
 			if err := a.http.Shutdown(serveCtx); err != nil {
 				errs = append(errs, fmt.Errorf("stop HTTP server: %w", err))
 			}

@@ -57,6 +57,7 @@ func TestWriteWithoutLeaderIs503(t *testing.T) {
 		cfg.NodeName, cfg.Server, cfg.BootstrapExpect, cfg.DataDir = name, true, 2, t.TempDir()
 		cfg.Encrypt = testGossipKey
 		cfg.InternalTLS = false // two servers bootstrapping together: the plaintext mode
+		cfg.ACL.Enabled = false // raft mechanics, no tokens
 		cfg.BindAddr, cfg.HTTPAddr, cfg.GRPCAddr, cfg.GRPCTLSAddr = "127.0.0.1", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 		cfg.GatewayAddr = "127.0.0.1:0"
 		cfg.SerfLANPort, cfg.ServerPort, cfg.LogLevel, cfg.Timing = 0, 0, "error", timing

@@ -53,6 +53,7 @@ func TestRegisteredServicesSurviveRestart(t *testing.T) {
 		cfg := DefaultConfig()
 		cfg.NodeName, cfg.Server, cfg.BootstrapExpect, cfg.DataDir = "solo", true, 1, dir
 		cfg.Encrypt = testGossipKey
+		cfg.ACL.Enabled = false // anti-entropy across a restart: raw mechanics, no tokens
 		cfg.BindAddr, cfg.HTTPAddr, cfg.GRPCAddr, cfg.GRPCTLSAddr = "127.0.0.1", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 		cfg.GatewayAddr = "127.0.0.1:0"
 		cfg.SerfLANPort, cfg.ServerPort, cfg.LogLevel = 0, 0, "error"

@@ -38,6 +38,9 @@ func testAgentConfig(t *testing.T, name string, server bool, expect int, join ..
 	// the plaintext mode. The trusted set-up (first server, join tokens)
 	// is startPeeringCluster's and trustedAgent's.
 	cfg.InternalTLS = false
+	// Raw cluster mechanics: ACLs off, as cluster trust is. The ACL tests
+	// (acl_test.go, the Consul client's with ACLs on) turn them on.
+	cfg.ACL.Enabled = false
 	cfg.BindAddr = "127.0.0.1"
 	cfg.HTTPAddr, cfg.GRPCAddr, cfg.GRPCTLSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.GatewayAddr = "127.0.0.1:0"

@@ -38,6 +38,9 @@ func startPeeringCluster(t *testing.T, name, dc string) *peeringCluster {
 			cfg.BootstrapExpect = 1
 		}
 		cfg.InternalTLS, cfg.JoinToken = true, token
+		// Peering mechanics over cluster trust: ACLs off here; the secure
+		// set-up with ACLs on is acl_test.go's.
+		cfg.ACL.Enabled = false
 		cfg.BindAddr, cfg.HTTPAddr, cfg.GRPCAddr, cfg.GRPCTLSAddr = "127.0.0.1", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 		cfg.GatewayAddr = "127.0.0.1:0"
 		cfg.PeeringAllowLocalGateways = true // both clusters' gateways are on 127.0.0.1 (off outside -dev)

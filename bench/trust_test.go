@@ -29,6 +29,7 @@ func serverConfig(b *testing.B, name string, timing catalog.Timing) agent.Config
 	cfg.LogLevel = "error"
 	cfg.Timing = timing
 	cfg.InternalTLS = false // the plaintext baseline; startTrustedCluster turns it on
+	cfg.ACL.Enabled = false // likewise; the ACL benchmarks turn them on
 	return cfg
 }
 

@@ -160,7 +160,10 @@ func startNode(t testing.TB, h *host, args ...string) *node {
 		Transport: &http.Transport{DialContext: dialIn(h.ns), DisableKeepAlives: true},
 	}
 	dataDir := t.TempDir()
-	n.args = append([]string{"agent", "-node", h.name, "-data-dir", dataDir, "-bind-addr", h.ip}, args...)
+	// The e2e tests drive raw mechanics (gossip, faults, the dataplane)
+	// without tokens: ACLs off unless a test passes -acl-enabled=true
+	// (the last of a flag wins).
+	n.args = append([]string{"agent", "-node", h.name, "-data-dir", dataDir, "-bind-addr", h.ip, "-acl-enabled=false"}, args...)
 	if !slices.Contains(args, "-encrypt") && !slices.Contains(args, "-insecure-gossip") {
 		// A real deployment encrypts gossip; an agent refuses to start
 		// without a key otherwise.

@@ -221,6 +221,10 @@ type Config struct {
 	// ACL is Consul's acl { ... } block: the ACL system guarding the HTTP
 	// API and DNS.
 	ACL ACLConfig
+	// MetricsAddr is a separate listener for /metrics (host:port), without
+	// authentication: for a scraper on a private address. "" = none; the
+	// HTTP API's /metrics needs agent:read then.
+	MetricsAddr string
 
 	// origin says where each setting's value came from (a file and key, or
 	// a flag), so that Validate names what to fix. Nil for a Config built

@@ -120,6 +120,8 @@ func TestDefaults(t *testing.T) {
 		// Room for issue 15's 100,000 instances per peer.
 		PeeringQuotas: peering.Quotas{MaxImportedServices: 10_000, MaxImportedInstances: 250_000, MaxInFlightBytes: 64 << 20,
 			MaxMessagesPerSecond: 5_000, MessageBurst: 20_000},
+		// ACLs on, deny by default: secure outside dev mode.
+		ACL: ACLConfig{Enabled: true, DefaultPolicy: "deny", DownPolicy: "extend-cache"},
 	}
 	if d.ProxyMark == 0 || !reflect.DeepEqual(d, want) {
 		t.Errorf("DefaultConfig:\ngot  %+v\nwant %+v", d, want)
@@ -129,6 +131,7 @@ func TestDefaults(t *testing.T) {
 	want.HTTPAddr, want.GRPCAddr, want.GRPCTLSAddr, want.GatewayAddr, want.DNSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	want.SerfLANPort, want.ServerPort, want.RetryInterval, want.SyncInterval = 0, 0, time.Second, 30*time.Second
 	want.PeeringAllowLocalGateways = true // dev clusters all run on 127.0.0.1
+	want.ACL.Enabled = false              // make demo stays zero-config
 	if !reflect.DeepEqual(dev, want) {
 		t.Errorf("DevConfig:\ngot  %+v\nwant %+v", dev, want)
 	}
@@ -310,6 +313,13 @@ func TestValidateNamesWhatToFix(t *testing.T) {
 		{"log level flag", "", []string{"-log-level", "loud"}, `-log-level: "loud"`},
 		{"gossip key", `encrypt = "abc"`, nil, "f.hcl: encrypt: not base64"},
 		{"domain", `domain = "."`, nil, "f.hcl: domain: "},
+		{"acl default policy", "acl {\n  default_policy = \"maybe\"\n}\n", nil, `f.hcl: acl.default_policy: "maybe": want "deny"`},
+		{"acl default policy flag", "", []string{"-acl-default-policy", "maybe"}, `-acl-default-policy: "maybe": want "deny"`},
+		{"acl down policy", "acl {\n  down_policy = \"retry\"\n}\n", nil, `f.hcl: acl.down_policy: "retry": want one of extend-cache, async-cache, allow, deny`},
+		{"acl token with a space", "acl {\n  tokens {\n    agent = \"abc def\"\n  }\n}\n", nil, "f.hcl: acl.tokens.agent: holds a space"},
+		{"acl default token is management", "acl {\n  tokens {\n    initial_management = \"6a1253d2-1785-24fd-91c2-f8e78c745511\"\n    default = \"6a1253d2-1785-24fd-91c2-f8e78c745511\"\n  }\n}\n", nil, "f.hcl: acl.tokens.default: is the initial management token"},
+		{"acl initial management not a UUID", "acl {\n  tokens {\n    initial_management = \"root\"\n  }\n}\n", nil, "f.hcl: acl.tokens.initial_management: is not a UUID"},
+		{"metrics address", `telemetry { prometheus_addr = "nowhere" }`, nil, `f.hcl: telemetry.prometheus_addr: "nowhere": want host:port`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -425,5 +435,66 @@ func TestRequireGossipKeyAfterAdmission(t *testing.T) {
 	c.Encrypt = "YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWE=" // as the token's key sets it
 	if err := c.RequireGossipKey(); err != nil {
 		t.Fatalf("got %v with a key", err)
+	}
+}
+
+// Consul's acl block, tokens nested in it, reaches its fields; a typo in
+// the nested block is named with its path; a bad token's message does not
+// repeat the secret.
+func TestACLBlock(t *testing.T) {
+	dir := writeFiles(t, map[string]string{"acl.hcl": `
+acl {
+  enabled = true
+  default_policy = "allow"
+  down_policy = "async-cache"
+  enable_token_persistence = true
+  tokens {
+    initial_management = "6a1253d2-1785-24fd-91c2-f8e78c745511"
+    agent = "agent-secret"
+    default = "dns-secret"
+    agent_recovery = "recovery-secret"
+  }
+}
+telemetry {
+  prometheus_addr = "10.0.0.5:9102"
+}
+`})
+	c := CommandLineConfig()
+	if err := c.LoadFiles(dir); err != nil {
+		t.Fatal(err)
+	}
+	want := ACLConfig{Enabled: true, DefaultPolicy: "allow", DownPolicy: "async-cache", EnableTokenPersistence: true,
+		Tokens: ACLTokens{InitialManagement: "6a1253d2-1785-24fd-91c2-f8e78c745511", Agent: "agent-secret", Default: "dns-secret", AgentRecovery: "recovery-secret"}}
+	if !reflect.DeepEqual(c.ACL, want) || c.MetricsAddr != "10.0.0.5:9102" {
+		t.Errorf("got %+v metrics %q, want %+v", c.ACL, c.MetricsAddr, want)
+	}
+
+	typo := writeFiles(t, map[string]string{"t.hcl": "acl {\n  tokens {\n    agnet = \"x\"\n  }\n  enabeld = true\n}\n"})
+	c = CommandLineConfig()
+	err := c.LoadFiles(typo)
+	for _, w := range []string{`acl.tokens.agnet: unknown key; acl.tokens takes initial_management, agent, default, agent_recovery`, `acl.enabeld: unknown key; did you mean "acl.enabled"?`} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("got %v, want it to contain %q", err, w)
+		}
+	}
+
+	c = DefaultConfig()
+	c.DataDir, c.InsecureGossip = t.TempDir(), true
+	c.ACL.Tokens.Agent = "s3cret with space"
+	err = c.Validate()
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("got %v, want an error without the secret", err)
+	}
+
+	// -acl-enabled=false turns them off over the default; a dev agent's
+	// file turns them on.
+	off, err := Parse([]string{"-acl-enabled=false"}, io.Discard)
+	if err != nil || off.ACL.Enabled {
+		t.Errorf("-acl-enabled=false: got enabled %t, err %v", off.ACL.Enabled, err)
+	}
+	on := writeFiles(t, map[string]string{"on.hcl": "acl {\n  enabled = true\n}\n"})
+	dev, err := Parse([]string{"-dev", "-config-dir", on}, io.Discard)
+	if err != nil || !dev.ACL.Enabled || dev.ACL.DefaultPolicy != "deny" {
+		t.Errorf("-dev with acl.enabled: got %+v, err %v", dev.ACL, err)
 	}
 }

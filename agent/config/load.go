@@ -229,14 +229,20 @@ func (c *Config) loadFile(path string) []error {
 	var errs []error
 	fail := func(err error) { errs = append(errs, fmt.Errorf("config %s: %w", path, err)) }
 	top := indexKeys("", g, fail)
-	// A block (ports { ... }) is an object whose keys are settings too.
+	// A block (ports { ... }) is an object whose keys are settings too; a
+	// block may hold blocks (acl { tokens { ... } }), named "acl.tokens".
 	blocks := map[string]keyIndex{}
-	block := func(name string) keyIndex {
+	var block func(name string) keyIndex
+	block = func(name string) keyIndex {
 		if idx, seen := blocks[name]; seen {
 			return idx
 		}
 		blocks[name] = nil
-		raw, ok := top.take(name)
+		parent, leaf := top, name
+		if i := strings.LastIndex(name, "."); i >= 0 {
+			parent, leaf = block(name[:i]), name[i+1:]
+		}
+		raw, ok := parent.take(leaf)
 		if !ok || raw == nil {
 			return nil
 		}
@@ -254,8 +260,8 @@ func (c *Config) loadFile(path string) []error {
 			continue
 		}
 		idx, leaf := top, s.key
-		if name, l, ok := strings.Cut(s.key, "."); ok {
-			idx, leaf = block(name), l
+		if i := strings.LastIndex(s.key, "."); i >= 0 {
+			idx, leaf = block(s.key[:i]), s.key[i+1:]
 		}
 		raw, ok := idx.take(leaf)
 		if !ok || raw == nil {
@@ -287,14 +293,9 @@ func (c *Config) loadFile(path string) []error {
 func unknownKey(prefix, key string) error {
 	var names []string
 	for _, s := range settings {
-		if leaf, ok := strings.CutPrefix(s.key, prefix); ok && s.key != "" && !strings.Contains(leaf, ".") {
-			names = append(names, leaf)
-		}
-	}
-	if prefix == "" {
-		// A block name is a key too.
-		for _, s := range settings {
-			if g, _, ok := strings.Cut(s.key, "."); ok && !slices.Contains(names, g) {
+		// A key of the block, or the name of a block inside it.
+		if rest, ok := strings.CutPrefix(s.key, prefix); ok && s.key != "" {
+			if g, _, _ := strings.Cut(rest, "."); !slices.Contains(names, g) {
 				names = append(names, g)
 			}
 		}

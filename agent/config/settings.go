@@ -207,6 +207,28 @@ var settings = []setting{
 	{name: "SyncInterval", ptr: func(c *Config) any { return &c.SyncInterval }, def: time.Minute, dev: 30 * time.Second,
 		usage: "anti-entropy period"},
 
+	{name: "metrics-addr", flag: true, key: "telemetry.prometheus_addr", ptr: func(c *Config) any { return &c.MetricsAddr },
+		usage: "a separate, unauthenticated listener for /metrics, host:port, for a scraper on a private address (\"\" = none: /metrics is served on the HTTP API only, where ACLs need agent:read)"},
+
+	// Consul's acl block. The tokens have no flags: arguments are visible
+	// to every user of the host.
+	{name: "acl-enabled", flag: true, key: "acl.enabled", ptr: func(c *Config) any { return &c.ACL.Enabled }, def: true, dev: false,
+		usage: "Consul's ACL system on the HTTP API and DNS (default on outside -dev); =false only for a network where everyone who reaches the API may do anything"},
+	{name: "acl-default-policy", flag: true, key: "acl.default_policy", ptr: func(c *Config) any { return &c.ACL.DefaultPolicy }, def: "deny",
+		usage: "what ACLs decide where no rule of the token speaks: deny or allow"},
+	{name: "acl.down_policy", key: "acl.down_policy", ptr: func(c *Config) any { return &c.ACL.DownPolicy }, def: "extend-cache",
+		usage: "what a client agent does with a token it cannot resolve because no server answers: extend-cache (keep using a cached resolution; unknown tokens are refused), async-cache, allow or deny"},
+	{name: "acl.enable_token_persistence", key: "acl.enable_token_persistence", ptr: func(c *Config) any { return &c.ACL.EnableTokenPersistence },
+		usage: "keep the tokens set with PUT /v1/agent/token/* in <data-dir>/acl-tokens.json (0600); they win over the file's on restart"},
+	{name: "acl.tokens.initial_management", key: "acl.tokens.initial_management", ptr: func(c *Config) any { return &c.ACL.Tokens.InitialManagement },
+		usage: "SecretID of a management token the first leader creates (the ACL system's bootstrap without the API)"},
+	{name: "acl.tokens.agent", key: "acl.tokens.agent", ptr: func(c *Config) any { return &c.ACL.Tokens.Agent },
+		usage: "the token of the agent's own calls (anti-entropy, its catalog writes)"},
+	{name: "acl.tokens.default", key: "acl.tokens.default", ptr: func(c *Config) any { return &c.ACL.Tokens.Default },
+		usage: "the token of requests that carry none, and of DNS (\"\" = the anonymous token)"},
+	{name: "acl.tokens.agent_recovery", key: "acl.tokens.agent_recovery", ptr: func(c *Config) any { return &c.ACL.Tokens.AgentRecovery },
+		usage: "a token that works on this agent's /v1/agent/* endpoints even when no server answers"},
+
 	defs("service", func(c *Config) *[]*state.ServiceDefinition { return &c.Services }),
 	defs("services", func(c *Config) *[]*state.ServiceDefinition { return &c.Services }),
 	defs("check", func(c *Config) *[]*state.CheckType { return &c.Checks }),

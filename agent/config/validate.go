@@ -5,10 +5,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
+	"github.com/peerd/peerd/internal/acl"
 	"github.com/peerd/peerd/internal/jointoken"
 	"github.com/peerd/peerd/internal/weborigin"
 
@@ -107,6 +111,7 @@ func (c *Config) validate(needDataDir bool) error {
 		{"grpc-tls-addr", c.GRPCTLSAddr, "127.0.0.1:8503", false},
 		{"gateway-addr", c.GatewayAddr, "0.0.0.0:8443, or \"\" for no gateway", true},
 		{"dns-addr", c.DNSAddr, "127.0.0.1:8600, or \"\" for no DNS server", true},
+		{"metrics-addr", c.MetricsAddr, "10.0.0.5:9102, or \"\" for /metrics on the HTTP API only", true},
 	} {
 		if a.optional && a.addr == "" {
 			continue
@@ -164,6 +169,7 @@ func (c *Config) validate(needDataDir bool) error {
 	}
 	c.validatePeering(add)
 	c.validateAutopilot(add)
+	c.validateACL(add)
 	if c.ProxyMark < 0 || c.ProxyMark > 0xffffffff {
 		add("proxy-mark", "%d: want 0 (none) to 4294967295", c.ProxyMark)
 	}
@@ -226,6 +232,39 @@ func (c *Config) validateHTTP(add func(name, format string, a ...any), errs *[]e
 		if err := weborigin.ValidateHost(h); err != nil {
 			add("http-allowed-hosts", "%v", err)
 		}
+	}
+}
+
+// ACL down policies, as Consul names them.
+var aclDownPolicies = []string{"extend-cache", "async-cache", "allow", "deny"}
+
+// validateACL checks the acl block.
+func (c *Config) validateACL(add func(name, format string, a ...any)) {
+	switch c.ACL.DefaultPolicy {
+	case "allow", "deny":
+	default:
+		add("acl-default-policy", "%q: want \"deny\" (refuse what no rule allows) or \"allow\"", c.ACL.DefaultPolicy)
+	}
+	if !slices.Contains(aclDownPolicies, c.ACL.DownPolicy) {
+		add("acl.down_policy", "%q: want one of %s", c.ACL.DownPolicy, strings.Join(aclDownPolicies, ", "))
+	}
+	for _, t := range []struct{ name, v string }{
+		{"acl.tokens.initial_management", c.ACL.Tokens.InitialManagement},
+		{"acl.tokens.agent", c.ACL.Tokens.Agent},
+		{"acl.tokens.default", c.ACL.Tokens.Default},
+		{"acl.tokens.agent_recovery", c.ACL.Tokens.AgentRecovery},
+	} {
+		if err := acl.ValidateSecret(t.v); err != nil {
+			add(t.name, "%v", err) // the secret itself is never in the message
+		}
+	}
+	if m := c.ACL.Tokens.InitialManagement; m != "" && acl.ValidateSecret(m) == nil {
+		if _, err := uuid.Parse(m); err != nil || len(m) != 36 {
+			add("acl.tokens.initial_management", "is not a UUID: the leader makes a token with it as SecretID, which is a UUID (make one with `cat /proc/sys/kernel/random/uuid`)")
+		}
+	}
+	if c.ACL.Tokens.InitialManagement != "" && c.ACL.Tokens.InitialManagement == c.ACL.Tokens.Default {
+		add("acl.tokens.default", "is the initial management token: every request without a token would be a management request")
 	}
 }
 

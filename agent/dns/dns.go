@@ -11,6 +11,13 @@
 //	<node>.node.<domain>                  A/AAAA: the node's address
 //	<hex>.addr.<domain>                   A/AAAA: the address spelled in hex (SRV targets)
 //
+// With ACLs (Config.Authorizer), a name is answered only when the agent's
+// DNS token (its dns token, else its default one) may read it, as Consul
+// does: service:read on the service and node:read on each instance's node
+// (an instance on a node it may not read is dropped), node:read for a
+// node. What the token may not read is not found (NXDOMAIN), as if it did
+// not exist; each such answer is counted in peerd_dns_acl_hidden_total.
+//
 // An SRV answer carries the A/AAAA record of each target in the additional
 // section, as Consul's does, so a client needs no second query.
 //
@@ -42,6 +49,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/peerd/peerd/catalog/state"
+	"github.com/peerd/peerd/internal/acl"
 )
 
 const (
@@ -76,6 +84,10 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Logger receives structured logs; nil means slog.Default().
 	Logger *slog.Logger
+	// Authorizer resolves the token DNS answers with, once per query (it
+	// may change at run time); nil = no ACLs, everything is answered. An
+	// error (the token unknown, no server to ask) answers SERVFAIL.
+	Authorizer func() (acl.Enforcer, error)
 }
 
 // Server is a running DNS server.
@@ -85,9 +97,11 @@ type Server struct {
 	timeout   time.Duration
 	view      func() *state.Store
 	log       *slog.Logger
+	authz     func() (acl.Enforcer, error)
 
 	queries   *prometheus.CounterVec
 	forwarded *prometheus.CounterVec
+	hidden    *prometheus.CounterVec
 
 	addr     string
 	udp, tcp *dns.Server
@@ -137,7 +151,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
 	}
-	s := &Server{domain: domain, timeout: cfg.RecursorTimeout, view: cfg.View, log: cfg.Logger, addr: cfg.Addr}
+	s := &Server{domain: domain, timeout: cfg.RecursorTimeout, view: cfg.View, log: cfg.Logger, addr: cfg.Addr, authz: cfg.Authorizer}
 	if s.timeout <= 0 {
 		s.timeout = DefaultRecursorTimeout
 	}
@@ -159,8 +173,12 @@ func New(cfg Config) (*Server, error) {
 		Name: "peerd_dns_forwarded_total",
 		Help: "DNS queries forwarded to recursors, by result (ok, error, none: no recursor configured).",
 	}, []string{"result"})
+	s.hidden = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "peerd_dns_acl_hidden_total",
+		Help: "DNS names or instances not answered because the DNS token may not read them, by kind (service, node).",
+	}, []string{"kind"})
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.queries, s.forwarded} {
+		for _, c := range []prometheus.Collector{s.queries, s.forwarded, s.hidden} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("dns: register metrics: %w", err)
 			}
@@ -328,7 +346,13 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg) *dns.Msg {
 		resp.SetRcode(req, dns.RcodeNotImplemented)
 		return withEDNS(resp, req)
 	}
-	rcode, answer, extra := s.lookup(name, q.Qtype)
+	vis, err := s.visibility()
+	if err != nil {
+		s.log.Warn("DNS: resolve the DNS token", "name", name, "err", err)
+		resp.SetRcode(req, dns.RcodeServerFailure)
+		return withEDNS(resp, req)
+	}
+	rcode, answer, extra := s.lookup(name, q.Qtype, vis)
 	resp.Rcode = rcode
 	for _, rr := range answer {
 		rr.Header().Name = q.Name // echo the client's spelling
@@ -356,8 +380,34 @@ func (s *Server) soa() dns.RR {
 	}
 }
 
+// visible is what the DNS token may read; nil = everything.
+type visible struct {
+	s *Server
+	e *acl.Enforcer
+}
+
+func (s *Server) visibility() (visible, error) {
+	if s.authz == nil {
+		return visible{s: s}, nil
+	}
+	e, err := s.authz()
+	if err != nil {
+		return visible{}, err
+	}
+	return visible{s: s, e: &e}, nil
+}
+
+func (v visible) allow(kind acl.Resource, name string) bool {
+	if v.e == nil || v.e.Allowed(kind, name, acl.AccessRead) {
+		return true
+	}
+	v.s.hidden.WithLabelValues(string(kind)).Inc()
+	v.s.log.Info("DNS: not answered, the DNS token may not read it", "kind", string(kind), "name", name)
+	return false
+}
+
 // lookup answers a name under the domain (lower-cased).
-func (s *Server) lookup(name string, qtype uint16) (rcode int, answer, extra []dns.RR) {
+func (s *Server) lookup(name string, qtype uint16, vis visible) (rcode int, answer, extra []dns.RR) {
 	rel := strings.TrimSuffix(strings.TrimSuffix(name, s.domain), ".")
 	if rel == "" { // the apex
 		if qtype == dns.TypeSOA || qtype == dns.TypeANY {
@@ -370,13 +420,21 @@ func (s *Server) lookup(name string, qtype uint16) (rcode int, answer, extra []d
 	var known bool
 	switch {
 	case len(labels) == 3 && labels[1] == "virtual":
-		addrs, known = s.virtualIPs(labels[2], labels[0])
+		if vis.allow(acl.ResourceService, labels[0]) {
+			addrs, known = s.virtualIPs(labels[2], labels[0])
+		}
 	case len(labels) == 4 && labels[1] == "service" && labels[3] == "peer":
-		addrs, known = s.instances(labels[2], labels[0], true)
+		if vis.allow(acl.ResourceService, labels[0]) {
+			addrs, known = s.instances(labels[2], labels[0], true, vis)
+		}
 	case len(labels) == 2 && labels[1] == "service":
-		addrs, known = s.instances("", labels[0], false)
+		if vis.allow(acl.ResourceService, labels[0]) {
+			addrs, known = s.instances("", labels[0], false, vis)
+		}
 	case len(labels) == 2 && labels[1] == "node":
-		addrs, known = s.node(labels[0])
+		if vis.allow(acl.ResourceNode, labels[0]) {
+			addrs, known = s.node(labels[0])
+		}
 	case len(labels) == 2 && labels[1] == "addr":
 		addrs, known = hexAddr(labels[0])
 	}
@@ -462,9 +520,20 @@ func (s *Server) node(name string) ([]endpoint, bool) {
 // instances returns the passing instances of a service: for an imported
 // one, the peer's gateway they are reached through; for a local one, the
 // service's address (or its node's).
-func (s *Server) instances(peer, svc string, imported bool) ([]endpoint, bool) {
-	_, csns, err := s.view().CheckServiceNodes(nil, peer, svc)
-	if err != nil || len(csns) == 0 {
+func (s *Server) instances(peer, svc string, imported bool, vis visible) ([]endpoint, bool) {
+	_, all, err := s.view().CheckServiceNodes(nil, peer, svc)
+	if err != nil {
+		return nil, false
+	}
+	// A local instance on a node the token may not read is dropped (the
+	// nodes of an imported service are the peer's, not ours to rule).
+	csns := all[:0:0]
+	for _, csn := range all {
+		if imported || csn.Node == nil || vis.allow(acl.ResourceNode, csn.Node.Node) {
+			csns = append(csns, csn)
+		}
+	}
+	if len(csns) == 0 {
 		return nil, false
 	}
 	var out []endpoint

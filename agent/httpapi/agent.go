@@ -13,6 +13,7 @@ import (
 	"github.com/peerd/peerd/agent/local"
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/state"
+	"github.com/peerd/peerd/internal/acl"
 	"github.com/peerd/peerd/internal/decode"
 )
 
@@ -55,15 +56,28 @@ func toAgentMember(m catalog.Member) agentMember {
 	}
 }
 
+// agentMembers is GET /v1/agent/members: the members the token may read
+// (node:read), as Consul filters them.
 func (s *Server) agentMembers(w http.ResponseWriter, r *http.Request) (any, error) {
+	f, err := s.filter(r)
+	if err != nil {
+		return nil, err
+	}
 	out := []agentMember{}
 	for _, m := range s.cluster.Members() {
-		out = append(out, toAgentMember(m))
+		if f.node(m.Name) {
+			out = append(out, toAgentMember(m))
+		}
 	}
+	s.filterDone(w, r, f)
 	return out, nil
 }
 
+// agentSelf is GET /v1/agent/self (agent:read on this node).
 func (s *Server) agentSelf(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := s.requireAgent(r, acl.AccessRead); err != nil {
+		return nil, err
+	}
 	cfg := s.cluster.Config()
 	node := s.local.Node()
 	return map[string]any{
@@ -85,6 +99,9 @@ func (s *Server) agentSelf(w http.ResponseWriter, r *http.Request) (any, error) 
 }
 
 func (s *Server) agentJoin(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := s.requireAgent(r, acl.AccessWrite); err != nil {
+		return nil, err
+	}
 	addr := r.PathValue("address")
 	if _, err := s.cluster.Join(addr); err != nil {
 		return nil, errBadRequest("%v", err)
@@ -93,6 +110,9 @@ func (s *Server) agentJoin(w http.ResponseWriter, r *http.Request) (any, error) 
 }
 
 func (s *Server) agentLeave(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := s.requireAgent(r, acl.AccessWrite); err != nil {
+		return nil, err
+	}
 	go func() {
 		_ = s.cluster.Leave(context.Background())
 		_ = s.cluster.Close(context.Background())
@@ -120,10 +140,17 @@ func (s *Server) agentServices(w http.ResponseWriter, r *http.Request) (any, err
 	if err := rejectFilter(r); err != nil {
 		return nil, err
 	}
+	f, err := s.filter(r)
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]agentService{}
 	for id, svc := range s.local.Services() {
-		out[id] = s.toAgentService(svc)
+		if f.service(svc.Service) {
+			out[id] = s.toAgentService(svc)
+		}
 	}
+	s.filterDone(w, r, f)
 	return out, nil
 }
 
@@ -132,6 +159,9 @@ func (s *Server) agentService(w http.ResponseWriter, r *http.Request) (any, erro
 	svc, _, ok := s.local.Service(id)
 	if !ok {
 		return nil, errNotFound("unknown service ID %q", id)
+	}
+	if _, err := s.require(r, acl.ResourceService, svc.Service, acl.AccessRead); err != nil {
+		return nil, err
 	}
 	out := s.toAgentService(svc)
 	b, _ := json.Marshal(out)
@@ -149,21 +179,60 @@ func (s *Server) agentServiceRegister(w http.ResponseWriter, r *http.Request) (a
 	if err != nil {
 		return nil, errBadRequest("invalid service registration: %v", err)
 	}
+	svc, _, err := local.ServiceFromDefinition(def)
+	if err != nil {
+		return nil, errBadRequest("invalid service registration: %v", err)
+	}
+	e, err := s.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	var existing *state.Service
+	if old, _, ok := s.local.Service(svc.ID); ok {
+		existing = old
+	}
+	if err := vetServiceWrite(e, def, svc, existing); err != nil {
+		return nil, err
+	}
+	if err := cgroupClaim(svc, s.localServices()); err != nil {
+		return nil, err
+	}
 	if err := s.local.AddService(r.Context(), def, false); err != nil {
 		return nil, errBadRequest("invalid service registration: %v", err)
 	}
 	return nil, nil
 }
 
+// agentServiceDeregister needs service:write on the service (Consul's
+// vetServiceUpdate).
 func (s *Server) agentServiceDeregister(w http.ResponseWriter, r *http.Request) (any, error) {
-	return nil, s.local.RemoveService(r.Context(), r.PathValue("id"))
+	id := r.PathValue("id")
+	svc, _, ok := s.local.Service(id)
+	if !ok {
+		return nil, errNotFound("unknown service ID %q", id)
+	}
+	if _, err := s.require(r, acl.ResourceService, svc.Service, acl.AccessWrite); err != nil {
+		return nil, err
+	}
+	return nil, s.local.RemoveService(r.Context(), id)
 }
 
 func (s *Server) agentChecks(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err := rejectFilter(r); err != nil {
 		return nil, err
 	}
-	return s.local.Checks(), nil
+	f, err := s.filter(r)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]*state.HealthCheck{}
+	for id, c := range s.local.Checks() {
+		if f.check(c) {
+			out[id] = c
+		}
+	}
+	s.filterDone(w, r, f)
+	return out, nil
 }
 
 func (s *Server) agentCheckRegister(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -191,6 +260,9 @@ func (s *Server) agentCheckRegister(w http.ResponseWriter, r *http.Request) (any
 	if def.CheckID == "" {
 		def.CheckID = id
 	}
+	if err := s.vetCheckWrite(r, def.ServiceID); err != nil {
+		return nil, err
+	}
 	if err := s.local.AddCheck(r.Context(), &def, false); err != nil {
 		if errors.Is(err, local.ErrUnknownService) {
 			return nil, err
@@ -201,11 +273,17 @@ func (s *Server) agentCheckRegister(w http.ResponseWriter, r *http.Request) (any
 }
 
 func (s *Server) agentCheckDeregister(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := s.vetExistingCheck(r, r.PathValue("id")); err != nil {
+		return nil, err
+	}
 	return nil, s.local.RemoveCheck(r.Context(), r.PathValue("id"))
 }
 
 func (s *Server) agentCheckTTL(status string) endpoint {
 	return func(w http.ResponseWriter, r *http.Request) (any, error) {
+		if err := s.vetExistingCheck(r, r.PathValue("id")); err != nil {
+			return nil, err
+		}
 		return nil, s.local.UpdateTTL(r.PathValue("id"), status, r.URL.Query().Get("note"))
 	}
 }
@@ -216,6 +294,9 @@ func (s *Server) agentCheckUpdate(w http.ResponseWriter, r *http.Request) (any, 
 		Output string
 	}
 	if err := decodeBody(r, &body); err != nil {
+		return nil, err
+	}
+	if err := s.vetExistingCheck(r, r.PathValue("id")); err != nil {
 		return nil, err
 	}
 	if !state.ValidHealthStatus(body.Status) || body.Status == state.HealthMaint {

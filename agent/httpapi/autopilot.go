@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/internal/acl"
 )
 
 // The raft and autopilot operator endpoints in Consul's JSON shape. The
@@ -25,6 +26,9 @@ type raftServerJSON struct {
 
 // operatorRaftConfiguration is GET /v1/operator/raft/configuration.
 func (s *Server) operatorRaftConfiguration(w http.ResponseWriter, r *http.Request) (any, error) {
+	if _, err := s.require(r, acl.ResourceOperator, "", acl.AccessRead); err != nil {
+		return nil, err
+	}
 	if !s.cluster.IsServer() {
 		return nil, s.relay(w, r, true)
 	}
@@ -78,6 +82,9 @@ type autopilotServerJSON struct {
 
 // operatorAutopilotState is GET /v1/operator/autopilot/state.
 func (s *Server) operatorAutopilotState(w http.ResponseWriter, r *http.Request) (any, error) {
+	if _, err := s.require(r, acl.ResourceOperator, "", acl.AccessRead); err != nil {
+		return nil, err
+	}
 	if relayed, err := s.leaderOnly(w, r); relayed {
 		return nil, err
 	}
@@ -108,6 +115,9 @@ func (s *Server) operatorAutopilotState(w http.ResponseWriter, r *http.Request) 
 // operatorAutopilotHealth is GET /v1/operator/autopilot/health: the same
 // pass as a list, as Consul's OperatorHealthReply.
 func (s *Server) operatorAutopilotHealth(w http.ResponseWriter, r *http.Request) (any, error) {
+	if _, err := s.require(r, acl.ResourceOperator, "", acl.AccessRead); err != nil {
+		return nil, err
+	}
 	if relayed, err := s.leaderOnly(w, r); relayed {
 		return nil, err
 	}
@@ -153,6 +163,9 @@ func sortedServers(st catalog.AutopilotState) []catalog.AutopilotServer {
 // operatorAutopilotConfiguration is GET /v1/operator/autopilot/configuration:
 // the settings in effect on the leader (set by its flags or config file).
 func (s *Server) operatorAutopilotConfiguration(w http.ResponseWriter, r *http.Request) (any, error) {
+	if _, err := s.require(r, acl.ResourceOperator, "", acl.AccessRead); err != nil {
+		return nil, err
+	}
 	if relayed, err := s.leaderOnly(w, r); relayed {
 		return nil, err
 	}
@@ -171,6 +184,9 @@ func (s *Server) operatorAutopilotConfiguration(w http.ResponseWriter, r *http.R
 // operatorRaftPeerDelete is DELETE /v1/operator/raft/peer?id=…: remove a
 // server from the raft configuration by hand.
 func (s *Server) operatorRaftPeerDelete(w http.ResponseWriter, r *http.Request) (any, error) {
+	if _, err := s.require(r, acl.ResourceOperator, "", acl.AccessWrite); err != nil {
+		return nil, err
+	}
 	id := r.URL.Query().Get("id")
 	if id == "" {
 		if r.URL.Query().Get("address") != "" {

@@ -23,15 +23,20 @@ const (
 )
 
 // virtualIPs lists the virtual IPs of imported services (?peer= filters).
+// virtualIPs lists those of the services the token may read.
 func (s *Server) virtualIPs(w http.ResponseWriter, r *http.Request) (any, error) {
-	return s.read(w, r, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
+	f, err := s.filter(r)
+	if err != nil {
+		return nil, err
+	}
+	return s.readFiltered(w, r, f, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
 		idx, all, err := st.VirtualIPs(ws)
 		if err != nil {
 			return 0, nil, err
 		}
 		out := []*state.VirtualIP{}
 		for _, v := range all {
-			if p := peerParam(r); p == "" || strings.EqualFold(p, v.Peer) {
+			if p := peerParam(r); (p == "" || strings.EqualFold(p, v.Peer)) && f.service(v.Service) {
 				out = append(out, v)
 			}
 		}
@@ -83,11 +88,15 @@ func (s *Server) catalogNodes(w http.ResponseWriter, r *http.Request) (any, erro
 	if err != nil {
 		return nil, err
 	}
-	return s.read(w, r, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
+	f, err := s.filter(r)
+	if err != nil {
+		return nil, err
+	}
+	return s.readFiltered(w, r, f, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
 		idx, nodes, err := st.Nodes(ws, peerParam(r))
 		out := []*state.Node{}
 		for _, n := range nodes {
-			if metaMatches(n.Meta, meta) {
+			if metaMatches(n.Meta, meta) && f.node(n.Node) {
 				out = append(out, n)
 			}
 		}
@@ -97,10 +106,17 @@ func (s *Server) catalogNodes(w http.ResponseWriter, r *http.Request) (any, erro
 
 func (s *Server) catalogNode(w http.ResponseWriter, r *http.Request) (any, error) {
 	name := r.PathValue("node")
-	return s.read(w, r, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
+	f, err := s.filter(r)
+	if err != nil {
+		return nil, err
+	}
+	return s.readFiltered(w, r, f, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
 		idx, node, err := st.Node(ws, peerParam(r), name)
 		if err != nil || node == nil {
 			return idx, (*state.Node)(nil), err // Consul answers null
+		}
+		if !f.node(node.Node) {
+			return idx, (*state.Node)(nil), nil // a node the token may not read: as if missing
 		}
 		sidx, svcs, err := st.NodeServices(ws, peerParam(r), name)
 		if err != nil {
@@ -108,15 +124,30 @@ func (s *Server) catalogNode(w http.ResponseWriter, r *http.Request) (any, error
 		}
 		m := map[string]agentService{}
 		for _, svc := range svcs {
-			m[svc.ID] = s.toAgentService(svc)
+			if f.service(svc.Service) {
+				m[svc.ID] = s.toAgentService(svc)
+			}
 		}
 		return max(idx, sidx), map[string]any{"Node": node, "Services": m}, nil
 	})
 }
 
 func (s *Server) catalogServices(w http.ResponseWriter, r *http.Request) (any, error) {
-	return s.read(w, r, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
-		return st.Services(ws, peerParam(r))
+	f, err := s.filter(r)
+	if err != nil {
+		return nil, err
+	}
+	return s.readFiltered(w, r, f, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
+		idx, all, err := st.Services(ws, peerParam(r))
+		if err != nil {
+			return 0, nil, err
+		}
+		for name := range all {
+			if !f.service(name) {
+				delete(all, name)
+			}
+		}
+		return idx, all, nil
 	})
 }
 
@@ -126,7 +157,11 @@ func (s *Server) catalogService(w http.ResponseWriter, r *http.Request) (any, er
 	if err != nil {
 		return nil, err
 	}
-	return s.read(w, r, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
+	f, err := s.filter(r)
+	if err != nil {
+		return nil, err
+	}
+	return s.readFiltered(w, r, f, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
 		idx, sns, err := st.ServiceNodes(ws, peerParam(r), name)
 		if err != nil {
 			return 0, nil, err
@@ -141,7 +176,7 @@ func (s *Server) catalogService(w http.ResponseWriter, r *http.Request) (any, er
 		}
 		out := []catalogService{}
 		for _, sn := range sns {
-			if !match.matches(sn.Node, sn.Service) {
+			if !match.matches(sn.Node, sn.Service) || !f.instance(sn.Node, sn.Service) {
 				continue
 			}
 			cs := toCatalogService(sn.Node, sn.Service)
@@ -189,14 +224,18 @@ func (s *Server) healthService(w http.ResponseWriter, r *http.Request) (any, err
 	if err != nil {
 		return nil, err
 	}
-	return s.read(w, r, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
+	f, err := s.filter(r)
+	if err != nil {
+		return nil, err
+	}
+	return s.readFiltered(w, r, f, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
 		idx, csns, err := st.CheckServiceNodes(ws, peerParam(r), name)
 		if err != nil {
 			return 0, nil, err
 		}
 		out := []serviceEntry{}
 		for _, csn := range csns {
-			if !match.matches(csn.Node, csn.Service) {
+			if !match.matches(csn.Node, csn.Service) || !f.instance(csn.Node, csn.Service) {
 				continue
 			}
 			if passing && state.AggregatedStatus(csn.Checks) != state.HealthPassing {
@@ -214,12 +253,16 @@ func (s *Server) healthService(w http.ResponseWriter, r *http.Request) (any, err
 
 func (s *Server) healthChecks(w http.ResponseWriter, r *http.Request) (any, error) {
 	name := r.PathValue("service")
-	return s.read(w, r, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
+	f, err := s.filter(r)
+	if err != nil {
+		return nil, err
+	}
+	return s.readFiltered(w, r, f, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
 		idx, csns, err := st.CheckServiceNodes(ws, peerParam(r), name)
 		out := []*state.HealthCheck{}
 		for _, csn := range csns {
 			for _, c := range csn.Checks {
-				if c.ServiceID == csn.Service.ID {
+				if c.ServiceID == csn.Service.ID && f.check(c) {
 					out = append(out, c)
 				}
 			}
@@ -230,12 +273,19 @@ func (s *Server) healthChecks(w http.ResponseWriter, r *http.Request) (any, erro
 
 func (s *Server) healthNode(w http.ResponseWriter, r *http.Request) (any, error) {
 	name := r.PathValue("node")
-	return s.read(w, r, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
+	f, err := s.filter(r)
+	if err != nil {
+		return nil, err
+	}
+	return s.readFiltered(w, r, f, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
 		idx, checks, err := st.NodeChecks(ws, peerParam(r), name)
-		if checks == nil {
-			checks = []*state.HealthCheck{}
+		out := []*state.HealthCheck{}
+		for _, c := range checks {
+			if f.check(c) {
+				out = append(out, c)
+			}
 		}
-		return idx, checks, err
+		return idx, out, err
 	})
 }
 
@@ -244,7 +294,11 @@ func (s *Server) healthState(w http.ResponseWriter, r *http.Request) (any, error
 	if status != state.HealthAny && !state.ValidHealthStatus(status) {
 		return nil, errBadRequest("state %q: must be any, passing, warning or critical", status)
 	}
-	return s.read(w, r, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
+	f, err := s.filter(r)
+	if err != nil {
+		return nil, err
+	}
+	return s.readFiltered(w, r, f, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
 		idx, nodes, err := st.Nodes(ws, peerParam(r))
 		if err != nil {
 			return 0, nil, err
@@ -257,7 +311,7 @@ func (s *Server) healthState(w http.ResponseWriter, r *http.Request) (any, error
 			}
 			idx = max(idx, cidx)
 			for _, c := range checks {
-				if status == state.HealthAny || c.Status == status {
+				if (status == state.HealthAny || c.Status == status) && f.check(c) {
 					out = append(out, c)
 				}
 			}
@@ -392,6 +446,22 @@ func (s *Server) catalogRegister(w http.ResponseWriter, r *http.Request) (any, e
 		}
 		reg.Checks = append(reg.Checks, hc)
 	}
+	e, err := s.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	_, onNode, err := s.cluster.View().NodeServices(nil, "", req.Node)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.vetCatalogRegister(e, reg, onNode); err != nil {
+		return nil, err
+	}
+	if reg.Service != nil {
+		if err := cgroupClaim(reg.Service, onNode); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := s.cluster.Apply(r.Context(), &catalog.Command{Type: catalog.CmdRegister, Register: reg}); err != nil {
 		return nil, err
 	}
@@ -417,9 +487,24 @@ func (s *Server) catalogDeregister(w http.ResponseWriter, r *http.Request) (any,
 	if req.Node == "" {
 		return nil, errBadRequest("Node: missing node name")
 	}
-	_, err := s.cluster.Apply(r.Context(), &catalog.Command{Type: catalog.CmdDeregister, Deregister: &state.DeregisterRequest{
-		Node: req.Node, ServiceID: req.ServiceID, CheckID: req.CheckID,
-	}})
+	dereg := &state.DeregisterRequest{Node: req.Node, ServiceID: req.ServiceID, CheckID: req.CheckID}
+	e, err := s.authorize(r)
+	if err != nil {
+		return nil, err
+	}
+	view := s.cluster.View()
+	_, onNode, err := view.NodeServices(nil, "", req.Node)
+	if err != nil {
+		return nil, err
+	}
+	_, checks, err := view.NodeChecks(nil, "", req.Node)
+	if err != nil {
+		return nil, err
+	}
+	if err := vetCatalogDeregister(e, dereg, onNode, checks); err != nil {
+		return nil, err
+	}
+	_, err = s.cluster.Apply(r.Context(), &catalog.Command{Type: catalog.CmdDeregister, Deregister: dereg})
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/peerd/peerd/internal/acl"
 	"github.com/peerd/peerd/internal/identity"
 )
 
@@ -77,6 +78,9 @@ type caRotateResponse struct {
 // current one. Leaves are renewed by every node's terminator within
 // seconds; the new roots reach peers with the trust bundle.
 func (s *Server) caRotate(w http.ResponseWriter, r *http.Request) (any, error) {
+	if _, err := s.require(r, acl.ResourceOperator, "", acl.AccessWrite); err != nil {
+		return nil, err
+	}
 	p, err := s.peeringController()
 	if err != nil {
 		return nil, err
@@ -92,6 +96,9 @@ func (s *Server) caRotate(w http.ResponseWriter, r *http.Request) (any, error) {
 // layers — loaded or not and why, attach modes, kernel, map occupancy and
 // counters — or {"Enabled": false} when the node runs no dataplane.
 func (s *Server) agentDataplane(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := s.requireAgent(r, acl.AccessRead); err != nil {
+		return nil, err
+	}
 	if s.dataplaneStatus != nil {
 		if st, ok := s.dataplaneStatus(); ok {
 			return map[string]any{"Enabled": true, "Status": st}, nil

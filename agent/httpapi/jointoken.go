@@ -9,7 +9,9 @@ import (
 	"github.com/peerd/peerd/agent/admission"
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/state"
+	"github.com/peerd/peerd/internal/acl"
 	"github.com/peerd/peerd/internal/decode"
+	"github.com/peerd/peerd/internal/jointoken"
 )
 
 // JoinTokens is admission's side of /v1/operator/join-token*: servers with
@@ -55,6 +57,18 @@ func joinTokenOut(t state.JoinToken, now time.Time) joinTokenJSON {
 	return out
 }
 
+// requireJoinToken is the permission to make a join token of role: a
+// client's admits a node (operator:write); a server's admits a node that
+// will hold the raft state, the CA key and the secrets with it, so it takes
+// what a snapshot takes: a management token (acl:write).
+func (s *Server) requireJoinToken(r *http.Request, role string) error {
+	if role == jointoken.RoleClient {
+		_, err := s.require(r, acl.ResourceOperator, "", acl.AccessWrite)
+		return err
+	}
+	return s.requireManagement(r)
+}
+
 func (s *Server) joinTokens() (JoinTokens, error) {
 	if s.tokens == nil {
 		return nil, &httpError{code: http.StatusNotImplemented,
@@ -67,12 +81,15 @@ func (s *Server) joinTokens() (JoinTokens, error) {
 // for a new node of the given role. The answer is the only time the token
 // is shown.
 func (s *Server) joinTokenCreate(w http.ResponseWriter, r *http.Request) (any, error) {
-	jt, err := s.joinTokens()
-	if err != nil {
-		return nil, err
-	}
 	var req joinTokenCreateRequest
 	if err := decodeBody(r, &req); err != nil {
+		return nil, err
+	}
+	if err := s.requireJoinToken(r, req.Role); err != nil {
+		return nil, err
+	}
+	jt, err := s.joinTokens()
+	if err != nil {
 		return nil, err
 	}
 	tok, rec, err := jt.CreateToken(r.Context(), req.Role, time.Duration(req.TTL), req.Description)
@@ -87,6 +104,9 @@ func (s *Server) joinTokenCreate(w http.ResponseWriter, r *http.Request) (any, e
 // joinTokenList is GET /v1/operator/join-tokens: every token's record,
 // without secrets (the servers keep none).
 func (s *Server) joinTokenList(w http.ResponseWriter, r *http.Request) (any, error) {
+	if _, err := s.require(r, acl.ResourceOperator, "", acl.AccessRead); err != nil {
+		return nil, err
+	}
 	jt, err := s.joinTokens()
 	if err != nil {
 		return nil, err
@@ -106,6 +126,9 @@ func (s *Server) joinTokenList(w http.ResponseWriter, r *http.Request) (any, err
 // joinTokenRevoke is DELETE /v1/operator/join-token/{id}: the token admits
 // no node any more.
 func (s *Server) joinTokenRevoke(w http.ResponseWriter, r *http.Request) (any, error) {
+	if _, err := s.require(r, acl.ResourceOperator, "", acl.AccessWrite); err != nil {
+		return nil, err
+	}
 	jt, err := s.joinTokens()
 	if err != nil {
 		return nil, err
@@ -124,6 +147,9 @@ func (s *Server) joinTokenRevoke(w http.ResponseWriter, r *http.Request) (any, e
 // certificate of the node signed so far stops working on raft, the
 // internal port and the node hop; its open streams end. Servers only.
 func (s *Server) nodeRevoke(w http.ResponseWriter, r *http.Request) (any, error) {
+	if _, err := s.require(r, acl.ResourceOperator, "", acl.AccessWrite); err != nil {
+		return nil, err
+	}
 	node := r.PathValue("node")
 	at, err := s.cluster.RevokeNode(r.Context(), node, time.Now())
 	if errors.Is(err, catalog.ErrNotServer) {

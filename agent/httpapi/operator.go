@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/peerd/peerd/catalog"
+	"github.com/peerd/peerd/internal/acl"
 )
 
 // keyringResponse is Consul's KeyringResponse: how many of the NumNodes
@@ -48,6 +49,9 @@ func (s *Server) keyringResponse(results []catalog.KeyringResult) keyringRespons
 
 // keyringList is GET /v1/operator/keyring: every live member's keys.
 func (s *Server) keyringList(w http.ResponseWriter, r *http.Request) (any, error) {
+	if _, err := s.require(r, acl.ResourceKeyring, "", acl.AccessRead); err != nil {
+		return nil, err
+	}
 	results, err := s.cluster.Keyring(r.Context(), catalog.KeyringList, nil)
 	if err != nil {
 		return nil, keyringError(err)
@@ -61,6 +65,9 @@ func (s *Server) keyringList(w http.ResponseWriter, r *http.Request) (any, error
 // member applied it; on success it answers the keyrings as they are now.
 func (s *Server) keyringOp(op catalog.KeyringOp) endpoint {
 	return func(w http.ResponseWriter, r *http.Request) (any, error) {
+		if _, err := s.require(r, acl.ResourceKeyring, "", acl.AccessWrite); err != nil {
+			return nil, err
+		}
 		var body struct{ Key string }
 		if err := decodeBody(r, &body); err != nil {
 			return nil, err

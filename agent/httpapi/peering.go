@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/go-memdb"
 
 	"github.com/peerd/peerd/catalog/state"
+	"github.com/peerd/peerd/internal/acl"
 	"github.com/peerd/peerd/peering"
 )
 
@@ -225,6 +226,9 @@ func partitionParam(r *http.Request) error {
 
 // peeringToken is POST /v1/peering/token.
 func (s *Server) peeringToken(w http.ResponseWriter, r *http.Request) (any, error) {
+	if _, err := s.require(r, acl.ResourcePeering, "", acl.AccessWrite); err != nil {
+		return nil, err
+	}
 	p, err := s.peeringController()
 	if err != nil {
 		return nil, err
@@ -262,6 +266,9 @@ func (s *Server) peeringToken(w http.ResponseWriter, r *http.Request) (any, erro
 
 // peeringEstablish is POST /v1/peering/establish.
 func (s *Server) peeringEstablish(w http.ResponseWriter, r *http.Request) (any, error) {
+	if _, err := s.require(r, acl.ResourcePeering, "", acl.AccessWrite); err != nil {
+		return nil, err
+	}
 	p, err := s.peeringController()
 	if err != nil {
 		return nil, err
@@ -294,6 +301,9 @@ func (s *Server) peeringEstablish(w http.ResponseWriter, r *http.Request) (any, 
 
 // peeringRead is GET /v1/peering/:name.
 func (s *Server) peeringRead(w http.ResponseWriter, r *http.Request) (any, error) {
+	if _, err := s.require(r, acl.ResourcePeering, "", acl.AccessRead); err != nil {
+		return nil, err
+	}
 	p, err := s.peeringController()
 	if err != nil {
 		return nil, err
@@ -316,6 +326,9 @@ func (s *Server) peeringRead(w http.ResponseWriter, r *http.Request) (any, error
 // peeringDelete is DELETE /v1/peering/:name. It answers an empty 200 once the
 // peering is marked for deletion; the deletion itself is asynchronous.
 func (s *Server) peeringDelete(w http.ResponseWriter, r *http.Request) (any, error) {
+	if _, err := s.require(r, acl.ResourcePeering, "", acl.AccessWrite); err != nil {
+		return nil, err
+	}
 	p, err := s.peeringController()
 	if err != nil {
 		return nil, err
@@ -347,6 +360,9 @@ func (s *Server) peeringRotateSecret(w http.ResponseWriter, r *http.Request) (an
 
 // peeringList is GET /v1/peerings.
 func (s *Server) peeringList(w http.ResponseWriter, r *http.Request) (any, error) {
+	if _, err := s.require(r, acl.ResourcePeering, "", acl.AccessRead); err != nil {
+		return nil, err
+	}
 	p, err := s.peeringController()
 	if err != nil {
 		return nil, err
@@ -372,6 +388,10 @@ func (s *Server) peeringList(w http.ResponseWriter, r *http.Request) (any, error
 // with its consumer peers, wildcards expanded. It is a catalog read, with
 // blocking queries.
 func (s *Server) exportedServices(w http.ResponseWriter, r *http.Request) (any, error) {
+	// Consul: mesh:read (or operator:read, which the mesh rule falls back to).
+	if _, err := s.require(r, acl.ResourceMesh, "", acl.AccessRead); err != nil {
+		return nil, err
+	}
 	if err := partitionParam(r); err != nil {
 		return nil, err
 	}
@@ -391,13 +411,25 @@ func (s *Server) exportedServices(w http.ResponseWriter, r *http.Request) (any, 
 // importedServices is GET /v1/imported-services: every service imported
 // from a peer. It is a catalog read, with blocking queries.
 func (s *Server) importedServices(w http.ResponseWriter, r *http.Request) (any, error) {
+	// As exported-services: mesh:read (or operator:read); each service
+	// then needs service:read, the filter of every service list.
+	if _, err := s.require(r, acl.ResourceMesh, "", acl.AccessRead); err != nil {
+		return nil, err
+	}
 	if err := partitionParam(r); err != nil {
 		return nil, err
 	}
-	return s.read(w, r, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
+	f, err := s.filter(r)
+	if err != nil {
+		return nil, err
+	}
+	return s.readFiltered(w, r, f, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
 		idx, list, err := peering.ImportedServicesFromStore(ws, st)
 		out := make([]importedServiceJSON, 0, len(list))
 		for _, e := range list {
+			if !f.service(e.Service) {
+				continue
+			}
 			out = append(out, importedServiceJSON{
 				Service: e.Service, Partition: defaultPartition, Namespace: "default",
 				SourcePeer: e.SourcePeer, SourcePartition: defaultPartition,

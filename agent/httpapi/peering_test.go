@@ -30,13 +30,23 @@ type peeringNode struct {
 	cluster *catalog.Cluster
 	peering *peering.Server
 	srv     *Server
+	local   *local.State
 	url     string
 	client  *api.Client
+	// internalAddr is the internal gRPC port, where the relay is served.
+	internalAddr string
 }
 
 // startPeeringNode starts a dev server in datacenter dc and waits until it
 // leads and has a CA. Without withPeering the HTTP API has no controller.
 func startPeeringNode(t testing.TB, name, dc string, withPeering bool) *peeringNode {
+	t.Helper()
+	return startPeeringNodeWith(t, name, dc, withPeering, nil)
+}
+
+// startPeeringNodeWith is startPeeringNode with adjust changing the HTTP
+// API's configuration (nil: none).
+func startPeeringNodeWith(t testing.TB, name, dc string, withPeering bool, adjust func(*Config)) *peeringNode {
 	t.Helper()
 	quiet := slog.New(slog.DiscardHandler)
 	internalLn, err := net.Listen("tcp", "127.0.0.1:0")
@@ -69,11 +79,6 @@ func startPeeringNode(t testing.TB, name, dc string, withPeering bool) *peeringN
 	p.RegisterManagement(internal)
 	secure := grpc.NewServer(grpc.Creds(credentials.NewTLS(p.ServerTLSConfig())))
 	p.RegisterStream(secure)
-	go func() { _ = internal.Serve(internalLn) }()
-	go func() { _ = secure.Serve(tlsLn) }()
-	if err := p.Start(); err != nil {
-		t.Fatal(err)
-	}
 
 	l, err := local.New(local.Config{Node: state.Node{Node: name, Address: "127.0.0.1", Datacenter: dc}, Logger: quiet}, c)
 	if err != nil {
@@ -83,8 +88,17 @@ func startPeeringNode(t testing.TB, name, dc string, withPeering bool) *peeringN
 	if withPeering {
 		cfg.Peering = p
 	}
+	if adjust != nil {
+		adjust(&cfg)
+	}
 	srv, err := New(cfg)
 	if err != nil {
+		t.Fatal(err)
+	}
+	srv.RegisterRelay(internal)
+	go func() { _ = internal.Serve(internalLn) }()
+	go func() { _ = secure.Serve(tlsLn) }()
+	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(srv.Handler())
@@ -110,7 +124,7 @@ func startPeeringNode(t testing.TB, name, dc string, withPeering bool) *peeringN
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return &peeringNode{cluster: c, peering: p, srv: srv, url: hs.URL, client: client}
+	return &peeringNode{cluster: c, peering: p, srv: srv, local: l, url: hs.URL, client: client, internalAddr: internalLn.Addr().String()}
 }
 
 // call sends method path with body and returns the status and body.

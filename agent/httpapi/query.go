@@ -83,6 +83,20 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, fn queryFn) (any, 
 	return s.blockingQuery(w, r, opts, store, fn)
 }
 
+// readFiltered is read for a list that f filters: f starts over on every
+// pass of a blocking query, and the answer says whether it dropped
+// something (filterDone).
+func (s *Server) readFiltered(w http.ResponseWriter, r *http.Request, f *aclFilter, fn queryFn) (any, error) {
+	out, err := s.read(w, r, func(ws memdb.WatchSet, st *state.Store) (uint64, any, error) {
+		f.reset()
+		return fn(ws, st)
+	})
+	if err == nil && out != nil {
+		s.filterDone(w, r, f)
+	}
+	return out, err
+}
+
 func (s *Server) blockingQuery(w http.ResponseWriter, r *http.Request, opts queryOptions, store *state.Store, fn queryFn) (any, error) {
 	ctx := r.Context()
 	var timeout <-chan time.Time

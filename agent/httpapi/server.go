@@ -57,6 +57,11 @@ type Config struct {
 	// reset index written there allows one more PUT /v1/acl/bootstrap.
 	// "" = no reset (dev mode).
 	ACLBootstrapResetFile string
+	// Tokens are the agent's own ACL tokens: the default token stands in
+	// for requests without one, the agent recovery token is honoured here,
+	// and PUT /v1/agent/token/* changes them. Nil = none (501 on that
+	// endpoint).
+	Tokens *Tokens
 }
 
 // Server is the HTTP API. Its Handler is safe for concurrent use.
@@ -75,11 +80,16 @@ type Server struct {
 	acl             ACLResolver
 	aclm            *aclMetrics
 	aclResetFile    string
+	aclTokens       *Tokens
+	enforcem        enforceMetrics
 	mux             *http.ServeMux
 	// literalPaths are the paths some method routes without a wildcard
 	// (POST /v1/peering/token): only there can a wildcard route of another
 	// method (GET /v1/peering/{name}) match a request it must not serve.
 	literalPaths map[string]bool
+	// patterns are the routes, in the order registered (the ACL test
+	// walks them all).
+	patterns []string
 }
 
 // New returns the HTTP API server.
@@ -90,7 +100,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cluster: cfg.Cluster, local: cfg.Local, registry: cfg.Registry, version: cfg.Version, log: cfg.Logger,
 		peering: cfg.Peering, tokens: cfg.JoinTokens, dataplaneStatus: cfg.DataplaneStatus, insecureGossip: cfg.InsecureGossip,
-		acl: cfg.ACL, aclResetFile: cfg.ACLBootstrapResetFile,
+		acl: cfg.ACL, aclResetFile: cfg.ACLBootstrapResetFile, aclTokens: cfg.Tokens,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -106,6 +116,10 @@ func New(cfg Config) (*Server, error) {
 	if err := s.registry.Register(s.duration); err != nil {
 		return nil, fmt.Errorf("register http metrics: %w", err)
 	}
+	var err error
+	if s.enforcem, err = newEnforceMetrics(s.registry); err != nil {
+		return nil, err
+	}
 	if err := s.initACL(); err != nil {
 		return nil, err
 	}
@@ -113,6 +127,12 @@ func New(cfg Config) (*Server, error) {
 	s.literalPaths = map[string]bool{}
 	s.routes()
 	return s, nil
+}
+
+// MetricsHandler serves the registry's metrics without any check: for a
+// metrics listener of its own, on a private address.
+func (s *Server) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})
 }
 
 // Handler returns the API's HTTP handler.
@@ -147,6 +167,7 @@ func (s *Server) refuseMethod(w http.ResponseWriter, r *http.Request) bool {
 // route registers pattern's path as literal when it has a method and no
 // wildcard.
 func (s *Server) route(pattern string) {
+	s.patterns = append(s.patterns, pattern)
 	if _, path, found := strings.Cut(pattern, " "); found && !strings.Contains(path, "{") {
 		s.literalPaths[path] = true
 	}
@@ -168,6 +189,9 @@ func (s *Server) handleLimit(pattern string, maxBody int64, ep endpoint) {
 		r.Body = http.MaxBytesReader(rec, r.Body, maxBody)
 		out, err := ep(rec, r)
 		if err != nil {
+			if isACLRefusal(err) {
+				s.refused(pattern, r, err)
+			}
 			s.writeError(rec, r, err)
 		} else if out != nil {
 			rec.Header().Set("Content-Type", "application/json")
@@ -285,9 +309,13 @@ func (s *Server) routes() {
 	// The ACL system (acl.go, acl_policy.go).
 	s.aclRoutes()
 
-	metrics := promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})
-	s.handleRaw("GET /metrics", metrics)
-	s.handleRaw("GET /v1/agent/metrics", metrics)
+	s.handle("PUT /v1/agent/token/{kind}", s.agentTokenPut)
+
+	// Metrics need agent:read here; a separate metrics listener
+	// (MetricsHandler, -metrics-addr) is for a scraper without a token.
+	metrics := s.MetricsHandler()
+	s.handleRaw("GET /metrics", s.requireAgentRead("GET /metrics", metrics))
+	s.handleRaw("GET /v1/agent/metrics", s.requireAgentRead("GET /v1/agent/metrics", metrics))
 
 	// Consul's KV store is not peerd's (yet). Consul's client reads a 404
 	// on /v1/kv/ as a missing key (KV().Get returns nil, nil), so answer

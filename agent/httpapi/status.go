@@ -37,6 +37,12 @@ func (s *Server) statusPeers(w http.ResponseWriter, r *http.Request) (any, error
 // snapshotSave is GET /v1/snapshot: the replicated state as a gzip file,
 // from the leader (or this server with ?stale).
 func (s *Server) snapshotSave(w http.ResponseWriter, r *http.Request) (any, error) {
+	// It holds the CA's private key and the peering secrets: management
+	// only, as in Consul. A relayed request is checked again where it is
+	// served.
+	if err := s.requireManagement(r); err != nil {
+		return nil, err
+	}
 	opts, err := parseQuery(r)
 	if err != nil {
 		return nil, err
@@ -57,6 +63,9 @@ func (s *Server) snapshotSave(w http.ResponseWriter, r *http.Request) (any, erro
 
 // snapshotRestore is PUT /v1/snapshot: replace the state with a snapshot.
 func (s *Server) snapshotRestore(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := s.requireManagement(r); err != nil {
+		return nil, err
+	}
 	if !s.cluster.IsLeader() {
 		if r.Header.Get(relayedHeader) != "" {
 			return nil, fmt.Errorf("restore snapshot: %w", catalog.ErrNoLeader)

@@ -42,4 +42,22 @@ ports {
 # only (reads on a follower or a client are relayed to the leader over the
 # internal gRPC port, mutual TLS).
 
+# ACLs are on outside -dev with default_policy "deny" (written here to be
+# explicit): every HTTP API call and DNS answer needs a token that allows
+# it. The tokens are secrets: keep them in a file of their own, readable
+# only by peerd (/etc/peerd.d/acl-tokens.hcl, mode 0640 group peerd; see
+# README.md). Tokens set later with `PUT /v1/agent/token/...` are kept in
+# /var/lib/peerd/acl-tokens.json (0600) and win on restart.
+acl {
+  enabled                  = true
+  default_policy           = "deny"
+  enable_token_persistence = true
+}
+
+# The HTTP API's /metrics needs a token with agent:read. For a scraper
+# without one, serve /metrics on a private address of its own:
+# telemetry {
+#   prometheus_addr = "10.0.0.12:9102"
+# }
+
 log_level = "info"

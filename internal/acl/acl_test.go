@@ -48,7 +48,7 @@ key_prefix "app/" { policy = "list" }
 		{ResourceIntention, "web", AccessRead, Allow},   // read on a service reads its intentions
 		{ResourceIntention, "web", AccessWrite, Deny},   //
 		{ResourceIntention, "webby", AccessRead, Deny},  // denied service, denied intentions
-		{ResourcePeering, "", AccessRead, Deny},         //
+		{ResourcePeering, "", AccessRead, Allow},        // no peering rule: the operator rule, as in Consul
 		{ResourceMesh, "", AccessWrite, Deny},           //
 		{ResourceAgent, "node-1", AccessRead, Deny},     //
 		{ResourceQuery, "q", AccessRead, Deny},          //
@@ -187,5 +187,31 @@ func TestIdentities(t *testing.T) {
 	n := NewPolicyAuthorizer(NodeIdentityPolicy("n1"))
 	if n.Decide(ResourceNode, "n1", AccessWrite) != Allow || n.Decide(ResourceNode, "n2", AccessWrite) != Default || n.Decide(ResourceService, "s", AccessRead) != Allow {
 		t.Error("node identity")
+	}
+}
+
+// Without a mesh or peering rule the operator rule decides, as in Consul
+// ("mesh:read or operator:read"); a mesh or peering rule of its own wins.
+func TestMeshAndPeeringFallBackToOperator(t *testing.T) {
+	tests := []struct {
+		rules string
+		r     Resource
+		a     Access
+		want  Decision
+	}{
+		{`operator = "read"`, ResourceMesh, AccessRead, Allow},
+		{`operator = "read"`, ResourceMesh, AccessWrite, Deny},
+		{`operator = "write"`, ResourcePeering, AccessWrite, Allow},
+		{`operator = "write"` + "\n" + `peering = "read"`, ResourcePeering, AccessWrite, Deny},
+		{`operator = "deny"` + "\n" + `mesh = "write"`, ResourceMesh, AccessWrite, Allow},
+		{`operator = "write"`, ResourceKeyring, AccessRead, Deny}, // keyring does not fall back
+	}
+	for _, tt := range tests {
+		t.Run(tt.rules+" "+string(tt.r), func(t *testing.T) {
+			z := Chain(NewPolicyAuthorizer(mustParse(t, tt.rules)), DenyAll())
+			if got := z.Decide(tt.r, "", tt.a); got != tt.want {
+				t.Errorf("%s:%s got %v, want %v", tt.r, tt.a, got, tt.want)
+			}
+		})
 	}
 }

@@ -77,7 +77,13 @@ func mergeRules(into, from map[Resource]map[string]Rule) {
 // matching prefix.
 func (p *policyAuthorizer) Decide(r Resource, segment string, a Access) Decision {
 	if !r.named() {
-		return decide(p.p.Levels[r], a)
+		level := p.p.Levels[r]
+		if level == AccessUnknown && (r == ResourceMesh || r == ResourcePeering) {
+			// As in Consul: without a mesh (peering) rule, the operator
+			// rule decides ("mesh:read or operator:read").
+			level = p.p.Levels[ResourceOperator]
+		}
+		return decide(level, a)
 	}
 	lookup := r
 	if r == ResourceIntention {
@@ -177,6 +183,7 @@ func Chain(as ...Authorizer) Authorizer { return chain(as) }
 
 // ErrPermissionDenied is what every PermissionDeniedError matches with
 // errors.Is.
+//
 //lint:ignore ST1005 the text is Consul's, which its clients match
 var ErrPermissionDenied = errors.New("Permission denied")
 
@@ -246,4 +253,23 @@ func NodeIdentityPolicy(node string) *Policy {
 		Prefix: map[Resource]map[string]Rule{ResourceService: {"": {Access: AccessRead}}},
 		Levels: map[Resource]Access{},
 	}
+}
+
+// MaxSecretLen bounds a token secret given to an agent (its
+// configuration, PUT /v1/agent/token).
+const MaxSecretLen = 256
+
+// ValidateSecret checks a token secret given to an agent: "" (none) or up
+// to MaxSecretLen printable ASCII characters without spaces. The error
+// never contains the secret.
+func ValidateSecret(v string) error {
+	if len(v) > MaxSecretLen {
+		return fmt.Errorf("%d characters: a token secret has at most %d", len(v), MaxSecretLen)
+	}
+	for _, r := range v {
+		if r <= ' ' || r == 0x7f || r > '~' {
+			return errors.New("holds a space or a character that is not printable ASCII: give the SecretID only")
+		}
+	}
+	return nil
 }

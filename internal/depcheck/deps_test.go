@@ -40,7 +40,9 @@ var rules = []rule{
 			"agent/local/...", "agent/checks/...", "l7proxy/...", "peering/...", "agent/admission/...", "internal/jointoken",
 			// The allowed origins and hosts of the HTTP API are checked
 			// with the parser the API's edge uses.
-			"internal/weborigin"},
+			"internal/weborigin",
+			// The acl block's token secrets are checked by the ACL package's rule.
+			"internal/acl"},
 	},
 	{
 		why:  "catalog imports nothing of ours except catalog/..., internal/decode and the node TLS identity (internal/nodetls, internal/identity)",
