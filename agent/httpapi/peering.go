@@ -345,6 +345,9 @@ func (s *Server) peeringDelete(w http.ResponseWriter, r *http.Request) (any, err
 // peeringRotateSecret is POST /v1/peering/{name}/rotate-secret (peerd's;
 // Consul rotates only by re-establishing with a new token).
 func (s *Server) peeringRotateSecret(w http.ResponseWriter, r *http.Request) (any, error) {
+	if _, err := s.require(r, acl.ResourcePeering, "", acl.AccessWrite); err != nil {
+		return nil, err
+	}
 	p, err := s.peeringController()
 	if err != nil {
 		return nil, err
