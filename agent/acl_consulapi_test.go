@@ -297,7 +297,8 @@ func TestACLConsulAPI(t *testing.T) {
 	})
 
 	t.Run("refusals counted", func(t *testing.T) {
-		code, body, err := httpDo("GET", "http://"+a.HTTPAddr()+"/metrics", nil)
+		// /metrics needs agent:read: the management token has it.
+		code, body, err := httpDo("GET", "http://"+a.HTTPAddr()+"/metrics?token="+boot.SecretID, nil)
 		if err != nil || code != 200 {
 			t.Fatalf("metrics: %d %v", code, err)
 		}
