@@ -54,25 +54,42 @@ func (p *Proxy) handleCaptured(c net.Conn) {
 }
 
 // callerOf finds the local service a captured connection comes from: the
-// one that declared the caller's cgroup (service meta peerd-cgroup), or
-// else the one registered with the connection's source address.
+// one that declared the caller's cgroup (ServiceOfCgroup), or else the one
+// registered with the connection's source address.
 func (p *Proxy) callerOf(cgroupID uint64, src netip.Addr) (string, bool) {
+	if svc, ok := p.ServiceOfCgroup(cgroupID); ok {
+		return svc, true
+	}
+	if !src.IsValid() || src.IsLoopback() {
+		return "", false
+	}
 	_, svcs, err := p.cfg.View().NodeServices(nil, "", p.cfg.NodeName)
 	if err != nil {
 		return "", false
 	}
-	if p.cfg.CgroupID != nil {
-		for _, svc := range svcs {
-			if path := svc.Meta[CgroupMeta]; path != "" {
-				if id, err := p.cfg.CgroupID(path); err == nil && id == cgroupID {
-					return svc.Service, true
-				}
-			}
+	for _, svc := range svcs {
+		if a, err := netip.ParseAddr(svc.Address); err == nil && a.Unmap() == src {
+			return svc.Service, true
 		}
 	}
-	if src.IsValid() && !src.IsLoopback() {
-		for _, svc := range svcs {
-			if a, err := netip.ParseAddr(svc.Address); err == nil && a.Unmap() == src {
+	return "", false
+}
+
+// ServiceOfCgroup is the local service whose processes run in the cgroup
+// with id cgroupID: the one registered on this node with service meta
+// peerd-cgroup naming that cgroup. ok is false when no registration claims
+// it (or the terminator has no CgroupID resolver).
+func (p *Proxy) ServiceOfCgroup(cgroupID uint64) (service string, ok bool) {
+	if p.cfg.CgroupID == nil {
+		return "", false
+	}
+	_, svcs, err := p.cfg.View().NodeServices(nil, "", p.cfg.NodeName)
+	if err != nil {
+		return "", false
+	}
+	for _, svc := range svcs {
+		if path := svc.Meta[CgroupMeta]; path != "" {
+			if id, err := p.cfg.CgroupID(path); err == nil && id == cgroupID {
 				return svc.Service, true
 			}
 		}
