@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+
+	"github.com/peerd/peerd/internal/cgroupfs"
 )
 
 // notLinux is the error of every entry point outside Linux.
@@ -35,8 +37,8 @@ func (d *Dataplane) Start() error { return notLinux("load") }
 // Cleanup removes nothing outside Linux: there are no pins.
 func Cleanup(string) error { return notLinux("cleanup") }
 
-// CgroupID needs Linux's cgroup v2.
-func CgroupID(path string) (uint64, error) { return 0, notLinux("cgroup id of " + path) }
+// CgroupID is cgroupfs.ID, which needs Linux's cgroup v2.
+func CgroupID(path string) (uint64, error) { return cgroupfs.ID(path) }
 
 func checkNetns(path string) error { return notLinux("netns " + path) }
 
