@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -93,7 +94,18 @@ type Config struct {
 	// declared cgroups against captured connections); nil = match by
 	// source address only.
 	CgroupID func(path string) (uint64, error)
-	Logger   *slog.Logger
+	// CgroupPath returns the directory, under CgroupRoot, of the cgroup
+	// with a captured caller's id (cgroupfs.Resolver.Path). With it a
+	// caller also matches a registration claiming an ancestor of its
+	// cgroup, or its pod's UID (see ServiceOfCgroup); nil = exact cgroup
+	// matches only. It may walk the file system on a miss.
+	CgroupPath func(id uint64) (string, error)
+	// CgroupRoot is the captured cgroup (-cgroup-path), required with
+	// CgroupPath: ancestors are matched strictly below it, so a service
+	// claiming the captured cgroup itself is not given every caller in
+	// it.
+	CgroupRoot string
+	Logger     *slog.Logger
 	// Registry receives the proxy's metrics; nil = not registered.
 	Registry prometheus.Registerer
 
@@ -209,6 +221,9 @@ func (c *Config) validate() error {
 	}
 	if c.LeafTTL > 0 && c.LeafTTL < 2*time.Second {
 		errs = append(errs, fmt.Errorf("leaf TTL %v is too short: use at least 2s", c.LeafTTL))
+	}
+	if c.CgroupPath != nil && (c.CgroupID == nil || !filepath.IsAbs(c.CgroupRoot)) {
+		errs = append(errs, fmt.Errorf("cgroup resolver (CgroupPath) needs CgroupID and an absolute CgroupRoot (got %q)", c.CgroupRoot))
 	}
 	if c.Mark < 0 {
 		errs = append(errs, fmt.Errorf("socket mark %d is negative", c.Mark))

@@ -3,7 +3,10 @@ package l7proxy
 import (
 	"net"
 	"net/netip"
+	"path/filepath"
 	"time"
+
+	"github.com/peerd/peerd/internal/cgroupfs"
 )
 
 // Capture is the eBPF capture layer as the terminator sees it: for a
@@ -18,6 +21,12 @@ type Capture interface {
 // cgroup v2 directory its processes run in (e.g. a systemd unit's), so that
 // connections captured from that cgroup are made with its identity.
 const CgroupMeta = "peerd-cgroup"
+
+// PodUIDMeta is the service meta key a registration uses to declare the
+// Kubernetes pod its processes run in, by the pod's metadata.uid (a UUID;
+// the downward API gives it), so that connections captured from any of
+// the pod's containers are made with its identity.
+const PodUIDMeta = "peerd-pod-uid"
 
 // serveTransparent accepts the connections the capture layer redirected to
 // the terminator and carries each like an explicit upstream's: to the
@@ -76,9 +85,21 @@ func (p *Proxy) callerOf(cgroupID uint64, src netip.Addr) (string, bool) {
 }
 
 // ServiceOfCgroup is the local service whose processes run in the cgroup
-// with id cgroupID: the one registered on this node with service meta
-// peerd-cgroup naming that cgroup. ok is false when no registration claims
-// it (or the terminator has no CgroupID resolver).
+// with id cgroupID, among the services registered on this node. The first
+// rule that names one decides:
+//
+//  1. exact: a registration whose meta peerd-cgroup (CgroupMeta) is that
+//     cgroup;
+//  2. ancestor: a registration whose peerd-cgroup is the nearest ancestor
+//     of that cgroup strictly below the captured cgroup (Config.CgroupRoot):
+//     a service registered with its pod's or its systemd unit's cgroup
+//     covers the containers and sub-cgroups below it;
+//  3. pod: a registration whose meta peerd-pod-uid (PodUIDMeta) is the UID
+//     of the Kubernetes pod the cgroup belongs to (cgroupfs.PodUID).
+//
+// Rules 2 and 3 need Config.CgroupPath. ok is false when no registration
+// claims the cgroup (or the terminator has no CgroupID resolver). Safe for
+// concurrent use; it may walk the cgroup tree on a cgroup it has not seen.
 func (p *Proxy) ServiceOfCgroup(cgroupID uint64) (service string, ok bool) {
 	if p.cfg.CgroupID == nil {
 		return "", false
@@ -87,11 +108,44 @@ func (p *Proxy) ServiceOfCgroup(cgroupID uint64) (service string, ok bool) {
 	if err != nil {
 		return "", false
 	}
+	claims := map[uint64]string{} // cgroup id -> service claiming it
+	pods := map[string]string{}   // pod UID -> service claiming it
 	for _, svc := range svcs {
 		if path := svc.Meta[CgroupMeta]; path != "" {
-			if id, err := p.cfg.CgroupID(path); err == nil && id == cgroupID {
-				return svc.Service, true
+			if id, err := p.cfg.CgroupID(path); err == nil {
+				if _, dup := claims[id]; !dup {
+					claims[id] = svc.Service
+				}
 			}
+		}
+		if u, err := cgroupfs.ParseUID(svc.Meta[PodUIDMeta]); err == nil {
+			if _, dup := pods[u]; !dup {
+				pods[u] = svc.Service
+			}
+		}
+	}
+	if s, ok := claims[cgroupID]; ok {
+		return s, true
+	}
+	if p.cfg.CgroupPath == nil || (len(claims) == 0 && len(pods) == 0) {
+		return "", false
+	}
+	path, err := p.cfg.CgroupPath(cgroupID)
+	if err != nil {
+		p.log.Debug("cgroup of a captured caller not found", "cgroup_id", cgroupID, "err", err)
+		return "", false
+	}
+	root := filepath.Clean(p.cfg.CgroupRoot)
+	for dir := filepath.Dir(path); dir != root && cgroupfs.Within(root, dir); dir = filepath.Dir(dir) {
+		if id, err := p.cfg.CgroupID(dir); err == nil {
+			if s, ok := claims[id]; ok {
+				return s, true
+			}
+		}
+	}
+	if u, ok := cgroupfs.PodUID(path); ok {
+		if s, ok := pods[u]; ok {
+			return s, true
 		}
 	}
 	return "", false

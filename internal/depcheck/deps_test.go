@@ -177,6 +177,11 @@ var rules = []rule{
 		onlyOurs: []string{"internal/weborigin/..."},
 	},
 	{
+		why:      "internal/cgroupfs (cgroup ids, paths and pod UIDs) is a leaf: it imports nothing of ours but internal/netutil (for ErrNotSupported)",
+		pkgs:     []string{"internal/cgroupfs/..."},
+		onlyOurs: []string{"internal/cgroupfs/...", "internal/netutil"},
+	},
+	{
 		why:      "internal/netutil (socket options, ErrNotSupported) is a leaf: it imports nothing of ours",
 		pkgs:     []string{"internal/netutil/..."},
 		onlyOurs: []string{"internal/netutil/..."},
