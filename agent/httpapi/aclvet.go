@@ -9,6 +9,7 @@ import (
 
 	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/acl"
+	"github.com/peerd/peerd/internal/cgroupfs"
 	"github.com/peerd/peerd/l7proxy"
 )
 
@@ -52,10 +53,10 @@ func vetServiceWrite(e acl.Enforcer, def *state.ServiceDefinition, svc *state.Se
 			return err
 		}
 	}
-	// Claiming a cgroup makes every connection from it this service's:
-	// issue 12 item 6 wants service:write for that service, whatever the
-	// rules above become.
-	if svc.Meta[l7proxy.CgroupMeta] != "" {
+	// Claiming a cgroup or a pod makes every connection from it this
+	// service's: issue 12 item 6 wants service:write for that service,
+	// whatever the rules above become.
+	if svc.Meta[l7proxy.CgroupMeta] != "" || svc.Meta[l7proxy.PodUIDMeta] != "" {
 		if err := e.Require(acl.ResourceService, svc.Service, acl.AccessWrite); err != nil {
 			return err
 		}
@@ -63,24 +64,51 @@ func vetServiceWrite(e acl.Enforcer, def *state.ServiceDefinition, svc *state.Se
 	return nil
 }
 
-// cgroupClaim refuses svc when it claims a cgroup (service meta
-// peerd-cgroup) that another service of the same node claims: connections
-// captured from a cgroup get one identity, so a cgroup is one service's.
-// Instances of the same service may share one.
-func cgroupClaim(svc *state.Service, onNode []*state.Service) error {
-	path := svc.Meta[l7proxy.CgroupMeta]
-	if path == "" {
-		return nil
+// callerClaims checks the claims svc makes on captured callers and
+// refuses them when another service of the same node makes the same one:
+// connections captured from a cgroup or a pod get one identity, so each is
+// one service's. Instances of the same service may share one.
+//
+//   - peerd-cgroup (l7proxy.CgroupMeta) must be an absolute path and, when
+//     root (the node's captured cgroup, -cgroup-path) is known, root or a
+//     directory below it: a claim above it would name callers the node
+//     never captures, or all of them. 400 otherwise.
+//   - peerd-pod-uid (l7proxy.PodUIDMeta) must be a UUID, the pod's
+//     metadata.uid; it is compared in lower case. 400 otherwise.
+//
+// A second service claiming a cgroup (compared after filepath.Clean) or a
+// pod UID is refused with 409, naming the owner.
+func callerClaims(svc *state.Service, onNode []*state.Service, root string) error {
+	path, uid := svc.Meta[l7proxy.CgroupMeta], svc.Meta[l7proxy.PodUIDMeta]
+	if path != "" {
+		if !filepath.IsAbs(path) {
+			return errBadRequest("meta %s %q: want the absolute path of the service's cgroup v2 directory, e.g. /sys/fs/cgroup/system.slice/web.service", l7proxy.CgroupMeta, path)
+		}
+		if root != "" && !cgroupfs.Within(root, path) {
+			return errBadRequest("meta %s %q is not under this node's captured cgroup %q (-cgroup-path): name the cgroup of the service's unit, pod or container below it", l7proxy.CgroupMeta, path, root)
+		}
 	}
-	want := filepath.Clean(path)
+	if uid != "" {
+		u, err := cgroupfs.ParseUID(uid)
+		if err != nil {
+			return errBadRequest("meta %s: %v: give the pod's metadata.uid (the downward API's fieldRef metadata.uid)", l7proxy.PodUIDMeta, err)
+		}
+		uid = u
+	}
 	for _, o := range onNode {
-		p := o.Meta[l7proxy.CgroupMeta]
-		if o.ID == svc.ID || p == "" || o.Service == svc.Service || filepath.Clean(p) != want {
+		if o.ID == svc.ID || o.Service == svc.Service {
 			continue
 		}
-		return &httpError{code: http.StatusConflict, msg: fmt.Sprintf(
-			"service %q claims cgroup %q (meta %s), which service %q (ID %q) on this node already claims: a cgroup identifies one service; "+
-				"run %q in a cgroup of its own, or deregister %q first", svc.Service, path, l7proxy.CgroupMeta, o.Service, o.ID, svc.Service, o.ID)}
+		if p := o.Meta[l7proxy.CgroupMeta]; path != "" && p != "" && filepath.Clean(p) == filepath.Clean(path) {
+			return &httpError{code: http.StatusConflict, msg: fmt.Sprintf(
+				"service %q claims cgroup %q (meta %s), which service %q (ID %q) on this node already claims: a cgroup identifies one service; "+
+					"run %q in a cgroup of its own, or deregister %q first", svc.Service, path, l7proxy.CgroupMeta, o.Service, o.ID, svc.Service, o.ID)}
+		}
+		if u, err := cgroupfs.ParseUID(o.Meta[l7proxy.PodUIDMeta]); uid != "" && err == nil && u == uid {
+			return &httpError{code: http.StatusConflict, msg: fmt.Sprintf(
+				"service %q claims pod %s (meta %s), which service %q (ID %q) on this node already claims: a pod identifies one service; "+
+					"deregister %q first, or claim a container's cgroup (meta %s) instead", svc.Service, uid, l7proxy.PodUIDMeta, o.Service, o.ID, o.ID, l7proxy.CgroupMeta)}
+		}
 	}
 	return nil
 }

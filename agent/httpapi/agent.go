@@ -194,7 +194,7 @@ func (s *Server) agentServiceRegister(w http.ResponseWriter, r *http.Request) (a
 	if err := vetServiceWrite(e, def, svc, existing); err != nil {
 		return nil, err
 	}
-	if err := cgroupClaim(svc, s.localServices()); err != nil {
+	if err := callerClaims(svc, s.localServices(), s.capturedCgroup); err != nil {
 		return nil, err
 	}
 	if err := s.local.AddService(r.Context(), def, false); err != nil {

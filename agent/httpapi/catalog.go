@@ -458,7 +458,13 @@ func (s *Server) catalogRegister(w http.ResponseWriter, r *http.Request) (any, e
 		return nil, err
 	}
 	if reg.Service != nil {
-		if err := cgroupClaim(reg.Service, onNode); err != nil {
+		// The captured cgroup is this node's: another node's claims are
+		// checked for their form only.
+		root := ""
+		if req.Node == s.nodeName() {
+			root = s.capturedCgroup
+		}
+		if err := callerClaims(reg.Service, onNode, root); err != nil {
 			return nil, err
 		}
 	}

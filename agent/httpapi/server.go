@@ -57,6 +57,11 @@ type Config struct {
 	// reset index written there allows one more PUT /v1/acl/bootstrap.
 	// "" = no reset (dev mode).
 	ACLBootstrapResetFile string
+	// CapturedCgroup is the node's captured cgroup (-cgroup-path): a
+	// service registered on this node that claims a cgroup (meta
+	// peerd-cgroup) must name it or a directory below it. "" = capture
+	// off: only the claim's form is checked.
+	CapturedCgroup string
 	// Tokens are the agent's own ACL tokens: the default token stands in
 	// for requests without one, the agent recovery token is honoured here,
 	// and PUT /v1/agent/token/* changes them. Nil = none (501 on that
@@ -76,6 +81,7 @@ type Server struct {
 	duration *prometheus.HistogramVec
 	// dataplaneStatus reports the eBPF dataplane (see Config).
 	dataplaneStatus func() (any, bool)
+	capturedCgroup  string
 	insecureGossip  bool
 	acl             ACLResolver
 	aclm            *aclMetrics
@@ -100,7 +106,8 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cluster: cfg.Cluster, local: cfg.Local, registry: cfg.Registry, version: cfg.Version, log: cfg.Logger,
 		peering: cfg.Peering, tokens: cfg.JoinTokens, dataplaneStatus: cfg.DataplaneStatus, insecureGossip: cfg.InsecureGossip,
-		acl: cfg.ACL, aclResetFile: cfg.ACLBootstrapResetFile, aclTokens: cfg.Tokens,
+		capturedCgroup: cfg.CapturedCgroup,
+		acl:            cfg.ACL, aclResetFile: cfg.ACLBootstrapResetFile, aclTokens: cfg.Tokens,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
