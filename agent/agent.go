@@ -74,6 +74,7 @@ import (
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/dataplane"
+	"github.com/peerd/peerd/internal/cgroupfs"
 	"github.com/peerd/peerd/l7proxy"
 	"github.com/peerd/peerd/peering"
 )
@@ -426,7 +427,7 @@ func (a *Agent) start(ctx context.Context) error {
 		resetFile = filepath.Join(cfg.DataDir, "acl-bootstrap-reset")
 	}
 	api, err := httpapi.New(httpapi.Config{Cluster: a.cluster, Local: a.local, Peering: a.peering, Registry: reg, Version: cfg.Version, Logger: a.log,
-		JoinTokens: tokens, InsecureGossip: cfg.InsecureGossip,
+		JoinTokens: tokens, InsecureGossip: cfg.InsecureGossip, CapturedCgroup: cfg.CgroupPath,
 		ACL: aclAdapter{resolver}, ACLBootstrapResetFile: resetFile, Tokens: a.aclTokens,
 		DataplaneStatus: func() (any, bool) {
 			if a.dataplane == nil {
@@ -523,7 +524,16 @@ func (a *Agent) start(ctx context.Context) error {
 		proxyCfg.NodeCertificate, proxyCfg.NodeRevoked = a.trust.source.Certificate, a.cluster.NodeRevoked
 	}
 	if a.dataplane != nil && len(a.transparentLns) > 0 {
-		proxyCfg.TransparentListeners, proxyCfg.Capture, proxyCfg.CgroupID = a.transparentLns, a.dataplane, dataplane.CgroupID
+		proxyCfg.TransparentListeners, proxyCfg.Capture, proxyCfg.CgroupID = a.transparentLns, a.dataplane, cgroupfs.ID
+		// Callers in sub-cgroups of the captured one (containers, pods)
+		// are found by walking it: their pod's or unit's claim, or their
+		// pod UID, names their service.
+		cgroups, err := cgroupfs.NewResolver(cgroupfs.ResolverConfig{Root: cfg.CgroupPath})
+		if err != nil {
+			_ = a.dataplane.Cleanup(ctx)
+			return fmt.Errorf("resolve the captured cgroup's callers: %w", err)
+		}
+		proxyCfg.CgroupPath, proxyCfg.CgroupRoot = cgroups.Path, cgroups.Root()
 	}
 	if cfg.Proxy != nil {
 		cfg.Proxy(&proxyCfg)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/peerd/peerd/dataplane"
+	"github.com/peerd/peerd/internal/cgroupfs"
 )
 
 // startDataplane loads the eBPF layers the configuration asks for and opens
@@ -22,6 +24,11 @@ func (a *Agent) startDataplane(ctx context.Context) error {
 	cfg := &a.cfg
 	if cfg.CgroupPath == "" && len(cfg.DataplaneInterfaces) == 0 && len(cfg.GatewayVIPs) == 0 {
 		return nil
+	}
+	if cfg.CgroupPath != "" {
+		if err := checkCgroupPath(cfg.CgroupPath, cfg.AllowRootCgroup); err != nil {
+			return err
+		}
 	}
 	dc := dataplane.Config{
 		CgroupPath: cfg.CgroupPath, AllowRootCgroup: cfg.AllowRootCgroup,
@@ -76,6 +83,40 @@ func (a *Agent) startDataplane(ctx context.Context) error {
 			a.dataplane = nil
 			return fmt.Errorf("eBPF dataplane: hand the gateway listener to the inbound layer: %w", err)
 		}
+	}
+	return nil
+}
+
+// checkCgroupPath refuses a -cgroup-path that is no cgroup v2 directory,
+// or the root of the hierarchy without -allow-root-cgroup, with what to
+// set instead. The dataplane checks again before it attaches anything.
+func checkCgroupPath(path string, allowRoot bool) error {
+	d, err := cgroupfs.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		hint := "create it, or name the cgroup the workloads run in"
+		base := filepath.Base(filepath.Clean(path))
+		for _, alt := range []struct{ from, to, driver string }{
+			{"kubepods", "kubepods.slice", "systemd"},
+			{"kubepods.slice", "kubepods", "cgroupfs"},
+		} {
+			if base != alt.from {
+				continue
+			}
+			other := filepath.Join(filepath.Dir(filepath.Clean(path)), alt.to)
+			if _, err := cgroupfs.Stat(other); err == nil {
+				hint = fmt.Sprintf("this node's kubelet uses the %s cgroup driver: set -cgroup-path %s", alt.driver, other)
+			} else {
+				hint = "the kubelet's pods are under kubepods.slice with the systemd cgroup driver and under kubepods with cgroupfs " +
+					"(on a hybrid host below /sys/fs/cgroup/unified); name the one this node has"
+			}
+		}
+		return fmt.Errorf("-cgroup-path %s does not exist: %s", path, hint)
+	case err != nil:
+		return fmt.Errorf("-cgroup-path %s: %w: name a directory of the cgroup v2 hierarchy (mounted at /sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid host)", path, err)
+	case d.Root && !allowRoot:
+		return fmt.Errorf("-cgroup-path %s is the root of the cgroup hierarchy, where every process of the host runs: "+
+			"name the cgroup of the workloads (e.g. /sys/fs/cgroup/kubepods.slice, or a slice of their own), or set -allow-root-cgroup", path)
 	}
 	return nil
 }
