@@ -4,6 +4,8 @@ package l7proxy
 
 import (
 	"bufio"
+	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -98,4 +100,55 @@ func procCgroup(t *testing.T, pid int) string {
 	}
 	t.Fatalf("no cgroup v2 line for pid %d", pid)
 	return ""
+}
+
+// BenchmarkServiceOfCgroup: the per-connection cost of naming a captured
+// caller in a pod's container by the pod's UID (the last rule, so every
+// rule runs), with real cgroups and 50 pod registrations on the node.
+func BenchmarkServiceOfCgroup(b *testing.B) {
+	testutil.RequireRoot(b, "creates child cgroups")
+	if testutil.Cgroup2Root() == "" {
+		b.Skip("needs a cgroup v2 mount")
+	}
+	base := testutil.NewCgroup(b)
+	root := filepath.Join(base, "kubepods")
+	ctr := filepath.Join(root, "burstable", "pod"+podUID, "ctr")
+	if err := os.MkdirAll(ctr, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		for d := ctr; d != base; d = filepath.Dir(d) {
+			_ = os.Remove(d)
+		}
+	})
+	var svcs []*state.Service
+	for i := range 49 {
+		svcs = append(svcs, svc(fmt.Sprintf("s-%d", i), fmt.Sprintf("s%d", i), PodUIDMeta, fmt.Sprintf("00000000-0000-0000-0000-%012d", i)))
+	}
+	svcs = append(svcs, svc("billing-1", "billing", PodUIDMeta, podUID))
+	r, err := cgroupfs.NewResolver(cgroupfs.ResolverConfig{Root: root})
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := state.NewStore()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i, s := range svcs {
+		if err := st.Register(uint64(1+i), &state.RegisterRequest{Node: &state.Node{Node: "n", Address: "127.0.0.1"}, Service: s}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	p := &Proxy{cfg: Config{NodeName: "n", View: func() *state.Store { return st }, CgroupID: cgroupfs.ID, CgroupPath: r.Path, CgroupRoot: root}}
+	p.log = slog.New(slog.DiscardHandler)
+	id, err := cgroupfs.ID(ctr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if s, ok := p.ServiceOfCgroup(id); !ok || s != "billing" {
+			b.Fatalf("got %q, %v", s, ok)
+		}
+	}
 }
