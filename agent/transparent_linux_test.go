@@ -123,26 +123,33 @@ func TestTransparentCaptureAcrossPeers(t *testing.T) {
 	b.write(t, &api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: "billing", Protocol: "http"})
 	b.export(t, "a", "billing")
 	b.write(t, &api.ServiceIntentionsConfigEntry{Kind: api.ServiceIntentions, Name: "billing",
-		Sources: []*api.SourceIntention{{Name: "web", Peer: "a", Action: api.IntentionActionAllow}}})
+		Sources: []*api.SourceIntention{{Name: "web", Peer: "a", Action: api.IntentionActionAllow},
+			{Name: "shop", Peer: "a", Action: api.IntentionActionAllow}, {Name: "pods", Peer: "a", Action: api.IntentionActionAllow}}})
 	// web declares the cgroup it runs in; it has no upstreams at all.
 	a.register(t, &api.AgentServiceRegistration{Name: "web", Port: 9, Meta: map[string]string{"peerd-cgroup": cgroup}})
 	a.waitImportedPassing(t, "billing", "b", 1)
 
-	cgfd, err := syscall.Open(cgroup, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Close(cgfd)
-	run := func(inCgroup bool) (string, error) {
+	runIn := func(dir string) (string, error) {
 		cmd := exec.Command(os.Args[0])
 		cmd.Env = append(os.Environ(), envCaptureClient+"="+a.agent.DNSAddr()+" billing.virtual.b.peerd. 80")
-		if inCgroup {
+		if dir != "" {
+			cgfd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+			if err != nil {
+				return "", err
+			}
+			defer syscall.Close(cgfd)
 			cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgfd}
 		}
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		err := cmd.Run()
 		return out.String(), err
+	}
+	run := func(inCgroup bool) (string, error) {
+		if inCgroup {
+			return runIn(cgroup)
+		}
+		return runIn("")
 	}
 	tdA := trustDomainOf(t, a)
 	testutil.Eventually(t, 30*time.Second, "a process in the cgroup reaches billing through its virtual IP", func() error {
@@ -160,6 +167,39 @@ func TestTransparentCaptureAcrossPeers(t *testing.T) {
 	})
 	if out, err := run(false); err == nil {
 		t.Fatalf("a process outside the cgroup reached the virtual IP: %s", out)
+	}
+
+	// Callers in sub-cgroups: a unit's scope is its unit's service (the
+	// nearest claimed ancestor), and a pod's container is the service
+	// registered with the pod's UID.
+	const podUID = "3f2c9a7e-1b4d-4e8a-9c0f-5d6e7f8a9b0c"
+	scope := filepath.Join(cgroup, "shop.slice", "worker.scope")
+	ctr := filepath.Join(cgroup, "kubepods", "burstable", "pod"+podUID, "ctr")
+	for _, d := range []string{scope, ctr} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { // before NewCgroup's cleanup removes the test cgroup
+		for _, d := range []string{scope, ctr} {
+			for ; d != cgroup; d = filepath.Dir(d) {
+				_ = os.Remove(d)
+			}
+		}
+	})
+	a.register(t, &api.AgentServiceRegistration{Name: "shop", Port: 10, Meta: map[string]string{"peerd-cgroup": filepath.Join(cgroup, "shop.slice")}})
+	a.register(t, &api.AgentServiceRegistration{Name: "pods", Port: 11, Meta: map[string]string{"peerd-pod-uid": podUID}})
+	for dir, want := range map[string]string{scope: "shop", ctr: "pods"} {
+		testutil.Eventually(t, 30*time.Second, "a process in "+dir+" calls billing as "+want, func() error {
+			out, err := runIn(dir)
+			if err != nil || !strings.Contains(out, "status 200") {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			if !strings.Contains(out, "URI=spiffe://"+tdA+"/ns/default/dc/dc-a/svc/"+want) {
+				return fmt.Errorf("billing did not see %s as the caller: %s", want, out)
+			}
+			return nil
+		})
 	}
 	var st struct {
 		Enabled bool

@@ -11,6 +11,11 @@
 // Signer. It never imports the peering or dataplane packages; the agent
 // wires them together.
 //
+// Captured connections (the transparent listener) are made as the local
+// service their caller's cgroup names: ServiceOfCgroup gives the rules
+// (exact peerd-cgroup, nearest claimed ancestor, peerd-pod-uid) and their
+// order.
+//
 // Lifecycle: New(cfg) validates and allocates, opening nothing (the
 // listeners are the caller's, in Config); Start serves them and starts the
 // catalog watches; Close(ctx) stops accepting, drains open connections and
