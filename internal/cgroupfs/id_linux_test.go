@@ -4,6 +4,7 @@ package cgroupfs
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -59,4 +60,53 @@ func TestRealCgroups(t *testing.T) {
 	if got, err := r.Path(id); !errors.Is(err, ErrNotFound) {
 		t.Errorf("removed cgroup: %q, %v; want ErrNotFound", got, err)
 	}
+}
+
+// BenchmarkResolverWalk: the cost of a walk (a cold lookup) over a tree
+// of real cgroups the size of a busy node's kubepods: 100 pods of 4
+// containers.
+func BenchmarkResolverWalk(b *testing.B) {
+	testutil.RequireRoot(b, "creates child cgroups")
+	if testutil.Cgroup2Root() == "" {
+		b.Skip("needs a cgroup v2 mount")
+	}
+	root := testutil.NewCgroup(b)
+	var dirs []string
+	for p := range 100 {
+		pod := filepath.Join(root, "burstable", fmt.Sprintf("pod%08d-0000-0000-0000-000000000000", p))
+		for c := range 4 {
+			d := filepath.Join(pod, fmt.Sprintf("ctr%d", c))
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				b.Fatal(err)
+			}
+			dirs = append(dirs, d)
+		}
+		dirs = append(dirs, pod)
+	}
+	dirs = append(dirs, filepath.Join(root, "burstable"))
+	b.Cleanup(func() {
+		for _, d := range dirs {
+			_ = os.Remove(d)
+		}
+	})
+	want, err := ID(dirs[len(dirs)-3])
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("cold", func(b *testing.B) {
+		for b.Loop() {
+			r, _ := NewResolver(ResolverConfig{Root: root})
+			if _, err := r.Path(want); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("cached", func(b *testing.B) {
+		r, _ := NewResolver(ResolverConfig{Root: root})
+		for b.Loop() {
+			if _, err := r.Path(want); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
