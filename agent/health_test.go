@@ -1,10 +1,13 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/peerd/peerd/agent/httpapi"
 )
 
 // readiness is one answer of GET /v1/agent/health?probe=ready.
@@ -73,4 +76,21 @@ func TestReadinessBeforeAndAfterTheLeader(t *testing.T) {
 	}
 	wantReadiness(t, lonely, "ready", 503, "not_joined")
 
+}
+
+// The agent tells the API its phase: serving once Start has returned,
+// shutting down from the start of Close (before the terminator drains),
+// and the probes answer from it.
+func TestAgentSetsItsPhase(t *testing.T) {
+	a := devAgent(t, nil)
+	if got := a.api.Phase(); got != httpapi.PhaseServing {
+		t.Fatalf("after Start: phase %s, want serving", got)
+	}
+	wantReadiness(t, a, "ready", 200, "")
+	if err := a.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.api.Phase(); got != httpapi.PhaseShuttingDown {
+		t.Errorf("after Close: phase %s, want shutting_down", got)
+	}
 }

@@ -45,6 +45,9 @@ func (p Phase) String() string {
 // for concurrent use.
 func (s *Server) SetPhase(p Phase) { s.phase.Store(int32(p)) }
 
+// Phase returns the phase SetPhase recorded last.
+func (s *Server) Phase() Phase { return Phase(s.phase.Load()) }
+
 // The probes GET /v1/agent/health?probe= answers, Kubernetes' three.
 const (
 	// ProbeLive: the process answers. 200 in every phase, leader or not:
@@ -117,7 +120,7 @@ func (s *Server) agentHealth(w http.ResponseWriter, r *http.Request) (any, error
 	default:
 		return nil, errBadRequest("probe %q is not one of live, startup and ready: use ?probe=live for liveness, ?probe=startup for startup, ?probe=ready (the default) for readiness", probe)
 	}
-	phase := Phase(s.phase.Load())
+	phase := s.Phase()
 	ans := healthAnswer{Status: "ok", Probe: probe, Phase: phase.String(), Node: s.nodeName(), Server: s.cluster.IsServer()}
 	if probe != ProbeLive {
 		ans.Reason, ans.Message = s.unhealthy(r.Context(), probe, phase)
