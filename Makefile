@@ -16,10 +16,24 @@ PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 
 .DEFAULT_GOAL := build
-.PHONY: build test test-short demo bench generate generate-check lint cross tools clean vmtest e2e fuzz
+.PHONY: build test test-short demo bench generate generate-check lint cross tools clean vmtest e2e fuzz image
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/ ./cmd/peerd ./cmd/peerctl
+
+# The container image (deploy/Dockerfile, FROM scratch): static binaries
+# (CGO_ENABLED=0: no libc in the image) in bin/image/, the build context,
+# then podman or docker, whichever is installed (CONTAINER_ENGINE picks one).
+IMAGE ?= ghcr.io/peerd/peerd:$(VERSION)
+CONTAINER_ENGINE ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null)
+
+image:
+	@if [ -z "$(CONTAINER_ENGINE)" ]; then \
+		echo >&2 "make image: neither podman nor docker is installed: install one (Debian: apt-get install -y podman) or name it with CONTAINER_ENGINE=/path/to/engine"; \
+		exit 1; \
+	fi
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN)/image/ ./cmd/peerd ./cmd/peerctl
+	$(CONTAINER_ENGINE) build -f deploy/Dockerfile -t $(IMAGE) $(BIN)/image
 
 # Privileged tests skip themselves (with the reason) when not run as root.
 test:

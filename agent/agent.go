@@ -110,6 +110,8 @@ type Agent struct {
 	// aclTokens are the agent's ACL tokens; metrics/metricsLn the metrics
 	// listener outside the API's ACLs (nil: none).
 	aclTokens *httpapi.Tokens
+	// api is the HTTP API, told the agent's phase for /v1/agent/health.
+	api       *httpapi.Server
 	metrics   *http.Server
 	metricsLn net.Listener
 	// trust is the node's certificate (nil without -internal-tls);
@@ -199,6 +201,7 @@ func (a *Agent) Start() error {
 		return err
 	}
 	a.started = true
+	a.api.SetPhase(httpapi.PhaseServing)
 	return nil
 }
 
@@ -438,6 +441,7 @@ func (a *Agent) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.api = api
 	if cfg.MetricsAddr != "" {
 		if err := a.startMetricsListener(cfg.MetricsAddr, api.MetricsHandler()); err != nil {
 			return err
@@ -864,7 +868,12 @@ func (a *Agent) Close(ctx context.Context) error {
 // first; later calls return nil.
 func (a *Agent) drain(ctx context.Context, steps []shutdownStep) error {
 	var err error
-	a.drainOnce.Do(func() { err = runSteps(ctx, steps, drainPhase) })
+	a.drainOnce.Do(func() {
+		// Readiness fails from here on (/v1/agent/health), while the
+		// terminator drains and before the API stops answering.
+		a.api.SetPhase(httpapi.PhaseShuttingDown)
+		err = runSteps(ctx, steps, drainPhase)
+	})
 	return err
 }
 

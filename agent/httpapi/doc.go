@@ -14,4 +14,11 @@
 // a browser page could send on a user's behalf before any endpoint sees
 // it: rebound Host names (421), other origins' changes (403) and simple
 // content types (415). Relayed requests enter Handler directly.
+//
+// GET /v1/agent/health is peerd's own (health.go): the Kubernetes probes
+// (?probe=live|startup|ready) answer from the agent's Phase, which the
+// agent sets with SetPhase, and from the cluster (a leader, this node's
+// membership). It needs no token, and a failing probe is a 503 with a
+// JSON reason, not plain text. GET /v1/status/leader keeps Consul's
+// meaning.
 package httpapi

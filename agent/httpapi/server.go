@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -96,6 +98,13 @@ type Server struct {
 	// patterns are the routes, in the order registered (the ACL test
 	// walks them all).
 	patterns []string
+	// phase is the agent's Phase (SetPhase), for GET /v1/agent/health.
+	phase atomic.Int32
+	// healthMu guards lastReady and readySeen: the last readiness answer's
+	// reason ("" = ready), logged when it changes.
+	healthMu  sync.Mutex
+	lastReady string
+	readySeen bool
 }
 
 // New returns the HTTP API server.
@@ -293,6 +302,7 @@ func (s *Server) routes() {
 
 	// Status.
 	s.handle("GET /v1/agent/dataplane", s.agentDataplane)
+	s.handle("GET /v1/agent/health", s.agentHealth)
 	s.handle("GET /v1/connect/ca/roots", s.caRoots)
 	s.handle("POST /v1/connect/ca/rotate", s.caRotate)
 	s.handle("GET /v1/operator/keyring", s.keyringList)
