@@ -20,6 +20,8 @@ import (
 type persisted struct {
 	Services []*state.ServiceDefinition
 	Checks   []*state.CheckType
+	// Maintenance are the maintenance modes (maintenance.go).
+	Maintenance []maintenanceRecord `json:",omitempty"`
 }
 
 func (s *State) statePath() string {
@@ -40,7 +42,7 @@ func (s *State) persist() {
 		}
 		def := DefinitionFromService(svc.Service)
 		for _, cid := range svc.Checks {
-			if c, ok := s.checks[cid]; ok {
+			if c, ok := s.checks[cid]; ok && !c.Maintenance {
 				cd := c.Definition
 				def.Checks = append(def.Checks, &cd)
 			}
@@ -49,11 +51,12 @@ func (s *State) persist() {
 	}
 	for _, id := range slices.Sorted(maps.Keys(s.checks)) {
 		c := s.checks[id]
-		if !c.FromConfig && c.Check.ServiceID == "" {
+		if !c.FromConfig && !c.Maintenance && c.Check.ServiceID == "" {
 			cd := c.Definition
 			p.Checks = append(p.Checks, &cd)
 		}
 	}
+	p.Maintenance = s.maintenanceRecordsLocked()
 	s.mu.Unlock()
 	b, err := json.MarshalIndent(&p, "", "  ")
 	if err == nil {
@@ -93,6 +96,7 @@ func (s *State) load() error {
 			return fmt.Errorf("restore check %q: %w", cd.CheckID, err)
 		}
 	}
+	s.restoreMaintenance(p.Maintenance)
 	return nil
 }
 

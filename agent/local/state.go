@@ -57,6 +57,9 @@ type Check struct {
 	Check      *state.HealthCheck
 	Definition state.CheckType
 	FromConfig bool
+	// Maintenance marks a maintenance check (maintenance.go): it has no
+	// runner and is persisted as a maintenance mode, not a check.
+	Maintenance bool
 }
 
 // State is the agent's local services and checks.
@@ -69,6 +72,9 @@ type State struct {
 	mu       sync.Mutex
 	services map[string]*Service
 	checks   map[string]*Check
+	// pendingMaint holds the restored maintenance modes (service ID ->
+	// reason) of services not registered yet.
+	pendingMaint map[string]string
 	// writeMu orders this agent's catalog writes (see write).
 	writeMu sync.Mutex
 	// offline suppresses write-through while restoring persisted state.
@@ -98,7 +104,7 @@ func New(cfg Config, apply Applier) (*State, error) {
 	}
 	s := &State{
 		cfg: cfg, log: l, apply: apply,
-		services: map[string]*Service{}, checks: map[string]*Check{},
+		services: map[string]*Service{}, checks: map[string]*Check{}, pendingMaint: map[string]string{},
 		kick: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -141,6 +147,9 @@ func (s *State) AddService(ctx context.Context, def *state.ServiceDefinition, fr
 	var drop []string
 	if old != nil {
 		for _, id := range old.Checks {
+			if c, ok := s.checks[id]; ok && c.Maintenance {
+				continue // re-added below: maintenance outlives a re-registration
+			}
 			if !slices.Contains(entry.Checks, id) {
 				drop = append(drop, id)
 				delete(s.checks, id)
@@ -150,6 +159,13 @@ func (s *State) AddService(ctx context.Context, def *state.ServiceDefinition, fr
 	s.services[svc.ID] = entry
 	for _, c := range newChecks {
 		s.checks[c.Check.CheckID] = c
+	}
+	cid := ServiceMaintenanceCheckID(svc.ID)
+	if c, ok := s.checks[cid]; ok && c.Maintenance {
+		s.addMaintenanceLocked(cid, c.Check.Notes, entry)
+	} else if reason, ok := s.pendingMaint[svc.ID]; ok {
+		delete(s.pendingMaint, svc.ID)
+		s.addMaintenanceLocked(cid, reason, entry)
 	}
 	s.mu.Unlock()
 	for _, id := range drop {
