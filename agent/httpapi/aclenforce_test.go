@@ -141,7 +141,22 @@ func TestEveryRouteIsEnforced(t *testing.T) {
 		// peerd's own probe endpoint: the kubelet sends no token, and the
 		// answer (ok or a reason, the node's name and role) tells no more
 		// than the open /v1/status/leader does.
-		"GET /v1/agent/health":                     {open, "", ""},
+		"GET /v1/agent/health":                   {open, "", ""},
+		"PUT /v1/agent/service/maintenance/{id}": {deny, "/v1/agent/service/maintenance/web?enable=true", ""},
+		"PUT /v1/agent/maintenance":              {deny, "/v1/agent/maintenance?enable=true", ""},
+		"GET /v1/connect/intentions":             {filter, "", ""},
+		"POST /v1/connect/intentions":            {deny, "", `{"SourceName": "a", "DestinationName": "web", "Action": "allow"}`},
+		"GET /v1/connect/intentions/exact":       {deny, "/v1/connect/intentions/exact?source=a&destination=web", ""},
+		"PUT /v1/connect/intentions/exact":       {deny, "/v1/connect/intentions/exact?source=a&destination=web", `{"Action": "allow"}`},
+		"DELETE /v1/connect/intentions/exact":    {deny, "/v1/connect/intentions/exact?source=a&destination=web", ""},
+		"GET /v1/connect/intentions/check":       {deny, "/v1/connect/intentions/check?source=a&destination=web", ""},
+		"GET /v1/connect/intentions/match":       {deny, "/v1/connect/intentions/match?by=destination&name=web", ""},
+		// The legacy ID-based routes: no intention has an ID, so they
+		// answer 404 to any known token (TestIntentionsByIDAnswer404).
+		"GET /v1/connect/intentions/{id}":          {open, "/v1/connect/intentions/x", ""},
+		"PUT /v1/connect/intentions/{id}":          {open, "/v1/connect/intentions/x", `{}`},
+		"DELETE /v1/connect/intentions/{id}":       {open, "/v1/connect/intentions/x", ""},
+		"PUT /v1/connect/intentions/{$}":           {open, "/v1/connect/intentions/", `{}`},
 		"GET /v1/catalog/datacenters":              {open, "", ""},
 		"GET /v1/catalog/nodes":                    {filter, "", ""},
 		"GET /v1/catalog/node/{node}":              {filter, "/v1/catalog/node/n", ""},

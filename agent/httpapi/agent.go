@@ -39,7 +39,12 @@ func toAgentMember(m catalog.Member) agentMember {
 	if m.Meta.Role == "server" {
 		role = "consul"
 	}
-	tags := map[string]string{"role": role, "dc": m.Meta.Datacenter, "id": m.Meta.ID, "build": m.Meta.Build}
+	// vsn* are what `consul members` shows as Protocol (stats.go).
+	tags := map[string]string{"role": role, "dc": m.Meta.Datacenter, "id": m.Meta.ID, "build": m.Meta.Build,
+		"vsn": consulProtocol, "vsn_min": consulProtocolMin, "vsn_max": consulProtocolMax, "segment": ""}
+	if role == "consul" {
+		tags["raft_vsn"] = raftProtocol
+	}
 	if m.Meta.RaftAddr != "" {
 		if _, port, err := net.SplitHostPort(m.Meta.RaftAddr); err == nil {
 			tags["port"] = port
@@ -86,10 +91,7 @@ func (s *Server) agentSelf(w http.ResponseWriter, r *http.Request) (any, error) 
 			"Server": cfg.Server, "Version": s.version, "Revision": "", "PrimaryDatacenter": cfg.Datacenter,
 			"EncryptEnabled": s.cluster.GossipEncrypted(), "InsecureGossip": s.insecureGossip,
 		},
-		// Consul's Stats carry serf_lan.encrypted, as a string.
-		"Stats": map[string]any{
-			"serf_lan": map[string]string{"encrypted": strconv.FormatBool(s.cluster.GossipEncrypted())},
-		},
+		"Stats":  s.agentStats(), // stats.go
 		"Member": toAgentMember(s.cluster.LocalMember()),
 		"Meta":   node.Meta,
 		"DebugConfig": map[string]any{

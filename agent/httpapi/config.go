@@ -49,8 +49,13 @@ func (s *Server) configApply(w http.ResponseWriter, r *http.Request) (any, error
 
 func (s *Server) configGet(w http.ResponseWriter, r *http.Request) (any, error) {
 	kind, name := r.PathValue("kind"), r.PathValue("name")
-	if _, err := configentry.New(kind); err != nil {
-		return nil, errBadRequest("%v", err)
+	if stored, err := checkConfigKind(kind); err != nil {
+		return nil, err
+	} else if !stored { // configkinds.go
+		if _, err := s.authorize(r); err != nil {
+			return nil, err
+		}
+		return nil, errNotFound("Config entry not found for %q / %q (peerd has no %s entries)", kind, name, kind)
 	}
 	if err := s.requireConfigEntry(r, kind, name, acl.AccessRead); err != nil {
 		return nil, err
@@ -66,8 +71,10 @@ func (s *Server) configGet(w http.ResponseWriter, r *http.Request) (any, error) 
 
 func (s *Server) configList(w http.ResponseWriter, r *http.Request) (any, error) {
 	kind := r.PathValue("kind")
-	if _, err := configentry.New(kind); err != nil {
-		return nil, errBadRequest("%v", err)
+	if stored, err := checkConfigKind(kind); err != nil {
+		return nil, err
+	} else if !stored {
+		return s.configListAbsent(w, r) // configkinds.go
 	}
 	e, err := s.authorize(r)
 	if err != nil {

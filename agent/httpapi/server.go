@@ -269,6 +269,8 @@ func (s *Server) routes() {
 	s.handle("PUT /v1/agent/check/warn/{id}", s.agentCheckTTL(state.HealthWarning))
 	s.handle("PUT /v1/agent/check/fail/{id}", s.agentCheckTTL(state.HealthCritical))
 	s.handle("PUT /v1/agent/check/update/{id}", s.agentCheckUpdate)
+	s.handle("PUT /v1/agent/service/maintenance/{id}", s.agentServiceMaintenance) // maintenance.go
+	s.handle("PUT /v1/agent/maintenance", s.agentNodeMaintenance)
 
 	// Catalog and health: the replicated state.
 	s.handle("GET /v1/catalog/datacenters", s.catalogDatacenters)
@@ -305,6 +307,7 @@ func (s *Server) routes() {
 	s.handle("GET /v1/agent/health", s.agentHealth)
 	s.handle("GET /v1/connect/ca/roots", s.caRoots)
 	s.handle("POST /v1/connect/ca/rotate", s.caRotate)
+	s.intentionRoutes() // intentions.go
 	s.handle("GET /v1/operator/keyring", s.keyringList)
 	s.handle("POST /v1/operator/keyring", s.keyringOp(catalog.KeyringInstall))
 	s.handle("PUT /v1/operator/keyring", s.keyringOp(catalog.KeyringUse))
