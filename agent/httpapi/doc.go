@@ -10,6 +10,10 @@
 // 400 for a bad request (the message names the field and the fix), 404 for
 // something missing, 413 for an oversized body, 503 while there is no leader.
 //
+// Intentions (/v1/connect/intentions, intentions.go) are what Consul 1.9+
+// makes of them: views and edits of service-intentions config entries,
+// written with a check-and-set on the entry, without IDs.
+//
 // The listeners serve Handler behind an Edge (NewEdge), which refuses what
 // a browser page could send on a user's behalf before any endpoint sees
 // it: rebound Host names (421), other origins' changes (403) and simple

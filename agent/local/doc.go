@@ -18,4 +18,6 @@
 //	state.go        the agent's own services and checks, and their check runners
 //	antientropy.go  write-through and the periodic full sync of the node
 //	persist.go      API-registered services and checks kept in StateDir
+//	maintenance.go  maintenance mode: Consul's _node_maintenance and
+//	                _service_maintenance:<id> critical checks, persisted too
 package local
