@@ -152,7 +152,7 @@ func TestEveryRouteIsEnforced(t *testing.T) {
 		"GET /v1/connect/intentions/check":       {deny, "/v1/connect/intentions/check?source=a&destination=web", ""},
 		"GET /v1/connect/intentions/match":       {deny, "/v1/connect/intentions/match?by=destination&name=web", ""},
 		// The legacy ID-based routes: no intention has an ID, so they
-		// answer 404 to any known token (TestIntentionsByIDAnswer404).
+		// answer 404 to any known token (TestIntentionsACL).
 		"GET /v1/connect/intentions/{id}":          {open, "/v1/connect/intentions/x", ""},
 		"PUT /v1/connect/intentions/{id}":          {open, "/v1/connect/intentions/x", `{}`},
 		"DELETE /v1/connect/intentions/{id}":       {open, "/v1/connect/intentions/x", ""},
