@@ -54,9 +54,11 @@ type intentionJSON struct {
 // defaultNS is the namespace Consul reports for intentions without one.
 const defaultNS = "default"
 
-// maxIntentionWriteRetries bounds the check-and-set retries of a write
-// that raced another write of the same destination's entry.
-const maxIntentionWriteRetries = 5
+// maxIntentionWriteRetries bounds the check-and-set attempts of a write
+// that races other writes of the same destination's entry. A write loses
+// only to another write that landed, so with fewer concurrent writers of
+// one entry than this every write lands.
+const maxIntentionWriteRetries = 16
 
 // viewCatchUp bounds how long a write waits for this node's view to show
 // the write that beat its check-and-set.
