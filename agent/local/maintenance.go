@@ -61,6 +61,7 @@ func (s *State) EnableServiceMaintenance(ctx context.Context, id, reason string)
 	}
 	s.addMaintenanceLocked(cid, reason, svc)
 	s.mu.Unlock()
+	s.log.Info("service entered maintenance mode", "service", id, "reason", reason)
 	s.persist()
 	s.write(ctx, s.registerCheck(cid))
 	return nil
@@ -111,6 +112,7 @@ func (s *State) EnableNodeMaintenance(ctx context.Context, reason string) {
 	}
 	s.addMaintenanceLocked(NodeMaintenanceCheckID, reason, nil)
 	s.mu.Unlock()
+	s.log.Info("node entered maintenance mode", "reason", reason)
 	s.persist()
 	s.write(ctx, s.registerCheck(NodeMaintenanceCheckID))
 }
@@ -129,6 +131,7 @@ func (s *State) removeMaintenance(ctx context.Context, cid string) error {
 	if !ok || !c.Maintenance {
 		return nil
 	}
+	s.log.Info("left maintenance mode", "check", cid)
 	return s.RemoveCheck(ctx, cid)
 }
 
