@@ -6,7 +6,17 @@
  * remember the original destination by socket cookie; the capture sockops
  * program moves that record to a map keyed by the connection's 4-tuple once
  * the client side is established, which is what the terminator can look up
- * from its accepted socket (remote = client, local = listener). */
+ * from its accepted socket (remote = client, local = listener), with the
+ * connection's network namespace cookie.
+ *
+ * Workloads in their own network namespace (containers, pods): the
+ * terminator opens its listener at the same address inside each workload
+ * namespace, so the rewrite target does not change, but a connect from a
+ * namespace other than the daemon's (host_netns) is rewritten only once
+ * that namespace is in workload_netns (its listeners are up). Before, the
+ * connect is refused (EPERM) and the namespace announced on netns_events,
+ * at most once per ANNOUNCE_NS per namespace, for the manager to open the
+ * listeners there. */
 #include "common.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
@@ -17,6 +27,10 @@ volatile const __u32 listener_v6[4] = {}; /* network order; all 0 = no IPv6 list
 volatile const __u16 listener_port = 0;   /* host order */
 volatile const __u32 own_mark = 0;        /* SO_MARK of the terminator's sockets; 0 = none */
 volatile const __u64 daemon_cgid = 0;     /* cgroup id of the daemon; 0 = none */
+volatile const __u64 host_netns = 0;      /* netns cookie of the daemon's namespace */
+
+/* How often a namespace that is not ready is announced again. */
+#define ANNOUNCE_NS 1000000000ULL
 
 struct vip_key {
 	__u32 addr[4];
@@ -47,7 +61,19 @@ enum capture_stat {
 	CAP_SKIP_LISTENER,
 	CAP_MAP_ERR,
 	CAP_HANDOVER,
+	CAP_NETNS_NOT_READY,
+	CAP_NETNS_REWRITE,
+	CAP_NETNS_EVENT_DROP,
 	CAP_STAT_MAX,
+};
+
+/* One netns_events record: a captured connect came from a namespace that
+ * is not in workload_netns. */
+struct netns_event {
+	__u64 netns_cookie;
+	__u64 cgroup_id;
+	__u32 pid; /* tgid */
+	__u32 pad;
 };
 
 struct {
@@ -70,6 +96,27 @@ struct {
 	__type(key, struct tuple);
 	__type(value, struct orig_dst);
 } orig_tuple SEC(".maps");
+
+/* Workload namespaces whose listeners are up: netns cookie -> flags. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u32);
+} workload_netns SEC(".maps");
+
+/* When each not-ready namespace was last announced (bpf_ktime_get_ns). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} netns_announced SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 * 1024);
+} netns_events SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -94,14 +141,39 @@ static __always_inline int own_socket(struct bpf_sock_addr *ctx)
 	return 0;
 }
 
+/* announce tells user space that namespace ns is not ready, unless it did
+ * less than ANNOUNCE_NS ago. */
+static __always_inline void announce(__u64 ns)
+{
+	struct netns_event ev = {};
+	__u64 now = bpf_ktime_get_ns();
+	__u64 *last = bpf_map_lookup_elem(&netns_announced, &ns);
+
+	if (last && now - *last < ANNOUNCE_NS)
+		return;
+	ev.netns_cookie = ns;
+	ev.cgroup_id = bpf_get_current_cgroup_id();
+	ev.pid = bpf_get_current_pid_tgid() >> 32;
+	if (bpf_ringbuf_output(&netns_events, &ev, sizeof(ev), 0)) {
+		stat_inc(&cap_stats, CAP_NETNS_EVENT_DROP, 1);
+		return;
+	}
+	bpf_map_update_elem(&netns_announced, &ns, &now, BPF_ANY);
+}
+
+enum { PASS = 0, REWRITE = 1, REFUSE = 2 };
+
 /* capture looks dst:port up and, on a hit, records the original destination
- * under the socket cookie. It returns 1 when the caller should rewrite. */
-static __always_inline int capture(void *ctx, const __u32 *dst, __u16 port)
+ * under the socket cookie. It returns REWRITE when the caller should
+ * rewrite, REFUSE when the connect comes from a workload namespace whose
+ * listeners are not up yet, PASS otherwise. */
+static __always_inline int capture(struct bpf_sock_addr *ctx, const __u32 *dst, __u16 port)
 {
 	struct vip_key k = {};
 	struct vip_val *v;
 	struct orig_dst o = {};
-	__u64 cookie;
+	__u64 cookie, ns;
+	int other_ns;
 
 	k.addr[0] = dst[0];
 	k.addr[1] = dst[1];
@@ -113,7 +185,16 @@ static __always_inline int capture(void *ctx, const __u32 *dst, __u16 port)
 		k.port = 0;
 		v = bpf_map_lookup_elem(&vips, &k);
 		if (!v)
-			return 0;
+			return PASS;
+	}
+	ns = bpf_get_netns_cookie(ctx);
+	other_ns = ns != host_netns;
+	if (other_ns && !bpf_map_lookup_elem(&workload_netns, &ns)) {
+		/* 127.0.0.1 there is not the terminator's: refuse rather
+		 * than send the workload to whatever listens there. */
+		stat_inc(&cap_stats, CAP_NETNS_NOT_READY, 1);
+		announce(ns);
+		return REFUSE;
 	}
 	o.addr[0] = dst[0];
 	o.addr[1] = dst[1];
@@ -128,9 +209,11 @@ static __always_inline int capture(void *ctx, const __u32 *dst, __u16 port)
 		/* Without the record the terminator could not route the
 		 * connection: leave it alone rather than capture it blind. */
 		stat_inc(&cap_stats, CAP_MAP_ERR, 1);
-		return 0;
+		return PASS;
 	}
-	return 1;
+	if (other_ns)
+		stat_inc(&cap_stats, CAP_NETNS_REWRITE, 1);
+	return REWRITE;
 }
 
 SEC("cgroup/connect4")
@@ -138,6 +221,7 @@ int capture_connect4(struct bpf_sock_addr *ctx)
 {
 	__u32 dst[4];
 	__u16 port;
+	int verdict;
 
 	if (ctx->protocol != 6 /* IPPROTO_TCP */)
 		return 1;
@@ -150,7 +234,10 @@ int capture_connect4(struct bpf_sock_addr *ctx)
 	if (!listener_v4 || own_socket(ctx))
 		return 1;
 	addr_v4mapped(dst, ctx->user_ip4);
-	if (!capture(ctx, dst, port))
+	verdict = capture(ctx, dst, port);
+	if (verdict == REFUSE)
+		return 0; /* EPERM */
+	if (verdict != REWRITE)
 		return 1;
 	ctx->user_ip4 = listener_v4;
 	ctx->user_port = bpf_htons(listener_port);
@@ -163,7 +250,7 @@ int capture_connect6(struct bpf_sock_addr *ctx)
 {
 	__u32 dst[4];
 	__u16 port;
-	int mapped, is_listener;
+	int mapped, is_listener, verdict;
 
 	if (ctx->protocol != 6 /* IPPROTO_TCP */)
 		return 1;
@@ -187,7 +274,12 @@ int capture_connect6(struct bpf_sock_addr *ctx)
 		return 1;
 	if (!mapped && !(listener_v6[0] | listener_v6[1] | listener_v6[2] | listener_v6[3]))
 		return 1;
-	if (own_socket(ctx) || !capture(ctx, dst, port))
+	if (own_socket(ctx))
+		return 1;
+	verdict = capture(ctx, dst, port);
+	if (verdict == REFUSE)
+		return 0; /* EPERM */
+	if (verdict != REWRITE)
 		return 1;
 	if (mapped) {
 		/* A dual-stack socket dialing ::ffff:VIP goes to ::ffff:listener. */
@@ -217,7 +309,9 @@ int capture_sockops(struct bpf_sock_ops *ops)
 	if (!o)
 		return 1;
 	if (sock_ops_tuple(ops, &t) == 0) {
-		/* Written before the client's ACK leaves, so before the
+		/* Keyed with the namespace too: the terminator's listener in
+		 * every workload namespace sees the same loopback tuples.
+		 * Written before the client's ACK leaves, so before the
 		 * terminator's accept() returns. */
 		if (bpf_map_update_elem(&orig_tuple, &t, o, BPF_ANY))
 			stat_inc(&cap_stats, CAP_MAP_ERR, 1);

@@ -25,11 +25,13 @@ type CaptureOrigDst struct {
 }
 
 type CaptureTuple struct {
-	_     structs.HostLayout
-	Src   [4]uint32
-	Dst   [4]uint32
-	Sport uint16
-	Dport uint16
+	_           structs.HostLayout
+	Src         [4]uint32
+	Dst         [4]uint32
+	Sport       uint16
+	Dport       uint16
+	Pad         uint32
+	NetnsCookie uint64
 }
 
 type CaptureVipKey struct {
@@ -50,13 +52,17 @@ type CaptureVipVal struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	CaptureMapCapStats         = "cap_stats"
+	CaptureMapNetnsAnnounced   = "netns_announced"
+	CaptureMapNetnsEvents      = "netns_events"
 	CaptureMapOrigCookie       = "orig_cookie"
 	CaptureMapOrigTuple        = "orig_tuple"
 	CaptureMapVips             = "vips"
+	CaptureMapWorkloadNetns    = "workload_netns"
 	CaptureProgCaptureConnect4 = "capture_connect4"
 	CaptureProgCaptureConnect6 = "capture_connect6"
 	CaptureProgCaptureSockops  = "capture_sockops"
 	CaptureVarDaemonCgid       = "daemon_cgid"
+	CaptureVarHostNetns        = "host_netns"
 	CaptureVarListenerPort     = "listener_port"
 	CaptureVarListenerV4       = "listener_v4"
 	CaptureVarListenerV6       = "listener_v6"
@@ -114,10 +120,13 @@ type CaptureProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CaptureMapSpecs struct {
-	CapStats   *ebpf.MapSpec `ebpf:"cap_stats"`
-	OrigCookie *ebpf.MapSpec `ebpf:"orig_cookie"`
-	OrigTuple  *ebpf.MapSpec `ebpf:"orig_tuple"`
-	Vips       *ebpf.MapSpec `ebpf:"vips"`
+	CapStats       *ebpf.MapSpec `ebpf:"cap_stats"`
+	NetnsAnnounced *ebpf.MapSpec `ebpf:"netns_announced"`
+	NetnsEvents    *ebpf.MapSpec `ebpf:"netns_events"`
+	OrigCookie     *ebpf.MapSpec `ebpf:"orig_cookie"`
+	OrigTuple      *ebpf.MapSpec `ebpf:"orig_tuple"`
+	Vips           *ebpf.MapSpec `ebpf:"vips"`
+	WorkloadNetns  *ebpf.MapSpec `ebpf:"workload_netns"`
 }
 
 // CaptureVariableSpecs contains global variables before they are loaded into the kernel.
@@ -125,6 +134,7 @@ type CaptureMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type CaptureVariableSpecs struct {
 	DaemonCgid   *ebpf.VariableSpec `ebpf:"daemon_cgid"`
+	HostNetns    *ebpf.VariableSpec `ebpf:"host_netns"`
 	ListenerPort *ebpf.VariableSpec `ebpf:"listener_port"`
 	ListenerV4   *ebpf.VariableSpec `ebpf:"listener_v4"`
 	ListenerV6   *ebpf.VariableSpec `ebpf:"listener_v6"`
@@ -151,18 +161,24 @@ func (o *CaptureObjects) Close() error {
 //
 // It can be passed to LoadCaptureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CaptureMaps struct {
-	CapStats   *ebpf.Map `ebpf:"cap_stats"`
-	OrigCookie *ebpf.Map `ebpf:"orig_cookie"`
-	OrigTuple  *ebpf.Map `ebpf:"orig_tuple"`
-	Vips       *ebpf.Map `ebpf:"vips"`
+	CapStats       *ebpf.Map `ebpf:"cap_stats"`
+	NetnsAnnounced *ebpf.Map `ebpf:"netns_announced"`
+	NetnsEvents    *ebpf.Map `ebpf:"netns_events"`
+	OrigCookie     *ebpf.Map `ebpf:"orig_cookie"`
+	OrigTuple      *ebpf.Map `ebpf:"orig_tuple"`
+	Vips           *ebpf.Map `ebpf:"vips"`
+	WorkloadNetns  *ebpf.Map `ebpf:"workload_netns"`
 }
 
 func (m *CaptureMaps) Close() error {
 	return _CaptureClose(
 		m.CapStats,
+		m.NetnsAnnounced,
+		m.NetnsEvents,
 		m.OrigCookie,
 		m.OrigTuple,
 		m.Vips,
+		m.WorkloadNetns,
 	)
 }
 
@@ -171,6 +187,7 @@ func (m *CaptureMaps) Close() error {
 // It can be passed to LoadCaptureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CaptureVariables struct {
 	DaemonCgid   *ebpf.Variable `ebpf:"daemon_cgid"`
+	HostNetns    *ebpf.Variable `ebpf:"host_netns"`
 	ListenerPort *ebpf.Variable `ebpf:"listener_port"`
 	ListenerV4   *ebpf.Variable `ebpf:"listener_v4"`
 	ListenerV6   *ebpf.Variable `ebpf:"listener_v6"`

@@ -41,12 +41,15 @@ static __always_inline int addr_is_loopback(const __u32 *a)
 }
 
 /* tuple is one TCP connection as seen by one of its sockets: src is the
- * local end. */
+ * local end. netns_cookie (bpf_get_netns_cookie of the socket) tells apart
+ * the identical loopback tuples of two network namespaces. */
 struct tuple {
 	__u32 src[4];
 	__u32 dst[4];
 	__u16 sport;
 	__u16 dport;
+	__u32 pad;
+	__u64 netns_cookie;
 };
 
 /* sock_ops_tuple fills t from a sock_ops context (IPv4 and IPv6 sockets). */
@@ -73,6 +76,7 @@ static __always_inline int sock_ops_tuple(struct bpf_sock_ops *ops, struct tuple
 	 * in its upper 16 bits on little-endian (read it as 32 bits). */
 	t->sport = (__u16)ops->local_port;
 	t->dport = (__u16)bpf_ntohl(READ_ONCE(ops->remote_port));
+	t->netns_cookie = bpf_get_netns_cookie(ops);
 	return 0;
 }
 

@@ -9,9 +9,13 @@
 //   - Capture (capture.c): cgroup/connect4 + cgroup/connect6 rewrite
 //     connections to virtual IPs to the terminator's outbound listener;
 //     a sockops program hands the original destination over from the
-//     socket cookie to the connection's 4-tuple.
+//     socket cookie to the connection's 4-tuple and network namespace
+//     cookie. Connects from a namespace other than the daemon's are
+//     rewritten only once it is in workload_netns; until then they are
+//     refused and the namespace is announced on the netns_events ring
+//     buffer.
 //   - Fastpath (fastpath.c): sockops + sk_msg splice plaintext loopback
-//     legs through a SOCKHASH.
+//     legs through a SOCKHASH keyed by 4-tuple and netns cookie.
 //   - Tc (tc.c): per-peer byte and packet counters at TC ingress/egress.
 //   - Inbound (inbound.c): sk_lookup (attached to a network namespace)
 //     assigns TCP connections to the gateway's VIP prefixes and port range

@@ -3,7 +3,9 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* Layer 2, local fast path: sockops inserts established plaintext loopback
  * legs whose local or remote port is a fast-path port (the terminator's
- * plaintext listeners) into a SOCKHASH keyed by the socket's own 4-tuple;
+ * plaintext listeners) into a SOCKHASH keyed by the socket's own 4-tuple
+ * and network namespace cookie (a workload's namespace has its own
+ * loopback, with the same addresses as every other's);
  * sk_msg redirects every sendmsg to the peer socket's ingress queue. Ports
  * listed in tls_ports never enter the map (kTLS/ULP sockets cannot, and
  * encrypted legs gain nothing). */
@@ -101,6 +103,8 @@ int fastpath_skmsg(struct sk_msg_md *msg)
 	}
 	peer.sport = (__u16)bpf_ntohl(READ_ONCE(msg->remote_port));
 	peer.dport = (__u16)msg->local_port;
+	/* Both legs live in the same namespace: look the peer up there. */
+	peer.netns_cookie = bpf_get_netns_cookie(msg);
 	if (bpf_msg_redirect_hash(msg, &sock_pairs, &peer, BPF_F_INGRESS) == SK_PASS) {
 		stat_inc(&fp_stats, FP_REDIRECT, 1);
 		stat_inc(&fp_stats, FP_BYTES, size);

@@ -14,11 +14,13 @@ import (
 )
 
 type FastpathTuple struct {
-	_     structs.HostLayout
-	Src   [4]uint32
-	Dst   [4]uint32
-	Sport uint16
-	Dport uint16
+	_           structs.HostLayout
+	Src         [4]uint32
+	Dst         [4]uint32
+	Sport       uint16
+	Dport       uint16
+	Pad         uint32
+	NetnsCookie uint64
 }
 
 // Names of all BPF objects in the ELF.

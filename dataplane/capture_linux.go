@@ -6,19 +6,26 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"syscall"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/peerd/peerd/bpf"
+	"github.com/peerd/peerd/internal/netutil"
 )
 
-var captureCounterNames = []string{"connects", "rewrites", "skip_mark", "skip_cgroup", "skip_listener", "map_errors", "handovers"}
+var captureCounterNames = []string{"connects", "rewrites", "skip_mark", "skip_cgroup", "skip_listener", "map_errors", "handovers", "netns_not_ready", "netns_rewrites", "netns_event_drops"}
 
 type captureLayer struct {
 	objs   bpf.CaptureObjects
 	links  []link.Link
 	reused bool
+	// events reads netns_events; ReadNetnsEvent uses it without d.mu.
+	events *ringbuf.Reader
+	// routes are the unreachable routes installed at Start (routes_linux.go).
+	routes []string
 }
 
 // cgroupKeep accepts a pinned cgroup link that is attached to cgroup id
@@ -77,7 +84,12 @@ func loadCapture(cfg *Config, dir string) (_ *captureLayer, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("read capture object: %w", err)
 	}
+	hostNetns, err := ownNetnsCookie()
+	if err != nil {
+		return nil, err
+	}
 	vars := map[string]any{
+		"host_netns":    hostNetns,
 		"listener_v4":   word4(cfg.ListenerV4),
 		"listener_port": cfg.ListenerPort,
 		"own_mark":      cfg.Mark,
@@ -95,7 +107,8 @@ func loadCapture(cfg *Config, dir string) (_ *captureLayer, err error) {
 			return nil, fmt.Errorf("set %s: %w", name, err)
 		}
 	}
-	if err := pinMaps(spec, bpf.CaptureMapVips, bpf.CaptureMapOrigCookie, bpf.CaptureMapOrigTuple, bpf.CaptureMapCapStats); err != nil {
+	if err := pinMaps(spec, bpf.CaptureMapVips, bpf.CaptureMapOrigCookie, bpf.CaptureMapOrigTuple, bpf.CaptureMapCapStats,
+		bpf.CaptureMapWorkloadNetns, bpf.CaptureMapNetnsAnnounced, bpf.CaptureMapNetnsEvents); err != nil {
 		return nil, err
 	}
 	l := &captureLayer{}
@@ -109,6 +122,15 @@ func loadCapture(cfg *Config, dir string) (_ *captureLayer, err error) {
 			_ = l.objs.Close()
 		}
 	}()
+	// Before the programs attach: from the first captured connect on,
+	// what is not captured cannot leave the node either.
+	if l.routes, err = installUnreachable(cfg.UnreachablePrefixes); err != nil {
+		return nil, err
+	}
+	if l.events, err = ringbuf.NewReader(l.objs.NetnsEvents); err != nil {
+		return nil, fmt.Errorf("open the netns_events ring buffer: %w", err)
+	}
+	u.add(func() { _ = l.events.Close() })
 	l.links, l.reused, err = attachCgroupProgs(cfg, dir, []cgroupProg{
 		{"connect4", l.objs.CaptureConnect4, ebpf.AttachCGroupInet4Connect},
 		{"connect6", l.objs.CaptureConnect6, ebpf.AttachCGroupInet6Connect},
@@ -123,6 +145,9 @@ func loadCapture(cfg *Config, dir string) (_ *captureLayer, err error) {
 
 func (l *captureLayer) close() error {
 	var errs []error
+	if l.events != nil {
+		errs = append(errs, l.events.Close())
+	}
 	for _, lk := range l.links {
 		errs = append(errs, lk.Close())
 	}
@@ -132,8 +157,9 @@ func (l *captureLayer) close() error {
 
 func (l *captureLayer) status(s *LayerStatus) {
 	s.Loaded, s.Reused, s.AttachMode = true, l.reused, "cgroup-link"
+	s.Routes = l.routes
 	s.Maps = map[string]int{}
-	for name, m := range map[string]*ebpf.Map{"vips": l.objs.Vips, "orig_cookie": l.objs.OrigCookie, "orig_tuple": l.objs.OrigTuple} {
+	for name, m := range map[string]*ebpf.Map{"vips": l.objs.Vips, "orig_cookie": l.objs.OrigCookie, "orig_tuple": l.objs.OrigTuple, "workload_netns": l.objs.WorkloadNetns} {
 		n, err := count(m)
 		if err != nil {
 			s.fail(err)
@@ -219,7 +245,10 @@ func (d *Dataplane) OriginalDestination(conn net.Conn) (netip.AddrPort, uint64, 
 	return o.Dest, o.CgroupID, ok, err
 }
 
-// Origin is OriginalDestination with the peer and service ids.
+// Origin is OriginalDestination with the peer and service ids and the
+// network namespace of the connection. conn must be a syscall.Conn (a
+// *net.TCPConn): the lookup needs its namespace cookie, since two
+// workload namespaces see identical loopback tuples.
 func (d *Dataplane) Origin(conn net.Conn) (Origin, bool, error) {
 	remote, err := tcpAddrPort(conn.RemoteAddr())
 	if err != nil {
@@ -229,12 +258,20 @@ func (d *Dataplane) Origin(conn net.Conn) (Origin, bool, error) {
 	if err != nil {
 		return Origin{}, false, err
 	}
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return Origin{}, false, fmt.Errorf("original destination: %T has no file descriptor (pass the accepted *net.TCPConn)", conn)
+	}
+	ns, err := netutil.NetnsCookie(sc)
+	if err != nil {
+		return Origin{}, false, fmt.Errorf("original destination of %s: %w", remote, err)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.layerOn(d.capture); err != nil {
 		return Origin{}, false, err
 	}
-	k := bpf.CaptureTuple{Src: words(remote.Addr()), Dst: words(local.Addr()), Sport: remote.Port(), Dport: local.Port()}
+	k := bpf.CaptureTuple{Src: words(remote.Addr()), Dst: words(local.Addr()), Sport: remote.Port(), Dport: local.Port(), NetnsCookie: ns}
 	var v bpf.CaptureOrigDst
 	m := d.capture.objs.OrigTuple
 	if err := m.Lookup(&k, &v); err != nil {
@@ -245,10 +282,11 @@ func (d *Dataplane) Origin(conn net.Conn) (Origin, bool, error) {
 	}
 	_ = m.Delete(&k)
 	return Origin{
-		Dest:      netip.AddrPortFrom(fromWords(v.Addr), v.Port),
-		PeerID:    v.PeerId,
-		ServiceID: v.ServiceId,
-		CgroupID:  v.CgroupId,
+		Dest:        netip.AddrPortFrom(fromWords(v.Addr), v.Port),
+		PeerID:      v.PeerId,
+		ServiceID:   v.ServiceId,
+		CgroupID:    v.CgroupId,
+		NetnsCookie: ns,
 	}, true, nil
 }
 

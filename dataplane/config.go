@@ -82,6 +82,18 @@ type Config struct {
 	ListenerV6   netip.Addr
 	ListenerPort uint16
 
+	// UnreachablePrefixes are the virtual IP ranges (the agent's
+	// -virtual-ip-cidr and -virtual-ip6-cidr). With Capture on, Start
+	// installs an unreachable route for each in the dataplane's network
+	// namespace (the namespace of the thread calling Start), so that
+	// traffic to a virtual IP that is not captured — a process outside
+	// CgroupPath, a pod whose default route leads to the node — fails
+	// fast (ENETUNREACH, ICMP unreachable) instead of leaving the node.
+	// Close leaves the routes (like the pins); Cleanup removes them. A
+	// range that overlaps an address or a (non-default) route of the
+	// namespace is refused by Start.
+	UnreachablePrefixes []netip.Prefix
+
 	// Mark is the SO_MARK the terminator sets on its own sockets
 	// (internal/netutil); marked sockets are never captured. 0: none.
 	Mark uint32
@@ -136,6 +148,9 @@ func (c *Config) validate() error {
 		if c.ListenerV6.IsValid() && (!c.ListenerV6.Is6() || c.ListenerV6.Is4In6()) {
 			return fmt.Errorf("dataplane: ListenerV6 %s is not an IPv6 address", c.ListenerV6)
 		}
+	}
+	if err := validateUnreachable(c.UnreachablePrefixes); err != nil {
+		return err
 	}
 	for _, p := range c.FastPathCgroups {
 		if err := checkCgroup(p, false); err != nil {

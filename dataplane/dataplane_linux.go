@@ -44,8 +44,10 @@ func New(cfg Config) (*Dataplane, error) {
 // Start probes, loads, attaches and pins each requested layer. A layer
 // whose kernel features are missing, or that fails to load or attach, is
 // rolled back completely and reported off in Status with the reason; the
-// other layers are unaffected, and Start still succeeds. It fails only
-// after Close or a second time.
+// other layers are unaffected, and Start still succeeds. It fails after
+// Close or a second time, and with capture on when a range of
+// UnreachablePrefixes overlaps an address or route of the namespace
+// (then nothing is loaded).
 func (d *Dataplane) Start() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -58,6 +60,12 @@ func (d *Dataplane) Start() error {
 	d.started = true
 	cfg := d.cfg
 	dir := cfg.pinDir()
+	if cfg.Capture {
+		// Bad input, refused before anything is loaded.
+		if err := checkUnreachable(cfg.UnreachablePrefixes); err != nil {
+			return err
+		}
+	}
 	// Kernels before 5.11 charge eBPF maps to RLIMIT_MEMLOCK (64 KiB by
 	// default), so every map create fails with EPERM; later kernels charge
 	// the memory cgroup and RemoveMemlock does nothing. Lifting it needs
@@ -162,10 +170,16 @@ func (d *Dataplane) Close(_ context.Context) error {
 }
 
 // Cleanup closes d and removes everything pinned under its PinDir (see the
-// package function Cleanup), detaching what the pins held; use it instead
-// of Close when nothing should stay attached.
+// package function Cleanup), detaching what the pins held, and the
+// unreachable routes of Config.UnreachablePrefixes from the caller's
+// network namespace; use it instead of Close when nothing should stay
+// attached.
 func (d *Dataplane) Cleanup(ctx context.Context) error {
-	return errors.Join(d.Close(ctx), Cleanup(d.cfg.pinDir()))
+	errs := []error{d.Close(ctx), Cleanup(d.cfg.pinDir())}
+	if d.cfg.Capture {
+		errs = append(errs, removeUnreachable(d.cfg.UnreachablePrefixes))
+	}
+	return errors.Join(errs...)
 }
 
 // Status reports every layer. Counter read errors are reported in the

@@ -112,3 +112,17 @@ func (d *Dataplane) SetInboundPrefixes([]netip.Prefix) error { return notLinux("
 func (d *Dataplane) InboundPrefixes() ([]netip.Prefix, error) {
 	return nil, notLinux("inbound prefixes")
 }
+
+// SetWorkloadNetns needs the capture layer.
+func (d *Dataplane) SetWorkloadNetns(uint64) error { return notLinux("set workload netns") }
+
+// DeleteWorkloadNetns needs the capture layer.
+func (d *Dataplane) DeleteWorkloadNetns(uint64) error { return notLinux("delete workload netns") }
+
+// WorkloadNetns needs the capture layer.
+func (d *Dataplane) WorkloadNetns() ([]uint64, error) { return nil, notLinux("list workload netns") }
+
+// ReadNetnsEvent needs the capture layer.
+func (d *Dataplane) ReadNetnsEvent(context.Context) (NetnsEvent, error) {
+	return NetnsEvent{}, notLinux("read netns event")
+}

@@ -37,6 +37,13 @@ var (
 		helperFn(ebpf.CGroupSockAddr, asm.FnGetSocketCookie),
 		helperFn(ebpf.CGroupSockAddr, asm.FnGetCurrentCgroupId),
 		helperFn(ebpf.SockOps, asm.FnGetSocketCookie),
+		// Workload namespaces: keys carry the netns cookie, refused
+		// connects are announced on a ring buffer. sock_ops gained
+		// bpf_get_netns_cookie in 5.15 (cgroup/connect in 5.7).
+		helperFn(ebpf.CGroupSockAddr, asm.FnGetNetnsCookie),
+		helperFn(ebpf.SockOps, asm.FnGetNetnsCookie),
+		mapType(ebpf.RingBuf),
+		helperFn(ebpf.CGroupSockAddr, asm.FnRingbufOutput),
 	}
 	fastPathNeeds = []requirement{
 		progType(ebpf.SockOps),
@@ -44,6 +51,9 @@ var (
 		mapType(ebpf.SockHash),
 		helperFn(ebpf.SockOps, asm.FnSockHashUpdate),
 		helperFn(ebpf.SkMsg, asm.FnMsgRedirectHash),
+		// The SOCKHASH key carries the netns cookie (5.15 for both).
+		helperFn(ebpf.SockOps, asm.FnGetNetnsCookie),
+		helperFn(ebpf.SkMsg, asm.FnGetNetnsCookie),
 	}
 	tcNeeds = []requirement{
 		progType(ebpf.SchedCLS),

@@ -45,6 +45,9 @@ type LayerStatus struct {
 	Counters map[string]uint64 `json:",omitempty"`
 	// Interfaces: TC attach mode per interface.
 	Interfaces map[string]string `json:",omitempty"`
+	// Routes: the capture layer's unreachable routes for the virtual IP
+	// ranges (Config.UnreachablePrefixes), as "unreachable <prefix>".
+	Routes []string `json:",omitempty"`
 }
 
 // fail records err as the layer's Err and Reason.

@@ -21,6 +21,20 @@ type Origin struct {
 	ServiceID uint32
 	// CgroupID is the cgroup of the process that called connect().
 	CgroupID uint64
+	// NetnsCookie is the network namespace of the connection (the
+	// workload's: the terminator accepted it on its listener there).
+	NetnsCookie uint64
+}
+
+// NetnsEvent announces a network namespace that is not ready: a process
+// there (PID, a thread group id, in cgroup CgroupID) connected to a
+// virtual IP, and was refused with EPERM because the namespace is not in
+// the workload set (SetWorkloadNetns). A namespace is announced at most
+// about once a second while it stays not ready.
+type NetnsEvent struct {
+	NetnsCookie uint64
+	PID         uint32
+	CgroupID    uint64
 }
 
 // PeerCounters are the TC counters of one peer (all interfaces).

@@ -247,7 +247,7 @@ func TestCommands(t *testing.T) {
 			name: "dataplane status",
 			args: []string{"dataplane", "status"},
 			replies: map[string]reply{"GET /v1/agent/dataplane": {body: `{"Enabled":true,"Status":{"Kernel":"6.12.0","PinDir":"/sys/fs/bpf/peerd",` +
-				`"Capture":{"Enabled":true,"Loaded":true,"Reused":true,"AttachMode":"cgroup-link","Maps":{"vips":2},"Counters":{"redirected":7}},` +
+				`"Capture":{"Enabled":true,"Loaded":true,"Reused":true,"AttachMode":"cgroup-link","Maps":{"vips":2},"Counters":{"redirected":7},"Routes":["unreachable 240.0.0.0/4"]},` +
 				`"FastPath":{"Enabled":true,"Loaded":false,"Reason":"no sk_msg"},"TC":{"Enabled":false,"Loaded":false},` +
 				`"Inbound":{"Enabled":true,"Loaded":true,"AttachMode":"netns-link","Interfaces":{"eth0":"tcx"}}}}`}},
 			want: []wantRequest{{method: "GET", path: "/v1/agent/dataplane"}},
@@ -262,6 +262,7 @@ func TestCommands(t *testing.T) {
 				"Layer    Map / counter   Value\n" +
 				"capture  map vips        2\n" +
 				"capture  redirected      7\n" +
+				"capture  route           unreachable 240.0.0.0/4\n" +
 				"inbound  interface eth0  tcx\n",
 		},
 		{

@@ -22,6 +22,7 @@ type layerStatus struct {
 	Maps       map[string]int
 	Counters   map[string]uint64
 	Interfaces map[string]string
+	Routes     []string
 }
 
 func newDataplaneStatusCommand(a *app) *cobra.Command {
@@ -32,7 +33,8 @@ func newDataplaneStatusCommand(a *app) *cobra.Command {
 		Long: `Show the agent's eBPF dataplane (GET /v1/agent/dataplane): for each layer
 (capture, fastpath, tc, inbound) whether it is enabled and loaded, how it is
 attached (cgroup link, TCX or clsact), why it is off, the kernel version,
-map occupancy and the programs' counters.`,
+map occupancy, the programs' counters and the capture layer's unreachable
+routes for the virtual IP ranges.`,
 		Example: `  peerctl dataplane status
   peerctl dataplane status -format json`,
 		Args: noArgs,
@@ -92,6 +94,9 @@ map occupancy and the programs' counters.`,
 				}
 				for _, k := range sortedKeys(x.l.Interfaces) {
 					detail = append(detail, []string{x.name, "interface " + k, x.l.Interfaces[k]})
+				}
+				for _, r := range x.l.Routes {
+					detail = append(detail, []string{x.name, "route", r})
 				}
 			}
 			if len(detail) > 0 {
