@@ -294,7 +294,7 @@ func BenchmarkConnect4Cost(b *testing.B) {
 // nanoseconds until the last one was read. The connections stay open
 // until the process exits.
 func streamEcho(port int, d time.Duration, size int) (int64, int64, error) {
-	c, err := dialEcho(port)
+	c, err := dialEcho(port, 0)
 	if err != nil {
 		return 0, 0, err
 	}

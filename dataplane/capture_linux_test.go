@@ -29,6 +29,7 @@ type acceptor struct {
 type acceptResult struct {
 	dest  netip.AddrPort
 	cgID  uint64
+	netns uint64
 	ok    bool
 	err   error
 	again bool // a second lookup found the entry again (it must not)
@@ -50,9 +51,9 @@ func listenIn(t *testing.T, ns *testutil.Netns, addr string, dp func() *Dataplan
 				return
 			}
 			d := dp()
-			dest, cgID, ok, err := d.OriginalDestination(c)
+			o, ok, err := d.Origin(c)
 			_, _, again, _ := d.OriginalDestination(c)
-			a.origins <- acceptResult{dest, cgID, ok, err, again}
+			a.origins <- acceptResult{o.Dest, o.CgroupID, o.NetnsCookie, ok, err, again}
 			go func() {
 				defer c.Close()
 				r := bufio.NewReader(c)
@@ -91,8 +92,9 @@ func (a *acceptor) none(t *testing.T) {
 	}
 }
 
-// captureSetup loads the capture layer on a fresh cgroup, pin dir and
-// netns with listeners on 127.0.0.1 and [::1].
+// captureEnv is the capture layer loaded on a fresh cgroup and pin dir,
+// and a netns with listeners on 127.0.0.1 and [::1]: a workload namespace
+// (the dataplane runs in the test's), marked ready with SetWorkloadNetns.
 type captureEnv struct {
 	cg     string
 	cgID   uint64
@@ -133,6 +135,9 @@ func newCaptureEnv(t *testing.T, mod func(*Config)) *captureEnv {
 	get := func() *Dataplane { return e.dp }
 	e.v4 = listenIn(t, e.ns, fmt.Sprintf("127.0.0.1:%d", testListenerPort), get)
 	e.v6 = listenIn(t, e.ns, fmt.Sprintf("[::1]:%d", testListenerPort), get)
+	if err := e.dp.SetWorkloadNetns(netnsCookieOf(t, e.ns)); err != nil {
+		t.Fatal(err)
+	}
 	return e
 }
 
@@ -286,4 +291,16 @@ func TestCaptureSkipsDaemonCgroup(t *testing.T) {
 	if c := e.dp.Status().Capture.Counters; c["skip_cgroup"] != 1 || c["rewrites"] != 0 {
 		t.Errorf("counters %v", c)
 	}
+}
+
+// netnsCookieOf is the cookie of ns.
+func netnsCookieOf(t testing.TB, ns *testutil.Netns) uint64 {
+	t.Helper()
+	var c uint64
+	var err error
+	ns.Run(func() { c, err = ownNetnsCookie() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -16,11 +16,13 @@ import (
 // runHelper is the subprocess side of startHelper. It waits for "go" on
 // stdin, then:
 //
-//	dial <addr> <mark>  dials addr (with SO_MARK mark if not 0), prints
+//	dial <addr> <mark> [<local>]  dials addr (with SO_MARK mark if not 0,
+//	                    from local ip:port if given), prints
 //	                    "OK <local> <remote>" or "ERR <error>", then
 //	                    answers "echo <word>" lines with "GOT <reply>"
 //	                    until stdin closes.
-//	rr <port> <n> <size>  listens on 127.0.0.1:port, dials it and runs n
+//	rr <port> <n> <size> [<src port>]  listens on 127.0.0.1:port, dials it
+//	                    (from src port if given) and runs n
 //	                    request/response round trips of size bytes with
 //	                    plain Read/Write (no splice), prints "OK <ns>",
 //	                    then waits for stdin to close.
@@ -39,6 +41,14 @@ func runHelper(mode string, args []string) int {
 	case "dial":
 		mark, _ := strconv.Atoi(args[2])
 		d := net.Dialer{Timeout: 3 * time.Second}
+		if len(args) > 3 {
+			la, err := net.ResolveTCPAddr("tcp", args[3])
+			if err != nil {
+				fmt.Println("ERR", err)
+				return 0
+			}
+			d.LocalAddr = la
+		}
 		if mark != 0 {
 			d.Control = func(_, _ string, c syscall.RawConn) error {
 				var serr error
@@ -80,7 +90,11 @@ func runHelper(mode string, args []string) int {
 		port, _ := strconv.Atoi(args[1])
 		n, _ := strconv.Atoi(args[2])
 		size, _ := strconv.Atoi(args[3])
-		ns, err := roundTrips(port, n, size)
+		src := 0
+		if len(args) > 4 {
+			src, _ = strconv.Atoi(args[4])
+		}
+		ns, err := roundTrips(port, n, size, src)
 		if err != nil {
 			fmt.Println("ERR", err)
 			return 1
@@ -112,8 +126,8 @@ func runHelper(mode string, args []string) int {
 // roundTrips runs n synchronous round trips of size bytes over a loopback
 // connection to an echo server in this process and returns the elapsed
 // nanoseconds. The connections stay open until the process exits.
-func roundTrips(port, n, size int) (int64, error) {
-	c, err := dialEcho(port)
+func roundTrips(port, n, size, src int) (int64, error) {
+	c, err := dialEcho(port, src)
 	if err != nil {
 		return 0, err
 	}
@@ -138,8 +152,9 @@ func roundTrips(port, n, size int) (int64, error) {
 }
 
 // dialEcho starts an echo server on 127.0.0.1:port in this process and
-// returns a connection to it. Both stay open until the process exits.
-func dialEcho(port int) (net.Conn, error) {
+// returns a connection to it (from 127.0.0.1:src when src is not 0). Both
+// stay open until the process exits.
+func dialEcho(port, src int) (net.Conn, error) {
 	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		return nil, err
@@ -160,5 +175,9 @@ func dialEcho(port int) (net.Conn, error) {
 			}
 		}
 	}()
-	return net.Dial("tcp", ln.Addr().String())
+	d := net.Dialer{}
+	if src != 0 {
+		d.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: src}
+	}
+	return d.Dial("tcp", ln.Addr().String())
 }

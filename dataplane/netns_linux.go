@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
@@ -113,18 +112,18 @@ func (d *Dataplane) ReadNetnsEvent(ctx context.Context) (NetnsEvent, error) {
 	if err := ctx.Err(); err != nil {
 		return NetnsEvent{}, err
 	}
-	rd.SetDeadline(time.Time{})
-	stop := context.AfterFunc(ctx, func() { rd.SetDeadline(time.Unix(1, 0)) })
+	// Flush wakes a blocked Read without its lock (SetDeadline would
+	// wait for it): Read returns what is queued, then ErrFlushed.
+	stop := context.AfterFunc(ctx, func() { _ = rd.Flush() })
 	defer stop()
 	for {
 		rec, err := rd.Read()
 		switch {
-		case errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil:
-			return NetnsEvent{}, ctx.Err()
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			// A deadline left by an earlier call's cancellation.
-			rd.SetDeadline(time.Time{})
-			continue
+		case errors.Is(err, ringbuf.ErrFlushed):
+			if ctx.Err() != nil {
+				return NetnsEvent{}, ctx.Err()
+			}
+			continue // left by an earlier call's cancellation
 		case errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed):
 			return NetnsEvent{}, fmt.Errorf("read netns event: dataplane closed: %w", ErrLayerOff)
 		case err != nil:
