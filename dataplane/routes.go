@@ -21,6 +21,9 @@ type nodeRoute struct {
 	Iface string // "" for a route without an output interface
 	Dst   netip.Prefix
 	Desc  string // for messages: "10.0.0.0/8 via 192.0.2.1 dev eth0"
+	// Peerd: an unreachable route of peerd's (routeProtocol), left by
+	// an earlier Start, maybe for a range since changed.
+	Peerd bool
 }
 
 // unreachableFlag names the agent flag that sets the range of p's family.
@@ -34,10 +37,10 @@ func unreachableFlag(p netip.Prefix) string {
 // checkUnreachableOverlap refuses a virtual IP range that overlaps an
 // address of the node's interfaces (or the subnet the address is on) or a
 // route of its main table other than a default route and peerd's own
-// unreachable route for exactly that range: traffic to it would either be
+// unreachable routes: traffic to it would either be
 // captured away from a real destination or, outside the captured cgroup,
 // be sent to the network the unreachable route is meant to keep it from.
-func checkUnreachableOverlap(ranges []netip.Prefix, addrs []nodeAddr, routes []nodeRoute, own func(nodeRoute) bool) error {
+func checkUnreachableOverlap(ranges []netip.Prefix, addrs []nodeAddr, routes []nodeRoute) error {
 	for _, p := range ranges {
 		for _, a := range addrs {
 			if a.Prefix.Addr().Is4() != p.Addr().Is4() || a.Prefix.Addr().IsLinkLocalUnicast() {
@@ -48,7 +51,7 @@ func checkUnreachableOverlap(ranges []netip.Prefix, addrs []nodeAddr, routes []n
 			}
 		}
 		for _, r := range routes {
-			if r.Dst.Addr().Is4() != p.Addr().Is4() || r.Dst.Bits() == 0 || own(r) {
+			if r.Dst.Addr().Is4() != p.Addr().Is4() || r.Dst.Bits() == 0 || r.Peerd {
 				continue
 			}
 			if r.Dst.Overlaps(p) {

@@ -61,23 +61,11 @@ func nodeNetwork() ([]nodeAddr, []nodeRoute, error) {
 		}
 		if r.Protocol == routeProtocol && r.Type == unix.RTN_UNREACHABLE {
 			nr.Desc += " (peerd)"
+			nr.Peerd = true
 		}
 		routes = append(routes, nr)
 	}
 	return addrs, routes, nil
-}
-
-// ownRoute reports whether r is peerd's unreachable route for one of ps:
-// a re-Start finds the routes of the previous one.
-func ownRoute(ps []netip.Prefix) func(nodeRoute) bool {
-	return func(r nodeRoute) bool {
-		for _, p := range ps {
-			if r.Dst == p && r.Desc == "unreachable "+p.String()+" (peerd)" {
-				return true
-			}
-		}
-		return false
-	}
 }
 
 // checkUnreachable is checkUnreachableOverlap against the calling thread's
@@ -90,7 +78,7 @@ func checkUnreachable(ps []netip.Prefix) error {
 	if err != nil {
 		return fmt.Errorf("dataplane: check the virtual IP ranges against the node's network: %w", err)
 	}
-	return checkUnreachableOverlap(ps, addrs, routes, ownRoute(ps))
+	return checkUnreachableOverlap(ps, addrs, routes)
 }
 
 func unreachableRoute(p netip.Prefix) *netlink.Route {
