@@ -172,16 +172,27 @@ func (d progDelta) add(o progDelta) progDelta {
 // connect+close (SO_LINGER 0, so no TIME_WAIT) from the helper in the
 // cgroup and from one outside it, where no program runs. The capture
 // sockops program's cost per connect is printed with the table.
+//
+// The dataplane is started inside the helpers' private namespace ns, which
+// is so the "host" one (the same-namespace branch); the VIP case is run
+// again from a second namespace, a workload namespace set ready with
+// SetWorkloadNetns, where connect4 also looks the namespace up in
+// workload_netns (the cross-namespace branch).
 func BenchmarkConnect4Cost(b *testing.B) {
 	testutil.RequireBPF(b)
-	cg, ns := testutil.NewCgroup(b), testutil.NewNetns(b)
-	dp, err := load(Config{
-		CgroupPath:   cg,
-		PinDir:       newPinDir(b),
-		Capture:      true,
-		ListenerV4:   netip.MustParseAddr("127.0.0.1"),
-		ListenerPort: testListenerPort,
-		Mark:         testMark,
+	cg, ns, wns := testutil.NewCgroup(b), testutil.NewNetns(b), testutil.NewNetns(b)
+	var dp *Dataplane
+	var err error
+	pinDir := newPinDir(b)
+	ns.Run(func() {
+		dp, err = load(Config{
+			CgroupPath:   cg,
+			PinDir:       pinDir,
+			Capture:      true,
+			ListenerV4:   netip.MustParseAddr("127.0.0.1"),
+			ListenerPort: testListenerPort,
+			Mark:         testMark,
+		})
 	})
 	if err != nil {
 		b.Fatalf("Load: %v", err)
@@ -198,6 +209,10 @@ func BenchmarkConnect4Cost(b *testing.B) {
 	// free of map work in this process.
 	acceptAndClose(b, ns, fmt.Sprintf("127.0.0.1:%d", testListenerPort))
 	acceptAndClose(b, ns, fmt.Sprintf("127.0.0.1:%d", benchOtherPort))
+	acceptAndClose(b, wns, fmt.Sprintf("127.0.0.1:%d", testListenerPort))
+	if err := dp.SetWorkloadNetns(netnsCookieOf(b, wns)); err != nil {
+		b.Fatal(err)
+	}
 	enableBPFStats(b)
 	connect4, sockops := dp.capture.objs.CaptureConnect4, dp.capture.objs.CaptureSockops
 
@@ -209,6 +224,7 @@ func BenchmarkConnect4Cost(b *testing.B) {
 	other := fmt.Sprintf("127.0.0.1:%d", benchOtherPort)
 	in := startHelper(b, ns, cg, "connect")
 	out := startHelper(b, ns, "", "connect")
+	inW := startHelper(b, wns, cg, "connect")
 	connects := func(h *helper, addr string, n int) time.Duration {
 		h.send(b, fmt.Sprintf("connect %s %d", addr, n))
 		line := h.recv(b)
@@ -234,15 +250,17 @@ func BenchmarkConnect4Cost(b *testing.B) {
 	connects(out, other, n/5)
 	connects(in, other, n/5)
 	connects(in, vip, n/5)
+	connects(inW, vip, n/5)
 	b.ResetTimer()
 
-	var noBPF, miss, hit result
+	var noBPF, miss, hit, hitNS result
 	rewrites0 := dp.Status().Capture.Counters["rewrites"]
 	for i := 0; i < b.N; i++ {
 		for j := 0; j < rounds; j++ {
 			measure(&noBPF, out, other)
 			measure(&miss, in, other)
 			measure(&hit, in, vip)
+			measure(&hitNS, inW, vip)
 		}
 	}
 	b.StopTimer()
@@ -250,13 +268,13 @@ func BenchmarkConnect4Cost(b *testing.B) {
 	if noBPF.connect4.runs != 0 {
 		b.Errorf("connect4 ran %d times for the helper outside the cgroup", noBPF.connect4.runs)
 	}
-	for name, r := range map[string]result{"VIP": hit, "non-VIP": miss} {
+	for name, r := range map[string]result{"VIP": hit, "non-VIP": miss, "workload-netns VIP": hitNS} {
 		if r.connect4.runs != uint64(r.conns) {
 			b.Errorf("%s: connect4 ran %d times for %d connects", name, r.connect4.runs, r.conns)
 		}
 	}
-	if got := dp.Status().Capture.Counters["rewrites"] - rewrites0; got != uint64(hit.conns) {
-		b.Errorf("%d rewrites for %d VIP connects", got, hit.conns)
+	if got := dp.Status().Capture.Counters["rewrites"] - rewrites0; got != uint64(hit.conns+hitNS.conns) {
+		b.Errorf("%d rewrites for %d VIP connects", got, hit.conns+hitNS.conns)
 	}
 	perConn := func(d time.Duration, conns int) float64 { return float64(d.Nanoseconds()) / float64(conns) }
 	perRun := func(d progDelta) float64 {
@@ -267,6 +285,7 @@ func BenchmarkConnect4Cost(b *testing.B) {
 	}
 	vipNs, otherNs := perConn(hit.connect4.runtime, hit.conns), perConn(miss.connect4.runtime, miss.conns)
 	b.ReportMetric(vipNs, "connect4-ns/vip-connect")
+	b.ReportMetric(perConn(hitNS.connect4.runtime, hitNS.conns), "connect4-ns/vip-connect-netns")
 	b.ReportMetric(otherNs, "connect4-ns/other-connect")
 	b.ReportMetric(perConn(noBPF.wall, noBPF.conns), "wall-ns/connect-nobpf")
 	b.ReportMetric(perConn(miss.wall, miss.conns), "wall-ns/connect-bpf-other")
@@ -285,7 +304,9 @@ func BenchmarkConnect4Cost(b *testing.B) {
 	row("outside cgroup (no program)", noBPF)
 	row("in cgroup, non-VIP "+other, miss)
 	row("in cgroup, VIP "+vip, hit)
-	fmt.Printf("  connect4 per run: VIP %.0f ns, non-VIP %.0f ns (target < 1000 ns)\n", perRun(hit.connect4), perRun(miss.connect4))
+	row("workload netns, VIP "+vip, hitNS)
+	fmt.Printf("  connect4 per run: VIP %.0f ns, VIP from a workload netns %.0f ns, non-VIP %.0f ns (target < 1000 ns)\n",
+		perRun(hit.connect4), perRun(hitNS.connect4), perRun(miss.connect4))
 }
 
 // streamEcho listens on 127.0.0.1:port, dials it and, for d, writes size-
