@@ -16,8 +16,10 @@
  * that namespace is in workload_netns (its listeners are up). Before, the
  * connect is refused (EPERM) and the namespace announced on netns_events,
  * at most once per ANNOUNCE_NS per namespace, for the manager to open the
- * listeners there. */
+ * listeners there. Without netns_aware (kernels before 5.15) there is no
+ * namespace check: every connect is treated as the host's, as before. */
 #include "common.h"
+#include "netns.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -187,8 +189,8 @@ static __always_inline int capture(struct bpf_sock_addr *ctx, const __u32 *dst, 
 		if (!v)
 			return PASS;
 	}
-	ns = bpf_get_netns_cookie(ctx);
-	other_ns = ns != host_netns;
+	ns = sk_netns(ctx);
+	other_ns = netns_aware && ns != host_netns;
 	if (other_ns && !bpf_map_lookup_elem(&workload_netns, &ns)) {
 		/* 127.0.0.1 there is not the terminator's: refuse rather
 		 * than send the workload to whatever listens there. */
@@ -308,6 +310,7 @@ int capture_sockops(struct bpf_sock_ops *ops)
 	o = bpf_map_lookup_elem(&orig_cookie, &cookie);
 	if (!o)
 		return 1;
+	t.netns_cookie = sk_netns(ops);
 	if (sock_ops_tuple(ops, &t) == 0) {
 		/* Keyed with the namespace too: the terminator's listener in
 		 * every workload namespace sees the same loopback tuples.

@@ -66,6 +66,7 @@ const (
 	CaptureVarListenerPort     = "listener_port"
 	CaptureVarListenerV4       = "listener_v4"
 	CaptureVarListenerV6       = "listener_v6"
+	CaptureVarNetnsAware       = "netns_aware"
 	CaptureVarOwnMark          = "own_mark"
 )
 
@@ -138,6 +139,7 @@ type CaptureVariableSpecs struct {
 	ListenerPort *ebpf.VariableSpec `ebpf:"listener_port"`
 	ListenerV4   *ebpf.VariableSpec `ebpf:"listener_v4"`
 	ListenerV6   *ebpf.VariableSpec `ebpf:"listener_v6"`
+	NetnsAware   *ebpf.VariableSpec `ebpf:"netns_aware"`
 	OwnMark      *ebpf.VariableSpec `ebpf:"own_mark"`
 }
 
@@ -191,6 +193,7 @@ type CaptureVariables struct {
 	ListenerPort *ebpf.Variable `ebpf:"listener_port"`
 	ListenerV4   *ebpf.Variable `ebpf:"listener_v4"`
 	ListenerV6   *ebpf.Variable `ebpf:"listener_v6"`
+	NetnsAware   *ebpf.Variable `ebpf:"netns_aware"`
 	OwnMark      *ebpf.Variable `ebpf:"own_mark"`
 }
 

@@ -52,7 +52,8 @@ struct tuple {
 	__u64 netns_cookie;
 };
 
-/* sock_ops_tuple fills t from a sock_ops context (IPv4 and IPv6 sockets). */
+/* sock_ops_tuple fills t's addresses and ports from a sock_ops context
+ * (IPv4 and IPv6 sockets); the caller sets netns_cookie (netns.h). */
 static __always_inline int sock_ops_tuple(struct bpf_sock_ops *ops, struct tuple *t)
 {
 	__u32 family = ops->family;
@@ -76,7 +77,6 @@ static __always_inline int sock_ops_tuple(struct bpf_sock_ops *ops, struct tuple
 	 * in its upper 16 bits on little-endian (read it as 32 bits). */
 	t->sport = (__u16)ops->local_port;
 	t->dport = (__u16)bpf_ntohl(READ_ONCE(ops->remote_port));
-	t->netns_cookie = bpf_get_netns_cookie(ops);
 	return 0;
 }
 

@@ -10,6 +10,7 @@
  * listed in tls_ports never enter the map (kTLS/ULP sockets cannot, and
  * encrypted legs gain nothing). */
 #include "common.h"
+#include "netns.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -62,6 +63,7 @@ int fastpath_sockops(struct bpf_sock_ops *ops)
 		return 1;
 	if (sock_ops_tuple(ops, &t))
 		return 1;
+	t.netns_cookie = sk_netns(ops);
 	if (!addr_is_loopback(t.src) || !addr_is_loopback(t.dst))
 		return 1;
 	if (bpf_map_lookup_elem(&tls_ports, &t.sport) || bpf_map_lookup_elem(&tls_ports, &t.dport)) {
@@ -104,7 +106,7 @@ int fastpath_skmsg(struct sk_msg_md *msg)
 	peer.sport = (__u16)bpf_ntohl(READ_ONCE(msg->remote_port));
 	peer.dport = (__u16)msg->local_port;
 	/* Both legs live in the same namespace: look the peer up there. */
-	peer.netns_cookie = bpf_get_netns_cookie(msg);
+	peer.netns_cookie = sk_netns(msg);
 	if (bpf_msg_redirect_hash(msg, &sock_pairs, &peer, BPF_F_INGRESS) == SK_PASS) {
 		stat_inc(&fp_stats, FP_REDIRECT, 1);
 		stat_inc(&fp_stats, FP_BYTES, size);

@@ -33,6 +33,7 @@ const (
 	FastpathMapTlsPorts         = "tls_ports"
 	FastpathProgFastpathSkmsg   = "fastpath_skmsg"
 	FastpathProgFastpathSockops = "fastpath_sockops"
+	FastpathVarNetnsAware       = "netns_aware"
 )
 
 // LoadFastpath returns the embedded CollectionSpec for Fastpath.
@@ -95,6 +96,7 @@ type FastpathMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type FastpathVariableSpecs struct {
+	NetnsAware *ebpf.VariableSpec `ebpf:"netns_aware"`
 }
 
 // FastpathObjects contains all objects after they have been loaded into the kernel.
@@ -136,6 +138,7 @@ func (m *FastpathMaps) Close() error {
 //
 // It can be passed to LoadFastpathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type FastpathVariables struct {
+	NetnsAware *ebpf.Variable `ebpf:"netns_aware"`
 }
 
 // FastpathPrograms contains all programs after they have been loaded into the kernel.

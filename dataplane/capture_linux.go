@@ -3,6 +3,7 @@ package dataplane
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -26,6 +27,8 @@ type captureLayer struct {
 	events *ringbuf.Reader
 	// routes are the unreachable routes installed at Start (routes_linux.go).
 	routes []string
+	// netns: the workload-namespace mode is on (captureNetnsNeeds met).
+	netns bool
 }
 
 // cgroupKeep accepts a pinned cgroup link that is attached to cgroup id
@@ -79,16 +82,21 @@ type cgroupProg struct {
 	attach ebpf.AttachType
 }
 
-func loadCapture(cfg *Config, dir string) (_ *captureLayer, err error) {
+func loadCapture(cfg *Config, dir string, log *slog.Logger) (_ *captureLayer, err error) {
 	spec, err := bpf.LoadCapture()
 	if err != nil {
 		return nil, fmt.Errorf("read capture object: %w", err)
 	}
-	hostNetns, err := ownNetnsCookie()
-	if err != nil {
-		return nil, err
+	var hostNetns uint64
+	nerr := probe(LayerCapture, captureNetnsNeeds, cfg.probeOverride)
+	if nerr == nil {
+		hostNetns, nerr = ownNetnsCookie()
+	}
+	if nerr != nil {
+		log.Warn("capture without workload network namespaces: every connect is treated as the dataplane namespace's", "reason", nerr.Error())
 	}
 	vars := map[string]any{
+		"netns_aware":   boolByte(nerr == nil),
 		"host_netns":    hostNetns,
 		"listener_v4":   word4(cfg.ListenerV4),
 		"listener_port": cfg.ListenerPort,
@@ -111,7 +119,7 @@ func loadCapture(cfg *Config, dir string) (_ *captureLayer, err error) {
 		bpf.CaptureMapWorkloadNetns, bpf.CaptureMapNetnsAnnounced, bpf.CaptureMapNetnsEvents); err != nil {
 		return nil, err
 	}
-	l := &captureLayer{}
+	l := &captureLayer{netns: nerr == nil}
 	if _, err := loadPinned(spec, dir, &l.objs); err != nil {
 		return nil, fmt.Errorf("load capture programs: %w", err)
 	}
@@ -157,7 +165,7 @@ func (l *captureLayer) close() error {
 
 func (l *captureLayer) status(s *LayerStatus) {
 	s.Loaded, s.Reused, s.AttachMode = true, l.reused, "cgroup-link"
-	s.Routes = l.routes
+	s.Routes, s.WorkloadNetns = l.routes, l.netns
 	s.Maps = map[string]int{}
 	for name, m := range map[string]*ebpf.Map{"vips": l.objs.Vips, "orig_cookie": l.objs.OrigCookie, "orig_tuple": l.objs.OrigTuple, "workload_netns": l.objs.WorkloadNetns} {
 		n, err := count(m)
@@ -258,18 +266,20 @@ func (d *Dataplane) Origin(conn net.Conn) (Origin, bool, error) {
 	if err != nil {
 		return Origin{}, false, err
 	}
-	sc, ok := conn.(syscall.Conn)
-	if !ok {
-		return Origin{}, false, fmt.Errorf("original destination: %T has no file descriptor (pass the accepted *net.TCPConn)", conn)
-	}
-	ns, err := netutil.NetnsCookie(sc)
-	if err != nil {
-		return Origin{}, false, fmt.Errorf("original destination of %s: %w", remote, err)
-	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.layerOn(d.capture); err != nil {
 		return Origin{}, false, err
+	}
+	var ns uint64 // keys carry 0 without the workload-namespace mode
+	if d.capture.netns {
+		sc, ok := conn.(syscall.Conn)
+		if !ok {
+			return Origin{}, false, fmt.Errorf("original destination: %T has no file descriptor (pass the accepted *net.TCPConn)", conn)
+		}
+		if ns, err = netutil.NetnsCookie(sc); err != nil {
+			return Origin{}, false, fmt.Errorf("original destination of %s: %w", remote, err)
+		}
 	}
 	k := bpf.CaptureTuple{Src: words(remote.Addr()), Dst: words(local.Addr()), Sport: remote.Port(), Dport: local.Port(), NetnsCookie: ns}
 	var v bpf.CaptureOrigDst
@@ -296,4 +306,11 @@ func tcpAddrPort(a net.Addr) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("original destination: %T is not a TCP address", a)
 	}
 	return ta.AddrPort(), nil
+}
+
+func boolByte(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -83,14 +83,14 @@ func (d *Dataplane) Start() error {
 	}
 	steps := []step{
 		{LayerCapture, cfg.Capture, captureNeeds, func(dir string) error {
-			l, err := loadCapture(&cfg, dir)
+			l, err := loadCapture(&cfg, dir, d.log)
 			if err == nil {
 				d.capture = l
 			}
 			return err
 		}},
 		{LayerFastPath, cfg.FastPath, fastPathNeeds, func(dir string) error {
-			l, err := loadFastPath(&cfg, dir)
+			l, err := loadFastPath(&cfg, dir, d.log)
 			if err == nil {
 				d.fast = l
 			}

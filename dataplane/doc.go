@@ -5,8 +5,9 @@
 // works with none of them:
 //
 //  1. Capture: cgroup/connect4+6 rewrite connections to virtual IPs
-//     (SetVIP) to the terminator's outbound listener; the terminator asks
-//     OriginalDestination for where the accepted connection was going.
+//     (SetVIP) to the terminator's outbound listener, in the caller's
+//     network namespace; the terminator asks OriginalDestination (or
+//     Origin) for where the accepted connection was going.
 //  2. Fast path: sockops + sk_msg splice the plaintext loopback legs
 //     between workloads and the terminator through a SOCKHASH.
 //  3. TC: per-peer byte and packet counters on the node's interfaces,
@@ -15,6 +16,30 @@
 //     TCP connections to the gateway's VIP prefixes and port range to the
 //     gateway's listener (SetInboundListener) with bpf_sk_assign; the
 //     accepted connection's local address is the original destination.
+//
+// # Workload network namespaces
+//
+// A workload in its own network namespace (a container, a pod) has its
+// own loopback, so the terminator opens its outbound listener at the same
+// address inside each workload namespace (the agent's workload manager
+// does), and the capture rewrite target stays the same. The original
+// destination (Origin, with its NetnsCookie) and the fast path's SOCKHASH
+// are keyed by tuple and network namespace cookie. A captured connect
+// from a namespace other than the dataplane's (the one Start ran in) is
+// rewritten only once SetWorkloadNetns has marked it ready; before, it is
+// refused with EPERM and the namespace announced to ReadNetnsEvent, at
+// most about once a second per namespace. DeleteWorkloadNetns and
+// WorkloadNetns complete the set, which is pinned like the other maps.
+//
+// # Unreachable routes
+//
+// With Config.UnreachablePrefixes (the virtual IP ranges), Start installs
+// an unreachable route per range in its network namespace (protocol 0x70)
+// before the capture programs attach, after refusing ranges that overlap
+// an address or route of the namespace's interfaces; traffic to a virtual
+// IP that is not captured fails at once instead of leaving the node. Close
+// leaves the routes; the Cleanup method removes them; Status shows them in
+// the capture layer's Routes.
 //
 // # Lifecycle
 //

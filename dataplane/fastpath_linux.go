@@ -3,6 +3,7 @@ package dataplane
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 
 	"github.com/cilium/ebpf"
@@ -17,6 +18,7 @@ type fastLayer struct {
 	objs   bpf.FastpathObjects
 	links  []link.Link
 	reused bool
+	netns  bool // SOCKHASH keys carry the netns cookie (fastPathNetnsNeeds met)
 }
 
 // syncPorts makes m hold exactly ports.
@@ -46,15 +48,22 @@ func syncPorts(m *ebpf.Map, ports []uint16) error {
 	return nil
 }
 
-func loadFastPath(cfg *Config, dir string) (_ *fastLayer, err error) {
+func loadFastPath(cfg *Config, dir string, log *slog.Logger) (_ *fastLayer, err error) {
 	spec, err := bpf.LoadFastpath()
 	if err != nil {
 		return nil, fmt.Errorf("read fast-path object: %w", err)
 	}
+	nerr := probe(LayerFastPath, fastPathNetnsNeeds, cfg.probeOverride)
+	if nerr != nil {
+		log.Warn("fast path without network namespace cookies: identical loopback tuples of two namespaces cannot both be spliced", "reason", nerr.Error())
+	}
+	if err := spec.Variables["netns_aware"].Set(boolByte(nerr == nil)); err != nil {
+		return nil, fmt.Errorf("set netns_aware: %w", err)
+	}
 	if err := pinMaps(spec, bpf.FastpathMapSockPairs, bpf.FastpathMapFpPorts, bpf.FastpathMapTlsPorts, bpf.FastpathMapFpStats); err != nil {
 		return nil, err
 	}
-	l := &fastLayer{}
+	l := &fastLayer{netns: nerr == nil}
 	if _, err := loadPinned(spec, dir, &l.objs); err != nil {
 		return nil, fmt.Errorf("load fast-path programs: %w", err)
 	}
@@ -120,6 +129,7 @@ func (l *fastLayer) close() error {
 
 func (l *fastLayer) status(s *LayerStatus) {
 	s.Loaded, s.Reused, s.AttachMode = true, l.reused, "cgroup-link"
+	s.WorkloadNetns = l.netns
 	n, err := count(l.objs.SockPairs)
 	if err != nil {
 		s.fail(err)

@@ -40,6 +40,9 @@ func (d *Dataplane) SetWorkloadNetns(cookie uint64) error {
 	if err := d.layerOn(d.capture); err != nil {
 		return err
 	}
+	if err := d.netnsOn(); err != nil {
+		return err
+	}
 	if cookie == 0 {
 		return errors.New("set workload netns: cookie 0 is no namespace (read it with netutil.NetnsCookie on a socket there)")
 	}
@@ -58,6 +61,9 @@ func (d *Dataplane) DeleteWorkloadNetns(cookie uint64) error {
 	if err := d.layerOn(d.capture); err != nil {
 		return err
 	}
+	if err := d.netnsOn(); err != nil {
+		return err
+	}
 	if err := d.capture.objs.WorkloadNetns.Delete(cookie); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete workload netns %d: %w", cookie, err)
 	}
@@ -73,6 +79,9 @@ func (d *Dataplane) WorkloadNetns() ([]uint64, error) {
 	if err := d.layerOn(d.capture); err != nil {
 		return nil, err
 	}
+	if err := d.netnsOn(); err != nil {
+		return nil, err
+	}
 	var out []uint64
 	var k uint64
 	var v uint32
@@ -84,6 +93,16 @@ func (d *Dataplane) WorkloadNetns() ([]uint64, error) {
 		return nil, fmt.Errorf("list workload netns: %w", err)
 	}
 	return out, nil
+}
+
+// netnsOn refuses the workload-namespace methods when the capture layer
+// runs without the mode (kernels before 5.15). d.mu is held and d.capture
+// loaded.
+func (d *Dataplane) netnsOn() error {
+	if !d.capture.netns {
+		return fmt.Errorf("workload network namespaces: capture runs without them, the kernel lacks bpf_get_netns_cookie in sock_ops (Linux >= 5.15): %w", ErrNotSupported)
+	}
+	return nil
 }
 
 // netnsEventSize is sizeof(struct netns_event) in capture.c.
@@ -101,6 +120,10 @@ func (d *Dataplane) ReadNetnsEvent(ctx context.Context) (NetnsEvent, error) {
 	var rd *ringbuf.Reader
 	if err == nil {
 		rd = d.capture.events
+		if nerr := d.netnsOn(); nerr != nil {
+			d.mu.Unlock()
+			return NetnsEvent{}, fmt.Errorf("read netns event: %w", nerr)
+		}
 	}
 	d.mu.Unlock()
 	if err != nil {

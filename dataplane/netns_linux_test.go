@@ -215,3 +215,63 @@ func TestFastPathNetnsSameTuple(t *testing.T) {
 		_ = h.cmd.Wait()
 	}
 }
+
+// TestCaptureWithoutNetnsMode: on a kernel without bpf_get_netns_cookie
+// in sock_ops (before 5.15; simulated), capture and the fast path load
+// without the workload-namespace mode: a connect from another namespace
+// is captured as before, and the workload-namespace methods say why
+// they cannot work.
+func TestCaptureWithoutNetnsMode(t *testing.T) {
+	e := newCaptureEnvNoNetns(t)
+	if st := e.dp.Status(); st.Capture.WorkloadNetns || st.FastPath.WorkloadNetns || !st.FastPath.Loaded {
+		t.Fatalf("status %+v / %+v: want both layers loaded without the netns mode", st.Capture, st.FastPath)
+	}
+	if err := e.dp.SetVIP(netip.MustParseAddr("240.0.0.1"), 8080, 7, 42); err != nil {
+		t.Fatal(err)
+	}
+	_, line := e.dial(t, true, "240.0.0.1:8080", 0)
+	if !strings.HasPrefix(line, "OK ") {
+		t.Fatalf("helper: %s", line)
+	}
+	if r := e.v4.next(t); !r.ok || r.dest != netip.MustParseAddrPort("240.0.0.1:8080") || r.netns != 0 {
+		t.Fatalf("origin %+v, want the VIP and no netns cookie", r)
+	}
+	for name, err := range map[string]error{
+		"SetWorkloadNetns":    e.dp.SetWorkloadNetns(1),
+		"DeleteWorkloadNetns": e.dp.DeleteWorkloadNetns(1),
+	} {
+		if !errors.Is(err, ErrNotSupported) || !strings.Contains(err.Error(), "5.15") {
+			t.Errorf("%s: %v, want ErrNotSupported naming the kernel", name, err)
+		}
+	}
+	if _, err := e.dp.ReadNetnsEvent(context.Background()); !errors.Is(err, ErrNotSupported) {
+		t.Errorf("ReadNetnsEvent: %v, want ErrNotSupported", err)
+	}
+}
+
+func newCaptureEnvNoNetns(t *testing.T) *captureEnv {
+	t.Helper()
+	testutil.RequireBPF(t)
+	e := &captureEnv{cg: testutil.NewCgroup(t), pinDir: newPinDir(t), ns: testutil.NewNetns(t)}
+	var err error
+	if e.cgID, err = CgroupID(e.cg); err != nil {
+		t.Fatal(err)
+	}
+	e.dp, err = load(Config{
+		CgroupPath: e.cg, PinDir: e.pinDir, Capture: true, FastPath: true,
+		ListenerV4: netip.MustParseAddr("127.0.0.1"), ListenerPort: testListenerPort,
+		probeOverride: func(_, feature string) error {
+			if feature == "helper FnGetNetnsCookie in SockOps" {
+				return fmt.Errorf("simulated: %w", ErrNotSupported)
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.dp.Close(context.Background()) })
+	get := func() *Dataplane { return e.dp }
+	e.v4 = listenIn(t, e.ns, fmt.Sprintf("127.0.0.1:%d", testListenerPort), get)
+	return e
+}

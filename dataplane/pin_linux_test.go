@@ -79,6 +79,11 @@ func TestRestartReusesPins(t *testing.T) {
 	if err := dp1.SetVIP(vip, 443, 3, 4); err != nil {
 		t.Fatal(err)
 	}
+	// ns is a workload namespace (the dataplane runs in the test's).
+	nsCookie := netnsCookieOf(t, ns)
+	if err := dp1.SetWorkloadNetns(nsCookie); err != nil {
+		t.Fatal(err)
+	}
 	h, line := startHelper(t, ns, cg, "dial", "240.0.0.9:443", "0"), ""
 	if line = h.recv(t); !strings.HasPrefix(line, "OK ") {
 		t.Fatalf("helper: %s", line)
@@ -105,6 +110,9 @@ func TestRestartReusesPins(t *testing.T) {
 	}
 	current.Store(dp2)
 	t.Cleanup(func() { _ = dp2.Close(context.Background()) })
+	if got, err := dp2.WorkloadNetns(); err != nil || len(got) != 1 || got[0] != nsCookie {
+		t.Errorf("workload namespaces after the restart: %v, %v: want the pinned %d", got, err, nsCookie)
+	}
 	st := dp2.Status()
 	if !st.Capture.Reused || !st.FastPath.Reused {
 		t.Errorf("second Load did not reuse the pins: capture %+v fastpath %+v", st.Capture, st.FastPath)

@@ -37,13 +37,19 @@ var (
 		helperFn(ebpf.CGroupSockAddr, asm.FnGetSocketCookie),
 		helperFn(ebpf.CGroupSockAddr, asm.FnGetCurrentCgroupId),
 		helperFn(ebpf.SockOps, asm.FnGetSocketCookie),
-		// Workload namespaces: keys carry the netns cookie, refused
-		// connects are announced on a ring buffer. sock_ops gained
-		// bpf_get_netns_cookie in 5.15 (cgroup/connect in 5.7).
+		// Workload namespaces: connects from a namespace that is not
+		// ready are announced on a ring buffer (5.8).
 		helperFn(ebpf.CGroupSockAddr, asm.FnGetNetnsCookie),
-		helperFn(ebpf.SockOps, asm.FnGetNetnsCookie),
 		mapType(ebpf.RingBuf),
 		helperFn(ebpf.CGroupSockAddr, asm.FnRingbufOutput),
+	}
+	// captureNetnsNeeds: the capture layer's workload-namespace mode (keys
+	// with the netns cookie, the namespace check in connect4/6). sock_ops
+	// has bpf_get_netns_cookie from 5.15, SO_NETNS_COOKIE is 5.14; below,
+	// the layer loads without the mode (netns_aware 0).
+	captureNetnsNeeds = []requirement{
+		helperFn(ebpf.SockOps, asm.FnGetNetnsCookie),
+		{"SO_NETNS_COOKIE", func() error { _, err := ownNetnsCookie(); return err }},
 	}
 	fastPathNeeds = []requirement{
 		progType(ebpf.SockOps),
@@ -51,7 +57,11 @@ var (
 		mapType(ebpf.SockHash),
 		helperFn(ebpf.SockOps, asm.FnSockHashUpdate),
 		helperFn(ebpf.SkMsg, asm.FnMsgRedirectHash),
-		// The SOCKHASH key carries the netns cookie (5.15 for both).
+	}
+	// fastPathNetnsNeeds: SOCKHASH keys with the netns cookie (5.15 for
+	// both); below, keys carry 0 and the fast path serves the loopback of
+	// one namespace per tuple.
+	fastPathNetnsNeeds = []requirement{
 		helperFn(ebpf.SockOps, asm.FnGetNetnsCookie),
 		helperFn(ebpf.SkMsg, asm.FnGetNetnsCookie),
 	}

@@ -45,6 +45,11 @@ type LayerStatus struct {
 	Counters map[string]uint64 `json:",omitempty"`
 	// Interfaces: TC attach mode per interface.
 	Interfaces map[string]string `json:",omitempty"`
+	// WorkloadNetns (capture, fast path): the layer's keys carry the
+	// network namespace cookie and, for capture, workload namespaces
+	// are checked (SetWorkloadNetns); false on kernels before 5.15,
+	// where every connect is treated as the dataplane namespace's.
+	WorkloadNetns bool `json:",omitempty"`
 	// Routes: the capture layer's unreachable routes for the virtual IP
 	// ranges (Config.UnreachablePrefixes), as "unreachable <prefix>".
 	Routes []string `json:",omitempty"`

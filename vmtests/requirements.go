@@ -22,8 +22,10 @@ type Requirement struct {
 // Requirements: the minimum kernel per layer (see the README for what
 // each needs and what happens below it).
 var Requirements = []Requirement{
-	{Layer: "capture", Min: "5.7"},
+	{Layer: "capture", Min: "5.8"},
+	{Layer: "capture/netns", Min: "5.15"},
 	{Layer: "fastpath", Min: "5.7"},
+	{Layer: "fastpath/netns", Min: "5.15"},
 	{Layer: "tc", Min: "4.6"},
 	{Layer: "tc/tcx", Min: "6.6"},
 	{Layer: "inbound", Min: "5.9"},
