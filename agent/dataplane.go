@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/dataplane"
 	"github.com/peerd/peerd/internal/cgroupfs"
 )
@@ -44,6 +45,21 @@ func (a *Agent) startDataplane(ctx context.Context) error {
 			if ln != nil {
 				dc.TLSPorts = append(dc.TLSPorts, uint16(ln.Addr().(*net.TCPAddr).Port))
 			}
+		}
+		// Virtual IPs that are not captured fail on the node instead of
+		// leaving it (the ranges were validated with the configuration).
+		for _, r := range []struct {
+			cidr   string
+			family int
+		}{{cfg.VirtualIPv4Range(), 4}, {cfg.VirtualIPv6CIDR, 6}} {
+			if r.cidr == "" {
+				continue
+			}
+			p, err := state.ParseVirtualIPRange(r.cidr, r.family)
+			if err != nil {
+				return fmt.Errorf("eBPF dataplane: virtual IP range: %w", err)
+			}
+			dc.UnreachablePrefixes = append(dc.UnreachablePrefixes, p)
 		}
 		var fpCgroups []string
 		dc.DaemonCgroupID, fpCgroups = daemonCgroup(cfg.CgroupPath)
