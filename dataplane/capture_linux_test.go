@@ -94,7 +94,8 @@ func (a *acceptor) none(t *testing.T) {
 
 // captureEnv is the capture layer loaded on a fresh cgroup and pin dir,
 // and a netns with listeners on 127.0.0.1 and [::1]: a workload namespace
-// (the dataplane runs in the test's), marked ready with SetWorkloadNetns.
+// (the dataplane runs in the test's), marked ready with SetWorkloadNetns
+// where the kernel has the mode (5.15).
 type captureEnv struct {
 	cg     string
 	cgID   uint64
@@ -135,8 +136,10 @@ func newCaptureEnv(t *testing.T, mod func(*Config)) *captureEnv {
 	get := func() *Dataplane { return e.dp }
 	e.v4 = listenIn(t, e.ns, fmt.Sprintf("127.0.0.1:%d", testListenerPort), get)
 	e.v6 = listenIn(t, e.ns, fmt.Sprintf("[::1]:%d", testListenerPort), get)
-	if err := e.dp.SetWorkloadNetns(netnsCookieOf(t, e.ns)); err != nil {
-		t.Fatal(err)
+	if e.dp.Status().Capture.WorkloadNetns { // else (before 5.15) every namespace is the host's
+		if err := e.dp.SetWorkloadNetns(netnsCookieOf(t, e.ns)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return e
 }
@@ -290,6 +293,17 @@ func TestCaptureSkipsDaemonCgroup(t *testing.T) {
 	}
 	if c := e.dp.Status().Capture.Counters; c["skip_cgroup"] != 1 || c["rewrites"] != 0 {
 		t.Errorf("counters %v", c)
+	}
+}
+
+// requireNetnsMode skips below 5.15, where capture and the fast path run
+// without workload namespaces (TestCaptureWithoutNetnsMode covers that);
+// from 5.15 it fails unless layer has the mode.
+func requireNetnsMode(t *testing.T, layer string, st LayerStatus) {
+	t.Helper()
+	testutil.SkipOnOldKernel(t, "5.15", "bpf_get_netns_cookie in sock_ops and sk_msg")
+	if !st.WorkloadNetns {
+		t.Fatalf("%s runs without workload namespaces on a kernel that has them: %+v", layer, st)
 	}
 }
 

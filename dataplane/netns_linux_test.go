@@ -33,6 +33,7 @@ func nextEvent(t *testing.T, dp *Dataplane) NetnsEvent {
 // connects reach that listener, with the namespace in the Origin.
 func TestCaptureWorkloadNetns(t *testing.T) {
 	e := newCaptureEnv(t, nil)
+	requireNetnsMode(t, LayerCapture, e.dp.Status().Capture)
 	ns2 := testutil.NewNetns(t)
 	cookie2 := netnsCookieOf(t, ns2)
 	if err := e.dp.SetVIP(netip.MustParseAddr("240.0.0.1"), 8080, 7, 42); err != nil {
@@ -134,6 +135,7 @@ func TestCaptureWorkloadNetns(t *testing.T) {
 // original destinations.
 func TestCaptureNetnsSameTuple(t *testing.T) {
 	e := newCaptureEnv(t, nil)
+	requireNetnsMode(t, LayerCapture, e.dp.Status().Capture)
 	vips := []string{"240.0.0.1:8080", "240.0.0.2:9090"}
 	for i, v := range vips {
 		ap := netip.MustParseAddrPort(v)
@@ -191,6 +193,7 @@ func TestCaptureNetnsSameTuple(t *testing.T) {
 // namespaces both enter the SOCKHASH and each is spliced to its own peer.
 func TestFastPathNetnsSameTuple(t *testing.T) {
 	cg, ns1, dp := loadFastPathEnv(t)
+	requireNetnsMode(t, LayerFastPath, dp.Status().FastPath)
 	ns2 := testutil.NewNetns(t)
 	const n, size = 200, 64
 	var hs []*helper
