@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -147,6 +148,30 @@ func TestUnreachableRoutes(t *testing.T) {
 		}
 	}
 
+	// A pod (a namespace behind a veth, default route to the node) is
+	// answered with ICMP unreachable by the node's route.
+	pod := podNetns(t, ns)
+	for _, vip := range []string{"240.0.0.1:8080", "[fd00:f00d::1]:80"} {
+		begin := time.Now()
+		line := startHelper(t, pod, "", "dial", vip, "0").recv(t)
+		took := time.Since(begin)
+		t.Logf("%s from a pod behind the node: %s after %v", vip, line, took)
+		if !strings.Contains(line, "no route to host") && !strings.Contains(line, "network is unreachable") {
+			t.Errorf("%s from the pod: %q, want EHOSTUNREACH or ENETUNREACH", vip, line)
+		}
+		// IPv6 from the pod fails after one SYN retransmission (~1 s;
+		// the first SYN draws no ICMPv6 error, cause not found), still
+		// well before the ~3 s of a failed neighbour resolution that the
+		// node's default route would give without the route.
+		limit := time.Second
+		if strings.HasPrefix(vip, "[") {
+			limit = 2 * time.Second
+		}
+		if took > limit {
+			t.Errorf("%s from the pod took %v to fail, want under %v", vip, took, limit)
+		}
+	}
+
 	// A restart with the same ranges: routes replaced, not refused.
 	if err := dp.Close(context.Background()); err != nil {
 		t.Fatal(err)
@@ -178,4 +203,79 @@ func TestUnreachableRoutes(t *testing.T) {
 	if got := routesIn(); len(got) != 0 {
 		t.Fatalf("routes after Cleanup: %v", got)
 	}
+}
+
+// podNetns is a namespace connected to node by a veth pair (10.98.0.2/24
+// and fd98::2/64, node side .1 and ::1), its default routes via the node,
+// which forwards.
+func podNetns(t *testing.T, node *testutil.Netns) *testutil.Netns {
+	t.Helper()
+	pod := testutil.NewNetns(t)
+	podFd, err := unix.Open(pod.Path(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(podFd)
+	addAddrs := func(l netlink.Link, addrs ...string) error {
+		// No DAD: a tentative link-local address holds back neighbour
+		// discovery, and so the pod's first SYN, for about a second.
+		if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+l.Attrs().Name+"/accept_dad", []byte("0"), 0); err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			addr, err := netlink.ParseAddr(a)
+			if err != nil {
+				return err
+			}
+			addr.Flags = unix.IFA_F_NODAD
+			if err := netlink.AddrAdd(l, addr); err != nil {
+				return fmt.Errorf("address %s: %w", a, err)
+			}
+		}
+		return netlink.LinkSetUp(l)
+	}
+	node.Run(func() {
+		if err = netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "pod0"}, PeerName: "pod0c"}); err != nil {
+			return
+		}
+		var c, l netlink.Link
+		if c, err = netlink.LinkByName("pod0c"); err != nil {
+			return
+		}
+		if err = netlink.LinkSetNsFd(c, podFd); err != nil {
+			return
+		}
+		if l, err = netlink.LinkByName("pod0"); err != nil {
+			return
+		}
+		if err = addAddrs(l, "10.98.0.1/24", "fd98::1/64"); err != nil {
+			return
+		}
+		for _, f := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
+			if err = os.WriteFile(f, []byte("1"), 0); err != nil {
+				return
+			}
+		}
+	})
+	if err != nil {
+		t.Fatalf("node side of the pod's veth: %v", err)
+	}
+	pod.Run(func() {
+		var l netlink.Link
+		if l, err = netlink.LinkByName("pod0c"); err != nil {
+			return
+		}
+		if err = addAddrs(l, "10.98.0.2/24", "fd98::2/64"); err != nil {
+			return
+		}
+		for _, gw := range []string{"10.98.0.1", "fd98::1"} {
+			if err = netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP(gw)}); err != nil {
+				return
+			}
+		}
+	})
+	if err != nil {
+		t.Fatalf("pod side of the veth: %v", err)
+	}
+	return pod
 }
