@@ -177,8 +177,11 @@ func attachPinned(path string, prog *ebpf.Program, keep func(*link.Info) bool, a
 // (DefaultPinDir when empty): pinned links are detached (at once where
 // the kernel has BPF_LINK_DETACH, 5.9+), unpinned and closed; maps and programs are unpinned; the TC clsact filters
 // running the pinned TC programs are deleted from the caller's network
-// namespace (call it in the namespace of Config.Interfaces); then the
-// directory itself is removed. It is safe to call when nothing is pinned.
+// namespace (call it in the namespace of Config.Interfaces); when a
+// capture layer was pinned there, peerd's unreachable routes (protocol
+// 0x70, Config.UnreachablePrefixes) are deleted from the caller's network
+// namespace too; then the directory itself is removed. It is safe to call
+// when nothing is pinned.
 func Cleanup(pinDir string) error {
 	if pinDir == "" {
 		pinDir = DefaultPinDir
@@ -193,6 +196,11 @@ func Cleanup(pinDir string) error {
 				}
 			}
 			_ = p.Close()
+		}
+	}
+	if _, err := os.Stat(filepath.Join(pinDir, LayerCapture)); err == nil {
+		if err := removeAllUnreachable(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if err := deleteClsactFilters(progIDs); err != nil {

@@ -119,3 +119,23 @@ func removeUnreachable(ps []netip.Prefix) error {
 	}
 	return errors.Join(errs...)
 }
+
+// removeAllUnreachable deletes every unreachable route of peerd's
+// (routeProtocol) in the calling thread's network namespace: the package
+// Cleanup, which has no configuration to name the ranges.
+func removeAllUnreachable() error {
+	rs, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN, Protocol: routeProtocol}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		return fmt.Errorf("list peerd's unreachable routes: %w", err)
+	}
+	var errs []error
+	for _, r := range rs {
+		if r.Type != unix.RTN_UNREACHABLE {
+			continue
+		}
+		if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("remove unreachable route %s: %w", r.Dst, err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -203,6 +203,24 @@ func TestUnreachableRoutes(t *testing.T) {
 	if got := routesIn(); len(got) != 0 {
 		t.Fatalf("routes after Cleanup: %v", got)
 	}
+
+	// The package Cleanup (`peerd dataplane cleanup`) has no
+	// configuration: it removes peerd's routes by their protocol.
+	dp3, err := start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = dp3.Close(context.Background())
+	if got := routesIn(); !slices.Equal(got, want) {
+		t.Fatalf("routes %v, want %v", got, want)
+	}
+	ns.Run(func() { cerr = Cleanup(pinDir) })
+	if cerr != nil {
+		t.Fatal(cerr)
+	}
+	if got := routesIn(); len(got) != 0 {
+		t.Fatalf("routes after the package Cleanup: %v", got)
+	}
 }
 
 // podNetns is a namespace connected to node by a veth pair (10.98.0.2/24
