@@ -92,6 +92,11 @@ var rules = []rule{
 		onlyOurs: []string{"internal/seal/..."},
 	},
 	{
+		why:      "internal/netns (namespace handles, sockets made inside them) is a leaf: it imports nothing of ours",
+		pkgs:     []string{"internal/netns/..."},
+		onlyOurs: []string{"internal/netns/..."},
+	},
+	{
 		why:      "internal/jointoken (the join credential) is a leaf: it imports nothing of ours",
 		pkgs:     []string{"internal/jointoken/..."},
 		onlyOurs: []string{"internal/jointoken/..."},
