@@ -192,9 +192,9 @@ var rules = []rule{
 		onlyOurs: []string{"internal/netutil/..."},
 	},
 	{
-		why:       "only dataplane/..., bpf/..., vmtests/... (the QEMU guest's init), internal/netutil/... and internal/testutil/... may import golang.org/x/sys/unix",
+		why:       "only dataplane/..., bpf/..., vmtests/... (the QEMU guest's init), internal/netutil/..., internal/netns/... and internal/testutil/... may import golang.org/x/sys/unix",
 		pkgs:      []string{"..."},
-		except:    []string{"dataplane/...", "bpf/...", "vmtests/...", "internal/netutil/...", "internal/testutil/..."},
+		except:    []string{"dataplane/...", "bpf/...", "vmtests/...", "internal/netutil/...", "internal/netns/...", "internal/testutil/..."},
 		forbidden: []string{"golang.org/x/sys/unix"},
 	},
 }
