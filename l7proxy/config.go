@@ -21,6 +21,11 @@
 // catalog watches; Close(ctx) stops accepting, drains open connections and
 // requests until ctx ends, closes the rest, waits for the proxy's goroutines
 // and is idempotent.
+//
+// Listeners opened elsewhere (in workload network namespaces, by
+// agent/workloads) are served with ServeTransparent and ServeUpstream until
+// their owner closes them (or Close); ServiceUpstreams tells which explicit
+// upstreams one service owns, so a namespace gets its owner's only.
 package l7proxy
 
 import (

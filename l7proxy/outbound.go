@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -64,16 +65,50 @@ func (p *Proxy) desiredUpstreams(ws memdb.WatchSet) (map[string]Upstream, []stri
 			continue
 		}
 		names = append(names, svc.Service)
-		for _, u := range upstreamsOf(svc) {
-			if u.DestinationType == "prepared_query" || u.LocalBindSocketPath != "" || u.LocalBindPort <= 0 {
-				continue // validated on registration; unsupported kinds are skipped
-			}
-			addr := net.JoinHostPort(cmp.Or(u.LocalBindAddress, "127.0.0.1"), strconv.Itoa(u.LocalBindPort))
-			want[addr] = Upstream{Caller: svc.Service, DestinationName: u.DestinationName,
-				DestinationPeer: u.DestinationPeer, Datacenter: u.Datacenter, BindAddr: addr}
+		for _, u := range listenedUpstreams(svc) {
+			want[u.BindAddr] = u
 		}
 	}
 	return want, names, nil
+}
+
+// listenedUpstreams are the upstreams of svc served by a TCP listener.
+func listenedUpstreams(svc *state.Service) []Upstream {
+	var out []Upstream
+	for _, u := range upstreamsOf(svc) {
+		if u.DestinationType == "prepared_query" || u.LocalBindSocketPath != "" || u.LocalBindPort <= 0 {
+			continue // validated on registration; unsupported kinds are skipped
+		}
+		addr := net.JoinHostPort(cmp.Or(u.LocalBindAddress, "127.0.0.1"), strconv.Itoa(u.LocalBindPort))
+		out = append(out, Upstream{Caller: svc.Service, DestinationName: u.DestinationName,
+			DestinationPeer: u.DestinationPeer, Datacenter: u.Datacenter, BindAddr: addr})
+	}
+	return out
+}
+
+// ServiceUpstreams returns the explicit upstreams the local service
+// (registered on this node) asks for, sorted by bind address, from the
+// current catalog view; ws, when not nil, is added the watches that fire
+// when they may have changed. A service not registered here has none.
+func (p *Proxy) ServiceUpstreams(ws memdb.WatchSet, service string) ([]Upstream, error) {
+	_, svcs, err := p.cfg.View().NodeServices(ws, "", p.cfg.NodeName)
+	if err != nil {
+		return nil, fmt.Errorf("upstreams of service %q: services of node %q: %w", service, p.cfg.NodeName, err)
+	}
+	byAddr := map[string]Upstream{}
+	for _, svc := range svcs {
+		if svc.Kind == "" && svc.Service == service {
+			for _, u := range listenedUpstreams(svc) {
+				byAddr[u.BindAddr] = u
+			}
+		}
+	}
+	out := make([]Upstream, 0, len(byAddr))
+	for _, u := range byAddr {
+		out = append(out, u)
+	}
+	slices.SortFunc(out, func(a, b Upstream) int { return cmp.Compare(a.BindAddr, b.BindAddr) })
+	return out, nil
 }
 
 // reconcileLoop keeps the upstream listeners equal to what the node's

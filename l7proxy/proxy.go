@@ -46,8 +46,11 @@ type Proxy struct {
 
 	mu        sync.Mutex
 	upstreams map[string]*upstreamListener
-	started   bool
-	closed    bool
+	// extra are listeners served for others (ServeTransparent,
+	// ServeUpstream): closed by their owner or by Close.
+	extra   map[net.Listener]struct{}
+	started bool
+	closed  bool
 	// conns tracks raw TCP streams (outbound and tcp inbound) for drain.
 	conns  map[net.Conn]struct{}
 	connWG sync.WaitGroup
@@ -60,7 +63,7 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, err
 	}
 	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "l7proxy"), m: newMetrics(cfg.Registry),
-		sessions: tls.NewLRUClientSessionCache(1024), upstreams: map[string]*upstreamListener{},
+		sessions: tls.NewLRUClientSessionCache(1024), upstreams: map[string]*upstreamListener{}, extra: map[net.Listener]struct{}{},
 		conns: map[net.Conn]struct{}{}, policy: policy.NewCache()}
 	p.trust.peers = map[string]*trustSet{}
 	p.leaves.p, p.lb.p = p, p
@@ -119,6 +122,9 @@ func (p *Proxy) Close(ctx context.Context) error {
 	p.closed = true
 	p.stopServing()
 	for _, ln := range p.cfg.TransparentListeners {
+		ln.Close()
+	}
+	for ln := range p.extra {
 		ln.Close()
 	}
 	for key, u := range p.upstreams {

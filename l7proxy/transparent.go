@@ -1,6 +1,8 @@
 package l7proxy
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -149,4 +151,48 @@ func (p *Proxy) ServiceOfCgroup(cgroupID uint64) (service string, ok bool) {
 		}
 	}
 	return "", false
+}
+
+// ServeTransparent serves ln, a capture listener opened elsewhere (in a
+// workload's network namespace), like the configured transparent
+// listeners: each connection is carried to the virtual IP the workload
+// dialled, as the service of its cgroup. It returns at once; serving stops
+// when ln is closed (by the caller, or by Close). It fails after Close.
+func (p *Proxy) ServeTransparent(ln net.Listener) error {
+	if p.cfg.Capture == nil {
+		return errors.New("l7proxy: serve a workload transparent listener: the terminator has no capture layer (Config.Capture)")
+	}
+	return p.serveExtra(ln, "a workload transparent listener", p.handleCaptured)
+}
+
+// ServeUpstream serves ln, an explicit upstream listener opened elsewhere
+// (in a workload's network namespace), as up: its connections go to
+// up.DestinationName with up.Caller's identity. The caller must open
+// upstreams of the workload's own service only (ServiceUpstreams of its
+// owner). It returns at once; serving stops when ln is closed (by the
+// caller, or by Close). It fails after Close.
+func (p *Proxy) ServeUpstream(up Upstream, ln net.Listener) error {
+	if up.Caller == "" || up.DestinationName == "" {
+		return errors.New("l7proxy: serve upstream: the upstream needs a caller and a destination service")
+	}
+	return p.serveExtra(ln, "a workload upstream listener", func(c net.Conn) { p.handleOutbound(c, up) })
+}
+
+// serveExtra accepts on ln until it closes; Close closes it too.
+func (p *Proxy) serveExtra(ln net.Listener, what string, handle func(net.Conn)) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return fmt.Errorf("l7proxy: serve %s: the proxy is closed", what)
+	}
+	p.extra[ln] = struct{}{}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		acceptLoop(ln, p.log.With("addr", ln.Addr().String()), what, handle, time.Sleep)
+		p.mu.Lock()
+		delete(p.extra, ln)
+		p.mu.Unlock()
+	}()
+	return nil
 }
