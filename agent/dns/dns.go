@@ -27,7 +27,9 @@
 // Lifecycle: New validates the Config and opens nothing (Handle answers a
 // query without a network); Start listens on UDP and TCP; Close(ctx) shuts
 // both listeners down within ctx, waits for the serving goroutines, and is
-// idempotent.
+// idempotent. Serve(pc, ln) answers on more listeners opened by the caller
+// (peerd's DNS inside each workload network namespace, agent/workloads);
+// the caller closes them, or Close does.
 package dns
 
 import (
@@ -107,6 +109,11 @@ type Server struct {
 	udp, tcp *dns.Server
 	wg       sync.WaitGroup
 	once     sync.Once
+
+	// extra are the servers of Serve's listeners, shut down by Close.
+	mu     sync.Mutex
+	extra  map[*dns.Server]struct{}
+	closed bool
 }
 
 // ParseDomain checks a domain and returns it lower-cased and fully
@@ -251,10 +258,66 @@ func listenBoth(addr string) (net.PacketConn, net.Listener, error) {
 // Addr returns the address the server listens on (UDP and TCP).
 func (s *Server) Addr() string { return s.addr }
 
-// Close stops both listeners and waits for the serving goroutines.
+// Serve answers on extra listeners (those peerd opens in workload network
+// namespaces): pc for UDP and ln for TCP, either may be nil. It returns at
+// once; each is served until its owner closes it or Close shuts it down.
+// It fails after Close.
+func (s *Server) Serve(pc net.PacketConn, ln net.Listener) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("dns: serve extra listeners: the server is closed")
+	}
+	if s.extra == nil {
+		s.extra = map[*dns.Server]struct{}{}
+	}
+	var srvs []*dns.Server
+	if pc != nil {
+		srvs = append(srvs, &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(s.serveUDP)})
+	}
+	if ln != nil {
+		srvs = append(srvs, &dns.Server{Listener: ln, Handler: dns.HandlerFunc(s.serveTCP),
+			ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }})
+	}
+	for _, srv := range srvs {
+		s.extra[srv] = struct{}{}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			// It returns when its listener is closed: by the owner
+			// (an error, expected) or by Close (nil).
+			_ = srv.ActivateAndServe()
+			s.mu.Lock()
+			delete(s.extra, srv)
+			s.mu.Unlock()
+		}()
+	}
+	return nil
+}
+
+// Close stops every listener (Start's and Serve's) and waits for the
+// serving goroutines.
 func (s *Server) Close(ctx context.Context) error {
 	var errs []error
 	s.once.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		extra := make([]*dns.Server, 0, len(s.extra))
+		for srv := range s.extra {
+			extra = append(extra, srv)
+		}
+		s.mu.Unlock()
+		for _, srv := range extra {
+			// Not started yet or already ended: ShutdownContext
+			// fails; the listener is closed either way below.
+			_ = srv.ShutdownContext(ctx)
+			if srv.PacketConn != nil {
+				_ = srv.PacketConn.Close()
+			}
+			if srv.Listener != nil {
+				_ = srv.Listener.Close()
+			}
+		}
 		for _, srv := range []*dns.Server{s.udp, s.tcp} {
 			if srv != nil {
 				if err := srv.ShutdownContext(ctx); err != nil {
