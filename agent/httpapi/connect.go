@@ -94,14 +94,20 @@ func (s *Server) caRotate(w http.ResponseWriter, r *http.Request) (any, error) {
 
 // agentDataplane is GET /v1/agent/dataplane (peerd's): this node's eBPF
 // layers — loaded or not and why, attach modes, kernel, map occupancy and
-// counters — or {"Enabled": false} when the node runs no dataplane.
+// counters — or {"Enabled": false} when the node runs no dataplane — and,
+// when workload namespaces are managed, "Workloads": each namespace
+// (cookie, inode, pid, owner service, listeners).
 func (s *Server) agentDataplane(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err := s.requireAgent(r, acl.AccessRead); err != nil {
 		return nil, err
 	}
 	if s.dataplaneStatus != nil {
 		if st, ok := s.dataplaneStatus(); ok {
-			return map[string]any{"Enabled": true, "Status": st}, nil
+			out := map[string]any{"Enabled": true, "Status": st}
+			if s.workloadNamespaces != nil {
+				out["Workloads"] = s.workloadNamespaces()
+			}
+			return out, nil
 		}
 	}
 	return map[string]any{"Enabled": false}, nil

@@ -50,6 +50,10 @@ type Config struct {
 	// DataplaneStatus reports the eBPF dataplane's status (any value that
 	// encodes as JSON) and whether the node runs one; nil = never.
 	DataplaneStatus func() (status any, enabled bool)
+	// WorkloadNamespaces lists the workload network namespaces peerd has
+	// listeners in (agent/workloads' Status, any value that encodes as
+	// JSON), shown with the dataplane status; nil = none managed.
+	WorkloadNamespaces func() any
 	// InsecureGossip is the agent's -insecure-gossip, shown by
 	// /v1/agent/self.
 	InsecureGossip bool
@@ -83,14 +87,16 @@ type Server struct {
 	duration *prometheus.HistogramVec
 	// dataplaneStatus reports the eBPF dataplane (see Config).
 	dataplaneStatus func() (any, bool)
-	capturedCgroup  string
-	insecureGossip  bool
-	acl             ACLResolver
-	aclm            *aclMetrics
-	aclResetFile    string
-	aclTokens       *Tokens
-	enforcem        enforceMetrics
-	mux             *http.ServeMux
+	// workloadNamespaces lists the workload namespaces (see Config).
+	workloadNamespaces func() any
+	capturedCgroup     string
+	insecureGossip     bool
+	acl                ACLResolver
+	aclm               *aclMetrics
+	aclResetFile       string
+	aclTokens          *Tokens
+	enforcem           enforceMetrics
+	mux                *http.ServeMux
 	// literalPaths are the paths some method routes without a wildcard
 	// (POST /v1/peering/token): only there can a wildcard route of another
 	// method (GET /v1/peering/{name}) match a request it must not serve.
@@ -115,8 +121,8 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cluster: cfg.Cluster, local: cfg.Local, registry: cfg.Registry, version: cfg.Version, log: cfg.Logger,
 		peering: cfg.Peering, tokens: cfg.JoinTokens, dataplaneStatus: cfg.DataplaneStatus, insecureGossip: cfg.InsecureGossip,
-		capturedCgroup: cfg.CapturedCgroup,
-		acl:            cfg.ACL, aclResetFile: cfg.ACLBootstrapResetFile, aclTokens: cfg.Tokens,
+		capturedCgroup: cfg.CapturedCgroup, workloadNamespaces: cfg.WorkloadNamespaces,
+		acl: cfg.ACL, aclResetFile: cfg.ACLBootstrapResetFile, aclTokens: cfg.Tokens,
 	}
 	if s.log == nil {
 		s.log = slog.Default()

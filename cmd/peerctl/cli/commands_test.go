@@ -266,6 +266,31 @@ func TestCommands(t *testing.T) {
 				"inbound  interface eth0  tcx\n",
 		},
 		{
+			name: "dataplane status with workload namespaces",
+			args: []string{"dataplane", "status"},
+			replies: map[string]reply{"GET /v1/agent/dataplane": {body: `{"Enabled":true,"Status":{"Kernel":"6.18.0","PinDir":"/sys/fs/bpf/peerd",` +
+				`"Capture":{"Enabled":true,"Loaded":true,"AttachMode":"cgroup-link"},"FastPath":{},"TC":{},"Inbound":{}},` +
+				`"Workloads":[{"Cookie":4097,"Inode":4026532301,"PID":812,"Owner":"web","Ready":true,"IPv6":true,` +
+				`"Listeners":["dns udp+tcp 127.0.0.1:53","transparent tcp 127.0.0.1:15001"]},` +
+				`{"Cookie":4098,"Inode":4026532402,"PID":901,"Ready":false,"IPv6":false,"Listeners":[],` +
+				`"Failing":{"transparent tcp 127.0.0.1:15001":"address already in use"}}]}`}},
+			want: []wantRequest{{method: "GET", path: "/v1/agent/dataplane"}},
+			wantOut: "" +
+				"Kernel: 6.18.0   Pins: /sys/fs/bpf/peerd\n\n" +
+				"Layer     Enabled  State   Attach       Reason\n" +
+				"capture   true     loaded  cgroup-link\n" +
+				"fastpath  false    off\n" +
+				"tc        false    off\n" +
+				"inbound   false    off\n" +
+				"\n" +
+				"Netns cookie  Inode       PID  Owner  Ready  Listeners\n" +
+				"4097          4026532301  812  web    yes    dns udp+tcp 127.0.0.1:53, transparent tcp 127.0.0.1:15001\n" +
+				"4098          4026532402  901  -      no     (IPv4 only)\n" +
+				"\n" +
+				"Netns cookie  Failing listener                 Error\n" +
+				"4098          transparent tcp 127.0.0.1:15001  address already in use\n",
+		},
+		{
 			name:    "dataplane status without a dataplane",
 			args:    []string{"dataplane", "status"},
 			replies: map[string]reply{"GET /v1/agent/dataplane": {body: `{"Enabled":false}`}},

@@ -2,8 +2,10 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -25,6 +27,19 @@ type layerStatus struct {
 	Routes     []string
 }
 
+// workloadNamespace is one entry of GET /v1/agent/dataplane's Workloads.
+type workloadNamespace struct {
+	Cookie    uint64
+	Inode     uint64
+	PID       int
+	Cgroup    string
+	Owner     string
+	Ready     bool
+	IPv6      bool
+	Listeners []string
+	Failing   map[string]string
+}
+
 func newDataplaneStatusCommand(a *app) *cobra.Command {
 	var format string
 	cmd := &cobra.Command{
@@ -34,7 +49,10 @@ func newDataplaneStatusCommand(a *app) *cobra.Command {
 (capture, fastpath, tc, inbound) whether it is enabled and loaded, how it is
 attached (cgroup link, TCX or clsact), why it is off, the kernel version,
 map occupancy, the programs' counters and the capture layer's unreachable
-routes for the virtual IP ranges.`,
+routes for the virtual IP ranges; then the workload network namespaces peerd
+has listeners in (containers, pods): the namespace's cookie and inode, a
+process in it, the service that owns it, whether the dataplane captures its
+connects (ready), and its listeners.`,
 		Example: `  peerctl dataplane status
   peerctl dataplane status -format json`,
 		Args: noArgs,
@@ -53,6 +71,7 @@ routes for the virtual IP ranges.`,
 					TC       layerStatus
 					Inbound  layerStatus
 				}
+				Workloads *[]workloadNamespace
 			}
 			if err := resp.Decode(&out); err != nil {
 				return fmt.Errorf("read the dataplane status: %w", err)
@@ -101,7 +120,12 @@ routes for the virtual IP ranges.`,
 			}
 			if len(detail) > 0 {
 				fmt.Fprintln(w)
-				return printTable(w, []string{"Layer", "Map / counter", "Value"}, detail)
+				if err := printTable(w, []string{"Layer", "Map / counter", "Value"}, detail); err != nil {
+					return err
+				}
+			}
+			if out.Workloads != nil {
+				return printWorkloads(w, *out.Workloads)
 			}
 			return nil
 		},
@@ -117,4 +141,42 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// printWorkloads prints the workload namespaces table (and the listeners
+// that fail to open, one line each).
+func printWorkloads(w io.Writer, nss []workloadNamespace) error {
+	fmt.Fprintln(w)
+	if len(nss) == 0 {
+		fmt.Fprintln(w, "Workload namespaces: none (no process under the captured cgroup runs in a network namespace of its own).")
+		return nil
+	}
+	rows := [][]string{}
+	var failing [][]string
+	for _, ns := range nss {
+		ready := "no"
+		if ns.Ready {
+			ready = "yes"
+		}
+		owner := ns.Owner
+		if owner == "" {
+			owner = "-"
+		}
+		listeners := strings.Join(ns.Listeners, ", ")
+		if !ns.IPv6 {
+			listeners = strings.TrimSpace(listeners + " (IPv4 only)")
+		}
+		rows = append(rows, []string{strconv.FormatUint(ns.Cookie, 10), strconv.FormatUint(ns.Inode, 10), strconv.Itoa(ns.PID), owner, ready, listeners})
+		for _, k := range sortedKeys(ns.Failing) {
+			failing = append(failing, []string{strconv.FormatUint(ns.Cookie, 10), k, ns.Failing[k]})
+		}
+	}
+	if err := printTable(w, []string{"Netns cookie", "Inode", "PID", "Owner", "Ready", "Listeners"}, rows); err != nil {
+		return err
+	}
+	if len(failing) > 0 {
+		fmt.Fprintln(w)
+		return printTable(w, []string{"Netns cookie", "Failing listener", "Error"}, failing)
+	}
+	return nil
 }
