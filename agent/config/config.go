@@ -137,6 +137,16 @@ type Config struct {
 	// FastPath puts the plaintext loopback legs into the eBPF sockmap
 	// (default true; only with CgroupPath).
 	FastPath bool
+	// WorkloadNetns opens peerd's listeners (transparent, DNS, the
+	// owner's upstreams) inside the network namespace of every workload
+	// under CgroupPath that has one of its own (containers, pods): the
+	// ztunnel in-pod model (default true; only with CgroupPath). False
+	// serves only workloads in peerd's own namespace.
+	WorkloadNetns bool
+	// WorkloadDNSAddrs are the comma-separated ip:port addresses of the
+	// DNS listeners (UDP and TCP) inside each workload namespace (default
+	// "127.0.0.1:53,[::1]:53"; "" = none).
+	WorkloadDNSAddrs string
 	// GatewayVIPs are prefixes (CIDR) of addresses that reach this node's
 	// gateway on its port without being configured on an interface: the
 	// inbound capture layer (sk_lookup) hands such connections to the
@@ -417,4 +427,16 @@ func ParseLogLevel(level string) (slog.Level, error) {
 		return slog.LevelError, nil
 	}
 	return slog.LevelInfo, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+}
+
+// WorkloadDNSList is WorkloadDNSAddrs split at commas (empty items
+// dropped).
+func (c *Config) WorkloadDNSList() []string {
+	var out []string
+	for _, a := range strings.Split(c.WorkloadDNSAddrs, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
 }

@@ -81,7 +81,7 @@ func TestFlagsAndKeysKept(t *testing.T) {
 	for _, name := range strings.Fields(`dev server bootstrap-expect retry-join retry-interval data-dir datacenter
 		node node-id node-meta bind-addr advertise http-addr grpc-addr grpc-tls-addr gateway-addr dns-addr domain
 		recursor virtual-ip-cidr virtual-ip6-cidr proxy-mark leaf-ttl proxy-tls-min-version cgroup-path
-		allow-root-cgroup transparent-port dataplane-fastpath gateway-vip dataplane-interface bpf-pin-dir
+		allow-root-cgroup transparent-port dataplane-fastpath workload-netns workload-dns-addrs gateway-vip dataplane-interface bpf-pin-dir
 		server-port serf-lan-port encrypt peering-heartbeat-interval peering-heartbeat-timeout
 		leave-on-terminate log-level log-json`) {
 		if fs.Lookup(name) == nil {
@@ -112,7 +112,7 @@ func TestDefaults(t *testing.T) {
 		Datacenter: "dc1", HTTPAddr: "127.0.0.1:8500", GRPCAddr: ":8502", GRPCTLSAddr: ":8503",
 		GatewayAddr: "0.0.0.0:8443", Domain: "peerd.", VirtualIPv4CIDR: state.DefaultVirtualIPv4Range,
 		VirtualIPv6CIDR: state.DefaultVirtualIPv6Range, ProxyMark: d.ProxyMark, LeafTTL: 72 * time.Hour,
-		ProxyTLSMinVersion: "1.3", TransparentPort: 15001, FastPath: true, SerfLANPort: 8301, ServerPort: 8300,
+		ProxyTLSMinVersion: "1.3", TransparentPort: 15001, FastPath: true, WorkloadNetns: true, WorkloadDNSAddrs: "127.0.0.1:53,[::1]:53", SerfLANPort: 8301, ServerPort: 8300,
 		RetryInterval: 30 * time.Second, LeaveOnTerminate: true, LogLevel: "info", SyncInterval: time.Minute,
 		InternalTLS:        true,
 		CleanupDeadServers: true, DeadServerReapTime: 72 * time.Hour, LastContactThreshold: 200 * time.Millisecond,
@@ -319,6 +319,8 @@ func TestValidateNamesWhatToFix(t *testing.T) {
 		{"acl token with a space", "acl {\n  tokens {\n    agent = \"abc def\"\n  }\n}\n", nil, "f.hcl: acl.tokens.agent: holds a space"},
 		{"acl default token is management", "acl {\n  tokens {\n    initial_management = \"6a1253d2-1785-24fd-91c2-f8e78c745511\"\n    default = \"6a1253d2-1785-24fd-91c2-f8e78c745511\"\n  }\n}\n", nil, "f.hcl: acl.tokens.default: is the initial management token"},
 		{"acl initial management not a UUID", "acl {\n  tokens {\n    initial_management = \"root\"\n  }\n}\n", nil, "f.hcl: acl.tokens.initial_management: is not a UUID"},
+		{"workload dns address", "", []string{"-cgroup-path", "/sys/fs/cgroup/unified/x", "-workload-dns-addrs", "127.0.0.1:53,localhost:53"}, `-workload-dns-addrs: "localhost:53": "localhost" is not an IP address`},
+		{"workload dns port", "", []string{"-cgroup-path", "/sys/fs/cgroup/unified/x", "-workload-dns-addrs", "127.0.0.1"}, `-workload-dns-addrs: "127.0.0.1": want ip:port`},
 		{"metrics address", `telemetry { prometheus_addr = "nowhere" }`, nil, `f.hcl: telemetry.prometheus_addr: "nowhere": want host:port`},
 	}
 	for _, tt := range tests {

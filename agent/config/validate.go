@@ -191,6 +191,13 @@ func (c *Config) validate(needDataDir bool) error {
 	if c.CgroupPath != "" && (c.TransparentPort < 1 || c.TransparentPort > 65535) {
 		add("transparent-port", "%d: want a port from 1 to 65535 for the transparent listeners", c.TransparentPort)
 	}
+	if c.CgroupPath != "" && c.WorkloadNetns {
+		for _, a := range c.WorkloadDNSList() {
+			if err := checkListenAddr(a); err != nil {
+				add("workload-dns-addrs", "%v", err)
+			}
+		}
+	}
 	if _, err := ParseLogLevel(c.LogLevel); err != nil {
 		add("log-level", "%q: want debug, info, warn or error", c.LogLevel)
 	}
@@ -383,4 +390,20 @@ func validNodeName(n string) bool {
 		}
 	}
 	return true
+}
+
+// checkListenAddr checks an ip:port listener address (IP literal, port
+// 1-65535).
+func checkListenAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: want ip:port, e.g. 127.0.0.1:53 or [::1]:53", addr)
+	}
+	if _, err := netip.ParseAddr(host); err != nil {
+		return fmt.Errorf("%q: %q is not an IP address", addr, host)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q: port %q is not 1-65535", addr, port)
+	}
+	return nil
 }
