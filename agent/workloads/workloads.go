@@ -69,7 +69,7 @@ type Config struct {
 	TransparentAddrs []string
 	// DNSAddrs are host:port addresses for DNS (UDP and TCP) inside each
 	// namespace; none (or DNS nil) opens no DNS listener.
-	DNSAddrs []string
+	DNSAddrs  []string
 	Dataplane Dataplane
 	Proxy     Proxy
 	DNS       DNS
@@ -127,7 +127,8 @@ type workload struct {
 	cgroupID      uint64
 	owner         string
 	ready         bool
-	noIPv6        bool
+	// noIPv6: the last IPv6 listen found no ::1; loggedNoIPv6: said so.
+	noIPv6, loggedNoIPv6 bool
 	// open are the listeners, by key (kind, network, address).
 	open map[string]*listener
 	// failing are the keys whose last open failed, with the error.
@@ -488,7 +489,7 @@ func (m *Manager) has(w *workload, key string) bool {
 // serve.
 func (m *Manager) openTCP(ctx context.Context, w *workload, lc *net.ListenConfig, kind, addr string, up l7proxy.Upstream, serve func(net.Listener) error) {
 	key := kind + " tcp " + addr
-	if m.has(w, key) || m.skipIPv6(w, addr) {
+	if m.has(w, key) {
 		return
 	}
 	ln, err := w.h.Listen(ctx, lc, "tcp", addr)
@@ -507,7 +508,7 @@ func (m *Manager) openTCP(ctx context.Context, w *workload, lc *net.ListenConfig
 // openDNS opens DNS on addr (UDP and TCP together) in w unless open.
 func (m *Manager) openDNS(ctx context.Context, w *workload, lc *net.ListenConfig, addr string) {
 	key := "dns udp+tcp " + addr
-	if m.has(w, key) || m.skipIPv6(w, addr) {
+	if m.has(w, key) {
 		return
 	}
 	pc, err := w.h.ListenPacket(ctx, lc, "udp", addr)
@@ -540,19 +541,20 @@ func (cs closers) Close() error {
 	return errors.Join(errs...)
 }
 
-// skipIPv6: addr is IPv6 and the namespace was found to have no ::1.
-func (m *Manager) skipIPv6(w *workload, addr string) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return w.noIPv6 && strings.HasPrefix(addr, "[")
-}
-
 func (m *Manager) opened(w *workload, key string, l *listener) {
 	m.mu.Lock()
+	v6 := strings.Contains(key, " [")
+	wasNoIPv6 := v6 && w.noIPv6
+	if v6 {
+		w.noIPv6 = false
+	}
 	w.open[key] = l
 	_, wasFailing := w.failing[key]
 	delete(w.failing, key)
 	m.mu.Unlock()
+	if wasNoIPv6 {
+		m.log.Info("workload namespace has IPv6 loopback (::1) now; IPv6 listeners open", "netns_cookie", w.cookie, "listener", key)
+	}
 	if wasFailing {
 		m.log.Info("workload listener open after failures", "netns_cookie", w.cookie, "listener", key)
 	} else {
@@ -561,7 +563,10 @@ func (m *Manager) opened(w *workload, key string, l *listener) {
 }
 
 // failed records a failed open: logged and counted when it starts failing
-// (or fails differently), retried silently at every scan.
+// (or fails differently), retried silently at every scan. An IPv6 address
+// that cannot be assigned means the namespace has no ::1 (IPv6 off, or
+// its loopback not up yet): logged and counted once per namespace, and
+// the namespace is served over IPv4 until ::1 appears.
 func (m *Manager) failed(w *workload, key, addr, kind string, err error) {
 	reason := map[string]string{"transparent": reasonTransparent, "dns": reasonDNS, "upstream": reasonUpstream}[kind]
 	if kind == reasonServe {
@@ -569,8 +574,8 @@ func (m *Manager) failed(w *workload, key, addr, kind string, err error) {
 	}
 	if strings.HasPrefix(addr, "[") && errors.Is(err, syscall.EADDRNOTAVAIL) {
 		m.mu.Lock()
-		first := !w.noIPv6
-		w.noIPv6 = true
+		first := !w.noIPv6 && !w.loggedNoIPv6
+		w.noIPv6, w.loggedNoIPv6 = true, true
 		m.mu.Unlock()
 		if first {
 			m.m.failures.WithLabelValues(reasonNoIPv6).Inc()

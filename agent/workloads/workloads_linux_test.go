@@ -334,14 +334,19 @@ func (r *rig) own(t *testing.T, cgroup, service string, ups ...l7proxy.Upstream)
 }
 
 func TestManagerOpensListenersInsideWorkloadNamespaces(t *testing.T) {
-	r := startRig(t, time.Hour) // only inotify and events trigger scans
+	// The loopback comes up just after the process starts (as with a
+	// runtime); a rescan picks up what could not be opened before.
+	r := startRig(t, 200*time.Millisecond)
 	a, b := subCgroup(t, r.root, "pod-a"), subCgroup(t, r.root, "pod-b")
 	r.own(t, a, "web", l7proxy.Upstream{Caller: "web", DestinationName: "db", BindAddr: "127.0.0.1:9191"})
 	r.own(t, b, "api", l7proxy.Upstream{Caller: "api", DestinationName: "cache", BindAddr: "127.0.0.1:9292"})
 	ca, cb := startContainer(t, a), startContainer(t, b)
 
 	for _, c := range []*container{ca, cb} {
-		tu.WaitFor(t, 10*time.Second, "the namespace marked ready", func() bool { return r.dp.isReady(c.cookie) })
+		tu.WaitFor(t, 10*time.Second, "the namespace ready with all its listeners", func() bool {
+			st, _ := r.status(c.cookie)
+			return r.dp.isReady(c.cookie) && len(st.Listeners) == 5
+		})
 	}
 	for _, x := range []struct {
 		c            *container
