@@ -412,8 +412,13 @@ func (m *Manager) ensure(ctx context.Context, w *workload) {
 	}
 	// The owner: the service of the cgroup the namespace's process runs in.
 	owner := ""
-	if id, err := m.cfg.CgroupID(w.cgroup); err == nil {
+	m.mu.Lock()
+	cgroup := w.cgroup
+	m.mu.Unlock()
+	if id, err := m.cfg.CgroupID(cgroup); err == nil {
+		m.mu.Lock()
 		w.cgroupID = id
+		m.mu.Unlock()
 		owner, _ = m.cfg.Proxy.ServiceOfCgroup(id)
 	}
 	want := map[string]l7proxy.Upstream{}
