@@ -218,7 +218,7 @@ func inodeOf(path string) (uint64, error) {
 // fails at once only when its own namespace cannot be read or the cgroup
 // tree does not exist.
 func (m *Manager) Run(ctx context.Context) error {
-	own, err := netns.OpenPID(os.Getpid())
+	own, err := netns.Current()
 	if err != nil {
 		return fmt.Errorf("workloads: our own network namespace: %w", err)
 	}
@@ -291,6 +291,7 @@ type found struct {
 // namespace found there, by namespace inode (peerd's own excluded).
 func (m *Manager) discover() map[uint64]found {
 	out := map[uint64]found{}
+	self := os.Getpid()
 	_ = filepath.WalkDir(m.cfg.CgroupPath, func(path string, d os.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
 			return nil // a cgroup removed during the walk
@@ -301,7 +302,9 @@ func (m *Manager) discover() map[uint64]found {
 		}
 		for _, f := range strings.Fields(string(data)) {
 			pid, err := strconv.Atoi(f)
-			if err != nil || pid <= 0 {
+			if err != nil || pid <= 0 || pid == self {
+				// peerd itself: its main thread may be serving a Do
+				// in a workload namespace right now.
 				continue
 			}
 			ino, err := nsInode(pid)

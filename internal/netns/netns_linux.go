@@ -56,6 +56,16 @@ func OpenPID(pid int) (*Handle, error) {
 	return Open("/proc/" + strconv.Itoa(pid) + "/ns/net")
 }
 
+// Current opens the network namespace the caller's goroutines run in
+// (peerd's own). It reads the calling thread's namespace on a locked
+// thread: /proc/<pid>/ns/net is the main thread's, which may be in
+// another namespace while it serves a Do (or a test's locked thread).
+func Current() (*Handle, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return Open("/proc/thread-self/ns/net")
+}
+
 // Path is the file the namespace was opened from.
 func (h *Handle) Path() string { return h.path }
 

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,13 +39,16 @@ func TestOpenRefusesWhatIsNotANetworkNamespace(t *testing.T) {
 }
 
 func TestOwnNamespace(t *testing.T) {
-	h, err := netns.OpenPID(os.Getpid())
+	h, err := netns.Current()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer h.Close()
 	var st unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
+	runtime.LockOSThread()
+	err = unix.Stat("/proc/thread-self/ns/net", &st)
+	runtime.UnlockOSThread()
+	if err != nil {
 		t.Fatal(err)
 	}
 	if h.Inode() != st.Ino {
@@ -87,7 +91,9 @@ func TestListenInsideAChildNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	own, err := netns.OpenPID(os.Getpid())
+	// Not OpenPID(os.Getpid()): the main thread may be the one NewNetns
+	// moved into the child.
+	own, err := netns.Current()
 	if err != nil {
 		t.Fatal(err)
 	}

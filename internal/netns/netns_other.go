@@ -19,6 +19,11 @@ func Open(path string) (*Handle, error) {
 	return nil, fmt.Errorf("open network namespace %s: %w", path, errNotLinux)
 }
 
+// Current fails: network namespaces are Linux's.
+func Current() (*Handle, error) {
+	return nil, fmt.Errorf("open the current network namespace: %w", errNotLinux)
+}
+
 // OpenPID fails: network namespaces are Linux's.
 func OpenPID(pid int) (*Handle, error) {
 	return nil, fmt.Errorf("open network namespace of pid %d: %w", pid, errNotLinux)
