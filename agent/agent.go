@@ -15,29 +15,32 @@
 //
 // # Shutdown order
 //
-// Leave runs steps 1-6, Close steps 1-4 (unless Leave ran them) and 7-12,
+// Leave runs steps 1-7, Close steps 1-5 (unless Leave ran them) and 8-13,
 // from one table in the code (shutdownSteps) that a test checks this list
 // against:
 //
-//  1. The terminator (l7proxy) closes its listeners and drains open
+//  1. The workload namespaces are released (agent/workloads): the
+//     listeners peerd opened inside them close and the dataplane stops
+//     capturing their connects (up to 5 s).
+//  2. The terminator (l7proxy) closes its listeners and drains open
 //     requests, up to 10 s, while the node still serves its state.
-//  2. The DNS server stops (within 5 s, shared with step 3).
-//  3. The HTTP API stops; in-flight requests drain.
-//  4. The server watch and the local state (anti-entropy and the health
+//  3. The DNS server stops (within 5 s, shared with step 4).
+//  4. The HTTP API stops; in-flight requests drain.
+//  5. The server watch and the local state (anti-entropy and the health
 //     checks) stop and are waited for, so nothing re-registers the node
 //     after a leave.
-//  5. (Leave) The node deregisters itself from the catalog (up to 2 s; on
+//  6. (Leave) The node deregisters itself from the catalog (up to 2 s; on
 //     failure the leader does it when it sees the leave).
-//  6. (Leave) The cluster member leaves: a leader hands leadership over,
+//  7. (Leave) The cluster member leaves: a leader hands leadership over,
 //     the leave intent is gossiped, the gossip pool is left.
-//  7. The peering controller ends its leader work (the dialer's streams,
+//  8. The peering controller ends its leader work (the dialer's streams,
 //     CA bootstrap, deletions; the acceptor's streams with them).
-//  8. The cluster member closes: gossip, raft and their stores stop.
-//  9. The agent's run context ends: the dataplane's sync stops.
-//  10. The gRPC servers stop, the peering (TLS) one first, gracefully for up
+//  9. The cluster member closes: gossip, raft and their stores stop.
+//  10. The agent's run context ends: the dataplane's sync stops.
+//  11. The gRPC servers stop, the peering (TLS) one first, gracefully for up
 //     to 5 s, then forced.
-//  11. Close waits, within ctx, for the servers' and the sync's goroutines.
-//  12. The eBPF dataplane is released: closed with its pins kept, so a
+//  12. Close waits, within ctx, for the servers' and the sync's goroutines.
+//  13. The eBPF dataplane is released: closed with its pins kept, so a
 //     restarted agent keeps traffic flowing, or in dev mode cleaned up
 //     (nothing stays attached).
 package agent
@@ -71,6 +74,7 @@ import (
 	"github.com/peerd/peerd/agent/dns"
 	"github.com/peerd/peerd/agent/httpapi"
 	"github.com/peerd/peerd/agent/local"
+	"github.com/peerd/peerd/agent/workloads"
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/dataplane"
@@ -107,6 +111,11 @@ type Agent struct {
 	transparentLns []net.Listener
 	// dns answers the catalog's names and forwards the rest (nil: off).
 	dns *dns.Server
+	// workloads serves the workload network namespaces (nil: off);
+	// stopWorkloads ends its Run, workloadsDone closes when it returned.
+	workloads     *workloads.Manager
+	stopWorkloads context.CancelFunc
+	workloadsDone chan struct{}
 	// aclTokens are the agent's ACL tokens; metrics/metricsLn the metrics
 	// listener outside the API's ACLs (nil: none).
 	aclTokens *httpapi.Tokens
@@ -131,7 +140,7 @@ type Agent struct {
 	// started is set once Start has succeeded: Leave and Close have
 	// nothing to stop before.
 	started bool
-	// drainOnce runs steps 1-4 of the shutdown (Leave or Close, whichever
+	// drainOnce runs steps 1-5 of the shutdown (Leave or Close, whichever
 	// comes first), closeOnce the rest (Close).
 	drainOnce, closeOnce sync.Once
 }
@@ -437,6 +446,12 @@ func (a *Agent) start(ctx context.Context) error {
 				return nil, false
 			}
 			return a.dataplane.Status(), true
+		},
+		WorkloadNamespaces: func() any {
+			if a.workloads == nil {
+				return nil
+			}
+			return a.workloads.Status()
 		}})
 	if err != nil {
 		return err
@@ -561,6 +576,9 @@ func (a *Agent) start(ctx context.Context) error {
 			a.dns = nil
 			return err
 		}
+	}
+	if err := a.startWorkloads(reg); err != nil {
+		return err
 	}
 
 	if a.httpLn != nil {
@@ -837,8 +855,8 @@ var errNotStarted = errors.New("the agent is not running (Start has not succeede
 
 // Leave takes this node out of the cluster gracefully, so its services are
 // removed rather than left critical: it drains what could re-register the
-// node (steps 1-4 of the package doc's shutdown order), deregisters the node
-// and leaves the gossip pool (5-6). The agent stops serving; call Close next
+// node (steps 1-5 of the package doc's shutdown order), deregisters the node
+// and leaves the gossip pool (6-7). The agent stops serving; call Close next
 // to release the rest.
 func (a *Agent) Leave(ctx context.Context) error {
 	if !a.started {
@@ -911,6 +929,11 @@ func (a *Agent) shutdownSteps() []shutdownStep {
 	var serveCtx context.Context
 	var serveCancel context.CancelFunc
 	return []shutdownStep{
+		{"workload namespaces", drainPhase, func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			return a.closeWorkloads(ctx)
+		}},
 		{"terminator", drainPhase, func(ctx context.Context) error {
 			// Open requests finish while the node still serves its state.
 			if a.proxy == nil {
