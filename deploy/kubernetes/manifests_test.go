@@ -279,12 +279,6 @@ func peerdContainer(t *testing.T, spec *corev1.PodSpec) *corev1.Container {
 	return nil
 }
 
-// pendingFlags are flags the manifests pass that another branch adds to
-// peerd agent (the per-pod-namespace listeners). Until they exist, the
-// DaemonSet cannot start on this tree; the test says so and checks the
-// rest. Once a flag exists, the test fails until it is removed from here.
-var pendingFlags = []string{"workload-netns", "workload-dns-addrs"}
-
 // The client DaemonSet turns the dataplane on for pods: its command line,
 // with the ConfigMap's and the downward API's values put in, is parsed by
 // peerd agent's own flag parser into the intended settings.
@@ -309,12 +303,6 @@ func TestDaemonSetTurnsTheDataplaneOn(t *testing.T) {
 	// Secrets' directories are checked by TestSecretsAndConfigMapsExist;
 	// the parser would read them.
 	args = dropFlag(args, "config-dir", true)
-	for _, f := range pendingFlags {
-		if _, err := config.Parse([]string{"-" + f + "=" + pendingValue(args, f)}, io.Discard); err == nil {
-			t.Errorf("peerd agent has -%s now: remove it from pendingFlags", f)
-		}
-		args = dropFlag(args, f, !strings.Contains(strings.Join(args, " "), "-"+f+"="))
-	}
 	cfg, err := config.Parse(args, io.Discard)
 	if err != nil {
 		t.Fatalf("peerd agent %q: %v", args, err)
@@ -333,6 +321,8 @@ func TestDaemonSetTurnsTheDataplaneOn(t *testing.T) {
 		{"-http-addr", cfg.HTTPAddr, "10.0.0.5:8500"},
 		{"-allow-root-cgroup", cfg.AllowRootCgroup, false},
 		{"-server", cfg.Server, false},
+		{"-workload-netns", cfg.WorkloadNetns, true},
+		{"-workload-dns-addrs", cfg.WorkloadDNSAddrs, "127.0.0.1:53,[::1]:53"},
 	}
 	for _, c := range checks {
 		if fmt.Sprint(c.got) != fmt.Sprint(c.want) {
@@ -352,18 +342,6 @@ func TestDaemonSetTurnsTheDataplaneOn(t *testing.T) {
 			t.Errorf("mount %s: present %t, read-only %t; want present, read-only %t", path, ok, got, ro)
 		}
 	}
-}
-
-func pendingValue(args []string, flag string) string {
-	for i, a := range args {
-		if v, ok := strings.CutPrefix(a, "-"+flag+"="); ok {
-			return v
-		}
-		if a == "-"+flag && i+1 < len(args) {
-			return args[i+1]
-		}
-	}
-	return "true"
 }
 
 // dropFlag removes -name (and its value, when it takes one as the next
