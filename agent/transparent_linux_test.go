@@ -26,26 +26,14 @@ import (
 // instruction; this variable tells the child what to do.
 const (
 	envCaptureClient = "PEERD_TEST_CAPTURE_CLIENT" // "<dns addr> <name> <port>"
-	// envWorkloadClient: the same, retried for up to 20 s, as an
-	// application in a container retries while its namespace gets ready;
-	// then it waits for its stdin to close.
-	envWorkloadClient = "PEERD_TEST_WORKLOAD_CLIENT"
 )
 
 func TestMain(m *testing.M) {
 	if spec := os.Getenv(envCaptureClient); spec != "" {
 		os.Exit(captureClient(spec))
 	}
-	if spec := os.Getenv(envWorkloadClient); spec != "" {
-		deadline := time.Now().Add(20 * time.Second)
-		for time.Now().Before(deadline) {
-			if captureClient(spec) == 0 {
-				_, _ = io.Copy(io.Discard, os.Stdin)
-				os.Exit(0)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		os.Exit(1)
+	if os.Getenv(envContainer) != "" {
+		os.Exit(containerWorkload())
 	}
 	os.Exit(m.Run())
 }
