@@ -48,8 +48,12 @@ test-short:
 # 6.1: clsact, 6.12: TCX), TCG only. Needs qemu-system-x86, kmod, xz-utils,
 # zstd and apt's package lists; kernels are cached in .vmcache/.
 # VMTEST_FLAGS: e.g. -kernels 6.1 -run TestTC -v
+# Then the container test (agent/, two agents and three containers in
+# their own cgroups and namespaces) on the kernels with workload
+# namespaces (5.15+): the rest of agent/ needs no particular kernel.
 vmtest:
 	$(GO) run ./vmtests/cmd/vmmatrix $(VMTEST_FLAGS)
+	$(GO) run ./vmtests/cmd/vmmatrix -kernels 6.1,6.12 -pkgs ./agent/ -run '^TestWorkloadNamespacesReachPeer$$'
 
 # Every fuzz target of the tree, one after another, FUZZTIME each (e.g.
 # make fuzz FUZZTIME=10s). The targets are found with go test -list, so a

@@ -164,18 +164,14 @@ func TestWorkloadNamespacesReachPeer(t *testing.T) {
 	// The node forwards, and has a default route to nowhere: without
 	// peerd's unreachable routes a container's SYN to a virtual IP would
 	// be forwarded out of it (and time out) rather than refused.
-	mustRun(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	mustRun(t, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
-	// (a veth pair: the kernel may have no dummy driver)
-	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "uplink"}, PeerName: "uplink-far"}); err != nil {
-		t.Fatal(err)
+	for _, f := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
+		if err := os.WriteFile(f, []byte("1"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
-	mustRun(t, "ip", "link", "set", "uplink", "up")
-	mustRun(t, "ip", "link", "set", "uplink-far", "up")
-	mustRun(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "uplink")
-	mustRun(t, "ip", "route", "add", "default", "via", "192.0.2.254")
-	mustRun(t, "ip", "-6", "addr", "add", "2001:db8::1/64", "dev", "uplink", "nodad")
-	mustRun(t, "ip", "-6", "route", "add", "default", "via", "2001:db8::fe")
+	// (a veth pair: the kernel may have no dummy driver; netlink, not
+	// ip(8): the kernel matrix's guests have no iproute2 on their PATH)
+	nodeUplink(t)
 
 	captured := testutil.NewCgroup(t)
 	outside := testutil.NewCgroup(t)
@@ -327,9 +323,36 @@ func waitWorkloadNetns(t *testing.T, a *meshCluster, owners map[int]string) []wo
 	return st.Workloads
 }
 
-func mustRun(t *testing.T, name string, args ...string) {
+// nodeUplink gives this namespace an uplink with a default route (IPv4 and
+// IPv6) to a gateway nobody answers for.
+func nodeUplink(t *testing.T) {
 	t.Helper()
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		t.Fatalf("%s %s: %v %s", name, strings.Join(args, " "), err, out)
+	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "uplink"}, PeerName: "uplink-far"}); err != nil {
+		t.Fatal(err)
+	}
+	up, err := netlink.LinkByName("uplink")
+	if err != nil {
+		t.Fatal(err)
+	}
+	far, err := netlink.LinkByName("uplink-far")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []netlink.Link{up, far} {
+		if err := netlink.LinkSetUp(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, a := range []string{"192.0.2.1/24", "2001:db8::1/64"} {
+		addr, _ := netlink.ParseAddr(a)
+		addr.Flags = syscall.IFA_F_NODAD
+		if err := netlink.AddrAdd(up, addr); err != nil {
+			t.Fatalf("uplink address %s: %v", a, err)
+		}
+	}
+	for _, gw := range []string{"192.0.2.254", "2001:db8::fe"} {
+		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: up.Attrs().Index, Gw: net.ParseIP(gw)}); err != nil {
+			t.Fatalf("default route via %s: %v", gw, err)
+		}
 	}
 }
