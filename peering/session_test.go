@@ -330,7 +330,7 @@ func TestHeartbeatTimeout(t *testing.T) {
 	p := establish(t, a, b)
 	waitActive(t, p)
 	waitFor(t, 10*time.Second, "the acceptor to time the stream out", func() bool {
-		return strings.Contains(a.peering.tracker.get(p.accID).LastError, "heartbeat timeout")
+		return strings.Contains(a.peering.tracker.get(p.accID).LastError, "stale stream")
 	})
 	waitFor(t, 3*time.Second, "FAILING at the acceptor", func() bool { return userState(a, p.accName) == state.PeeringFailing })
 }
