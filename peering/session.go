@@ -211,8 +211,12 @@ func (ss *session) run(first *pbpeerstream.ReplicationMessage) error {
 	ss.log().Info("peering stream open", "dialer", ss.dialer)
 
 	for _, url := range ss.subscriptions() {
-		ss.imp.subscribed(url)
-		ss.out.push(&pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Request{Request: &pbpeerstream.Request{ResourceUrl: url}}}, true)
+		var initial map[string]uint64
+		if url == pbpeerstream.TypeURLExportedService {
+			initial = s.held.get(ss.id) // resume: see resume.go
+		}
+		ss.imp.subscribed(url, initial)
+		ss.out.push(&pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Request{Request: &pbpeerstream.Request{ResourceUrl: url, InitialVersions: initial}}}, true)
 	}
 
 	// The writer is waited for apart from the other loops: a Send blocked

@@ -473,7 +473,7 @@ func TestQueuedUpsertsCommitTogether(t *testing.T) {
 	defer cancel(nil)
 	p := &state.Peering{ID: uuid.NewString(), Name: "p", Remote: state.PeeringRemote{Datacenter: "dc9"}}
 	ss := a.peering.newSession(ctx, cancel, nil, p, false)
-	ss.imp.subscribed(pbpeerstream.TypeURLExportedService)
+	ss.imp.subscribed(pbpeerstream.TypeURLExportedService, nil)
 
 	const n, bad = 10, 5
 	inst := func(svc string, i int) *pbpeerstream.ServiceInstance {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/state"
+	"github.com/peerd/peerd/peering/pbpeerstream"
 )
 
 // stallProxy forwards TCP connections to target. freeze makes the open
@@ -152,7 +153,8 @@ func TestStaleStreamIsResetAndHeals(t *testing.T) {
 			}
 			register(t, a, "n1", "10.1.0.1", "web", "web-1", 80, state.HealthPassing)
 			register(t, a, "n2", "10.1.0.2", "db", "db-1", 5432, state.HealthPassing)
-			export(t, a, map[string][]string{"web": {"b"}, "db": {"b"}})
+			register(t, a, "n4", "10.1.0.4", "cache", "cache-1", 6379, state.HealthPassing)
+			export(t, a, map[string][]string{"web": {"b"}, "db": {"b"}, "cache": {"b"}})
 			p := establish(t, a, b)
 			waitActive(t, p)
 			waitSettled(t, p)
@@ -165,7 +167,7 @@ func TestStaleStreamIsResetAndHeals(t *testing.T) {
 			apply(t, b, &catalog.Command{Type: catalog.CmdPeeringWrite, Peering: &state.PeeringWriteRequest{Peering: &cp}})
 			waitFor(t, 10*time.Second, "a stream through the proxy", func() bool {
 				return px.conns() > 0 && userState(b, "a") == state.PeeringActive && userState(a, "b") == state.PeeringActive &&
-					len(imported(t, b, "a", "web")) == 1 && len(imported(t, b, "a", "db")) == 1
+					len(imported(t, b, "a", "web")) == 1 && len(imported(t, b, "a", "db")) == 1 && len(imported(t, b, "a", "cache")) == 1
 			})
 			// Let the stream through the proxy carry a heartbeat both ways.
 			time.Sleep(2 * a.peering.cfg.HeartbeatInterval)
@@ -175,6 +177,11 @@ func TestStaleStreamIsResetAndHeals(t *testing.T) {
 				detector, detectorID = a, p.accID
 			}
 			detName := map[bool]string{true: "a", false: "b"}[tt.stuckAcceptor]
+			// The dialer's importer holds cache in the form last sent: the
+			// resubscription declares it and the resync leaves it out.
+			if _, ok := b.peering.held.get(p.dialID)["cache"]; !ok {
+				t.Fatalf("the dialer holds no digest of cache: %v", b.peering.held.get(p.dialID))
+			}
 			resetsBefore := counterValue(t, detector.peering.metrics.resets.WithLabelValues(detName, "stale"))
 			reconnectsBefore := b.peering.tracker.get(p.dialID).Reconnects
 
@@ -216,8 +223,9 @@ func TestStaleStreamIsResetAndHeals(t *testing.T) {
 					importedHealth(t, b, "a", "web", "n1/web-1") == state.HealthWarning &&
 					importedHealth(t, b, "a", "web", "n3/web-2") == state.HealthPassing
 			})
-			if n, _ := b.cluster.Store().ImportedNodes("a", 0); !slices.Equal(n, []string{"n1", "n3"}) {
-				t.Fatalf("imported nodes after healing: got %v, want [n1 n3]", n)
+			// cache, unchanged and left out of the resync, was kept.
+			if n, _ := b.cluster.Store().ImportedNodes("a", 0); !slices.Equal(n, []string{"n1", "n3", "n4"}) {
+				t.Fatalf("imported nodes after healing: got %v, want [n1 n3 n4]", n)
 			}
 		})
 	}
@@ -281,5 +289,64 @@ func TestBackoffJitterFromTheFirstRetry(t *testing.T) {
 		if hi-lo < bound/2 {
 			t.Fatalf("attempt %d: waits span only [%s, %s] of (0, %s]", attempt, lo, hi, bound)
 		}
+	}
+}
+
+// TestResubscribeLeavesOutWhatTheImporterHolds: a subscription declaring
+// the digest of a service's full form gets no copy of it, a wrong digest
+// gets the service, and a declared service no longer exported is deleted.
+func TestResubscribeLeavesOutWhatTheImporterHolds(t *testing.T) {
+	// The raw peer sends no heartbeats: give it the whole timeout.
+	a := newTestCluster(t, "a", "dc1", func(c *Config) { c.StaleStreamTimeout = c.HeartbeatTimeout })
+	register(t, a, "n1", "10.1.0.1", "web", "web-1", 80, state.HealthPassing)
+	register(t, a, "n2", "10.1.0.2", "db", "db-1", 5432, state.HealthPassing)
+	export(t, a, map[string][]string{"web": {"b"}, "db": {"b"}})
+	rp, _ := openRaw(t, a)
+	rp.subscribe(pbpeerstream.TypeURLExportedService)
+	rp.next("db", isServiceResponse("db")) // in name order
+	web := rp.next("web", isServiceResponse("web")).GetResponse()
+	if web.GetChunkCount() != 0 {
+		t.Fatal("web came in chunks: the test needs it whole")
+	}
+
+	rp.send(&pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Request{Request: &pbpeerstream.Request{
+		ResourceUrl:     pbpeerstream.TypeURLExportedService,
+		InitialVersions: map[string]uint64{"web": payloadDigest(web.GetResource()), "db": 12345, "gone": 1},
+	}}})
+	var got []string
+	for {
+		r := rp.next("the resync", func(m *pbpeerstream.ReplicationMessage) bool {
+			return m.GetResponse().GetResourceUrl() == pbpeerstream.TypeURLExportedService
+		}).GetResponse()
+		got = append(got, r.GetOperation().String()+" "+r.GetResourceId())
+		if r.GetSyncEnd() {
+			break
+		}
+	}
+	want := []string{"OPERATION_UPSERT db", "OPERATION_DELETE gone"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("resync: got %v, want %v (web held, not resent)", got, want)
+	}
+}
+
+func TestHeldDigestsFollowTheImports(t *testing.T) {
+	h := newHeldDigests()
+	h.set("p", "web", 1)
+	h.set("p", "db", 2)
+	h.set("q", "api", 3)
+	h.keepOnly("p", map[string]bool{"web": true})
+	if got := h.get("p"); len(got) != 1 || got["web"] != 1 {
+		t.Fatalf("after keepOnly: got %v, want map[web:1]", got)
+	}
+	h.drop("p", "web")
+	if got := h.get("p"); got != nil {
+		t.Fatalf("after drop: got %v, want nil", got)
+	}
+	h.forget("q")
+	if got := h.get("q"); got != nil {
+		t.Fatalf("after forget: got %v, want nil", got)
+	}
+	if payloadDigest(nil) == 0 || payloadDigest([]byte("a")) == payloadDigest([]byte("b")) {
+		t.Fatal("digest is 0 or collides on distinct payloads")
 	}
 }
