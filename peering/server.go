@@ -21,8 +21,8 @@ type Server struct {
 	tracker *tracker
 	// held is what each peering's importer holds (see resume.go).
 	held *heldDigests
-	ca      *ca.CA
-	cert    serverCert
+	ca   *ca.CA
+	cert serverCert
 
 	// streams holds the open replication stream of each peering (at most
 	// one per peering ID), on the leader.
