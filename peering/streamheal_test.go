@@ -1,6 +1,9 @@
 package peering
 
 import (
+	"context"
+	"errors"
+	"io"
 	"net"
 	"slices"
 	"strings"
@@ -348,5 +351,67 @@ func TestHeldDigestsFollowTheImports(t *testing.T) {
 	}
 	if payloadDigest(nil) == 0 || payloadDigest([]byte("a")) == payloadDigest([]byte("b")) {
 		t.Fatal("digest is 0 or collides on distinct payloads")
+	}
+}
+
+// stuckSendStream is a peer that keeps sending heartbeats but never reads:
+// every Send blocks until the test ends.
+type stuckSendStream struct {
+	every time.Duration
+	done  chan struct{}
+}
+
+func (s *stuckSendStream) Send(*pbpeerstream.ReplicationMessage) error {
+	<-s.done
+	return errors.New("test over")
+}
+
+func (s *stuckSendStream) Recv() (*pbpeerstream.ReplicationMessage, error) {
+	select {
+	case <-time.After(s.every):
+		return &pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Heartbeat{Heartbeat: &pbpeerstream.Heartbeat{}}}, nil
+	case <-s.done:
+		return nil, io.EOF
+	}
+}
+
+// TestBlockedSendResetsTheStream: a peer whose heartbeats arrive but that
+// reads nothing is reset once a send has been blocked for the bound, and
+// the acceptor's session ends although its Send is still blocked.
+func TestBlockedSendResetsTheStream(t *testing.T) {
+	a := newTestCluster(t, "a", "dc1", nil)
+	id, _ := acceptorPeering(t, a, "b")
+	_, p, err := a.cluster.Store().PeeringByID(nil, id)
+	if err != nil || p == nil {
+		t.Fatalf("peering row: %v, %v", p, err)
+	}
+	st := &stuckSendStream{every: a.peering.cfg.HeartbeatInterval / 4, done: make(chan struct{})}
+	defer close(st.done)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	ss := a.peering.newSession(ctx, cancel, st, p, false)
+	bound := a.peering.cfg.StaleStreamTimeout
+	began := time.Now()
+	ended := make(chan error, 1)
+	go func() { ended <- ss.run(nil) }()
+	select {
+	case err = <-ended:
+	case <-time.After(bound + 5*time.Second):
+		t.Fatalf("the session did not end %s after its first send blocked (bound %s)", time.Since(began), bound)
+	}
+	if took := time.Since(began); took < bound {
+		t.Errorf("reset after %s, before the %s bound", took, bound)
+	}
+	if !errors.Is(err, errStale) || !strings.Contains(err.Error(), "send to the peer has been blocked") {
+		t.Fatalf("session ended with %v, want a stale stream error naming the blocked send", err)
+	}
+	if got := counterValue(t, a.peering.metrics.resets.WithLabelValues("b", "send_stalled")); got != 1 {
+		t.Fatalf("send_stalled resets: got %v, want 1", got)
+	}
+	if got := counterValue(t, a.peering.metrics.resets.WithLabelValues("b", "stale")); got != 0 {
+		t.Fatalf("stale resets: got %v, want 0 (heartbeats kept arriving)", got)
+	}
+	if got := a.peering.tracker.get(id).LastError; !strings.Contains(got, "blocked") {
+		t.Fatalf("status last error: got %q, want the blocked send", got)
 	}
 }
