@@ -214,6 +214,7 @@ func TestStaleStreamIsResetAndHeals(t *testing.T) {
 			if took := detectedAt.Sub(frozenAt); took < lo || took > hi {
 				t.Errorf("stale stream reset %s after the freeze; want within [%s, %s]", took, lo, hi)
 			}
+			t.Logf("reset %s after the freeze (bound %s)", detectedAt.Sub(frozenAt).Round(time.Millisecond), bound)
 			if got := counterValue(t, detector.peering.metrics.resets.WithLabelValues(detName, "stale")); got != resetsBefore+1 {
 				t.Errorf("stale resets at the detecting end: got %v, want %v", got, resetsBefore+1)
 			}
@@ -227,6 +228,7 @@ func TestStaleStreamIsResetAndHeals(t *testing.T) {
 					importedHealth(t, b, "a", "web", "n3/web-2") == state.HealthPassing
 			})
 			// cache, unchanged and left out of the resync, was kept.
+			t.Logf("ACTIVE with the exporter's view %s after the freeze", time.Since(frozenAt).Round(time.Millisecond))
 			if n, _ := b.cluster.Store().ImportedNodes("a", 0); !slices.Equal(n, []string{"n1", "n3", "n4"}) {
 				t.Fatalf("imported nodes after healing: got %v, want [n1 n3 n4]", n)
 			}
