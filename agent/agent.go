@@ -393,6 +393,7 @@ func (a *Agent) start(ctx context.Context) error {
 	if cfg.PeeringHeartbeatTimeout > 0 {
 		pc.HeartbeatTimeout = cfg.PeeringHeartbeatTimeout
 	}
+	pc.StaleStreamTimeout = cfg.PeeringStaleStreamTimeout
 	pc.Quotas, pc.AllowLocalGateways = cfg.PeeringQuotas, cfg.PeeringAllowLocalGateways
 	if cfg.PeeringStreamSecretRotation != 0 {
 		pc.StreamSecretRotation = cfg.PeeringStreamSecretRotation

@@ -24,6 +24,16 @@ type Config struct {
 	// peer before the peering counts as FAILING and the stream is reset.
 	// Zero value: 2 minutes (Consul's).
 	HeartbeatTimeout time.Duration
+	// StaleStreamTimeout is how long an open stream may go without
+	// receiving anything from the peer (no heartbeat, no data), or with one
+	// send blocked (the peer not reading, flow control shut), before this
+	// end resets it as stale: the dialer closes it and resubscribes, the
+	// acceptor closes it so that the dialer reconnects. Each reset is
+	// logged, counted (peerd_peering_stream_resets_total) and recorded as
+	// the status' last error. Zero value: 3 × HeartbeatInterval, at most
+	// HeartbeatTimeout. It must be longer than HeartbeatInterval and not
+	// longer than HeartbeatTimeout.
+	StaleStreamTimeout time.Duration
 	// ReconnectMin and ReconnectMax bound the dialer's exponential backoff
 	// (with full jitter) between stream attempts. Zero values: 250 ms, 1 m.
 	ReconnectMin time.Duration
@@ -78,6 +88,10 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// staleHeartbeats is how many heartbeat intervals of silence make a
+// stream stale by default (see Config.StaleStreamTimeout).
+const staleHeartbeats = 3
+
 // DefaultConfig returns Consul's timings; set Cluster.
 func DefaultConfig() Config {
 	return Config{
@@ -103,6 +117,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HeartbeatTimeout == 0 {
 		c.HeartbeatTimeout = d.HeartbeatTimeout
+	}
+	if c.StaleStreamTimeout == 0 {
+		c.StaleStreamTimeout = min(staleHeartbeats*c.HeartbeatInterval, c.HeartbeatTimeout)
 	}
 	if c.ReconnectMin == 0 {
 		c.ReconnectMin = d.ReconnectMin
@@ -146,6 +163,21 @@ func (c Config) Validate() error {
 	}
 	if c.HeartbeatTimeout != 0 && c.HeartbeatInterval != 0 && c.HeartbeatTimeout <= c.HeartbeatInterval {
 		errs = append(errs, fmt.Errorf("peering: heartbeat timeout %s must be longer than the interval %s", c.HeartbeatTimeout, c.HeartbeatInterval))
+	}
+	if c.StaleStreamTimeout < 0 {
+		errs = append(errs, fmt.Errorf("peering: stale stream timeout %s is negative", c.StaleStreamTimeout))
+	}
+	if c.StaleStreamTimeout > 0 {
+		interval, timeout := c.HeartbeatInterval, c.HeartbeatTimeout
+		if interval == 0 {
+			interval = DefaultConfig().HeartbeatInterval
+		}
+		if timeout == 0 {
+			timeout = DefaultConfig().HeartbeatTimeout
+		}
+		if c.StaleStreamTimeout <= interval || c.StaleStreamTimeout > timeout {
+			errs = append(errs, fmt.Errorf("peering: stale stream timeout %s must be longer than the heartbeat interval %s and at most the heartbeat timeout %s (leave it zero for 3 intervals)", c.StaleStreamTimeout, interval, timeout))
+		}
 	}
 	if c.MaxMessageBytes < 0 || (c.MaxMessageBytes > 0 && c.MaxMessageBytes < 1024) {
 		errs = append(errs, fmt.Errorf("peering: max message size %d bytes is too small (at least 1024)", c.MaxMessageBytes))

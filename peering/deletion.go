@@ -64,6 +64,7 @@ func (s *Server) finishDeletion(ctx context.Context, p *state.Peering) error {
 		return fmt.Errorf("delete peering %q: %w", p.Name, err)
 	}
 	s.tracker.forget(p.ID)
+	s.held.forget(p.ID)
 	s.metrics.forget(p.Name)
 	s.log.Info("peering deleted", "peer", p.Name)
 	return nil

@@ -158,7 +158,7 @@ func (s *Server) backoff(n int) time.Duration {
 	if bound <= 0 {
 		return 0
 	}
-	return rand.N(bound) + time.Millisecond
+	return rand.N(bound) + 1
 }
 
 // dialLoop holds the stream of one dialer peering: it connects, runs the

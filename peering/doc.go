@@ -31,6 +31,7 @@
 //	import.go           the importer: reassembly, decoding and checks of a peer's resources
 //	import_plan.go      a received resource turned into catalog writes (imported instances)
 //	import_batch.go     queued upserts committed together in one raft write
+//	resume.go           what the importer holds (digests), so a resubscription is not a full resync
 //	status.go           the leader's live view of each stream (Status, the tracker)
 //	deletion.go         the end of a peering: Terminated, imports purged, the row removed
 //	api.go              the Go API the HTTP API calls: Read, List, Delete, TrustBundleRead
@@ -52,6 +53,13 @@
 //
 // This package sits below the HTTP API, the agent wiring and the CLI: it must
 // not import agent/httpapi, agent or cmd/peerctl/cli.
+//
+// Self-healing: both ends of a stream reset it as stale when nothing
+// (no heartbeat, no data) arrived, or a send stayed blocked, for
+// Config.StaleStreamTimeout (3 heartbeat intervals by default), counting
+// the reset in peerd_peering_stream_resets_total; the dialer then
+// reconnects with full-jitter backoff and resubscribes from what its
+// importer holds (resume.go).
 //
 // Errors: token problems are *TokenError values that match ErrInvalidToken
 // (a client error: the HTTP API answers 400); an expired token's error also

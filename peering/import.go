@@ -113,8 +113,29 @@ func (im *importer) refuseRate(ctx context.Context, r *pbpeerstream.Response) er
 	return quotaErr(quotaMessageRate, "more than %d responses per second (burst %d) from this peer; resend later", q.MaxMessagesPerSecond, q.MessageBurst)
 }
 
-// subscribed starts tracking the full sync of url.
-func (im *importer) subscribed(url string) { im.syncs[url] = map[string]bool{} }
+// subscribed starts tracking the full sync of url; the services declared
+// held (initial) count as received unless the sync deletes them.
+func (im *importer) subscribed(url string, initial map[string]uint64) {
+	set := map[string]bool{}
+	for id := range initial {
+		set[id] = true
+	}
+	im.syncs[url] = set
+}
+
+// record keeps what the importer now holds of an exported service for the
+// next resubscription: the digest of an applied upsert, nothing otherwise.
+func (im *importer) record(r *pbpeerstream.Response, payload []byte, err error) {
+	if r.GetResourceUrl() != pbpeerstream.TypeURLExportedService {
+		return
+	}
+	ss := im.sess
+	if err == nil && r.GetOperation() == pbpeerstream.Operation_OPERATION_UPSERT {
+		ss.srv.held.set(ss.id, r.GetResourceId(), payloadDigest(payload))
+		return
+	}
+	ss.srv.held.drop(ss.id, r.GetResourceId())
+}
 
 // handle applies one response; an error is the NACK's code and reason.
 func (im *importer) handle(ctx context.Context, r *pbpeerstream.Response, arrived time.Time) (codes.Code, error) {
@@ -137,6 +158,7 @@ func (im *importer) handle(ctx context.Context, r *pbpeerstream.Response, arrive
 		return codes.OK, nil // stale: a newer version was applied
 	}
 	code, err := im.apply(ctx, r, payload)
+	im.record(r, payload, err)
 	if set := im.syncs[url]; r.GetFullSync() && set != nil {
 		if err == nil && r.GetOperation() == pbpeerstream.Operation_OPERATION_DELETE {
 			delete(set, id)
@@ -485,12 +507,14 @@ func (im *importer) endSync(ctx context.Context, url string) (codes.Code, error)
 	switch url {
 	case pbpeerstream.TypeURLExportedService:
 		plan, err = planKeepOnly(st, ss.name, slices.Collect(maps.Keys(set)))
+		ss.srv.held.keepOnly(ss.id, set)
 	case pbpeerstream.TypeURLExportedServiceList:
 		if set[pbpeerstream.ResourceIDExportedServiceList] {
 			return codes.OK, nil
 		}
 		plan, err = planKeepOnly(st, ss.name, nil)
 		ss.srv.tracker.setImported(ss.id, nil)
+		ss.srv.held.forget(ss.id)
 	default:
 		return codes.OK, nil
 	}

@@ -181,6 +181,7 @@ func (im *importer) commitBatch(ctx context.Context, b *importBatch) []*batchIte
 		if it.stale {
 			continue
 		}
+		im.record(r, r.GetResource(), it.err)
 		if set := im.syncs[url]; r.GetFullSync() && set != nil {
 			set[r.GetResourceId()] = true // an upsert; a refused one keeps what we had
 		}

@@ -11,7 +11,9 @@ import (
 // and the tracker when scraped (gaugeCollector), on the leader only, as
 // Consul reports them.
 type metrics struct {
-	reconnects    *prometheus.CounterVec
+	reconnects *prometheus.CounterVec
+	// resets counts the streams this end tore down as stale, by reason.
+	resets        *prometheus.CounterVec
 	nacks         *prometheus.CounterVec
 	bytes         *prometheus.CounterVec
 	unknownNonces *prometheus.CounterVec
@@ -60,6 +62,10 @@ func newMetrics(s *Server) *metrics {
 			Name: "peerd_peering_secret_refusals_total",
 			Help: "Secret exchanges (call=exchange) and stream opens (call=stream) refused, by reason: invalid_secret, expired, rate_limited, identity, unknown_peering.",
 		}, []string{"call", "reason"}),
+		resets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "peerd_peering_stream_resets_total",
+			Help: "Open streams this end reset as stale, by reason: stale = nothing (no heartbeat, no data) received for the stale-stream timeout, send_stalled = one send blocked that long (the peer not reading). The dialer then resubscribes; the acceptor's close makes the dialer reconnect.",
+		}, []string{"peer", "reason"}),
 		rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "peerd_peering_stream_secret_rotations_total",
 			Help: "Stream secret rotations, by step: started = a new pending secret (acceptor), promoted = the dialer took it and the old one stopped working (acceptor), stored = took one from the acceptor (dialer).",
@@ -69,7 +75,7 @@ func newMetrics(s *Server) *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.reconnects, m.nacks, m.bytes, m.unknownNonces, m.quotaRefusals, m.importRefusals, m.lag, m.refusals, m.rotations, m.gauges}
+	return []prometheus.Collector{m.reconnects, m.resets, m.nacks, m.bytes, m.unknownNonces, m.quotaRefusals, m.importRefusals, m.lag, m.refusals, m.rotations, m.gauges}
 }
 
 // register registers every metric on reg, or none.

@@ -19,8 +19,10 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	tracker *tracker
-	ca      *ca.CA
-	cert    serverCert
+	// held is what each peering's importer holds (see resume.go).
+	held *heldDigests
+	ca   *ca.CA
+	cert serverCert
 
 	// streams holds the open replication stream of each peering (at most
 	// one per peering ID), on the leader.
@@ -60,7 +62,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "peering"),
-		tracker: newTracker(cfg.Now),
+		tracker: newTracker(cfg.Now), held: newHeldDigests(),
 		streams: newStreamRegistry(),
 
 		maxQueuedControl: defaultMaxQueuedControl,
@@ -143,6 +145,9 @@ func (s *Server) routine(fn func(context.Context)) catalog.LeaderRoutine {
 // holdLeadership publishes the leadership's context for the acceptor's
 // stream handlers, which are not leader routines but must end with it.
 func (s *Server) holdLeadership(ctx context.Context) {
+	// What another leader imported meanwhile is not known here.
+	s.held.clear()
+	defer s.held.clear()
 	s.leaderMu.Lock()
 	s.leaderCtx = ctx
 	s.leaderMu.Unlock()

@@ -149,6 +149,9 @@ type session struct {
 	recvRoom chan struct{}
 	// lastRecv is when anything last arrived (unix nanoseconds).
 	lastRecv atomic.Int64
+	// sending is when the Send in progress began (unix nanoseconds), 0
+	// between sends.
+	sending atomic.Int64
 	// terminating is set once Terminated is queued: however the stream
 	// then ends, it ended because the peering is deleted here.
 	terminating atomic.Bool
@@ -208,12 +211,24 @@ func (ss *session) run(first *pbpeerstream.ReplicationMessage) error {
 	ss.log().Info("peering stream open", "dialer", ss.dialer)
 
 	for _, url := range ss.subscriptions() {
-		ss.imp.subscribed(url)
-		ss.out.push(&pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Request{Request: &pbpeerstream.Request{ResourceUrl: url}}}, true)
+		var initial map[string]uint64
+		if url == pbpeerstream.TypeURLExportedService {
+			initial = s.held.get(ss.id) // resume: see resume.go
+		}
+		ss.imp.subscribed(url, initial)
+		ss.out.push(&pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Request{Request: &pbpeerstream.Request{ResourceUrl: url, InitialVersions: initial}}}, true)
 	}
 
+	// The writer is waited for apart from the other loops: a Send blocked
+	// on a peer that does not read returns only once the stream is torn
+	// down, which on the acceptor happens when the handler returns.
+	writeDone := make(chan struct{})
+	go func() {
+		defer close(writeDone)
+		ss.writeLoop()
+	}()
 	var wg sync.WaitGroup
-	loops := []func(){ss.writeLoop, ss.exp.run, ss.heartbeatLoop, ss.watchPeering}
+	loops := []func(){ss.exp.run, ss.heartbeatLoop, ss.watchPeering}
 	if !ss.dialer && ss.rotation {
 		loops = append(loops, ss.offerRotations)
 	}
@@ -238,12 +253,15 @@ func (ss *session) run(first *pbpeerstream.ReplicationMessage) error {
 	}
 	wg.Wait()
 	if ss.dialer {
-		// The dialer's stream context is ours: Recv has returned.
+		// The dialer's stream context is ours: Recv and Send have returned.
 		<-recvDone
+		<-writeDone
 	}
 	go func() {
-		// On the acceptor, Recv returns once the handler has returned.
+		// On the acceptor, Recv (and a blocked Send) return once the
+		// handler has returned.
 		<-recvDone
+		<-writeDone
 		close(ss.finished)
 	}()
 	if ss.dialer {
@@ -592,7 +610,10 @@ func (ss *session) writeLoop() {
 			}
 		}
 		size := proto.Size(e.msg)
-		if err := ss.stream.Send(e.msg); err != nil {
+		ss.sending.Store(s.cfg.Now().UnixNano())
+		err := ss.stream.Send(e.msg)
+		ss.sending.Store(0)
+		if err != nil {
 			ss.fail(fmt.Errorf("send: %w", err))
 			return
 		}
@@ -612,11 +633,18 @@ func (ss *session) writeLoop() {
 	}
 }
 
-// heartbeatLoop sends heartbeats and ends a stream the peer went silent on.
+// errStale marks the error that ends a stream found stale.
+var errStale = errors.New("stale stream")
+
+// heartbeatLoop sends heartbeats and resets a stale stream: one the peer
+// went silent on (no heartbeat, no data), or one whose current send has
+// been blocked, for StaleStreamTimeout. Silence is measured from the
+// application's messages, not the transport's: a live TCP connection whose
+// peer stopped sending still goes stale.
 func (ss *session) heartbeatLoop() {
 	s := ss.srv
-	interval := s.cfg.HeartbeatInterval
-	check := min(interval, s.cfg.HeartbeatTimeout/4)
+	interval, stale := s.cfg.HeartbeatInterval, s.cfg.StaleStreamTimeout
+	check := min(interval, stale/4)
 	tick := time.NewTicker(check)
 	defer tick.Stop()
 	lastSent := time.Time{}
@@ -626,9 +654,17 @@ func (ss *session) heartbeatLoop() {
 			ss.out.push(&pbpeerstream.ReplicationMessage{Payload: &pbpeerstream.ReplicationMessage_Heartbeat{Heartbeat: &pbpeerstream.Heartbeat{}}}, true)
 			lastSent = now
 		}
-		if silent := now.Sub(time.Unix(0, ss.lastRecv.Load())); silent > s.cfg.HeartbeatTimeout {
-			ss.fail(fmt.Errorf("heartbeat timeout: nothing received from the peer for %s", silent.Round(time.Millisecond)))
+		if silent := now.Sub(time.Unix(0, ss.lastRecv.Load())); silent > stale {
+			ss.reset("stale", fmt.Errorf("%w: nothing received from the peer (no heartbeat, no data) for %s, more than the %s bound",
+				errStale, silent.Round(time.Millisecond), stale))
 			return
+		}
+		if began := ss.sending.Load(); began != 0 {
+			if blocked := now.Sub(time.Unix(0, began)); blocked > stale {
+				ss.reset("send_stalled", fmt.Errorf("%w: a send to the peer has been blocked for %s, more than the %s bound (the peer is not reading)",
+					errStale, blocked.Round(time.Millisecond), stale))
+				return
+			}
 		}
 		select {
 		case <-ss.ctx.Done():
@@ -636,6 +672,18 @@ func (ss *session) heartbeatLoop() {
 		case <-tick.C:
 		}
 	}
+}
+
+// reset ends a stale stream, logging and counting why; the dialer then
+// reconnects and resubscribes.
+func (ss *session) reset(reason string, err error) {
+	ss.srv.metrics.resets.WithLabelValues(ss.name, reason).Inc()
+	what := "closing it so that the peer reconnects"
+	if ss.dialer {
+		what = "reconnecting and resubscribing"
+	}
+	ss.log().Warn("resetting a stale peering stream: "+what, "reason", reason, "err", err)
+	ss.fail(err)
 }
 
 // watchPeering ends the stream when the peering row goes: a row being

@@ -330,7 +330,7 @@ func TestHeartbeatTimeout(t *testing.T) {
 	p := establish(t, a, b)
 	waitActive(t, p)
 	waitFor(t, 10*time.Second, "the acceptor to time the stream out", func() bool {
-		return strings.Contains(a.peering.tracker.get(p.accID).LastError, "heartbeat timeout")
+		return strings.Contains(a.peering.tracker.get(p.accID).LastError, "stale stream")
 	})
 	waitFor(t, 3*time.Second, "FAILING at the acceptor", func() bool { return userState(a, p.accName) == state.PeeringFailing })
 }
@@ -473,7 +473,7 @@ func TestQueuedUpsertsCommitTogether(t *testing.T) {
 	defer cancel(nil)
 	p := &state.Peering{ID: uuid.NewString(), Name: "p", Remote: state.PeeringRemote{Datacenter: "dc9"}}
 	ss := a.peering.newSession(ctx, cancel, nil, p, false)
-	ss.imp.subscribed(pbpeerstream.TypeURLExportedService)
+	ss.imp.subscribed(pbpeerstream.TypeURLExportedService, nil)
 
 	const n, bad = 10, 5
 	inst := func(svc string, i int) *pbpeerstream.ServiceInstance {

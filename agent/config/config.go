@@ -202,6 +202,10 @@ type Config struct {
 	// timeout without one. Defaults: 15 s and 2 m, Consul's.
 	PeeringHeartbeatInterval time.Duration
 	PeeringHeartbeatTimeout  time.Duration
+	// PeeringStaleStreamTimeout is peering.Config.StaleStreamTimeout: a
+	// stream silent (or with a send blocked) this long is reset. Zero: 3
+	// heartbeat intervals, at most the heartbeat timeout.
+	PeeringStaleStreamTimeout time.Duration
 	// PeeringQuotas bound what each peer can make this cluster import and
 	// do (peering.Quotas; defaults peering.DefaultQuotas, zero fields mean
 	// them).

@@ -82,7 +82,7 @@ func TestFlagsAndKeysKept(t *testing.T) {
 		node node-id node-meta bind-addr advertise http-addr grpc-addr grpc-tls-addr gateway-addr dns-addr domain
 		recursor virtual-ip-cidr virtual-ip6-cidr proxy-mark leaf-ttl proxy-tls-min-version cgroup-path
 		allow-root-cgroup transparent-port dataplane-fastpath workload-netns workload-dns-addrs gateway-vip dataplane-interface bpf-pin-dir
-		server-port serf-lan-port encrypt peering-heartbeat-interval peering-heartbeat-timeout
+		server-port serf-lan-port encrypt peering-heartbeat-interval peering-heartbeat-timeout peering-stale-stream-timeout
 		leave-on-terminate log-level log-json`) {
 		if fs.Lookup(name) == nil {
 			t.Errorf("flag -%s is gone", name)
@@ -92,7 +92,7 @@ func TestFlagsAndKeysKept(t *testing.T) {
 		retry_interval data_dir bind_addr advertise_addr encrypt leave_on_terminate log_level log_json domain
 		recursors virtual_ip_cidr virtual_ip6_cidr ports.http ports.grpc ports.grpc_tls ports.gateway
 		ports.serf_lan ports.server ports.dns addresses.http addresses.grpc addresses.grpc_tls
-		addresses.gateway addresses.dns peering.heartbeat_interval peering.heartbeat_timeout service services
+		addresses.gateway addresses.dns peering.heartbeat_interval peering.heartbeat_timeout peering.stale_stream_timeout service services
 		autopilot.server_stabilization_time autopilot.cleanup_dead_servers autopilot.dead_server_reap_time
 		autopilot.last_contact_threshold autopilot.max_trailing_logs
 		check checks`) {

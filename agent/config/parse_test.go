@@ -112,6 +112,31 @@ func TestPeeringHeartbeatFlagsAndFile(t *testing.T) {
 	}
 }
 
+func TestPeeringStaleStreamTimeout(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "peering.hcl")
+	if err := os.WriteFile(file, []byte("peering {\n  heartbeat_interval = \"5s\"\n  stale_stream_timeout = \"20s\"\n}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cfg, err := Parse([]string{"-dev", "-config-file", file}, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.PeeringStaleStreamTimeout.String(); got != "20s" {
+		t.Fatalf("got stale stream timeout %s, want 20s from the file", got)
+	}
+	for _, bad := range []string{"5s", "3m", "-1s"} { // not past the interval, past the 2m timeout, negative
+		stderr.Reset()
+		c, err := Parse([]string{"-dev", "-config-file", file, "-peering-stale-stream-timeout", bad}, &stderr)
+		if err == nil {
+			err = c.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), "peering-stale-stream-timeout") {
+			t.Errorf("-peering-stale-stream-timeout %s: got %v, want an error naming the flag", bad, err)
+		}
+	}
+}
+
 func TestPeeringQuotaFlagsAndFile(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "peering.hcl")
 	body := "peering {\n  max_imported_services = 50\n  max_in_flight_bytes = 1048576\n  allow_local_gateways = false\n}\n"

@@ -188,6 +188,8 @@ var settings = []setting{
 		usage: "heartbeat period of peering streams (default 15s)"},
 	{name: "peering-heartbeat-timeout", flag: true, key: "peering.heartbeat_timeout", ptr: func(c *Config) any { return &c.PeeringHeartbeatTimeout },
 		usage: "a peering with no heartbeat for this long is FAILING and redialed (default 2m)"},
+	{name: "peering-stale-stream-timeout", flag: true, key: "peering.stale_stream_timeout", ptr: func(c *Config) any { return &c.PeeringStaleStreamTimeout },
+		usage: "a peering stream with nothing received (no heartbeat, no data), or a send blocked, for this long is reset and resubscribed (default 3 heartbeat intervals, at most the heartbeat timeout)"},
 	{name: "peering-max-imported-services", flag: true, key: "peering.max_imported_services", ptr: func(c *Config) any { return &c.PeeringQuotas.MaxImportedServices },
 		def: peering.DefaultQuotas().MaxImportedServices, usage: "services one peer may have imported here; an upsert past it is NACKed"},
 	{name: "peering-max-imported-instances", flag: true, key: "peering.max_imported_instances", ptr: func(c *Config) any { return &c.PeeringQuotas.MaxImportedInstances },

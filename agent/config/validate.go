@@ -303,6 +303,9 @@ func (c *Config) validatePeering(add func(name, format string, a ...any)) {
 	if c.PeeringHeartbeatTimeout < 0 {
 		add("peering-heartbeat-timeout", "%v: must not be negative", c.PeeringHeartbeatTimeout)
 	}
+	if c.PeeringStaleStreamTimeout < 0 {
+		add("peering-stale-stream-timeout", "%v: must not be negative", c.PeeringStaleStreamTimeout)
+	}
 	for _, q := range []struct {
 		name string
 		v    int
@@ -331,6 +334,9 @@ func (c *Config) validatePeering(add func(name, format string, a ...any)) {
 			name, v = "peering-heartbeat-interval", c.PeeringHeartbeatInterval
 		}
 		add(name, "%v: the heartbeat timeout (%v) must be longer than the interval (%v)", v, timeout, interval)
+	}
+	if s := c.PeeringStaleStreamTimeout; s > 0 && (s <= interval || s > timeout) {
+		add("peering-stale-stream-timeout", "%v: must be longer than the heartbeat interval (%v) and at most the heartbeat timeout (%v); leave it unset for 3 intervals", s, interval, timeout)
 	}
 }
 
