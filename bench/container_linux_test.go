@@ -74,42 +74,8 @@ func BenchmarkContainerCapture(b *testing.B) {
 		return
 	}
 	testutil.RequireBPF(b)
-	cgroup := testutil.NewCgroup(b)
-	daemon := testutil.NewCgroup(b)
-	pins := filepath.Join("/sys/fs/bpf", testutil.UniqueName("peerd-bench-"))
-
-	dir := b.TempDir()
-	env := l7.Env{Dir: dir, Cleanup: b.Cleanup, Logf: b.Logf}
-	bins := buildL7Binaries(b, dir)
-	b.Cleanup(func() {
-		if out, err := exec.Command(bins.peerd, "dataplane", "cleanup", "-bpf-pin-dir", pins).CombinedOutput(); err != nil {
-			b.Errorf("dataplane cleanup: %v %s", err, out)
-		}
-	})
-	_, echoAddr, err := l7.StartEcho(env, bins.echo, l7BodySize)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := l7.WaitEcho(echoAddr, l7BodySize, 10*time.Second); err != nil {
-		b.Fatal(err)
-	}
-	tport, err := l7.FreeAddr()
-	if err != nil {
-		b.Fatal(err)
-	}
-	_, port, _ := strings.Cut(tport, ":")
-	pair, err := l7.StartPeerdPairWith(env, bins.peerd, bins.peerctl, echoAddr, l7BodySize, l7.PairOptions{
-		AArgs:   append([]string{"-cgroup-path", cgroup, "-bpf-pin-dir", pins, "-transparent-port", port}, strings.Fields(os.Getenv("PEERD_BENCH_PEERD_ARGS"))...),
-		WebMeta: map[string]string{"peerd-cgroup": cgroup},
-		ACgroup: daemon,
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	vip, err := waitVirtualIP(pair.A.HTTPAddr, "billing", 20*time.Second)
-	if err != nil {
-		b.Fatalf("%v\n%s", err, pair.Tails(20))
-	}
+	cs := startCaptureBench(b)
+	cgroup, pair, vip := cs.cgroup, cs.pair, cs.vip
 	transparent := vip + ":80"
 
 	// The container: web's cgroup, a namespace of its own.
