@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -150,24 +149,9 @@ func BenchmarkContainerCapture(b *testing.B) {
 	}
 	fmt.Printf("\ncross-peer HTTP/1.1 through peerd from a container vs a process in peerd's namespace (%d closed-loop connections, %d rounds of %v, POST %d B)\n",
 		l7ClosedConns, rounds, per, l7BodySize)
-	fmt.Printf("%-14s %10s %10s %10s\n", "mode", "rps", "p50 µs", "p99 µs")
 	rps := map[string]float64{}
-	for _, m := range modes {
-		var completed int
-		var window time.Duration
-		var lat []time.Duration
-		for _, res := range m.results {
-			completed += res.Completed
-			window += res.Window
-			lat = append(lat, res.Latency...)
-		}
-		slices.Sort(lat)
-		rps[m.name] = float64(completed) / window.Seconds()
-		p50, p99 := l7.Percentile(lat, 0.50), l7.Percentile(lat, 0.99)
-		fmt.Printf("%-14s %10.0f %10d %10d\n", m.name, rps[m.name], p50.Microseconds(), p99.Microseconds())
-		b.ReportMetric(rps[m.name], m.name+"-rps")
-		b.ReportMetric(float64(p50.Microseconds()), m.name+"-p50-us")
-		b.ReportMetric(float64(p99.Microseconds()), m.name+"-p99-us")
+	for i, m := range modes {
+		rps[m.name] = reportMode(b, m.name, m.results, i == 0)
 	}
 	fmt.Printf("container/node-process rps: %.3f; container/ctr-explicit rps: %.3f\n",
 		rps["container"]/rps["node-process"], rps["container"]/rps["ctr-explicit"])
