@@ -3,7 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
-	"net"
+	"github.com/peerd/peerd/internal/sockets"
 	"net/http"
 	"path/filepath"
 	"time"
@@ -41,7 +41,7 @@ func dnsAuthorizer(resolver httpapi.ACLResolver, tokens *httpapi.Tokens) func() 
 // startMetricsListener serves /metrics without ACLs on cfg.MetricsAddr
 // (telemetry.prometheus_addr), for a scraper on a private address.
 func (a *Agent) startMetricsListener(addr string, h http.Handler) error {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := sockets.Or(a.cfg.Sockets).Listen(a.runCtx, nil, "metrics", "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen for metrics on %s: %w", addr, err)
 	}

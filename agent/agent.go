@@ -79,6 +79,7 @@ import (
 	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/dataplane"
 	"github.com/peerd/peerd/internal/cgroupfs"
+	"github.com/peerd/peerd/internal/sockets"
 	"github.com/peerd/peerd/l7proxy"
 	"github.com/peerd/peerd/peering"
 )
@@ -140,9 +141,13 @@ type Agent struct {
 	// started is set once Start has succeeded: Leave and Close have
 	// nothing to stop before.
 	started bool
-	// drainOnce runs steps 1-5 of the shutdown (Leave or Close, whichever
-	// comes first), closeOnce the rest (Close).
+	// drainOnce runs steps 1-5 of the shutdown (Leave, Close or HandOver,
+	// whichever comes first), closeOnce the rest (Close).
 	drainOnce, closeOnce sync.Once
+	// handover is set by HandOver: the drain runs under its one deadline
+	// and the dataplane's pins stay even in dev mode (the next process
+	// uses them).
+	handover bool
 }
 
 // Run starts the agent, prints its listeners to out, and runs until ctx ends;
@@ -263,17 +268,21 @@ func (a *Agent) start(ctx context.Context) error {
 	// The node-to-node listeners default to the bind address: the other
 	// nodes (and peers, for TLS gRPC) must reach what is advertised.
 	cfg.GRPCAddr, cfg.GRPCTLSAddr = onBindAddr(cfg.GRPCAddr, cfg.BindAddr), onBindAddr(cfg.GRPCTLSAddr, cfg.BindAddr)
+	// A process taking over from another (a reload) inherits these
+	// sockets instead of binding them: connections queue in their
+	// backlogs while it starts.
+	socks := sockets.Or(cfg.Sockets)
 	if cfg.HTTPAddr != "" {
-		if a.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		if a.httpLn, err = socks.Listen(ctx, nil, "http", "tcp", cfg.HTTPAddr); err != nil {
 			return fmt.Errorf("listen for HTTP on %s: %w", cfg.HTTPAddr, err)
 		}
 	}
 	if cfg.HTTPSAddr != "" {
-		if a.httpsLn, err = net.Listen("tcp", cfg.HTTPSAddr); err != nil {
+		if a.httpsLn, err = socks.Listen(ctx, nil, "https", "tcp", cfg.HTTPSAddr); err != nil {
 			return fmt.Errorf("listen for HTTPS on %s: %w", cfg.HTTPSAddr, err)
 		}
 	}
-	if a.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
+	if a.grpcLn, err = socks.Listen(ctx, nil, "grpc", "tcp", cfg.GRPCAddr); err != nil {
 		return fmt.Errorf("listen for gRPC on %s: %w", cfg.GRPCAddr, err)
 	}
 	if cfg.GatewayAddr != "" {
@@ -281,16 +290,21 @@ func (a *Agent) start(ctx context.Context) error {
 		// can hand connections only to a TCP listener.
 		lc := net.ListenConfig{}
 		lc.SetMultipathTCP(false)
-		if a.gatewayLn, err = lc.Listen(ctx, "tcp", cfg.GatewayAddr); err != nil {
+		if a.gatewayLn, err = socks.Listen(ctx, &lc, "gateway", "tcp", cfg.GatewayAddr); err != nil {
 			return fmt.Errorf("listen for the gateway on %s: %w", cfg.GatewayAddr, err)
 		}
 	}
 	if cfg.Server {
-		if a.grpcTLSLn, err = net.Listen("tcp", cfg.GRPCTLSAddr); err != nil {
+		if a.grpcTLSLn, err = socks.Listen(ctx, nil, "grpc-tls", "tcp", cfg.GRPCTLSAddr); err != nil {
 			return fmt.Errorf("listen for TLS gRPC (peering) on %s: %w", cfg.GRPCTLSAddr, err)
 		}
 	}
 
+	if cfg.BeforeState != nil {
+		if err := cfg.BeforeState(ctx); err != nil {
+			return err
+		}
+	}
 	cc := catalog.DefaultConfig()
 	if cfg.Dev {
 		cc = catalog.DevConfig()
@@ -539,6 +553,7 @@ func (a *Agent) start(ctx context.Context) error {
 		Signer:          a.peering.CA(),
 		GatewayListener: a.gatewayLn, Logger: a.log, Registry: reg,
 		Mark: cfg.ProxyMark, MinTLSVersion: minTLS, LeafTTL: cfg.LeafTTL,
+		Sockets: cfg.Sockets,
 	}
 	if a.trust != nil {
 		proxyCfg.NodeCertificate, proxyCfg.NodeRevoked = a.trust.source.Certificate, a.cluster.NodeRevoked
@@ -564,11 +579,19 @@ func (a *Agent) start(ctx context.Context) error {
 		}
 		return err
 	}
+	if cfg.CatchUpBeforeServing > 0 {
+		wctx, cancel := context.WithTimeout(ctx, cfg.CatchUpBeforeServing)
+		err := a.cluster.WaitCaughtUp(wctx)
+		cancel()
+		if err != nil {
+			a.log.Warn("no leader or state caught up yet; serving anyway", "waited", cfg.CatchUpBeforeServing, "err", err)
+		}
+	}
 	if err := a.proxy.Start(); err != nil {
 		return err
 	}
 	if cfg.DNSAddr != "" {
-		a.dns, err = dns.New(dns.Config{Addr: cfg.DNSAddr, Domain: cfg.DNSDomain(), Recursors: cfg.Recursors,
+		a.dns, err = dns.New(dns.Config{Addr: cfg.DNSAddr, Sockets: cfg.Sockets, Domain: cfg.DNSDomain(), Recursors: cfg.Recursors,
 			View: a.cluster.View, Registerer: reg, Logger: a.log, Authorizer: dnsAuthorizer(resolver, a.aclTokens)})
 		if err != nil {
 			return err
@@ -926,9 +949,15 @@ func runSteps(ctx context.Context, steps []shutdownStep, phase int) error {
 // shutdownSteps is the agent's shutdown in the order it runs, the order
 // the package doc lists.
 func (a *Agent) shutdownSteps() []shutdownStep {
-	// DNS and HTTP share one budget for their in-flight requests.
+	// DNS and HTTP share one budget for their in-flight requests; the
+	// first of them to run starts it, local state ends it.
+	var serveOnce sync.Once
 	var serveCtx context.Context
-	var serveCancel context.CancelFunc
+	serveCancel := context.CancelFunc(func() {})
+	serveBudget := func(ctx context.Context) context.Context {
+		serveOnce.Do(func() { serveCtx, serveCancel = a.budget(ctx, 5*time.Second) })
+		return serveCtx
+	}
 	return []shutdownStep{
 		{"workload namespaces", drainPhase, func(ctx context.Context) error {
 			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -940,7 +969,7 @@ func (a *Agent) shutdownSteps() []shutdownStep {
 			if a.proxy == nil {
 				return nil
 			}
-			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			ctx, cancel := a.budget(ctx, 10*time.Second)
 			defer cancel()
 			if err := a.proxy.Close(ctx); err != nil {
 				return fmt.Errorf("stop the terminator: %w", err)
@@ -948,14 +977,14 @@ func (a *Agent) shutdownSteps() []shutdownStep {
 			return nil
 		}},
 		{"DNS server", drainPhase, func(ctx context.Context) error {
-			serveCtx, serveCancel = context.WithTimeout(ctx, 5*time.Second)
+			serveCtx := serveBudget(ctx)
 			if a.dns == nil {
 				return nil
 			}
 			return a.dns.Close(serveCtx)
 		}},
-		{"HTTP API", drainPhase, func(context.Context) error {
-			defer serveCancel()
+		{"HTTP API", drainPhase, func(ctx context.Context) error {
+			serveCtx := serveBudget(ctx)
 			var errs []error
 			if a.metrics != nil {
 				if err := a.metrics.Shutdown(serveCtx); err != nil {
@@ -973,6 +1002,7 @@ func (a *Agent) shutdownSteps() []shutdownStep {
 			return errors.Join(errs...)
 		}},
 		{"local state", drainPhase, func(ctx context.Context) error {
+			serveCancel()
 			a.stopLocal()
 			err := a.local.Close(ctx)
 			a.localWG.Wait()
@@ -1036,7 +1066,7 @@ func (a *Agent) shutdownSteps() []shutdownStep {
 			// redirecting connects to listeners that are gone. Otherwise the
 			// pins stay, so a restarted agent keeps traffic flowing.
 			release := a.dataplane.Close
-			if a.cfg.Dev {
+			if a.cfg.Dev && !a.handover {
 				release = a.dataplane.Cleanup
 			}
 			if err := release(ctx); err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/peerd/peerd/internal/sockets"
 	"io/fs"
 	"net"
 	"net/netip"
@@ -67,7 +68,7 @@ func (a *Agent) startDataplane(ctx context.Context) error {
 			dc.FastPathCgroups = fpCgroups
 		}
 		for _, addr := range []string{"127.0.0.1", "::1"} {
-			ln, err := net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(cfg.TransparentPort)))
+			ln, err := sockets.Or(cfg.Sockets).Listen(ctx, nil, "transparent", "tcp", net.JoinHostPort(addr, strconv.Itoa(cfg.TransparentPort)))
 			if err != nil {
 				if addr == "::1" {
 					a.log.Warn("no IPv6 transparent listener; IPv6 virtual IPs will not be captured", "err", err)

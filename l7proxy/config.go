@@ -34,6 +34,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/peerd/peerd/internal/sockets"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -123,6 +124,11 @@ type Config struct {
 	// 0 = none. Setting a mark needs CAP_NET_ADMIN: without it the proxy
 	// logs once and runs unmarked.
 	Mark int
+	// Sockets opens the upstream listeners (internal/sockets); nil opens
+	// them directly. A reloading agent passes one that hands them to the
+	// next process, which inherits them when its configuration still has
+	// the same upstream address.
+	Sockets sockets.Opener
 	// MinTLSVersion is the lowest TLS version accepted or offered.
 	// 0 = TLS 1.3.
 	MinTLSVersion uint16

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/peerd/peerd/internal/sockets"
 	"net"
 	"slices"
 	"strconv"
@@ -156,7 +157,7 @@ func (p *Proxy) reconcile(want map[string]Upstream) {
 			continue
 		}
 		lc := net.ListenConfig{Control: p.mark.Control}
-		ln, err := lc.Listen(p.ctx, "tcp", addr)
+		ln, err := sockets.Or(p.cfg.Sockets).Listen(p.ctx, &lc, "upstream", "tcp", addr)
 		if err != nil {
 			p.log.Warn("open upstream listener; retrying", "addr", addr, "service", up.Caller, "err", err)
 			continue

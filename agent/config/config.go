@@ -1,6 +1,7 @@
 package config
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"github.com/peerd/peerd/agent/dns"
 	"github.com/peerd/peerd/catalog"
 	"github.com/peerd/peerd/catalog/state"
+	"github.com/peerd/peerd/internal/sockets"
 	"github.com/peerd/peerd/l7proxy"
 	"github.com/peerd/peerd/peering"
 )
@@ -231,6 +233,23 @@ type Config struct {
 	// LogOutput receives the agent's logs; nil means os.Stderr (tests read
 	// the log here).
 	LogOutput io.Writer
+	// Sockets opens the agent's listening sockets; nil opens them
+	// directly. agent.RunReloadable sets one that hands them to the next
+	// process on a reload (internal/sockets).
+	Sockets sockets.Opener
+	// BeforeState, when set, runs after the agent's first listeners are
+	// open and before the cluster member opens its state (the raft store
+	// in DataDir): a process taking over from another waits there until
+	// the other has released it.
+	BeforeState func(ctx context.Context) error
+	// CatchUpBeforeServing, when positive, makes Start wait up to this
+	// long for a leader and this node's state to catch up before the
+	// terminator, DNS and the APIs serve: a process taking over sockets
+	// lets connections queue rather than answer "no cluster leader".
+	CatchUpBeforeServing time.Duration
+	// ReloadDrainTimeout bounds how long a process that handed over to a
+	// new one (SIGHUP) drains its open connections before it exits.
+	ReloadDrainTimeout time.Duration
 
 	// ACL is Consul's acl { ... } block: the ACL system guarding the HTTP
 	// API and DNS.

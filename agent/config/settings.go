@@ -204,6 +204,8 @@ var settings = []setting{
 		dev: true, usage: "import peer instances whose gateway is loopback, link-local, unspecified, multicast or this cluster's node address (default on in -dev only)"},
 	{name: "peering-stream-secret-rotation", flag: true, key: "peering.stream_secret_rotation", ptr: func(c *Config) any { return &c.PeeringStreamSecretRotation },
 		usage: "rotate acceptor peerings' stream secrets this often (default 24h; negative = only on demand)"},
+	{name: "reload-drain-timeout", flag: true, key: "reload_drain_timeout", ptr: func(c *Config) any { return &c.ReloadDrainTimeout }, def: 30 * time.Second,
+		usage: "on SIGHUP (systemctl reload), how long the old process drains open connections after the new one serves"},
 	{name: "leave-on-terminate", flag: true, key: "leave_on_terminate", ptr: func(c *Config) any { return &c.LeaveOnTerminate }, def: true,
 		usage: "leave the pool on SIGINT/SIGTERM"},
 	{name: "log-level", flag: true, key: "log_level", ptr: func(c *Config) any { return &c.LogLevel }, def: "info",

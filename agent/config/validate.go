@@ -80,6 +80,9 @@ func (c *Config) validate(needDataDir bool) error {
 	if err := catalog.ValidateDatacenter(c.Datacenter); err != nil {
 		add("datacenter", "%v", err)
 	}
+	if c.ReloadDrainTimeout < 0 {
+		add("reload-drain-timeout", "%s: must not be negative (0 stops the old process at once)", c.ReloadDrainTimeout)
+	}
 	switch {
 	case c.BootstrapExpect < 0:
 		add("bootstrap-expect", "%d: must not be negative", c.BootstrapExpect)

@@ -52,6 +52,7 @@ import (
 
 	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/internal/acl"
+	"github.com/peerd/peerd/internal/sockets"
 )
 
 const (
@@ -90,6 +91,9 @@ type Config struct {
 	// may change at run time); nil = no ACLs, everything is answered. An
 	// error (the token unknown, no server to ask) answers SERVFAIL.
 	Authorizer func() (acl.Enforcer, error)
+	// Sockets opens the UDP and TCP sockets (internal/sockets); nil opens
+	// them directly. A reloading agent passes one that hands them over.
+	Sockets sockets.Opener
 }
 
 // Server is a running DNS server.
@@ -106,6 +110,7 @@ type Server struct {
 	hidden    *prometheus.CounterVec
 
 	addr     string
+	sockets  sockets.Opener
 	udp, tcp *dns.Server
 	wg       sync.WaitGroup
 	once     sync.Once
@@ -158,7 +163,8 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
 	}
-	s := &Server{domain: domain, timeout: cfg.RecursorTimeout, view: cfg.View, log: cfg.Logger, addr: cfg.Addr, authz: cfg.Authorizer}
+	s := &Server{domain: domain, timeout: cfg.RecursorTimeout, view: cfg.View, log: cfg.Logger, addr: cfg.Addr, authz: cfg.Authorizer,
+		sockets: sockets.Or(cfg.Sockets)}
 	if s.timeout <= 0 {
 		s.timeout = DefaultRecursorTimeout
 	}
@@ -196,7 +202,7 @@ func New(cfg Config) (*Server, error) {
 
 // Start listens on UDP and TCP and serves until Close.
 func (s *Server) Start() error {
-	pc, ln, err := listenBoth(s.addr)
+	pc, ln, err := listenBoth(s.sockets, s.addr)
 	if err != nil {
 		return fmt.Errorf("dns: listen on %s: %w", s.addr, err)
 	}
@@ -230,13 +236,13 @@ func (s *Server) Start() error {
 
 // listenBoth opens UDP and TCP on the same port; with port 0, it retries
 // until a free TCP port is free for UDP too.
-func listenBoth(addr string) (net.PacketConn, net.Listener, error) {
+func listenBoth(socks sockets.Opener, addr string) (net.PacketConn, net.Listener, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, nil, err
 	}
 	for attempt := 0; ; attempt++ {
-		ln, err := net.Listen("tcp", addr)
+		ln, err := socks.Listen(context.Background(), nil, "dns", "tcp", addr)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -244,7 +250,7 @@ func listenBoth(addr string) (net.PacketConn, net.Listener, error) {
 		if p == "0" {
 			p = strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 		}
-		pc, err := net.ListenPacket("udp", net.JoinHostPort(host, p))
+		pc, err := socks.ListenPacket(context.Background(), nil, "dns", "udp", net.JoinHostPort(host, p))
 		if err == nil {
 			return pc, ln, nil
 		}

@@ -68,7 +68,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		cfg.Version = version
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		return agent.Run(ctx, cfg, stdout)
+		// SIGHUP reloads: a new process takes the listeners over (agent.RunReloadable).
+		return agent.RunReloadable(ctx, cfg, stdout)
 	case "keygen":
 		key := make([]byte, 32)
 		if _, err := rand.Read(key); err != nil {
