@@ -43,6 +43,17 @@
 //  13. The eBPF dataplane is released: closed with its pins kept, so a
 //     restarted agent keeps traffic flowing, or in dev mode cleaned up
 //     (nothing stays attached).
+//
+// # Reload
+//
+// RunReloadable (reload.go) is the daemon's Run with SIGHUP: a new process
+// of the same executable takes the listening sockets over (Config.Sockets,
+// internal/sockets), waits in BeforeState until the old process has
+// released the data dir, serves once caught up (CatchUpBeforeServing), and
+// the old one runs HandOver: steps 1-3 together under one deadline
+// (ReloadDrainTimeout), then 4 and 7-12, without the leave, and keeping
+// the dataplane's pins in dev mode too. systemd is told through
+// internal/sdnotify.
 package agent
 
 import (

@@ -54,8 +54,10 @@ func TestSettingsTable(t *testing.T) {
 			}
 		}
 	}
-	// Set in code only: by the command (Version) or by tests.
-	inCode := map[string]bool{"Version": true, "Timing": true, "Peering": true, "Admission": true, "Proxy": true, "LogOutput": true}
+	// Set in code only: by the command (Version, and the reload's
+	// Sockets, BeforeState and CatchUpBeforeServing) or by tests.
+	inCode := map[string]bool{"Version": true, "Timing": true, "Peering": true, "Admission": true, "Proxy": true, "LogOutput": true,
+		"Sockets": true, "BeforeState": true, "CatchUpBeforeServing": true}
 	rt := reflect.TypeFor[Config]()
 	for i := range rt.NumField() {
 		f := rt.Field(i)
@@ -83,7 +85,7 @@ func TestFlagsAndKeysKept(t *testing.T) {
 		recursor virtual-ip-cidr virtual-ip6-cidr proxy-mark leaf-ttl proxy-tls-min-version cgroup-path
 		allow-root-cgroup transparent-port dataplane-fastpath workload-netns workload-dns-addrs gateway-vip dataplane-interface bpf-pin-dir
 		server-port serf-lan-port encrypt peering-heartbeat-interval peering-heartbeat-timeout peering-stale-stream-timeout
-		leave-on-terminate log-level log-json`) {
+		leave-on-terminate log-level log-json reload-drain-timeout`) {
 		if fs.Lookup(name) == nil {
 			t.Errorf("flag -%s is gone", name)
 		}
@@ -116,7 +118,7 @@ func TestDefaults(t *testing.T) {
 		RetryInterval: 30 * time.Second, LeaveOnTerminate: true, LogLevel: "info", SyncInterval: time.Minute,
 		InternalTLS:        true,
 		CleanupDeadServers: true, DeadServerReapTime: 72 * time.Hour, LastContactThreshold: 200 * time.Millisecond,
-		MaxTrailingLogs: 250,
+		MaxTrailingLogs: 250, ReloadDrainTimeout: 30 * time.Second,
 		// Room for issue 15's 100,000 instances per peer.
 		PeeringQuotas: peering.Quotas{MaxImportedServices: 10_000, MaxImportedInstances: 250_000, MaxInFlightBytes: 64 << 20,
 			MaxMessagesPerSecond: 5_000, MessageBurst: 20_000},

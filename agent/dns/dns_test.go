@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/peerd/peerd/catalog/state"
+	"github.com/peerd/peerd/internal/sockets"
 )
 
 // testStore holds: b/billing imported with two passing instances behind
@@ -217,7 +218,7 @@ func startUpstream(t *testing.T) *upstream {
 		}
 		_ = w.WriteMsg(m)
 	})
-	pc, ln, err := listenBoth("127.0.0.1:0")
+	pc, ln, err := listenBoth(sockets.Direct{}, "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
