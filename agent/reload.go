@@ -24,6 +24,10 @@ import (
 // started, for a leader and its state to catch up before it takes over.
 const reloadCatchUpWait = 30 * time.Second
 
+// dnsHandOverGrace is how long a handing-over DNS server answers the TCP
+// connections it accepted before it shuts down.
+const dnsHandOverGrace = time.Second
+
 // budget bounds one drain step: d in a normal shutdown; in a handover the
 // step runs until ctx's deadline (-reload-drain-timeout), shared by all.
 func (a *Agent) budget(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
@@ -57,7 +61,18 @@ func (a *Agent) HandOver(ctx context.Context, drain time.Duration) error {
 		parallel := []string{"terminator", "DNS server", "HTTP API"}
 		errs := make(chan error, len(parallel))
 		for _, name := range parallel {
-			go func() { errs <- byName[name].run(dctx) }()
+			go func() {
+				if name == "DNS server" && a.dns != nil {
+					// Queries on accepted TCP connections are read before
+					// the server's shutdown would cut them.
+					a.dns.StopAccepting()
+					select {
+					case <-time.After(dnsHandOverGrace):
+					case <-dctx.Done():
+					}
+				}
+				errs <- byName[name].run(dctx)
+			}()
 		}
 		var all []error
 		for range parallel {
@@ -95,6 +110,14 @@ func (a *Agent) HandOver(ctx context.Context, drain time.Duration) error {
 // them): the new process binds them after the old one closed them, so
 // gossip pauses for the handover and raft reconnects.
 func RunReloadable(ctx context.Context, cfg Config, out io.Writer) error {
+	// First of all: SIGHUP's default action would kill a process still
+	// starting. One that arrives now is handled once this one serves.
+	hup := make(chan os.Signal, 1)
+	release := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	signal.Notify(release, syscall.SIGUSR2)
+	defer signal.Stop(hup)
+	defer signal.Stop(release)
 	upg, err := tableflip.New(tableflip.Options{UpgradeTimeout: cfg.ReloadDrainTimeout + reloadCatchUpWait + 2*time.Minute})
 	if err != nil {
 		return fmt.Errorf("prepare for reloads: %w", err)
@@ -134,12 +157,6 @@ func RunReloadable(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 	a.PrintBanner(out)
 
-	hup := make(chan os.Signal, 1)
-	release := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	signal.Notify(release, syscall.SIGUSR2)
-	defer signal.Stop(hup)
-	defer signal.Stop(release)
 	var upgraded chan error // non-nil while a reload runs
 	released := false
 	for {

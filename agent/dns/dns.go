@@ -301,6 +301,17 @@ func (s *Server) Serve(pc net.PacketConn, ln net.Listener) error {
 	return nil
 }
 
+// StopAccepting closes the TCP listener only: connections already accepted
+// are still answered, new ones go to whoever else holds the socket (the
+// new process of a reload). Close would cut an accepted connection whose
+// query has not been read yet; a reload calls this first, waits a moment,
+// then Close. UDP goes on until Close.
+func (s *Server) StopAccepting() {
+	if s.tcp != nil && s.tcp.Listener != nil {
+		_ = s.tcp.Listener.Close()
+	}
+}
+
 // Close stops every listener (Start's and Serve's) and waits for the
 // serving goroutines.
 func (s *Server) Close(ctx context.Context) error {

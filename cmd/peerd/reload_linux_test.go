@@ -81,7 +81,40 @@ func testReload(t *testing.T, bin, mode string) {
 	}
 	defer logf.Close()
 	readLog := func() string { b, _ := os.ReadFile(logPath); return string(b) }
+	// systemd's notification socket, to see READY=1, RELOADING=1 and the
+	// new MAINPID.
+	notifyPath := filepath.Join(dir, "notify")
+	notifySock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notifySock.Close()
+	var notifyMu sync.Mutex
+	var notified []string
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := notifySock.Read(buf)
+			if err != nil {
+				return
+			}
+			notifyMu.Lock()
+			notified = append(notified, string(buf[:n]))
+			notifyMu.Unlock()
+		}
+	}()
+	sawNotify := func(msg string) bool {
+		notifyMu.Lock()
+		defer notifyMu.Unlock()
+		for _, m := range notified {
+			if m == msg || strings.HasPrefix(m, msg) {
+				return true
+			}
+		}
+		return false
+	}
 	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
 	// A file, not a pipe: the new process writes to it too, and Wait must
 	// not wait for it.
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -119,9 +152,11 @@ func testReload(t *testing.T, bin, mode string) {
 		})
 	}
 
+	waitFor(t, 10*time.Second, "READY=1 to systemd", func() bool { return sawNotify("READY=1") })
+
 	// The request loop: HTTP, DNS over UDP and over TCP, one after another.
 	ctx, stop := context.WithCancel(context.Background())
-	var ok, failed atomic.Int64
+	var ok, failed, slowest atomic.Int64
 	var failures sync.Map
 	var loop sync.WaitGroup
 	fail := func(what string, err error) {
@@ -136,6 +171,7 @@ func testReload(t *testing.T, bin, mode string) {
 			m := new(dns.Msg)
 			m.SetQuestion("web.service.peerd.", dns.TypeA)
 			for ctx.Err() == nil {
+				began := time.Now()
 				if kind == "http" {
 					if _, err := get(client, "http://"+httpAddr+"/v1/catalog/services"); err != nil {
 						fail("http", err)
@@ -152,6 +188,9 @@ func testReload(t *testing.T, bin, mode string) {
 					default:
 						ok.Add(1)
 					}
+				}
+				if d := time.Since(began); d > time.Duration(slowest.Load()) {
+					slowest.Store(int64(d))
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
@@ -199,6 +238,12 @@ func testReload(t *testing.T, bin, mode string) {
 		t.Fatalf("new pid %d, old %d", newPID, servingPID)
 	}
 	servingPID = newPID
+	if !sawNotify("RELOADING=1\nMONOTONIC_USEC=") {
+		t.Error("the old process did not send RELOADING=1 with MONOTONIC_USEC")
+	}
+	if want := fmt.Sprintf("MAINPID=%d\nREADY=1", newPID); !sawNotify(want) {
+		t.Errorf("the new process did not send %q", want)
+	}
 	if v := agentVersion(t, client, httpAddr); v != "reload-v2" {
 		t.Errorf("after the reload the agent's version is %q; want reload-v2 (the new binary at the same path)", v)
 	}
@@ -240,7 +285,8 @@ func testReload(t *testing.T, bin, mode string) {
 	stop()
 	loop.Wait()
 	failures.Range(func(k, v any) bool { t.Errorf("request failed: %s: %v", k, v); return true })
-	t.Logf("%s: %d requests answered, %d failed, across 1 reload and 2 failed reloads", mode, ok.Load(), failed.Load())
+	t.Logf("%s: %d requests answered, %d failed, slowest %s (queued in a backlog), across 1 reload and 2 failed reloads",
+		mode, ok.Load(), failed.Load(), time.Duration(slowest.Load()).Round(time.Millisecond))
 	if ok.Load() == 0 {
 		t.Fatal("no request was answered")
 	}
