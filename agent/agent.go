@@ -50,8 +50,8 @@
 // of the same executable takes the listening sockets over (Config.Sockets,
 // internal/sockets), waits in BeforeState until the old process has
 // released the data dir, serves once caught up (CatchUpBeforeServing), and
-// the old one runs HandOver: steps 1-3 together under one deadline
-// (ReloadDrainTimeout), then 4 and 7-12, without the leave, and keeping
+// the old one runs HandOver: steps 1-4 together under one deadline
+// (ReloadDrainTimeout), then 5 and 8-13, without the leave, and keeping
 // the dataplane's pins in dev mode too. systemd is told through
 // internal/sdnotify.
 package agent

@@ -38,7 +38,8 @@ func (a *Agent) budget(ctx context.Context, d time.Duration) (context.Context, c
 }
 
 // HandOver stops an agent whose listeners a new process has taken over:
-// the terminator, DNS and the HTTP API stop accepting at once and drain
+// the workload namespaces' listeners close, and the terminator, DNS and
+// the HTTP API stop accepting at once and drain
 // their open connections together, up to drain; then the local state
 // stops and Close releases the rest (gossip, raft and its store, the
 // gRPC servers; the dataplane with its pins kept, in dev mode too). The
@@ -58,7 +59,9 @@ func (a *Agent) HandOver(ctx context.Context, drain time.Duration) error {
 		a.api.SetPhase(httpapi.PhaseShuttingDown)
 		dctx, cancel := context.WithTimeout(ctx, drain)
 		defer cancel()
-		parallel := []string{"terminator", "DNS server", "HTTP API"}
+		// The workload namespaces' listeners are not passed on: the new
+		// process opens them again in the pods' namespaces.
+		parallel := []string{"workload namespaces", "terminator", "DNS server", "HTTP API"}
 		errs := make(chan error, len(parallel))
 		for _, name := range parallel {
 			go func() {
