@@ -26,7 +26,8 @@ import (
 
 // TestReloadHandsOverListeners reloads a real peerd process with SIGHUP,
 // in a private network namespace, while a request loop runs against its
-// HTTP API and its DNS (UDP and TCP) and a blocking query is open:
+// HTTP API, its DNS (UDP and TCP) and connects to its gRPC and gateway
+// ports, and a blocking query is open:
 //
 //   - a new binary put at the same path serves after the reload, in a
 //     new process; the old one exits within the drain deadline, the
@@ -66,13 +67,14 @@ func testReload(t *testing.T, bin, mode string) {
 	}
 	writeConf("ports { dns = 18600 }\n")
 	const httpAddr, dnsAddr = "127.0.0.1:18500", "127.0.0.1:18600"
-	args := []string{"agent", "-config-file", conf, "-http-addr", httpAddr, "-reload-drain-timeout", "10s"}
+	args := []string{"agent", "-config-file", conf, "-http-addr", httpAddr, "-reload-drain-timeout", "10s",
+		"-grpc-addr", "127.0.0.1:18502", "-gateway-addr", "127.0.0.1:18443"}
 	if mode == "dev" {
 		args = append(args, "-dev")
 	} else {
 		args = append(args, "-server", "-bootstrap-expect", "1", "-data-dir", filepath.Join(dir, "data"),
 			"-bind-addr", "127.0.0.1", "-insecure-gossip", "-acl-enabled=false", "-serf-lan-port", "18301", "-server-port", "18300",
-			"-grpc-addr", "127.0.0.1:18502", "-grpc-tls-addr", "127.0.0.1:18503", "-gateway-addr", "127.0.0.1:18443")
+			"-grpc-tls-addr", "127.0.0.1:18503")
 	}
 	logPath := filepath.Join(dir, "peerd.log")
 	logf, err := os.Create(logPath)
@@ -162,6 +164,23 @@ func testReload(t *testing.T, bin, mode string) {
 	fail := func(what string, err error) {
 		failed.Add(1)
 		failures.Store(fmt.Sprintf("%s at %s", what, time.Now().Format("15:04:05.000")), err)
+	}
+	// Connects to the gRPC and gateway listeners: a refused one is a
+	// listener that was not passed on.
+	for _, addr := range []string{"127.0.0.1:18502", "127.0.0.1:18443"} {
+		loop.Add(1)
+		go func() {
+			defer loop.Done()
+			for ctx.Err() == nil {
+				if c, err := net.DialTimeout("tcp", addr, 20*time.Second); err != nil {
+					fail("connect "+addr, err)
+				} else {
+					c.Close()
+					ok.Add(1)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}()
 	}
 	for _, kind := range []string{"http", "udp", "tcp"} {
 		loop.Add(1)
