@@ -29,7 +29,7 @@ require (
 
 require (
 	filippo.io/hpke v0.4.0 // indirect
-	github.com/cloudflare/tableflip v1.2.3 // indirect
+	github.com/cloudflare/tableflip v1.2.3
 	github.com/fxamacker/cbor/v2 v2.9.0 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/gogo/protobuf v1.3.2 // indirect
