@@ -260,9 +260,9 @@ func testReload(t *testing.T, bin, mode string) {
 	if !sawNotify("RELOADING=1\nMONOTONIC_USEC=") {
 		t.Error("the old process did not send RELOADING=1 with MONOTONIC_USEC")
 	}
-	if want := fmt.Sprintf("MAINPID=%d\nREADY=1", newPID); !sawNotify(want) {
-		t.Errorf("the new process did not send %q", want)
-	}
+	// The new process sends it right after it tells the old one.
+	want := fmt.Sprintf("MAINPID=%d\nREADY=1", newPID)
+	waitFor(t, 10*time.Second, fmt.Sprintf("the new process to send %q", want), func() bool { return sawNotify(want) })
 	if v := agentVersion(t, client, httpAddr); v != "reload-v2" {
 		t.Errorf("after the reload the agent's version is %q; want reload-v2 (the new binary at the same path)", v)
 	}
