@@ -470,12 +470,19 @@ func (m *Manager) ensure(ctx context.Context, w *workload) {
 		hasTransparent = hasTransparent || l.kind == "transparent"
 	}
 	m.mu.Unlock()
-	if !ready && hasTransparent {
-		if err := m.cfg.Dataplane.SetWorkloadNetns(w.cookie); err != nil {
-			m.m.failures.WithLabelValues(reasonSetNetns).Inc()
-			m.log.Warn("mark a workload namespace ready in the dataplane; retrying at the next scan", "netns_cookie", w.cookie, "err", err)
-			return
-		}
+	if !hasTransparent {
+		return
+	}
+	// Marked at every scan, not only once: the mark lives in a pinned map
+	// that another peerd process may have cleared — the old one of a
+	// reload unmarks its namespaces as it hands over — and a refused
+	// connect from here triggers a scan, so the mark comes back at once.
+	if err := m.cfg.Dataplane.SetWorkloadNetns(w.cookie); err != nil {
+		m.m.failures.WithLabelValues(reasonSetNetns).Inc()
+		m.log.Warn("mark a workload namespace ready in the dataplane; retrying at the next scan", "netns_cookie", w.cookie, "err", err)
+		return
+	}
+	if !ready {
 		m.mu.Lock()
 		w.ready = true
 		m.mu.Unlock()

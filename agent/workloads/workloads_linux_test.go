@@ -445,6 +445,22 @@ func TestManagerReactsToRefusalEvents(t *testing.T) {
 	}
 }
 
+// TestManagerRemarksAClearedNamespace: the ready mark lives in a pinned map
+// another peerd process can clear (the old one of a reload unmarks its
+// namespaces as it hands over); the refused connect's event that follows
+// brings the mark back, without a rescan interval's wait.
+func TestManagerRemarksAClearedNamespace(t *testing.T) {
+	r := startRig(t, time.Hour)
+	a := subCgroup(t, r.root, "pod")
+	c := startContainer(t, a)
+	tu.WaitFor(t, 10*time.Second, "the namespace ready", func() bool { return r.dp.isReady(c.cookie) })
+	if err := r.dp.DeleteWorkloadNetns(c.cookie); err != nil { // as the old process does
+		t.Fatal(err)
+	}
+	r.dp.events <- NetnsEvent{NetnsCookie: c.cookie, PID: uint32(c.c.Cmd.Process.Pid)}
+	tu.WaitFor(t, 5*time.Second, "the namespace marked again after the refusal", func() bool { return r.dp.isReady(c.cookie) })
+}
+
 // TestManagerIPv4OnlyNamespace: a namespace whose loopback has no ::1 gets
 // the IPv4 listeners and is still marked ready; a port the workload holds
 // is logged, counted and retried until it is free, never fatal.
