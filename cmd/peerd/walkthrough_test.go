@@ -118,6 +118,9 @@ func TestReadmeWalkthrough(t *testing.T) {
 	// happens, the group is stopped at the end.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	// A script that stops early leaves the agents holding its output:
+	// Run must still return (and the group be stopped below).
+	cmd.WaitDelay = 10 * time.Second
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	runErr := cmd.Run()
