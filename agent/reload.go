@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/cloudflare/tableflip"
-	"golang.org/x/sys/unix"
 
 	"github.com/peerd/peerd/agent/httpapi"
 	"github.com/peerd/peerd/internal/sdnotify"
@@ -179,7 +178,7 @@ func RunReloadable(ctx context.Context, cfg Config, out io.Writer) error {
 				continue
 			}
 			a.log.Info("reload: starting a new process", "path", os.Args[0])
-			a.sendNotify(notify, fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
+			a.sendNotify(notify, fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", sdnotify.MonotonicUsec()))
 			if err := socks.Freeze(); err != nil {
 				a.log.Error("reload failed: this process keeps serving", "err", err)
 				socks.Thaw()
@@ -232,16 +231,6 @@ func RunReloadable(ctx context.Context, cfg Config, out io.Writer) error {
 			return nil
 		}
 	}
-}
-
-// monotonicUsec is CLOCK_MONOTONIC in microseconds, which systemd wants
-// with RELOADING=1.
-func monotonicUsec() int64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return 0
-	}
-	return ts.Nano() / 1000
 }
 
 // sendNotify sends state to systemd and logs a failure.

@@ -42,7 +42,10 @@ var rules = []rule{
 			// with the parser the API's edge uses.
 			"internal/weborigin",
 			// The acl block's token secrets are checked by the ACL package's rule.
-			"internal/acl"},
+			"internal/acl",
+			// How the agent opens its listening sockets (anew, or taken
+			// over from the old process of a reload).
+			"internal/sockets"},
 	},
 	{
 		why:  "catalog imports nothing of ours except catalog/..., internal/decode and the node TLS identity (internal/nodetls, internal/identity)",
@@ -90,6 +93,16 @@ var rules = []rule{
 		why:      "internal/seal (encryption at rest) is a leaf: it imports nothing of ours",
 		pkgs:     []string{"internal/seal/..."},
 		onlyOurs: []string{"internal/seal/..."},
+	},
+	{
+		why:      "internal/sockets (listening sockets, handed over on a reload) is a leaf: it imports nothing of ours",
+		pkgs:     []string{"internal/sockets/..."},
+		onlyOurs: []string{"internal/sockets/..."},
+	},
+	{
+		why:      "internal/sdnotify (systemd's notify protocol) is a leaf: it imports nothing of ours",
+		pkgs:     []string{"internal/sdnotify/..."},
+		onlyOurs: []string{"internal/sdnotify/..."},
 	},
 	{
 		why:      "internal/netns (namespace handles, sockets made inside them) is a leaf: it imports nothing of ours",
@@ -192,9 +205,9 @@ var rules = []rule{
 		onlyOurs: []string{"internal/netutil/..."},
 	},
 	{
-		why:       "only dataplane/..., bpf/..., vmtests/... (the QEMU guest's init), internal/netutil/..., internal/netns/... and internal/testutil/... may import golang.org/x/sys/unix",
+		why:       "only dataplane/..., bpf/..., vmtests/... (the QEMU guest's init), internal/netutil/..., internal/netns/..., internal/sockets/... (fd duplication), internal/sdnotify/... (CLOCK_MONOTONIC) and internal/testutil/... may import golang.org/x/sys/unix",
 		pkgs:      []string{"..."},
-		except:    []string{"dataplane/...", "bpf/...", "vmtests/...", "internal/netutil/...", "internal/netns/...", "internal/testutil/..."},
+		except:    []string{"dataplane/...", "bpf/...", "vmtests/...", "internal/netutil/...", "internal/netns/...", "internal/sockets/...", "internal/sdnotify/...", "internal/testutil/..."},
 		forbidden: []string{"golang.org/x/sys/unix"},
 	},
 }

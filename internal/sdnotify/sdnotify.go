@@ -10,7 +10,19 @@ import (
 	"fmt"
 	"net"
 	"os"
+
+	"golang.org/x/sys/unix"
 )
+
+// MonotonicUsec is CLOCK_MONOTONIC in microseconds, which systemd wants
+// as MONOTONIC_USEC with RELOADING=1; 0 if the clock cannot be read.
+func MonotonicUsec() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return ts.Nano() / 1000
+}
 
 // Notifier sends to one notification socket; the zero value sends nothing.
 type Notifier struct {
