@@ -176,20 +176,8 @@ func TestTransparentCaptureAcrossPeers(t *testing.T) {
 	// nearest claimed ancestor), and a pod's container is the service
 	// registered with the pod's UID.
 	const podUID = "3f2c9a7e-1b4d-4e8a-9c0f-5d6e7f8a9b0c"
-	scope := filepath.Join(cgroup, "shop.slice", "worker.scope")
-	ctr := filepath.Join(cgroup, "kubepods", "burstable", "pod"+podUID, "ctr")
-	for _, d := range []string{scope, ctr} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() { // before NewCgroup's cleanup removes the test cgroup
-		for _, d := range []string{scope, ctr} {
-			for ; d != cgroup; d = filepath.Dir(d) {
-				_ = os.Remove(d)
-			}
-		}
-	})
+	scope := testutil.NewSubCgroup(t, cgroup, filepath.Join("shop.slice", "worker.scope"))
+	ctr := testutil.NewSubCgroup(t, cgroup, filepath.Join("kubepods", "burstable", "pod"+podUID, "ctr"))
 	a.register(t, &api.AgentServiceRegistration{Name: "shop", Port: 10, Meta: map[string]string{"peerd-cgroup": filepath.Join(cgroup, "shop.slice")}})
 	a.register(t, &api.AgentServiceRegistration{Name: "pods", Port: 11, Meta: map[string]string{"peerd-pod-uid": podUID}})
 	for dir, want := range map[string]string{scope: "shop", ctr: "pods"} {

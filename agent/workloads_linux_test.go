@@ -120,25 +120,6 @@ func (c *testContainer) do(t *testing.T, cmd string) string {
 	return c.out.Text()
 }
 
-// childCgroup makes dir/name and removes it when t ends (before dir).
-func childCgroup(t *testing.T, dir, name string) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.Mkdir(p, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for i := 0; i < 100; i++ {
-			if err := os.Remove(p); err == nil || errors.Is(err, os.ErrNotExist) {
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		t.Errorf("could not remove cgroup %s", p)
-	})
-	return p
-}
-
 // TestWorkloadNamespacesReachPeer is issue 13's container test:
 // workloads started the way a container runtime starts them (a child
 // cgroup of the captured one, a network namespace of their own with a veth
@@ -175,8 +156,8 @@ func TestWorkloadNamespacesReachPeer(t *testing.T) {
 
 	captured := testutil.NewCgroup(t)
 	outside := testutil.NewCgroup(t)
-	webCg := childCgroup(t, captured, "web-ctr")
-	apiCg := childCgroup(t, captured, "api-ctr")
+	webCg := testutil.NewSubCgroup(t, captured, "web-ctr")
+	apiCg := testutil.NewSubCgroup(t, captured, "api-ctr")
 	pins := filepath.Join("/sys/fs/bpf", testutil.UniqueName("peerd-test-"))
 	t.Cleanup(func() {
 		if err := CleanupDataplane(pins); err != nil {

@@ -9,24 +9,17 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
-	"golang.org/x/sys/unix"
+
+	"github.com/peerd/peerd/internal/netutil"
 )
 
 // ownNetnsCookie is the cookie of the calling thread's network namespace
 // (the dataplane's: connects from there are the host's), read from a
-// throwaway socket (SO_NETNS_COOKIE, Linux >= 5.14).
+// throwaway socket (netutil.CurrentNetnsCookie: SO_NETNS_COOKIE, Linux >= 5.14).
 func ownNetnsCookie() (uint64, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	c, err := netutil.CurrentNetnsCookie()
 	if err != nil {
-		fd, err = unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("netns cookie of the dataplane's namespace: socket: %w", err)
-	}
-	defer unix.Close(fd)
-	c, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
-	if err != nil {
-		return 0, fmt.Errorf("netns cookie of the dataplane's namespace (SO_NETNS_COOKIE needs Linux >= 5.14): %w", notSupported(errors.Join(err, ebpf.ErrNotSupported)))
+		return 0, fmt.Errorf("netns cookie of the dataplane's namespace: %w", notSupported(errors.Join(err, ebpf.ErrNotSupported)))
 	}
 	return c, nil
 }

@@ -32,15 +32,7 @@ func TestServiceOfRealNestedCgroup(t *testing.T) {
 	base := testutil.NewCgroup(t)
 	root := filepath.Join(base, "kubepods")
 	pod := filepath.Join(root, "burstable", "pod"+podUID)
-	ctr := filepath.Join(pod, "ctr")
-	if err := os.MkdirAll(ctr, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for d := ctr; d != base; d = filepath.Dir(d) {
-			_ = os.Remove(d)
-		}
-	})
+	ctr := testutil.NewSubCgroup(t, base, filepath.Join("kubepods", "burstable", "pod"+podUID, "ctr"))
 	fd, err := syscall.Open(ctr, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -112,15 +104,7 @@ func BenchmarkServiceOfCgroup(b *testing.B) {
 	}
 	base := testutil.NewCgroup(b)
 	root := filepath.Join(base, "kubepods")
-	ctr := filepath.Join(root, "burstable", "pod"+podUID, "ctr")
-	if err := os.MkdirAll(ctr, 0o755); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		for d := ctr; d != base; d = filepath.Dir(d) {
-			_ = os.Remove(d)
-		}
-	})
+	ctr := testutil.NewSubCgroup(b, base, filepath.Join("kubepods", "burstable", "pod"+podUID, "ctr"))
 	var svcs []*state.Service
 	for i := range 49 {
 		svcs = append(svcs, svc(fmt.Sprintf("s-%d", i), fmt.Sprintf("s%d", i), PodUIDMeta, fmt.Sprintf("00000000-0000-0000-0000-%012d", i)))

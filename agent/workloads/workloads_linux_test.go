@@ -3,7 +3,6 @@ package workloads
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -153,23 +152,6 @@ type container struct {
 	h     *netns.Handle
 	// cookie of its namespace.
 	cookie uint64
-}
-
-func subCgroup(t *testing.T, parent, name string) string {
-	t.Helper()
-	dir := filepath.Join(parent, name)
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for i := 0; i < 100; i++ {
-			if err := os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	})
-	return dir
 }
 
 func startContainer(t *testing.T, cgroup string) *container {
@@ -337,7 +319,7 @@ func TestManagerOpensListenersInsideWorkloadNamespaces(t *testing.T) {
 	// The loopback comes up just after the process starts (as with a
 	// runtime); a rescan picks up what could not be opened before.
 	r := startRig(t, 200*time.Millisecond)
-	a, b := subCgroup(t, r.root, "pod-a"), subCgroup(t, r.root, "pod-b")
+	a, b := tu.NewSubCgroup(t, r.root, "pod-a"), tu.NewSubCgroup(t, r.root, "pod-b")
 	r.own(t, a, "web", l7proxy.Upstream{Caller: "web", DestinationName: "db", BindAddr: "127.0.0.1:9191"})
 	r.own(t, b, "api", l7proxy.Upstream{Caller: "api", DestinationName: "cache", BindAddr: "127.0.0.1:9292"})
 	ca, cb := startContainer(t, a), startContainer(t, b)
@@ -427,7 +409,7 @@ func TestManagerOpensListenersInsideWorkloadNamespaces(t *testing.T) {
 // makes the manager find it at once.
 func TestManagerReactsToRefusalEvents(t *testing.T) {
 	r := startRig(t, time.Hour)
-	a := subCgroup(t, r.root, "pod")
+	a := tu.NewSubCgroup(t, r.root, "pod")
 	first := startContainer(t, a)
 	tu.WaitFor(t, 10*time.Second, "the first namespace ready", func() bool { return r.dp.isReady(first.cookie) })
 	second := startContainer(t, a)
@@ -451,7 +433,7 @@ func TestManagerReactsToRefusalEvents(t *testing.T) {
 // brings the mark back, without a rescan interval's wait.
 func TestManagerRemarksAClearedNamespace(t *testing.T) {
 	r := startRig(t, time.Hour)
-	a := subCgroup(t, r.root, "pod")
+	a := tu.NewSubCgroup(t, r.root, "pod")
 	c := startContainer(t, a)
 	tu.WaitFor(t, 10*time.Second, "the namespace ready", func() bool { return r.dp.isReady(c.cookie) })
 	if err := r.dp.DeleteWorkloadNetns(c.cookie); err != nil { // as the old process does
@@ -466,7 +448,7 @@ func TestManagerRemarksAClearedNamespace(t *testing.T) {
 // is logged, counted and retried until it is free, never fatal.
 func TestManagerIPv4OnlyNamespace(t *testing.T) {
 	r := startRig(t, 100*time.Millisecond)
-	a := subCgroup(t, r.root, "pod")
+	a := tu.NewSubCgroup(t, r.root, "pod")
 	r.own(t, a, "web", l7proxy.Upstream{Caller: "web", DestinationName: "db", BindAddr: "127.0.0.1:9191"})
 	// Set up outside the captured tree, then moved in, as a runtime
 	// would place a prepared process.

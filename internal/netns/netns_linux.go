@@ -11,6 +11,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/peerd/peerd/internal/netutil"
 )
 
 // Handle is an open network namespace.
@@ -82,16 +84,9 @@ func (h *Handle) Cookie() (uint64, error) {
 		return c, nil
 	}
 	err := h.Do(func() error {
-		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("socket: %w", err)
-		}
-		defer unix.Close(fd)
-		c, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
-		if err != nil {
-			return fmt.Errorf("SO_NETNS_COOKIE (needs Linux >= 5.14): %w", err)
-		}
-		return nil
+		var err error
+		c, err = netutil.CurrentNetnsCookie()
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("cookie of network namespace %s: %w", h.path, err)

@@ -28,3 +28,19 @@ func NetnsCookie(c syscall.Conn) (uint64, error) {
 	}
 	return cookie, nil
 }
+
+// CurrentNetnsCookie is the cookie of the calling thread's network
+// namespace, read from a throwaway socket made there (lock the OS thread
+// first when it matters which namespace that is).
+func CurrentNetnsCookie() (uint64, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("netns cookie: socket: %w", err)
+	}
+	defer unix.Close(fd)
+	c, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+	if err != nil {
+		return 0, fmt.Errorf("netns cookie (SO_NETNS_COOKIE needs Linux >= 5.14): %w", err)
+	}
+	return c, nil
+}

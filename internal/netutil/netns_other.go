@@ -12,3 +12,8 @@ import (
 func NetnsCookie(syscall.Conn) (uint64, error) {
 	return 0, fmt.Errorf("netns cookie on %s: %w", runtime.GOOS, ErrNotSupported)
 }
+
+// CurrentNetnsCookie needs Linux.
+func CurrentNetnsCookie() (uint64, error) {
+	return 0, fmt.Errorf("netns cookie on %s: %w", runtime.GOOS, ErrNotSupported)
+}

@@ -96,13 +96,42 @@ func NewCgroup(tb testing.TB) string {
 				_ = os.WriteFile(filepath.Join(home, "cgroup.procs"), []byte(pid), 0)
 			}
 		}
-		for i := 0; i < 50; i++ {
-			if err := os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		tb.Errorf("could not remove cgroup %s", dir)
+		removeCgroupDir(tb, dir)
 	})
 	return dir
+}
+
+// NewSubCgroup creates parent/rel (rel may be nested, e.g.
+// "kubepods/burstable/pod<uid>/ctr") for tb and removes what it created
+// afterwards, deepest first and before parent's own cleanup (retrying
+// while the last processes leave). It returns the full path.
+func NewSubCgroup(tb testing.TB, parent, rel string) string {
+	tb.Helper()
+	dir := filepath.Join(parent, rel)
+	var made []string
+	for d := dir; d != parent && d != filepath.Dir(d); d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		}
+		made = append(made, d)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		tb.Fatalf("create cgroup %s: %v", dir, err)
+	}
+	tb.Cleanup(func() {
+		for _, d := range made {
+			removeCgroupDir(tb, d)
+		}
+	})
+	return dir
+}
+
+func removeCgroupDir(tb testing.TB, dir string) {
+	for i := 0; i < 100; i++ {
+		if err := os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	tb.Errorf("could not remove cgroup %s", dir)
 }
