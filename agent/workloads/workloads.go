@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/go-memdb"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/peerd/peerd/internal/cgroupfs"
 	"github.com/peerd/peerd/internal/netns"
 	"github.com/peerd/peerd/l7proxy"
 )
@@ -163,7 +164,7 @@ func New(cfg Config) (*Manager, error) {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.CgroupID == nil {
-		cfg.CgroupID = inodeOf
+		cfg.CgroupID = cgroupfs.ID
 	}
 	m := &Manager{cfg: cfg, log: cfg.Logger.With("component", "workloads"), nss: map[uint64]*workload{}}
 	m.m = metrics{
@@ -200,18 +201,6 @@ func CheckAddr(addr string) error {
 		return fmt.Errorf("address %q: port %q is not 1-65535", addr, port)
 	}
 	return nil
-}
-
-func inodeOf(path string) (uint64, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return 0, fmt.Errorf("cgroup id of %s: %w", path, err)
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return 0, fmt.Errorf("cgroup id of %s: no inode", path)
-	}
-	return st.Ino, nil
 }
 
 // Run manages the namespaces until ctx ends, then releases them all. It

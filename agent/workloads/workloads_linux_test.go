@@ -22,6 +22,7 @@ import (
 
 	"github.com/peerd/peerd/agent/dns"
 	"github.com/peerd/peerd/catalog/state"
+	"github.com/peerd/peerd/internal/cgroupfs"
 	"github.com/peerd/peerd/internal/netns"
 	tu "github.com/peerd/peerd/internal/testutil"
 	"github.com/peerd/peerd/l7proxy"
@@ -305,7 +306,7 @@ func (r *rig) status(cookie uint64) (NamespaceStatus, bool) {
 
 func (r *rig) own(t *testing.T, cgroup, service string, ups ...l7proxy.Upstream) {
 	t.Helper()
-	id, err := inodeOf(cgroup)
+	id, err := cgroupfs.ID(cgroup)
 	if err != nil {
 		t.Fatal(err)
 	}
