@@ -232,6 +232,7 @@ func (c *Cluster) Start() error {
 	if c.cfg.TLS != nil && c.store == nil {
 		c.cfg.TLS.SetRevoked(c.NodeRevoked)
 	}
+	c.startRejoin()
 	c.wg.Add(2)
 	go func() { defer c.wg.Done(); c.joinLoop() }()
 	go func() { defer c.wg.Done(); c.keyringMessages() }()
