@@ -35,7 +35,10 @@ type Config struct {
 	// longer than HeartbeatTimeout.
 	StaleStreamTimeout time.Duration
 	// ReconnectMin and ReconnectMax bound the dialer's exponential backoff
-	// (with full jitter) between stream attempts. Zero values: 250 ms, 1 m.
+	// (with full jitter) between stream attempts. Zero values: 250 ms, 5 s:
+	// after a partition heals, the stream is back within seconds (the fault
+	// suite's bound is 10 s), and full jitter spreads the redials of many
+	// peerings over the 5 s instead of sending them at once.
 	ReconnectMin time.Duration
 	ReconnectMax time.Duration
 	// MaxMessageBytes is the largest message the stream sends; larger
@@ -98,7 +101,7 @@ func DefaultConfig() Config {
 		HeartbeatInterval: 15 * time.Second,
 		HeartbeatTimeout:  2 * time.Minute,
 		ReconnectMin:      250 * time.Millisecond,
-		ReconnectMax:      time.Minute,
+		ReconnectMax:      5 * time.Second,
 		MaxMessageBytes:   4 << 20,
 		PurgeBatch:        128,
 		Quotas:            DefaultQuotas(),

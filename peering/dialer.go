@@ -12,7 +12,9 @@ import (
 
 	"github.com/hashicorp/go-memdb"
 	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/peerd/peerd/catalog/state"
 	"github.com/peerd/peerd/peering/pbpeerstream"
@@ -144,6 +146,16 @@ func dialAddresses(p *state.Peering) []string {
 	return out
 }
 
+// The dialer's keepalive: a ping after dialerKeepaliveTime without
+// traffic (not below the acceptor's enforcement MinTime, 10 s), and the
+// connection closed if it is not answered within dialerKeepaliveTimeout.
+// dialerConnectTimeout bounds one TCP+TLS connect.
+const (
+	dialerKeepaliveTime    = 10 * time.Second
+	dialerKeepaliveTimeout = 5 * time.Second
+	dialerConnectTimeout   = 3 * time.Second
+)
+
 // backoff is the wait before attempt n (0-based): full jitter over an
 // exponential bound between ReconnectMin and ReconnectMax.
 func (s *Server) backoff(n int) time.Duration {
@@ -248,6 +260,14 @@ func (s *Server) dialOnce(ctx context.Context, p *state.Peering, addr string, ta
 	conn, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(grpcMaxMessageBytes), grpc.MaxCallRecvMsgSize(grpcMaxMessageBytes)),
+		// A link that silently drops everything (a WAN partition: no RST,
+		// no ICMP) leaves TCP retransmitting with a doubling timeout: after
+		// the heal the stream would sit idle until the next retransmit,
+		// 10 s or more. A ping unanswered for dialerKeepaliveTimeout closes
+		// the connection instead, and dialLoop redials; a connect attempt
+		// hanging on a lost SYN is given up after dialerConnectTimeout.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: dialerKeepaliveTime, Timeout: dialerKeepaliveTimeout}),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: grpcbackoff.DefaultConfig, MinConnectTimeout: dialerConnectTimeout}),
 	)
 	if err != nil {
 		return false, fmt.Errorf("dial %s: %w", addr, err)
