@@ -1,0 +1,477 @@
+//go:build linux
+
+package e2e
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/peerd/peerd/internal/testutil"
+)
+
+var e2eProfile = flag.String("e2e.profile", "short",
+	"fault suite profile: short (a few faults, short windows: CI and make test) or full (every fault, 60 s WAN windows: make e2e)")
+
+// Convergence bounds: after a heal every check must pass within these.
+const (
+	convergeBound    = 5 * time.Second
+	convergeBoundWAN = 10 * time.Second
+	// convergeWait is how long the suite keeps checking past the bound,
+	// to report how long convergence did take.
+	convergeWait = 60 * time.Second
+	// replicationAllowance: a write acknowledged this recently may not
+	// have reached a healthy follower yet; older ones must have.
+	replicationAllowance = time.Second
+	// settle is the quiet time between one fault's convergence and the
+	// next fault.
+	settle = 3 * time.Second
+)
+
+// suite is the running fault suite: two clusters, the WAN between them,
+// the workload and the history the checker reads.
+type suite struct {
+	t        *testing.T
+	ctx      context.Context
+	a, b     *cluster
+	wan      *wan
+	bins     suiteBinaries
+	requests *requestLog
+	report   report
+	lastEnd  time.Time // end of the previous fault's window
+}
+
+// fault is one fault of the suite: inject it, return the instant it hit
+// and the instant it healed.
+type fault struct {
+	name   string
+	budget requestBudget
+	bound  time.Duration
+	short  bool // in the short profile too
+	run    func(s *suite) (hit, healed time.Time, err error)
+}
+
+// TestFaultSuite is make e2e: two clusters of 3 servers and 1 client, each
+// node a real peerd in its own network namespace, each cluster on a
+// bridge, the bridges joined by a WAN the suite impairs. While writers
+// register and flip instances in both clusters (each cluster's instances
+// exported to the other) and a's client calls billing in b at 40
+// requests a second, the suite injects one fault at a time, heals it and
+// checks: no acknowledged write lost on any server, every import equal
+// to its export, both peerings ACTIVE, within the bound; and counts the
+// failed requests of each fault's window against its budget. It prints a
+// table and one summary line.
+func TestFaultSuite(t *testing.T) {
+	testutil.RequireRoot(t, "creates network namespaces, veth pairs, bridges and TUN devices")
+	full := *e2eProfile == "full"
+	if *e2eProfile != "short" && !full {
+		t.Fatalf("-e2e.profile=%q: want short or full", *e2eProfile)
+	}
+	if testing.Short() {
+		t.Skip("runs eight peerd processes for minutes: skipped with -short")
+	}
+	becomeSubreaper(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+
+	setupStart := time.Now()
+	bins := buildSuiteBinaries(t)
+	la, lb := newLAN(t, "198.18.10."), newLAN(t, "198.18.20.")
+	w := newWAN(t, la, lb)
+	a := startCluster(ctx, t, bins, "a", la)
+	b := startCluster(ctx, t, bins, "b", lb)
+	peerClusters(ctx, t, a, b)
+	setUpServices(ctx, t, a, b)
+	t.Logf("set-up: two clusters of 3+1 nodes, peered, billing reachable from web, in %v", time.Since(setupStart).Round(time.Second))
+
+	s := &suite{t: t, ctx: ctx, a: a, b: b, wan: w, bins: bins, requests: &requestLog{}}
+	wctx, stopWork := context.WithCancel(ctx)
+	var wg, reqs sync.WaitGroup
+	for _, c := range []*cluster{a, b} {
+		wg.Add(1)
+		go func() { defer wg.Done(); runWriter(wctx, c, 150*time.Millisecond) }()
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); runTraffic(wctx, a, s.requests, &reqs) }()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			stopWork()
+			wg.Wait()
+			reqs.Wait()
+		}
+	}
+	defer stop()
+
+	// A quiet window first: the workload alone must lose nothing and
+	// fail no request.
+	s.lastEnd = time.Now()
+	s.run(fault{name: "none (steady workload, 10 s)", budget: noFailures, bound: convergeBound, short: true,
+		run: func(s *suite) (time.Time, time.Time, error) {
+			time.Sleep(10 * time.Second)
+			now := time.Now()
+			return now, now, nil
+		}})
+	wanWindow := 15 * time.Second
+	if full {
+		wanWindow = 60 * time.Second
+	}
+	for _, f := range faults(wanWindow) {
+		if !full && !f.short {
+			s.report.Rows = append(s.report.Rows, faultResult{Name: f.name, Skipped: "full profile only (make e2e)"})
+			continue
+		}
+		s.run(f)
+	}
+	stop()
+	t.Logf("fault suite (%s profile), %d writes acknowledged in all, %d packets dropped by the WAN:\n%s\n%s",
+		*e2eProfile, a.writes.ackedBetween(time.Time{}, time.Now())+b.writes.ackedBetween(time.Time{}, time.Now()),
+		w.dropped.Load(), s.report.table(), s.report.summary())
+	fmt.Fprintf(os.Stdout, "\n%s%s\n", s.report.table(), s.report.summary())
+	for _, p := range s.report.problems() {
+		t.Error(p)
+	}
+}
+
+// faults is the suite's list, in order. wanWindow is how long the WAN
+// stays cut or impaired.
+func faults(wanWindow time.Duration) []fault {
+	killLeader := func(pick func(*suite) *cluster) func(s *suite) (time.Time, time.Time, error) {
+		return func(s *suite) (time.Time, time.Time, error) {
+			c := pick(s)
+			l, err := c.leader(s.ctx)
+			if err != nil {
+				return time.Time{}, time.Time{}, err
+			}
+			l.kill()
+			hit := time.Now()
+			s.t.Logf("  killed %s (leader of %s)", l.name, c.name)
+			if err := s.waitNewLeader(c, l); err != nil {
+				return hit, time.Now(), err
+			}
+			healed := time.Now()
+			return hit, healed, l.start()
+		}
+	}
+	return []fault{
+		{name: "kill -9 a's leader", budget: inFlightOnly, bound: convergeBound, short: true,
+			run: killLeader(func(s *suite) *cluster { return s.a })},
+		{name: "kill -9 b's leader", budget: inFlightOnly, bound: convergeBound,
+			run: killLeader(func(s *suite) *cluster { return s.b })},
+		{name: "SIGSTOP b's leader 5 s", budget: inFlightOnly, bound: convergeBound,
+			run: func(s *suite) (time.Time, time.Time, error) {
+				l, err := s.b.leader(s.ctx)
+				if err != nil {
+					return time.Time{}, time.Time{}, err
+				}
+				if err := l.signal(syscall.SIGSTOP); err != nil {
+					return time.Time{}, time.Time{}, err
+				}
+				hit := time.Now()
+				time.Sleep(5 * time.Second) // 5× the election timeout
+				return hit, time.Now(), l.signal(syscall.SIGCONT)
+			}},
+		{name: "a's leader cut from its LAN 15 s", budget: inFlightOnly, bound: convergeBound,
+			run: func(s *suite) (time.Time, time.Time, error) {
+				l, err := s.a.leader(s.ctx)
+				if err != nil {
+					return time.Time{}, time.Time{}, err
+				}
+				if err := s.a.lan.setLink(l.host, false); err != nil {
+					return time.Time{}, time.Time{}, err
+				}
+				hit := time.Now()
+				time.Sleep(15 * time.Second)
+				return hit, time.Now(), s.a.lan.setLink(l.host, true)
+			}},
+		{name: fmt.Sprintf("WAN cut %v", wanWindow), budget: whileCut, bound: convergeBoundWAN, short: true,
+			run: func(s *suite) (time.Time, time.Time, error) {
+				s.wan.set(impairment{cut: true})
+				hit := time.Now()
+				time.Sleep(wanWindow)
+				s.wan.set(impairment{})
+				return hit, time.Now(), nil
+			}},
+		{name: fmt.Sprintf("WAN 10%% loss, 100ms delay %v", wanWindow), budget: whileCut, bound: convergeBound, short: true,
+			run: func(s *suite) (time.Time, time.Time, error) {
+				s.wan.set(impairment{loss: 0.10, delay: 100 * time.Millisecond})
+				hit := time.Now()
+				time.Sleep(wanWindow)
+				s.wan.set(impairment{})
+				return hit, time.Now(), nil
+			}},
+		{name: "rolling restart of every node", budget: noFailures, bound: convergeBound,
+			run: func(s *suite) (time.Time, time.Time, error) {
+				hit := time.Now()
+				return hit, time.Now(), s.rollingRestart()
+			}},
+		{name: "CA rotation in a, then in b", budget: noFailures, bound: convergeBound, short: true,
+			run: func(s *suite) (time.Time, time.Time, error) {
+				hit := time.Now()
+				for _, c := range []*cluster{s.a, s.b} {
+					if err := c.servers[0].do(s.ctx, "POST", "/v1/connect/ca/rotate", nil, nil); err != nil {
+						return hit, time.Now(), fmt.Errorf("rotate %s's CA: %w", c.name, err)
+					}
+					s.t.Logf("  rotated %s's CA", c.name)
+					time.Sleep(5 * time.Second) // leaves renew meanwhile, under traffic
+				}
+				return hit, time.Now(), nil
+			}},
+		{name: "reload, new binary: a's client", budget: noFailures, bound: convergeBound, short: true,
+			run: func(s *suite) (time.Time, time.Time, error) {
+				hit := time.Now()
+				return hit, time.Now(), s.reloadNewBinary(s.a.client)
+			}},
+		{name: "reload, new binary: b's client", budget: noFailures, bound: convergeBound,
+			run: func(s *suite) (time.Time, time.Time, error) {
+				hit := time.Now()
+				return hit, time.Now(), s.reloadNewBinary(s.b.client)
+			}},
+	}
+}
+
+// run injects f, waits for convergence and records its row.
+func (s *suite) run(f fault) {
+	s.t.Logf("fault: %s", f.name)
+	row := faultResult{Name: f.name, Bound: f.bound, Budget: f.budget}
+	hit, healed, err := f.run(s)
+	if err != nil {
+		row.Unhealthy = "the fault itself: " + err.Error()
+	}
+	conv, lost, stale := s.converge(healed, f.bound)
+	row.Converge, row.Lost, row.Stale = conv, len(lost), stale
+	end := time.Now()
+	if conv >= 0 {
+		end = healed.Add(conv)
+	}
+	row.Acked = s.a.writes.ackedBetween(s.lastEnd, end) + s.b.writes.ackedBetween(s.lastEnd, end)
+	// Requests sent before the window's end: those still running finish
+	// within requestLimit.
+	time.Sleep(time.Until(end.Add(requestLimit + 500*time.Millisecond)))
+	failed, total, inFlight := s.requests.between(s.lastEnd, end, hit)
+	row.Failed, row.Total = failed, total
+	switch f.budget {
+	case inFlightOnly:
+		row.Allowed = inFlight
+	case whileCut:
+		// Sent before the heal (and up to one request time before the
+		// hit): the cut or the loss may fail them. None sent after.
+		row.Allowed, _, _ = s.requests.between(hit.Add(-requestLimit), healed.Add(time.Second), hit)
+		row.Allowed = min(row.Allowed, failed)
+	}
+	if failed > 0 {
+		row.Details = s.requests.failures(s.lastEnd, end, 5)
+	}
+	s.report.Rows = append(s.report.Rows, row)
+	verdict := "ok"
+	if p := row.problems(); len(p) > 0 {
+		verdict = strings.Join(p, "; ")
+	}
+	s.t.Logf("  converged in %v; %d acked writes, %d lost, %d stale, %d/%d requests failed: %s", conv.Round(10*time.Millisecond),
+		row.Acked, row.Lost, row.Stale, failed, total, verdict)
+	for _, l := range lost {
+		s.t.Logf("  lost: %s", l)
+	}
+	for _, d := range row.Details {
+		s.t.Logf("  failed request: %s", d)
+	}
+	s.lastEnd = end
+	time.Sleep(settle)
+}
+
+// converge checks, every 100 ms from healed, that every server holds
+// every acknowledged write, every import equals its export and both
+// peerings are ACTIVE. It returns the time that took (-1 if not within
+// convergeWait), the writes lost on some server at the end, and the
+// import differences left at the bound.
+func (s *suite) converge(healed time.Time, bound time.Duration) (time.Duration, []string, int) {
+	staleAtBound := -1
+	var lost, stale []string
+	var last error
+	for {
+		lost, stale, last = s.check()
+		now := time.Now()
+		if last == nil && len(lost) == 0 && len(stale) == 0 {
+			if staleAtBound < 0 {
+				staleAtBound = 0
+			}
+			return now.Sub(healed), nil, staleAtBound
+		}
+		if staleAtBound < 0 && now.Sub(healed) > bound {
+			staleAtBound = len(stale)
+		}
+		if now.Sub(healed) > convergeWait {
+			s.t.Logf("  not converged after %v: %v; %d lost, stale: %v", convergeWait, last, len(lost), firstN(stale, 5))
+			return -1, lost, max(staleAtBound, 0)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func firstN(ss []string, n int) []string { return ss[:min(n, len(ss))] }
+
+// check is one convergence check (see converge). err says what could
+// not be read or is not ACTIVE.
+func (s *suite) check() (lost, stale []string, err error) {
+	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+	defer cancel()
+	cutoff := time.Now().Add(-replicationAllowance)
+	for _, c := range []*cluster{s.a, s.b} {
+		exp := c.writes.expected(cutoff)
+		for _, n := range c.servers {
+			view, err := instanceView(ctx, n, c.service, "", true)
+			if err != nil {
+				return nil, nil, err
+			}
+			for _, l := range lostWrites(exp, view) {
+				lost = append(lost, n.name+": "+l)
+			}
+		}
+	}
+	if len(lost) > 0 {
+		return lost, nil, nil
+	}
+	for _, pair := range [][2]*cluster{{s.a, s.b}, {s.b, s.a}} {
+		exporter, importer := pair[0], pair[1]
+		before, err := instanceView(ctx, exporter.servers[0], exporter.service, "", false)
+		if err != nil {
+			return nil, nil, err
+		}
+		var diffs []string
+		for _, n := range importer.servers {
+			view, err := instanceView(ctx, n, exporter.service, exporter.peerName, true)
+			if err != nil {
+				return nil, nil, err
+			}
+			for _, d := range staleImports(before, view) {
+				diffs = append(diffs, n.name+": "+d)
+			}
+		}
+		after, err := instanceView(ctx, exporter.servers[0], exporter.service, "", false)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(staleImports(before, after)) > 0 {
+			// The export changed while the importers were read: not a
+			// verdict either way; the next check decides.
+			return nil, nil, fmt.Errorf("%s's %s changed during the check", exporter.name, exporter.service)
+		}
+		stale = append(stale, diffs...)
+	}
+	return nil, stale, peeringsActive(ctx, s.a, s.b)
+}
+
+// waitNewLeader waits until a server other than old leads c.
+func (s *suite) waitNewLeader(c *cluster, old *node) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if l, err := c.leader(s.ctx); err == nil && l != old {
+			s.t.Logf("  %s leads %s", l.name, c.name)
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("%s: no new leader within 30 s", c.name)
+}
+
+// rollingRestart restarts every node one at a time, as an operator rolls
+// an upgrade: each server with SIGTERM and a new start (systemctl
+// restart), waiting for its cluster to be healthy again before the next;
+// then the two clients, which carry the traffic, with a reload (systemctl
+// reload), which hands their listeners over without a gap.
+func (s *suite) rollingRestart() error {
+	for _, c := range []*cluster{s.a, s.b} {
+		for _, n := range c.servers {
+			if err := n.stop(30 * time.Second); err != nil {
+				return err
+			}
+			if err := n.start(); err != nil {
+				return fmt.Errorf("start %s again: %w", n.name, err)
+			}
+			if err := waitFor(60*time.Second, c.healthy(s.ctx)); err != nil {
+				return fmt.Errorf("after restarting %s: %w", n.name, err)
+			}
+			s.t.Logf("  restarted %s", n.name)
+		}
+	}
+	for _, n := range []*node{s.a.client, s.b.client} {
+		if err := n.reload(s.ctx); err != nil {
+			return err
+		}
+		s.t.Logf("  reloaded %s", n.name)
+	}
+	return nil
+}
+
+// reloadNewBinary installs the other build at n's binary path and sends
+// SIGHUP; the node must then serve with that build's version.
+func (s *suite) reloadNewBinary(n *node) error {
+	var self struct{ Config struct{ Version string } }
+	if err := n.getJSON(s.ctx, "/v1/agent/self", &self); err != nil {
+		return err
+	}
+	next, want := s.bins.v2, versionV2
+	if self.Config.Version == versionV2 {
+		next, want = s.bins.v1, versionV1
+	}
+	if err := installBinary(next, n.bin); err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := n.reload(s.ctx); err != nil {
+		return err
+	}
+	if err := n.getJSON(s.ctx, "/v1/agent/self", &self); err != nil {
+		return err
+	}
+	if self.Config.Version != want {
+		return fmt.Errorf("%s serves version %q after the reload, want %q", n.name, self.Config.Version, want)
+	}
+	s.t.Logf("  %s reloaded into %s in %v", n.name, want, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// waitFor polls f every 200 ms until it succeeds or timeout passes.
+func waitFor(timeout time.Duration, f func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// setLink sets h's end of its veth pair, on the bridge, up or down: down
+// cuts the host off its LAN (and the WAN) without touching its process.
+func (l *lan) setLink(h *host, up bool) error {
+	var err error
+	l.ns.Run(func() {
+		var link netlink.Link
+		if link, err = netlink.LinkByName("v-" + h.name); err != nil {
+			return
+		}
+		if up {
+			err = netlink.LinkSetUp(link)
+		} else {
+			err = netlink.LinkSetDown(link)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("set %s's link up=%v: %w", h.name, up, err)
+	}
+	return nil
+}
