@@ -36,24 +36,38 @@ func (g *gateway) serveH1(tc *tls.Conn, ci *connInfo) {
 	if idle == 0 {
 		idle = 5 * time.Minute
 	}
-	var waiting atomic.Bool
+	// A drain closes connections idle between requests at once. A new
+	// connection (its handshake done, its first request not read yet) is
+	// not idle: its caller sent it to be served, so it gets
+	// ReadHeaderTimeout to send that request, as net/http's Shutdown
+	// lets a new connection be.
+	var waiting, first atomic.Bool
+	first.Store(true)
 	stop := context.AfterFunc(p.draining, func() {
-		if waiting.Load() {
+		switch {
+		case first.Load():
+			_ = tc.SetReadDeadline(time.Now().Add(p.cfg.ReadHeaderTimeout))
+		case waiting.Load():
 			_ = tc.SetReadDeadline(time.Unix(1, 0))
 		}
 	})
 	defer stop()
 	for {
 		waiting.Store(true)
-		if p.draining.Err() != nil {
+		if p.draining.Err() != nil && !first.Load() {
 			return
 		}
-		_ = tc.SetReadDeadline(time.Now().Add(idle))
+		if p.draining.Err() != nil {
+			_ = tc.SetReadDeadline(time.Now().Add(p.cfg.ReadHeaderTimeout))
+		} else {
+			_ = tc.SetReadDeadline(time.Now().Add(idle))
+		}
 		if _, err := br.Peek(1); err != nil {
 			g.noRequest(tc, ci)
 			return
 		}
 		waiting.Store(false)
+		first.Store(false)
 		_ = tc.SetReadDeadline(time.Now().Add(p.cfg.ReadHeaderTimeout))
 		lim.n = int64(p.cfg.MaxHeaderBytes) + 4096
 		framing := peekFraming(br)

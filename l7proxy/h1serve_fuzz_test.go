@@ -30,6 +30,7 @@ import (
 type fuzzGateway struct {
 	addr   string
 	client *tls.Config
+	p      *Proxy
 }
 
 func startFuzzGateway(t testing.TB) *fuzzGateway {
@@ -115,7 +116,7 @@ func startFuzzGateway(t testing.TB) *fuzzGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &fuzzGateway{addr: ln.Addr().String(), client: &tls.Config{
+	g := &fuzzGateway{addr: ln.Addr().String(), p: p, client: &tls.Config{
 		ServerName:         identity.InternalSNI("billing", identity.DefaultNamespace, "dc1", td),
 		InsecureSkipVerify: true, // the gateway's leaf is not what is tested here
 		Certificates:       []tls.Certificate{{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}},

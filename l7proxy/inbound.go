@@ -104,6 +104,10 @@ type gateway struct {
 	http  *http.Server
 	infos sync.Map // *tls.Conn -> *connInfo
 	fwd   *forwarder
+	// handshaking counts connections between accept and their hand-off
+	// (to the HTTP server's queue or a serve loop): shutdown waits for
+	// them before it closes the queue, so a drain finishes them.
+	handshaking sync.WaitGroup
 }
 
 func newGateway(p *Proxy, ln net.Listener) *gateway {
@@ -155,6 +159,15 @@ func (g *gateway) serve() {
 
 func (g *gateway) shutdown(ctx context.Context) error {
 	g.ln.Close()
+	// Connections accepted before the close finish their handshake (each
+	// bounded by HandshakeTimeout) and are served: cancelling them would
+	// fail requests that a reload or a stop is meant to drain.
+	handshakes := make(chan struct{})
+	go func() { g.handshaking.Wait(); close(handshakes) }()
+	select {
+	case <-handshakes:
+	case <-ctx.Done():
+	}
 	g.queue.Close()
 	err := g.http.Shutdown(ctx)
 	if err != nil {
@@ -168,6 +181,23 @@ func (g *gateway) shutdown(ctx context.Context) error {
 // HandshakeTimeout) and hands it to the HTTP server or the TCP path.
 func (g *gateway) handle(raw net.Conn) {
 	p := g.p
+	// Tracked from accept on, so that a drain waits for the handshake
+	// too (Close cuts what is left at its deadline).
+	done, ok := p.track(raw)
+	if !ok {
+		raw.Close()
+		return
+	}
+	defer done()
+	g.handshaking.Add(1)
+	handedOff := false
+	handOff := func() {
+		if !handedOff {
+			handedOff = true
+			g.handshaking.Done()
+		}
+	}
+	defer handOff()
 	p.mark.MarkConn(raw)
 	hs := &handshake{}
 	tc := tls.Server(raw, &tls.Config{
@@ -208,6 +238,7 @@ func (g *gateway) handle(raw net.Conn) {
 	p.m.active.WithLabelValues(dirInbound, ci.service, ci.peer).Inc()
 	if configentry.L7Protocol(ci.protocol) && tc.ConnectionState().NegotiatedProtocol != "h2" {
 		defer p.m.active.WithLabelValues(dirInbound, ci.service, ci.peer).Dec()
+		handOff()
 		g.serveH1(tc, ci)
 		return
 	}
@@ -221,6 +252,7 @@ func (g *gateway) handle(raw net.Conn) {
 		return
 	}
 	defer p.m.active.WithLabelValues(dirInbound, ci.service, ci.peer).Dec()
+	handOff()
 	g.serveTCP(tc, ci)
 }
 
