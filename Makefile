@@ -70,9 +70,11 @@ fuzz:
 		done
 
 # Real peerd processes, each in a network namespace of its own, on bridges
-# the tests create (root; part of make test too).
+# the tests create (root). make test runs these too, with the fault suite's
+# short profile; here it runs the full one (every fault, 60 s WAN windows,
+# about 10 minutes) and prints its table and summary line.
 e2e:
-	$(GO) test -race -count=1 -v -timeout 20m ./e2e/...
+	$(GO) test -race -count=1 -v -timeout 40m ./e2e/... -e2e.profile=full
 
 demo: build
 	$(GO) build -o $(BIN)/demo-echo ./scripts/echo

@@ -38,8 +38,6 @@ type cluster struct {
 	service string // the service the writer registers instances of, exported to the other cluster
 }
 
-func (c *cluster) nodes() []*node { return append(slices.Clone(c.servers), c.client) }
-
 // suiteBinaries are the two builds of cmd/peerd the suite runs: every
 // node starts on the first; a reload with a new binary installs the
 // second (its version says which one serves).

@@ -308,6 +308,7 @@ func (s *suite) converge(healed time.Time, bound time.Duration) (time.Duration, 
 		}
 		if staleAtBound < 0 && now.Sub(healed) > bound {
 			staleAtBound = len(stale)
+			s.t.Logf("  not converged at the %v bound: %v; %d lost (%v), stale: %v", bound, last, len(lost), firstN(lost, 3), firstN(stale, 5))
 		}
 		if now.Sub(healed) > convergeWait {
 			s.t.Logf("  not converged after %v: %v; %d lost, stale: %v", convergeWait, last, len(lost), firstN(stale, 5))
