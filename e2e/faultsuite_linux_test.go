@@ -212,7 +212,8 @@ func faults(wanWindow time.Duration) []fault {
 		{name: "rolling restart of every node", budget: noFailures, bound: convergeBound,
 			run: func(s *suite) (time.Time, time.Time, error) {
 				hit := time.Now()
-				return hit, time.Now(), s.rollingRestart()
+				err := s.rollingRestart()
+				return hit, time.Now(), err
 			}},
 		{name: "CA rotation in a, then in b", budget: noFailures, bound: convergeBound, short: true,
 			run: func(s *suite) (time.Time, time.Time, error) {
@@ -229,12 +230,14 @@ func faults(wanWindow time.Duration) []fault {
 		{name: "reload, new binary: a's client", budget: noFailures, bound: convergeBound, short: true,
 			run: func(s *suite) (time.Time, time.Time, error) {
 				hit := time.Now()
-				return hit, time.Now(), s.reloadNewBinary(s.a.client)
+				err := s.reloadNewBinary(s.a.client)
+				return hit, time.Now(), err
 			}},
 		{name: "reload, new binary: b's client", budget: noFailures, bound: convergeBound,
 			run: func(s *suite) (time.Time, time.Time, error) {
 				hit := time.Now()
-				return hit, time.Now(), s.reloadNewBinary(s.b.client)
+				err := s.reloadNewBinary(s.b.client)
+				return hit, time.Now(), err
 			}},
 	}
 }
