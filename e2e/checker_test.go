@@ -169,6 +169,30 @@ func staleImports(exporter, importer map[string]instanceState) []string {
 	return diff
 }
 
+// staleImportsBetween is staleImports for an exporter that may have
+// changed while the importer was read: before and after are the
+// exporter's views read just before and just after the importer's. An
+// imported instance may show either state (it is mid-replication); one
+// that shows neither is stale, and so is one the exporter had unchanged
+// in both views and the importer does not.
+func staleImportsBetween(before, after, importer map[string]instanceState) []string {
+	ids := map[string]bool{}
+	for _, m := range []map[string]instanceState{before, after, importer} {
+		for id := range m {
+			ids[id] = true
+		}
+	}
+	var diff []string
+	for id := range ids {
+		got, b, a := importer[id], before[id], after[id]
+		if got != b && got != a {
+			diff = append(diff, fmt.Sprintf("%s: imported %s, exporter has %s (%s a moment before)", id, got, a, b))
+		}
+	}
+	sort.Strings(diff)
+	return diff
+}
+
 // request is one cross-peer HTTP request of the traffic workload.
 type request struct {
 	Start, End time.Time

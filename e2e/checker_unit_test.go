@@ -98,6 +98,29 @@ func TestCheckerFindsAStaleImport(t *testing.T) {
 	}
 }
 
+func TestCheckerAllowsAnExportChangingMidCheck(t *testing.T) {
+	before := map[string]instanceState{"w-1": passing, "w-2": passing}
+	after := map[string]instanceState{"w-1": warning, "w-2": passing, "w-3": passing}
+	for _, importer := range []map[string]instanceState{
+		{"w-1": passing, "w-2": passing},                 // as before
+		{"w-1": warning, "w-2": passing},                 // mid-replication
+		{"w-1": warning, "w-2": passing, "w-3": passing}, // as after
+	} {
+		if d := staleImportsBetween(before, after, importer); len(d) != 0 {
+			t.Fatalf("%v: differences %v, want none", importer, d)
+		}
+	}
+	for name, importer := range map[string]map[string]instanceState{
+		"an unchanged instance missing":      {"w-1": warning},
+		"a state the exporter never had":     {"w-1": passing, "w-2": warning},
+		"an instance the exporter never had": {"w-1": passing, "w-2": passing, "w-9": passing},
+	} {
+		if d := staleImportsBetween(before, after, importer); len(d) != 1 {
+			t.Errorf("%s: differences %v, want one", name, d)
+		}
+	}
+}
+
 func TestReportFailsAMissedTarget(t *testing.T) {
 	log := &requestLog{}
 	for i := range 10 {
