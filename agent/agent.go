@@ -786,6 +786,15 @@ func (a *Agent) HTTPSAddr() string {
 // GRPCAddr returns the address the gRPC server listens on.
 func (a *Agent) GRPCAddr() string { return a.grpcLn.Addr().String() }
 
+// GRPCTLSAddr returns the address of the TLS gRPC listener peers dial for
+// the peering stream ("" on a node without one).
+func (a *Agent) GRPCTLSAddr() string {
+	if a.grpcTLSLn == nil {
+		return ""
+	}
+	return a.grpcTLSLn.Addr().String()
+}
+
 // GatewayAddr returns the address the node's gateway listens on ("" when
 // it has none).
 func (a *Agent) GatewayAddr() string {

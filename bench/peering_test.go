@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -48,6 +50,9 @@ const (
 	targetImportAll     = 10 * time.Second
 	targetChangeP99     = 200 * time.Millisecond
 	targetDeltaVsSnapsh = 10.0
+	// Issue 15: a resync after a short cut with no changes costs at most
+	// 1% of a full sync's bytes.
+	targetResumeRatio = 0.01
 )
 
 // BenchmarkPeeringExport10kx10 exports 10,000 services of 10 instances each
@@ -68,6 +73,14 @@ const (
 //     {peer="a",direction="sent"} (protobuf size of every message B sent on
 //     the stream) from before the first change to after the last, divided
 //     by the 100 changes; it includes B's heartbeats (2 bytes every 15 s);
+//   - resume-bytes, resume-vs-fullsync-ratio, resume-ms: A dials B through
+//     a TCP relay (the token names it in ServerExternalAddresses); right
+//     after the full import, with no change made, the relay cuts every
+//     connection; the dialer reconnects and resubscribes with the digests
+//     of what it holds (initial_versions). resume-bytes is what B sent
+//     from the cut until the new stream has been quiet for 2 s, the ratio
+//     is that over the full sync's bytes, resume-ms from the cut to the
+//     resync done (the bytes settled), and every instance stays imported;
 //   - rss-per-leader-MB: the growth of this process's RSS (after a GC and
 //     debug.FreeOSMemory) from before both clusters started to after the
 //     full import, divided by two. B holds 100,000 local instances and A
@@ -123,8 +136,14 @@ func BenchmarkPeeringExport10kx10(b *testing.B) {
 		if err := put(client, bURL+"/v1/config", []byte(entry)); err != nil {
 			b.Fatalf("write exported-services at B: %v", err)
 		}
-		token, err := generateToken(client, bURL, "a")
+		// A dials B through a relay the benchmark can cut.
+		rel, err := newRelay(exp.GRPCTLSAddr())
 		if err != nil {
+			b.Fatal(err)
+		}
+		token, err := generateToken(client, bURL, "a", rel.addr())
+		if err != nil {
+			rel.close()
 			b.Fatal(err)
 		}
 		sent0, err := bytesSent(client, bURL, "a")
@@ -147,6 +166,13 @@ func BenchmarkPeeringExport10kx10(b *testing.B) {
 		}
 		rss1, heap1 := memoryNow()
 
+		resume, err := resumeAfterCut(client, bURL, rel, imp.Cluster().Store(), prefix)
+		rel.close()
+		if err != nil {
+			b.Fatalf("resume after a cut: %v; A: %s; B: %s", err, peeringState(client, aURL, "b"), peeringState(client, bURL, "a"))
+		}
+		fullSync := sent1 - sent0
+
 		res := healthChanges(b, client, exp, bURL, aURL, prefix)
 
 		b.ReportMetric(regRate, "register-instances/s")
@@ -160,6 +186,9 @@ func BenchmarkPeeringExport10kx10(b *testing.B) {
 		ratio := res.snapBytes / max(res.deltaBytes, 1)
 		b.ReportMetric(ratio, "delta-vs-snapshot-ratio")
 		b.ReportMetric((sent1-sent0)/peerServices, "fullsync-bytes-per-service")
+		b.ReportMetric(resume.bytes, "resume-bytes")
+		b.ReportMetric(resume.bytes/fullSync, "resume-vs-fullsync-ratio")
+		b.ReportMetric(ms(resume.took), "resume-ms")
 		rssPerLeader := -1.0
 		if rss0 > 0 && rss1 > 0 {
 			rssPerLeader = float64(rss1-rss0) / 2 / (1 << 20)
@@ -176,6 +205,8 @@ func BenchmarkPeeringExport10kx10(b *testing.B) {
 			percentile(res.afterAck, 50), percentile(res.afterAck, 99))
 		b.Logf("bytes per single-instance change: delta %.1f (mean over %d changes; model %.0f), full snapshot %.0f (model; on the wire during the full sync %.0f per service): snapshot/delta %.2f (target >= %.0f: %s)",
 			res.deltaBytes, peerChanges, res.deltaModel, res.snapBytes, (sent1-sent0)/peerServices, ratio, targetDeltaVsSnapsh, verdict(ratio >= targetDeltaVsSnapsh))
+		b.Logf("resume after a cut with no changes: B sent %.0f bytes (%.4f of the full sync's %.0f; target <= %.2f: %s), stream back and resynced in %s",
+			resume.bytes, resume.bytes/fullSync, fullSync, targetResumeRatio, verdict(resume.bytes/fullSync <= targetResumeRatio), resume.took.Round(time.Millisecond))
 		b.Logf("RSS per leader (process delta / 2): %.1f MB", rssPerLeader)
 
 		client.CloseIdleConnections()
@@ -214,8 +245,8 @@ func startPeeringDev(b *testing.B, name, dc string) *agent.Agent {
 
 // generateToken asks B for a token for peer, retrying while B's leader has
 // no CA yet.
-func generateToken(client *http.Client, url, peer string) (string, error) {
-	body, _ := json.Marshal(map[string]string{"PeerName": peer})
+func generateToken(client *http.Client, url, peer string, serverAddrs ...string) (string, error) {
+	body, _ := json.Marshal(map[string]any{"PeerName": peer, "ServerExternalAddresses": serverAddrs})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var out struct{ PeeringToken string }
@@ -597,4 +628,116 @@ func modelHealth(checks []*state.HealthCheck) (pbpeerstream.HealthStatus, string
 		}
 	}
 	return worst, output
+}
+
+// ---- the relay A dials B through ----
+
+// relay forwards TCP connections to target and can cut them all at once,
+// as a short network failure would.
+type relay struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+}
+
+func newRelay(target string) (*relay, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	r := &relay{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	go r.serve()
+	return r, nil
+}
+
+func (r *relay) addr() string { return r.ln.Addr().String() }
+
+func (r *relay) serve() {
+	for {
+		in, err := r.ln.Accept()
+		if err != nil {
+			return
+		}
+		out, err := net.DialTimeout("tcp", r.target, 5*time.Second)
+		if err != nil {
+			in.Close()
+			continue
+		}
+		r.mu.Lock()
+		r.conns[in], r.conns[out] = struct{}{}, struct{}{}
+		r.mu.Unlock()
+		for _, pair := range [][2]net.Conn{{in, out}, {out, in}} {
+			go func() {
+				_, _ = io.Copy(pair[0], pair[1])
+				pair[0].Close()
+				pair[1].Close()
+			}()
+		}
+	}
+}
+
+// cut closes every relayed connection (the listener stays: the dialer
+// reconnects through it).
+func (r *relay) cut() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for c := range r.conns {
+		c.Close()
+		delete(r.conns, c)
+	}
+}
+
+func (r *relay) close() {
+	r.ln.Close()
+	r.cut()
+}
+
+type resumeResult struct {
+	bytes float64
+	took  time.Duration
+}
+
+// resumeAfterCut cuts A's stream to B and measures B's bytes sent until
+// the resubscribed stream has been quiet for 2 s; A must still hold every
+// instance.
+func resumeAfterCut(client *http.Client, bURL string, rel *relay, aStore *state.Store, prefix string) (resumeResult, error) {
+	before, err := bytesSent(client, bURL, "a")
+	if err != nil {
+		return resumeResult{}, err
+	}
+	cut := time.Now()
+	rel.cut()
+	// The dialer reconnects through the relay or B's own address (it
+	// rotates through both): the resubscription is the first thing B
+	// sends on the new stream.
+	deadline := cut.Add(2 * time.Minute)
+	last := before
+	for last == before {
+		if time.Now().After(deadline) {
+			return resumeResult{}, errors.New("A did not resubscribe within 2 min of the cut")
+		}
+		time.Sleep(20 * time.Millisecond)
+		if last, err = bytesSent(client, bURL, "a"); err != nil {
+			return resumeResult{}, err
+		}
+	}
+	lastChange := time.Now()
+	for time.Since(lastChange) < 2*time.Second {
+		if time.Now().After(deadline) {
+			return resumeResult{}, errors.New("B's bytes sent did not settle within 2 min of the cut")
+		}
+		time.Sleep(100 * time.Millisecond)
+		now, err := bytesSent(client, bURL, "a")
+		if err != nil {
+			return resumeResult{}, err
+		}
+		if now != last {
+			last, lastChange = now, time.Now()
+		}
+	}
+	if _, err := waitImported(aStore, "b", prefix, cut, 10*time.Second); err != nil {
+		return resumeResult{}, fmt.Errorf("after the resync: %w", err)
+	}
+	return resumeResult{bytes: last - before, took: lastChange.Sub(cut)}, nil
 }
