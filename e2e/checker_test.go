@@ -245,6 +245,12 @@ func (l *requestLog) failures(from, to time.Time, n int) []string {
 	return out
 }
 
+// caughtUpBound bounds how long after a heal every server holds every
+// acknowledged write and an import equal to the export on its own: raft's
+// retry backoff for a follower it failed to reach reaches 10.24 s
+// (hashicorp/raft: 10 ms doubling, 12 rounds), plus a check's margin.
+const caughtUpBound = 12 * time.Second
+
 // requestBudget is which failed requests a fault may cost.
 type requestBudget int
 
@@ -265,8 +271,9 @@ type faultResult struct {
 	Acked     int           // writes acknowledged in the fault's window, both clusters
 	Lost      int           // acknowledged writes lost on some node, found after this fault
 	Stale     int           // import differences left at the convergence bound
-	Converge  time.Duration // heal to every check passing (-1: never, within the wait)
+	Converge  time.Duration // heal to the cluster views agreeing (-1: never, within the wait)
 	Bound     time.Duration // the target for Converge
+	CaughtUp  time.Duration // heal to every server agreeing on its own (-1: never, within the wait)
 	Failed    int           // requests failed, of Total, in the fault's window
 	Total     int
 	Allowed   int // of Failed, those the budget allows
@@ -295,6 +302,11 @@ func (r faultResult) problems() []string {
 		p = append(p, "never converged")
 	} else if r.Converge > r.Bound {
 		p = append(p, fmt.Sprintf("converged in %v, bound %v", r.Converge.Round(10*time.Millisecond), r.Bound))
+	}
+	if r.CaughtUp < 0 {
+		p = append(p, "a server never caught up")
+	} else if r.CaughtUp > caughtUpBound {
+		p = append(p, fmt.Sprintf("servers caught up in %v, bound %v", r.CaughtUp.Round(10*time.Millisecond), caughtUpBound))
 	}
 	if r.Failed > r.Allowed {
 		switch r.Budget {
@@ -335,22 +347,25 @@ func (r report) summary() string {
 // table renders the rows for people.
 func (r report) table() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-34s %7s %5s %6s %12s %8s %10s  %s\n", "fault", "acked", "lost", "stale", "converged in", "bound", "failed/req", "verdict")
+	fmt.Fprintf(&b, "%-34s %7s %5s %6s %12s %8s %10s %10s  %s\n", "fault", "acked", "lost", "stale", "converged in", "bound", "servers in", "failed/req", "verdict")
 	for _, row := range r.Rows {
 		if row.Skipped != "" {
 			fmt.Fprintf(&b, "%-34s %s\n", row.Name, "skipped: "+row.Skipped)
 			continue
 		}
-		conv := "never"
+		conv, caught := "never", "never"
 		if row.Converge >= 0 {
 			conv = row.Converge.Round(10 * time.Millisecond).String()
+		}
+		if row.CaughtUp >= 0 {
+			caught = row.CaughtUp.Round(10 * time.Millisecond).String()
 		}
 		verdict := "ok"
 		if p := row.problems(); len(p) > 0 {
 			verdict = "FAIL: " + strings.Join(p, "; ")
 		}
-		fmt.Fprintf(&b, "%-34s %7d %5d %6d %12s %8s %10s  %s\n", row.Name, row.Acked, row.Lost, row.Stale, conv, row.Bound,
-			fmt.Sprintf("%d/%d", row.Failed, row.Total), verdict)
+		fmt.Fprintf(&b, "%-34s %7d %5d %6d %12s %8s %10s %10s  %s\n", row.Name, row.Acked, row.Lost, row.Stale, conv, row.Bound,
+			caught, fmt.Sprintf("%d/%d", row.Failed, row.Total), verdict)
 	}
 	return b.String()
 }

@@ -135,7 +135,7 @@ func TestReportFailsAMissedTarget(t *testing.T) {
 	if failed != 1 || total != 10 || inFlight != 1 {
 		t.Fatalf("between: %d failed of %d, %d in flight, want 1 of 10, 1", failed, total, inFlight)
 	}
-	ok := faultResult{Name: "kill -9 a's leader", Acked: 40, Converge: 2 * time.Second, Bound: 5 * time.Second,
+	ok := faultResult{Name: "kill -9 a's leader", Acked: 40, Converge: 2 * time.Second, Bound: 5 * time.Second, CaughtUp: 3 * time.Second,
 		Failed: failed, Total: total, Allowed: inFlight, Budget: inFlightOnly}
 	rows := map[string]faultResult{"ok": ok}
 	lost := ok
@@ -147,6 +147,9 @@ func TestReportFailsAMissedTarget(t *testing.T) {
 	slow := ok
 	slow.Converge = 6 * time.Second
 	rows["slow"] = slow
+	lagging := ok
+	lagging.CaughtUp = 20 * time.Second
+	rows["a server trailing past its bound"] = lagging
 	restart := ok
 	restart.Budget, restart.Allowed = noFailures, 0
 	rows["failed request"] = restart

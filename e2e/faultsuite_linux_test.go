@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -250,11 +251,12 @@ func (s *suite) run(f fault) {
 	if err != nil {
 		row.Unhealthy = "the fault itself: " + err.Error()
 	}
-	conv, lost, stale := s.converge(healed, f.bound)
-	row.Converge, row.Lost, row.Stale = conv, len(lost), stale
+	c := s.converge(healed, f.bound)
+	row.Converge, row.CaughtUp, row.Lost, row.Stale = c.converged, c.caughtUp, len(c.lost), c.stale
+	lost, conv := c.lost, c.converged
 	end := time.Now()
-	if conv >= 0 {
-		end = healed.Add(conv)
+	if c.converged >= 0 && c.caughtUp >= 0 {
+		end = healed.Add(max(c.converged, c.caughtUp))
 	}
 	row.Acked = s.a.writes.ackedBetween(s.lastEnd, end) + s.b.writes.ackedBetween(s.lastEnd, end)
 	// Requests sent before the window's end: those still running finish
@@ -279,7 +281,7 @@ func (s *suite) run(f fault) {
 	if p := row.problems(); len(p) > 0 {
 		verdict = strings.Join(p, "; ")
 	}
-	s.t.Logf("  converged in %v; %d acked writes, %d lost, %d stale, %d/%d requests failed: %s", conv.Round(10*time.Millisecond),
+	s.t.Logf("  converged in %v, servers caught up in %v; %d acked writes, %d lost, %d stale, %d/%d requests failed: %s", conv.Round(10*time.Millisecond), c.caughtUp.Round(10*time.Millisecond),
 		row.Acked, row.Lost, row.Stale, failed, total, verdict)
 	for _, l := range lost {
 		s.t.Logf("  lost: %s", l)
@@ -291,31 +293,56 @@ func (s *suite) run(f fault) {
 	time.Sleep(settle)
 }
 
-// converge checks, every 100 ms from healed, that every server holds
-// every acknowledged write, every import equals its export and both
-// peerings are ACTIVE. It returns the time that took (-1 if not within
-// convergeWait), the writes lost on some server at the end, and the
-// import differences left at the bound.
-func (s *suite) converge(healed time.Time, bound time.Duration) (time.Duration, []string, int) {
-	staleAtBound := -1
-	var lost, stale []string
-	var last error
+// convergence is what converge measured after one heal.
+type convergence struct {
+	converged time.Duration // to the cluster views agreeing (-1: not within convergeWait)
+	caughtUp  time.Duration // to every server agreeing on its own (-1: not within convergeWait)
+	lost      []string      // writes some server still lacked at the end
+	stale     int           // import differences in the cluster views at the bound
+}
+
+// converge checks every 100 ms from healed, at two levels:
+//
+//   - the clusters' views (what a client reads by default, the leader's
+//     state): each importer's copy equals its exporter's, both peerings
+//     are ACTIVE, and each leader holds every acknowledged write. This is
+//     the convergence time the bound applies to;
+//   - every server on its own (?stale): each holds every acknowledged
+//     write and each importing server's copy equals the export. A
+//     follower can trail the leader after a fault for a while: raft
+//     retries a follower it failed to reach with a backoff doubling from
+//     10 ms up to 10.24 s (hashicorp/raft's failureWait and
+//     maxFailureScale), so the caught-up time has its own bound,
+//     caughtUpBound.
+//
+// A write some server still lacks after convergeWait is lost.
+func (s *suite) converge(healed time.Time, bound time.Duration) convergence {
+	res := convergence{converged: -1, caughtUp: -1, stale: -1}
 	for {
-		lost, stale, last = s.check()
-		now := time.Now()
-		if last == nil && len(lost) == 0 && len(stale) == 0 {
-			if staleAtBound < 0 {
-				staleAtBound = 0
+		since := time.Since(healed)
+		if res.converged < 0 {
+			stale, err := s.checkClusters()
+			if err == nil && len(stale) == 0 {
+				res.converged = since
+				if res.stale < 0 {
+					res.stale = 0
+				}
+			} else if res.stale < 0 && since > bound {
+				res.stale = len(stale)
+				s.t.Logf("  cluster views not converged at the %v bound: %v; stale: %v", bound, err, firstN(stale, 5))
 			}
-			return now.Sub(healed), nil, staleAtBound
 		}
-		if staleAtBound < 0 && now.Sub(healed) > bound {
-			staleAtBound = len(stale)
-			s.t.Logf("  not converged at the %v bound: %v; %d lost (%v), stale: %v", bound, last, len(lost), firstN(lost, 3), firstN(stale, 5))
+		if res.caughtUp < 0 {
+			lost, stale, err := s.checkServers()
+			if err == nil && len(lost) == 0 && len(stale) == 0 {
+				res.caughtUp = since
+			} else if since > convergeWait {
+				s.t.Logf("  servers not caught up after %v: %v; lost: %v; stale: %v", convergeWait, err, firstN(lost, 5), firstN(stale, 5))
+				res.lost = lost
+			}
 		}
-		if now.Sub(healed) > convergeWait {
-			s.t.Logf("  not converged after %v: %v; %d lost, stale: %v", convergeWait, last, len(lost), firstN(stale, 5))
-			return -1, lost, max(staleAtBound, 0)
+		if (res.converged >= 0 && res.caughtUp >= 0) || since > convergeWait {
+			return res
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -323,9 +350,64 @@ func (s *suite) converge(healed time.Time, bound time.Duration) (time.Duration, 
 
 func firstN(ss []string, n int) []string { return ss[:min(n, len(ss))] }
 
-// check is one convergence check (see converge). err says what could
-// not be read or is not ACTIVE.
-func (s *suite) check() (lost, stale []string, err error) {
+// anyServer runs f on c's servers in turn until one answers (a fault may
+// have left one unreachable).
+func anyServer(c *cluster, f func(*node) error) error {
+	var errs []error
+	for _, n := range c.servers {
+		err := f(n)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// checkClusters is converge's first level: it returns the import
+// differences of the cluster views, and an error for what could not be
+// read, a leader missing an acknowledged write or a peering not ACTIVE.
+func (s *suite) checkClusters() (stale []string, err error) {
+	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+	defer cancel()
+	cutoff := time.Now().Add(-replicationAllowance)
+	read := func(c *cluster, service, peer string) (view map[string]instanceState, err error) {
+		err = anyServer(c, func(n *node) error {
+			view, err = instanceView(ctx, n, service, peer, false)
+			return err
+		})
+		return view, err
+	}
+	for _, pair := range [][2]*cluster{{s.a, s.b}, {s.b, s.a}} {
+		exporter, importer := pair[0], pair[1]
+		before, err := read(exporter, exporter.service, "")
+		if err != nil {
+			return nil, err
+		}
+		if lost := lostWrites(exporter.writes.expected(cutoff), before); len(lost) > 0 {
+			return nil, fmt.Errorf("%s's leader lacks %d acknowledged writes: %v", exporter.name, len(lost), firstN(lost, 3))
+		}
+		view, err := read(importer, exporter.service, exporter.peerName)
+		if err != nil {
+			return nil, err
+		}
+		after, err := read(exporter, exporter.service, "")
+		if err != nil {
+			return nil, err
+		}
+		// The writers go on meanwhile: an import may show the export as
+		// it was before or after it was read.
+		for _, d := range staleImportsBetween(before, after, view) {
+			stale = append(stale, importer.name+": "+d)
+		}
+	}
+	return stale, peeringsActive(ctx, s.a, s.b)
+}
+
+// checkServers is converge's second level: the acknowledged writes each
+// server lacks, and each importing server's own differences from the
+// export.
+func (s *suite) checkServers() (lost, stale []string, err error) {
 	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
 	defer cancel()
 	cutoff := time.Now().Add(-replicationAllowance)
@@ -341,13 +423,13 @@ func (s *suite) check() (lost, stale []string, err error) {
 			}
 		}
 	}
-	if len(lost) > 0 {
-		return lost, nil, nil
-	}
 	for _, pair := range [][2]*cluster{{s.a, s.b}, {s.b, s.a}} {
 		exporter, importer := pair[0], pair[1]
-		before, err := instanceView(ctx, exporter.servers[0], exporter.service, "", false)
-		if err != nil {
+		var before, after map[string]instanceState
+		if err := anyServer(exporter, func(n *node) (err error) {
+			before, err = instanceView(ctx, n, exporter.service, "", false)
+			return err
+		}); err != nil {
 			return nil, nil, err
 		}
 		var views []map[string]instanceState
@@ -358,19 +440,19 @@ func (s *suite) check() (lost, stale []string, err error) {
 			}
 			views = append(views, view)
 		}
-		after, err := instanceView(ctx, exporter.servers[0], exporter.service, "", false)
-		if err != nil {
+		if err := anyServer(exporter, func(n *node) (err error) {
+			after, err = instanceView(ctx, n, exporter.service, "", false)
+			return err
+		}); err != nil {
 			return nil, nil, err
 		}
-		// The writers go on meanwhile: an import may show the export as
-		// it was before or after the importers were read.
 		for i, view := range views {
 			for _, d := range staleImportsBetween(before, after, view) {
 				stale = append(stale, importer.servers[i].name+": "+d)
 			}
 		}
 	}
-	return nil, stale, peeringsActive(ctx, s.a, s.b)
+	return lost, stale, nil
 }
 
 // waitNewLeader waits until a server other than old leads c.
