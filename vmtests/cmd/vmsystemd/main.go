@@ -27,6 +27,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -316,11 +317,17 @@ func show(props ...string) (map[string]string, error) {
 // checkStarted: with Type=notify, systemctl enable --now returns once
 // peerd sent READY=1, so the unit is active and the API answers at once.
 func checkStarted(token string) (int, error) {
-	p, err := show("ActiveState", "SubState", "MainPID", "Type", "NotifyAccess", "StatusText")
+	p, err := show("ActiveState", "SubState", "MainPID", "Type", "NotifyAccess", "StatusText", "SystemCallFilter", "SystemCallErrorNumber")
 	if err != nil {
 		return 0, err
 	}
+	filter := p["SystemCallFilter"]
+	delete(p, "SystemCallFilter")
 	logf("unit after start: %v", p)
+	// An allow list (a deny list starts with ~) that has bpf().
+	if filter == "" || strings.HasPrefix(filter, "~") || !slices.Contains(strings.Fields(filter), "bpf") {
+		failf("the unit's SystemCallFilter is %q: want an allow list with bpf", filter)
+	}
 	if p["ActiveState"] != "active" || p["SubState"] != "running" || p["Type"] != "notify" {
 		return 0, fmt.Errorf("after systemctl enable --now: %v, want active/running, Type=notify", p)
 	}
