@@ -101,9 +101,11 @@ func (a *Agent) HandOver(ctx context.Context, drain time.Duration) error {
 //     state: the old one drains and closes, which frees the raft store,
 //     and the new one opens it (bbolt waits for the file lock).
 //  3. Once its agent serves and knows a leader with its state caught up
-//     (up to 30 s), the new process tells the old one (tableflip
-//     Ready) and systemd (MAINPID=, READY=1). The old one drains its open
-//     connections up to ReloadDrainTimeout, closes and exits.
+//     (up to 30 s), the new process tells systemd it is the main process
+//     (MAINPID=; before the old one can exit, or systemd would stop the
+//     unit), then the old one (tableflip Ready), then systemd READY=1.
+//     The old one drains its open connections up to ReloadDrainTimeout,
+//     closes and exits.
 //
 // If the new process fails (bad configuration, crash, no ready in time),
 // the old one logs the error and keeps serving; if it had released its
@@ -147,7 +149,17 @@ func RunReloadable(ctx context.Context, cfg Config, out io.Writer) error {
 	if err := a.Start(); err != nil {
 		return err
 	}
+	if upg.HasParent() {
+		// systemd must know the new main process before the old one
+		// exits: it exits as soon as Ready tells it to, and systemd,
+		// seeing its main process gone, would stop the unit and kill
+		// this one. systemd reads notifications before SIGCHLD.
+		a.sendNotify(notify, fmt.Sprintf("MAINPID=%d", os.Getpid()))
+	}
 	if err := upg.Ready(); err != nil {
+		if upg.HasParent() {
+			a.sendNotify(notify, fmt.Sprintf("MAINPID=%d", os.Getppid()))
+		}
 		_ = a.Close(context.Background())
 		return fmt.Errorf("tell the old process this one serves: %w", err)
 	}
@@ -218,7 +230,8 @@ func RunReloadable(ctx context.Context, cfg Config, out io.Writer) error {
 					a.log.Info("reload: serving again after the failed reload")
 				}
 				socks.Thaw()
-				a.sendNotify(notify, "READY=1")
+				// The new process may have named itself the main one.
+				a.sendNotify(notify, fmt.Sprintf("MAINPID=%d\nREADY=1", os.Getpid()))
 				continue
 			}
 			start := time.Now()

@@ -225,6 +225,11 @@ type GuestConfig struct {
 	// kernel log tail and reports exit code 124. 0: no guest timeout
 	// (the host's still applies).
 	TimeoutSec int `json:"timeout_sec,omitempty"`
+	// SwitchRoot, when set, is a block device (an ext4 Drive: /dev/vda
+	// for the first) that the init mounts as the new root before it
+	// executes Args there as PID 1 (e.g. /lib/systemd/systemd). The
+	// guest then prints the markers itself: see SystemdTest.
+	SwitchRoot string `json:"switch_root,omitempty"`
 }
 
 // sortedFiles orders files by path (stable archives for the same input).

@@ -115,6 +115,8 @@ func debianPackageOf(tool string) string {
 		return "xz-utils"
 	case "qemu-system-x86_64":
 		return "qemu-system-x86"
+	case "mkfs.ext4":
+		return "e2fsprogs"
 	}
 	return tool
 }

@@ -43,6 +43,10 @@ type VM struct {
 	// Files are extra files of the initramfs (the test binary...).
 	Files []File
 	Guest GuestConfig
+	// Drives are virtio block devices, /dev/vda, /dev/vdb... in order.
+	Drives []Drive
+	// KernelArgs are appended to the kernel command line (systemd.unit=).
+	KernelArgs []string
 	// Timeout bounds the whole VM, boot included; the guest init's own
 	// timeout (Guest.TimeoutSec) should be shorter so that it can print
 	// the kernel log before the host kills QEMU.
@@ -61,6 +65,14 @@ type VM struct {
 	Output io.Writer
 	// Log receives the harness's own messages (and the init's).
 	Log io.Writer
+}
+
+// Drive is a raw disk image attached as a virtio block device.
+type Drive struct {
+	Path string
+	// Snapshot: the guest's writes go to a temporary file QEMU drops at
+	// exit, so a cached image is never changed.
+	Snapshot bool
 }
 
 // Result is how a run ended.
@@ -139,7 +151,14 @@ func Run(ctx context.Context, vm VM) (*Result, error) {
 		// loglevel=2: only critical kernel messages (panics, oopses)
 		// interleave with the test's output; the init prints the log's
 		// tail when the command fails.
-		"-append", "console=ttyS0 panic=-1 oops=panic quiet loglevel=2 rdinit=/init",
+		"-append", strings.Join(append([]string{"console=ttyS0 panic=-1 oops=panic quiet loglevel=2 rdinit=/init"}, vm.KernelArgs...), " "),
+	}
+	for _, d := range vm.Drives {
+		opt := "file=" + d.Path + ",format=raw,if=virtio"
+		if d.Snapshot {
+			opt += ",snapshot=on"
+		}
+		args = append(args, "-drive", opt)
 	}
 	ctx, cancel := context.WithTimeout(ctx, vm.Timeout)
 	defer cancel()

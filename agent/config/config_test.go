@@ -214,6 +214,35 @@ service {
 	}
 }
 
+// The dataplane's settings have file keys in a dataplane block, so a
+// systemd install configures it in /etc/peerd.d instead of ExecStart=.
+func TestDataplaneFileKeys(t *testing.T) {
+	dir := writeFiles(t, map[string]string{"dp.hcl": `
+dataplane {
+  cgroup_path        = "/sys/fs/cgroup/system.slice/peerd.service"
+  allow_root_cgroup  = true
+  transparent_port   = 15009
+  fastpath           = false
+  workload_netns     = false
+  workload_dns_addrs = "127.0.0.1:5353"
+  gateway_vips       = ["203.0.113.0/24"]
+  interfaces         = ["eth0", "eth1"]
+  bpf_pin_dir        = "/sys/fs/bpf/peerd-test"
+}
+`})
+	c := CommandLineConfig()
+	if err := c.LoadFiles(dir); err != nil {
+		t.Fatal(err)
+	}
+	got := []any{c.CgroupPath, c.AllowRootCgroup, c.TransparentPort, c.FastPath, c.WorkloadNetns, c.WorkloadDNSAddrs,
+		c.GatewayVIPs, c.DataplaneInterfaces, c.BPFPinDir}
+	want := []any{"/sys/fs/cgroup/system.slice/peerd.service", true, 15009, false, false, "127.0.0.1:5353",
+		[]string{"203.0.113.0/24"}, []string{"eth0", "eth1"}, "/sys/fs/bpf/peerd-test"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got  %v\nwant %v", got, want)
+	}
+}
+
 // defaults, then -dev, then files in name order, then flags.
 func TestPrecedence(t *testing.T) {
 	dir := writeFiles(t, map[string]string{

@@ -4,7 +4,10 @@
 // proc, sysfs, devtmpfs, a tmpfs on /tmp, bpffs and cgroup2, loads the
 // modules in /modules, brings loopback up, runs the command from
 // /vm/config.json with the console as its stdio, prints VMEXIT=<code> and
-// powers the machine off. Build it with CGO_ENABLED=0.
+// powers the machine off. With "switch_root" in the config it instead
+// mounts that block device (ext4) as the new root and executes the
+// command there as PID 1 (systemd): the guest then reports its own exit
+// code. Build it with CGO_ENABLED=0.
 package main
 
 import (
@@ -37,6 +40,7 @@ type config struct {
 	Env        []string `json:"env"`
 	Dir        string   `json:"dir"`
 	TimeoutSec int      `json:"timeout_sec"`
+	SwitchRoot string   `json:"switch_root"`
 }
 
 func logf(format string, args ...any) {
@@ -96,6 +100,11 @@ func run() int {
 		logf("setup: bad /vm/config.json (%v): %s", err, b)
 		return exitSetup
 	}
+	if cfg.SwitchRoot != "" {
+		err := switchRoot(cfg)
+		logf("switch root to %s: %v", cfg.SwitchRoot, err)
+		return exitSetup
+	}
 	return runCommand(cfg)
 }
 
@@ -128,6 +137,49 @@ func mountAll() error {
 	_ = os.Symlink("/proc/self/fd", "/dev/fd")
 	_ = os.WriteFile("/proc/sys/kernel/panic_on_oops", []byte("1"), 0)
 	return nil
+}
+
+// switchRoot mounts cfg.SwitchRoot on /newroot, moves /dev, /proc and
+// /sys there, unmounts the rest of what mountAll mounted (the new init
+// mounts its own), makes /newroot the root and executes cfg.Args as PID 1.
+// It returns only on failure.
+func switchRoot(cfg config) error {
+	const newRoot = "/newroot"
+	if err := os.MkdirAll(newRoot, 0o755); err != nil {
+		return err
+	}
+	// The device node appears once the virtio driver has probed it.
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if err = unix.Mount(cfg.SwitchRoot, newRoot, "ext4", 0, ""); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("mount ext4: %w", err)
+		}
+	}
+	for _, m := range []string{"/sys/kernel/tracing", "/sys/kernel/debug", "/sys/fs/cgroup", "/sys/fs/bpf", "/run", "/tmp"} {
+		_ = unix.Unmount(m, unix.MNT_DETACH)
+	}
+	for _, m := range []string{"/dev", "/proc", "/sys"} {
+		if err := unix.Mount(m, newRoot+m, "", unix.MS_MOVE, ""); err != nil {
+			return fmt.Errorf("move %s: %w", m, err)
+		}
+	}
+	if err := unix.Chdir(newRoot); err != nil {
+		return err
+	}
+	if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("move the new root to /: %w", err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return err
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return err
+	}
+	env := append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}, cfg.Env...)
+	return unix.Exec(cfg.Args[0], cfg.Args, env)
 }
 
 func loadModules(dir string) error {
