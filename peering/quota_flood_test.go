@@ -28,7 +28,9 @@ func heapInUse() int64 {
 // and NACKs the rest with ResourceExhausted.
 func TestChunkFloodBounded(t *testing.T) {
 	// The raw peer sends no heartbeats; the flood takes seconds.
-	a := newTestCluster(t, "a", "dc1", func(c *Config) { c.HeartbeatTimeout = time.Minute })
+	// The raw peer sends no heartbeats: the stale-stream bound (3 heartbeat
+	// intervals, 600 ms here) would reset the stream between two slow sends.
+	a := newTestCluster(t, "a", "dc1", func(c *Config) { c.HeartbeatTimeout, c.StaleStreamTimeout = time.Minute, time.Minute })
 	rp, _ := openRaw(t, a)
 	const n, size, quota = 40, 6<<20 + 400<<10, 64 << 20
 	payload := bytes.Repeat([]byte{0x0a}, size)

@@ -336,7 +336,9 @@ func TestQuotasValidate(t *testing.T) {
 // sends without reading would grow the queue of answers without bound; the
 // stream is reset instead.
 func TestPeerThatDoesNotRead(t *testing.T) {
-	a := newTestCluster(t, "a", "dc1", func(c *Config) { c.HeartbeatTimeout = time.Minute })
+	// The raw peer sends no heartbeats: the stale-stream bound (3 heartbeat
+	// intervals, 600 ms here) would reset the stream between two slow sends.
+	a := newTestCluster(t, "a", "dc1", func(c *Config) { c.HeartbeatTimeout, c.StaleStreamTimeout = time.Minute, time.Minute })
 	a.peering.maxQueuedControl = 100
 	rp, id := openRaw(t, a) // its reader stops once 1,024 messages wait in rp.msgs
 	bad := mustMarshal(t, &pbpeerstream.ExportedService{Name: "x"})
