@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"errors"
 	"fmt"
 	"github.com/peerd/peerd/internal/sockets"
 	"net/http"
@@ -49,10 +48,11 @@ func (a *Agent) startMetricsListener(addr string, h http.Handler) error {
 	mux.Handle("GET /metrics", h)
 	a.metricsLn = ln
 	a.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	a.watchHTTP(a.metrics)
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		if err := a.metrics.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serveError(a.metrics.Serve(ln)); err != nil {
 			a.log.Error("metrics listener stopped", "err", err)
 		}
 	}()

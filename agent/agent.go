@@ -107,9 +107,12 @@ type Agent struct {
 	httpLn  net.Listener
 	https   *http.Server
 	httpsLn net.Listener
-	grpc    *grpc.Server
-	grpcLn  net.Listener
-	health  *health.Server
+	// httpDrains serve, on a stop, the connections each server accepted
+	// before it (httpdrain.go), keyed by server.
+	httpDrains map[*http.Server]*httpDrain
+	grpc       *grpc.Server
+	grpcLn     net.Listener
+	health     *health.Server
 	// grpcTLS serves the peering stream to other clusters (servers only).
 	grpcTLS   *grpc.Server
 	grpcTLSLn net.Listener
@@ -495,12 +498,14 @@ func (a *Agent) start(ctx context.Context) error {
 		return err
 	}
 	newServer := func() *http.Server {
-		return &http.Server{
+		srv := &http.Server{
 			Handler:           edge,
 			ReadHeaderTimeout: 10 * time.Second,
 			MaxHeaderBytes:    1 << 20,
 			ErrorLog:          serverErrorLog(a.log),
 		}
+		a.watchHTTP(srv)
+		return srv
 	}
 	a.http = newServer()
 	if a.httpsLn != nil {
@@ -620,7 +625,7 @@ func (a *Agent) start(ctx context.Context) error {
 		a.wg.Add(1)
 		go func() {
 			defer a.wg.Done()
-			if err := a.http.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := serveError(a.http.Serve(a.httpLn)); err != nil {
 				a.log.Error("HTTP server stopped", "err", err)
 			}
 		}()
@@ -630,7 +635,7 @@ func (a *Agent) start(ctx context.Context) error {
 		go func() {
 			defer a.wg.Done()
 			// The certificate comes from TLSConfig.GetCertificate.
-			if err := a.https.ServeTLS(a.httpsLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := serveError(a.https.ServeTLS(a.httpsLn, "", "")); err != nil {
 				a.log.Error("HTTPS server stopped", "err", err)
 			}
 		}()
@@ -785,6 +790,23 @@ func (a *Agent) HTTPSAddr() string {
 
 // GRPCAddr returns the address the gRPC server listens on.
 func (a *Agent) GRPCAddr() string { return a.grpcLn.Addr().String() }
+
+// watchHTTP makes srv's stop serve the connections it accepted before
+// (httpdrain.go); srv must not serve yet.
+func (a *Agent) watchHTTP(srv *http.Server) {
+	if a.httpDrains == nil {
+		a.httpDrains = map[*http.Server]*httpDrain{}
+	}
+	a.httpDrains[srv] = watchFreshConns(srv)
+}
+
+// stopHTTP stops srv, listening on ln, gracefully within ctx.
+func (a *Agent) stopHTTP(ctx context.Context, srv *http.Server, ln net.Listener) error {
+	if d := a.httpDrains[srv]; d != nil {
+		return d.shutdown(ctx, srv, ln)
+	}
+	return ignoreClosed(srv.Shutdown(ctx))
+}
 
 // GRPCTLSAddr returns the address of the TLS gRPC listener peers dial for
 // the peering stream ("" on a node without one).
@@ -1006,18 +1028,31 @@ func (a *Agent) shutdownSteps() []shutdownStep {
 		{"HTTP API", drainPhase, func(ctx context.Context) error {
 			serveCtx := serveBudget(ctx)
 			var errs []error
-			if a.metrics != nil {
-				if err := a.metrics.Shutdown(serveCtx); err != nil {
-					errs = append(errs, fmt.Errorf("stop the metrics listener: %w", err))
-				}
+			// Together: each waits for connections it accepted before.
+			type stop struct {
+				what string
+				srv  *http.Server
+				ln   net.Listener
 			}
-			if err := a.http.Shutdown(serveCtx); err != nil {
-				errs = append(errs, fmt.Errorf("stop HTTP server: %w", err))
+			stops := []stop{{"HTTP server", a.http, a.httpLn}}
+			if a.metrics != nil {
+				stops = append(stops, stop{"the metrics listener", a.metrics, a.metricsLn})
 			}
 			if a.https != nil {
-				if err := a.https.Shutdown(serveCtx); err != nil {
-					errs = append(errs, fmt.Errorf("stop HTTPS server: %w", err))
-				}
+				stops = append(stops, stop{"HTTPS server", a.https, a.httpsLn})
+			}
+			errc := make(chan error, len(stops))
+			for _, st := range stops {
+				go func() {
+					if err := a.stopHTTP(serveCtx, st.srv, st.ln); err != nil {
+						errc <- fmt.Errorf("stop %s: %w", st.what, err)
+						return
+					}
+					errc <- nil
+				}()
+			}
+			for range stops {
+				errs = append(errs, <-errc)
 			}
 			return errors.Join(errs...)
 		}},
