@@ -102,6 +102,14 @@ func (p *Proxy) Start() error {
 		p.wg.Add(1)
 		go func() { defer p.wg.Done(); p.serveTransparent(ln) }()
 	}
+	// The upstream listeners the view asks for now are opened before
+	// Start returns: on a reload they are the old process's sockets,
+	// which the hand-over closes unless claimed by the time this process
+	// says it serves (tableflip's Ready); a queued connection on an
+	// unclaimed one is reset. reconcileLoop keeps them in step after.
+	if want, _, err := p.desiredUpstreams(memdb.NewWatchSet()); err == nil {
+		p.reconcile(want)
+	}
 	p.wg.Add(3)
 	go func() { defer p.wg.Done(); p.watchIntentions() }()
 	go func() { defer p.wg.Done(); p.reconcileLoop() }()

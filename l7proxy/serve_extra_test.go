@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"testing"
 	"time"
 
@@ -121,5 +122,38 @@ func TestServeExtraListeners(t *testing.T) {
 	}
 	if err := p.ServeTransparent(listen()); err == nil {
 		t.Error("ServeTransparent after Close: no error")
+	}
+}
+
+// TestStartOpensUpstreamsBeforeReturning: the upstream listeners the view
+// asks for are open when Start returns. On a reload they are the old
+// process's sockets, which the hand-over closes (resetting the
+// connections queued on them) unless claimed before the new process says
+// it serves; the fault suite saw 46 calls reset when the first reconcile
+// ran a moment after that.
+func TestStartOpensUpstreamsBeforeReturning(t *testing.T) {
+	st, err := state.NewStore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := free.Addr().(*net.TCPAddr).Port
+	free.Close()
+	if err := st.Register(1, &state.RegisterRequest{Node: &state.Node{Node: "n", Address: "127.0.0.1"},
+		Service: &state.Service{Service: "web", Port: 80, Proxy: &state.ProxyConfig{Upstreams: []state.Upstream{
+			{DestinationName: "billing", DestinationPeer: "b", LocalBindPort: port},
+		}}}}); err != nil {
+		t.Fatal(err)
+	}
+	p := newExtraProxy(t, st)
+	defer p.Close(context.Background())
+	p.mu.Lock()
+	_, open := p.upstreams[net.JoinHostPort("127.0.0.1", strconv.Itoa(port))]
+	p.mu.Unlock()
+	if !open {
+		t.Fatal("web's upstream listener was not open when Start returned")
 	}
 }
