@@ -792,20 +792,13 @@ func (a *Agent) HTTPSAddr() string {
 func (a *Agent) GRPCAddr() string { return a.grpcLn.Addr().String() }
 
 // watchHTTP makes srv's stop serve the connections it accepted before
-// (httpdrain.go); srv must not serve yet.
+// (httpdrain.go); srv must not serve yet. Every HTTP server of the agent
+// is watched: the drain step stops each through its httpDrain.
 func (a *Agent) watchHTTP(srv *http.Server) {
 	if a.httpDrains == nil {
 		a.httpDrains = map[*http.Server]*httpDrain{}
 	}
 	a.httpDrains[srv] = watchFreshConns(srv)
-}
-
-// stopHTTP stops srv, listening on ln, gracefully within ctx.
-func (a *Agent) stopHTTP(ctx context.Context, srv *http.Server, ln net.Listener) error {
-	if d := a.httpDrains[srv]; d != nil {
-		return d.shutdown(ctx, srv, ln)
-	}
-	return ignoreClosed(srv.Shutdown(ctx))
 }
 
 // GRPCTLSAddr returns the address of the TLS gRPC listener peers dial for
@@ -1044,7 +1037,7 @@ func (a *Agent) shutdownSteps() []shutdownStep {
 			errc := make(chan error, len(stops))
 			for _, st := range stops {
 				go func() {
-					if err := a.stopHTTP(serveCtx, st.srv, st.ln); err != nil {
+					if err := a.httpDrains[st.srv].shutdown(serveCtx, st.srv, st.ln); err != nil {
 						errc <- fmt.Errorf("stop %s: %w", st.what, err)
 						return
 					}

@@ -154,19 +154,7 @@ func describeStates(ss []instanceState) string {
 // service and an importer's: instances missing, left over, or with
 // another health.
 func staleImports(exporter, importer map[string]instanceState) []string {
-	var diff []string
-	for id, want := range exporter {
-		if got := importer[id]; got != want {
-			diff = append(diff, fmt.Sprintf("%s: imported %s, exporter has %s", id, got, want))
-		}
-	}
-	for id, got := range importer {
-		if _, ok := exporter[id]; !ok && got.Present {
-			diff = append(diff, fmt.Sprintf("%s: imported %s, exporter has none", id, got))
-		}
-	}
-	sort.Strings(diff)
-	return diff
+	return staleImportsBetween(exporter, exporter, importer)
 }
 
 // staleImportsBetween is staleImports for an exporter that may have

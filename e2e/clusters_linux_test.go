@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/peerd/peerd/internal/testutil"
 )
@@ -52,8 +53,8 @@ func buildSuiteBinaries(t *testing.T) suiteBinaries {
 	t.Helper()
 	dir := t.TempDir()
 	b := suiteBinaries{v1: filepath.Join(dir, "peerd-v1"), v2: filepath.Join(dir, "peerd-v2")}
-	testutil.GoBuildFlags(t, b.v1, []string{"-ldflags", "-X main.version=" + versionV1}, "./cmd/peerd")
-	testutil.GoBuildFlags(t, b.v2, []string{"-ldflags", "-X main.version=" + versionV2}, "./cmd/peerd")
+	testutil.GoBuild(t, b.v1, "-ldflags=-X main.version="+versionV1, "./cmd/peerd")
+	testutil.GoBuild(t, b.v2, "-ldflags=-X main.version="+versionV2, "./cmd/peerd")
 	return b
 }
 
@@ -72,23 +73,12 @@ func installBinary(src, dst string) error {
 	return os.Rename(tmp, dst)
 }
 
-// newUUID makes a random UUID (a token's SecretID).
-func newUUID(t testing.TB) string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
-	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
-
 // startCluster starts the cluster name on l: s1 bootstraps and makes the
 // CA, s2 and s3 join as servers and c1 as a client with join tokens. It
 // returns once the three servers are voters under one leader.
 func startCluster(ctx context.Context, t *testing.T, bins suiteBinaries, name string, l *lan) *cluster {
 	t.Helper()
-	c := &cluster{name: name, peerName: "cluster-" + name, lan: l, token: newUUID(t),
+	c := &cluster{name: name, peerName: "cluster-" + name, lan: l, token: uuid.NewString(),
 		writes: newHistory(), service: "ledger-" + name}
 	aclFile := func(server bool) string {
 		path := filepath.Join(t.TempDir(), "acl.hcl")
@@ -219,11 +209,11 @@ func peerClusters(ctx context.Context, t *testing.T, a, b *cluster) {
 func peeringsActive(ctx context.Context, a, b *cluster) error {
 	for _, side := range [][2]*cluster{{a, b}, {b, a}} {
 		var p struct{ State string }
-		if err := side[0].servers[0].getJSON(ctx, "/v1/peering/"+side[1].peerName, &p); err != nil {
-			// servers[0] may be the node a fault took down: any other.
-			if err = side[0].servers[1].getJSON(ctx, "/v1/peering/"+side[1].peerName, &p); err != nil {
-				return err
-			}
+		// A fault may have taken a server down: any that answers.
+		if err := anyServer(side[0], func(n *node) error {
+			return n.getJSON(ctx, "/v1/peering/"+side[1].peerName, &p)
+		}); err != nil {
+			return err
 		}
 		if p.State != "ACTIVE" {
 			return fmt.Errorf("%s's peering with %s is %s", side[0].name, side[1].peerName, p.State)

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -195,51 +196,46 @@ func faults(wanWindow time.Duration) []fault {
 				return hit, time.Now(), s.a.lan.setLink(l.host, true)
 			}},
 		{name: fmt.Sprintf("WAN cut %v", wanWindow), budget: whileCut, bound: convergeBoundWAN, short: true,
-			run: func(s *suite) (time.Time, time.Time, error) {
-				s.wan.set(impairment{cut: true})
-				hit := time.Now()
-				time.Sleep(wanWindow)
-				s.wan.set(impairment{})
-				return hit, time.Now(), nil
-			}},
+			run: impairWAN(impairment{cut: true}, wanWindow)},
 		{name: fmt.Sprintf("WAN 10%% loss, 100ms delay %v", wanWindow), budget: whileCut, bound: convergeBound, short: true,
-			run: func(s *suite) (time.Time, time.Time, error) {
-				s.wan.set(impairment{loss: 0.10, delay: 100 * time.Millisecond})
-				hit := time.Now()
-				time.Sleep(wanWindow)
-				s.wan.set(impairment{})
-				return hit, time.Now(), nil
-			}},
+			run: impairWAN(impairment{loss: 0.10, delay: 100 * time.Millisecond}, wanWindow)},
 		{name: "rolling restart of every node", budget: noFailures, bound: convergeBound,
-			run: func(s *suite) (time.Time, time.Time, error) {
-				hit := time.Now()
-				err := s.rollingRestart()
-				return hit, time.Now(), err
-			}},
+			run: timed((*suite).rollingRestart)},
 		{name: "CA rotation in a, then in b", budget: noFailures, bound: convergeBound, short: true,
-			run: func(s *suite) (time.Time, time.Time, error) {
-				hit := time.Now()
+			run: timed(func(s *suite) error {
 				for _, c := range []*cluster{s.a, s.b} {
 					if err := c.servers[0].do(s.ctx, "POST", "/v1/connect/ca/rotate", nil, nil); err != nil {
-						return hit, time.Now(), fmt.Errorf("rotate %s's CA: %w", c.name, err)
+						return fmt.Errorf("rotate %s's CA: %w", c.name, err)
 					}
 					s.t.Logf("  rotated %s's CA", c.name)
 					time.Sleep(5 * time.Second) // leaves renew meanwhile, under traffic
 				}
-				return hit, time.Now(), nil
-			}},
+				return nil
+			})},
 		{name: "reload, new binary: a's client", budget: noFailures, bound: convergeBound, short: true,
-			run: func(s *suite) (time.Time, time.Time, error) {
-				hit := time.Now()
-				err := s.reloadNewBinary(s.a.client)
-				return hit, time.Now(), err
-			}},
+			run: timed(func(s *suite) error { return s.reloadNewBinary(s.a.client) })},
 		{name: "reload, new binary: b's client", budget: noFailures, bound: convergeBound,
-			run: func(s *suite) (time.Time, time.Time, error) {
-				hit := time.Now()
-				err := s.reloadNewBinary(s.b.client)
-				return hit, time.Now(), err
-			}},
+			run: timed(func(s *suite) error { return s.reloadNewBinary(s.b.client) })},
+	}
+}
+
+// timed is a fault that hits when f starts and heals when it returns.
+func timed(f func(s *suite) error) func(s *suite) (time.Time, time.Time, error) {
+	return func(s *suite) (time.Time, time.Time, error) {
+		hit := time.Now()
+		err := f(s)
+		return hit, time.Now(), err
+	}
+}
+
+// impairWAN is a fault that impairs the WAN for d, then clears it.
+func impairWAN(imp impairment, d time.Duration) func(s *suite) (time.Time, time.Time, error) {
+	return func(s *suite) (time.Time, time.Time, error) {
+		s.wan.set(imp)
+		hit := time.Now()
+		time.Sleep(d)
+		s.wan.set(impairment{})
+		return hit, time.Now(), nil
 	}
 }
 
@@ -364,6 +360,44 @@ func anyServer(c *cluster, f func(*node) error) error {
 	return errors.Join(errs...)
 }
 
+// clusterView reads service (peer's import of it, with peer) as a client
+// of c reads it by default, the leader's state, from any server that
+// answers.
+func clusterView(ctx context.Context, c *cluster, service, peer string) (view map[string]instanceState, err error) {
+	err = anyServer(c, func(n *node) error {
+		view, err = instanceView(ctx, n, service, peer, false)
+		return err
+	})
+	return view, err
+}
+
+// importDiffs reads exporter's service just before and just after
+// imports reads the importing views (by name), and returns the export as
+// read before and every view's differences from it. The writers go on
+// meanwhile: an import may show the export as it was before or after.
+func importDiffs(ctx context.Context, exporter *cluster, imports func() (map[string]map[string]instanceState, error)) (map[string]instanceState, []string, error) {
+	before, err := clusterView(ctx, exporter, exporter.service, "")
+	if err != nil {
+		return nil, nil, err
+	}
+	views, err := imports()
+	if err != nil {
+		return nil, nil, err
+	}
+	after, err := clusterView(ctx, exporter, exporter.service, "")
+	if err != nil {
+		return nil, nil, err
+	}
+	var stale []string
+	for name, view := range views {
+		for _, d := range staleImportsBetween(before, after, view) {
+			stale = append(stale, name+": "+d)
+		}
+	}
+	sort.Strings(stale)
+	return before, stale, nil
+}
+
 // checkClusters is converge's first level: it returns the import
 // differences of the cluster views, and an error for what could not be
 // read, a leader missing an acknowledged write or a peering not ACTIVE.
@@ -371,35 +405,19 @@ func (s *suite) checkClusters() (stale []string, err error) {
 	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
 	defer cancel()
 	cutoff := time.Now().Add(-replicationAllowance)
-	read := func(c *cluster, service, peer string) (view map[string]instanceState, err error) {
-		err = anyServer(c, func(n *node) error {
-			view, err = instanceView(ctx, n, service, peer, false)
-			return err
-		})
-		return view, err
-	}
 	for _, pair := range [][2]*cluster{{s.a, s.b}, {s.b, s.a}} {
 		exporter, importer := pair[0], pair[1]
-		before, err := read(exporter, exporter.service, "")
+		before, diffs, err := importDiffs(ctx, exporter, func() (map[string]map[string]instanceState, error) {
+			view, err := clusterView(ctx, importer, exporter.service, exporter.peerName)
+			return map[string]map[string]instanceState{importer.name: view}, err
+		})
 		if err != nil {
 			return nil, err
 		}
 		if lost := lostWrites(exporter.writes.expected(cutoff), before); len(lost) > 0 {
 			return nil, fmt.Errorf("%s's leader lacks %d acknowledged writes: %v", exporter.name, len(lost), firstN(lost, 3))
 		}
-		view, err := read(importer, exporter.service, exporter.peerName)
-		if err != nil {
-			return nil, err
-		}
-		after, err := read(exporter, exporter.service, "")
-		if err != nil {
-			return nil, err
-		}
-		// The writers go on meanwhile: an import may show the export as
-		// it was before or after it was read.
-		for _, d := range staleImportsBetween(before, after, view) {
-			stale = append(stale, importer.name+": "+d)
-		}
+		stale = append(stale, diffs...)
 	}
 	return stale, peeringsActive(ctx, s.a, s.b)
 }
@@ -425,32 +443,21 @@ func (s *suite) checkServers() (lost, stale []string, err error) {
 	}
 	for _, pair := range [][2]*cluster{{s.a, s.b}, {s.b, s.a}} {
 		exporter, importer := pair[0], pair[1]
-		var before, after map[string]instanceState
-		if err := anyServer(exporter, func(n *node) (err error) {
-			before, err = instanceView(ctx, n, exporter.service, "", false)
-			return err
-		}); err != nil {
+		_, diffs, err := importDiffs(ctx, exporter, func() (map[string]map[string]instanceState, error) {
+			views := map[string]map[string]instanceState{}
+			for _, n := range importer.servers {
+				view, err := instanceView(ctx, n, exporter.service, exporter.peerName, true)
+				if err != nil {
+					return nil, err
+				}
+				views[n.name] = view
+			}
+			return views, nil
+		})
+		if err != nil {
 			return nil, nil, err
 		}
-		var views []map[string]instanceState
-		for _, n := range importer.servers {
-			view, err := instanceView(ctx, n, exporter.service, exporter.peerName, true)
-			if err != nil {
-				return nil, nil, err
-			}
-			views = append(views, view)
-		}
-		if err := anyServer(exporter, func(n *node) (err error) {
-			after, err = instanceView(ctx, n, exporter.service, "", false)
-			return err
-		}); err != nil {
-			return nil, nil, err
-		}
-		for i, view := range views {
-			for _, d := range staleImportsBetween(before, after, view) {
-				stale = append(stale, importer.servers[i].name+": "+d)
-			}
-		}
+		stale = append(stale, diffs...)
 	}
 	return lost, stale, nil
 }

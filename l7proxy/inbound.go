@@ -190,13 +190,7 @@ func (g *gateway) handle(raw net.Conn) {
 	}
 	defer done()
 	g.handshaking.Add(1)
-	handedOff := false
-	handOff := func() {
-		if !handedOff {
-			handedOff = true
-			g.handshaking.Done()
-		}
-	}
+	handOff := sync.OnceFunc(g.handshaking.Done)
 	defer handOff()
 	p.mark.MarkConn(raw)
 	hs := &handshake{}

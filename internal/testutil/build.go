@@ -15,20 +15,13 @@ import (
 // tb with the compiler's output.
 func GoBuild(tb testing.TB, out string, pkgs ...string) {
 	tb.Helper()
-	GoBuildFlags(tb, out, nil, pkgs...)
-}
-
-// GoBuildFlags is GoBuild with build flags (e.g. -ldflags "-X main.version=v2"
-// for a second, distinguishable binary).
-func GoBuildFlags(tb testing.TB, out string, flags []string, pkgs ...string) {
-	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil {
 		tb.Fatalf("go env GOMOD: %v", err)
 	}
-	cmd := exec.CommandContext(ctx, "go", append(append(append([]string{"build"}, flags...), "-o", out), pkgs...)...)
+	cmd := exec.CommandContext(ctx, "go", append([]string{"build", "-o", out}, pkgs...)...)
 	cmd.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		tb.Fatalf("go build %s: %v\n%s", strings.Join(pkgs, " "), err, msg)
